@@ -1,0 +1,69 @@
+/**
+ * Every error hadb raises is a {@link HadbError} with a stable string `code`.
+ * Backend errors (S3, NATS, filesystem) are mapped inside the adapter and kept as `cause`.
+ */
+export type HadbErrorCode =
+  | 'LEASE_STORE_UNAVAILABLE'
+  | 'LEASE_RECORD_INVALID'
+  | 'STORAGE_UNAVAILABLE'
+  | 'STORAGE_NOT_FOUND'
+  | 'INVALID_KEY'
+  | 'INVALID_ARGUMENT'
+  | 'TIMEOUT'
+  | 'ACTOR_STOPPED';
+
+export class HadbError extends Error {
+  readonly code: HadbErrorCode;
+
+  constructor(code: HadbErrorCode, message: string, options?: ErrorOptions) {
+    super(`${code}: ${message}`, options);
+    this.code = code;
+    this.name = new.target.name;
+  }
+}
+
+/** The lease store could not be reached or failed; the outcome of a write is unknown. */
+export class LeaseStoreUnavailableError extends HadbError {
+  constructor(message: string, options?: ErrorOptions) {
+    super('LEASE_STORE_UNAVAILABLE', message, options);
+  }
+}
+
+/** A lease record that hadb cannot read: garbage bytes, another format version, missing fields. */
+export class LeaseRecordInvalidError extends HadbError {
+  constructor(message: string, options?: ErrorOptions) {
+    super('LEASE_RECORD_INVALID', message, options);
+  }
+}
+
+export class StorageUnavailableError extends HadbError {
+  constructor(message: string, options?: ErrorOptions) {
+    super('STORAGE_UNAVAILABLE', message, options);
+  }
+}
+
+export class StorageNotFoundError extends HadbError {
+  readonly key: string;
+  constructor(key: string, options?: ErrorOptions) {
+    super('STORAGE_NOT_FOUND', `no object at ${JSON.stringify(key)}`, options);
+    this.key = key;
+  }
+}
+
+export class InvalidKeyError extends HadbError {
+  constructor(key: string, why: string) {
+    super('INVALID_KEY', `${JSON.stringify(key)}: ${why}`);
+  }
+}
+
+export class InvalidArgumentError extends HadbError {
+  constructor(message: string, options?: ErrorOptions) {
+    super('INVALID_ARGUMENT', message, options);
+  }
+}
+
+export class TimeoutError extends HadbError {
+  constructor(what: string, ms: number) {
+    super('TIMEOUT', `${what} did not finish within ${ms} ms`);
+  }
+}
