@@ -29,7 +29,12 @@ export function sleep(clock: Clock, ms: number): Promise<void> {
 }
 
 /** Rejects with {@link TimeoutError} when `promise` has not settled within `ms` of `clock`. */
-export function withTimeout<T>(clock: Clock, promise: Promise<T>, ms: number, what: string): Promise<T> {
+export function withTimeout<T>(
+  clock: Clock,
+  promise: Promise<T>,
+  ms: number,
+  what: string,
+): Promise<T> {
   return new Promise<T>((resolve, reject) => {
     const timer = clock.setTimeout(() => reject(new TimeoutError(what, ms)), ms);
     promise.then(

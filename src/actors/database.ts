@@ -1,6 +1,6 @@
 import { createActor, fromPromise, type InspectionEvent, type Observer } from 'xstate';
-import type { Clock } from '../clock.ts';
 import type { LeaseStore } from '../adapters/lease/types.ts';
+import type { Clock } from '../clock.ts';
 import {
   type CatchUpIntent,
   type CatchUpOutput,
@@ -53,8 +53,9 @@ export function createDatabaseActor(options: DatabaseActorOptions) {
       bootstrap: fromPromise<void, { db: string }>(async ({ input, signal }) => {
         await hooks.bootstrap?.(input.db, signal);
       }),
-      catchUp: fromPromise<CatchUpOutput, { db: string; intent: CatchUpIntent }>(async ({ input, signal }) =>
-        hooks.catchUp ? hooks.catchUp(input.db, input.intent, signal) : {},
+      catchUp: fromPromise<CatchUpOutput, { db: string; intent: CatchUpIntent }>(
+        async ({ input, signal }) =>
+          hooks.catchUp ? hooks.catchUp(input.db, input.intent, signal) : {},
       ),
       demote: fromPromise<void, { db: string; reason: DemoteReason }>(async ({ input, signal }) => {
         await hooks.demote?.(input.db, input.reason, signal);

@@ -1,7 +1,7 @@
 import { fromPromise } from 'xstate';
+import type { LeaseStore } from '../adapters/lease/types.ts';
 import { type Clock, withTimeout } from '../clock.ts';
 import { HadbError } from '../errors.ts';
-import type { LeaseStore } from '../adapters/lease/types.ts';
 import type { ReadLeaseOutput, WriteLeaseInput, WriteLeaseOutput } from '../machines/role.ts';
 import { decodeLeaseRecord, encodeLeaseRecord } from '../wire/lease-record.ts';
 
@@ -19,7 +19,8 @@ export interface LeaseActorOptions {
  * errors, so the machine decides what they mean; every outcome carries clock readings.
  */
 export function leaseActors({ store, clock, keyOf, callTimeoutMs }: LeaseActorOptions) {
-  const call = <T>(promise: Promise<T>, what: string) => withTimeout(clock, promise, callTimeoutMs, what);
+  const call = <T>(promise: Promise<T>, what: string) =>
+    withTimeout(clock, promise, callTimeoutMs, what);
 
   const readLease = fromPromise<ReadLeaseOutput, { db: string }>(async ({ input }) => {
     const key = keyOf(input.db);
@@ -32,7 +33,12 @@ export function leaseActors({ store, clock, keyOf, callTimeoutMs }: LeaseActorOp
     const at = clock.now();
     if (entry === null) return { outcome: 'absent', at };
     try {
-      return { outcome: 'record', record: decodeLeaseRecord(entry.value), revision: entry.revision, at };
+      return {
+        outcome: 'record',
+        record: decodeLeaseRecord(entry.value),
+        revision: entry.revision,
+        at,
+      };
     } catch (error) {
       return { outcome: 'invalid', revision: entry.revision, reason: describe(error), at };
     }
@@ -50,7 +56,9 @@ export function leaseActors({ store, clock, keyOf, callTimeoutMs }: LeaseActorOp
         `writing lease ${key}`,
       );
       const at = clock.now();
-      return result.ok ? { outcome: 'written', revision: result.revision, sentAt, at } : { outcome: 'conflict', at };
+      return result.ok
+        ? { outcome: 'written', revision: result.revision, sentAt, at }
+        : { outcome: 'conflict', at };
     } catch (error) {
       return { outcome: 'unavailable', reason: describe(error), at: clock.now() };
     }

@@ -67,8 +67,17 @@ export class Supervisor<TActor extends AnyActorRef> {
 
   /** Starts a supervised actor; `create` is called again for every restart. */
   start(name: string, create: () => TActor): TActor {
-    if (this.#entries.has(name)) throw new InvalidArgumentError(`an actor named ${JSON.stringify(name)} is already supervised`);
-    const entry: Entry<TActor> = { create, actor: undefined, status: 'running', crashTimes: [], restartTimer: undefined };
+    if (this.#entries.has(name))
+      throw new InvalidArgumentError(
+        `an actor named ${JSON.stringify(name)} is already supervised`,
+      );
+    const entry: Entry<TActor> = {
+      create,
+      actor: undefined,
+      status: 'running',
+      crashTimes: [],
+      restartTimer: undefined,
+    };
     this.#entries.set(name, entry);
     return this.#launch(name, entry);
   }
@@ -109,7 +118,7 @@ export class Supervisor<TActor extends AnyActorRef> {
     if (entry.restartTimer !== undefined) this.#clock.clearTimeout(entry.restartTimer);
     const actor = entry.actor;
     entry.status = 'stopped';
-    if (!actor || actor.getSnapshot().status !== 'active') return;
+    if (actor?.getSnapshot().status !== 'active') return;
     const finished = new Promise<boolean>((resolve) => {
       const timer = this.#clock.setTimeout(() => resolve(false), this.#stopTimeoutMs);
       const done = () => {

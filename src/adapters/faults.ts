@@ -70,11 +70,7 @@ export class Faults {
   }
 
   get healthy(): boolean {
-    return (
-      this.#cutOff.size === 0 &&
-      this.#failNext.count === 0 &&
-      this.#latency.maxMs === 0
-    );
+    return this.#cutOff.size === 0 && this.#failNext.count === 0 && this.#latency.maxMs === 0;
   }
 
   /**
@@ -89,7 +85,10 @@ export class Faults {
     apply: () => T,
   ): Promise<T> {
     this.#refuseIfCut(node, label, unavailable);
-    if (this.#failNext.count > 0 && (this.#failNext.node === undefined || this.#failNext.node === node)) {
+    if (
+      this.#failNext.count > 0 &&
+      (this.#failNext.node === undefined || this.#failNext.node === node)
+    ) {
       this.#failNext.count -= 1;
       throw unavailable(`injected failure of ${label}`);
     }
@@ -104,7 +103,8 @@ export class Faults {
 
   #refuseIfCut(node: string | undefined, label: string, unavailable: (m: string) => Error): void {
     if (node === undefined) return;
-    if (this.#cutOff.get(node) === 'fail') throw unavailable(`${node} is cut off from the store (${label})`);
+    if (this.#cutOff.get(node) === 'fail')
+      throw unavailable(`${node} is cut off from the store (${label})`);
   }
 
   async #interruptIfCut(

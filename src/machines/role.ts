@@ -126,7 +126,9 @@ function isClaimable(context: RoleContext, read: ReadLeaseOutput): boolean {
   if (record.released) return true;
   if (isOwnRecord(context, record)) return true;
   const observed = observe(context.observed, read);
-  return observed !== null && read.at - observed.firstSeenAt >= record.ttlMs + context.timing.marginMs;
+  return (
+    observed !== null && read.at - observed.firstSeenAt >= record.ttlMs + context.timing.marginMs
+  );
 }
 
 /** A claim or renewal of ours whose answer we never heard: only a CAS renewal may adopt it. */
@@ -134,7 +136,10 @@ function isOwnRecord(context: RoleContext, record: LeaseRecord): boolean {
   return record.holder === context.node && record.session === context.session;
 }
 
-function claimRecord(context: RoleContext): { expectedRevision: string | null; record: LeaseRecord } {
+function claimRecord(context: RoleContext): {
+  expectedRevision: string | null;
+  record: LeaseRecord;
+} {
   const observed = context.observed;
   const previous = observed?.record ?? null;
   const adopt = previous !== null && !previous.released && isOwnRecord(context, previous);
@@ -157,7 +162,11 @@ function holderRecord(context: RoleContext, epoch: number, released: boolean): L
   return record;
 }
 
-function heldLeaseFrom(context: RoleContext, written: { revision: string; sentAt: number }, epoch: number): HeldLease {
+function heldLeaseFrom(
+  context: RoleContext,
+  written: { revision: string; sentAt: number },
+  epoch: number,
+): HeldLease {
   const { ttlMs, marginMs } = context.timing;
   return { revision: written.revision, epoch, validUntil: written.sentAt + ttlMs - marginMs };
 }
@@ -246,7 +255,8 @@ export const roleMachine = setup({
                 actions: assign({
                   observed: ({ context, event }) => observe(context.observed, event.output),
                   lastAt: ({ event }) => event.output.at,
-                  leaseProblem: ({ event }) => (event.output.outcome === 'invalid' ? event.output.reason : null),
+                  leaseProblem: ({ event }) =>
+                    event.output.outcome === 'invalid' ? event.output.reason : null,
                 }),
               },
               {
@@ -264,7 +274,8 @@ export const roleMachine = setup({
                 actions: assign({
                   observed: ({ context, event }) => observe(context.observed, event.output),
                   lastAt: ({ event }) => event.output.at,
-                  leaseProblem: ({ event }) => (event.output.outcome === 'unavailable' ? event.output.reason : null),
+                  leaseProblem: ({ event }) =>
+                    event.output.outcome === 'unavailable' ? event.output.reason : null,
                 }),
               },
             ],
@@ -288,7 +299,8 @@ export const roleMachine = setup({
             guard: 'intentIsClaim',
             target: 'candidate',
             actions: assign({
-              epochFloor: ({ context, event }) => Math.max(context.epochFloor, event.output.epochFloor ?? 0),
+              epochFloor: ({ context, event }) =>
+                Math.max(context.epochFloor, event.output.epochFloor ?? 0),
             }),
           },
           { target: 'follower' },
@@ -379,7 +391,10 @@ export const roleMachine = setup({
           states: {
             valid: {
               after: {
-                validity: { target: '#role.demoting', actions: assign({ demoteReason: 'expired' }) },
+                validity: {
+                  target: '#role.demoting',
+                  actions: assign({ demoteReason: 'expired' }),
+                },
               },
               on: { 'lease.renewed': { target: 'valid', reenter: true } },
             },
@@ -432,7 +447,14 @@ export const roleMachine = setup({
 export type RoleMachine = typeof roleMachine;
 export type RoleSnapshot = SnapshotFrom<RoleMachine>;
 
-export type Role = 'bootstrapping' | 'follower' | 'catching-up' | 'candidate' | 'leader' | 'demoting' | 'stopped';
+export type Role =
+  | 'bootstrapping'
+  | 'follower'
+  | 'catching-up'
+  | 'candidate'
+  | 'leader'
+  | 'demoting'
+  | 'stopped';
 
 export function roleOf(snapshot: RoleSnapshot): Role {
   const value = snapshot.value;
@@ -458,6 +480,10 @@ export function roleOf(snapshot: RoleSnapshot): Role {
  */
 export function canCommit(snapshot: RoleSnapshot, now: number): boolean {
   const lease = snapshot.context.lease;
-  return snapshot.status === 'active' && snapshot.matches('leader') && lease !== null && now < lease.validUntil;
+  return (
+    snapshot.status === 'active' &&
+    snapshot.matches('leader') &&
+    lease !== null &&
+    now < lease.validUntil
+  );
 }
-

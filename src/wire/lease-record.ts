@@ -23,39 +23,66 @@ const MAX_TTL_MS = 10 * 60_000;
 
 export function encodeLeaseRecord(record: LeaseRecord): Uint8Array {
   const { holder, session, epoch, ttlMs, released, address } = record;
-  const body = { format: FORMAT, v: LEASE_RECORD_VERSION, holder, session, epoch, ttlMs, released, address };
+  const body = {
+    format: FORMAT,
+    v: LEASE_RECORD_VERSION,
+    holder,
+    session,
+    epoch,
+    ttlMs,
+    released,
+    address,
+  };
   return new TextEncoder().encode(JSON.stringify(body));
 }
 
 /** Parses a lease record, rejecting anything hadb did not write with {@link LeaseRecordInvalidError}. */
 export function decodeLeaseRecord(bytes: Uint8Array): LeaseRecord {
-  if (bytes.length > MAX_RECORD_BYTES) throw invalid(`${bytes.length} bytes, more than ${MAX_RECORD_BYTES}`);
+  if (bytes.length > MAX_RECORD_BYTES)
+    throw invalid(`${bytes.length} bytes, more than ${MAX_RECORD_BYTES}`);
   let parsed: unknown;
   try {
     parsed = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytes));
   } catch (cause) {
     throw invalid('not UTF-8 JSON', cause);
   }
-  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw invalid('not a JSON object');
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed))
+    throw invalid('not a JSON object');
   const fields = parsed as Record<string, unknown>;
-  if (fields.format !== FORMAT) throw invalid(`format is ${JSON.stringify(fields.format)}, expected "${FORMAT}"`);
+  if (fields.format !== FORMAT)
+    throw invalid(`format is ${JSON.stringify(fields.format)}, expected "${FORMAT}"`);
   if (fields.v !== LEASE_RECORD_VERSION) {
-    throw invalid(`format version ${JSON.stringify(fields.v)} is not supported (this hadb reads version ${LEASE_RECORD_VERSION})`);
+    throw invalid(
+      `format version ${JSON.stringify(fields.v)} is not supported (this hadb reads version ${LEASE_RECORD_VERSION})`,
+    );
   }
   const { holder, session, epoch, ttlMs, released, address } = fields;
-  if (typeof holder !== 'string' || holder === '') throw invalid('holder must be a non-empty string');
-  if (typeof session !== 'string' || session === '') throw invalid('session must be a non-empty string');
-  if (!Number.isSafeInteger(epoch) || (epoch as number) < 1) throw invalid('epoch must be a positive integer');
+  if (typeof holder !== 'string' || holder === '')
+    throw invalid('holder must be a non-empty string');
+  if (typeof session !== 'string' || session === '')
+    throw invalid('session must be a non-empty string');
+  if (!Number.isSafeInteger(epoch) || (epoch as number) < 1)
+    throw invalid('epoch must be a positive integer');
   if (!Number.isSafeInteger(ttlMs) || (ttlMs as number) < 1 || (ttlMs as number) > MAX_TTL_MS) {
     throw invalid(`ttlMs must be an integer in 1..${MAX_TTL_MS}`);
   }
   if (typeof released !== 'boolean') throw invalid('released must be a boolean');
-  if (address !== undefined && typeof address !== 'string') throw invalid('address must be a string');
-  const record: LeaseRecord = { holder, session, epoch: epoch as number, ttlMs: ttlMs as number, released };
+  if (address !== undefined && typeof address !== 'string')
+    throw invalid('address must be a string');
+  const record: LeaseRecord = {
+    holder,
+    session,
+    epoch: epoch as number,
+    ttlMs: ttlMs as number,
+    released,
+  };
   if (address !== undefined) record.address = address;
   return record;
 }
 
 function invalid(why: string, cause?: unknown): LeaseRecordInvalidError {
-  return new LeaseRecordInvalidError(`unreadable lease record: ${why}`, cause === undefined ? undefined : { cause });
+  return new LeaseRecordInvalidError(
+    `unreadable lease record: ${why}`,
+    cause === undefined ? undefined : { cause },
+  );
 }

@@ -1,6 +1,6 @@
 import { LeaseStoreUnavailableError } from '../../errors.ts';
 import { type FaultOptions, Faults } from '../faults.ts';
-import { CONFLICT, type CasResult, type LeaseEntry, type LeaseStore } from './types.ts';
+import { type CasResult, CONFLICT, type LeaseEntry, type LeaseStore } from './types.ts';
 
 export interface LeaseWrite {
   key: string;
@@ -86,7 +86,12 @@ export class MemoryLeaseStore implements LeaseStore {
 
   #write(key: string, value: Uint8Array, revision: number): CasResult {
     this.#state.entries.set(key, { value: value.slice(), revision });
-    this.#state.onWrite?.({ key, value: value.slice(), revision: String(revision), node: this.#node });
+    this.#state.onWrite?.({
+      key,
+      value: value.slice(),
+      revision: String(revision),
+      node: this.#node,
+    });
     for (const watcher of this.#state.watchers) {
       if (!key.startsWith(watcher.prefix)) continue;
       queueMicrotask(() => {
@@ -97,7 +102,12 @@ export class MemoryLeaseStore implements LeaseStore {
   }
 
   #call<T>(label: string, apply: () => T): Promise<T> {
-    return this.#state.faults.call(this.#node, label, (m) => new LeaseStoreUnavailableError(m), apply);
+    return this.#state.faults.call(
+      this.#node,
+      label,
+      (m) => new LeaseStoreUnavailableError(m),
+      apply,
+    );
   }
 }
 

@@ -6,16 +6,20 @@ const MAX_KEY_BYTES = 1024;
 /** Keys must be safe as S3 keys and as relative file paths alike. */
 export function assertValidKey(key: string): void {
   if (key.length === 0) throw new InvalidKeyError(key, 'empty');
-  if (Buffer.byteLength(key) > MAX_KEY_BYTES) throw new InvalidKeyError(key, 'longer than 1024 bytes');
-  if (key.startsWith('/') || key.endsWith('/')) throw new InvalidKeyError(key, 'starts or ends with /');
+  if (Buffer.byteLength(key) > MAX_KEY_BYTES)
+    throw new InvalidKeyError(key, 'longer than 1024 bytes');
+  if (key.startsWith('/') || key.endsWith('/'))
+    throw new InvalidKeyError(key, 'starts or ends with /');
   for (const segment of key.split('/')) {
     if (segment === '' || segment === '.' || segment === '..') {
       throw new InvalidKeyError(key, 'empty, "." or ".." path segment');
     }
-    if (segment.startsWith('.tmp-')) throw new InvalidKeyError(key, '".tmp-" segments are reserved');
+    if (segment.startsWith('.tmp-'))
+      throw new InvalidKeyError(key, '".tmp-" segments are reserved');
   }
   // biome-ignore lint/suspicious/noControlCharactersInRegex: rejecting control characters is the point
-  if (/[\u0000-\u001f\u007f\\]/.test(key)) throw new InvalidKeyError(key, 'control character or backslash');
+  if (/[\u0000-\u001f\u007f\\]/.test(key))
+    throw new InvalidKeyError(key, 'control character or backslash');
 }
 
 /** Byte-order comparison, the order S3 lists keys in (not locale order). */
@@ -30,11 +34,13 @@ export function pageOfSortedKeys<T extends { key: string }>(
   options: ListOptions = {},
 ): { items: T[]; nextStartAfter?: string } {
   const limit = options.limit ?? DEFAULT_LIST_LIMIT;
-  if (!Number.isInteger(limit) || limit < 1) throw new InvalidArgumentError(`list limit must be a positive integer, got ${limit}`);
+  if (!Number.isInteger(limit) || limit < 1)
+    throw new InvalidArgumentError(`list limit must be a positive integer, got ${limit}`);
   const items: T[] = [];
   for (const item of sorted) {
     if (!item.key.startsWith(prefix)) continue;
-    if (options.startAfter !== undefined && compareKeys(item.key, options.startAfter) <= 0) continue;
+    if (options.startAfter !== undefined && compareKeys(item.key, options.startAfter) <= 0)
+      continue;
     if (items.length === limit) {
       const last = items[items.length - 1];
       return last ? { items, nextStartAfter: last.key } : { items };
@@ -44,7 +50,12 @@ export function pageOfSortedKeys<T extends { key: string }>(
   return { items };
 }
 
-export function toListPage(page: { items: { key: string; size: number }[]; nextStartAfter?: string }): ListPage {
+export function toListPage(page: {
+  items: { key: string; size: number }[];
+  nextStartAfter?: string;
+}): ListPage {
   const objects = page.items.map(({ key, size }) => ({ key, size }));
-  return page.nextStartAfter === undefined ? { objects } : { objects, nextStartAfter: page.nextStartAfter };
+  return page.nextStartAfter === undefined
+    ? { objects }
+    : { objects, nextStartAfter: page.nextStartAfter };
 }

@@ -1,0 +1,405 @@
+import { randomBytes } from 'node:crypto';
+import type { Dirent } from 'node:fs';
+import * as fsp from 'node:fs/promises';
+import * as path from 'node:path';
+import {
+  HadbError,
+  InvalidArgumentError,
+  InvalidKeyError,
+  StorageUnavailableError,
+} from '../../errors.ts';
+import { assertValidKey, compareKeys, pageOfSortedKeys, toListPage } from './keys.ts';
+import {
+  type ByteRange,
+  DEFAULT_LIST_LIMIT,
+  type ListedObject,
+  type StorageBackend,
+} from './types.ts';
+
+const TEMP_PREFIX = '.tmp-';
+/** Ends every directory name, so that `a/b` (a file) and `a/b/c` (under a directory) can coexist. */
+const DIRECTORY_MARK = '%';
+const MAX_NAME_BYTES = 255;
+const MAX_TEMP_ATTEMPTS = 5;
+
+/**
+ * Object storage on a local filesystem: the embedded default.
+ *
+ * Each key is a path under `root`. The last segment is the file name; every other segment is a
+ * directory whose name is the segment followed by `%` (a literal `%` in a segment is written
+ * `%25`), so a key may be both an object and a prefix of other keys, as in S3:
+ * `a/b` → `root/a%/b`, `a/b/c` → `root/a%/b%/c`.
+ *
+ * Writes are atomic and durable: a temporary `.tmp-*` file is written and fsynced, then renamed
+ * (`put`) or hard-linked (`putIfAbsent`, atomic across processes) into place, and the directory
+ * is fsynced. Temporary files orphaned by a crash are never listed.
+ *
+ * Needs a local POSIX filesystem with hard links. On a case-insensitive filesystem, keys that
+ * differ only in case are the same object.
+ */
+export function createFsStorage(options: { root: string }): StorageBackend {
+  const root = path.resolve(options.root);
+
+  function objectPath(key: string): string {
+    assertValidKey(key);
+    const segments = key.split('/');
+    const fileName = escapeSegment(segments.pop() ?? '');
+    const names = [...segments.map(directoryName), fileName];
+    if (names.some((name) => Buffer.byteLength(name) > MAX_NAME_BYTES)) {
+      throw new InvalidKeyError(
+        key,
+        `a path segment is longer than ${MAX_NAME_BYTES} bytes on disk`,
+      );
+    }
+    return path.join(root, ...names);
+  }
+
+  /** The directory holding keys that start with `directoryKey/`, or null when no key can. */
+  function directoryPath(directoryKey: string): string | null {
+    if (directoryKey === '') return root;
+    try {
+      assertValidKey(directoryKey);
+    } catch {
+      return null;
+    }
+    const names = directoryKey.split('/').map(directoryName);
+    if (names.some((name) => Buffer.byteLength(name) > MAX_NAME_BYTES)) return null;
+    return path.join(root, ...names);
+  }
+
+  async function pruneEmptyDirectories(directory: string): Promise<void> {
+    for (
+      let current = directory;
+      current.startsWith(root + path.sep);
+      current = path.dirname(current)
+    ) {
+      try {
+        await fsp.rmdir(current);
+      } catch {
+        // Not empty, already gone, or in use: pruning is best effort.
+        return;
+      }
+    }
+  }
+
+  return {
+    async put(key, body) {
+      const target = objectPath(key);
+      await mapErrors(`put ${JSON.stringify(key)}`, async () => {
+        const directory = path.dirname(target);
+        const temp = await createTempFile(directory, body);
+        try {
+          await fsp.rename(temp, target);
+        } catch (error) {
+          await removeQuietly(temp);
+          throw error;
+        }
+        await syncDirectory(directory);
+      });
+    },
+
+    async putIfAbsent(key, body) {
+      const target = objectPath(key);
+      return mapErrors(`putIfAbsent ${JSON.stringify(key)}`, async () => {
+        const directory = path.dirname(target);
+        const temp = await createTempFile(directory, body);
+        let created: boolean;
+        try {
+          // link() fails with EEXIST atomically, even against other processes; rename() would replace.
+          await fsp.link(temp, target);
+          created = true;
+        } catch (error) {
+          if (errorCode(error) !== 'EEXIST') throw error;
+          created = false;
+        } finally {
+          await removeQuietly(temp);
+        }
+        // Also when it existed: the caller acts on "it exists", so that must survive a crash.
+        await syncDirectory(directory);
+        return created;
+      });
+    },
+
+    async get(key, range) {
+      const target = objectPath(key);
+      assertValidRange(range);
+      return mapErrors(`get ${JSON.stringify(key)}`, async () => {
+        let handle: fsp.FileHandle;
+        try {
+          handle = await fsp.open(target, 'r');
+        } catch (error) {
+          if (isMissing(error)) return null;
+          throw error;
+        }
+        try {
+          const stats = await handle.stat();
+          if (!stats.isFile()) return null;
+          const start = Math.min(range?.start ?? 0, stats.size);
+          const end = Math.min(range?.end ?? stats.size, stats.size);
+          return await readAt(handle, start, end - start);
+        } finally {
+          await handle.close();
+        }
+      });
+    },
+
+    async list(prefix, options = {}) {
+      // Validates the limit before walking anything.
+      pageOfSortedKeys([], prefix, options);
+      const want = (options.limit ?? DEFAULT_LIST_LIMIT) + 1;
+      const slash = prefix.lastIndexOf('/');
+      const directoryKey = slash === -1 ? '' : prefix.slice(0, slash);
+      const directory = directoryPath(directoryKey);
+      if (directory === null) return { objects: [] };
+      const found: ListedObject[] = [];
+      const walk: Walk = { startAfter: options.startAfter, want, found };
+      await mapErrors(`list ${JSON.stringify(prefix)}`, () =>
+        walkInKeyOrder(
+          walk,
+          directory,
+          directoryKey === '' ? '' : `${directoryKey}/`,
+          prefix.slice(slash + 1),
+        ),
+      );
+      return toListPage(pageOfSortedKeys(found, prefix, options));
+    },
+
+    async delete(keys) {
+      const targets = keys.map(objectPath);
+      await mapErrors(`delete ${keys.length} keys`, async () => {
+        const touched = new Set<string>();
+        for (const target of targets) {
+          try {
+            await fsp.unlink(target);
+            touched.add(path.dirname(target));
+          } catch (error) {
+            if (!isMissing(error)) throw error;
+          }
+        }
+        for (const directory of touched) {
+          try {
+            await syncDirectory(directory);
+          } catch (error) {
+            // Pruned meanwhile by a concurrent delete.
+            if (!isMissing(error)) throw error;
+          }
+        }
+        for (const directory of touched) await pruneEmptyDirectories(directory);
+      });
+    },
+  };
+}
+
+interface Walk {
+  startAfter: string | undefined;
+  /** One more than the page size, to know whether there is a next page. */
+  want: number;
+  found: ListedObject[];
+}
+
+interface Child {
+  key: string;
+  path: string;
+  isDirectory: boolean;
+  /** Keys under a directory all start with `key/`: sorting on that walks in key byte order. */
+  order: string;
+}
+
+/** Appends the objects under `directory` to `walk.found` in key order, stopping at `walk.want`. */
+async function walkInKeyOrder(
+  walk: Walk,
+  directory: string,
+  keyPrefix: string,
+  namePrefix: string,
+): Promise<void> {
+  const { startAfter, want, found } = walk;
+  let files: Child[] = [];
+  const flushFiles = async () => {
+    const sizes = await Promise.all(files.map((file) => sizeOf(file.path)));
+    files.forEach((file, index) => {
+      const size = sizes[index];
+      if (size !== undefined) found.push({ key: file.key, size });
+    });
+    files = [];
+  };
+
+  for (const child of await readChildren(directory, keyPrefix, namePrefix)) {
+    if (found.length + files.length >= want) {
+      await flushFiles();
+      if (found.length >= want) return;
+    }
+    if (child.isDirectory) {
+      await flushFiles();
+      if (found.length >= want) return;
+      const allBeforeStart =
+        startAfter !== undefined &&
+        compareKeys(child.order, startAfter) < 0 &&
+        !startAfter.startsWith(child.order);
+      if (!allBeforeStart) await walkInKeyOrder(walk, child.path, child.order, '');
+    } else if (startAfter === undefined || compareKeys(child.key, startAfter) > 0) {
+      files.push(child);
+    }
+  }
+  await flushFiles();
+}
+
+async function readChildren(
+  directory: string,
+  keyPrefix: string,
+  namePrefix: string,
+): Promise<Child[]> {
+  let entries: Dirent[];
+  try {
+    entries = await fsp.readdir(directory, { withFileTypes: true });
+  } catch (error) {
+    if (isMissing(error)) return [];
+    throw error;
+  }
+  const children: Child[] = [];
+  for (const entry of entries) {
+    if (entry.name.startsWith(TEMP_PREFIX)) continue;
+    const isDirectory = entry.isDirectory();
+    if (!isDirectory && !entry.isFile()) continue;
+    const segment = isDirectory
+      ? entry.name.endsWith(DIRECTORY_MARK)
+        ? unescapeName(entry.name.slice(0, -DIRECTORY_MARK.length))
+        : null
+      : unescapeName(entry.name);
+    if (segment === null || !segment.startsWith(namePrefix)) continue;
+    const key = keyPrefix + segment;
+    children.push({
+      key,
+      path: path.join(directory, entry.name),
+      isDirectory,
+      order: isDirectory ? `${key}/` : key,
+    });
+  }
+  return children.sort((a, b) => compareKeys(a.order, b.order));
+}
+
+function escapeSegment(segment: string): string {
+  return segment.replaceAll('%', '%25');
+}
+
+function directoryName(segment: string): string {
+  return escapeSegment(segment) + DIRECTORY_MARK;
+}
+
+/** The segment a name was written for, or null for a name hadb never writes. */
+function unescapeName(name: string): string | null {
+  const segment = name.replaceAll('%25', '%');
+  return segment !== '' && escapeSegment(segment) === name ? segment : null;
+}
+
+function assertValidRange(range: ByteRange | undefined): void {
+  if (range === undefined) return;
+  const { start, end } = range;
+  if (!Number.isSafeInteger(start) || start < 0) {
+    throw new InvalidArgumentError(`range start must be a non-negative integer, got ${start}`);
+  }
+  if (end !== undefined && (!Number.isSafeInteger(end) || end < start)) {
+    throw new InvalidArgumentError(`range end must be an integer >= start (${start}), got ${end}`);
+  }
+}
+
+async function readAt(
+  handle: fsp.FileHandle,
+  position: number,
+  length: number,
+): Promise<Uint8Array> {
+  const bytes = new Uint8Array(length);
+  let offset = 0;
+  while (offset < length) {
+    const { bytesRead } = await handle.read(bytes, offset, length - offset, position + offset);
+    if (bytesRead === 0) break;
+    offset += bytesRead;
+  }
+  return offset === length ? bytes : bytes.subarray(0, offset);
+}
+
+async function sizeOf(file: string): Promise<number | undefined> {
+  try {
+    const stats = await fsp.stat(file);
+    return stats.isFile() ? stats.size : undefined;
+  } catch (error) {
+    if (isMissing(error)) return undefined;
+    throw error;
+  }
+}
+
+/** Creates `directory` and its missing parents, each made durable in its own parent. */
+async function ensureDirectory(directory: string): Promise<void> {
+  const firstCreated = await fsp.mkdir(directory, { recursive: true });
+  if (firstCreated === undefined) return;
+  const last = path.dirname(firstCreated);
+  for (let parent = path.dirname(directory); ; parent = path.dirname(parent)) {
+    await syncDirectory(parent);
+    if (parent === last || parent === path.dirname(parent)) return;
+  }
+}
+
+/** A fully written and fsynced temporary file in `directory`, ready to be renamed or linked. */
+async function createTempFile(directory: string, body: Uint8Array): Promise<string> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await ensureDirectory(directory);
+      return await writeTempFile(directory, body);
+    } catch (error) {
+      // A concurrent delete may prune the directory between mkdir and open.
+      if (errorCode(error) !== 'ENOENT' || attempt === MAX_TEMP_ATTEMPTS) throw error;
+    }
+  }
+}
+
+async function writeTempFile(directory: string, body: Uint8Array): Promise<string> {
+  const temp = path.join(directory, `${TEMP_PREFIX}${randomBytes(8).toString('hex')}`);
+  const handle = await fsp.open(temp, 'wx');
+  let written = false;
+  try {
+    await handle.writeFile(body);
+    await handle.sync();
+    written = true;
+  } finally {
+    await handle.close();
+    if (!written) await removeQuietly(temp);
+  }
+  return temp;
+}
+
+async function syncDirectory(directory: string): Promise<void> {
+  // Windows cannot open a directory for fsync.
+  if (process.platform === 'win32') return;
+  const handle = await fsp.open(directory, 'r');
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}
+
+async function removeQuietly(file: string): Promise<void> {
+  try {
+    await fsp.unlink(file);
+  } catch {
+    // An orphaned temporary file is invisible and harmless.
+  }
+}
+
+async function mapErrors<T>(what: string, operation: () => Promise<T>): Promise<T> {
+  try {
+    return await operation();
+  } catch (error) {
+    if (error instanceof HadbError) throw error;
+    const message = error instanceof Error ? error.message : String(error);
+    throw new StorageUnavailableError(`${what}: ${message}`, { cause: error });
+  }
+}
+
+function errorCode(error: unknown): string | undefined {
+  return error instanceof Error ? (error as NodeJS.ErrnoException).code : undefined;
+}
+
+function isMissing(error: unknown): boolean {
+  const code = errorCode(error);
+  return code === 'ENOENT' || code === 'ENOTDIR';
+}

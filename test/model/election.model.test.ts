@@ -1,0 +1,88 @@
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import type { LeaseTiming } from '../../src/machines/role.ts';
+import { SimCluster } from '../../src/sim/cluster.ts';
+import { clusterCommands, coverage, type Model } from './commands.ts';
+import { modelRunParameters } from './parameters.ts';
+
+const timing: LeaseTiming = {
+  ttlMs: 1000,
+  renewIntervalMs: 250,
+  retryIntervalMs: 100,
+  pollIntervalMs: 200,
+  marginMs: 100,
+};
+const maxDrift = 0.05;
+const maxNodes = 5;
+
+function schedulerDrain(s: fc.Scheduler): () => Promise<void> {
+  return async () => {
+    do {
+      await s.waitIdle();
+      await new Promise((resolve) => setImmediate(resolve));
+    } while (s.count() > 0);
+  };
+}
+
+async function runModel(
+  s: fc.Scheduler,
+  nodes: number,
+  dbs: number,
+  commands: Iterable<fc.AsyncCommand<Model, SimCluster>>,
+  lease: LeaseTiming,
+) {
+  const cluster = new SimCluster({
+    nodes,
+    dbs,
+    timing: lease,
+    maxDrift,
+    random: () => 0.5,
+    gate: (label) => s.schedule(Promise.resolve(), label),
+    drain: schedulerDrain(s),
+  });
+  try {
+    await fc.asyncModelRun(() => ({ model: { nodes, maxDrift }, real: cluster }), commands);
+    // Whatever happened, once faults end and every node is back, each database has one leader again.
+    cluster.heal();
+    cluster.nodes.forEach((_, i) => {
+      cluster.restart(i);
+    });
+    await cluster.advance(cluster.livenessBoundMs());
+    expect(cluster.violations).toEqual([]);
+    for (const db of cluster.dbs) expect(cluster.committers(db)).toHaveLength(1);
+    coverage.runs += 1;
+    coverage.simulatedMs += cluster.now;
+    coverage.epochGrants += cluster.grants.length;
+  } finally {
+    await cluster.stop();
+  }
+}
+
+const scenario = (lease: LeaseTiming) =>
+  fc.asyncProperty(
+    fc.scheduler(),
+    fc.integer({ min: 2, max: maxNodes }),
+    fc.integer({ min: 1, max: 5 }),
+    fc.commands(clusterCommands(maxNodes, lease.ttlMs), { maxCommands: 60, size: 'large' }),
+    (s, nodes, dbs, commands) => runModel(s, nodes, dbs, commands, lease),
+  );
+
+describe('leader election model (I1, I2, I5 and liveness)', () => {
+  it('never lets two nodes commit, keeps epochs monotonic, and recovers a leader', async () => {
+    await fc.assert(scenario(timing), modelRunParameters());
+    console.log(`model coverage: ${JSON.stringify(coverage)}`);
+    expect(coverage.crashTakeovers).toBeGreaterThan(0);
+    expect(coverage.healRecoveries).toBeGreaterThan(0);
+  }, 600_000);
+
+  it('finds the split brain when the safety margin is removed (the model has teeth)', async () => {
+    const unsafe = { ...timing, marginMs: 0 };
+    const result = await fc.check(scenario(unsafe), {
+      numRuns: 2000,
+      seed: 42,
+      endOnFailure: true,
+    });
+    expect(result.failed, 'a margin of 0 under clock drift must be caught').toBe(true);
+    expect((result.errorInstance as Error).message).toMatch(/I1 violated/);
+  }, 600_000);
+});
