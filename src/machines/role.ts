@@ -412,7 +412,11 @@ export const roleMachine = setup({
             id: 'demote',
             src: 'demote',
             input: ({ context }) => ({ db: context.db, reason: context.demoteReason ?? 'stop' }),
-            onDone: [{ guard: 'mustRelease', target: 'releasing' }, { target: 'done' }],
+            onDone: [
+              { guard: 'mustRelease', target: 'releasing' },
+              { guard: 'isStopping', target: '#role.stopped' },
+              { target: '#role.follower' },
+            ],
           },
         },
         releasing: {
@@ -427,12 +431,15 @@ export const roleMachine = setup({
                 record: holderRecord(context, lease.epoch, true),
               };
             },
-            onDone: { target: 'done' },
-            onError: { target: 'done' },
+            onDone: [
+              { guard: 'isStopping', target: '#role.stopped' },
+              { target: '#role.follower' },
+            ],
+            onError: [
+              { guard: 'isStopping', target: '#role.stopped' },
+              { target: '#role.follower' },
+            ],
           },
-        },
-        done: {
-          always: [{ guard: 'isStopping', target: '#role.stopped' }, { target: '#role.follower' }],
         },
       },
     },

@@ -12,11 +12,13 @@ const text = (body: Uint8Array | null) => (body === null ? null : new TextDecode
 
 describe('fs storage', () => {
   let root: string;
+  let store: string;
   let storage: StorageBackend;
 
   beforeEach(() => {
     root = fs.mkdtempSync(path.join(os.tmpdir(), 'hadb-'));
-    storage = createFsStorage({ root: path.join(root, 'store') });
+    store = path.join(root, 'store');
+    storage = createFsStorage({ root: store });
   });
 
   afterEach(() => {
@@ -37,12 +39,12 @@ describe('fs storage', () => {
     }
   }
 
-  function directoryHolding(fileName: string): string {
-    const relative = fs
-      .readdirSync(root, { recursive: true, encoding: 'utf8' })
-      .find((entry) => path.basename(entry) === fileName);
-    if (relative === undefined) throw new Error(`no file named ${fileName}`);
-    return path.dirname(path.join(root, relative));
+  /** Every file and directory under the store, as sorted `/`-separated relative paths. */
+  function onDisk(): string[] {
+    return fs
+      .readdirSync(store, { recursive: true, encoding: 'utf8' })
+      .map((entry) => entry.split(path.sep).join('/'))
+      .sort(compareKeys);
   }
 
   it('round trips bytes, including empty bodies', async () => {
@@ -58,6 +60,9 @@ describe('fs storage', () => {
     expect(await storage.get('missing/deeper/key')).toBeNull();
     await storage.put('file', bytes('x'));
     expect(await storage.get('file/under-a-file')).toBeNull();
+    await storage.put('dir/k', bytes('x'));
+    expect(await storage.get('dir')).toBeNull();
+    expect(await storage.get('dir', { start: 0, end: 1 })).toBeNull();
   });
 
   it('put overwrites', async () => {
@@ -91,8 +96,71 @@ describe('fs storage', () => {
     await expect(storage.get('r', { start: 1.5 })).rejects.toBeInstanceOf(InvalidArgumentError);
   });
 
-  it('lists in byte order, with sizes, including keys that are prefixes of other keys', async () => {
-    const keys = ['a/b', 'a-c', 'a/b/c', 'ab', 'B', 'a', 'a/b/c/d', 'a%b', 'a/%25', 'é', 'z'];
+  it('lays keys out as plain relative paths, readable by other tools', async () => {
+    const body = new Uint8Array([7, 0, 255, 1]);
+    await storage.put('db/log/0001', body);
+    expect(await storage.putIfAbsent('db/fence/%41', bytes('f'))).toBe(true);
+    expect(new Uint8Array(fs.readFileSync(path.join(store, 'db', 'log', '0001')))).toEqual(body);
+    expect(fs.readFileSync(path.join(store, 'db', 'fence', '%41'), 'utf8')).toBe('f');
+    expect(onDisk()).toEqual(['db', 'db/fence', 'db/fence/%41', 'db/log', 'db/log/0001']);
+  });
+
+  it('reads and lists files written by other tools, skipping names no key can have', async () => {
+    fs.mkdirSync(path.join(store, 'db', 'snapshots'), { recursive: true });
+    fs.writeFileSync(path.join(store, 'db', 'snapshots', '0002'), 'snap');
+    fs.writeFileSync(path.join(store, 'db', 'back\\slash'), 'ignored');
+    expect(text(await storage.get('db/snapshots/0002'))).toBe('snap');
+    expect(await storage.list('db/')).toEqual({ objects: [{ key: 'db/snapshots/0002', size: 4 }] });
+  });
+
+  it('rejects a key whose path needs an existing object as a directory, writing nothing', async () => {
+    await storage.put('a/b', bytes('object'));
+    const before = onDisk();
+    for (const key of ['a/b/c', 'a/b/c/d']) {
+      for (const write of [
+        () => storage.put(key, bytes('x')),
+        () => storage.putIfAbsent(key, bytes('x')),
+      ]) {
+        const error = await write().then(
+          () => undefined,
+          (reason: unknown) => reason,
+        );
+        expect(error, key).toBeInstanceOf(InvalidKeyError);
+        expect(String(error), key).toContain('clashes with key "a/b"');
+      }
+    }
+    expect(onDisk()).toEqual(before);
+    expect(text(await storage.get('a/b'))).toBe('object');
+    expect(await listAll('')).toEqual(['a/b']);
+  });
+
+  it('rejects a key whose path is an existing directory of other keys, writing nothing', async () => {
+    await storage.put('a/b/c', bytes('object'));
+    const before = onDisk();
+    for (const [key, clashing] of [
+      ['a/b', 'a/b/c'],
+      ['a', 'a/b/c'],
+    ] as const) {
+      for (const write of [
+        () => storage.put(key, bytes('x')),
+        () => storage.putIfAbsent(key, bytes('x')),
+      ]) {
+        const error = await write().then(
+          () => undefined,
+          (reason: unknown) => reason,
+        );
+        expect(error, key).toBeInstanceOf(InvalidKeyError);
+        expect(String(error), key).toContain(`clashes with key "${clashing}"`);
+      }
+      expect(await storage.get(key)).toBeNull();
+    }
+    expect(onDisk()).toEqual(before);
+    expect(text(await storage.get('a/b/c'))).toBe('object');
+    expect(await listAll('')).toEqual(['a/b/c']);
+  });
+
+  it('lists in byte order of the whole key, not in directory-walk order', async () => {
+    const keys = ['a/b', 'a-c', 'ab', 'B', 'a/c/d', 'a/c-', 'a/c.d', 'a%b', 'a/%25', 'é', 'z'];
     for (const key of keys) await storage.put(key, bytes(key));
     const page = await storage.list('');
     expect(page.objects.map((object) => object.key)).toEqual([...keys].sort(compareKeys));
@@ -104,8 +172,8 @@ describe('fs storage', () => {
   it('paginates with startAfter and limit, visiting every key exactly once', async () => {
     const keys: string[] = [];
     for (const top of ['a', 'a-', 'b']) {
-      for (let i = 0; i < 7; i++) keys.push(`${top}/${i}`, `${top}/${i}/x`);
-      keys.push(top);
+      for (let i = 0; i < 7; i++) keys.push(`${top}/${i}`, `${top}/${i}x/y`);
+      keys.push(`${top}.txt`);
     }
     for (const key of keys) await storage.put(key, bytes(key));
     const expected = [...keys].sort(compareKeys);
@@ -113,7 +181,7 @@ describe('fs storage', () => {
     expect(await listAll('a/', 4)).toEqual(expected.filter((key) => key.startsWith('a/')));
 
     const page = await storage.list('', { startAfter: 'a/3', limit: 2 });
-    expect(page.objects.map((object) => object.key)).toEqual(['a/3/x', 'a/4']);
+    expect(page.objects.map((object) => object.key)).toEqual(['a/3x/y', 'a/4']);
     expect(page.nextStartAfter).toBe('a/4');
   });
 
@@ -155,9 +223,8 @@ describe('fs storage', () => {
   it('ignores temporary files orphaned by a crash, and later writes still work', async () => {
     await storage.put('dir/k', bytes('v1'));
     await storage.put('top', bytes('t'));
-    const directory = directoryHolding('k');
-    fs.writeFileSync(path.join(directory, '.tmp-orphan'), 'partial');
-    fs.writeFileSync(path.join(root, 'store', '.tmp-orphan'), 'partial');
+    fs.writeFileSync(path.join(store, 'dir', '.tmp-orphan'), 'partial');
+    fs.writeFileSync(path.join(store, '.tmp-orphan'), 'partial');
 
     expect(await listAll('')).toEqual(['dir/k', 'top']);
     await storage.put('dir/k', bytes('v2'));
@@ -172,9 +239,12 @@ describe('fs storage', () => {
     await storage.put('a/deep/3', bytes('3'));
     await storage.delete(['a/1', 'a/deep/3', 'missing', 'a/deep/missing', 'a/1/under-a-file']);
     expect(await listAll('')).toEqual(['a/2']);
+    // A directory of other keys is not an object: deleting its key deletes nothing.
+    await storage.delete(['a']);
+    expect(await listAll('')).toEqual(['a/2']);
     await storage.delete(['a/2']);
     expect(await listAll('')).toEqual([]);
-    expect(fs.readdirSync(path.join(root, 'store'))).toEqual([]);
+    expect(fs.readdirSync(store)).toEqual([]);
     await storage.put('a/deep/3', bytes('again'));
     expect(text(await storage.get('a/deep/3'))).toBe('again');
   });

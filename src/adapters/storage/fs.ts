@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import type { Dirent } from 'node:fs';
+import type { Dirent, Stats } from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
 import {
@@ -17,18 +17,18 @@ import {
 } from './types.ts';
 
 const TEMP_PREFIX = '.tmp-';
-/** Ends every directory name, so that `a/b` (a file) and `a/b/c` (under a directory) can coexist. */
-const DIRECTORY_MARK = '%';
 const MAX_NAME_BYTES = 255;
 const MAX_TEMP_ATTEMPTS = 5;
 
 /**
  * Object storage on a local filesystem: the embedded default.
  *
- * Each key is a path under `root`. The last segment is the file name; every other segment is a
- * directory whose name is the segment followed by `%` (a literal `%` in a segment is written
- * `%25`), so a key may be both an object and a prefix of other keys, as in S3:
- * `a/b` → `root/a%/b`, `a/b/c` → `root/a%/b%/c`.
+ * The folder is a plain image of the bucket: each key is the relative path of its file under
+ * `root` (`db/log/0001` → `root/db/log/0001`), so it can be inspected, and copied to or from S3
+ * with ordinary tools. Unlike S3, a key cannot be both an object and a directory of other keys:
+ * writing `a/b/c` while `a/b` exists, or `a/b` while `a/b/c` exists, is rejected with
+ * {@link InvalidKeyError} and writes nothing. Files and directories whose names are not valid key
+ * segments are not listed.
  *
  * Writes are atomic and durable: a temporary `.tmp-*` file is written and fsynced, then renamed
  * (`put`) or hard-linked (`putIfAbsent`, atomic across processes) into place, and the directory
@@ -42,9 +42,7 @@ export function createFsStorage(options: { root: string }): StorageBackend {
 
   function objectPath(key: string): string {
     assertValidKey(key);
-    const segments = key.split('/');
-    const fileName = escapeSegment(segments.pop() ?? '');
-    const names = [...segments.map(directoryName), fileName];
+    const names = key.split('/');
     if (names.some((name) => Buffer.byteLength(name) > MAX_NAME_BYTES)) {
       throw new InvalidKeyError(
         key,
@@ -62,9 +60,65 @@ export function createFsStorage(options: { root: string }): StorageBackend {
     } catch {
       return null;
     }
-    const names = directoryKey.split('/').map(directoryName);
+    const names = directoryKey.split('/');
     if (names.some((name) => Buffer.byteLength(name) > MAX_NAME_BYTES)) return null;
     return path.join(root, ...names);
+  }
+
+  /**
+   * Why `key` cannot be written because of another key's file or directory on its path, or null
+   * when nothing clashes: an ancestor of its file is a file, or its file is a directory.
+   */
+  async function findClash(key: string): Promise<string | null> {
+    const segments = key.split('/');
+    let current = root;
+    for (let index = 0; index < segments.length; index++) {
+      current = path.join(current, segments[index] ?? '');
+      const isLast = index === segments.length - 1;
+      let stats: Stats;
+      try {
+        stats = await fsp.stat(current);
+      } catch (error) {
+        if (isMissing(error)) return null;
+        throw error;
+      }
+      const clashingKey = segments.slice(0, index + 1).join('/');
+      if (!isLast && !stats.isDirectory()) {
+        return `clashes with key ${JSON.stringify(clashingKey)}: its file ${current} would have to be a directory`;
+      }
+      if (isLast && stats.isDirectory()) {
+        const found: ListedObject[] = [];
+        await walkInKeyOrder(
+          { startAfter: undefined, want: 1, found },
+          current,
+          `${clashingKey}/`,
+          '',
+        );
+        const under = found[0]?.key;
+        return under === undefined
+          ? `clashes with keys under ${JSON.stringify(`${clashingKey}/`)}: ${current} is a directory`
+          : `clashes with key ${JSON.stringify(under)}: ${current} is a directory holding it`;
+      }
+    }
+    return null;
+  }
+
+  /** Runs a write of `key`, turning a failure caused by a clashing key into {@link InvalidKeyError}. */
+  async function rejectingClashes<T>(key: string, write: () => Promise<T>): Promise<T> {
+    try {
+      return await write();
+    } catch (error) {
+      if (error instanceof HadbError) throw error;
+      let clash: string | null;
+      try {
+        clash = await findClash(key);
+      } catch {
+        // Report the write's own failure rather than the diagnosis's.
+        throw error;
+      }
+      if (clash !== null) throw new InvalidKeyError(key, clash);
+      throw error;
+    }
   }
 
   async function pruneEmptyDirectories(directory: string): Promise<void> {
@@ -85,39 +139,46 @@ export function createFsStorage(options: { root: string }): StorageBackend {
   return {
     async put(key, body) {
       const target = objectPath(key);
-      await mapErrors(`put ${JSON.stringify(key)}`, async () => {
-        const directory = path.dirname(target);
-        const temp = await createTempFile(directory, body);
-        try {
-          await fsp.rename(temp, target);
-        } catch (error) {
-          await removeQuietly(temp);
-          throw error;
-        }
-        await syncDirectory(directory);
-      });
+      await mapErrors(`put ${JSON.stringify(key)}`, () =>
+        rejectingClashes(key, async () => {
+          const directory = path.dirname(target);
+          // Fails (ENOTDIR, EEXIST) when a file is where a directory has to be.
+          const temp = await createTempFile(directory, body);
+          try {
+            // Fails (EISDIR) when the target is a directory.
+            await fsp.rename(temp, target);
+          } catch (error) {
+            await removeQuietly(temp);
+            throw error;
+          }
+          await syncDirectory(directory);
+        }),
+      );
     },
 
     async putIfAbsent(key, body) {
       const target = objectPath(key);
-      return mapErrors(`putIfAbsent ${JSON.stringify(key)}`, async () => {
-        const directory = path.dirname(target);
-        const temp = await createTempFile(directory, body);
-        let created: boolean;
-        try {
-          // link() fails with EEXIST atomically, even against other processes; rename() would replace.
-          await fsp.link(temp, target);
-          created = true;
-        } catch (error) {
-          if (errorCode(error) !== 'EEXIST') throw error;
-          created = false;
-        } finally {
-          await removeQuietly(temp);
-        }
-        // Also when it existed: the caller acts on "it exists", so that must survive a crash.
-        await syncDirectory(directory);
-        return created;
-      });
+      return mapErrors(`putIfAbsent ${JSON.stringify(key)}`, () =>
+        rejectingClashes(key, async () => {
+          const directory = path.dirname(target);
+          const temp = await createTempFile(directory, body);
+          let created: boolean;
+          try {
+            // link() fails with EEXIST atomically, even against other processes; rename() would replace.
+            await fsp.link(temp, target);
+            created = true;
+          } catch (error) {
+            // EEXIST for a directory is a clash with the keys under it, not an existing object.
+            if (errorCode(error) !== 'EEXIST' || (await isDirectory(target))) throw error;
+            created = false;
+          } finally {
+            await removeQuietly(temp);
+          }
+          // Also when it existed: the caller acts on "it exists", so that must survive a crash.
+          await syncDirectory(directory);
+          return created;
+        }),
+      );
     },
 
     async get(key, range) {
@@ -173,7 +234,11 @@ export function createFsStorage(options: { root: string }): StorageBackend {
             await fsp.unlink(target);
             touched.add(path.dirname(target));
           } catch (error) {
-            if (!isMissing(error)) throw error;
+            if (isMissing(error)) continue;
+            // A directory holds other keys: this one does not exist.
+            const code = errorCode(error);
+            if ((code === 'EISDIR' || code === 'EPERM') && (await isDirectory(target))) continue;
+            throw error;
           }
         }
         for (const directory of touched) {
@@ -260,13 +325,10 @@ async function readChildren(
     if (entry.name.startsWith(TEMP_PREFIX)) continue;
     const isDirectory = entry.isDirectory();
     if (!isDirectory && !entry.isFile()) continue;
-    const segment = isDirectory
-      ? entry.name.endsWith(DIRECTORY_MARK)
-        ? unescapeName(entry.name.slice(0, -DIRECTORY_MARK.length))
-        : null
-      : unescapeName(entry.name);
-    if (segment === null || !segment.startsWith(namePrefix)) continue;
-    const key = keyPrefix + segment;
+    if (!entry.name.startsWith(namePrefix)) continue;
+    const key = keyPrefix + entry.name;
+    // Put there by other tools: a name no key can have (`..`, a backslash...) is not an object.
+    if (!isValidKey(key)) continue;
     children.push({
       key,
       path: path.join(directory, entry.name),
@@ -277,18 +339,21 @@ async function readChildren(
   return children.sort((a, b) => compareKeys(a.order, b.order));
 }
 
-function escapeSegment(segment: string): string {
-  return segment.replaceAll('%', '%25');
+function isValidKey(key: string): boolean {
+  try {
+    assertValidKey(key);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
-function directoryName(segment: string): string {
-  return escapeSegment(segment) + DIRECTORY_MARK;
-}
-
-/** The segment a name was written for, or null for a name hadb never writes. */
-function unescapeName(name: string): string | null {
-  const segment = name.replaceAll('%25', '%');
-  return segment !== '' && escapeSegment(segment) === name ? segment : null;
+async function isDirectory(file: string): Promise<boolean> {
+  try {
+    return (await fsp.stat(file)).isDirectory();
+  } catch {
+    return false;
+  }
 }
 
 function assertValidRange(range: ByteRange | undefined): void {

@@ -1,0 +1,61 @@
+/**
+ * hadb: highly available embedded SQLite with object storage as the source of truth.
+ * The public API is exactly what this file names.
+ */
+
+export {
+  createDatabaseActor,
+  type DatabaseActor,
+  type DatabaseActorOptions,
+  type DatabaseHooks,
+} from './actors/database.ts';
+export {
+  type ActorStatus,
+  defaultRestartPolicy,
+  type RestartPolicy,
+  Supervisor,
+  type SupervisorEvent,
+  type SupervisorOptions,
+} from './actors/supervisor.ts';
+export { type CutOffMode, type FaultOptions, Faults, type Latency } from './adapters/faults.ts';
+export { createFsLeaseStore } from './adapters/lease/fs.ts';
+export {
+  createMemoryLeaseStore,
+  type LeaseWrite,
+  MemoryLeaseStore,
+  type MemoryLeaseStoreOptions,
+} from './adapters/lease/memory.ts';
+export type { CasResult, LeaseEntry, LeaseStore } from './adapters/lease/types.ts';
+export { createFsStorage } from './adapters/storage/fs.ts';
+export { createMemoryStorage, MemoryStorage } from './adapters/storage/memory.ts';
+export type {
+  ByteRange,
+  ListedObject,
+  ListOptions,
+  ListPage,
+  StorageBackend,
+} from './adapters/storage/types.ts';
+export { type Clock, systemClock } from './clock.ts';
+export {
+  HadbError,
+  type HadbErrorCode,
+  InvalidArgumentError,
+  InvalidKeyError,
+  LeaseRecordInvalidError,
+  LeaseStoreUnavailableError,
+  StorageNotFoundError,
+  StorageUnavailableError,
+  TimeoutError,
+} from './errors.ts';
+export {
+  canCommit,
+  type DemoteReason,
+  defaultLeaseTiming,
+  type LeaseTiming,
+  type Role,
+  type RoleSnapshot,
+  roleMachine,
+  roleOf,
+} from './machines/role.ts';
+export { runSimulation, type SimulationOptions, type SimulationSummary } from './sim/run.ts';
+export { decodeLeaseRecord, encodeLeaseRecord, type LeaseRecord } from './wire/lease-record.ts';
