@@ -83,6 +83,15 @@ describe('leader election model (I1, I2, I5 and liveness)', () => {
       endOnFailure: true,
     });
     expect(result.failed, 'a margin of 0 under clock drift must be caught').toBe(true);
-    expect((result.errorInstance as Error).message).toMatch(/I1 violated/);
+    const message = (result.errorInstance as Error).message;
+    expect(message).toMatch(/I1 violated/);
+    // The printed seed and path replay the same failure exactly.
+    const replay = await fc.check(scenario(unsafe), {
+      seed: result.seed,
+      path: result.counterexamplePath ?? '',
+      endOnFailure: true,
+    });
+    expect(replay.failed).toBe(true);
+    expect((replay.errorInstance as Error).message).toBe(message);
   }, 600_000);
 });
