@@ -10,7 +10,17 @@ export type HadbErrorCode =
   | 'INVALID_KEY'
   | 'INVALID_ARGUMENT'
   | 'TIMEOUT'
-  | 'ACTOR_STOPPED';
+  | 'CHANGESET_CORRUPT'
+  | 'CHANGESET_CHECKSUM_MISMATCH'
+  | 'CHANGESET_CHAIN_BROKEN'
+  | 'CHANGESET_WRONG_PAGE_SIZE'
+  | 'CHANGESET_UNKNOWN_VERSION'
+  | 'CHANGESET_WRONG_DATABASE'
+  | 'WAL_INVALID'
+  | 'SQLITE_TOO_OLD'
+  | 'SNAPSHOT_INVALID'
+  | 'LINEAGE_AHEAD'
+  | 'REPLICATION_GAP';
 
 export class HadbError extends Error {
   readonly code: HadbErrorCode;
@@ -65,5 +75,48 @@ export class InvalidArgumentError extends HadbError {
 export class TimeoutError extends HadbError {
   constructor(what: string, ms: number) {
     super('TIMEOUT', `${what} did not finish within ${ms} ms`);
+  }
+}
+
+export type ChangesetErrorCode = Extract<HadbErrorCode, `CHANGESET_${string}`>;
+
+/** A changeset that must not be applied: damaged, from elsewhere, or out of chain. */
+export class ChangesetError extends HadbError {
+  declare readonly code: ChangesetErrorCode;
+  constructor(code: ChangesetErrorCode, message: string, options?: ErrorOptions) {
+    super(code, message, options);
+  }
+}
+
+/** The `-wal` file does not hold what SQLite would have written. */
+export class WalInvalidError extends HadbError {
+  constructor(message: string, options?: ErrorOptions) {
+    super('WAL_INVALID', message, options);
+  }
+}
+
+export class SqliteTooOldError extends HadbError {
+  constructor(version: string, minimum: string) {
+    super('SQLITE_TOO_OLD', `SQLite ${version} has the WAL-reset bug; hadb replicates only with ${minimum} or later`);
+  }
+}
+
+export class SnapshotInvalidError extends HadbError {
+  constructor(message: string, options?: ErrorOptions) {
+    super('SNAPSHOT_INVALID', message, options);
+  }
+}
+
+/** The local database has history that storage does not: restoring over it would lose writes. */
+export class LineageAheadError extends HadbError {
+  constructor(message: string) {
+    super('LINEAGE_AHEAD', message);
+  }
+}
+
+/** The log has a hole (or was compacted below the position we need). */
+export class ReplicationGapError extends HadbError {
+  constructor(message: string) {
+    super('REPLICATION_GAP', message);
   }
 }
