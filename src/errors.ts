@@ -20,7 +20,8 @@ export type HadbErrorCode =
   | 'SQLITE_TOO_OLD'
   | 'SNAPSHOT_INVALID'
   | 'LINEAGE_AHEAD'
-  | 'REPLICATION_GAP';
+  | 'REPLICATION_GAP'
+  | 'FENCED';
 
 export class HadbError extends Error {
   readonly code: HadbErrorCode;
@@ -97,7 +98,10 @@ export class WalInvalidError extends HadbError {
 
 export class SqliteTooOldError extends HadbError {
   constructor(version: string, minimum: string) {
-    super('SQLITE_TOO_OLD', `SQLite ${version} has the WAL-reset bug; hadb replicates only with ${minimum} or later`);
+    super(
+      'SQLITE_TOO_OLD',
+      `SQLite ${version} has the WAL-reset bug; hadb replicates only with ${minimum} or later`,
+    );
   }
 }
 
@@ -118,5 +122,14 @@ export class LineageAheadError extends HadbError {
 export class ReplicationGapError extends HadbError {
   constructor(message: string) {
     super('REPLICATION_GAP', message);
+  }
+}
+
+/** Another leader took this database over: its sequence slot in storage is already taken. */
+export class FencedError extends HadbError {
+  readonly seq: number;
+  constructor(seq: number, message: string) {
+    super('FENCED', message);
+    this.seq = seq;
   }
 }

@@ -1,3 +1,8 @@
+import { createHash } from 'node:crypto';
+import { crc32, deflateRawSync, inflateRawSync } from 'node:zlib';
+import { Packr } from 'msgpackr';
+import { ChangesetError, InvalidArgumentError } from '../errors.ts';
+
 /**
  * A changeset: the pages one or more committed SQLite transactions changed, as the leader shipped
  * them under `{prefix}/{db}/log/{seq}`. Chained: `checksum` covers `prevChecksum`, so a follower can
@@ -31,3 +36,410 @@ export type ChangesetCodec = 'none' | 'deflate-raw';
 
 export const CHECKSUM_BYTES = 32;
 export const GENESIS_CHECKSUM: Uint8Array = new Uint8Array(CHECKSUM_BYTES);
+
+/** Version of the changeset content (body `v`, and part of the checksum). */
+export const CHANGESET_VERSION = 1;
+/** Version of the binary frame around the body. */
+export const CHANGESET_FRAME_VERSION = 1;
+/** Neither the stored nor the inflated body may be larger: bounds what a hostile object can cost. */
+export const MAX_CHANGESET_BODY_BYTES = 1024 * 1024 * 1024;
+
+export interface EncodeChangesetOptions {
+  /** Default `'deflate-raw'`. */
+  codec?: ChangesetCodec;
+  /** zlib level, -1..9; default 1 (pages compress well even at the fastest level). */
+  level?: number;
+}
+
+/** What the reader already knows; any disagreement is an error of its own code. */
+export interface ChangesetExpectation {
+  db?: string;
+  pageSize?: number;
+  /** The seq the reader needs next. */
+  seq?: number;
+  /** Checksum of the last changeset the reader applied. */
+  prevChecksum?: Uint8Array;
+}
+
+// Frame: magic(4) | frame version(1) | codec id(1) | body length(4, BE) | CRC32 of body(4, BE) | body
+const MAGIC = new Uint8Array([0x48, 0x41, 0x44, 0x42]); // 'HADB'
+const VERSION_OFFSET = 4;
+const CODEC_OFFSET = 5;
+const LENGTH_OFFSET = 6;
+const CRC_OFFSET = 10;
+const HEADER_BYTES = 14;
+
+const CODEC_IDS: Record<ChangesetCodec, number> = { none: 0, 'deflate-raw': 1 };
+const CODECS_BY_ID: ReadonlyMap<number, ChangesetCodec> = new Map(
+  Object.entries(CODEC_IDS).map(([codec, id]) => [id, codec as ChangesetCodec]),
+);
+
+const MIN_PAGE_SIZE = 512;
+const MAX_PAGE_SIZE = 65536;
+/** SQLite's own limit on the number of pages in a database. */
+const MAX_PAGE_COUNT = 4294967294;
+const BODY_KEYS = [
+  'v',
+  'db',
+  'epoch',
+  'seq',
+  'commitTimeMs',
+  'prevChecksum',
+  'checksum',
+  'pageSize',
+  'dbSizePages',
+  'pages',
+] as const;
+
+// Records and typed-array extensions are msgpackr-only; plain maps and bin keep the body readable by
+// any msgpack library. copyBuffers so decoded pages never pin (or alias) the caller's input.
+const packr = new Packr({
+  useRecords: false,
+  moreTypes: false,
+  structuredClone: false,
+  bundleStrings: false,
+  variableMapSize: true,
+  mapsAsObjects: true,
+  int64AsType: 'number',
+  copyBuffers: true,
+});
+
+/**
+ * Seals a changeset: computes its checksum and encodes it into the framed wire format.
+ *
+ * The returned `changeset` shares page data with `input`; `bytes` is independent of both.
+ *
+ * @example
+ * ```ts
+ * const first = encodeChangeset({
+ *   db: 'orders', epoch: 1, seq: 1, commitTimeMs: Date.now(), prevChecksum: GENESIS_CHECKSUM,
+ *   pageSize: 4096, dbSizePages: 2, pages: [{ pgno: 1, data: page1 }, { pgno: 2, data: page2 }],
+ * });
+ * await storage.put(`${prefix}/orders/log/1`, first.bytes);
+ * // The next link starts from this one's checksum.
+ * const second = encodeChangeset({ ...next, seq: 2, prevChecksum: first.changeset.checksum });
+ * ```
+ *
+ * @throws InvalidArgumentError if the input is not a well-formed changeset or options are invalid.
+ */
+export function encodeChangeset(
+  input: Omit<Changeset, 'checksum' | 'version'>,
+  options: EncodeChangesetOptions = {},
+): { bytes: Uint8Array; changeset: Changeset } {
+  const { codec = 'deflate-raw', level = 1 } = options;
+  if (!Object.hasOwn(CODEC_IDS, codec)) {
+    throw new InvalidArgumentError(`unknown changeset codec ${JSON.stringify(codec)}`);
+  }
+  if (!Number.isInteger(level) || level < -1 || level > 9) {
+    throw new InvalidArgumentError(`compression level must be an integer in -1..9, got ${level}`);
+  }
+  const problem = changesetProblem(input);
+  if (problem !== undefined) throw new InvalidArgumentError(`invalid changeset: ${problem}`);
+
+  const changeset: Changeset = {
+    version: CHANGESET_VERSION,
+    db: input.db,
+    epoch: input.epoch,
+    seq: input.seq,
+    commitTimeMs: input.commitTimeMs,
+    prevChecksum: input.prevChecksum,
+    checksum: computeChecksum({ ...input, version: CHANGESET_VERSION }),
+    pageSize: input.pageSize,
+    dbSizePages: input.dbSizePages,
+    pages: input.pages.map(({ pgno, data }) => ({ pgno, data })),
+  };
+
+  const packed: Uint8Array = packr.pack({
+    v: changeset.version,
+    db: changeset.db,
+    epoch: wireInteger(changeset.epoch),
+    seq: wireInteger(changeset.seq),
+    commitTimeMs: wireInteger(changeset.commitTimeMs),
+    prevChecksum: changeset.prevChecksum,
+    checksum: changeset.checksum,
+    pageSize: changeset.pageSize,
+    dbSizePages: changeset.dbSizePages,
+    pages: changeset.pages.map(({ pgno, data }) => [pgno, data]),
+  });
+  if (packed.length > MAX_CHANGESET_BODY_BYTES) {
+    throw new InvalidArgumentError(
+      `changeset body is ${packed.length} bytes, more than ${MAX_CHANGESET_BODY_BYTES}`,
+    );
+  }
+  const body = codec === 'deflate-raw' ? deflateRawSync(packed, { level }) : packed;
+
+  const bytes = new Uint8Array(HEADER_BYTES + body.length);
+  const view = new DataView(bytes.buffer);
+  bytes.set(MAGIC, 0);
+  bytes[VERSION_OFFSET] = CHANGESET_FRAME_VERSION;
+  bytes[CODEC_OFFSET] = CODEC_IDS[codec];
+  view.setUint32(LENGTH_OFFSET, body.length);
+  view.setUint32(CRC_OFFSET, crc32(body));
+  bytes.set(body, HEADER_BYTES);
+  return { bytes, changeset };
+}
+
+/**
+ * Decodes and verifies a changeset: frame, CRC, body shape, checksum, then `expect`.
+ * The returned page data are fresh copies, never views into `bytes`.
+ *
+ * @example
+ * ```ts
+ * const changeset = decodeChangeset(await storage.get(`${prefix}/orders/log/${seq}`), {
+ *   db: 'orders', pageSize: 4096, seq, prevChecksum: lastApplied.checksum,
+ * });
+ * ```
+ *
+ * @throws ChangesetError with code
+ * - `CHANGESET_CORRUPT`: damaged or truncated bytes, or content hadb would never write;
+ * - `CHANGESET_UNKNOWN_VERSION`: a frame version, codec or body version this hadb cannot read;
+ * - `CHANGESET_CHECKSUM_MISMATCH`: intact framing but content that does not match its checksum;
+ * - `CHANGESET_WRONG_DATABASE` / `CHANGESET_WRONG_PAGE_SIZE`: differs from `expect.db` / `expect.pageSize`;
+ * - `CHANGESET_CHAIN_BROKEN`: not the link after `expect.prevChecksum`, or not `expect.seq`.
+ * @throws InvalidArgumentError if `expect` itself is malformed.
+ */
+export function decodeChangeset(bytes: Uint8Array, expect: ChangesetExpectation = {}): Changeset {
+  if (expect.prevChecksum !== undefined && !isChecksum(expect.prevChecksum)) {
+    throw new InvalidArgumentError(`expected prevChecksum must be ${CHECKSUM_BYTES} bytes`);
+  }
+  const changeset = parseBody(unframe(bytes));
+
+  const recomputed = computeChecksum(changeset);
+  if (!checksumsEqual(recomputed, changeset.checksum)) {
+    throw new ChangesetError(
+      'CHANGESET_CHECKSUM_MISMATCH',
+      `changeset ${changeset.db} seq ${changeset.seq} claims checksum ${hex(changeset.checksum)} but its content hashes to ${hex(recomputed)}`,
+    );
+  }
+
+  if (expect.db !== undefined && changeset.db !== expect.db) {
+    throw new ChangesetError(
+      'CHANGESET_WRONG_DATABASE',
+      `changeset belongs to database ${JSON.stringify(changeset.db)}, expected ${JSON.stringify(expect.db)}`,
+    );
+  }
+  if (expect.pageSize !== undefined && changeset.pageSize !== expect.pageSize) {
+    throw new ChangesetError(
+      'CHANGESET_WRONG_PAGE_SIZE',
+      `changeset has page size ${changeset.pageSize}, expected ${expect.pageSize}`,
+    );
+  }
+  if (expect.seq !== undefined && changeset.seq !== expect.seq) {
+    throw new ChangesetError(
+      'CHANGESET_CHAIN_BROKEN',
+      `changeset has seq ${changeset.seq}, expected seq ${expect.seq}`,
+    );
+  }
+  if (
+    expect.prevChecksum !== undefined &&
+    !checksumsEqual(changeset.prevChecksum, expect.prevChecksum)
+  ) {
+    throw new ChangesetError(
+      'CHANGESET_CHAIN_BROKEN',
+      `changeset seq ${changeset.seq} follows checksum ${hex(changeset.prevChecksum)}, expected it to follow ${hex(expect.prevChecksum)}`,
+    );
+  }
+  return changeset;
+}
+
+/** True if both checksums hold the same bytes (not constant-time: checksums are not secrets). */
+export function checksumsEqual(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+/** Checks the frame and returns the plain msgpack body. */
+function unframe(bytes: Uint8Array): Uint8Array {
+  // Magic and version first: a later frame version may have a different header length.
+  if (bytes.length < CODEC_OFFSET) throw corrupt(`only ${bytes.length} bytes, truncated header`);
+  for (let i = 0; i < MAGIC.length; i++) {
+    if (bytes[i] !== MAGIC[i]) throw corrupt('bad magic, not a hadb changeset');
+  }
+  const frameVersion = bytes[VERSION_OFFSET];
+  if (frameVersion !== CHANGESET_FRAME_VERSION) {
+    throw new ChangesetError(
+      'CHANGESET_UNKNOWN_VERSION',
+      `frame version ${frameVersion} is not supported (this hadb reads version ${CHANGESET_FRAME_VERSION})`,
+    );
+  }
+  if (bytes.length < HEADER_BYTES) throw corrupt(`only ${bytes.length} bytes, truncated header`);
+  const codecId = bytes[CODEC_OFFSET] as number;
+  const codec = CODECS_BY_ID.get(codecId);
+  if (codec === undefined) {
+    throw new ChangesetError('CHANGESET_UNKNOWN_VERSION', `unknown codec id ${codecId}`);
+  }
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const bodyLength = view.getUint32(LENGTH_OFFSET);
+  if (bodyLength > MAX_CHANGESET_BODY_BYTES) {
+    throw corrupt(`body length ${bodyLength} exceeds the limit of ${MAX_CHANGESET_BODY_BYTES}`);
+  }
+  if (HEADER_BYTES + bodyLength !== bytes.length) {
+    throw corrupt(
+      `header says ${bodyLength} body bytes but ${bytes.length - HEADER_BYTES} follow the header`,
+    );
+  }
+  const body = bytes.subarray(HEADER_BYTES);
+  if (crc32(body) !== view.getUint32(CRC_OFFSET)) throw corrupt('body CRC32 mismatch');
+  if (codec === 'none') return body;
+  try {
+    return inflateRawSync(body, { maxOutputLength: MAX_CHANGESET_BODY_BYTES });
+  } catch (cause) {
+    throw corrupt('body does not inflate', cause);
+  }
+}
+
+function parseBody(packed: Uint8Array): Changeset {
+  let fields: unknown;
+  try {
+    fields = packr.unpack(packed);
+  } catch (cause) {
+    throw corrupt('body is not valid msgpack', cause);
+  }
+  // Extensions decode to class instances (Date, Map, C1Type...); only a plain map is a body.
+  if (
+    typeof fields !== 'object' ||
+    fields === null ||
+    Object.getPrototypeOf(fields) !== Object.prototype
+  ) {
+    throw corrupt('body is not a msgpack map');
+  }
+  const body = fields as Record<string, unknown>;
+  if (!Number.isSafeInteger(body.v)) throw corrupt('body has no version');
+  // Before the shape check: another version may have other fields.
+  if (body.v !== CHANGESET_VERSION) {
+    throw new ChangesetError(
+      'CHANGESET_UNKNOWN_VERSION',
+      `changeset version ${JSON.stringify(body.v)} is not supported (this hadb reads version ${CHANGESET_VERSION})`,
+    );
+  }
+  // Keys outside the checksum would be unverified content.
+  const extra = Object.keys(body).filter((key) => !(BODY_KEYS as readonly string[]).includes(key));
+  if (extra.length > 0) throw corrupt(`unexpected fields ${extra.join(', ')}`);
+
+  if (!Array.isArray(body.pages)) throw corrupt('pages must be an array');
+  const pages: ChangedPage[] = [];
+  for (const [index, entry] of (body.pages as unknown[]).entries()) {
+    if (!Array.isArray(entry) || entry.length !== 2) {
+      throw corrupt(`pages[${index}] must be a [pgno, bytes] pair`);
+    }
+    pages.push({ pgno: entry[0] as number, data: entry[1] as Uint8Array });
+  }
+  const changeset: Changeset = {
+    version: CHANGESET_VERSION,
+    db: body.db as string,
+    epoch: body.epoch as number,
+    seq: body.seq as number,
+    commitTimeMs: body.commitTimeMs as number,
+    prevChecksum: body.prevChecksum as Uint8Array,
+    checksum: body.checksum as Uint8Array,
+    pageSize: body.pageSize as number,
+    dbSizePages: body.dbSizePages as number,
+    pages,
+  };
+  const problem = changesetProblem(changeset) ?? checksumProblem('checksum', changeset.checksum);
+  if (problem !== undefined) throw corrupt(problem);
+  return changeset;
+}
+
+/**
+ * Everything a changeset must satisfy, shared by encode (caller's mistake) and decode (corruption).
+ * Checks types too: decode runs it on unvalidated msgpack, encode may be called from plain JS.
+ */
+function changesetProblem(input: Omit<Changeset, 'checksum' | 'version'>): string | undefined {
+  const { db, epoch, seq, commitTimeMs, prevChecksum, pageSize, dbSizePages, pages } = input;
+  if (typeof db !== 'string' || db === '') return 'db must be a non-empty string';
+  // Lone surrogates would not survive UTF-8, so the db would not round trip.
+  if (Buffer.from(db, 'utf8').toString('utf8') !== db) return 'db must be well-formed Unicode';
+  if (!isIntegerIn(epoch, 1, Number.MAX_SAFE_INTEGER)) return 'epoch must be a positive integer';
+  if (!isIntegerIn(seq, 1, Number.MAX_SAFE_INTEGER)) return 'seq must be a positive integer';
+  if (!isIntegerIn(commitTimeMs, 0, Number.MAX_SAFE_INTEGER)) {
+    return 'commitTimeMs must be a non-negative integer';
+  }
+  const prevProblem = checksumProblem('prevChecksum', prevChecksum);
+  if (prevProblem !== undefined) return prevProblem;
+  if (!isIntegerIn(pageSize, MIN_PAGE_SIZE, MAX_PAGE_SIZE) || (pageSize & (pageSize - 1)) !== 0) {
+    return `pageSize must be a power of two in ${MIN_PAGE_SIZE}..${MAX_PAGE_SIZE}, got ${pageSize}`;
+  }
+  if (!isIntegerIn(dbSizePages, 1, MAX_PAGE_COUNT)) {
+    return `dbSizePages must be an integer in 1..${MAX_PAGE_COUNT}`;
+  }
+  if (!Array.isArray(pages)) return 'pages must be an array';
+  let previousPgno = 0;
+  for (const [index, page] of pages.entries()) {
+    if (typeof page !== 'object' || page === null) return `pages[${index}] must be a page`;
+    const { pgno, data } = page;
+    if (!isIntegerIn(pgno, 1, dbSizePages)) {
+      return `pages[${index}].pgno must be an integer in 1..dbSizePages (${dbSizePages}), got ${pgno}`;
+    }
+    if (pgno <= previousPgno) {
+      return `page numbers must be strictly ascending, but ${pgno} follows ${previousPgno}`;
+    }
+    previousPgno = pgno;
+    if (!(data instanceof Uint8Array)) return `pages[${index}].data must be a Uint8Array`;
+    if (data.length !== pageSize) {
+      return `page ${pgno} has ${data.length} bytes, expected the page size ${pageSize}`;
+    }
+  }
+  return undefined;
+}
+
+function checksumProblem(name: string, value: unknown): string | undefined {
+  return isChecksum(value) ? undefined : `${name} must be ${CHECKSUM_BYTES} bytes`;
+}
+
+function isChecksum(value: unknown): value is Uint8Array {
+  return value instanceof Uint8Array && value.length === CHECKSUM_BYTES;
+}
+
+function isIntegerIn(value: unknown, min: number, max: number): value is number {
+  return Number.isSafeInteger(value) && (value as number) >= min && (value as number) <= max;
+}
+
+/**
+ * SHA-256 over prevChecksum then a fixed-width, length-prefixed serialization of the content, so no
+ * two different changesets hash the same bytes. Independent of msgpack's choice of integer widths.
+ */
+function computeChecksum(changeset: Omit<Changeset, 'checksum'>): Uint8Array {
+  const hash = createHash('sha256');
+  hash.update(changeset.prevChecksum);
+  const db = Buffer.from(changeset.db, 'utf8');
+  const header = new DataView(new ArrayBuffer(4 + 4 + 8 + 8 + 8 + 4 + 4));
+  header.setUint32(0, changeset.version);
+  header.setUint32(4, db.length);
+  header.setBigUint64(8, BigInt(changeset.epoch));
+  header.setBigUint64(16, BigInt(changeset.seq));
+  header.setBigUint64(24, BigInt(changeset.commitTimeMs));
+  header.setUint32(32, changeset.pageSize);
+  header.setUint32(36, changeset.dbSizePages);
+  hash.update(header);
+  hash.update(db);
+  const count = new DataView(new ArrayBuffer(4));
+  count.setUint32(0, changeset.pages.length);
+  hash.update(count);
+  const pageHeader = new DataView(new ArrayBuffer(8));
+  for (const { pgno, data } of changeset.pages) {
+    pageHeader.setUint32(0, pgno);
+    pageHeader.setUint32(4, data.length);
+    hash.update(pageHeader);
+    hash.update(data);
+  }
+  return new Uint8Array(hash.digest());
+}
+
+/** Integers beyond 32 bits as int64 rather than msgpackr's default float64, for non-JS readers. */
+function wireInteger(value: number): number | bigint {
+  return value > 0xffffffff ? BigInt(value) : value;
+}
+
+function hex(bytes: Uint8Array): string {
+  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('hex');
+}
+
+function corrupt(why: string, cause?: unknown): ChangesetError {
+  return new ChangesetError(
+    'CHANGESET_CORRUPT',
+    `corrupt changeset: ${why}`,
+    cause === undefined ? undefined : { cause },
+  );
+}
