@@ -2,6 +2,7 @@ import { createActor, fromPromise, type InspectionEvent, type Observer } from 'x
 import type { LeaseStore } from '../adapters/lease/types.ts';
 import type { Clock } from '../clock.ts';
 import {
+  assertValidTiming,
   type CatchUpIntent,
   type CatchUpOutput,
   type DemoteReason,
@@ -41,6 +42,7 @@ export interface DatabaseActorOptions {
 /** One database's root actor: the role machine wired to its lease store and replication hooks. */
 export function createDatabaseActor(options: DatabaseActorOptions) {
   const timing = { ...defaultLeaseTiming, ...options.timing };
+  assertValidTiming(timing);
   const hooks = options.hooks ?? {};
   const logic = roleMachine.provide({
     actors: {

@@ -44,7 +44,11 @@ export function leaseActors({ store, clock, keyOf, callTimeoutMs }: LeaseActorOp
     }
   });
 
-  const writeLease = fromPromise<WriteLeaseOutput, WriteLeaseInput>(async ({ input }) => {
+  const writeLease = fromPromise<WriteLeaseOutput, WriteLeaseInput>(({ input }) =>
+    writeOnce(input),
+  );
+
+  async function writeOnce(input: WriteLeaseInput): Promise<WriteLeaseOutput> {
     const key = keyOf(input.db);
     const value = encodeLeaseRecord(input.record);
     const sentAt = clock.now();
@@ -62,9 +66,31 @@ export function leaseActors({ store, clock, keyOf, callTimeoutMs }: LeaseActorOp
     } catch (error) {
       return { outcome: 'unavailable', reason: describe(error), at: clock.now() };
     }
+  }
+
+  /**
+   * A release that meets a conflict re-reads once: a renewal still in flight when the leader
+   * stopped may have moved the revision on, and the lease is still ours to give up.
+   */
+  const releaseLease = fromPromise<WriteLeaseOutput, WriteLeaseInput>(async ({ input }) => {
+    const first = await writeOnce(input);
+    if (first.outcome !== 'conflict') return first;
+    const key = keyOf(input.db);
+    try {
+      const entry = await call(store.get(key), `reading lease ${key}`);
+      if (entry === null) return first;
+      const current = decodeLeaseRecord(entry.value);
+      const { holder, session, epoch } = input.record;
+      const stillOurs =
+        current.holder === holder && current.session === session && current.epoch === epoch;
+      if (!stillOurs || current.released) return first;
+      return await writeOnce({ ...input, expectedRevision: entry.revision });
+    } catch {
+      return first;
+    }
   });
 
-  return { readLease, claimLease: writeLease, renewLease: writeLease, releaseLease: writeLease };
+  return { readLease, claimLease: writeLease, renewLease: writeLease, releaseLease };
 }
 
 function describe(error: unknown): string {

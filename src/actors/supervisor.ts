@@ -79,7 +79,12 @@ export class Supervisor<TActor extends AnyActorRef> {
       restartTimer: undefined,
     };
     this.#entries.set(name, entry);
-    return this.#launch(name, entry);
+    try {
+      return this.#launch(name, entry);
+    } catch (error) {
+      this.#entries.delete(name);
+      throw error;
+    }
   }
 
   get(name: string): TActor | undefined {
@@ -162,6 +167,12 @@ export class Supervisor<TActor extends AnyActorRef> {
 
   #crashed(name: string, entry: Entry<TActor>, actor: TActor, error: unknown): void {
     if (entry.actor !== actor || entry.status !== 'running') return;
+    this.#recordCrash(name, entry, error);
+  }
+
+  /** Counts a crash against the budget and schedules the restart, or gives up. */
+  #recordCrash(name: string, entry: Entry<TActor>, error: unknown): void {
+    entry.actor = undefined;
     const now = this.#clock.now();
     const { windowMs, maxCrashes, initialDelayMs, maxDelayMs } = this.#policy;
     entry.crashTimes = [...entry.crashTimes.filter((t) => now - t < windowMs), now];
@@ -177,7 +188,12 @@ export class Supervisor<TActor extends AnyActorRef> {
     entry.restartTimer = this.#clock.setTimeout(() => {
       entry.restartTimer = undefined;
       if (this.#entries.get(name) !== entry) return;
-      this.#launch(name, entry);
+      try {
+        this.#launch(name, entry);
+      } catch (launchError) {
+        this.#recordCrash(name, entry, launchError);
+        return;
+      }
       this.#onEvent({ type: 'restarted', name });
     }, restartInMs);
   }

@@ -1,5 +1,6 @@
 import { assign, fromPromise, raise, type SnapshotFrom, setup } from 'xstate';
-import type { LeaseRecord } from '../wire/lease-record.ts';
+import { InvalidArgumentError } from '../errors.ts';
+import { type LeaseRecord, MAX_TTL_MS } from '../wire/lease-record.ts';
 
 /**
  * The role machine of one database on one node. It is pure: every store call is a named actor
@@ -33,6 +34,32 @@ export const defaultLeaseTiming: LeaseTiming = {
   pollIntervalMs: 1000,
   marginMs: 500,
 };
+
+/** Rejects timings under which a leader could never renew in time, or a lease could never be read back. */
+export function assertValidTiming(timing: LeaseTiming): void {
+  const { ttlMs, renewIntervalMs, retryIntervalMs, pollIntervalMs, marginMs } = timing;
+  for (const [name, value] of Object.entries(timing)) {
+    if (!Number.isSafeInteger(value) || value < 1) {
+      throw new InvalidArgumentError(
+        `lease timing ${name} must be a positive integer of ms, got ${value}`,
+      );
+    }
+  }
+  const problem =
+    ttlMs > MAX_TTL_MS
+      ? `ttlMs must be at most ${MAX_TTL_MS}`
+      : marginMs * 2 >= ttlMs
+        ? 'marginMs must be less than half of ttlMs'
+        : renewIntervalMs >= ttlMs - marginMs
+          ? 'renewIntervalMs must be less than ttlMs - marginMs, or the lease lapses between renewals'
+          : retryIntervalMs > renewIntervalMs
+            ? 'retryIntervalMs must not exceed renewIntervalMs'
+            : pollIntervalMs > ttlMs
+              ? 'pollIntervalMs must not exceed ttlMs'
+              : null;
+  if (problem)
+    throw new InvalidArgumentError(`invalid lease timing ${JSON.stringify(timing)}: ${problem}`);
+}
 
 export type ReadLeaseOutput =
   | { outcome: 'absent'; at: number }
@@ -123,8 +150,10 @@ function isClaimable(context: RoleContext, read: ReadLeaseOutput): boolean {
   if (read.outcome === 'absent') return true;
   if (read.outcome !== 'record') return false;
   const { record } = read;
-  if (record.released) return true;
-  if (isOwnRecord(context, record)) return true;
+  const own = isOwnRecord(context, record);
+  if (record.released !== own) return true;
+  // Someone else's live lease, or one we just gave away (others get it first): claimable only
+  // once it has stayed unchanged for ttl + margin.
   const observed = observe(context.observed, read);
   return (
     observed !== null && read.at - observed.firstSeenAt >= record.ttlMs + context.timing.marginMs
@@ -204,7 +233,8 @@ export const roleMachine = setup({
     nextLeaseCheck: ({ context }) => {
       const { pollIntervalMs, marginMs } = context.timing;
       const record = context.observed?.record;
-      if (!context.observed || !record || record.released) return pollIntervalMs;
+      if (!context.observed || !record || record.released !== isOwnRecord(context, record))
+        return pollIntervalMs;
       const expiresAt = context.observed.firstSeenAt + record.ttlMs + marginMs;
       return Math.max(1, Math.min(pollIntervalMs, expiresAt - context.lastAt));
     },
@@ -305,7 +335,8 @@ export const roleMachine = setup({
           },
           { target: 'follower' },
         ],
-        onError: { target: 'follower' },
+        // Wait a poll before trying again: a failing catch-up must not spin.
+        onError: { target: '#role.follower.waiting' },
       },
     },
 

@@ -1,4 +1,4 @@
-import { LeaseRecordInvalidError } from '../errors.ts';
+import { InvalidArgumentError, LeaseRecordInvalidError } from '../errors.ts';
 
 /** What a lease key holds: who leads a database, in which epoch, and for how long per renewal. */
 export interface LeaseRecord {
@@ -10,7 +10,7 @@ export interface LeaseRecord {
   epoch: number;
   /** How long the lease lasts after each renewal, on the holder's own clock. */
   ttlMs: number;
-  /** Written by a leader that gives the lease up; anyone may claim it at once. */
+  /** Written by a leader that gives the lease up; anyone else may claim it at once. */
   released: boolean;
   /** Where the holder accepts forwarded writes, if anywhere. */
   address?: string;
@@ -19,8 +19,12 @@ export interface LeaseRecord {
 const FORMAT = 'hadb-lease';
 export const LEASE_RECORD_VERSION = 1;
 const MAX_RECORD_BYTES = 4096;
-const MAX_TTL_MS = 10 * 60_000;
+export const MAX_TTL_MS = 10 * 60_000;
 
+/**
+ * Encodes a record, refusing one that {@link decodeLeaseRecord} would reject: nobody could ever
+ * take such a lease over, since a record that cannot be read is never overwritten.
+ */
 export function encodeLeaseRecord(record: LeaseRecord): Uint8Array {
   const { holder, session, epoch, ttlMs, released, address } = record;
   const body = {
@@ -33,7 +37,10 @@ export function encodeLeaseRecord(record: LeaseRecord): Uint8Array {
     released,
     address,
   };
-  return new TextEncoder().encode(JSON.stringify(body));
+  const bytes = new TextEncoder().encode(JSON.stringify(body));
+  const problem = recordProblem(bytes.length, body);
+  if (problem) throw new InvalidArgumentError(`cannot write this lease record: ${problem}`);
+  return bytes;
 }
 
 /** Parses a lease record, rejecting anything hadb did not write with {@link LeaseRecordInvalidError}. */
@@ -48,36 +55,33 @@ export function decodeLeaseRecord(bytes: Uint8Array): LeaseRecord {
   }
   if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed))
     throw invalid('not a JSON object');
-  const fields = parsed as Record<string, unknown>;
-  if (fields.format !== FORMAT)
-    throw invalid(`format is ${JSON.stringify(fields.format)}, expected "${FORMAT}"`);
-  if (fields.v !== LEASE_RECORD_VERSION) {
-    throw invalid(
-      `format version ${JSON.stringify(fields.v)} is not supported (this hadb reads version ${LEASE_RECORD_VERSION})`,
-    );
-  }
-  const { holder, session, epoch, ttlMs, released, address } = fields;
-  if (typeof holder !== 'string' || holder === '')
-    throw invalid('holder must be a non-empty string');
-  if (typeof session !== 'string' || session === '')
-    throw invalid('session must be a non-empty string');
-  if (!Number.isSafeInteger(epoch) || (epoch as number) < 1)
-    throw invalid('epoch must be a positive integer');
-  if (!Number.isSafeInteger(ttlMs) || (ttlMs as number) < 1 || (ttlMs as number) > MAX_TTL_MS) {
-    throw invalid(`ttlMs must be an integer in 1..${MAX_TTL_MS}`);
-  }
-  if (typeof released !== 'boolean') throw invalid('released must be a boolean');
-  if (address !== undefined && typeof address !== 'string')
-    throw invalid('address must be a string');
-  const record: LeaseRecord = {
-    holder,
-    session,
-    epoch: epoch as number,
-    ttlMs: ttlMs as number,
-    released,
-  };
+  const problem = recordProblem(bytes.length, parsed as Record<string, unknown>);
+  if (problem) throw invalid(problem);
+  const { holder, session, epoch, ttlMs, released, address } = parsed as LeaseRecord;
+  const record: LeaseRecord = { holder, session, epoch, ttlMs, released };
   if (address !== undefined) record.address = address;
   return record;
+}
+
+/** Why these fields are not a lease record hadb can use, or null when they are. */
+function recordProblem(size: number, fields: Record<string, unknown>): string | null {
+  if (size > MAX_RECORD_BYTES) return `${size} bytes, more than ${MAX_RECORD_BYTES}`;
+  if (fields.format !== FORMAT)
+    return `format is ${JSON.stringify(fields.format)}, expected "${FORMAT}"`;
+  if (fields.v !== LEASE_RECORD_VERSION) {
+    return `format version ${JSON.stringify(fields.v)} is not supported (this hadb reads version ${LEASE_RECORD_VERSION})`;
+  }
+  const { holder, session, epoch, ttlMs, released, address } = fields;
+  if (typeof holder !== 'string' || holder === '') return 'holder must be a non-empty string';
+  if (typeof session !== 'string' || session === '') return 'session must be a non-empty string';
+  if (!Number.isSafeInteger(epoch) || (epoch as number) < 1)
+    return 'epoch must be a positive integer';
+  if (!Number.isSafeInteger(ttlMs) || (ttlMs as number) < 1 || (ttlMs as number) > MAX_TTL_MS) {
+    return `ttlMs must be an integer in 1..${MAX_TTL_MS}`;
+  }
+  if (typeof released !== 'boolean') return 'released must be a boolean';
+  if (address !== undefined && typeof address !== 'string') return 'address must be a string';
+  return null;
 }
 
 function invalid(why: string, cause?: unknown): LeaseRecordInvalidError {

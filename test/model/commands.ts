@@ -171,3 +171,13 @@ export function clusterCommands(maxNodes: number, ttlMs: number) {
     fc.integer({ min: 1, max: 10 }).map((n) => new FailStoreCalls(n)),
   ];
 }
+
+/** Only what a clock-drift split brain needs: extreme drift, a cut-off leader, time passing. */
+export function driftHuntCommands(maxNodes: number, ttlMs: number) {
+  const node = fc.nat({ max: maxNodes - 1 });
+  return [
+    fc.integer({ min: 1, max: 2 * ttlMs }).map((ms) => new Tick(ms)),
+    fc.tuple(node, fc.constantFrom(-1, 1)).map(([n, share]) => new ClockDrift(n, share)),
+    node.map((n) => new Partition(n, 'fail')),
+  ];
+}

@@ -2,7 +2,7 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import type { LeaseTiming } from '../../src/machines/role.ts';
 import { SimCluster } from '../../src/sim/cluster.ts';
-import { clusterCommands, coverage, type Model } from './commands.ts';
+import { clusterCommands, coverage, driftHuntCommands, type Model } from './commands.ts';
 import { modelRunParameters } from './parameters.ts';
 
 const timing: LeaseTiming = {
@@ -12,7 +12,7 @@ const timing: LeaseTiming = {
   pollIntervalMs: 200,
   marginMs: 100,
 };
-const maxDrift = 0.05;
+const safeDrift = 0.05;
 const maxNodes = 5;
 
 function schedulerDrain(s: fc.Scheduler): () => Promise<void> {
@@ -30,6 +30,7 @@ async function runModel(
   dbs: number,
   commands: Iterable<fc.AsyncCommand<Model, SimCluster>>,
   lease: LeaseTiming,
+  maxDrift: number,
 ) {
   const cluster = new SimCluster({
     nodes,
@@ -58,13 +59,13 @@ async function runModel(
   }
 }
 
-const scenario = (lease: LeaseTiming) =>
+const scenario = (lease: LeaseTiming, maxDrift = safeDrift, commands = clusterCommands) =>
   fc.asyncProperty(
     fc.scheduler(),
     fc.integer({ min: 2, max: maxNodes }),
     fc.integer({ min: 1, max: 5 }),
-    fc.commands(clusterCommands(maxNodes, lease.ttlMs), { maxCommands: 60, size: 'large' }),
-    (s, nodes, dbs, commands) => runModel(s, nodes, dbs, commands, lease),
+    fc.commands(commands(maxNodes, lease.ttlMs), { maxCommands: 60, size: 'large' }),
+    (s, nodes, dbs, commands) => runModel(s, nodes, dbs, commands, lease, maxDrift),
   );
 
 describe('leader election model (I1, I2, I5 and liveness)', () => {
@@ -75,9 +76,18 @@ describe('leader election model (I1, I2, I5 and liveness)', () => {
     expect(coverage.healRecoveries).toBeGreaterThan(0);
   }, 600_000);
 
-  it('finds the split brain when the safety margin is removed (the model has teeth)', async () => {
-    const unsafe = { ...timing, marginMs: 0 };
-    const result = await fc.check(scenario(unsafe), {
+  it('holds under the same targeted drift-and-partition hunt when drift stays within the margin', async () => {
+    await fc.assert(scenario(timing, safeDrift, driftHuntCommands), {
+      ...modelRunParameters(),
+      numRuns: 20,
+    });
+  }, 600_000);
+
+  it('finds the split brain when clocks drift more than the margin allows (the model has teeth)', async () => {
+    // 20% drift against a 1 ms margin: a slow leader outlives its lease on a fast follower's clock.
+    const unsafe = { ...timing, marginMs: 1 };
+    const drift = 0.2;
+    const result = await fc.check(scenario(unsafe, drift, driftHuntCommands), {
       numRuns: 2000,
       seed: 42,
       endOnFailure: true,
@@ -86,7 +96,7 @@ describe('leader election model (I1, I2, I5 and liveness)', () => {
     const message = (result.errorInstance as Error).message;
     expect(message).toMatch(/I1 violated/);
     // The printed seed and path replay the same failure exactly.
-    const replay = await fc.check(scenario(unsafe), {
+    const replay = await fc.check(scenario(unsafe, drift, driftHuntCommands), {
       seed: result.seed,
       path: result.counterexamplePath ?? '',
       endOnFailure: true,

@@ -173,3 +173,17 @@ describe('lease record', () => {
     expectInvalid(overLimit, /4097 bytes, more than 4096/);
   });
 });
+
+describe('encodeLeaseRecord refuses records nobody could read back', () => {
+  const base = { holder: 'a', session: 's', epoch: 1, ttlMs: 1000, released: false };
+  it.each([
+    ['a ttl above the maximum', { ...base, ttlMs: 600_001 }],
+    ['an oversized address', { ...base, address: 'x'.repeat(5000) }],
+    ['epoch 0', { ...base, epoch: 0 }],
+    ['an empty holder', { ...base, holder: '' }],
+  ])('%s', (_, record) => {
+    expect(() => encodeLeaseRecord(record)).toThrow(
+      /INVALID_ARGUMENT: cannot write this lease record/,
+    );
+  });
+});

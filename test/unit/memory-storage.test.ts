@@ -289,3 +289,18 @@ describe('memory storage', () => {
     expect(text(await a.get('k'))).toBe('b');
   });
 });
+
+describe('MemoryStorage bad input', () => {
+  it('rejects (never throws synchronously) on an invalid key', async () => {
+    const storage = new MemoryStorage();
+    let thrown: unknown;
+    let result: Promise<void> | undefined;
+    try {
+      result = storage.put('a//b', new Uint8Array());
+    } catch (error) {
+      thrown = error;
+    }
+    expect(thrown).toBeUndefined();
+    await expect(result).rejects.toBeInstanceOf(InvalidKeyError);
+  });
+});

@@ -423,3 +423,43 @@ describe('supervisor', () => {
     expect(seen.every(([name]) => name === 'w')).toBe(true);
   });
 });
+
+describe('Supervisor factory failures', () => {
+  it('counts a factory that throws on restart as a crash instead of letting it escape', async () => {
+    const clock = new SimClock();
+    const machine = setup({
+      actions: {
+        explode: () => {
+          throw new Error('boom');
+        },
+      },
+    }).createMachine({ on: { boom: { actions: 'explode' } } });
+    const events: SupervisorEvent[] = [];
+    const supervisor = new Supervisor<Actor<typeof machine>>({
+      clock,
+      restart: { initialDelayMs: 10, maxCrashes: 3 },
+      onEvent: (event) => events.push(event),
+    });
+    let made = 0;
+    supervisor.start('w', () => {
+      made += 1;
+      if (made > 1) throw new Error('factory failed');
+      return createActor(machine, { clock });
+    });
+    supervisor.send('w', { type: 'boom' });
+    await expect(clock.runUntil(1000, drain)).resolves.toBeUndefined();
+    expect(supervisor.status('w')).toBe('failed');
+    expect(events.at(-1)).toMatchObject({ type: 'gave-up', name: 'w' });
+  });
+
+  it('does not keep a name whose first start failed', () => {
+    const idle = setup({}).createMachine({});
+    const supervisor = new Supervisor<Actor<typeof idle>>();
+    expect(() =>
+      supervisor.start('x', () => {
+        throw new Error('cannot build');
+      }),
+    ).toThrow('cannot build');
+    expect(supervisor.status('x')).toBeUndefined();
+  });
+});

@@ -31,14 +31,14 @@ export class MemoryStorage implements StorageBackend {
     return view;
   }
 
-  put(key: string, body: Uint8Array): Promise<void> {
+  async put(key: string, body: Uint8Array): Promise<void> {
     assertValidKey(key);
     return this.#call(`put ${key}`, () => {
       this.#state.objects.set(key, body.slice());
     });
   }
 
-  putIfAbsent(key: string, body: Uint8Array): Promise<boolean> {
+  async putIfAbsent(key: string, body: Uint8Array): Promise<boolean> {
     assertValidKey(key);
     return this.#call(`putIfAbsent ${key}`, () => {
       if (this.#state.objects.has(key)) return false;
@@ -47,7 +47,7 @@ export class MemoryStorage implements StorageBackend {
     });
   }
 
-  get(key: string, range?: ByteRange): Promise<Uint8Array | null> {
+  async get(key: string, range?: ByteRange): Promise<Uint8Array | null> {
     assertValidKey(key);
     if (range) assertValidRange(range);
     return this.#call(`get ${key}`, () => {
@@ -57,7 +57,7 @@ export class MemoryStorage implements StorageBackend {
     });
   }
 
-  list(prefix: string, options?: ListOptions): Promise<ListPage> {
+  async list(prefix: string, options?: ListOptions): Promise<ListPage> {
     return this.#call(`list ${prefix}`, () => {
       const sorted = [...this.#state.objects]
         .map(([key, body]) => ({ key, size: body.length }))
@@ -66,7 +66,7 @@ export class MemoryStorage implements StorageBackend {
     });
   }
 
-  delete(keys: readonly string[]): Promise<void> {
+  async delete(keys: readonly string[]): Promise<void> {
     for (const key of keys) assertValidKey(key);
     return this.#call(`delete ${keys.length} keys`, () => {
       for (const key of keys) this.#state.objects.delete(key);
