@@ -1,0 +1,157 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import { InvalidArgumentError, ReplicationGapError } from '../../errors.ts';
+import { decodeChangeset, GENESIS_CHECKSUM } from '../../wire/changeset.ts';
+import type { StorageBackend } from '../storage/types.ts';
+import {
+  listSnapshots,
+  logKey,
+  readSnapshotManifest,
+  restoreSnapshot,
+  type SnapshotManifest,
+} from './snapshot.ts';
+import { PageApplier } from './sqlite/apply.ts';
+import { fsyncDirectorySync, removeFileSync } from './sqlite/local-file.ts';
+
+export type RestoreTarget = { seq: number } | { timeMs: number } | 'latest';
+
+export interface RestoreOptions {
+  storage: StorageBackend;
+  prefix: string;
+  db: string;
+  /** Where the restored database file goes. */
+  destPath: string;
+  target?: RestoreTarget;
+  /** Replace `destPath` if it exists (default: refuse). */
+  overwrite?: boolean;
+  onProgress?: (progress: RestoreProgress) => void;
+}
+
+export type RestoreProgress =
+  | { phase: 'snapshot'; seq: number; doneBytes: number; totalBytes: number }
+  | { phase: 'log'; seq: number };
+
+export interface RestoreResult {
+  seq: number;
+  epoch: number;
+  checksum: string;
+  /** Commit time of the last changeset applied (or of the snapshot), ms since 1970. */
+  commitTimeMs: number;
+  fromSnapshot: number | null;
+  changesetsApplied: number;
+}
+
+/**
+ * Point-in-time restore: the newest snapshot at or before the target, then the log up to it,
+ * into a temporary file that replaces `destPath` only once complete and fsynced. The result is
+ * a plain rollback-journal SQLite file.
+ */
+export async function restoreDatabase(options: RestoreOptions): Promise<RestoreResult> {
+  const { storage, prefix, db, destPath } = options;
+  const target = options.target ?? 'latest';
+  if (
+    typeof target === 'object' &&
+    'seq' in target &&
+    (!Number.isSafeInteger(target.seq) || target.seq < 0)
+  ) {
+    throw new InvalidArgumentError(
+      `restore target seq must be a non-negative integer, got ${target.seq}`,
+    );
+  }
+  if (!options.overwrite && fs.existsSync(destPath)) {
+    throw new InvalidArgumentError(`${destPath} exists; pass overwrite to replace it`);
+  }
+  const base = await chooseSnapshot(storage, prefix, db, target);
+  const temp = `${destPath}.hadb-pitr-${process.pid}-${Date.now()}`;
+  let applier: PageApplier | null = null;
+  try {
+    let position = {
+      seq: 0,
+      epoch: 0,
+      checksum: Buffer.from(GENESIS_CHECKSUM).toString('hex'),
+      commitTimeMs: 0,
+    };
+    let pageSize: number | undefined;
+    if (base) {
+      await restoreSnapshot(storage, prefix, base, temp, {
+        onProgress: (doneBytes, totalBytes) =>
+          options.onProgress?.({ phase: 'snapshot', seq: base.seq, doneBytes, totalBytes }),
+      });
+      position = {
+        seq: base.seq,
+        epoch: base.epoch,
+        checksum: base.checksum,
+        commitTimeMs: base.commitTimeMs,
+      };
+      pageSize = base.pageSize;
+    }
+    applier = PageApplier.open(temp);
+    let applied = 0;
+    for (;;) {
+      const seq = position.seq + 1;
+      if (typeof target === 'object' && 'seq' in target && position.seq >= target.seq) break;
+      const bytes = await storage.get(logKey(prefix, db, seq));
+      if (bytes === null) break;
+      const changeset = decodeChangeset(bytes, {
+        db,
+        seq,
+        prevChecksum: Buffer.from(position.checksum, 'hex'),
+        ...(pageSize === undefined ? {} : { pageSize }),
+      });
+      if (
+        typeof target === 'object' &&
+        'timeMs' in target &&
+        changeset.commitTimeMs > target.timeMs
+      )
+        break;
+      applier.apply(changeset);
+      applied += 1;
+      pageSize = changeset.pageSize;
+      position = {
+        seq,
+        epoch: changeset.epoch,
+        checksum: Buffer.from(changeset.checksum).toString('hex'),
+        commitTimeMs: changeset.commitTimeMs,
+      };
+      options.onProgress?.({ phase: 'log', seq });
+    }
+    if (typeof target === 'object' && 'seq' in target && position.seq !== target.seq) {
+      throw new ReplicationGapError(
+        `${db} cannot be restored to seq ${target.seq}: the log ends at ${position.seq}`,
+      );
+    }
+    if (position.seq === 0) {
+      throw new ReplicationGapError(
+        `storage holds nothing for ${db} at or before the requested point`,
+      );
+    }
+    applier.close();
+    applier = null;
+    for (const suffix of ['-wal', '-shm', '-journal']) removeFileSync(`${destPath}${suffix}`);
+    fs.renameSync(temp, destPath);
+    fsyncDirectorySync(path.dirname(destPath));
+    return { ...position, fromSnapshot: base?.seq ?? null, changesetsApplied: applied };
+  } finally {
+    applier?.close();
+    removeFileSync(temp);
+    removeFileSync(`${temp}-hadb-redo`);
+  }
+}
+
+async function chooseSnapshot(
+  storage: StorageBackend,
+  prefix: string,
+  db: string,
+  target: RestoreTarget,
+): Promise<SnapshotManifest | null> {
+  const seqs = await listSnapshots(storage, prefix, db);
+  for (const seq of seqs.reverse()) {
+    if (typeof target === 'object' && 'seq' in target && seq > target.seq) continue;
+    const manifest = await readSnapshotManifest(storage, prefix, db, seq);
+    if (!manifest) continue;
+    if (typeof target === 'object' && 'timeMs' in target && manifest.commitTimeMs > target.timeMs)
+      continue;
+    return manifest;
+  }
+  return null;
+}

@@ -1,0 +1,228 @@
+import fs from 'node:fs';
+import { LineageAheadError, ReplicationGapError } from '../../../errors.ts';
+import {
+  type Changeset,
+  checksumsEqual,
+  decodeChangeset,
+  GENESIS_CHECKSUM,
+} from '../../../wire/changeset.ts';
+import type { StorageBackend } from '../../storage/types.ts';
+import { listSnapshots, logKey, readSnapshotManifest, restoreSnapshot } from '../snapshot.ts';
+import { PageApplier, REDO_SUFFIX } from './apply.ts';
+import type { Position } from './leader.ts';
+import { readJsonFileSync, removeFileSync, writeFileAtomicSync } from './local-file.ts';
+
+export interface FollowerOptions {
+  /** The follower's copy. hadb owns it: apps open it read-only. */
+  path: string;
+  db: string;
+  storage: StorageBackend;
+  prefix: string;
+  onEvent?: (event: FollowerEvent) => void;
+  onProgress?: (doneBytes: number, totalBytes: number) => void;
+}
+
+export type FollowerEvent =
+  | { type: 'bootstrapped'; seq: number; fromSnapshot: boolean }
+  | { type: 'applied'; seq: number; pages: number };
+
+interface FollowerState {
+  db: string;
+  epoch: number;
+  seq: number;
+  checksum: string;
+  pageSize: number | null;
+}
+
+/**
+ * The follower side: a local copy rebuilt from storage (latest snapshot, then the log after it)
+ * and kept current by applying each changeset in order, refusing gaps and forks.
+ */
+export class SqliteFollower {
+  readonly #options: FollowerOptions;
+  readonly #statePath: string;
+  #applier: PageApplier;
+  #state: FollowerState;
+
+  private constructor(options: FollowerOptions, applier: PageApplier, state: FollowerState) {
+    this.#options = options;
+    this.#statePath = statePathOf(options.path);
+    this.#applier = applier;
+    this.#state = state;
+  }
+
+  /**
+   * Opens the local copy: finishes an apply a crash interrupted, checks that the copy's lineage is
+   * not ahead of storage, or bootstraps it from storage when there is no usable copy.
+   */
+  static async open(options: FollowerOptions): Promise<SqliteFollower> {
+    let state = readState(options);
+    if (state === null || !fs.existsSync(options.path)) {
+      state = await bootstrap(options);
+    }
+    const applier = PageApplier.open(options.path);
+    applier.recover();
+    const follower = new SqliteFollower(options, applier, state);
+    await follower.#checkLineage();
+    return follower;
+  }
+
+  get position(): Position {
+    return {
+      epoch: this.#state.epoch,
+      seq: this.#state.seq,
+      checksum: Buffer.from(this.#state.checksum, 'hex'),
+    };
+  }
+
+  /** Applies every changeset storage has after the current position; returns how many. */
+  async pull(): Promise<number> {
+    let applied = 0;
+    for (;;) {
+      const next = this.#state.seq + 1;
+      const bytes = await this.#options.storage.get(
+        logKey(this.#options.prefix, this.#options.db, next),
+      );
+      if (bytes === null) {
+        if (await this.#logResumesAfter(next)) await this.#rebootstrap(next);
+        else return applied;
+        continue;
+      }
+      this.apply(this.#decodeNext(bytes));
+      applied += 1;
+    }
+  }
+
+  /** Applies one changeset that must be the next link of the chain. */
+  apply(changeset: Changeset): void {
+    this.#applier.apply(changeset);
+    this.#state = {
+      db: this.#options.db,
+      epoch: changeset.epoch,
+      seq: changeset.seq,
+      checksum: Buffer.from(changeset.checksum).toString('hex'),
+      pageSize: changeset.pageSize,
+    };
+    writeFileAtomicSync(this.#statePath, JSON.stringify(this.#state));
+    this.#options.onEvent?.({ type: 'applied', seq: changeset.seq, pages: changeset.pages.length });
+  }
+
+  close(): void {
+    this.#applier.close();
+  }
+
+  #decodeNext(bytes: Uint8Array): Changeset {
+    const expect: Parameters<typeof decodeChangeset>[1] = {
+      db: this.#options.db,
+      seq: this.#state.seq + 1,
+      prevChecksum: Buffer.from(this.#state.checksum, 'hex'),
+    };
+    if (this.#state.pageSize !== null) expect.pageSize = this.#state.pageSize;
+    return decodeChangeset(bytes, expect);
+  }
+
+  /** True when `seq` is missing but later changesets exist: the log below them was compacted. */
+  async #logResumesAfter(seq: number): Promise<boolean> {
+    const prefix = `${logKey(this.#options.prefix, this.#options.db, 0).slice(0, -16)}`;
+    const page = await this.#options.storage.list(prefix, {
+      startAfter: logKey(this.#options.prefix, this.#options.db, seq),
+      limit: 1,
+    });
+    return page.objects.length > 0;
+  }
+
+  async #rebootstrap(missing: number): Promise<void> {
+    const snapshots = await listSnapshots(
+      this.#options.storage,
+      this.#options.prefix,
+      this.#options.db,
+    );
+    if (!snapshots.some((seq) => seq >= missing)) {
+      throw new ReplicationGapError(
+        `changeset ${missing} of ${this.#options.db} is missing from storage and no snapshot covers it`,
+      );
+    }
+    this.#applier.close();
+    this.#state = await bootstrap(this.#options);
+    this.#applier = PageApplier.open(this.#options.path);
+  }
+
+  /** A copy whose history storage does not have must not be silently replaced or extended. */
+  async #checkLineage(): Promise<void> {
+    const { seq, checksum } = this.#state;
+    if (seq === 0) return;
+    const bytes = await this.#options.storage.get(
+      logKey(this.#options.prefix, this.#options.db, seq),
+    );
+    if (bytes !== null) {
+      const stored = decodeChangeset(bytes, { db: this.#options.db, seq });
+      if (!checksumsEqual(stored.checksum, Buffer.from(checksum, 'hex'))) {
+        throw new LineageAheadError(
+          `${this.#options.path} is at ${this.#options.db}#${seq} with a checksum storage does not have: it forked`,
+        );
+      }
+      return;
+    }
+    const manifest = await readSnapshotManifest(
+      this.#options.storage,
+      this.#options.prefix,
+      this.#options.db,
+      seq,
+    );
+    if (manifest && manifest.checksum === checksum) return;
+    const later = await this.#logResumesAfter(seq);
+    if (!later) {
+      throw new LineageAheadError(
+        `${this.#options.path} is at ${this.#options.db}#${seq}, which storage does not have; refusing to replace it`,
+      );
+    }
+  }
+}
+
+function statePathOf(path: string): string {
+  return `${path}-hadb-follower.json`;
+}
+
+function readState(options: FollowerOptions): FollowerState | null {
+  const raw = readJsonFileSync(statePathOf(options.path)) as FollowerState | undefined;
+  return raw && raw.db === options.db ? raw : null;
+}
+
+/** Rebuilds the local copy from the latest snapshot, or empty when storage has none. */
+async function bootstrap(options: FollowerOptions): Promise<FollowerState> {
+  const { storage, prefix, db, path } = options;
+  const snapshots = await listSnapshots(storage, prefix, db);
+  const latest = snapshots.at(-1);
+  const manifest =
+    latest === undefined ? null : await readSnapshotManifest(storage, prefix, db, latest);
+  removeFileSync(`${path}${REDO_SUFFIX}`);
+  let state: FollowerState;
+  if (manifest) {
+    await restoreSnapshot(
+      storage,
+      prefix,
+      manifest,
+      path,
+      options.onProgress ? { onProgress: options.onProgress } : {},
+    );
+    state = {
+      db,
+      epoch: manifest.epoch,
+      seq: manifest.seq,
+      checksum: manifest.checksum,
+      pageSize: manifest.pageSize,
+    };
+  } else {
+    writeFileAtomicSync(path, new Uint8Array());
+    state = {
+      db,
+      epoch: 0,
+      seq: 0,
+      checksum: Buffer.from(GENESIS_CHECKSUM).toString('hex'),
+      pageSize: null,
+    };
+  }
+  writeFileAtomicSync(statePathOf(path), JSON.stringify(state));
+  options.onEvent?.({ type: 'bootstrapped', seq: state.seq, fromSnapshot: manifest !== null });
+  return state;
+}

@@ -1,0 +1,419 @@
+import fs from 'node:fs';
+import Database from 'better-sqlite3';
+import { type Clock, systemClock, type TimerId } from '../../../clock.ts';
+import { FencedError, HadbError, InvalidArgumentError } from '../../../errors.ts';
+import {
+  type Changeset,
+  type ChangesetCodec,
+  decodeChangeset,
+  encodeChangeset,
+} from '../../../wire/changeset.ts';
+import type { StorageBackend } from '../../storage/types.ts';
+import { logKey, readDatabaseImage, type SnapshotManifest, writeSnapshot } from '../snapshot.ts';
+import { readJsonFileSync, writeFileAtomicSync } from './local-file.ts';
+import { assertSqliteVersion, readCommittedFrames, type WalCursor } from './wal.ts';
+
+export interface Position {
+  epoch: number;
+  seq: number;
+  checksum: Uint8Array;
+}
+
+export interface LeaderOptions {
+  /** The database file. The leader owns it: the app writes through `leader.database`. */
+  path: string;
+  db: string;
+  storage: StorageBackend;
+  /** Key prefix in storage ('' for none). */
+  prefix: string;
+  /** This leadership's epoch: written into every changeset. */
+  epoch: number;
+  /** The last changeset in storage when this leadership began (seq 0 and 32 zero bytes for a new database). */
+  position: { seq: number; checksum: Uint8Array };
+  clock?: Clock;
+  /** How often committed transactions are captured and shipped (default 100 ms). */
+  shipIntervalMs?: number;
+  codec?: ChangesetCodec;
+  /** Past this `-wal` size a fully shipped WAL is truncated (default 64 MiB). */
+  walTruncateBytes?: number;
+  /** Take a snapshot after this many changesets or this many changeset bytes since the last one. */
+  snapshotEveryChangesets?: number;
+  snapshotEveryBytes?: number;
+  /** Page size of a new database (ignored for an existing one). */
+  pageSize?: number;
+  /** Wall-clock source for commit times (point-in-time restore only). */
+  wallClockMs?: () => number;
+  onEvent?: (event: LeaderEvent) => void;
+}
+
+export type LeaderEvent =
+  | { type: 'shipped'; seq: number; bytes: number; pages: number }
+  | { type: 'ship-failed'; seq: number; error: unknown }
+  | { type: 'fenced'; seq: number }
+  | { type: 'snapshot'; seq: number; bytes: number }
+  | { type: 'wal-restarted' };
+
+interface LeaderState {
+  db: string;
+  epoch: number;
+  seq: number;
+  checksum: string;
+  cursor: WalCursor | null;
+  /** Written before a changeset is uploaded, so a restart can tell whether the upload landed. */
+  pending: { seq: number; checksum: string; cursor: WalCursor } | null;
+}
+
+interface Captured {
+  changeset: Changeset;
+  bytes: Uint8Array;
+  cursor: WalCursor;
+}
+
+/**
+ * The leader side of SQLite replication. The app writes through `database` (WAL mode, automatic
+ * checkpoints off); every tick the committed frames added to the `-wal` file since the last capture
+ * become one checksummed changeset, written once to `{prefix}/{db}/log/{seq}`. The leader is the
+ * only checkpointer and checkpoints only frames already durable in storage: a read transaction on
+ * a pin connection, opened at the capture, keeps SQLite from backfilling anything newer.
+ */
+export class SqliteLeader {
+  readonly database: Database.Database;
+  readonly #options: LeaderOptions;
+  readonly #pin: Database.Database;
+  readonly #checkpointer: Database.Database;
+  readonly #clock: Clock;
+  readonly #walPath: string;
+  readonly #statePath: string;
+  #position: Position;
+  #cursor: WalCursor | null;
+  #queue: Promise<unknown> = Promise.resolve();
+  #timer: TimerId | undefined;
+  #fenced: FencedError | null = null;
+  #closed = false;
+  #changesetsSinceSnapshot = 0;
+  #bytesSinceSnapshot = 0;
+  #pinned = false;
+
+  private constructor(options: LeaderOptions, state: LeaderState | null) {
+    this.#options = options;
+    this.#clock = options.clock ?? systemClock;
+    this.#walPath = `${options.path}-wal`;
+    this.#statePath = `${options.path}-hadb-leader.json`;
+    this.database = new Database(options.path);
+    const version = (this.database.prepare('select sqlite_version() as v').get() as { v: string })
+      .v;
+    assertSqliteVersion(version);
+    if (options.pageSize !== undefined)
+      this.database.pragma(`page_size = ${Number(options.pageSize)}`);
+    this.database.pragma('journal_mode = WAL');
+    this.database.pragma('wal_autocheckpoint = 0');
+    this.#pin = new Database(options.path, { readonly: true });
+    this.#checkpointer = new Database(options.path);
+    this.#checkpointer.pragma('busy_timeout = 0');
+    this.#position = state
+      ? { epoch: options.epoch, seq: state.seq, checksum: Buffer.from(state.checksum, 'hex') }
+      : { epoch: options.epoch, ...options.position };
+    this.#cursor = state?.cursor ?? null;
+  }
+
+  /**
+   * Opens the database as leader. A leader restarting on its own file resumes from its local
+   * state, after checking with storage whether its last upload landed.
+   */
+  static async open(options: LeaderOptions): Promise<SqliteLeader> {
+    if (!Number.isSafeInteger(options.epoch) || options.epoch < 1) {
+      throw new InvalidArgumentError(`epoch must be a positive integer, got ${options.epoch}`);
+    }
+    const state = await resolveLocalState(options);
+    const leader = new SqliteLeader(options, state);
+    try {
+      if (!state) await leader.#adoptLocalFile();
+      leader.#saveState(null);
+    } catch (error) {
+      leader.#closeConnections();
+      throw error;
+    }
+    return leader;
+  }
+
+  /**
+   * Starting without local state: frames in the WAL were never shipped by this leadership. A new
+   * database (seq 0) adopts the file as it is, with a snapshot at seq 0; past seq 0 such frames
+   * would fork the log, so the file must come from storage instead.
+   */
+  async #adoptLocalFile(): Promise<void> {
+    const unshipped = readCommittedFrames(this.#walPath, null);
+    if (this.#position.seq > 0) {
+      if (unshipped) {
+        throw new InvalidArgumentError(
+          `${this.#walPath} holds commits this leader never shipped; restore ${this.#options.path} from storage first`,
+        );
+      }
+      return;
+    }
+    if (unshipped) this.#checkpointer.pragma('wal_checkpoint(TRUNCATE)');
+    if (fileSize(this.#options.path) > 0) await this.snapshot();
+  }
+
+  get position(): Position {
+    return { ...this.#position };
+  }
+
+  /** Ships on an interval until closed. */
+  start(): void {
+    const tick = () => {
+      this.#timer = undefined;
+      if (this.#closed || this.#fenced) return;
+      this.flush().then(
+        () => this.#schedule(tick),
+        () => this.#schedule(tick),
+      );
+    };
+    this.#schedule(tick);
+  }
+
+  /** Captures what is committed now and resolves once it is durable in storage. */
+  flush(): Promise<Position> {
+    return this.#serial(async () => {
+      const captured = this.#capture();
+      if (captured) await this.#ship(captured);
+      this.#checkpoint();
+      return this.position;
+    });
+  }
+
+  /** Ships what is committed, then stores a full image of the database at that position. */
+  snapshot(): Promise<SnapshotManifest> {
+    return this.#serial(async () => {
+      const captured = this.#capture();
+      // Read in the same synchronous block as the capture, so both end at the same commit.
+      const overlay = readCommittedFrames(this.#walPath, null);
+      if (captured) await this.#ship(captured);
+      const manifest = await this.#uploadSnapshot(
+        overlay?.pages ?? new Map(),
+        overlay?.dbSizePages,
+      );
+      this.#checkpoint();
+      return manifest;
+    });
+  }
+
+  /** Flushes, stops shipping and closes every connection. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    try {
+      if (!this.#fenced) await this.flush();
+    } finally {
+      this.#closed = true;
+      if (this.#timer !== undefined) this.#clock.clearTimeout(this.#timer);
+      await this.#queue.catch(() => {});
+      this.#closeConnections();
+    }
+  }
+
+  #closeConnections(): void {
+    this.#releasePin();
+    this.database.close();
+    this.#pin.close();
+    // Last, so SQLite's final checkpoint on close sees only shipped frames.
+    this.#checkpointer.close();
+  }
+
+  #schedule(fn: () => void): void {
+    if (this.#closed || this.#fenced) return;
+    this.#timer = this.#clock.setTimeout(fn, this.#options.shipIntervalMs ?? 100);
+  }
+
+  #serial<T>(work: () => Promise<T>): Promise<T> {
+    const run = this.#queue.then(() => {
+      if (this.#fenced) throw this.#fenced;
+      if (this.#closed) throw new HadbError('INVALID_ARGUMENT', 'the leader is closed');
+      return work();
+    });
+    this.#queue = run.catch(() => {});
+    return run;
+  }
+
+  /** Reads what was committed since the last capture, and pins the checkpoint at that commit. */
+  #capture(): Captured | null {
+    const frames = readCommittedFrames(this.#walPath, this.#cursor);
+    this.#pinAtCurrentCommit();
+    if (!frames) return null;
+    if (frames.restarted) this.#options.onEvent?.({ type: 'wal-restarted' });
+    // Pages past the final size belong to commits the database later shrank away from.
+    const pages = [...frames.pages]
+      .filter(([pgno]) => pgno <= frames.dbSizePages)
+      .sort(([a], [b]) => a - b)
+      .map(([pgno, data]) => ({ pgno, data }));
+    const { bytes, changeset } = encodeChangeset(
+      {
+        db: this.#options.db,
+        epoch: this.#position.epoch,
+        seq: this.#position.seq + 1,
+        commitTimeMs: (this.#options.wallClockMs ?? Date.now)(),
+        prevChecksum: this.#position.checksum,
+        pageSize: frames.cursor.pageSize,
+        dbSizePages: frames.dbSizePages,
+        pages,
+      },
+      this.#options.codec ? { codec: this.#options.codec } : {},
+    );
+    return { changeset, bytes, cursor: frames.cursor };
+  }
+
+  async #ship(captured: Captured): Promise<void> {
+    const { changeset, bytes, cursor } = captured;
+    const key = logKey(this.#options.prefix, this.#options.db, changeset.seq);
+    this.#saveState({ seq: changeset.seq, checksum: hex(changeset.checksum), cursor });
+    let written: boolean;
+    try {
+      written = await this.#options.storage.putIfAbsent(key, bytes);
+      if (!written) {
+        // Our own earlier attempt may have landed without us hearing of it.
+        const existing = await this.#options.storage.get(key);
+        written = existing !== null && Buffer.from(existing).equals(Buffer.from(bytes));
+      }
+    } catch (error) {
+      this.#options.onEvent?.({ type: 'ship-failed', seq: changeset.seq, error });
+      throw error;
+    }
+    if (!written) {
+      this.#fenced = new FencedError(
+        changeset.seq,
+        `${key} was already written by another leader; this one (epoch ${this.#position.epoch}) must stop`,
+      );
+      this.#options.onEvent?.({ type: 'fenced', seq: changeset.seq });
+      throw this.#fenced;
+    }
+    this.#position = {
+      epoch: this.#position.epoch,
+      seq: changeset.seq,
+      checksum: changeset.checksum,
+    };
+    this.#cursor = cursor;
+    this.#saveState(null);
+    this.#options.onEvent?.({
+      type: 'shipped',
+      seq: changeset.seq,
+      bytes: bytes.length,
+      pages: changeset.pages.length,
+    });
+    this.#changesetsSinceSnapshot += 1;
+    this.#bytesSinceSnapshot += bytes.length;
+    if (this.#snapshotDue()) void this.snapshot().catch(() => {});
+  }
+
+  #snapshotDue(): boolean {
+    const { snapshotEveryChangesets, snapshotEveryBytes } = this.#options;
+    return (
+      (snapshotEveryChangesets !== undefined &&
+        this.#changesetsSinceSnapshot >= snapshotEveryChangesets) ||
+      (snapshotEveryBytes !== undefined && this.#bytesSinceSnapshot >= snapshotEveryBytes)
+    );
+  }
+
+  async #uploadSnapshot(
+    overlay: ReadonlyMap<number, Uint8Array>,
+    walDbSizePages: number | undefined,
+  ): Promise<SnapshotManifest> {
+    const pageSize =
+      this.#cursor?.pageSize ?? (this.database.pragma('page_size', { simple: true }) as number);
+    const dbSizePages =
+      walDbSizePages ?? Math.floor(fs.statSync(this.#options.path).size / pageSize);
+    const position = this.position;
+    const manifest = await writeSnapshot(
+      this.#options.storage,
+      {
+        prefix: this.#options.prefix,
+        db: this.#options.db,
+        seq: position.seq,
+        epoch: position.epoch,
+        checksum: position.checksum,
+        pageSize,
+        dbSizePages,
+        commitTimeMs: (this.#options.wallClockMs ?? Date.now)(),
+      },
+      readDatabaseImage(this.#options.path, { overlay, pageSize, dbSizePages }),
+    );
+    this.#changesetsSinceSnapshot = 0;
+    this.#bytesSinceSnapshot = 0;
+    this.#options.onEvent?.({ type: 'snapshot', seq: position.seq, bytes: manifest.rawBytes });
+    return manifest;
+  }
+
+  /** A read transaction at the commit just captured: the checkpoint cannot backfill past it. */
+  #pinAtCurrentCommit(): void {
+    this.#releasePin();
+    this.#pin.prepare('BEGIN').run();
+    this.#pin.prepare('SELECT count(*) FROM sqlite_master').get();
+    this.#pinned = true;
+  }
+
+  #releasePin(): void {
+    if (this.#pinned) this.#pin.prepare('COMMIT').run();
+    this.#pinned = false;
+  }
+
+  /** Backfills what is durable into the database file; truncates a large WAL once all of it is shipped. */
+  #checkpoint(): void {
+    try {
+      this.#checkpointer.pragma('wal_checkpoint(PASSIVE)');
+      this.#releasePin();
+      const walBytes = fileSize(this.#walPath);
+      const fullyShipped = this.#cursor !== null && this.#cursor.offset >= walBytes;
+      if (fullyShipped && walBytes > (this.#options.walTruncateBytes ?? 64 * 1024 * 1024)) {
+        this.#checkpointer.pragma('wal_checkpoint(TRUNCATE)');
+      }
+    } catch (error) {
+      // SQLITE_BUSY: a reader is in the way; the next tick tries again.
+      if ((error as { code?: string }).code !== 'SQLITE_BUSY') throw error;
+    }
+  }
+
+  #saveState(pending: LeaderState['pending']): void {
+    const state: LeaderState = {
+      db: this.#options.db,
+      epoch: this.#position.epoch,
+      seq: this.#position.seq,
+      checksum: hex(this.#position.checksum),
+      cursor: this.#cursor,
+      pending,
+    };
+    writeFileAtomicSync(this.#statePath, JSON.stringify(state));
+  }
+}
+
+/** The local state of an earlier run of this leader, reconciled with storage; null when starting fresh. */
+async function resolveLocalState(options: LeaderOptions): Promise<LeaderState | null> {
+  const raw = readJsonFileSync(`${options.path}-hadb-leader.json`) as LeaderState | undefined;
+  if (!raw || raw.db !== options.db || raw.epoch !== options.epoch) return null;
+  if (!raw.pending) return raw;
+  const stored = await options.storage.get(logKey(options.prefix, options.db, raw.pending.seq));
+  if (stored === null) return { ...raw, pending: null };
+  const landed = decodeChangeset(stored, { db: options.db });
+  if (hex(landed.checksum) !== raw.pending.checksum) {
+    throw new FencedError(
+      raw.pending.seq,
+      `changeset ${raw.pending.seq} in storage is not the one this leader uploaded`,
+    );
+  }
+  return {
+    ...raw,
+    seq: raw.pending.seq,
+    checksum: raw.pending.checksum,
+    cursor: raw.pending.cursor,
+    pending: null,
+  };
+}
+
+function fileSize(file: string): number {
+  try {
+    return fs.statSync(file).size;
+  } catch {
+    return 0;
+  }
+}
+
+function hex(bytes: Uint8Array): string {
+  return Buffer.from(bytes).toString('hex');
+}
