@@ -36,7 +36,7 @@ export interface LeaderOptions {
   codec?: ChangesetCodec;
   /** Past this `-wal` size a fully shipped WAL is truncated (default 64 MiB). */
   walTruncateBytes?: number;
-  /** Take a snapshot after this many changesets or this many changeset bytes since the last one. */
+  /** Take a snapshot after this many changesets (default 1000) or changeset bytes (default 256 MiB) since the last. */
   snapshotEveryChangesets?: number;
   snapshotEveryBytes?: number;
   /** Page size of a new database (ignored for an existing one). */
@@ -51,6 +51,7 @@ export type LeaderEvent =
   | { type: 'ship-failed'; seq: number; error: unknown }
   | { type: 'fenced'; seq: number }
   | { type: 'snapshot'; seq: number; bytes: number }
+  | { type: 'snapshot-failed'; error: unknown }
   | { type: 'wal-restarted' };
 
 interface LeaderState {
@@ -93,6 +94,7 @@ export class SqliteLeader {
   #changesetsSinceSnapshot = 0;
   #bytesSinceSnapshot = 0;
   #pinned = false;
+  #lastWalSignature = '';
 
   private constructor(options: LeaderOptions, state: LeaderState | null) {
     this.#options = options;
@@ -159,11 +161,15 @@ export class SqliteLeader {
     return { ...this.#position };
   }
 
-  /** Ships on an interval until closed. */
+  /** Ships on an interval until closed; a tick where the `-wal` file did not change costs one stat. */
   start(): void {
     const tick = () => {
       this.#timer = undefined;
       if (this.#closed || this.#fenced) return;
+      if (!this.#walChangedSinceLastTick()) {
+        this.#schedule(tick);
+        return;
+      }
       this.flush().then(
         () => this.#schedule(tick),
         () => this.#schedule(tick),
@@ -217,6 +223,19 @@ export class SqliteLeader {
     this.#pin.close();
     // Last, so SQLite's final checkpoint on close sees only shipped frames.
     this.#checkpointer.close();
+  }
+
+  #walChangedSinceLastTick(): boolean {
+    let signature: string;
+    try {
+      const stat = fs.statSync(this.#walPath, { bigint: true });
+      signature = `${stat.ino}:${stat.size}:${stat.mtimeNs}`;
+    } catch {
+      signature = 'missing';
+    }
+    const changed = signature !== this.#lastWalSignature;
+    this.#lastWalSignature = signature;
+    return changed;
   }
 
   #schedule(fn: () => void): void {
@@ -300,15 +319,19 @@ export class SqliteLeader {
     });
     this.#changesetsSinceSnapshot += 1;
     this.#bytesSinceSnapshot += bytes.length;
-    if (this.#snapshotDue()) void this.snapshot().catch(() => {});
+    if (this.#snapshotDue()) {
+      this.snapshot().catch((error: unknown) =>
+        this.#options.onEvent?.({ type: 'snapshot-failed', error }),
+      );
+    }
   }
 
   #snapshotDue(): boolean {
-    const { snapshotEveryChangesets, snapshotEveryBytes } = this.#options;
+    const { snapshotEveryChangesets = 1000, snapshotEveryBytes = 256 * 1024 * 1024 } =
+      this.#options;
     return (
-      (snapshotEveryChangesets !== undefined &&
-        this.#changesetsSinceSnapshot >= snapshotEveryChangesets) ||
-      (snapshotEveryBytes !== undefined && this.#bytesSinceSnapshot >= snapshotEveryBytes)
+      this.#changesetsSinceSnapshot >= snapshotEveryChangesets ||
+      this.#bytesSinceSnapshot >= snapshotEveryBytes
     );
   }
 
