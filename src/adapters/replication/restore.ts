@@ -6,11 +6,12 @@ import type { StorageBackend } from '../storage/types.ts';
 import {
   listSnapshots,
   logKey,
+  logPrefix,
   readSnapshotManifest,
   restoreSnapshot,
   type SnapshotManifest,
 } from './snapshot.ts';
-import { PageApplier } from './sqlite/apply.ts';
+import { adoptAsFollowerFile, PageApplier } from './sqlite/apply.ts';
 import { fsyncDirectorySync, removeFileSync } from './sqlite/local-file.ts';
 
 export type RestoreTarget = { seq: number } | { timeMs: number } | 'latest';
@@ -77,6 +78,7 @@ export async function restoreDatabase(options: RestoreOptions): Promise<RestoreR
         onProgress: (doneBytes, totalBytes) =>
           options.onProgress?.({ phase: 'snapshot', seq: base.seq, doneBytes, totalBytes }),
       });
+      adoptAsFollowerFile(temp);
       position = {
         seq: base.seq,
         epoch: base.epoch,
@@ -91,7 +93,14 @@ export async function restoreDatabase(options: RestoreOptions): Promise<RestoreR
       const seq = position.seq + 1;
       if (typeof target === 'object' && 'seq' in target && position.seq >= target.seq) break;
       const bytes = await storage.get(logKey(prefix, db, seq));
-      if (bytes === null) break;
+      if (bytes === null) {
+        if (await logContinuesAfter(storage, prefix, db, seq)) {
+          throw new ReplicationGapError(
+            `changeset ${seq} of ${db} is missing from storage, though later ones exist`,
+          );
+        }
+        break;
+      }
       const changeset = decodeChangeset(bytes, {
         db,
         seq,
@@ -154,4 +163,17 @@ async function chooseSnapshot(
     return manifest;
   }
   return null;
+}
+
+async function logContinuesAfter(
+  storage: StorageBackend,
+  prefix: string,
+  db: string,
+  seq: number,
+): Promise<boolean> {
+  const page = await storage.list(logPrefix(prefix, db), {
+    startAfter: logKey(prefix, db, seq),
+    limit: 1,
+  });
+  return page.objects.length > 0;
 }

@@ -1,6 +1,6 @@
 import { InvalidArgumentError } from '../../errors.ts';
 import type { StorageBackend } from '../storage/types.ts';
-import { deleteSnapshot, listSnapshots, logKey } from './snapshot.ts';
+import { deleteSnapshot, listSnapshots, logKey, logPrefix } from './snapshot.ts';
 
 export interface RetentionPlan {
   db: string;
@@ -31,11 +31,11 @@ export async function planRetention(options: {
   const oldestKept = keptSnapshots[0];
   const deletedLogKeys: string[] = [];
   if (oldestKept !== undefined) {
-    const logPrefix = logKey(prefix, db, 0).slice(0, -16);
+    const logFolder = logPrefix(prefix, db);
     const limitKey = logKey(prefix, db, oldestKept);
     let startAfter: string | undefined;
     for (;;) {
-      const page = await storage.list(logPrefix, startAfter === undefined ? {} : { startAfter });
+      const page = await storage.list(logFolder, startAfter === undefined ? {} : { startAfter });
       for (const { key } of page.objects) if (key < limitKey) deletedLogKeys.push(key);
       const last = page.objects.at(-1)?.key;
       if (page.nextStartAfter === undefined || last === undefined || last >= limitKey) break;

@@ -109,7 +109,12 @@ export function hex16(n: number): string {
 
 /** Key of the changeset at `seq`: `{prefix}/{db}/log/{seq16}`. */
 export function logKey(prefix: string, db: string, seq: number): string {
-  return `${dbRoot(prefix, db)}/log/${hex16(seq)}`;
+  return `${logPrefix(prefix, db)}${hex16(seq)}`;
+}
+
+/** The folder of a database's changeset log, with its trailing `/`. */
+export function logPrefix(prefix: string, db: string): string {
+  return `${dbRoot(prefix, db)}/log/`;
 }
 
 /** The folder of the snapshot at `seq`, without a trailing `/`: `{prefix}/{db}/snap/{seq16}`. */

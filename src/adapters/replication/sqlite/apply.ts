@@ -376,3 +376,20 @@ function removeIfExists(file: string): void {
 function errorCode(error: unknown): string | undefined {
   return error instanceof Error && 'code' in error ? String(error.code) : undefined;
 }
+
+/**
+ * Puts a file restored from a leader's image (which says WAL mode) into the follower's
+ * rollback-journal mode, so read connections opened on it see every later apply.
+ */
+export function adoptAsFollowerFile(path: string): void {
+  const fd = fs.openSync(path, 'r+');
+  try {
+    const header = readHeader(fd, fs.fstatSync(fd).size);
+    if (header === null) return;
+    const counter = (header.readUInt32BE(COUNTER_OFFSET) + 1) >>> 0;
+    writeAll(fd, patchHeader(header, counter), 0);
+    fs.fsyncSync(fd);
+  } finally {
+    fs.closeSync(fd);
+  }
+}

@@ -7,8 +7,14 @@ import {
   GENESIS_CHECKSUM,
 } from '../../../wire/changeset.ts';
 import type { StorageBackend } from '../../storage/types.ts';
-import { listSnapshots, logKey, readSnapshotManifest, restoreSnapshot } from '../snapshot.ts';
-import { PageApplier, REDO_SUFFIX } from './apply.ts';
+import {
+  listSnapshots,
+  logKey,
+  logPrefix,
+  readSnapshotManifest,
+  restoreSnapshot,
+} from '../snapshot.ts';
+import { adoptAsFollowerFile, PageApplier, REDO_SUFFIX } from './apply.ts';
 import type { Position } from './leader.ts';
 import { readJsonFileSync, removeFileSync, writeFileAtomicSync } from './local-file.ts';
 
@@ -61,10 +67,15 @@ export class SqliteFollower {
       state = await bootstrap(options);
     }
     const applier = PageApplier.open(options.path);
-    applier.recover();
-    const follower = new SqliteFollower(options, applier, state);
-    await follower.#checkLineage();
-    return follower;
+    try {
+      applier.recover();
+      const follower = new SqliteFollower(options, applier, state);
+      await follower.#checkLineage();
+      return follower;
+    } catch (error) {
+      applier.close();
+      throw error;
+    }
   }
 
   get position(): Position {
@@ -88,13 +99,13 @@ export class SqliteFollower {
         else return applied;
         continue;
       }
-      this.apply(this.#decodeNext(bytes));
+      this.#apply(this.#decodeNext(bytes));
       applied += 1;
     }
   }
 
-  /** Applies one changeset that must be the next link of the chain. */
-  apply(changeset: Changeset): void {
+  /** Applies one changeset, already checked to be the next link of the chain. */
+  #apply(changeset: Changeset): void {
     this.#applier.apply(changeset);
     this.#state = {
       db: this.#options.db,
@@ -123,7 +134,7 @@ export class SqliteFollower {
 
   /** True when `seq` is missing but later changesets exist: the log below them was compacted. */
   async #logResumesAfter(seq: number): Promise<boolean> {
-    const prefix = `${logKey(this.#options.prefix, this.#options.db, 0).slice(0, -16)}`;
+    const prefix = logPrefix(this.#options.prefix, this.#options.db);
     const page = await this.#options.storage.list(prefix, {
       startAfter: logKey(this.#options.prefix, this.#options.db, seq),
       limit: 1,
@@ -205,6 +216,7 @@ async function bootstrap(options: FollowerOptions): Promise<FollowerState> {
       path,
       options.onProgress ? { onProgress: options.onProgress } : {},
     );
+    adoptAsFollowerFile(path);
     state = {
       db,
       epoch: manifest.epoch,

@@ -29,7 +29,7 @@ export interface LeaderOptions {
   /** This leadership's epoch: written into every changeset. */
   epoch: number;
   /** The last changeset in storage when this leadership began (seq 0 and 32 zero bytes for a new database). */
-  position: { seq: number; checksum: Uint8Array };
+  position: { seq: number; checksum: Uint8Array; commitTimeMs?: number };
   clock?: Clock;
   /** How often committed transactions are captured and shipped (default 100 ms). */
   shipIntervalMs?: number;
@@ -59,9 +59,11 @@ interface LeaderState {
   epoch: number;
   seq: number;
   checksum: string;
+  /** Commit time of the changeset at `seq` (0 before the first): what a snapshot at `seq` reports. */
+  commitTimeMs: number;
   cursor: WalCursor | null;
   /** Written before a changeset is uploaded, so a restart can tell whether the upload landed. */
-  pending: { seq: number; checksum: string; cursor: WalCursor } | null;
+  pending: { seq: number; checksum: string; commitTimeMs: number; cursor: WalCursor } | null;
 }
 
 interface Captured {
@@ -95,6 +97,7 @@ export class SqliteLeader {
   #bytesSinceSnapshot = 0;
   #pinned = false;
   #lastWalSignature = '';
+  #commitTimeMs: number;
 
   private constructor(options: LeaderOptions, state: LeaderState | null) {
     this.#options = options;
@@ -116,6 +119,7 @@ export class SqliteLeader {
       ? { epoch: options.epoch, seq: state.seq, checksum: Buffer.from(state.checksum, 'hex') }
       : { epoch: options.epoch, ...options.position };
     this.#cursor = state?.cursor ?? null;
+    this.#commitTimeMs = state?.commitTimeMs ?? options.position.commitTimeMs ?? 0;
   }
 
   /**
@@ -283,7 +287,12 @@ export class SqliteLeader {
   async #ship(captured: Captured): Promise<void> {
     const { changeset, bytes, cursor } = captured;
     const key = logKey(this.#options.prefix, this.#options.db, changeset.seq);
-    this.#saveState({ seq: changeset.seq, checksum: hex(changeset.checksum), cursor });
+    this.#saveState({
+      seq: changeset.seq,
+      checksum: hex(changeset.checksum),
+      commitTimeMs: changeset.commitTimeMs,
+      cursor,
+    });
     let written: boolean;
     try {
       written = await this.#options.storage.putIfAbsent(key, bytes);
@@ -310,6 +319,7 @@ export class SqliteLeader {
       checksum: changeset.checksum,
     };
     this.#cursor = cursor;
+    this.#commitTimeMs = changeset.commitTimeMs;
     this.#saveState(null);
     this.#options.onEvent?.({
       type: 'shipped',
@@ -354,7 +364,7 @@ export class SqliteLeader {
         checksum: position.checksum,
         pageSize,
         dbSizePages,
-        commitTimeMs: (this.#options.wallClockMs ?? Date.now)(),
+        commitTimeMs: this.#commitTimeMs,
       },
       readDatabaseImage(this.#options.path, { overlay, pageSize, dbSizePages }),
     );
@@ -399,6 +409,7 @@ export class SqliteLeader {
       epoch: this.#position.epoch,
       seq: this.#position.seq,
       checksum: hex(this.#position.checksum),
+      commitTimeMs: this.#commitTimeMs,
       cursor: this.#cursor,
       pending,
     };
@@ -424,6 +435,7 @@ async function resolveLocalState(options: LeaderOptions): Promise<LeaderState | 
     ...raw,
     seq: raw.pending.seq,
     checksum: raw.pending.checksum,
+    commitTimeMs: raw.pending.commitTimeMs,
     cursor: raw.pending.cursor,
     pending: null,
   };
