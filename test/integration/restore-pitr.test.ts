@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import Database from 'better-sqlite3';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import {
   type RestoreProgress,
   type RestoreResult,
@@ -327,6 +327,42 @@ describe.each(['memory', 'fs'] as const)('point-in-time restore (%s storage)', (
     const before = await restoreAndRead(history.storage, { timeMs: commitTime(8) - 1 });
     expect(before.result).toMatchObject({ seq: 7, fromSnapshot: 4 });
     expect(before.content).toEqual(expected(7).content);
+  });
+
+  it('keeps the replaced database and its WAL when the final rename fails', async () => {
+    const destPath = path.join(freshDir('wal-dest'), 'dest.db');
+    const old = new Database(destPath);
+    old.pragma('journal_mode = WAL');
+    old.pragma('wal_autocheckpoint = 0');
+    old.exec('CREATE TABLE kept (v INTEGER)');
+    old.prepare('INSERT INTO kept VALUES (?)').run(7);
+    // Leave the commits only in the -wal file, as a killed writer would.
+    const walBytes = fs.readFileSync(`${destPath}-wal`);
+    const dbBytes = fs.readFileSync(destPath);
+    old.close();
+    fs.writeFileSync(destPath, dbBytes);
+    fs.writeFileSync(`${destPath}-wal`, walBytes);
+    const rename = fs.renameSync;
+    const spy = vi.spyOn(fs, 'renameSync').mockImplementation((from, to) => {
+      if (to === destPath) throw new Error('rename refused');
+      rename(from, to);
+    });
+    try {
+      await expect(
+        restoreDatabase({
+          storage: history.storage,
+          prefix: PREFIX,
+          db: DB,
+          destPath,
+          overwrite: true,
+        }),
+      ).rejects.toThrow('rename refused');
+    } finally {
+      spy.mockRestore();
+    }
+    const reopened = new Database(destPath, { readonly: true });
+    expect(reopened.prepare('SELECT v FROM kept').all()).toEqual([{ v: 7 }]);
+    reopened.close();
   });
 
   it('refuses to skip a hole in the log, even for the latest state', async () => {

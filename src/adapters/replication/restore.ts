@@ -12,7 +12,13 @@ import {
   type SnapshotManifest,
 } from './snapshot.ts';
 import { adoptAsFollowerFile, PageApplier } from './sqlite/apply.ts';
-import { fsyncDirectorySync, removeFileSync } from './sqlite/local-file.ts';
+import {
+  fsyncDirectorySync,
+  removeFileSync,
+  removeLeftoverTempFiles,
+} from './sqlite/local-file.ts';
+
+const PITR_TEMP_INFIX = '.hadb-pitr-';
 
 export type RestoreTarget = { seq: number } | { timeMs: number } | 'latest';
 
@@ -62,8 +68,9 @@ export async function restoreDatabase(options: RestoreOptions): Promise<RestoreR
   if (!options.overwrite && fs.existsSync(destPath)) {
     throw new InvalidArgumentError(`${destPath} exists; pass overwrite to replace it`);
   }
+  removeLeftoverTempFiles(destPath);
   const base = await chooseSnapshot(storage, prefix, db, target);
-  const temp = `${destPath}.hadb-pitr-${process.pid}-${Date.now()}`;
+  const temp = `${destPath}${PITR_TEMP_INFIX}${process.pid}-${Date.now()}`;
   let applier: PageApplier | null = null;
   try {
     let position = {
@@ -136,9 +143,7 @@ export async function restoreDatabase(options: RestoreOptions): Promise<RestoreR
     }
     applier.close();
     applier = null;
-    for (const suffix of ['-wal', '-shm', '-journal']) removeFileSync(`${destPath}${suffix}`);
-    fs.renameSync(temp, destPath);
-    fsyncDirectorySync(path.dirname(destPath));
+    replaceDatabaseFile(temp, destPath);
     return { ...position, fromSnapshot: base?.seq ?? null, changesetsApplied: applied };
   } finally {
     applier?.close();
@@ -176,4 +181,31 @@ async function logContinuesAfter(
     limit: 1,
   });
   return page.objects.length > 0;
+}
+
+/**
+ * Renames `source` over `destPath`. The old database's journal files are moved aside first, as
+ * SQLite would otherwise apply them to the new file, and moved back if the rename fails, so the
+ * old database loses nothing.
+ */
+function replaceDatabaseFile(source: string, destPath: string): void {
+  const dir = path.dirname(destPath);
+  const aside: Array<[string, string]> = [];
+  for (const suffix of ['-wal', '-shm', '-journal']) {
+    const file = `${destPath}${suffix}`;
+    if (!fs.existsSync(file)) continue;
+    const parked = `${file}.hadb-replaced`;
+    fs.renameSync(file, parked);
+    aside.push([file, parked]);
+  }
+  fsyncDirectorySync(dir);
+  try {
+    fs.renameSync(source, destPath);
+  } catch (error) {
+    for (const [file, parked] of aside) fs.renameSync(parked, file);
+    fsyncDirectorySync(dir);
+    throw error;
+  }
+  fsyncDirectorySync(dir);
+  for (const [, parked] of aside) removeFileSync(parked);
 }

@@ -16,7 +16,12 @@ import {
 } from '../snapshot.ts';
 import { adoptAsFollowerFile, PageApplier, REDO_SUFFIX } from './apply.ts';
 import type { Position } from './leader.ts';
-import { readJsonFileSync, removeFileSync, writeFileAtomicSync } from './local-file.ts';
+import {
+  readJsonFileSync,
+  removeFileSync,
+  removeLeftoverTempFiles,
+  writeFileAtomicSync,
+} from './local-file.ts';
 
 export interface FollowerOptions {
   /** The follower's copy. hadb owns it: apps open it read-only. */
@@ -62,6 +67,7 @@ export class SqliteFollower {
    * not ahead of storage, or bootstraps it from storage when there is no usable copy.
    */
   static async open(options: FollowerOptions): Promise<SqliteFollower> {
+    removeLeftoverTempFiles(options.path);
     let state = readState(options);
     if (state === null || !fs.existsSync(options.path)) {
       state = await bootstrap(options);

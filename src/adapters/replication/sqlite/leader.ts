@@ -10,7 +10,7 @@ import {
 } from '../../../wire/changeset.ts';
 import type { StorageBackend } from '../../storage/types.ts';
 import { logKey, readDatabaseImage, type SnapshotManifest, writeSnapshot } from '../snapshot.ts';
-import { readJsonFileSync, writeFileAtomicSync } from './local-file.ts';
+import { readJsonFileSync, removeLeftoverTempFiles, writeFileAtomicSync } from './local-file.ts';
 import { assertSqliteVersion, readCommittedFrames, type WalCursor } from './wal.ts';
 
 export interface Position {
@@ -130,6 +130,7 @@ export class SqliteLeader {
     if (!Number.isSafeInteger(options.epoch) || options.epoch < 1) {
       throw new InvalidArgumentError(`epoch must be a positive integer, got ${options.epoch}`);
     }
+    removeLeftoverTempFiles(options.path);
     const state = await resolveLocalState(options);
     const leader = new SqliteLeader(options, state);
     try {

@@ -36,3 +36,32 @@ export function readJsonFileSync(file: string): unknown {
 export function removeFileSync(file: string): void {
   fs.rmSync(file, { force: true });
 }
+
+/** Name parts of the temporary files hadb writes next to a database file. */
+const TEMP_MARKERS = [
+  '.hadb-restore-',
+  '.hadb-pitr-',
+  '-hadb-leader.json.tmp-',
+  '-hadb-follower.json.tmp-',
+];
+
+/**
+ * Removes temporary files a killed process left next to `dbPath` (partial downloads can be large).
+ * Only one hadb process may own a database file at a time, so nothing live is removed.
+ */
+export function removeLeftoverTempFiles(dbPath: string): void {
+  const dir = path.dirname(dbPath);
+  const base = path.basename(dbPath);
+  let names: string[];
+  try {
+    names = fs.readdirSync(dir);
+  } catch {
+    return;
+  }
+  for (const name of names) {
+    if (!name.startsWith(base)) continue;
+    const rest = name.slice(base.length);
+    if (TEMP_MARKERS.some((marker) => rest.startsWith(marker)))
+      removeFileSync(path.join(dir, name));
+  }
+}
