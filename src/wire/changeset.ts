@@ -1,5 +1,9 @@
 import { createHash } from 'node:crypto';
-import { crc32, deflateRawSync, inflateRawSync } from 'node:zlib';
+import { promisify } from 'node:util';
+import { crc32, deflateRaw, deflateRawSync, inflateRawSync } from 'node:zlib';
+
+const deflateRawAsync = promisify(deflateRaw);
+
 import { Packr } from 'msgpackr';
 import { ChangesetError, InvalidArgumentError } from '../errors.ts';
 
@@ -126,6 +130,26 @@ export function encodeChangeset(
   input: Omit<Changeset, 'checksum' | 'version'>,
   options: EncodeChangesetOptions = {},
 ): { bytes: Uint8Array; changeset: Changeset } {
+  const { changeset, packed, codec, level } = seal(input, options);
+  const body = codec === 'deflate-raw' ? deflateRawSync(packed, { level }) : packed;
+  return { bytes: frame(body, codec), changeset };
+}
+
+/**
+ * {@link encodeChangeset} with the compression done on libuv's thread pool, so a leader's
+ * event loop (and the application's writes) keep running while a large changeset is compressed.
+ */
+export async function encodeChangesetAsync(
+  input: Omit<Changeset, 'checksum' | 'version'>,
+  options: EncodeChangesetOptions = {},
+): Promise<{ bytes: Uint8Array; changeset: Changeset }> {
+  const { changeset, packed, codec, level } = seal(input, options);
+  const body = codec === 'deflate-raw' ? await deflateRawAsync(packed, { level }) : packed;
+  return { bytes: frame(body, codec), changeset };
+}
+
+/** Validates, checksums and packs a changeset: everything but compression and framing. */
+function seal(input: Omit<Changeset, 'checksum' | 'version'>, options: EncodeChangesetOptions) {
   const { codec = 'deflate-raw', level = 1 } = options;
   if (!Object.hasOwn(CODEC_IDS, codec)) {
     throw new InvalidArgumentError(`unknown changeset codec ${JSON.stringify(codec)}`);
@@ -166,8 +190,10 @@ export function encodeChangeset(
       `changeset body is ${packed.length} bytes, more than ${MAX_CHANGESET_BODY_BYTES}`,
     );
   }
-  const body = codec === 'deflate-raw' ? deflateRawSync(packed, { level }) : packed;
+  return { changeset, packed, codec, level };
+}
 
+function frame(body: Uint8Array, codec: ChangesetCodec): Uint8Array {
   const bytes = new Uint8Array(HEADER_BYTES + body.length);
   const view = new DataView(bytes.buffer);
   bytes.set(MAGIC, 0);
@@ -176,7 +202,7 @@ export function encodeChangeset(
   view.setUint32(LENGTH_OFFSET, body.length);
   view.setUint32(CRC_OFFSET, crc32(body));
   bytes.set(body, HEADER_BYTES);
-  return { bytes, changeset };
+  return bytes;
 }
 
 /**

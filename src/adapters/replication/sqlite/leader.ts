@@ -6,12 +6,17 @@ import {
   type Changeset,
   type ChangesetCodec,
   decodeChangeset,
-  encodeChangeset,
+  encodeChangesetAsync,
 } from '../../../wire/changeset.ts';
 import type { StorageBackend } from '../../storage/types.ts';
 import { logKey, readDatabaseImage, type SnapshotManifest, writeSnapshot } from '../snapshot.ts';
 import { readJsonFileSync, removeLeftoverTempFiles, writeFileAtomicSync } from './local-file.ts';
-import { assertSqliteVersion, readCommittedFrames, type WalCursor } from './wal.ts';
+import {
+  assertSqliteVersion,
+  type CommittedFrames,
+  readCommittedFrames,
+  type WalCursor,
+} from './wal.ts';
 
 export interface Position {
   epoch: number;
@@ -72,6 +77,15 @@ interface Captured {
   cursor: WalCursor;
 }
 
+/** A consistent image to upload: the database file plus these WAL pages, at `seq`. */
+interface SnapshotSource {
+  overlay: ReadonlyMap<number, Uint8Array>;
+  dbSizePages: number;
+  pageSize: number;
+  position: Position;
+  commitTimeMs: number;
+}
+
 /**
  * The leader side of SQLite replication. The app writes through `database` (WAL mode, automatic
  * checkpoints off); every tick the committed frames added to the `-wal` file since the last capture
@@ -97,6 +111,9 @@ export class SqliteLeader {
   #bytesSinceSnapshot = 0;
   #pinned = false;
   #lastWalSignature = '';
+  #checkpointHolds = 0;
+  #autoSnapshotQueued = false;
+  readonly #uploads = new Set<Promise<unknown>>();
   #commitTimeMs: number;
 
   private constructor(options: LeaderOptions, state: LeaderState | null) {
@@ -186,27 +203,38 @@ export class SqliteLeader {
   /** Captures what is committed now and resolves once it is durable in storage. */
   flush(): Promise<Position> {
     return this.#serial(async () => {
-      const captured = this.#capture();
-      if (captured) await this.#ship(captured);
+      const frames = this.#capture();
+      if (frames) await this.#ship(await this.#encode(frames));
       this.#checkpoint();
       return this.position;
     });
   }
 
-  /** Ships what is committed, then stores a full image of the database at that position. */
+  /**
+   * Ships what is committed, then stores a full image of the database at that position. Shipping
+   * goes on during the upload; only checkpoints wait, so the database file stays as it was read.
+   */
   snapshot(): Promise<SnapshotManifest> {
-    return this.#serial(async () => {
-      const captured = this.#capture();
+    const upload = this.#serial(async () => {
+      const frames = this.#capture();
       // Read in the same synchronous block as the capture, so both end at the same commit.
       const overlay = readCommittedFrames(this.#walPath, null);
-      if (captured) await this.#ship(captured);
-      const manifest = await this.#uploadSnapshot(
-        overlay?.pages ?? new Map(),
-        overlay?.dbSizePages,
-      );
-      this.#checkpoint();
-      return manifest;
+      if (frames) await this.#ship(await this.#encode(frames));
+      this.#checkpointHolds += 1;
+      this.#changesetsSinceSnapshot = 0;
+      this.#bytesSinceSnapshot = 0;
+      return this.#snapshotSource(overlay);
+    }).then(async (source) => {
+      try {
+        return await this.#uploadSnapshot(source);
+      } finally {
+        this.#checkpointHolds -= 1;
+      }
     });
+    const tracked = upload.catch(() => {});
+    this.#uploads.add(tracked);
+    void tracked.then(() => this.#uploads.delete(tracked));
+    return upload;
   }
 
   /** Flushes, stops shipping and closes every connection. */
@@ -218,6 +246,7 @@ export class SqliteLeader {
       this.#closed = true;
       if (this.#timer !== undefined) this.#clock.clearTimeout(this.#timer);
       await this.#queue.catch(() => {});
+      await Promise.all(this.#uploads);
       this.#closeConnections();
     }
   }
@@ -259,17 +288,21 @@ export class SqliteLeader {
   }
 
   /** Reads what was committed since the last capture, and pins the checkpoint at that commit. */
-  #capture(): Captured | null {
+  #capture(): CommittedFrames | null {
     const frames = readCommittedFrames(this.#walPath, this.#cursor);
     this.#pinAtCurrentCommit();
-    if (!frames) return null;
-    if (frames.restarted) this.#options.onEvent?.({ type: 'wal-restarted' });
+    if (frames?.restarted) this.#options.onEvent?.({ type: 'wal-restarted' });
+    return frames;
+  }
+
+  /** Seals captured frames into the next changeset; compression runs off the event loop. */
+  async #encode(frames: CommittedFrames): Promise<Captured> {
     // Pages past the final size belong to commits the database later shrank away from.
     const pages = [...frames.pages]
       .filter(([pgno]) => pgno <= frames.dbSizePages)
       .sort(([a], [b]) => a - b)
       .map(([pgno, data]) => ({ pgno, data }));
-    const { bytes, changeset } = encodeChangeset(
+    const { bytes, changeset } = await encodeChangesetAsync(
       {
         db: this.#options.db,
         epoch: this.#position.epoch,
@@ -331,9 +364,12 @@ export class SqliteLeader {
     this.#changesetsSinceSnapshot += 1;
     this.#bytesSinceSnapshot += bytes.length;
     if (this.#snapshotDue()) {
-      this.snapshot().catch((error: unknown) =>
-        this.#options.onEvent?.({ type: 'snapshot-failed', error }),
-      );
+      this.#autoSnapshotQueued = true;
+      this.snapshot()
+        .catch((error: unknown) => this.#options.onEvent?.({ type: 'snapshot-failed', error }))
+        .finally(() => {
+          this.#autoSnapshotQueued = false;
+        });
     }
   }
 
@@ -341,20 +377,29 @@ export class SqliteLeader {
     const { snapshotEveryChangesets = 1000, snapshotEveryBytes = 256 * 1024 * 1024 } =
       this.#options;
     return (
-      this.#changesetsSinceSnapshot >= snapshotEveryChangesets ||
-      this.#bytesSinceSnapshot >= snapshotEveryBytes
+      !this.#autoSnapshotQueued &&
+      this.#checkpointHolds === 0 &&
+      (this.#changesetsSinceSnapshot >= snapshotEveryChangesets ||
+        this.#bytesSinceSnapshot >= snapshotEveryBytes)
     );
   }
 
-  async #uploadSnapshot(
-    overlay: ReadonlyMap<number, Uint8Array>,
-    walDbSizePages: number | undefined,
-  ): Promise<SnapshotManifest> {
+  #snapshotSource(overlay: CommittedFrames | null): SnapshotSource {
     const pageSize =
       this.#cursor?.pageSize ?? (this.database.pragma('page_size', { simple: true }) as number);
     const dbSizePages =
-      walDbSizePages ?? Math.floor(fs.statSync(this.#options.path).size / pageSize);
-    const position = this.position;
+      overlay?.dbSizePages ?? Math.floor(fs.statSync(this.#options.path).size / pageSize);
+    return {
+      overlay: overlay?.pages ?? new Map(),
+      dbSizePages,
+      pageSize,
+      position: this.position,
+      commitTimeMs: this.#commitTimeMs,
+    };
+  }
+
+  async #uploadSnapshot(source: SnapshotSource): Promise<SnapshotManifest> {
+    const { overlay, pageSize, dbSizePages, position, commitTimeMs } = source;
     const manifest = await writeSnapshot(
       this.#options.storage,
       {
@@ -365,12 +410,10 @@ export class SqliteLeader {
         checksum: position.checksum,
         pageSize,
         dbSizePages,
-        commitTimeMs: this.#commitTimeMs,
+        commitTimeMs,
       },
       readDatabaseImage(this.#options.path, { overlay, pageSize, dbSizePages }),
     );
-    this.#changesetsSinceSnapshot = 0;
-    this.#bytesSinceSnapshot = 0;
     this.#options.onEvent?.({ type: 'snapshot', seq: position.seq, bytes: manifest.rawBytes });
     return manifest;
   }
@@ -390,6 +433,8 @@ export class SqliteLeader {
 
   /** Backfills what is durable into the database file; truncates a large WAL once all of it is shipped. */
   #checkpoint(): void {
+    // A snapshot is reading the database file: it must not change under it.
+    if (this.#checkpointHolds > 0) return;
     try {
       this.#checkpointer.pragma('wal_checkpoint(PASSIVE)');
       this.#releasePin();
