@@ -109,6 +109,7 @@ async function main(): Promise<void> {
     epoch: 1,
     position: { seq: 0, checksum: GENESIS_CHECKSUM },
     shipIntervalMs: SHIP_INTERVAL_MS,
+    ...(process.argv.includes('--no-compression') ? { codec: 'none' as const } : {}),
     onEvent: (event) => {
       if (event.type === 'shipped') {
         shippedBytes += event.bytes;

@@ -39,6 +39,8 @@ export interface LeaderOptions {
   /** How often committed transactions are captured and shipped (default 100 ms). */
   shipIntervalMs?: number;
   codec?: ChangesetCodec;
+  /** Checkpoint once this many WAL bytes were shipped since the last checkpoint (default 4 MiB). */
+  checkpointEveryBytes?: number;
   /** Past this `-wal` size a fully shipped WAL is truncated (default 64 MiB). */
   walTruncateBytes?: number;
   /** Take a snapshot after this many changesets (default 1000) or changeset bytes (default 256 MiB) since the last. */
@@ -112,6 +114,7 @@ export class SqliteLeader {
   #pinned = false;
   #lastWalSignature = '';
   #checkpointHolds = 0;
+  #walBytesSinceCheckpoint = 0;
   #autoSnapshotQueued = false;
   readonly #uploads = new Set<Promise<unknown>>();
   #commitTimeMs: number;
@@ -352,6 +355,8 @@ export class SqliteLeader {
       seq: changeset.seq,
       checksum: changeset.checksum,
     };
+    this.#walBytesSinceCheckpoint +=
+      cursor.offset - (cursor.salt1 === this.#cursor?.salt1 ? this.#cursor.offset : 32);
     this.#cursor = cursor;
     this.#commitTimeMs = changeset.commitTimeMs;
     this.#saveState(null);
@@ -436,13 +441,18 @@ export class SqliteLeader {
     // A snapshot is reading the database file: it must not change under it.
     if (this.#checkpointHolds > 0) return;
     try {
-      this.#checkpointer.pragma('wal_checkpoint(PASSIVE)');
-      this.#releasePin();
       const walBytes = fileSize(this.#walPath);
       const fullyShipped = this.#cursor !== null && this.#cursor.offset >= walBytes;
-      if (fullyShipped && walBytes > (this.#options.walTruncateBytes ?? 64 * 1024 * 1024)) {
-        this.#checkpointer.pragma('wal_checkpoint(TRUNCATE)');
-      }
+      const truncate =
+        fullyShipped && walBytes > (this.#options.walTruncateBytes ?? 64 * 1024 * 1024);
+      // Like SQLite's own autocheckpoint: not on every tick, each one costs an fsync of the database.
+      const due =
+        this.#walBytesSinceCheckpoint >= (this.#options.checkpointEveryBytes ?? 4 * 1024 * 1024);
+      if (!due && !truncate) return;
+      this.#checkpointer.pragma('wal_checkpoint(PASSIVE)');
+      this.#walBytesSinceCheckpoint = 0;
+      this.#releasePin();
+      if (truncate) this.#checkpointer.pragma('wal_checkpoint(TRUNCATE)');
     } catch (error) {
       // SQLITE_BUSY: a reader is in the way; the next tick tries again.
       if ((error as { code?: string }).code !== 'SQLITE_BUSY') throw error;
