@@ -250,6 +250,7 @@ export class SqliteLeader {
       if (this.#timer !== undefined) this.#clock.clearTimeout(this.#timer);
       await this.#queue.catch(() => {});
       await Promise.all(this.#uploads);
+      if (!this.#fenced) this.#saveState(null);
       this.#closeConnections();
     }
   }
@@ -359,7 +360,8 @@ export class SqliteLeader {
       cursor.offset - (cursor.salt1 === this.#cursor?.salt1 ? this.#cursor.offset : 32);
     this.#cursor = cursor;
     this.#commitTimeMs = changeset.commitTimeMs;
-    this.#saveState(null);
+    // No state write here: the pending record already says where a restart resumes once
+    // storage confirms this upload, and the next capture's write records it anyway.
     this.#options.onEvent?.({
       type: 'shipped',
       seq: changeset.seq,
