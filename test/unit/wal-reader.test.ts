@@ -100,6 +100,34 @@ function flipBit(file: string, offset: number): void {
   fs.writeFileSync(file, bytes);
 }
 
+/** Page maps equal page by page (`toEqual` compares large byte arrays slowly). */
+function samePages(a: Map<number, Uint8Array>, b: Map<number, Uint8Array>): boolean {
+  if (a.size !== b.size) return false;
+  for (const [pgno, page] of a) {
+    const other = b.get(pgno);
+    if (other === undefined || Buffer.compare(page, other) !== 0) return false;
+  }
+  return true;
+}
+
+/** The WAL rewritten with checksum words in the other byte order (magic and every checksum). */
+function withChecksumOrder(wal: Buffer, bigEndian: boolean): Buffer {
+  const out = Buffer.from(wal);
+  const frame = WAL_FRAME_HEADER_SIZE + out.readUInt32BE(8);
+  out.writeUInt32BE(bigEndian ? 0x377f0683 : 0x377f0682, 0);
+  let [s0, s1] = walChecksum(out.subarray(0, 24), bigEndian);
+  out.writeUInt32BE(s0, 24);
+  out.writeUInt32BE(s1, 28);
+  for (let at = WAL_HEADER_SIZE; at + frame <= out.byteLength; at += frame) {
+    if (out.readUInt32BE(at + 8) !== out.readUInt32BE(16)) break;
+    [s0, s1] = walChecksum(out.subarray(at, at + 8), bigEndian, s0, s1);
+    [s0, s1] = walChecksum(out.subarray(at + WAL_FRAME_HEADER_SIZE, at + frame), bigEndian, s0, s1);
+    out.writeUInt32BE(s0, at + 16);
+    out.writeUInt32BE(s1, at + 20);
+  }
+  return out;
+}
+
 describe('readCommittedFrames', () => {
   it('reads committed pages that rebuild the database, then only new frames', () => {
     const { db, wal } = openLeader();
@@ -324,6 +352,70 @@ describe('readCommittedFrames', () => {
     expectReplicaMatches(replica, db);
   });
 
+  it('reads a WAL of many read chunks, with a transaction across a chunk boundary', () => {
+    const { db, wal } = openLeader();
+    db.exec('CREATE TABLE t (id INTEGER PRIMARY KEY, body TEXT)');
+    const insert = db.prepare('INSERT INTO t (body) VALUES (?)');
+    const single = (count: number) => {
+      for (let i = 0; i < count; i++) insert.run(`single ${i}`);
+    };
+    // About one frame per commit: the first 4 MiB read ends at frame 1018, inside the batch,
+    // whose pages no later commit rewrites (but the last).
+    single(800);
+    db.prepare('UPDATE t SET body = ? WHERE id % 3 = 0').run('updated');
+    insertRows(db, 1500, 1000);
+    single(1700);
+    const middle = mustRead(wal, null);
+    // Spilled frames of an open transaction after the last commit are left out.
+    db.pragma('cache_size = 1');
+    db.exec('BEGIN');
+    for (let i = 0; i < 500; i++) insert.run('y'.repeat(800));
+    expect(fs.statSync(wal).size).toBeGreaterThan(2 * 4 * 1024 * 1024);
+    const again = mustRead(wal, null);
+    expect(again.cursor).toEqual(middle.cursor);
+    expect(samePages(again.pages, middle.pages)).toBe(true);
+    db.exec('COMMIT');
+    single(300);
+
+    const all = mustRead(wal, null);
+    expect(all.cursor.offset).toBe(fs.statSync(wal).size);
+    expect(all.commits).toBe(middle.commits + 301);
+    const rest = mustRead(wal, middle.cursor);
+    expect(samePages(all.pages, new Map([...middle.pages, ...rest.pages]))).toBe(true);
+    const replica = path.join(dir, 'replica.db');
+    apply(replica, all);
+    expectReplicaMatches(replica, db);
+  });
+
+  it('reads a WAL with big-endian checksums like the same WAL with little-endian ones', () => {
+    const { db, wal } = openLeader();
+    db.exec('CREATE TABLE t (id INTEGER PRIMARY KEY, body TEXT)');
+    insertRows(db, 300);
+    for (let i = 0; i < 1200; i++) db.prepare('INSERT INTO t (body) VALUES (?)').run(`${i}`);
+    const original = fs.readFileSync(wal);
+    const bigEndian = readWalHeader(wal)?.bigEndianChecksum ?? false;
+    const swapped = path.join(dir, 'swapped.db-wal');
+    fs.writeFileSync(swapped, withChecksumOrder(original, !bigEndian));
+    expect(readWalHeader(swapped)?.bigEndianChecksum).toBe(!bigEndian);
+
+    const expected = mustRead(wal, null);
+    const frames = mustRead(swapped, null);
+    expect(samePages(frames.pages, expected.pages)).toBe(true);
+    expect(frames.commits).toBe(expected.commits);
+    expect(frames.dbSizePages).toBe(expected.dbSizePages);
+    expect(frames.cursor.offset).toBe(expected.cursor.offset);
+    const replica = path.join(dir, 'replica.db');
+    apply(replica, frames);
+    expectReplicaMatches(replica, db);
+
+    // Damage is detected in that byte order too.
+    const half = WAL_HEADER_SIZE + Math.floor(expected.commits / 2) * frameSize(expected.cursor);
+    flipBit(swapped, half + WAL_FRAME_HEADER_SIZE + 5);
+    const damaged = readCommittedFrames(swapped, null);
+    expect(damaged?.cursor.offset).toBeLessThanOrEqual(half);
+    expect(damaged?.commits).toBeLessThan(expected.commits);
+  });
+
   it('keeps a replica equal to the leader through random writes and checkpoints', () => {
     const op = fc.oneof(
       fc.record({ kind: fc.constant('insert' as const), count: fc.integer({ min: 1, max: 80 }) }),
@@ -445,6 +537,24 @@ describe('walChecksum', () => {
     const [a, b] = walChecksum(be.subarray(0, 8), true);
     expect(walChecksum(be.subarray(8), true, a, b)).toEqual([s0, s1]);
     expect(() => walChecksum(new Uint8Array(12), true)).toThrow(InvalidArgumentError);
+    // Data at any byte offset, in either byte order, continuing from a state.
+    const bytes = new Uint8Array(1 + 4096);
+    for (let i = 0; i < bytes.byteLength; i++) bytes[i] = (i * 151) & 0xff;
+    for (const bigEndian of [true, false]) {
+      const unaligned = bytes.subarray(1);
+      const aligned = new Uint8Array(unaligned);
+      expect(unaligned.byteOffset % 4).not.toBe(0);
+      const expected = walChecksum(aligned, bigEndian, 0xdeadbeef, 0x12345678);
+      expect(walChecksum(unaligned, bigEndian, 0xdeadbeef, 0x12345678)).toEqual(expected);
+      const view = new DataView(aligned.buffer);
+      let a = 0xdeadbeef;
+      let b = 0x12345678;
+      for (let i = 0; i < aligned.byteLength; i += 8) {
+        a = (a + view.getUint32(i, !bigEndian) + b) >>> 0;
+        b = (b + view.getUint32(i + 4, !bigEndian) + a) >>> 0;
+      }
+      expect(expected).toEqual([a, b]);
+    }
   });
 });
 
