@@ -20,30 +20,9 @@ describe('hadb simulate', () => {
   });
 
   it('prints one JSON object with --json and replays a seed exactly', () => {
-    const first = hadb(
-      'simulate',
-      '--nodes',
-      '4',
-      '--dbs',
-      '5',
-      '--seconds',
-      '120',
-      '--seed',
-      '5',
-      '--json',
-    );
-    const second = hadb(
-      'simulate',
-      '--nodes',
-      '4',
-      '--dbs',
-      '5',
-      '--seconds',
-      '120',
-      '--seed',
-      '5',
-      '--json',
-    );
+    const args = ['simulate', '--nodes', '4', '--dbs', '5', '--seconds', '120', '--seed', '5'];
+    const first = hadb(...args, '--json');
+    const second = hadb(...args, '--json');
     expect(first.code).toBe(0);
     const a = JSON.parse(first.stdout);
     const b = JSON.parse(second.stdout);

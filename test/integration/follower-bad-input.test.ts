@@ -1,12 +1,11 @@
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { crc32, deflateRawSync, inflateRawSync } from 'node:zlib';
-import Database from 'better-sqlite3';
-import { afterAll, afterEach, beforeEach, describe, expect, it } from 'vitest';
+import type Database from 'better-sqlite3';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { logKey } from '../../src/adapters/replication/snapshot.ts';
 import { SqliteFollower } from '../../src/adapters/replication/sqlite/follower.ts';
-import { SqliteLeader } from '../../src/adapters/replication/sqlite/leader.ts';
+import type { SqliteLeader } from '../../src/adapters/replication/sqlite/leader.ts';
 import { createMemoryStorage, type MemoryStorage } from '../../src/adapters/storage/memory.ts';
 import type { StorageBackend } from '../../src/adapters/storage/types.ts';
 import {
@@ -15,53 +14,28 @@ import {
   LineageAheadError,
   ReplicationGapError,
 } from '../../src/errors.ts';
-import { decodeChangeset, encodeChangeset, GENESIS_CHECKSUM } from '../../src/wire/changeset.ts';
+import { decodeChangeset, encodeChangeset } from '../../src/wire/changeset.ts';
+import {
+  logicalContent,
+  openNewLeader,
+  rejection,
+  tempDirs,
+  withReadOnly,
+} from './support/replication.ts';
 
 const PREFIX = 'tenant';
 const DB = 'app';
 /** Frame header: magic(4) version(1) codec(1) body length(4) CRC32(4). */
 const FRAME_HEADER_BYTES = 14;
 
-const root = fs.mkdtempSync(path.join(os.tmpdir(), 'hadb-bad-input-'));
-afterAll(() => fs.rmSync(root, { recursive: true, force: true }));
+const freshDir = tempDirs('hadb-bad-input-');
 
-let dirCounter = 0;
-function freshDir(label: string): string {
-  const dir = path.join(root, `${label}-${dirCounter++}`);
-  fs.mkdirSync(dir);
-  return dir;
-}
-
-function logicalContent(db: Database.Database): unknown {
-  const schema = db
-    .prepare('SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY type, name')
-    .all() as { type: string; name: string }[];
-  const tables: Record<string, unknown[]> = {};
-  for (const { type, name } of schema) {
-    if (type !== 'table') continue;
-    tables[name] = db
-      .prepare(`SELECT * FROM "${name}" ORDER BY rowid`)
-      .all()
-      .map((row) =>
-        Object.fromEntries(
-          Object.entries(row as Record<string, unknown>).map(([column, value]) => [
-            column,
-            Buffer.isBuffer(value) ? { blob: value.toString('hex') } : value,
-          ]),
-        ),
-      );
-  }
-  return { schema, tables };
-}
-
+/** The logical content of `file`, once its integrity check passed. */
 function contentOf(file: string): unknown {
-  const db = new Database(file, { readonly: true });
-  try {
+  return withReadOnly(file, (db) => {
     expect(db.pragma('integrity_check', { simple: true })).toBe('ok');
     return logicalContent(db);
-  } finally {
-    db.close();
-  }
+  });
 }
 
 /** Step `seq` of a workload; `flavor` makes another database's history differ from this one. */
@@ -76,15 +50,6 @@ function writeStep(db: Database.Database, seq: number, flavor = 'main'): void {
       insert.run(`${flavor} ${seq}.${i}`, Buffer.alloc(i === 0 ? 6000 : 50, seq + i));
     }
   })();
-}
-
-async function rejection(promise: Promise<unknown>): Promise<unknown> {
-  try {
-    await promise;
-  } catch (error) {
-    return error;
-  }
-  throw new Error('expected the promise to reject');
 }
 
 function flipBit(bytes: Uint8Array, offset: number, bit: number): Uint8Array {
@@ -120,19 +85,33 @@ async function openLeader(
   storage: StorageBackend,
   options: { db?: string; flavor?: string; steps: number },
 ): Promise<SqliteLeader> {
-  const leader = await SqliteLeader.open({
+  const leader = await openNewLeader({
     path: path.join(freshDir('leader'), 'leader.db'),
     db: options.db ?? DB,
     storage,
     prefix: PREFIX,
-    epoch: 1,
-    position: { seq: 0, checksum: GENESIS_CHECKSUM },
   });
   for (let seq = 1; seq <= options.steps; seq++) {
     writeStep(leader.database, seq, options.flavor);
     await leader.flush();
   }
   return leader;
+}
+
+/** Changeset `seq` of another leader: of another database (`db`) or another history (`flavor`). */
+async function foreignChangeset(
+  seq: number,
+  options: { db?: string; flavor?: string },
+): Promise<Uint8Array> {
+  const otherStorage = createMemoryStorage();
+  const other = await openLeader(otherStorage, { ...options, steps: seq });
+  try {
+    const foreign = await otherStorage.get(logKey(PREFIX, options.db ?? DB, seq));
+    if (!foreign) throw new Error('foreign changeset missing');
+    return foreign;
+  } finally {
+    await other.close();
+  }
 }
 
 /** Files next to the follower's copy, its bytes, state file and position. */
@@ -279,31 +258,17 @@ describe('a follower rejects bad input and stays untouched', () => {
 
   it('a changeset of another database at the same seq: CHANGESET_WRONG_DATABASE', async () => {
     const { seq, genuine } = await leaderShipsNext();
-    const otherStorage = createMemoryStorage();
-    const other = await openLeader(otherStorage, { db: 'other-app', steps: seq });
-    try {
-      const foreign = await otherStorage.get(logKey(PREFIX, 'other-app', seq));
-      if (!foreign) throw new Error('foreign changeset missing');
-      const error = await expectRejected(seq, foreign);
-      expectChangesetError(error, ['CHANGESET_WRONG_DATABASE'], 'other database');
-    } finally {
-      await other.close();
-    }
+    const foreign = await foreignChangeset(seq, { db: 'other-app' });
+    const error = await expectRejected(seq, foreign);
+    expectChangesetError(error, ['CHANGESET_WRONG_DATABASE'], 'other database');
     await expectRecovers(seq, genuine);
   });
 
   it('the same database name with another history (another tenant): CHANGESET_CHAIN_BROKEN', async () => {
     const { seq, genuine } = await leaderShipsNext();
-    const otherStorage = createMemoryStorage();
-    const other = await openLeader(otherStorage, { flavor: 'elsewhere', steps: seq });
-    try {
-      const foreign = await otherStorage.get(logKey(PREFIX, DB, seq));
-      if (!foreign) throw new Error('foreign changeset missing');
-      const error = await expectRejected(seq, foreign);
-      expectChangesetError(error, ['CHANGESET_CHAIN_BROKEN'], 'other history');
-    } finally {
-      await other.close();
-    }
+    const foreign = await foreignChangeset(seq, { flavor: 'elsewhere' });
+    const error = await expectRejected(seq, foreign);
+    expectChangesetError(error, ['CHANGESET_CHAIN_BROKEN'], 'other history');
     await expectRecovers(seq, genuine);
   });
 

@@ -1,30 +1,19 @@
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import Database from 'better-sqlite3';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { SqliteFollower } from '../../src/adapters/replication/sqlite/follower.ts';
-import { SqliteLeader } from '../../src/adapters/replication/sqlite/leader.ts';
 import { createMemoryStorage } from '../../src/adapters/storage/memory.ts';
 import { LineageAheadError } from '../../src/errors.ts';
-import { GENESIS_CHECKSUM } from '../../src/wire/changeset.ts';
+import { openNewLeader, tempDirs } from './support/replication.ts';
 
-const dirs: string[] = [];
-afterEach(() => {
-  for (const dir of dirs.splice(0)) fs.rmSync(dir, { recursive: true, force: true });
-});
+const freshDir = tempDirs('hadb-bootstrap-');
 
 async function leaderWithSnapshot() {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hadb-bootstrap-'));
-  dirs.push(dir);
+  const dir = freshDir('cluster');
   const storage = createMemoryStorage();
   const common = { db: 'app', storage, prefix: 'p' };
-  const leader = await SqliteLeader.open({
-    ...common,
-    path: path.join(dir, 'leader.db'),
-    epoch: 1,
-    position: { seq: 0, checksum: GENESIS_CHECKSUM },
-  });
+  const leader = await openNewLeader({ ...common, path: path.join(dir, 'leader.db') });
   leader.database.exec('CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)');
   leader.database.prepare('INSERT INTO t (v) VALUES (?)').run('a');
   await leader.flush();

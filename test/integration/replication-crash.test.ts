@@ -15,25 +15,21 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import * as readline from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import Database from 'better-sqlite3';
-import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import type Database from 'better-sqlite3';
+import { afterEach, describe, expect, it } from 'vitest';
 import { restoreDatabase } from '../../src/adapters/replication/restore.ts';
 import { logKey } from '../../src/adapters/replication/snapshot.ts';
-import {
-  maskFollowerOwnedHeader,
-  REDO_SUFFIX,
-} from '../../src/adapters/replication/sqlite/apply.ts';
+import { REDO_SUFFIX } from '../../src/adapters/replication/sqlite/apply.ts';
 import { SqliteFollower } from '../../src/adapters/replication/sqlite/follower.ts';
-import { SqliteLeader } from '../../src/adapters/replication/sqlite/leader.ts';
 import { createFsStorage } from '../../src/adapters/storage/fs.ts';
-import { GENESIS_CHECKSUM } from '../../src/wire/changeset.ts';
+import { seededRandom } from '../../src/sim/run.ts';
 import type { FollowerLine } from './fixtures/crash-follower.ts';
 import type { LeaderLine } from './fixtures/crash-leader.ts';
 import type { RestoreLine } from './fixtures/crash-restore.ts';
+import { expectSamePages, openNewLeader, tempDirs, withReadOnly } from './support/replication.ts';
 
 const REPO_ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const fixture = (name: string) => fileURLToPath(new URL(`./fixtures/${name}`, import.meta.url));
@@ -45,18 +41,6 @@ const PREFIX = 'crash';
 const DB = 'app';
 
 const SEED = Number(process.env.HADB_CRASH_SEED ?? 20240611);
-
-/** mulberry32: a small seeded generator, so a failing run's kill delays can be replayed. */
-function seededRandom(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
@@ -191,14 +175,13 @@ class Child<Line extends { type: string }> {
 }
 
 const live = new Set<Child<{ type: string }>>();
-const root = fs.mkdtempSync(path.join(os.tmpdir(), 'hadb-crash-'));
+const freshDir = tempDirs('hadb-crash-');
 
 afterEach(async () => {
   const children = [...live];
   for (const child of children) child.forceKill();
   await Promise.all(children.map((child) => child.exited));
 });
-afterAll(() => fs.rmSync(root, { recursive: true, force: true }));
 
 /** Schema and every row of every table, rows hashed: equal digests mean equal logical content. */
 function logicalDigest(db: Database.Database): { tables: string[]; rows: number; digest: string } {
@@ -221,36 +204,9 @@ function logicalDigest(db: Database.Database): { tables: string[]; rows: number;
   return { tables: objects.map((o) => o.name), rows, digest: hash.digest('hex') };
 }
 
-function withReadOnly<T>(file: string, read: (db: Database.Database) => T): T {
-  const db = new Database(file, { readonly: true, fileMustExist: true });
-  try {
-    return read(db);
-  } finally {
-    db.close();
-  }
-}
-
 /** The leader's database image (its WAL included) as SQLite serializes it. */
 function leaderImage(leaderPath: string): Buffer {
   return withReadOnly(leaderPath, (db) => db.serialize());
-}
-
-/** Page for page equal to the leader image, page 1 compared without the follower-owned bytes. */
-function expectSamePages(expected: Buffer, actualPath: string): void {
-  const actual = fs.readFileSync(actualPath);
-  expect(actual.length).toBe(expected.length);
-  const pageSize = expected.readUInt16BE(16) === 1 ? 65536 : expected.readUInt16BE(16);
-  const differing: number[] = [];
-  for (let offset = 0; offset < expected.length; offset += pageSize) {
-    const a = expected.subarray(offset, offset + pageSize);
-    const b = actual.subarray(offset, offset + pageSize);
-    const same =
-      offset === 0
-        ? Buffer.from(maskFollowerOwnedHeader(a)).equals(maskFollowerOwnedHeader(b))
-        : a.equals(b);
-    if (!same) differing.push(offset / pageSize + 1);
-  }
-  expect(differing, 'pages that differ from the leader').toEqual([]);
 }
 
 function sha256(file: string): string {
@@ -261,10 +217,18 @@ function integrity(file: string): string {
   return withReadOnly(file, (db) => String(db.pragma('integrity_check', { simple: true })));
 }
 
+/** The ids in the items table of `file`, ascending. */
+function itemIds(file: string): number[] {
+  return withReadOnly(
+    file,
+    (db) => db.prepare('SELECT id FROM items ORDER BY id').pluck().all() as number[],
+  );
+}
+
 describe('replication survives SIGKILL', () => {
   it('leader killed mid-upload: acknowledged ids are durable, restarts resume, a fresh follower equals the leader', async () => {
     const random = seededRandom(SEED);
-    const dir = fs.mkdtempSync(path.join(root, 'leader-'));
+    const dir = freshDir('leader');
     const leaderPath = path.join(dir, 'leader.db');
     const statePath = `${leaderPath}-hadb-leader.json`;
     const storage = createFsStorage({ root: path.join(dir, 'storage') });
@@ -307,10 +271,7 @@ describe('replication survives SIGKILL', () => {
         // Durability: what was acknowledged is already in storage, before any restart.
         checker ??= await SqliteFollower.open({ ...common, path: checkerPath });
         await checker.pull();
-        const ids = withReadOnly(
-          checkerPath,
-          (db) => db.prepare('SELECT id FROM items ORDER BY id').pluck().all() as number[],
-        );
+        const ids = itemIds(checkerPath);
         expect(ids.length).toBeGreaterThanOrEqual(maxAck);
         // Ids are committed in order 1, 2, 3...: any gap is a lost commit.
         expect(ids.every((id, index) => id === index + 1)).toBe(true);
@@ -345,10 +306,7 @@ describe('replication survives SIGKILL', () => {
       fresh.close();
 
       expect(integrity(freshPath)).toBe('ok');
-      const ids = withReadOnly(
-        freshPath,
-        (db) => db.prepare('SELECT id FROM items ORDER BY id').pluck().all() as number[],
-      );
+      const ids = itemIds(freshPath);
       expect(ids.length).toBe(closed.maxId);
       expect(ids.every((id, index) => id === index + 1)).toBe(true);
       expect(closed.maxId).toBeGreaterThanOrEqual(maxAck);
@@ -366,19 +324,12 @@ describe('replication survives SIGKILL', () => {
 
   it('follower killed mid-apply: reopening recovers, and the copy finally equals the leader', async () => {
     const random = seededRandom(SEED + 1);
-    const dir = fs.mkdtempSync(path.join(root, 'follower-'));
+    const dir = freshDir('follower');
     const leaderPath = path.join(dir, 'leader.db');
     const followerPath = path.join(dir, 'follower.db');
     const storage = createFsStorage({ root: path.join(dir, 'storage') });
     const started = Date.now();
-    const leader = await SqliteLeader.open({
-      path: leaderPath,
-      db: DB,
-      storage,
-      prefix: PREFIX,
-      epoch: 1,
-      position: { seq: 0, checksum: GENESIS_CHECKSUM },
-    });
+    const leader = await openNewLeader({ path: leaderPath, db: DB, storage, prefix: PREFIX });
     const report: string[] = [];
     const SLOTS = 200;
     const KILLS = 8;
@@ -488,7 +439,7 @@ describe('replication survives SIGKILL', () => {
 
   it('restore killed mid-download: the destination stays the old file until a restore completes', async () => {
     const random = seededRandom(SEED + 2);
-    const dir = fs.mkdtempSync(path.join(root, 'restore-'));
+    const dir = freshDir('restore');
     const leaderPath = path.join(dir, 'leader.db');
     const storageRoot = path.join(dir, 'storage');
     const storage = createFsStorage({ root: storageRoot });
@@ -498,14 +449,7 @@ describe('replication survives SIGKILL', () => {
     const started = Date.now();
     const report: string[] = [];
     try {
-      const leader = await SqliteLeader.open({
-        path: leaderPath,
-        db: DB,
-        storage,
-        prefix: PREFIX,
-        epoch: 1,
-        position: { seq: 0, checksum: GENESIS_CHECKSUM },
-      });
+      const leader = await openNewLeader({ path: leaderPath, db: DB, storage, prefix: PREFIX });
       let manifestParts = 0;
       let oldSeq = 0;
       try {

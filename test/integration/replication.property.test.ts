@@ -1,18 +1,14 @@
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import fc from 'fast-check';
-import { afterAll, describe, expect, it } from 'vitest';
-import { maskFollowerOwnedHeader } from '../../src/adapters/replication/sqlite/apply.ts';
+import { describe, expect, it } from 'vitest';
 import { SqliteFollower } from '../../src/adapters/replication/sqlite/follower.ts';
-import { SqliteLeader } from '../../src/adapters/replication/sqlite/leader.ts';
 import { createMemoryStorage } from '../../src/adapters/storage/memory.ts';
-import { GENESIS_CHECKSUM } from '../../src/wire/changeset.ts';
+import { expectSamePages, openNewLeader, tempDirs } from './support/replication.ts';
 
-const root = fs.mkdtempSync(path.join(os.tmpdir(), 'hadb-repl-prop-'));
-afterAll(() => fs.rmSync(root, { recursive: true, force: true }));
+const freshDir = tempDirs('hadb-repl-prop-');
 
 type Op =
   | { kind: 'insert'; rows: number; blobBytes: number }
@@ -95,6 +91,7 @@ function runOp(db: Database.Database, operation: Op, step: number): void {
   }
 }
 
+/** This test's own logical content: table and index SQL, and rows with blobs as SHA-1 digests. */
 function logicalContent(db: Database.Database): unknown {
   const tables = db
     .prepare("SELECT name, sql FROM sqlite_master WHERE type IN ('table', 'index') ORDER BY name")
@@ -119,22 +116,6 @@ function logicalContent(db: Database.Database): unknown {
   }));
 }
 
-function expectSamePages(leader: Database.Database, followerPath: string, pageSize: number): void {
-  const leaderImage = leader.serialize();
-  const followerImage = fs.readFileSync(followerPath);
-  expect(followerImage.length).toBe(leaderImage.length);
-  for (let offset = 0; offset < leaderImage.length; offset += pageSize) {
-    const a = leaderImage.subarray(offset, offset + pageSize);
-    const b = followerImage.subarray(offset, offset + pageSize);
-    const same =
-      offset === 0
-        ? Buffer.from(maskFollowerOwnedHeader(a)).equals(maskFollowerOwnedHeader(b))
-        : a.equals(b);
-    expect(same, `page ${offset / pageSize + 1} differs`).toBe(true);
-  }
-}
-
-let runNumber = 0;
 const seen = { walRestarts: 0, vacuums: 0, snapshots: 0, reopenedFollowers: 0 };
 
 describe('replication: a follower converges to the leader byte for byte', () => {
@@ -145,15 +126,12 @@ describe('replication: a follower converges to the leader byte for byte', () => 
         fc.array(op, { minLength: 1, maxLength: 14 }),
         fc.boolean(),
         async (pageSize, ops, truncateWal) => {
-          const dir = path.join(root, `run-${runNumber++}`);
-          fs.mkdirSync(dir);
+          const dir = freshDir('run');
           const storage = createMemoryStorage();
           const common = { db: 'app', storage, prefix: 'tenant' };
-          const leader = await SqliteLeader.open({
+          const leader = await openNewLeader({
             ...common,
             path: path.join(dir, 'leader.db'),
-            epoch: 1,
-            position: { seq: 0, checksum: GENESIS_CHECKSUM },
             pageSize,
             walTruncateBytes: truncateWal ? 0 : 64 * 1024 * 1024,
             onEvent: (event) => {
@@ -186,7 +164,7 @@ describe('replication: a follower converges to the leader byte for byte', () => 
               expect(logicalContent(reader)).toEqual(logicalContent(leader.database));
             }
             expect(reader?.pragma('integrity_check', { simple: true })).toBe('ok');
-            expectSamePages(leader.database, followerPath, pageSize);
+            expectSamePages(leader.database.serialize(), followerPath);
             // A new follower bootstraps from storage alone and reaches the same state.
             const fresh = await SqliteFollower.open({
               ...common,
@@ -194,7 +172,7 @@ describe('replication: a follower converges to the leader byte for byte', () => 
             });
             await fresh.pull();
             fresh.close();
-            expectSamePages(leader.database, path.join(dir, 'fresh.db'), pageSize);
+            expectSamePages(leader.database.serialize(), path.join(dir, 'fresh.db'));
           } finally {
             reader?.close();
             follower.close();

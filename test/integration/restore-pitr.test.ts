@@ -1,8 +1,7 @@
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import Database from 'better-sqlite3';
-import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { beforeAll, describe, expect, it, vi } from 'vitest';
 import {
   type RestoreProgress,
   type RestoreResult,
@@ -10,9 +9,6 @@ import {
   restoreDatabase,
 } from '../../src/adapters/replication/restore.ts';
 import { listSnapshots, logKey, snapshotPartKey } from '../../src/adapters/replication/snapshot.ts';
-import { SqliteLeader } from '../../src/adapters/replication/sqlite/leader.ts';
-import { createFsStorage } from '../../src/adapters/storage/fs.ts';
-import { createMemoryStorage } from '../../src/adapters/storage/memory.ts';
 import type { StorageBackend } from '../../src/adapters/storage/types.ts';
 import {
   ChangesetError,
@@ -20,7 +16,16 @@ import {
   ReplicationGapError,
   SnapshotInvalidError,
 } from '../../src/errors.ts';
-import { GENESIS_CHECKSUM } from '../../src/wire/changeset.ts';
+import {
+  allKeys,
+  logicalContent,
+  makeStorage,
+  openNewLeader,
+  rejection,
+  type StorageKind,
+  tempDirs,
+  withReadOnly,
+} from './support/replication.ts';
 
 const PREFIX = 'tenant';
 const DB = 'orders';
@@ -31,63 +36,15 @@ const OPEN_TIME = 500;
 /** The second explicit snapshot is taken after the clock moved on past commit 8. */
 const LATE_SNAPSHOT_TIME = 8500;
 
-const root = fs.mkdtempSync(path.join(os.tmpdir(), 'hadb-pitr-'));
-afterAll(() => fs.rmSync(root, { recursive: true, force: true }));
-
-let dirCounter = 0;
-function freshDir(label: string): string {
-  const dir = path.join(root, `${label}-${dirCounter++}`);
-  fs.mkdirSync(dir);
-  return dir;
-}
-
-type StorageKind = 'memory' | 'fs';
-
-function makeStorage(kind: StorageKind): StorageBackend {
-  return kind === 'memory' ? createMemoryStorage() : createFsStorage({ root: freshDir('bucket') });
-}
-
-async function allKeys(storage: StorageBackend): Promise<string[]> {
-  const keys: string[] = [];
-  let startAfter: string | undefined;
-  for (;;) {
-    const page = await storage.list('', startAfter === undefined ? {} : { startAfter });
-    keys.push(...page.objects.map((object) => object.key));
-    if (page.nextStartAfter === undefined) return keys;
-    startAfter = page.nextStartAfter;
-  }
-}
+const freshDir = tempDirs('hadb-pitr-');
 
 async function cloneStorage(from: StorageBackend, kind: StorageKind): Promise<StorageBackend> {
-  const to = makeStorage(kind);
+  const to = makeStorage(kind, freshDir);
   for (const key of await allKeys(from)) {
     const body = await from.get(key);
     if (body !== null) await to.put(key, body);
   }
   return to;
-}
-
-/** Every row of every table (blobs as hex) and the schema: what a restore must reproduce. */
-function logicalContent(db: Database.Database): unknown {
-  const schema = db
-    .prepare('SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY type, name')
-    .all() as { type: string; name: string }[];
-  const tables: Record<string, unknown[]> = {};
-  for (const { type, name } of schema) {
-    if (type !== 'table') continue;
-    tables[name] = db
-      .prepare(`SELECT * FROM "${name}" ORDER BY rowid`)
-      .all()
-      .map((row) =>
-        Object.fromEntries(
-          Object.entries(row as Record<string, unknown>).map(([column, value]) => [
-            column,
-            Buffer.isBuffer(value) ? { blob: value.toString('hex') } : value,
-          ]),
-        ),
-      );
-  }
-  return { schema, tables };
 }
 
 function blob(bytes: number, seed: number): Buffer {
@@ -162,15 +119,13 @@ interface History {
 }
 
 async function buildHistory(kind: StorageKind): Promise<History> {
-  const storage = makeStorage(kind);
+  const storage = makeStorage(kind, freshDir);
   let now = OPEN_TIME;
-  const leader = await SqliteLeader.open({
+  const leader = await openNewLeader({
     path: path.join(freshDir('leader'), 'leader.db'),
     db: DB,
     storage,
     prefix: PREFIX,
-    epoch: 1,
-    position: { seq: 0, checksum: GENESIS_CHECKSUM },
     wallClockMs: () => now,
   });
   const recorded = new Map<number, Recorded>();
@@ -229,27 +184,33 @@ async function restoreAndRead(
     ...(onProgress ? { onProgress } : {}),
   });
   const headerVersions = [...fs.readFileSync(destPath).subarray(18, 20)];
-  const db = new Database(destPath, { readonly: true });
-  try {
-    return {
-      result,
-      content: logicalContent(db),
-      integrity: db.pragma('integrity_check', { simple: true }),
-      journalMode: db.pragma('journal_mode', { simple: true }),
-      headerVersions,
-    };
-  } finally {
-    db.close();
-  }
+  return withReadOnly(destPath, (db) => ({
+    result,
+    content: logicalContent(db),
+    integrity: db.pragma('integrity_check', { simple: true }),
+    journalMode: db.pragma('journal_mode', { simple: true }),
+    headerVersions,
+  }));
 }
 
-async function rejection(promise: Promise<unknown>): Promise<unknown> {
-  try {
-    await promise;
-  } catch (error) {
-    return error;
-  }
-  throw new Error('expected the promise to reject');
+/** A restore of `target` into a new folder that must fail: its error, the folder and the file. */
+async function failedRestore(
+  storage: StorageBackend,
+  label: string,
+  target?: RestoreTarget,
+): Promise<{ error: unknown; dir: string; destPath: string }> {
+  const dir = freshDir(label);
+  const destPath = path.join(dir, 'restored.db');
+  const error = await rejection(
+    restoreDatabase({
+      storage,
+      prefix: PREFIX,
+      db: DB,
+      destPath,
+      ...(target === undefined ? {} : { target }),
+    }),
+  );
+  return { error, dir, destPath };
 }
 
 /** The snapshot a restore to `seq` starts from: the newest at or below it. */
@@ -366,13 +327,10 @@ describe.each(['memory', 'fs'] as const)('point-in-time restore (%s storage)', (
   });
 
   it('refuses to skip a hole in the log, even for the latest state', async () => {
-    const storage = await copyStorage(history.storage);
+    const storage = await cloneStorage(history.storage, 'memory');
     await storage.delete([logKey(PREFIX, DB, 10)]);
     for (const target of ['latest', { timeMs: commitTime(12) }] as const) {
-      const destPath = path.join(freshDir('hole'), 'restored.db');
-      const error = await rejection(
-        restoreDatabase({ storage, prefix: PREFIX, db: DB, destPath, target }),
-      );
+      const { error, destPath } = await failedRestore(storage, 'hole', target);
       expect(error).toBeInstanceOf(ReplicationGapError);
       expect(fs.existsSync(destPath)).toBe(false);
     }
@@ -380,17 +338,7 @@ describe.each(['memory', 'fs'] as const)('point-in-time restore (%s storage)', (
 
   it('refuses a time before the first commit with a clear error', async () => {
     for (const timeMs of [0, OPEN_TIME - 1, OPEN_TIME, commitTime(1) - 1]) {
-      const dir = freshDir('too-early');
-      const destPath = path.join(dir, 'restored.db');
-      const error = await rejection(
-        restoreDatabase({
-          storage: history.storage,
-          prefix: PREFIX,
-          db: DB,
-          destPath,
-          target: { timeMs },
-        }),
-      );
+      const { error, dir } = await failedRestore(history.storage, 'too-early', { timeMs });
       expect(error, `timeMs ${timeMs}`).toBeInstanceOf(ReplicationGapError);
       expect((error as ReplicationGapError).code).toBe('REPLICATION_GAP');
       expect((error as Error).message).toContain('at or before the requested point');
@@ -416,17 +364,7 @@ describe.each(['memory', 'fs'] as const)('point-in-time restore (%s storage)', (
 
   it('fails with ReplicationGapError for a seq beyond the log, leaving nothing behind', async () => {
     for (const seq of [LAST_SEQ + 1, LAST_SEQ + 100]) {
-      const dir = freshDir('beyond');
-      const destPath = path.join(dir, 'restored.db');
-      const error = await rejection(
-        restoreDatabase({
-          storage: history.storage,
-          prefix: PREFIX,
-          db: DB,
-          destPath,
-          target: { seq },
-        }),
-      );
+      const { error, dir } = await failedRestore(history.storage, 'beyond', { seq });
       expect(error).toBeInstanceOf(ReplicationGapError);
       expect((error as Error).message).toContain(`the log ends at ${LAST_SEQ}`);
       expect(fs.readdirSync(dir)).toEqual([]);
@@ -435,16 +373,7 @@ describe.each(['memory', 'fs'] as const)('point-in-time restore (%s storage)', (
 
   it('rejects a malformed target seq', async () => {
     for (const seq of [-1, 1.5, Number.NaN]) {
-      const dir = freshDir('bad-seq');
-      const error = await rejection(
-        restoreDatabase({
-          storage: history.storage,
-          prefix: PREFIX,
-          db: DB,
-          destPath: path.join(dir, 'restored.db'),
-          target: { seq },
-        }),
-      );
+      const { error, dir } = await failedRestore(history.storage, 'bad-seq', { seq });
       expect(error, `seq ${seq}`).toBeInstanceOf(InvalidArgumentError);
       expect(fs.readdirSync(dir)).toEqual([]);
     }
@@ -474,13 +403,10 @@ describe.each(['memory', 'fs'] as const)('point-in-time restore (%s storage)', (
     const result = await restoreDatabase({ ...options, target: { seq: 6 }, overwrite: true });
     expect(result.seq).toBe(6);
     expect(fs.readdirSync(dir).sort()).toEqual(['restored.db']);
-    const db = new Database(destPath, { readonly: true });
-    try {
+    withReadOnly(destPath, (db) => {
       expect(db.pragma('integrity_check', { simple: true })).toBe('ok');
       expect(logicalContent(db)).toEqual(expected(6).content);
-    } finally {
-      db.close();
-    }
+    });
   });
 
   it('reports progress: the snapshot download, then each changeset applied', async () => {
@@ -521,11 +447,7 @@ describe.each(['memory', 'fs'] as const)('point-in-time restore (%s storage)', (
         { timeMs: commitTime(12) },
       ];
       for (const target of targets) {
-        const dir = freshDir('garbage');
-        const destPath = path.join(dir, 'restored.db');
-        const error = await rejection(
-          restoreDatabase({ storage, prefix: PREFIX, db: DB, destPath, target }),
-        );
+        const { error, dir, destPath } = await failedRestore(storage, 'garbage', target);
         expect(error, JSON.stringify(target)).toBeInstanceOf(ChangesetError);
         expect((error as ChangesetError).code).toBe('CHANGESET_CORRUPT');
         expect(fs.existsSync(destPath)).toBe(false);
@@ -559,15 +481,7 @@ describe.each(['memory', 'fs'] as const)('point-in-time restore (%s storage)', (
       const previous = await storage.get(logKey(PREFIX, DB, 10));
       if (!previous) throw new Error('changeset 10 missing');
       await storage.put(logKey(PREFIX, DB, 11), previous);
-      const dir = freshDir('replay');
-      const error = await rejection(
-        restoreDatabase({
-          storage,
-          prefix: PREFIX,
-          db: DB,
-          destPath: path.join(dir, 'restored.db'),
-        }),
-      );
+      const { error, dir } = await failedRestore(storage, 'replay');
       expect(error).toBeInstanceOf(ChangesetError);
       expect((error as ChangesetError).code).toBe('CHANGESET_CHAIN_BROKEN');
       expect(fs.readdirSync(dir)).toEqual([]);
@@ -576,16 +490,7 @@ describe.each(['memory', 'fs'] as const)('point-in-time restore (%s storage)', (
     it('a damaged snapshot part fails with SnapshotInvalidError and leaves no file', async () => {
       const storage = await cloneStorage(history.storage, kind);
       await storage.put(snapshotPartKey(PREFIX, DB, 8, 0), Buffer.from('garbage'));
-      const dir = freshDir('bad-part');
-      const error = await rejection(
-        restoreDatabase({
-          storage,
-          prefix: PREFIX,
-          db: DB,
-          destPath: path.join(dir, 'restored.db'),
-          target: { seq: 9 },
-        }),
-      );
+      const { error, dir } = await failedRestore(storage, 'bad-part', { seq: 9 });
       expect(error).toBeInstanceOf(SnapshotInvalidError);
       expect(fs.readdirSync(dir)).toEqual([]);
       // Targets below that snapshot do not need it.
@@ -594,17 +499,3 @@ describe.each(['memory', 'fs'] as const)('point-in-time restore (%s storage)', (
     });
   });
 });
-
-async function copyStorage(source: StorageBackend): Promise<StorageBackend> {
-  const copy = createMemoryStorage();
-  let startAfter: string | undefined;
-  for (;;) {
-    const page = await source.list('', startAfter === undefined ? {} : { startAfter });
-    for (const { key } of page.objects) {
-      const body = await source.get(key);
-      if (body) await copy.put(key, body);
-    }
-    if (page.nextStartAfter === undefined) return copy;
-    startAfter = page.nextStartAfter;
-  }
-}

@@ -1,9 +1,8 @@
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
-import Database from 'better-sqlite3';
+import type Database from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { restoreDatabase } from '../../src/adapters/replication/restore.ts';
+import { type RestoreTarget, restoreDatabase } from '../../src/adapters/replication/restore.ts';
 import {
   applyRetention,
   planRetention,
@@ -20,12 +19,17 @@ import {
   type FollowerEvent,
   SqliteFollower,
 } from '../../src/adapters/replication/sqlite/follower.ts';
-import { SqliteLeader } from '../../src/adapters/replication/sqlite/leader.ts';
-import { createFsStorage } from '../../src/adapters/storage/fs.ts';
-import { createMemoryStorage } from '../../src/adapters/storage/memory.ts';
-import type { StorageBackend } from '../../src/adapters/storage/types.ts';
+import type { SqliteLeader } from '../../src/adapters/replication/sqlite/leader.ts';
 import { InvalidArgumentError, ReplicationGapError } from '../../src/errors.ts';
-import { GENESIS_CHECKSUM } from '../../src/wire/changeset.ts';
+import {
+  allKeys,
+  logicalContent,
+  makeStorage,
+  openNewLeader,
+  rejection,
+  tempDirs,
+  withReadOnly,
+} from './support/replication.ts';
 
 const PREFIX = 'tenant';
 const DB = 'ledger';
@@ -34,65 +38,13 @@ const LAST_SEQ = 12;
 /** Explicit snapshots; the leader also snapshots seq 0 when it creates the database. */
 const SNAPSHOT_AT = [3, 6, 9];
 
-const root = fs.mkdtempSync(path.join(os.tmpdir(), 'hadb-retention-'));
-afterAll(() => fs.rmSync(root, { recursive: true, force: true }));
-
-let dirCounter = 0;
-function freshDir(label: string): string {
-  const dir = path.join(root, `${label}-${dirCounter++}`);
-  fs.mkdirSync(dir);
-  return dir;
-}
-
-type StorageKind = 'memory' | 'fs';
-
-function makeStorage(kind: StorageKind): StorageBackend {
-  return kind === 'memory' ? createMemoryStorage() : createFsStorage({ root: freshDir('bucket') });
-}
-
-async function allKeys(storage: StorageBackend): Promise<string[]> {
-  const keys: string[] = [];
-  let startAfter: string | undefined;
-  for (;;) {
-    const page = await storage.list('', startAfter === undefined ? {} : { startAfter });
-    keys.push(...page.objects.map((object) => object.key));
-    if (page.nextStartAfter === undefined) return keys;
-    startAfter = page.nextStartAfter;
-  }
-}
-
-function logicalContent(db: Database.Database): unknown {
-  const schema = db
-    .prepare('SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY type, name')
-    .all() as { type: string; name: string }[];
-  const tables: Record<string, unknown[]> = {};
-  for (const { type, name } of schema) {
-    if (type !== 'table') continue;
-    tables[name] = db
-      .prepare(`SELECT * FROM "${name}" ORDER BY rowid`)
-      .all()
-      .map((row) =>
-        Object.fromEntries(
-          Object.entries(row as Record<string, unknown>).map(([column, value]) => [
-            column,
-            Buffer.isBuffer(value) ? { blob: value.toString('hex') } : value,
-          ]),
-        ),
-      );
-  }
-  return { schema, tables };
-}
+const freshDir = tempDirs('hadb-retention-');
 
 function readContent(file: string): { content: unknown; integrity: unknown } {
-  const db = new Database(file, { readonly: true });
-  try {
-    return {
-      content: logicalContent(db),
-      integrity: db.pragma('integrity_check', { simple: true }),
-    };
-  } finally {
-    db.close();
-  }
+  return withReadOnly(file, (db) => ({
+    content: logicalContent(db),
+    integrity: db.pragma('integrity_check', { simple: true }),
+  }));
 }
 
 /** A distinct change per seq: rows in and out, a blob large enough for overflow pages. */
@@ -110,17 +62,8 @@ function writeStep(db: Database.Database, seq: number): void {
   })();
 }
 
-async function rejection(promise: Promise<unknown>): Promise<unknown> {
-  try {
-    await promise;
-  } catch (error) {
-    return error;
-  }
-  throw new Error('expected the promise to reject');
-}
-
 describe.each(['memory', 'fs'] as const)('retention (%s storage)', (kind) => {
-  const storage = makeStorage(kind);
+  const storage = makeStorage(kind, freshDir);
   const common = { db: DB, storage, prefix: PREFIX };
   const recorded = new Map<number, unknown>();
   const followerEvents = new Map<string, FollowerEvent[]>();
@@ -156,12 +99,17 @@ describe.each(['memory', 'fs'] as const)('retention (%s storage)', (kind) => {
     return recorded.get(seq);
   }
 
+  /** Restores `target` into a new folder: the result and the restored file. */
+  async function restoreTo(target: RestoreTarget) {
+    const destPath = path.join(freshDir('restore'), 'restored.db');
+    const result = await restoreDatabase({ storage, prefix: PREFIX, db: DB, destPath, target });
+    return { result, destPath };
+  }
+
   beforeAll(async () => {
-    leader = await SqliteLeader.open({
+    leader = await openNewLeader({
       ...common,
       path: path.join(freshDir('leader'), 'leader.db'),
-      epoch: 1,
-      position: { seq: 0, checksum: GENESIS_CHECKSUM },
       wallClockMs: () => now,
     });
     for (let seq = 1; seq <= LAST_SEQ; seq++) {
@@ -265,14 +213,7 @@ describe.each(['memory', 'fs'] as const)('retention (%s storage)', (kind) => {
 
   it('restores every seq from the oldest kept snapshot on to the recorded state', async () => {
     for (let seq = 6; seq <= LAST_SEQ; seq++) {
-      const destPath = path.join(freshDir('restore'), 'restored.db');
-      const result = await restoreDatabase({
-        storage,
-        prefix: PREFIX,
-        db: DB,
-        destPath,
-        target: { seq },
-      });
+      const { result, destPath } = await restoreTo({ seq });
       expect(result.seq).toBe(seq);
       expect(result.fromSnapshot).toBe(seq >= 9 ? 9 : 6);
       const { content, integrity } = readContent(destPath);
@@ -280,14 +221,7 @@ describe.each(['memory', 'fs'] as const)('retention (%s storage)', (kind) => {
       expect(content, `seq ${seq}`).toEqual(expectedAt(seq));
     }
     for (const timeMs of [commitTime(6), commitTime(7) - 1, commitTime(LAST_SEQ) + 1]) {
-      const destPath = path.join(freshDir('restore'), 'restored.db');
-      const result = await restoreDatabase({
-        storage,
-        prefix: PREFIX,
-        db: DB,
-        destPath,
-        target: { timeMs },
-      });
+      const { result, destPath } = await restoreTo({ timeMs });
       const seq = timeMs > commitTime(LAST_SEQ) ? LAST_SEQ : Math.floor((timeMs - 10_000) / 1000);
       expect(result.seq, `timeMs ${timeMs}`).toBe(seq);
       expect(readContent(destPath).content).toEqual(expectedAt(seq));
@@ -386,14 +320,12 @@ describe.each(['memory', 'fs'] as const)('retention (%s storage)', (kind) => {
 
 describe.each(['memory', 'fs'] as const)('retention without snapshots (%s storage)', (kind) => {
   it('deletes nothing when there is no snapshot: the log is the only copy', async () => {
-    const storage = makeStorage(kind);
-    const leader = await SqliteLeader.open({
+    const storage = makeStorage(kind, freshDir);
+    const leader = await openNewLeader({
       db: DB,
       storage,
       prefix: PREFIX,
       path: path.join(freshDir('leader'), 'leader.db'),
-      epoch: 1,
-      position: { seq: 0, checksum: GENESIS_CHECKSUM },
     });
     let content: unknown;
     try {

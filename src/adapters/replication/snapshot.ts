@@ -11,6 +11,7 @@ import { promisify } from 'node:util';
 import * as zlib from 'node:zlib';
 import { InvalidArgumentError, SnapshotInvalidError } from '../../errors.ts';
 import { CHECKSUM_BYTES } from '../../wire/changeset.ts';
+import { syncDirectory } from '../fs-sync.ts';
 import type { StorageBackend } from '../storage/types.ts';
 
 const deflateRaw = promisify(zlib.deflateRaw);
@@ -652,16 +653,5 @@ async function unlinkIfExists(file: string): Promise<boolean> {
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === 'ENOENT') return false;
     throw error;
-  }
-}
-
-async function syncDirectory(directory: string): Promise<void> {
-  // Windows cannot open a directory for fsync.
-  if (process.platform === 'win32') return;
-  const handle = await fsp.open(directory, 'r');
-  try {
-    await handle.sync();
-  } finally {
-    await handle.close();
   }
 }

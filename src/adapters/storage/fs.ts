@@ -8,6 +8,7 @@ import {
   InvalidKeyError,
   StorageUnavailableError,
 } from '../../errors.ts';
+import { syncDirectory } from '../fs-sync.ts';
 import { assertValidKey, compareKeys, pageOfSortedKeys, toListPage } from './keys.ts';
 import {
   type ByteRange,
@@ -429,17 +430,6 @@ async function writeTempFile(directory: string, body: Uint8Array): Promise<strin
     if (!written) await removeQuietly(temp);
   }
   return temp;
-}
-
-async function syncDirectory(directory: string): Promise<void> {
-  // Windows cannot open a directory for fsync.
-  if (process.platform === 'win32') return;
-  const handle = await fsp.open(directory, 'r');
-  try {
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
 }
 
 async function removeQuietly(file: string): Promise<void> {
