@@ -6,11 +6,17 @@ import {
   type Changeset,
   type ChangesetCodec,
   decodeChangeset,
+  encodeChangeset,
   encodeChangesetAsync,
 } from '../../../wire/changeset.ts';
 import type { StorageBackend } from '../../storage/types.ts';
 import { logKey, readDatabaseImage, type SnapshotManifest, writeSnapshot } from '../snapshot.ts';
-import { readJsonFileSync, removeLeftoverTempFiles, writeFileAtomicSync } from './local-file.ts';
+import {
+  readJsonFileSync,
+  removeFileSync,
+  removeLeftoverTempFiles,
+  writeFileAtomicSync,
+} from './local-file.ts';
 import {
   assertSqliteVersion,
   type CommittedFrames,
@@ -73,6 +79,12 @@ interface LeaderState {
   pending: { seq: number; checksum: string; commitTimeMs: number; cursor: WalCursor } | null;
 }
 
+interface Unshipped {
+  pages: Map<number, Uint8Array>;
+  dbSizePages: number;
+  pageSize: number;
+}
+
 interface Captured {
   changeset: Changeset;
   bytes: Uint8Array;
@@ -92,26 +104,31 @@ interface SnapshotSource {
  * The leader side of SQLite replication. The app writes through `database` (WAL mode, automatic
  * checkpoints off); every tick the committed frames added to the `-wal` file since the last capture
  * become one checksummed changeset, written once to `{prefix}/{db}/log/{seq}`. The leader is the
- * only checkpointer and checkpoints only frames already durable in storage: a read transaction on
- * a pin connection, opened at the capture, keeps SQLite from backfilling anything newer.
+ * only checkpointer. Before a checkpoint it captures every committed frame; those not yet durable
+ * in storage go to a local outbox file first, so the checkpoint can backfill the whole WAL and
+ * SQLite can restart it (a WAL that never restarts sends every byte written to it to the disk).
  */
 export class SqliteLeader {
   readonly database: Database.Database;
   readonly #options: LeaderOptions;
-  readonly #pin: Database.Database;
   readonly #checkpointer: Database.Database;
   readonly #clock: Clock;
   readonly #walPath: string;
   readonly #statePath: string;
+  readonly #outboxPath: string;
   #position: Position;
+  /** Where the last capture stopped reading the WAL. */
   #cursor: WalCursor | null;
+  /** How far the WAL is covered by what storage or the outbox holds: where a restart resumes. */
+  #durableCursor: WalCursor | null;
+  /** Pages captured but not yet durable in storage (last version of each). */
+  #unshipped: Unshipped | null;
   #queue: Promise<unknown> = Promise.resolve();
   #timer: TimerId | undefined;
   #fenced: FencedError | null = null;
   #closed = false;
   #changesetsSinceSnapshot = 0;
   #bytesSinceSnapshot = 0;
-  #pinned = false;
   #lastWalSignature = '';
   #checkpointHolds = 0;
   #walBytesSinceCheckpoint = 0;
@@ -124,6 +141,7 @@ export class SqliteLeader {
     this.#clock = options.clock ?? systemClock;
     this.#walPath = `${options.path}-wal`;
     this.#statePath = `${options.path}-hadb-leader.json`;
+    this.#outboxPath = `${options.path}-hadb-outbox`;
     this.database = new Database(options.path);
     const version = (this.database.prepare('select sqlite_version() as v').get() as { v: string })
       .v;
@@ -132,13 +150,14 @@ export class SqliteLeader {
       this.database.pragma(`page_size = ${Number(options.pageSize)}`);
     this.database.pragma('journal_mode = WAL');
     this.database.pragma('wal_autocheckpoint = 0');
-    this.#pin = new Database(options.path, { readonly: true });
     this.#checkpointer = new Database(options.path);
     this.#checkpointer.pragma('busy_timeout = 0');
     this.#position = state
       ? { epoch: options.epoch, seq: state.seq, checksum: Buffer.from(state.checksum, 'hex') }
       : { epoch: options.epoch, ...options.position };
     this.#cursor = state?.cursor ?? null;
+    this.#durableCursor = this.#cursor;
+    this.#unshipped = readOutbox(this.#outboxPath, options.db, this.#position);
     this.#commitTimeMs = state?.commitTimeMs ?? options.position.commitTimeMs ?? 0;
   }
 
@@ -206,8 +225,8 @@ export class SqliteLeader {
   /** Captures what is committed now and resolves once it is durable in storage. */
   flush(): Promise<Position> {
     return this.#serial(async () => {
-      const frames = this.#capture();
-      if (frames) await this.#ship(await this.#encode(frames));
+      this.#capture();
+      await this.#shipUnshipped();
       this.#checkpoint();
       return this.position;
     });
@@ -219,10 +238,10 @@ export class SqliteLeader {
    */
   snapshot(): Promise<SnapshotManifest> {
     const upload = this.#serial(async () => {
-      const frames = this.#capture();
+      this.#capture();
       // Read in the same synchronous block as the capture, so both end at the same commit.
       const overlay = readCommittedFrames(this.#walPath, null);
-      if (frames) await this.#ship(await this.#encode(frames));
+      await this.#shipUnshipped();
       this.#checkpointHolds += 1;
       this.#changesetsSinceSnapshot = 0;
       this.#bytesSinceSnapshot = 0;
@@ -244,7 +263,11 @@ export class SqliteLeader {
   async close(): Promise<void> {
     if (this.#closed) return;
     try {
-      if (!this.#fenced) await this.flush();
+      if (!this.#fenced) {
+        await this.flush();
+        // What the flush's checkpoint captured too: closing lets SQLite backfill and drop the WAL.
+        await this.#serial(() => this.#shipUnshipped());
+      }
     } finally {
       this.#closed = true;
       if (this.#timer !== undefined) this.#clock.clearTimeout(this.#timer);
@@ -256,9 +279,7 @@ export class SqliteLeader {
   }
 
   #closeConnections(): void {
-    this.#releasePin();
     this.database.close();
-    this.#pin.close();
     // Last, so SQLite's final checkpoint on close sees only shipped frames.
     this.#checkpointer.close();
   }
@@ -291,19 +312,36 @@ export class SqliteLeader {
     return run;
   }
 
-  /** Reads what was committed since the last capture, and pins the checkpoint at that commit. */
-  #capture(): CommittedFrames | null {
+  /** Reads what was committed since the last capture into the unshipped pages. */
+  #capture(): void {
     const frames = readCommittedFrames(this.#walPath, this.#cursor);
-    this.#pinAtCurrentCommit();
-    if (frames?.restarted) this.#options.onEvent?.({ type: 'wal-restarted' });
-    return frames;
+    if (!frames) return;
+    if (frames.restarted) this.#options.onEvent?.({ type: 'wal-restarted' });
+    const previous = frames.restarted ? null : this.#cursor;
+    this.#walBytesSinceCheckpoint += frames.cursor.offset - (previous?.offset ?? 32);
+    const unshipped = this.#unshipped ?? { pages: new Map(), dbSizePages: 0, pageSize: 0 };
+    for (const [pgno, data] of frames.pages) unshipped.pages.set(pgno, data);
+    // Pages past the final size belong to commits the database later shrank away from.
+    for (const pgno of unshipped.pages.keys()) {
+      if (pgno > frames.dbSizePages) unshipped.pages.delete(pgno);
+    }
+    unshipped.dbSizePages = frames.dbSizePages;
+    unshipped.pageSize = frames.cursor.pageSize;
+    this.#unshipped = unshipped;
+    this.#cursor = frames.cursor;
   }
 
-  /** Seals captured frames into the next changeset; compression runs off the event loop. */
-  async #encode(frames: CommittedFrames): Promise<Captured> {
-    // Pages past the final size belong to commits the database later shrank away from.
-    const pages = [...frames.pages]
-      .filter(([pgno]) => pgno <= frames.dbSizePages)
+  async #shipUnshipped(): Promise<void> {
+    const unshipped = this.#unshipped;
+    if (!unshipped) return;
+    await this.#ship(await this.#encode(unshipped, this.#cursor as WalCursor));
+    if (this.#unshipped === unshipped) this.#unshipped = null;
+    removeFileSync(this.#outboxPath);
+  }
+
+  /** Seals the unshipped pages into the next changeset; compression runs off the event loop. */
+  async #encode(unshipped: Unshipped, cursor: WalCursor): Promise<Captured> {
+    const pages = [...unshipped.pages]
       .sort(([a], [b]) => a - b)
       .map(([pgno, data]) => ({ pgno, data }));
     const { bytes, changeset } = await encodeChangesetAsync(
@@ -313,13 +351,13 @@ export class SqliteLeader {
         seq: this.#position.seq + 1,
         commitTimeMs: (this.#options.wallClockMs ?? Date.now)(),
         prevChecksum: this.#position.checksum,
-        pageSize: frames.cursor.pageSize,
-        dbSizePages: frames.dbSizePages,
+        pageSize: unshipped.pageSize,
+        dbSizePages: unshipped.dbSizePages,
         pages,
       },
       this.#options.codec ? { codec: this.#options.codec } : {},
     );
-    return { changeset, bytes, cursor: frames.cursor };
+    return { changeset, bytes, cursor };
   }
 
   async #ship(captured: Captured): Promise<void> {
@@ -356,9 +394,7 @@ export class SqliteLeader {
       seq: changeset.seq,
       checksum: changeset.checksum,
     };
-    this.#walBytesSinceCheckpoint +=
-      cursor.offset - (cursor.salt1 === this.#cursor?.salt1 ? this.#cursor.offset : 32);
-    this.#cursor = cursor;
+    this.#durableCursor = cursor;
     this.#commitTimeMs = changeset.commitTimeMs;
     // No state write here: the pending record already says where a restart resumes once
     // storage confirms this upload, and the next capture's write records it anyway.
@@ -425,35 +461,28 @@ export class SqliteLeader {
     return manifest;
   }
 
-  /** A read transaction at the commit just captured: the checkpoint cannot backfill past it. */
-  #pinAtCurrentCommit(): void {
-    this.#releasePin();
-    this.#pin.prepare('BEGIN').run();
-    this.#pin.prepare('SELECT count(*) FROM sqlite_master').get();
-    this.#pinned = true;
-  }
-
-  #releasePin(): void {
-    if (this.#pinned) this.#pin.prepare('COMMIT').run();
-    this.#pinned = false;
-  }
-
-  /** Backfills what is durable into the database file; truncates a large WAL once all of it is shipped. */
+  /**
+   * Backfills the WAL into the database file once enough of it was written, like SQLite's own
+   * autocheckpoint. Everything committed is captured first, and what storage does not hold yet is
+   * written to the outbox, so the whole WAL can go and SQLite restarts it at the next write.
+   */
   #checkpoint(): void {
     // A snapshot is reading the database file: it must not change under it.
     if (this.#checkpointHolds > 0) return;
+    this.#capture();
+    const walBytes = fileSize(this.#walPath);
+    const truncate = walBytes > (this.#options.walTruncateBytes ?? 64 * 1024 * 1024);
+    const due =
+      this.#walBytesSinceCheckpoint >= (this.#options.checkpointEveryBytes ?? 4 * 1024 * 1024);
+    if (!due && !truncate) return;
+    if (this.#unshipped) {
+      writeOutbox(this.#outboxPath, this.#options.db, this.#position, this.#unshipped);
+      this.#durableCursor = this.#cursor;
+      this.#saveState(null);
+    }
     try {
-      const walBytes = fileSize(this.#walPath);
-      const fullyShipped = this.#cursor !== null && this.#cursor.offset >= walBytes;
-      const truncate =
-        fullyShipped && walBytes > (this.#options.walTruncateBytes ?? 64 * 1024 * 1024);
-      // Like SQLite's own autocheckpoint: not on every tick, each one costs an fsync of the database.
-      const due =
-        this.#walBytesSinceCheckpoint >= (this.#options.checkpointEveryBytes ?? 4 * 1024 * 1024);
-      if (!due && !truncate) return;
       this.#checkpointer.pragma('wal_checkpoint(PASSIVE)');
       this.#walBytesSinceCheckpoint = 0;
-      this.#releasePin();
       if (truncate) this.#checkpointer.pragma('wal_checkpoint(TRUNCATE)');
     } catch (error) {
       // SQLITE_BUSY: a reader is in the way; the next tick tries again.
@@ -468,7 +497,7 @@ export class SqliteLeader {
       seq: this.#position.seq,
       checksum: hex(this.#position.checksum),
       commitTimeMs: this.#commitTimeMs,
-      cursor: this.#cursor,
+      cursor: this.#durableCursor,
       pending,
     };
     writeFileAtomicSync(this.#statePath, JSON.stringify(state));
@@ -509,4 +538,50 @@ function fileSize(file: string): number {
 
 function hex(bytes: Uint8Array): string {
   return Buffer.from(bytes).toString('hex');
+}
+
+/** The outbox: pages captured before a checkpoint that storage does not hold yet, as a changeset. */
+function writeOutbox(file: string, db: string, position: Position, unshipped: Unshipped): void {
+  const pages = [...unshipped.pages]
+    .sort(([a], [b]) => a - b)
+    .map(([pgno, data]) => ({ pgno, data }));
+  const { bytes } = encodeChangeset(
+    {
+      db,
+      epoch: position.epoch,
+      seq: position.seq + 1,
+      commitTimeMs: 0,
+      prevChecksum: position.checksum,
+      pageSize: unshipped.pageSize,
+      dbSizePages: unshipped.dbSizePages,
+      pages,
+    },
+    { codec: 'none' },
+  );
+  writeFileAtomicSync(file, bytes);
+}
+
+/** The outbox of this position, or null; one left from an earlier position is stale and removed. */
+function readOutbox(file: string, db: string, position: Position): Unshipped | null {
+  let bytes: Buffer;
+  try {
+    bytes = fs.readFileSync(file);
+  } catch {
+    return null;
+  }
+  try {
+    const changeset = decodeChangeset(bytes, {
+      db,
+      seq: position.seq + 1,
+      prevChecksum: position.checksum,
+    });
+    return {
+      pages: new Map(changeset.pages.map(({ pgno, data }) => [pgno, data])),
+      dbSizePages: changeset.dbSizePages,
+      pageSize: changeset.pageSize,
+    };
+  } catch {
+    removeFileSync(file);
+    return null;
+  }
 }
