@@ -11,21 +11,10 @@ import {
   REDO_SUFFIX,
 } from '../../src/adapters/replication/sqlite/apply.ts';
 import { InvalidArgumentError } from '../../src/errors.ts';
+import { seededRandom } from '../../src/sim/run.ts';
 import type { ChangedPage, Changeset } from '../../src/wire/changeset.ts';
 
 type Db = Database.Database;
-
-/** Deterministic PRNG (mulberry32) so a failure replays. */
-function rng(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function changeset(
   seq: number,
@@ -249,7 +238,7 @@ describe('PageApplier', () => {
     const a = applier();
     // Opened on the empty file, before the first apply.
     const r = reader();
-    const random = rng(42);
+    const random = seededRandom(42);
     const insert = l.db.prepare('INSERT INTO t (v, b) VALUES (?, ?)');
     const update = l.db.prepare('UPDATE t SET v = ? WHERE id = ?');
     const remove = l.db.prepare('DELETE FROM t WHERE id = ?');

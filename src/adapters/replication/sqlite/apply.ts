@@ -3,6 +3,7 @@ import * as fs from 'node:fs';
 import * as nodePath from 'node:path';
 import { InvalidArgumentError } from '../../../errors.ts';
 import type { Changeset } from '../../../wire/changeset.ts';
+import { fsyncDirectorySync, removeFileSync } from './local-file.ts';
 
 /**
  * Writes a leader's changesets straight into a follower's database file.
@@ -89,8 +90,8 @@ export class PageApplier {
     const existed = fs.existsSync(path);
     const fd = fs.openSync(path, fs.constants.O_RDWR | fs.constants.O_CREAT, 0o644);
     try {
-      if (!existed) syncDirectory(nodePath.dirname(path));
-      removeIfExists(`${path}${REDO_SUFFIX}.tmp`);
+      if (!existed) fsyncDirectorySync(nodePath.dirname(path));
+      removeFileSync(`${path}${REDO_SUFFIX}.tmp`);
     } catch (error) {
       fs.closeSync(fd);
       throw error;
@@ -105,12 +106,12 @@ export class PageApplier {
    */
   recover(): number | null {
     const fd = this.#openFd();
-    removeIfExists(`${this.redoPath}.tmp`);
+    removeFileSync(`${this.redoPath}.tmp`);
     let bytes: Buffer;
     try {
       bytes = fs.readFileSync(this.redoPath);
     } catch (error) {
-      if (errorCode(error) !== 'ENOENT') throw error;
+      if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
       this.#pendingRedo = false;
       return null;
     }
@@ -211,9 +212,9 @@ export class PageApplier {
   }
 
   #dropRedo(): void {
-    removeIfExists(this.redoPath);
+    removeFileSync(this.redoPath);
     // Otherwise a crash could bring the deleted redo back; harmless now, but not after a later apply.
-    syncDirectory(nodePath.dirname(this.redoPath));
+    fsyncDirectorySync(nodePath.dirname(this.redoPath));
     this.#pendingRedo = false;
   }
 }
@@ -351,30 +352,7 @@ function writeFileAtomic(target: string, body: Uint8Array): void {
     fs.closeSync(fd);
   }
   fs.renameSync(temp, target);
-  syncDirectory(nodePath.dirname(target));
-}
-
-function syncDirectory(directory: string): void {
-  // Windows cannot open a directory for fsync.
-  if (process.platform === 'win32') return;
-  const fd = fs.openSync(directory, 'r');
-  try {
-    fs.fsyncSync(fd);
-  } finally {
-    fs.closeSync(fd);
-  }
-}
-
-function removeIfExists(file: string): void {
-  try {
-    fs.unlinkSync(file);
-  } catch (error) {
-    if (errorCode(error) !== 'ENOENT') throw error;
-  }
-}
-
-function errorCode(error: unknown): string | undefined {
-  return error instanceof Error && 'code' in error ? String(error.code) : undefined;
+  fsyncDirectorySync(nodePath.dirname(target));
 }
 
 /**

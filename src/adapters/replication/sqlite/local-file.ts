@@ -16,6 +16,8 @@ export function writeFileAtomicSync(file: string, data: Uint8Array | string): vo
 }
 
 export function fsyncDirectorySync(dir: string): void {
+  // Windows cannot open a directory for fsync.
+  if (process.platform === 'win32') return;
   const fd = fs.openSync(dir, 'r');
   try {
     fs.fsyncSync(fd);
