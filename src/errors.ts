@@ -21,7 +21,15 @@ export type HadbErrorCode =
   | 'SNAPSHOT_INVALID'
   | 'LINEAGE_AHEAD'
   | 'REPLICATION_GAP'
-  | 'FENCED';
+  | 'FENCED'
+  | 'NOT_LEADER'
+  | 'LEADER_UNAVAILABLE'
+  | 'SQL_ERROR'
+  | 'UNKNOWN_DATABASE'
+  | 'UNAUTHORIZED'
+  | 'BAD_REQUEST'
+  | 'CLOSED'
+  | 'LEASE_STORE_UNSAFE';
 
 export class HadbError extends Error {
   readonly code: HadbErrorCode;
@@ -131,5 +139,69 @@ export class FencedError extends HadbError {
   constructor(seq: number, message: string) {
     super('FENCED', message);
     this.seq = seq;
+  }
+}
+
+/** This node does not lead the database (or stopped leading it while the call ran). */
+export class NotLeaderError extends HadbError {
+  constructor(message: string) {
+    super('NOT_LEADER', message);
+  }
+}
+
+/** No leader answered in time; `waitedMs` says how long the caller kept trying. */
+export class LeaderUnavailableError extends HadbError {
+  readonly waitedMs: number;
+  constructor(message: string, waitedMs: number, options?: ErrorOptions) {
+    super('LEADER_UNAVAILABLE', `${message} (waited ${waitedMs} ms)`, options);
+    this.waitedMs = waitedMs;
+  }
+}
+
+/** SQLite refused a statement; `sqliteCode` is SQLite's own code, such as `SQLITE_CONSTRAINT_UNIQUE`. */
+export class SqlError extends HadbError {
+  readonly sqliteCode: string;
+  constructor(sqliteCode: string, message: string, options?: ErrorOptions) {
+    super('SQL_ERROR', message, options);
+    this.sqliteCode = sqliteCode;
+  }
+}
+
+export class UnknownDatabaseError extends HadbError {
+  constructor(db: string) {
+    super('UNKNOWN_DATABASE', `database ${JSON.stringify(db)} is not open on this node`);
+  }
+}
+
+/** A node-to-node request without the cluster secret: refused before anything is read. */
+export class UnauthorizedError extends HadbError {
+  constructor(message: string) {
+    super('UNAUTHORIZED', message);
+  }
+}
+
+/** A node-to-node request hadb cannot parse. */
+export class BadRequestError extends HadbError {
+  constructor(message: string, options?: ErrorOptions) {
+    super('BAD_REQUEST', message, options);
+  }
+}
+
+export class ClosedError extends HadbError {
+  constructor(what: string) {
+    super('CLOSED', `${what} is closed`);
+  }
+}
+
+/**
+ * The lease store failed its compare-and-swap self-test (a conditional write it should reject was
+ * accepted, or the reverse): two nodes could both hold a lease over it, so hadb refuses to use it.
+ */
+export class LeaseStoreUnsafeError extends HadbError {
+  /** The self-test step that failed. */
+  readonly step: string;
+  constructor(step: string, message: string, options?: ErrorOptions) {
+    super('LEASE_STORE_UNSAFE', `self-test step "${step}" failed: ${message}`, options);
+    this.step = step;
   }
 }

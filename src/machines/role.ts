@@ -126,6 +126,8 @@ export interface RoleContext extends RoleInput {
 export type RoleEvent =
   | { type: 'stop' }
   | { type: 'handoff' }
+  /** Storage showed a newer epoch's changeset: the lease is someone else's, whatever it says. */
+  | { type: 'fenced' }
   | { type: 'lease.changed' }
   | { type: 'replication.behind' }
   | { type: 'lease.renewed' };
@@ -368,6 +370,7 @@ export const roleMachine = setup({
       type: 'parallel',
       on: {
         handoff: { target: 'demoting', actions: assign({ demoteReason: 'handoff' }) },
+        fenced: { target: 'demoting', actions: assign({ demoteReason: 'lost' }) },
         stop: { target: 'demoting', actions: assign({ demoteReason: 'stop', stopping: true }) },
       },
       states: {

@@ -1,5 +1,9 @@
 import fs from 'node:fs';
-import { LineageAheadError, ReplicationGapError } from '../../../errors.ts';
+import {
+  InvalidArgumentError,
+  LineageAheadError,
+  ReplicationGapError,
+} from '../../../errors.ts';
 import {
   type Changeset,
   checksumsEqual,
@@ -84,12 +88,48 @@ export class SqliteFollower {
     }
   }
 
+  /**
+   * Turns the file a leader just closed cleanly (everything shipped, no `-wal` left) into a
+   * follower copy at `position`, without downloading it again.
+   */
+  static async adoptLeaderFile(options: FollowerOptions, position: Position): Promise<SqliteFollower> {
+    if (fs.existsSync(`${options.path}-wal`)) {
+      throw new InvalidArgumentError(`${options.path}-wal still exists: the leader did not close cleanly`);
+    }
+    const header = Buffer.alloc(100);
+    const fd = fs.openSync(options.path, 'r');
+    try {
+      fs.readSync(fd, header, 0, 100, 0);
+    } finally {
+      fs.closeSync(fd);
+    }
+    const raw = header.readUInt16BE(16);
+    adoptAsFollowerFile(options.path);
+    const state: FollowerState = {
+      db: options.db,
+      epoch: position.epoch,
+      seq: position.seq,
+      checksum: Buffer.from(position.checksum).toString('hex'),
+      pageSize: raw === 1 ? 65536 : raw,
+    };
+    writeFileAtomicSync(statePathOf(options.path), JSON.stringify(state));
+    return SqliteFollower.open(options);
+  }
+
   get position(): Position {
     return {
       epoch: this.#state.epoch,
       seq: this.#state.seq,
       checksum: Buffer.from(this.#state.checksum, 'hex'),
     };
+  }
+
+  /** Page size and size in pages of the copy; null while it is still empty. */
+  get dimensions(): { pageSize: number; dbSizePages: number } | null {
+    const { pageSize } = this.#state;
+    if (pageSize === null) return null;
+    const dbSizePages = Math.floor(fs.statSync(this.#options.path).size / pageSize);
+    return dbSizePages > 0 ? { pageSize, dbSizePages } : null;
   }
 
   /** Applies every changeset storage has after the current position; returns how many. */

@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import Database from 'better-sqlite3';
 import { type Clock, systemClock, type TimerId } from '../../../clock.ts';
-import { FencedError, HadbError, InvalidArgumentError } from '../../../errors.ts';
+import { ClosedError, FencedError, InvalidArgumentError, NotLeaderError } from '../../../errors.ts';
 import {
   type Changeset,
   type ChangesetCodec,
@@ -56,7 +56,21 @@ export interface LeaderOptions {
   pageSize?: number;
   /** Wall-clock source for commit times (point-in-time restore only). */
   wallClockMs?: () => number;
+  /**
+   * The write gate, asked right before each upload: false means this node may no longer make
+   * anything durable (its lease lapsed), so the changeset stays local.
+   */
+  canShip?: () => boolean;
   onEvent?: (event: LeaderEvent) => void;
+}
+
+/** A leader's unshipped commits, set aside because another leader took over. */
+export interface ParkedTail {
+  file: string;
+  epoch: number;
+  /** The changesets this tail would have become start here. */
+  afterSeq: number;
+  pages: number;
 }
 
 export type LeaderEvent =
@@ -65,7 +79,8 @@ export type LeaderEvent =
   | { type: 'fenced'; seq: number }
   | { type: 'snapshot'; seq: number; bytes: number }
   | { type: 'snapshot-failed'; error: unknown }
-  | { type: 'wal-restarted' };
+  | { type: 'wal-restarted' }
+  | { type: 'parked'; tail: ParkedTail };
 
 interface LeaderState {
   db: string;
@@ -124,7 +139,9 @@ export class SqliteLeader {
   /** Pages captured but not yet durable in storage (last version of each). */
   #unshipped: Unshipped | null;
   #queue: Promise<unknown> = Promise.resolve();
+  #queued = 0;
   #timer: TimerId | undefined;
+  #soonTimer: TimerId | undefined;
   #fenced: FencedError | null = null;
   #closed = false;
   #changesetsSinceSnapshot = 0;
@@ -222,6 +239,23 @@ export class SqliteLeader {
     this.#schedule(tick);
   }
 
+  /**
+   * The highest sequence that can hold a commit made now: the next changeset, or the one after
+   * when a capture is already under way (it may have read the WAL before this commit).
+   */
+  get commitSeqBound(): number {
+    return this.#position.seq + (this.#queued > 0 ? 2 : 1);
+  }
+
+  /** Ships within `delayMs`, coalescing calls: the leader's answer to "something was committed". */
+  shipSoon(delayMs = 0): void {
+    if (this.#soonTimer !== undefined || this.#closed || this.#fenced) return;
+    this.#soonTimer = this.#clock.setTimeout(() => {
+      this.#soonTimer = undefined;
+      this.flush().catch(() => {});
+    }, delayMs);
+  }
+
   /** Captures what is committed now and resolves once it is durable in storage. */
   flush(): Promise<Position> {
     return this.#serial(async () => {
@@ -259,6 +293,29 @@ export class SqliteLeader {
     return upload;
   }
 
+  /**
+   * Stops at once without shipping: what storage lacks is written to a side file in `parkDir`
+   * (a changeset following the last shipped one) and reported, never merged or dropped.
+   */
+  async abandon(parkDir: string): Promise<ParkedTail | null> {
+    if (this.#closed) return null;
+    this.#closed = true;
+    this.#clearTimers();
+    await this.#queue.catch(() => {});
+    await Promise.all(this.#uploads);
+    let tail: ParkedTail | null = null;
+    try {
+      this.#capture();
+      if (this.#unshipped) {
+        tail = parkTail(parkDir, this.#options.db, this.#position, this.#unshipped);
+        this.#options.onEvent?.({ type: 'parked', tail });
+      }
+    } finally {
+      this.#closeConnections();
+    }
+    return tail;
+  }
+
   /** Flushes, stops shipping and closes every connection. */
   async close(): Promise<void> {
     if (this.#closed) return;
@@ -270,12 +327,19 @@ export class SqliteLeader {
       }
     } finally {
       this.#closed = true;
-      if (this.#timer !== undefined) this.#clock.clearTimeout(this.#timer);
+      this.#clearTimers();
       await this.#queue.catch(() => {});
       await Promise.all(this.#uploads);
       if (!this.#fenced) this.#saveState(null);
       this.#closeConnections();
     }
+  }
+
+  #clearTimers(): void {
+    if (this.#timer !== undefined) this.#clock.clearTimeout(this.#timer);
+    if (this.#soonTimer !== undefined) this.#clock.clearTimeout(this.#soonTimer);
+    this.#timer = undefined;
+    this.#soonTimer = undefined;
   }
 
   #closeConnections(): void {
@@ -303,11 +367,16 @@ export class SqliteLeader {
   }
 
   #serial<T>(work: () => Promise<T>): Promise<T> {
-    const run = this.#queue.then(() => {
-      if (this.#fenced) throw this.#fenced;
-      if (this.#closed) throw new HadbError('INVALID_ARGUMENT', 'the leader is closed');
-      return work();
-    });
+    this.#queued += 1;
+    const run = this.#queue
+      .then(() => {
+        if (this.#fenced) throw this.#fenced;
+        if (this.#closed) throw new ClosedError(`the leader of ${this.#options.db}`);
+        return work();
+      })
+      .finally(() => {
+        this.#queued -= 1;
+      });
     this.#queue = run.catch(() => {});
     return run;
   }
@@ -363,6 +432,13 @@ export class SqliteLeader {
   async #ship(captured: Captured): Promise<void> {
     const { changeset, bytes, cursor } = captured;
     const key = logKey(this.#options.prefix, this.#options.db, changeset.seq);
+    if (this.#options.canShip && !this.#options.canShip()) {
+      const error = new NotLeaderError(
+        `${this.#options.db} epoch ${this.#position.epoch}: the lease is no longer valid, changeset ${changeset.seq} stays local`,
+      );
+      this.#options.onEvent?.({ type: 'ship-failed', seq: changeset.seq, error });
+      throw error;
+    }
     this.#saveState({
       seq: changeset.seq,
       checksum: hex(changeset.checksum),
@@ -505,7 +581,9 @@ export class SqliteLeader {
 }
 
 /** The local state of an earlier run of this leader, reconciled with storage; null when starting fresh. */
-async function resolveLocalState(options: LeaderOptions): Promise<LeaderState | null> {
+async function resolveLocalState(
+  options: Pick<LeaderOptions, 'path' | 'db' | 'storage' | 'prefix' | 'epoch'>,
+): Promise<LeaderState | null> {
   const raw = readJsonFileSync(`${options.path}-hadb-leader.json`) as LeaderState | undefined;
   if (!raw || raw.db !== options.db || raw.epoch !== options.epoch) return null;
   if (!raw.pending) return raw;
@@ -584,4 +662,61 @@ function readOutbox(file: string, db: string, position: Position): Unshipped | n
     removeFileSync(file);
     return null;
   }
+}
+
+function parkTail(
+  parkDir: string,
+  db: string,
+  position: Position,
+  unshipped: Unshipped,
+): ParkedTail {
+  fs.mkdirSync(parkDir, { recursive: true });
+  const file = `${parkDir}/${db}.epoch-${position.epoch}.after-seq-${position.seq}.${Date.now()}.hadb-parked`;
+  writeOutbox(file, db, position, unshipped);
+  return { file, epoch: position.epoch, afterSeq: position.seq, pages: unshipped.pages.size };
+}
+
+/**
+ * After a crash: whatever an earlier leadership on `path` committed that storage lacks (its outbox
+ * and the WAL after its last durable point) goes to a side file in `parkDir`. Null when it left
+ * nothing behind. The caller then rebuilds the local copy from storage.
+ */
+export async function salvageLeaderTail(
+  options: Pick<LeaderOptions, 'path' | 'db' | 'storage' | 'prefix'> & { parkDir: string },
+): Promise<ParkedTail | null> {
+  const raw = readJsonFileSync(`${options.path}-hadb-leader.json`) as LeaderState | undefined;
+  if (!raw || raw.db !== options.db) return null;
+  let state: LeaderState = raw;
+  try {
+    state = (await resolveLocalState({ ...options, epoch: raw.epoch })) ?? raw;
+  } catch (error) {
+    // The pending upload lost its slot to another leader: it is part of the tail below.
+    if (!(error instanceof FencedError)) throw error;
+  }
+  const position: Position = {
+    epoch: state.epoch,
+    seq: state.seq,
+    checksum: Buffer.from(state.checksum, 'hex'),
+  };
+  const unshipped = readOutbox(`${options.path}-hadb-outbox`, options.db, position) ?? {
+    pages: new Map<number, Uint8Array>(),
+    dbSizePages: 0,
+    pageSize: 0,
+  };
+  const frames = readCommittedFrames(`${options.path}-wal`, state.cursor);
+  if (frames) {
+    for (const [pgno, data] of frames.pages) unshipped.pages.set(pgno, data);
+    for (const pgno of unshipped.pages.keys()) {
+      if (pgno > frames.dbSizePages) unshipped.pages.delete(pgno);
+    }
+    unshipped.dbSizePages = frames.dbSizePages;
+    unshipped.pageSize = frames.cursor.pageSize;
+  }
+  if (unshipped.pages.size === 0) return null;
+  return parkTail(options.parkDir, options.db, position, unshipped);
+}
+
+/** Every file a leader keeps beside the database. */
+export function leaderSideFiles(path: string): string[] {
+  return [`${path}-hadb-leader.json`, `${path}-hadb-outbox`];
 }

@@ -1,0 +1,82 @@
+import fs from 'node:fs';
+import os from 'node:os';
+import nodePath from 'node:path';
+import Database from 'better-sqlite3';
+import { FencedError } from '../../../errors.ts';
+import { encodeChangeset } from '../../../wire/changeset.ts';
+import type { StorageBackend } from '../../storage/types.ts';
+import { logKey } from '../snapshot.ts';
+import type { SqliteFollower } from './follower.ts';
+import type { Position } from './leader.ts';
+
+export interface EpochStartOptions {
+  storage: StorageBackend;
+  prefix: string;
+  db: string;
+  /** The epoch this node just claimed. */
+  epoch: number;
+  /** The follower copy that becomes the leader's file. */
+  follower: SqliteFollower;
+  /** Page size of a database that does not exist yet. */
+  pageSize: number;
+  signal?: AbortSignal;
+}
+
+/**
+ * The first step of a new leadership: catch up with storage, then write a changeset of the new
+ * epoch at the next sequence with `putIfAbsent`. Once it is in, any older leader's next upload
+ * meets a taken slot and stops (fencing). A slot taken first by a late upload of the previous
+ * leader is caught up with and the next one tried; one of a newer epoch means this claim is stale.
+ *
+ * Returns the position the new leader starts from (the epoch-start record itself).
+ */
+export async function writeEpochStart(options: EpochStartOptions): Promise<Position> {
+  const { storage, prefix, db, epoch, follower } = options;
+  for (;;) {
+    options.signal?.throwIfAborted();
+    await follower.pull();
+    const position = follower.position;
+    if (position.epoch >= epoch) {
+      throw new FencedError(
+        position.seq,
+        `${db} changeset ${position.seq} has epoch ${position.epoch}: the claim of epoch ${epoch} is stale`,
+      );
+    }
+    const dimensions = follower.dimensions;
+    const shape = dimensions ? { ...dimensions, pages: [] } : emptyDatabaseShape(options.pageSize);
+    const { bytes } = encodeChangeset(
+      {
+        db,
+        epoch,
+        seq: position.seq + 1,
+        commitTimeMs: Date.now(),
+        prevChecksum: position.checksum,
+        pageSize: shape.pageSize,
+        dbSizePages: shape.dbSizePages,
+        pages: shape.pages,
+      },
+      { codec: 'none' },
+    );
+    if (await storage.putIfAbsent(logKey(prefix, db, position.seq + 1), bytes)) {
+      await follower.pull();
+      return follower.position;
+    }
+  }
+}
+
+/** Page 1 of an empty SQLite database: what a new database's first epoch-start record holds. */
+function emptyDatabaseShape(pageSize: number) {
+  const dir = fs.mkdtempSync(nodePath.join(os.tmpdir(), 'hadb-empty-'));
+  try {
+    const file = nodePath.join(dir, 'empty.db');
+    const database = new Database(file);
+    database.pragma(`page_size = ${Number(pageSize)}`);
+    database.pragma('user_version = 0');
+    database.exec('vacuum');
+    database.close();
+    const data = new Uint8Array(fs.readFileSync(file).subarray(0, pageSize));
+    return { pageSize, dbSizePages: 1, pages: [{ pgno: 1, data }] };
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
