@@ -1,0 +1,978 @@
+import { randomUUID } from 'node:crypto';
+import { EventEmitter } from 'node:events';
+import fs from 'node:fs';
+import nodePath from 'node:path';
+import Database from 'better-sqlite3';
+import { Packr } from 'msgpackr';
+import type { Logger } from 'pino';
+import type { LeaseStore } from '../adapters/lease/types.ts';
+import { SqliteFollower } from '../adapters/replication/sqlite/follower.ts';
+import {
+  leaderSideFiles,
+  type ParkedTail,
+  SqliteLeader,
+  salvageLeaderTail,
+} from '../adapters/replication/sqlite/leader.ts';
+import { removeFileSync } from '../adapters/replication/sqlite/local-file.ts';
+import { writeEpochStart } from '../adapters/replication/sqlite/promotion.ts';
+import type { StorageBackend } from '../adapters/storage/types.ts';
+import { type Clock, sleep } from '../clock.ts';
+import {
+  BadRequestError,
+  ClosedError,
+  FencedError,
+  HadbError,
+  LeaderUnavailableError,
+  NotLeaderError,
+  SqlError,
+  UnauthorizedError,
+} from '../errors.ts';
+import {
+  type CatchUpOutput,
+  canCommit,
+  type DemoteReason,
+  type LeaseTiming,
+  type Role,
+  type RoleSnapshot,
+  roleOf,
+} from '../machines/role.ts';
+import {
+  type Durability,
+  decodeForwardResponse,
+  decodeTailResponse,
+  encodeMessage,
+  FORWARD_PATH,
+  type ForwardRequest,
+  type ForwardResponse,
+  PROTOCOL_VERSION,
+  type Row,
+  type SqlParams,
+  type Statement,
+  type StatementResult,
+  TAIL_PATH,
+  type TailResponse,
+  type WriteToken,
+} from '../wire/forward.ts';
+import type { NodeClient } from '../wire/http.ts';
+import { createDatabaseActor, type DatabaseActor } from './database.ts';
+import { readRows, runStatement, toSqlError } from './sql.ts';
+
+export type Consistency = 'local' | 'read-your-writes' | 'strong';
+
+export interface ReadOptions {
+  /** Default `'local'`. */
+  consistency?: Consistency;
+  /** For `'read-your-writes'`: the write to wait for (default: this handle's last write). */
+  after?: WriteToken;
+  /** Integers come back as bigint. */
+  bigints?: boolean;
+}
+
+export interface WriteOptions {
+  durability?: Durability;
+  bigints?: boolean;
+}
+
+export interface ExecuteResult extends StatementResult {
+  token: WriteToken;
+}
+
+export interface BatchResult {
+  results: StatementResult[];
+  token: WriteToken;
+}
+
+/** Synchronous access inside {@link HadbDatabase.transaction}, on the leader. */
+export interface Transaction {
+  execute(sql: string, params?: SqlParams): StatementResult;
+  all(sql: string, params?: SqlParams): Row[];
+  get(sql: string, params?: SqlParams): Row | undefined;
+}
+
+export interface DatabaseEvents {
+  role: [{ role: Role; epoch: number | null }];
+  /** A leader's unshipped commits were set aside: another leader took over. Loud on purpose. */
+  parked: [ParkedTail];
+  /** Something failed in the background (a pull, a promotion); the database keeps trying. */
+  problem: [Error];
+}
+
+/**
+ * A database opened on a node: reads are local, writes go to the leader wherever it is.
+ *
+ * @example
+ * ```ts
+ * const orders = await node.open('orders', { schema: 'create table if not exists o(id, total)' });
+ * const { token } = await orders.execute('insert into o values (?, ?)', [1, 9.5]);
+ * orders.all('select * from o', [], { consistency: 'read-your-writes' });
+ * ```
+ */
+export interface HadbDatabase {
+  readonly name: string;
+  readonly role: Role;
+  /** The last change this copy holds. */
+  readonly position: WriteToken;
+  /** True on the leader, and on a follower that holds the newest change it has heard of. */
+  readonly isCaughtUp: boolean;
+  execute(sql: string, params?: SqlParams, options?: WriteOptions): Promise<ExecuteResult>;
+  /** Statements applied atomically on the leader, from any node. */
+  batch(statements: Statement[], options?: WriteOptions): Promise<BatchResult>;
+  /** Runs `fn` in one transaction. Only on the leader: from a follower, use `batch`. */
+  transaction<T>(fn: (tx: Transaction) => T, options?: WriteOptions): Promise<T>;
+  all(sql: string, params?: SqlParams, options?: ReadOptions): Promise<Row[]>;
+  get(sql: string, params?: SqlParams, options?: ReadOptions): Promise<Row | undefined>;
+  /** Rows and the position they were read at. */
+  query(
+    sql: string,
+    params?: SqlParams,
+    options?: ReadOptions,
+  ): Promise<{ rows: Row[]; position: WriteToken }>;
+  /** Gives leadership up gracefully so a caught-up follower takes over at once. */
+  handoff(): void;
+  on<E extends keyof DatabaseEvents>(
+    event: E,
+    listener: (...args: DatabaseEvents[E]) => void,
+  ): this;
+  off<E extends keyof DatabaseEvents>(
+    event: E,
+    listener: (...args: DatabaseEvents[E]) => void,
+  ): this;
+  close(): Promise<void>;
+}
+
+/** What a node gives each of its databases. */
+export interface NodeServices {
+  nodeId: string;
+  session: string;
+  clock: Clock;
+  storage: StorageBackend;
+  leases: LeaseStore;
+  prefix: string;
+  dataDir: string;
+  parkDir: string;
+  address: string | undefined;
+  timing: LeaseTiming;
+  client: NodeClient;
+  logger: Logger;
+  shipIntervalMs: number;
+  shipDelayMs: number;
+  pageSize: number;
+}
+
+export interface DatabaseSettings {
+  durability: Durability;
+  /** How long a read-your-writes read waits for replication before asking the leader. */
+  readYourWritesTimeoutMs: number;
+  /** How long a write keeps looking for a leader (across a failover) before giving up. */
+  forwardTimeoutMs: number;
+}
+
+const REQUESTS_TABLE = '_hadb_requests';
+const REQUEST_RETENTION_MS = 15 * 60_000;
+const TAIL_WAIT_MS = 20_000;
+const resultsPackr = new Packr({ useRecords: false, mapsAsObjects: true, int64AsType: 'bigint' });
+
+/**
+ * One database on one node: the role machine joined to its lease, its storage and its SQLite
+ * copy, which is a follower file (pages applied from storage) or a leader file (WAL captured
+ * into storage), switched as the role changes.
+ */
+export class HostedDatabase extends EventEmitter implements HadbDatabase {
+  readonly name: string;
+  readonly path: string;
+  readonly #services: NodeServices;
+  readonly #settings: DatabaseSettings;
+  readonly #logger: Logger;
+  #snapshot: RoleSnapshot | undefined;
+  #actor: DatabaseActor | undefined;
+  #follower: SqliteFollower | null = null;
+  #reader: Database.Database | null = null;
+  #leader: SqliteLeader | null = null;
+  /** Epoch whose leader file is open and accepting writes. */
+  #writerEpoch: number | null = null;
+  /** Transitions and pulls, one at a time: they swap the files under each other. */
+  #chain: Promise<unknown> = Promise.resolve();
+  #lastToken: WriteToken | null = null;
+  /** The newest durable sequence this node has heard of. */
+  #knownSeq = 0;
+  readonly #inflight = new Map<string, Promise<ForwardResponse>>();
+  readonly #shippedWaiters = new Set<() => void>();
+  readonly #roleWaiters = new Set<() => void>();
+  readonly #closing = new AbortController();
+  #closed = false;
+  #forwardedSincePrune = 0;
+
+  constructor(name: string, services: NodeServices, settings: DatabaseSettings) {
+    super();
+    this.name = name;
+    this.path = nodePath.join(services.dataDir, `${name}.db`);
+    this.#services = services;
+    this.#settings = settings;
+    this.#logger = services.logger.child({ db: name });
+  }
+
+  /** The role actor; the node's supervisor calls this again after a crash. */
+  createActor(): DatabaseActor {
+    const services = this.#services;
+    const actor = createDatabaseActor({
+      db: this.name,
+      node: services.nodeId,
+      session: `${services.session}.${randomUUID().slice(0, 8)}`,
+      clock: services.clock,
+      leases: services.leases,
+      timing: services.timing,
+      ...(services.address === undefined ? {} : { address: services.address }),
+      hooks: {
+        bootstrap: () => this.#serial(() => this.#bootstrap()),
+        catchUp: () => this.#serial(() => this.#catchUp()),
+        demote: (_db, reason) => this.#serial(() => this.#demote(reason)),
+      },
+    });
+    this.#actor = actor;
+    return actor;
+  }
+
+  /** Called by the node with every snapshot of the role actor. */
+  onSnapshot(snapshot: RoleSnapshot): void {
+    const previous = this.#snapshot;
+    this.#snapshot = snapshot;
+    const role = roleOf(snapshot);
+    const before = previous ? roleOf(previous) : null;
+    if (role !== before) {
+      this.#logger.info({ role, epoch: snapshot.context.lease?.epoch ?? null }, 'role changed');
+      this.emit('role', { role, epoch: snapshot.context.lease?.epoch ?? null });
+      if (role === 'leader' && snapshot.context.lease) this.#promote(snapshot.context.lease.epoch);
+      if (before === 'demoting' || before === 'leader') this.#wakeShippedWaiters();
+      for (const wake of this.#roleWaiters) wake();
+    }
+  }
+
+  start(): void {
+    void this.#tailLoop();
+  }
+
+  get role(): Role {
+    return this.#snapshot ? roleOf(this.#snapshot) : 'bootstrapping';
+  }
+
+  get position(): WriteToken {
+    const position = this.#leader?.position ?? this.#follower?.position;
+    return position ? { epoch: position.epoch, seq: position.seq } : { epoch: 0, seq: 0 };
+  }
+
+  get isCaughtUp(): boolean {
+    return this.#writerEpoch !== null || this.position.seq >= this.#knownSeq;
+  }
+
+  /** Resolves once the local copy is usable (bootstrapped), whatever the role. */
+  async ready(timeoutMs: number): Promise<void> {
+    const deadline = this.#services.clock.now() + timeoutMs;
+    while (this.role === 'bootstrapping') {
+      if (this.#closed) throw new ClosedError(`database ${this.name}`);
+      const left = deadline - this.#services.clock.now();
+      if (left <= 0)
+        throw new HadbError(
+          'TIMEOUT',
+          `${this.name} did not finish bootstrapping in ${timeoutMs} ms`,
+        );
+      await this.#roleChange(left);
+    }
+  }
+
+  // ---- writes ----------------------------------------------------------------------------------
+
+  async execute(
+    sql: string,
+    params?: SqlParams,
+    options: WriteOptions = {},
+  ): Promise<ExecuteResult> {
+    const statement: Statement = params === undefined ? { sql } : { sql, params };
+    const { results, token } = await this.batch([statement], options);
+    return { ...(results[0] as StatementResult), token };
+  }
+
+  batch(statements: Statement[], options: WriteOptions = {}): Promise<BatchResult> {
+    if (statements.length === 0) throw new BadRequestError('a batch needs at least one statement');
+    return this.#write({
+      v: PROTOCOL_VERSION,
+      db: this.name,
+      requestId: randomUUID(),
+      op: 'write',
+      statements,
+      durability: options.durability ?? this.#settings.durability,
+      bigints: options.bigints ?? false,
+    });
+  }
+
+  async transaction<T>(fn: (tx: Transaction) => T, options: WriteOptions = {}): Promise<T> {
+    const leader = this.#writableLeader();
+    if (!leader) {
+      throw new NotLeaderError(
+        `${this.name}: transaction(fn) runs only on the leader (this node is ${this.role}); use batch() from a follower`,
+      );
+    }
+    const bigints = options.bigints ?? false;
+    const connection = leader.database;
+    const tx: Transaction = {
+      execute: (sql, params) => runStatement(connection, statementOf(sql, params), bigints),
+      all: (sql, params) => readRows(connection, statementOf(sql, params), bigints),
+      get: (sql, params) => readRows(connection, statementOf(sql, params), bigints)[0],
+    };
+    let value: T | undefined;
+    const token = await this.#commitLocally(
+      leader,
+      options.durability ?? this.#settings.durability,
+      () => {
+        value = fn(tx);
+      },
+    );
+    this.#remember(token);
+    return value as T;
+  }
+
+  handoff(): void {
+    this.#actor?.send({ type: 'handoff' });
+  }
+
+  async #write(request: ForwardRequest): Promise<BatchResult> {
+    const clock = this.#services.clock;
+    const started = clock.now();
+    let delay = 10;
+    let lastProblem = 'no leader is known';
+    for (;;) {
+      if (this.#closed) throw new ClosedError(`database ${this.name}`);
+      const local = this.#writableLeader();
+      if (local) {
+        const answer = await this.#serveWrite(request);
+        if (answer.ok) {
+          this.#remember(answer.token);
+          return { results: answer.results, token: answer.token };
+        }
+        if (answer.code === 'SQL_ERROR') throw sqlErrorOf(answer);
+        lastProblem = answer.message;
+      } else if (this.role === 'leader') {
+        lastProblem = 'this node is still taking over';
+        await this.#roleChange(50);
+        continue;
+      } else {
+        const address = this.#leaderAddress();
+        if (address) {
+          const answer = await this.#forward(address, request).catch((error: unknown) => {
+            if (error instanceof UnauthorizedError || error instanceof BadRequestError) throw error;
+            lastProblem = error instanceof Error ? error.message : String(error);
+            return null;
+          });
+          if (answer?.ok) {
+            this.#remember(answer.token);
+            return { results: answer.results, token: answer.token };
+          }
+          if (answer?.code === 'SQL_ERROR') throw sqlErrorOf(answer);
+          if (answer?.code === 'BAD_REQUEST') throw new BadRequestError(answer.message);
+          if (answer) lastProblem = `${answer.code}: ${answer.message}`;
+        }
+      }
+      const waited = clock.now() - started;
+      if (waited >= this.#settings.forwardTimeoutMs) {
+        throw new LeaderUnavailableError(`${this.name}: ${lastProblem}`, Math.round(waited));
+      }
+      await sleep(clock, Math.min(delay, this.#settings.forwardTimeoutMs - waited));
+      delay = Math.min(delay * 2, 500);
+    }
+  }
+
+  async #forward(address: string, request: ForwardRequest): Promise<ForwardResponse> {
+    const { status, body } = await this.#services.client.request(
+      'POST',
+      `${address}${FORWARD_PATH}`,
+      encodeMessage(request),
+      this.#settings.forwardTimeoutMs,
+      this.#closing.signal,
+    );
+    if (status === 401) throw new UnauthorizedError(`${address} refused the cluster secret`);
+    if (status === 400) throw new BadRequestError(`${address}: ${body.toString()}`);
+    if (status >= 500 && status !== 503)
+      return { ok: false, code: 'INTERNAL', message: body.toString() };
+    return decodeForwardResponse(body);
+  }
+
+  /** The leader side of a write: applies it once per request id, whoever sends it. */
+  serveWrite(request: ForwardRequest): Promise<ForwardResponse> {
+    const running = this.#inflight.get(request.requestId);
+    if (running !== undefined) return running;
+    const answer = this.#serveWrite(request, true).finally(() =>
+      this.#inflight.delete(request.requestId),
+    );
+    this.#inflight.set(request.requestId, answer);
+    return answer;
+  }
+
+  async #serveWrite(request: ForwardRequest, remembered = false): Promise<ForwardResponse> {
+    const leader = this.#writableLeader();
+    if (!leader) return notLeader(this.name, this.role);
+    try {
+      if (request.op === 'read') {
+        const results = request.statements.map((statement) => ({
+          changes: 0,
+          lastInsertRowid: 0,
+          rows: readRows(leader.database, statement, request.bigints),
+        }));
+        return {
+          ok: true,
+          results,
+          token: { epoch: leader.position.epoch, seq: leader.position.seq },
+        };
+      }
+      let results: StatementResult[] = [];
+      const token = await this.#commitLocally(leader, request.durability, () => {
+        const prior = remembered ? this.#priorAnswer(leader.database, request.requestId) : null;
+        if (prior) {
+          results = prior;
+          return;
+        }
+        results = request.statements.map((statement) =>
+          runStatement(leader.database, statement, request.bigints),
+        );
+        if (remembered) this.#rememberRequest(leader.database, request.requestId, results);
+      });
+      return { ok: true, results, token };
+    } catch (error) {
+      const mapped = toSqlError(error);
+      if (mapped instanceof SqlError) {
+        return {
+          ok: false,
+          code: 'SQL_ERROR',
+          message: mapped.message,
+          sqliteCode: mapped.sqliteCode,
+        };
+      }
+      if (mapped instanceof NotLeaderError)
+        return { ok: false, code: 'NOT_LEADER', message: mapped.message };
+      if (mapped instanceof FencedError)
+        return { ok: false, code: 'FENCED', message: mapped.message };
+      this.#logger.warn({ err: mapped }, 'write failed');
+      return { ok: false, code: 'INTERNAL', message: (mapped as Error).message };
+    }
+  }
+
+  /**
+   * Runs `work` in one transaction that commits only while this node may commit (checked at
+   * the end, so a long statement cannot outlive the lease), then waits as the durability asks.
+   */
+  async #commitLocally(
+    leader: SqliteLeader,
+    durability: Durability,
+    work: () => void,
+  ): Promise<WriteToken> {
+    const epoch = this.#writerEpoch;
+    const connection = leader.database;
+    connection
+      .transaction(() => {
+        work();
+        if (!this.#canCommitNow() || this.#writerEpoch !== epoch) {
+          throw new NotLeaderError(`${this.name}: the lease lapsed before the commit; rolled back`);
+        }
+      })
+      .immediate();
+    if (durability === 'async') {
+      const token = { epoch: leader.position.epoch, seq: leader.commitSeqBound };
+      leader.shipSoon(this.#services.shipDelayMs);
+      return token;
+    }
+    const shipped = await leader.flush();
+    // The changeset holding the commit is in storage; check it went out under our epoch.
+    if (shipped.epoch !== epoch) {
+      throw new FencedError(
+        shipped.seq,
+        `${this.name}: shipped under epoch ${shipped.epoch}, not ${epoch}`,
+      );
+    }
+    return { epoch: shipped.epoch, seq: shipped.seq };
+  }
+
+  #priorAnswer(connection: Database.Database, requestId: string): StatementResult[] | null {
+    this.#ensureRequestsTable(connection);
+    const row = connection
+      .prepare(`select results from ${REQUESTS_TABLE} where id = ?`)
+      .get(requestId) as { results: Buffer } | undefined;
+    return row ? (resultsPackr.unpack(row.results) as StatementResult[]) : null;
+  }
+
+  /** Kept in the database itself, so a retry that reaches the next leader is still answered once. */
+  #rememberRequest(
+    connection: Database.Database,
+    requestId: string,
+    results: StatementResult[],
+  ): void {
+    const now = Date.now();
+    connection
+      .prepare(`insert into ${REQUESTS_TABLE}(id, at, results) values (?, ?, ?)`)
+      .run(requestId, now, resultsPackr.pack(results));
+    this.#forwardedSincePrune += 1;
+    if (this.#forwardedSincePrune >= 1000) {
+      this.#forwardedSincePrune = 0;
+      connection
+        .prepare(`delete from ${REQUESTS_TABLE} where at < ?`)
+        .run(now - REQUEST_RETENTION_MS);
+    }
+  }
+
+  #ensureRequestsTable(connection: Database.Database): void {
+    connection.exec(
+      `create table if not exists ${REQUESTS_TABLE}(id text primary key, at integer not null, results blob not null) without rowid`,
+    );
+  }
+
+  // ---- reads -----------------------------------------------------------------------------------
+
+  async all(sql: string, params?: SqlParams, options: ReadOptions = {}): Promise<Row[]> {
+    return (await this.query(sql, params, options)).rows;
+  }
+
+  async get(sql: string, params?: SqlParams, options: ReadOptions = {}): Promise<Row | undefined> {
+    return (await this.query(sql, params, options)).rows[0];
+  }
+
+  async query(
+    sql: string,
+    params?: SqlParams,
+    options: ReadOptions = {},
+  ): Promise<{ rows: Row[]; position: WriteToken }> {
+    const statement = statementOf(sql, params);
+    const bigints = options.bigints ?? false;
+    const consistency = options.consistency ?? 'local';
+    if (consistency === 'strong' && !this.#writableLeader()) {
+      return this.#readOnLeader(statement, bigints);
+    }
+    if (consistency === 'read-your-writes') {
+      const after = options.after ?? this.#lastToken;
+      if (after && !(await this.#reached(after.seq, this.#settings.readYourWritesTimeoutMs))) {
+        return this.#readOnLeader(statement, bigints);
+      }
+    }
+    await this.#chain;
+    const connection = this.#localConnection();
+    if (!connection) return this.#readOnLeader(statement, bigints);
+    return { rows: readRows(connection, statement, bigints), position: this.position };
+  }
+
+  async #readOnLeader(
+    statement: Statement,
+    bigints: boolean,
+  ): Promise<{ rows: Row[]; position: WriteToken }> {
+    const { results, token } = await this.#write({
+      v: PROTOCOL_VERSION,
+      db: this.name,
+      requestId: randomUUID(),
+      op: 'read',
+      statements: [statement],
+      durability: 'async',
+      bigints,
+    });
+    return { rows: results[0]?.rows ?? [], position: token };
+  }
+
+  #localConnection(): Database.Database | null {
+    if (this.#leader) return this.#leader.database;
+    if (!this.#follower) return null;
+    this.#reader ??= new Database(this.path, { readonly: true, fileMustExist: true });
+    return this.#reader;
+  }
+
+  /** Waits until this copy holds `seq`, pulling from storage; false if it did not in time. */
+  async #reached(seq: number, timeoutMs: number): Promise<boolean> {
+    const clock = this.#services.clock;
+    const deadline = clock.now() + timeoutMs;
+    while (this.position.seq < seq) {
+      if (this.#writableLeader()) return true;
+      if (clock.now() >= deadline) return false;
+      await this.#pull().catch(() => {});
+      if (this.position.seq >= seq) break;
+      await sleep(clock, Math.min(10, Math.max(0, deadline - clock.now())));
+    }
+    return true;
+  }
+
+  // ---- role transitions -------------------------------------------------------------------------
+
+  async #bootstrap(): Promise<void> {
+    await this.#dropLocalHandles();
+    fs.mkdirSync(this.#services.dataDir, { recursive: true });
+    const leaderStateExisted = fs.existsSync(leaderSideFiles(this.path)[0] as string);
+    if (leaderStateExisted) {
+      // An earlier leadership on this file ended without a clean hand-back (a crash): what it
+      // committed but never shipped is set aside, and the copy is rebuilt from storage.
+      const tail = await salvageLeaderTail({
+        path: this.path,
+        db: this.name,
+        storage: this.#services.storage,
+        prefix: this.#services.prefix,
+        parkDir: this.#services.parkDir,
+      });
+      if (tail) this.#reportParked(tail);
+      this.#removeLocalCopy();
+    }
+    this.#follower = await this.#openFollower();
+    await this.#follower.pull();
+    this.#noteSeq(this.#follower.position.seq);
+  }
+
+  async #catchUp(): Promise<CatchUpOutput> {
+    if (!this.#follower) this.#follower = await this.#openFollower();
+    await this.#follower.pull();
+    this.#noteSeq(this.#follower.position.seq);
+    return { epochFloor: this.#follower.position.epoch };
+  }
+
+  #promote(epoch: number): void {
+    void this.#serial(async () => {
+      let delay = 50;
+      while (this.#leads(epoch) && this.#writerEpoch !== epoch) {
+        try {
+          await this.#openLeader(epoch);
+          return;
+        } catch (error) {
+          if (error instanceof FencedError) {
+            this.#logger.warn({ err: error }, 'claim is stale: fenced before taking over');
+            this.#actor?.send({ type: 'fenced' });
+            return;
+          }
+          this.#problem(error);
+          await sleep(this.#services.clock, delay);
+          delay = Math.min(delay * 2, 1000);
+        }
+      }
+    });
+  }
+
+  async #openLeader(epoch: number): Promise<void> {
+    if (!this.#follower) this.#follower = await this.#openFollower();
+    const position = await writeEpochStart({
+      storage: this.#services.storage,
+      prefix: this.#services.prefix,
+      db: this.name,
+      epoch,
+      follower: this.#follower,
+      pageSize: this.#services.pageSize,
+    });
+    this.#noteSeq(position.seq);
+    this.#closeReader();
+    this.#follower.close();
+    this.#follower = null;
+    const leader = await SqliteLeader.open({
+      path: this.path,
+      db: this.name,
+      storage: this.#services.storage,
+      prefix: this.#services.prefix,
+      epoch,
+      position,
+      clock: this.#services.clock,
+      shipIntervalMs: this.#services.shipIntervalMs,
+      canShip: () => this.#canShip(epoch),
+      onEvent: (event) => {
+        if (event.type === 'shipped') {
+          this.#noteSeq(event.seq);
+          this.#wakeShippedWaiters();
+        } else if (event.type === 'parked') this.#reportParked(event.tail);
+        else if (event.type === 'fenced') this.#actor?.send({ type: 'fenced' });
+      },
+    });
+    this.#leader = leader;
+    leader.start();
+    if (this.#leads(epoch)) {
+      this.#writerEpoch = epoch;
+      this.#logger.info({ epoch, seq: position.seq }, 'leading');
+      for (const wake of this.#roleWaiters) wake();
+    }
+  }
+
+  /** After writes stopped: ship the rest when the lease still allows it, otherwise park it. */
+  async #demote(reason: DemoteReason): Promise<void> {
+    this.#writerEpoch = null;
+    const leader = this.#leader;
+    if (!leader) return;
+    this.#leader = null;
+    let clean = false;
+    if (reason === 'handoff' || reason === 'stop') {
+      try {
+        await leader.flush();
+        await leader.close();
+        clean = true;
+      } catch (error) {
+        this.#logger.warn({ err: error }, 'could not ship everything before stepping down');
+      }
+    }
+    // A parked tail leaves the local file ahead of storage: it is rebuilt from storage.
+    if (!clean) clean = (await leader.abandon(this.#services.parkDir)) === null;
+    this.#wakeShippedWaiters();
+    if (clean) {
+      try {
+        this.#follower = await SqliteFollower.adoptLeaderFile(
+          this.#followerOptions(),
+          leader.position,
+        );
+        for (const file of leaderSideFiles(this.path)) removeFileSync(file);
+      } catch (error) {
+        this.#logger.warn({ err: error }, 'rebuilding the local copy from storage');
+        clean = false;
+      }
+    }
+    if (!clean) this.#removeLocalCopy();
+    if (reason === 'stop') {
+      this.#follower?.close();
+      this.#follower = null;
+      return;
+    }
+    this.#follower ??= await this.#openFollower();
+  }
+
+  #canShip(epoch: number): boolean {
+    const snapshot = this.#snapshot;
+    const lease = snapshot?.context.lease;
+    if (!snapshot || !lease || lease.epoch !== epoch) return false;
+    if (this.#services.clock.now() >= lease.validUntil) return false;
+    return (
+      snapshot.matches('leader') ||
+      (snapshot.matches('demoting') && snapshot.context.demoteReason !== 'lost')
+    );
+  }
+
+  #canCommitNow(): boolean {
+    const snapshot = this.#snapshot;
+    return (
+      snapshot !== undefined &&
+      this.#writerEpoch !== null &&
+      snapshot.context.lease?.epoch === this.#writerEpoch &&
+      canCommit(snapshot, this.#services.clock.now())
+    );
+  }
+
+  #writableLeader(): SqliteLeader | null {
+    return this.#canCommitNow() ? this.#leader : null;
+  }
+
+  #leads(epoch: number): boolean {
+    const snapshot = this.#snapshot;
+    return (
+      !this.#closed &&
+      snapshot !== undefined &&
+      snapshot.matches('leader') &&
+      snapshot.context.lease?.epoch === epoch
+    );
+  }
+
+  /** Where the current leader takes forwarded requests, from the last lease record read. */
+  #leaderAddress(): string | null {
+    const record = this.#snapshot?.context.observed?.record;
+    if (!record || record.released || record.holder === this.#services.nodeId) return null;
+    return record.address ?? null;
+  }
+
+  // ---- following --------------------------------------------------------------------------------
+
+  #pull(): Promise<void> {
+    return this.#serial(async () => {
+      if (!this.#follower) return;
+      await this.#follower.pull();
+      this.#noteSeq(this.#follower.position.seq);
+    });
+  }
+
+  /**
+   * Learns of each new durable sequence from the leader at once (a long poll on its listener) and
+   * falls back to polling storage when no leader answers. Only storage is ever applied.
+   */
+  async #tailLoop(): Promise<void> {
+    const { clock, client, timing } = this.#services;
+    const signal = this.#closing.signal;
+    while (!this.#closed) {
+      const address =
+        this.role === 'follower' || this.role === 'catching-up' ? this.#leaderAddress() : null;
+      if (address && this.#follower) {
+        try {
+          const after = this.position.seq;
+          const { status, body } = await client.request(
+            'GET',
+            `${address}${TAIL_PATH}?db=${encodeURIComponent(this.name)}&after=${after}`,
+            null,
+            TAIL_WAIT_MS + 5000,
+            signal,
+          );
+          if (status === 200) {
+            const tail = decodeTailResponse(body);
+            this.#noteSeq(tail.seq);
+            if (tail.seq > this.position.seq) await this.#pull();
+            if (!tail.leading) {
+              this.#actor?.send({ type: 'lease.changed' });
+              await sleep(clock, 20);
+            }
+            continue;
+          }
+        } catch (error) {
+          if (this.#closed) return;
+          this.#logger.debug({ err: error }, 'live tail unavailable; polling storage');
+        }
+      }
+      if (this.role !== 'leader')
+        await this.#pull().catch((error: unknown) => this.#problem(error));
+      await Promise.race([
+        sleep(clock, timing.pollIntervalMs),
+        this.#roleChange(timing.pollIntervalMs),
+      ]);
+    }
+  }
+
+  /** The leader side of the live tail: answers once a sequence above `after` is durable. */
+  async waitForShipped(after: number): Promise<TailResponse> {
+    const clock = this.#services.clock;
+    const deadline = clock.now() + TAIL_WAIT_MS;
+    for (;;) {
+      const leader = this.#writerEpoch !== null ? this.#leader : null;
+      if (!leader) {
+        return { ...this.position, leading: false };
+      }
+      const position = leader.position;
+      const left = deadline - clock.now();
+      if (position.seq > after || left <= 0) {
+        return { epoch: position.epoch, seq: position.seq, leading: true };
+      }
+      await new Promise<void>((resolve) => {
+        const timer = clock.setTimeout(done, left);
+        const closing = () => done();
+        this.#closing.signal.addEventListener('abort', closing, { once: true });
+        function done() {
+          clock.clearTimeout(timer);
+          resolve();
+        }
+        this.#shippedWaiters.add(() => {
+          this.#closing.signal.removeEventListener('abort', closing);
+          done();
+        });
+      });
+      if (this.#closed) return { ...this.position, leading: false };
+    }
+  }
+
+  #wakeShippedWaiters(): void {
+    const waiters = [...this.#shippedWaiters];
+    this.#shippedWaiters.clear();
+    for (const wake of waiters) wake();
+  }
+
+  #roleChange(timeoutMs: number): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = this.#services.clock.setTimeout(done, timeoutMs);
+      const waiters = this.#roleWaiters;
+      function done() {
+        waiters.delete(done);
+        resolve();
+      }
+      waiters.add(() => {
+        this.#services.clock.clearTimeout(timer);
+        done();
+      });
+    });
+  }
+
+  // ---- files ------------------------------------------------------------------------------------
+
+  #followerOptions() {
+    return {
+      path: this.path,
+      db: this.name,
+      storage: this.#services.storage,
+      prefix: this.#services.prefix,
+      onEvent: (event: { type: string }) => {
+        // A rebuilt copy is a new file: readers must reopen it.
+        if (event.type === 'bootstrapped') this.#closeReader();
+      },
+    };
+  }
+
+  #openFollower(): Promise<SqliteFollower> {
+    return SqliteFollower.open(this.#followerOptions());
+  }
+
+  #removeLocalCopy(): void {
+    this.#closeReader();
+    for (const suffix of ['', '-wal', '-shm', '-hadb-follower.json', '-hadb-redo']) {
+      removeFileSync(`${this.path}${suffix}`);
+    }
+    for (const file of leaderSideFiles(this.path)) removeFileSync(file);
+  }
+
+  #closeReader(): void {
+    this.#reader?.close();
+    this.#reader = null;
+  }
+
+  async #dropLocalHandles(): Promise<void> {
+    this.#closeReader();
+    this.#follower?.close();
+    this.#follower = null;
+    const leader = this.#leader;
+    this.#leader = null;
+    this.#writerEpoch = null;
+    if (leader && (await leader.abandon(this.#services.parkDir))) this.#removeLocalCopy();
+  }
+
+  #reportParked(tail: ParkedTail): void {
+    this.#logger.error(
+      { tail },
+      `unshipped commits of epoch ${tail.epoch} after seq ${tail.afterSeq} were parked in ${tail.file}; they are not in the log`,
+    );
+    this.emit('parked', tail);
+  }
+
+  #problem(error: unknown): void {
+    const problem = error instanceof Error ? error : new Error(String(error));
+    this.#logger.warn({ err: problem }, 'background step failed');
+    if (this.listenerCount('problem') > 0) this.emit('problem', problem);
+  }
+
+  #remember(token: WriteToken): void {
+    if (!this.#lastToken || token.seq > this.#lastToken.seq) this.#lastToken = token;
+  }
+
+  #noteSeq(seq: number): void {
+    if (seq > this.#knownSeq) this.#knownSeq = seq;
+  }
+
+  #serial<T>(work: () => Promise<T>): Promise<T> {
+    const run = this.#chain.then(work);
+    this.#chain = run.catch(() => {});
+    return run;
+  }
+
+  /** Called by the node once the role actor has stopped. */
+  async closeFiles(): Promise<void> {
+    this.#closed = true;
+    this.#closing.abort();
+    this.#wakeShippedWaiters();
+    for (const wake of this.#roleWaiters) wake();
+    await this.#chain;
+    await this.#dropLocalHandles();
+  }
+
+  /** Set by the node: stops the role actor (releasing a held lease) and closes the files. */
+  closeHandler: (() => Promise<void>) | undefined;
+
+  async close(): Promise<void> {
+    await this.closeHandler?.();
+  }
+}
+
+function statementOf(sql: string, params: SqlParams | undefined): Statement {
+  return params === undefined ? { sql } : { sql, params };
+}
+
+function notLeader(db: string, role: Role): ForwardResponse {
+  return {
+    ok: false,
+    code: 'NOT_LEADER',
+    message: `this node does not lead ${db} (it is ${role})`,
+  };
+}
+
+function sqlErrorOf(answer: Extract<ForwardResponse, { ok: false }>): SqlError {
+  return new SqlError(answer.sqliteCode ?? 'SQLITE_ERROR', answer.message);
+}

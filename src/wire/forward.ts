@@ -1,0 +1,179 @@
+import { Packr } from 'msgpackr';
+import { BadRequestError } from '../errors.ts';
+
+/**
+ * The node-to-node protocol: msgpack bodies over the node's HTTP listener. A follower forwards
+ * writes (and reads that must see the leader) to the leader; a follower long-polls the leader for
+ * each newly durable sequence. Every request carries the cluster secret.
+ */
+
+export const FORWARD_PATH = '/hadb/v1/forward';
+export const TAIL_PATH = '/hadb/v1/tail';
+export const PROTOCOL_VERSION = 1;
+/** Larger request bodies are refused before they are read in full. */
+export const MAX_REQUEST_BYTES = 64 * 1024 * 1024;
+
+/** What SQLite stores, both ways: integers as number or bigint, blobs as Uint8Array. */
+export type SqlValue = null | number | bigint | string | Uint8Array;
+export type SqlParams = readonly SqlValue[] | Readonly<Record<string, SqlValue>>;
+export type Row = Record<string, SqlValue>;
+
+export interface Statement {
+  sql: string;
+  params?: SqlParams;
+}
+
+export type Durability = 'async' | 'replicated';
+
+export interface ForwardRequest {
+  v: typeof PROTOCOL_VERSION;
+  db: string;
+  /** Unique per logical request: a retry carries the same one, and the leader applies it once. */
+  requestId: string;
+  /** `write`: the statements in one transaction; `read`: statements run on the leader, nothing written. */
+  op: 'write' | 'read';
+  statements: Statement[];
+  durability: Durability;
+  /** Integers come back as bigint. */
+  bigints: boolean;
+}
+
+export interface StatementResult {
+  changes: number;
+  lastInsertRowid: number | bigint;
+  rows?: Row[];
+}
+
+/** Where a write landed: a reader that has applied `seq` sees it. */
+export interface WriteToken {
+  epoch: number;
+  seq: number;
+}
+
+export type ForwardErrorCode =
+  | 'NOT_LEADER'
+  | 'SQL_ERROR'
+  | 'UNKNOWN_DATABASE'
+  | 'FENCED'
+  | 'BAD_REQUEST'
+  | 'INTERNAL';
+
+export type ForwardResponse =
+  | { ok: true; results: StatementResult[]; token: WriteToken }
+  | {
+      ok: false;
+      code: ForwardErrorCode;
+      message: string;
+      sqliteCode?: string;
+    };
+
+export interface TailResponse {
+  epoch: number;
+  /** The highest sequence durable in storage that this leader knows of. */
+  seq: number;
+  /** False once the answering node no longer leads: read the lease again. */
+  leading: boolean;
+}
+
+const packr = new Packr({
+  useRecords: false,
+  moreTypes: false,
+  structuredClone: false,
+  mapsAsObjects: true,
+  int64AsType: 'bigint',
+});
+
+export function encodeMessage(message: unknown): Uint8Array {
+  return packr.pack(message);
+}
+
+function decodeMessage(bytes: Uint8Array, what: string): unknown {
+  try {
+    return packr.unpack(bytes);
+  } catch (cause) {
+    throw new BadRequestError(`${what} is not valid msgpack`, { cause });
+  }
+}
+
+export function decodeForwardRequest(bytes: Uint8Array): ForwardRequest {
+  const body = decodeMessage(bytes, 'forward request');
+  if (!isObject(body)) throw new BadRequestError('forward request must be a map');
+  const { v, db, requestId, op, statements, durability, bigints } = body;
+  if (v !== PROTOCOL_VERSION)
+    throw new BadRequestError(`unsupported protocol version ${String(v)}`);
+  if (typeof db !== 'string' || db.length === 0) throw new BadRequestError('db must be a name');
+  if (typeof requestId !== 'string' || requestId.length === 0 || requestId.length > 200)
+    throw new BadRequestError('requestId must be a string of 1..200 characters');
+  if (op !== 'write' && op !== 'read') throw new BadRequestError('op must be write or read');
+  if (durability !== 'async' && durability !== 'replicated')
+    throw new BadRequestError('durability must be async or replicated');
+  if (typeof bigints !== 'boolean') throw new BadRequestError('bigints must be a boolean');
+  if (!Array.isArray(statements) || statements.length === 0)
+    throw new BadRequestError('statements must be a non-empty array');
+  return {
+    v,
+    db,
+    requestId,
+    op,
+    durability,
+    bigints,
+    statements: statements.map((statement, index) => checkStatement(statement, index)),
+  };
+}
+
+function checkStatement(statement: unknown, index: number): Statement {
+  if (!isObject(statement) || typeof statement.sql !== 'string')
+    throw new BadRequestError(`statements[${index}] must have an sql string`);
+  const { sql, params } = statement;
+  if (params === undefined || params === null) return { sql };
+  if (Array.isArray(params)) {
+    for (const [at, value] of params.entries()) {
+      checkValue(value, `statements[${index}].params[${at}]`);
+    }
+    return { sql, params };
+  }
+  if (!isObject(params))
+    throw new BadRequestError(`statements[${index}].params must be an array or a map`);
+  for (const [name, value] of Object.entries(params))
+    checkValue(value, `statements[${index}].params.${name}`);
+  return { sql, params: params as Record<string, SqlValue> };
+}
+
+function checkValue(value: unknown, where: string): void {
+  const ok =
+    value === null ||
+    typeof value === 'number' ||
+    typeof value === 'bigint' ||
+    typeof value === 'string' ||
+    value instanceof Uint8Array;
+  if (!ok) throw new BadRequestError(`${where} is not an SQL value`);
+}
+
+export function decodeForwardResponse(bytes: Uint8Array): ForwardResponse {
+  const body = decodeMessage(bytes, 'forward response');
+  if (!isObject(body) || typeof body.ok !== 'boolean')
+    throw new BadRequestError('forward response must be a map with ok');
+  if (body.ok) {
+    if (!Array.isArray(body.results) || !isToken(body.token))
+      throw new BadRequestError('forward response lacks results or token');
+    return body as unknown as ForwardResponse;
+  }
+  if (typeof body.code !== 'string' || typeof body.message !== 'string')
+    throw new BadRequestError('forward error response lacks code or message');
+  return body as unknown as ForwardResponse;
+}
+
+export function decodeTailResponse(bytes: Uint8Array): TailResponse {
+  const body = decodeMessage(bytes, 'tail response');
+  if (!isToken(body) || !isObject(body) || typeof body.leading !== 'boolean')
+    throw new BadRequestError('tail response must carry epoch, seq and leading');
+  return { epoch: body.epoch, seq: body.seq, leading: body.leading };
+}
+
+function isToken(value: unknown): value is WriteToken {
+  return isObject(value) && Number.isSafeInteger(value.epoch) && Number.isSafeInteger(value.seq);
+}
+
+function isObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}

@@ -1,0 +1,200 @@
+import { createHash, timingSafeEqual } from 'node:crypto';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { BadRequestError, HadbError, TimeoutError, UnauthorizedError } from '../errors.ts';
+import { MAX_REQUEST_BYTES } from './forward.ts';
+
+/** One route of the node's listener: gets the authenticated request's body, returns the answer. */
+export type RouteHandler = (request: {
+  url: URL;
+  body: Uint8Array;
+  signal: AbortSignal;
+}) => Promise<HttpAnswer>;
+
+export interface HttpAnswer {
+  status: number;
+  body: Uint8Array | string;
+  contentType?: string;
+}
+
+export interface NodeListenerOptions {
+  host: string;
+  port: number;
+  /** Required on every route marked `authenticated`. */
+  secret: string;
+  routes: Record<string, { method: 'GET' | 'POST'; authenticated: boolean; handle: RouteHandler }>;
+}
+
+export interface NodeListener {
+  /** `http://host:port`, with the port actually bound. */
+  readonly address: string;
+  close(): Promise<void>;
+}
+
+const MSGPACK = 'application/msgpack';
+
+/** Starts the node's HTTP listener. Unauthenticated requests get 401 before their body is read. */
+export async function startNodeListener(options: NodeListenerOptions): Promise<NodeListener> {
+  const expected = digest(`Bearer ${options.secret}`);
+  const server = http.createServer((request, response) => {
+    const abort = new AbortController();
+    response.on('close', () => abort.abort());
+    serve(request, response, abort.signal).catch((error: unknown) => {
+      if (!response.headersSent) reply(response, answerForError(error));
+      else response.destroy();
+    });
+  });
+  server.keepAliveTimeout = 60_000;
+
+  async function serve(
+    request: http.IncomingMessage,
+    response: http.ServerResponse,
+    signal: AbortSignal,
+  ): Promise<void> {
+    const url = new URL(request.url ?? '/', 'http://node');
+    const route = options.routes[url.pathname];
+    if (!route) return reply(response, { status: 404, body: 'no such route' });
+    if (route.authenticated && !authorized(request.headers.authorization, expected)) {
+      request.resume();
+      return reply(response, { status: 401, body: 'the cluster secret is missing or wrong' });
+    }
+    if (request.method !== route.method) {
+      request.resume();
+      return reply(response, { status: 405, body: `use ${route.method}` });
+    }
+    const body = await readBody(request);
+    reply(response, await route.handle({ url, body, signal }));
+  }
+
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(options.port, options.host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  const { port } = server.address() as AddressInfo;
+  const host = options.host.includes(':') ? `[${options.host}]` : options.host;
+  return {
+    address: `http://${host}:${port}`,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      }),
+  };
+}
+
+function authorized(header: string | undefined, expected: Buffer): boolean {
+  // Digests have equal length whatever was sent, so the comparison is constant-time.
+  return header !== undefined && timingSafeEqual(digest(header), expected);
+}
+
+function digest(text: string): Buffer {
+  return createHash('sha256').update(text).digest();
+}
+
+async function readBody(request: http.IncomingMessage): Promise<Uint8Array> {
+  const declared = Number(request.headers['content-length'] ?? 0);
+  if (declared > MAX_REQUEST_BYTES) {
+    request.resume();
+    throw new BadRequestError(`request body of ${declared} bytes exceeds ${MAX_REQUEST_BYTES}`);
+  }
+  const chunks: Buffer[] = [];
+  let total = 0;
+  for await (const chunk of request) {
+    total += (chunk as Buffer).length;
+    if (total > MAX_REQUEST_BYTES) throw new BadRequestError('request body too large');
+    chunks.push(chunk as Buffer);
+  }
+  return Buffer.concat(chunks);
+}
+
+function answerForError(error: unknown): HttpAnswer {
+  if (error instanceof BadRequestError) return { status: 400, body: error.message };
+  if (error instanceof UnauthorizedError) return { status: 401, body: error.message };
+  const message = error instanceof Error ? error.message : String(error);
+  return { status: 500, body: message };
+}
+
+function reply(response: http.ServerResponse, answer: HttpAnswer): void {
+  const body = typeof answer.body === 'string' ? Buffer.from(answer.body) : answer.body;
+  response.writeHead(answer.status, {
+    'content-type':
+      answer.contentType ??
+      (typeof answer.body === 'string' ? 'text/plain; charset=utf-8' : MSGPACK),
+    'content-length': body.length,
+  });
+  response.end(body);
+}
+
+export function msgpackAnswer(body: Uint8Array, status = 200): HttpAnswer {
+  return { status, body, contentType: MSGPACK };
+}
+
+/** A node-to-node call that did not get an answer: the peer may or may not have acted on it. */
+export class PeerUnreachableError extends HadbError {
+  constructor(message: string, options?: ErrorOptions) {
+    super('LEADER_UNAVAILABLE', message, options);
+  }
+}
+
+/** Keep-alive client for node-to-node calls. */
+export class NodeClient {
+  readonly #agent = new http.Agent({ keepAlive: true, maxSockets: 64 });
+  readonly #authorization: string;
+
+  constructor(secret: string) {
+    this.#authorization = `Bearer ${secret}`;
+  }
+
+  /** Resolves with the status and body; rejects with PeerUnreachableError or TimeoutError. */
+  request(
+    method: 'GET' | 'POST',
+    url: string,
+    body: Uint8Array | null,
+    timeoutMs: number,
+    signal?: AbortSignal,
+  ): Promise<{ status: number; body: Buffer }> {
+    return new Promise((resolve, reject) => {
+      const request = http.request(url, {
+        method,
+        agent: this.#agent,
+        headers: {
+          authorization: this.#authorization,
+          'content-type': MSGPACK,
+          ...(body ? { 'content-length': body.length } : {}),
+        },
+        ...(signal ? { signal } : {}),
+      });
+      const timer = setTimeout(() => {
+        request.destroy(new TimeoutError(`${method} ${url}`, timeoutMs));
+      }, timeoutMs);
+      request.on('response', (response) => {
+        const chunks: Buffer[] = [];
+        response.on('data', (chunk: Buffer) => chunks.push(chunk));
+        response.on('end', () => {
+          clearTimeout(timer);
+          resolve({ status: response.statusCode ?? 0, body: Buffer.concat(chunks) });
+        });
+        response.on('error', (error) => {
+          clearTimeout(timer);
+          reject(new PeerUnreachableError(`${method} ${url}: ${error.message}`, { cause: error }));
+        });
+      });
+      request.on('error', (error) => {
+        clearTimeout(timer);
+        reject(
+          error instanceof TimeoutError
+            ? error
+            : new PeerUnreachableError(`${method} ${url}: ${error.message}`, { cause: error }),
+        );
+      });
+      request.end(body ?? undefined);
+    });
+  }
+
+  close(): void {
+    this.#agent.destroy();
+  }
+}
