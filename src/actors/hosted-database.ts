@@ -291,7 +291,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase {
     return { ...(results[0] as StatementResult), token };
   }
 
-  batch(statements: Statement[], options: WriteOptions = {}): Promise<BatchResult> {
+  async batch(statements: Statement[], options: WriteOptions = {}): Promise<BatchResult> {
     if (statements.length === 0) throw new BadRequestError('a batch needs at least one statement');
     return this.#write({
       v: PROTOCOL_VERSION,

@@ -1,0 +1,65 @@
+/** Several hadb nodes in one process, over filesystem storage and leases (a support module). */
+import path from 'node:path';
+import { afterEach } from 'vitest';
+import { createNode, type HadbNode, type NodeOptions } from '../../../src/actors/node.ts';
+import { createFsLeaseStore } from '../../../src/adapters/lease/fs.ts';
+import { createFsStorage } from '../../../src/adapters/storage/fs.ts';
+import type { LeaseTiming } from '../../../src/machines/role.ts';
+import { tempDirs } from './replication.ts';
+
+export const SECRET = 'test-cluster-secret-0123456789';
+
+/** Short enough for quick failovers, long enough for a loaded CI machine. */
+export const FAST_TIMING: LeaseTiming = {
+  ttlMs: 1500,
+  renewIntervalMs: 300,
+  retryIntervalMs: 100,
+  pollIntervalMs: 250,
+  marginMs: 200,
+};
+
+export interface TestCluster {
+  dir: string;
+  start(id: string, extra?: Partial<NodeOptions>): Promise<HadbNode>;
+}
+
+/** Returns `cluster()`: a fresh shared storage + lease store; every node started is closed after each test. */
+export function testClusters(prefix: string): () => TestCluster {
+  const freshDir = tempDirs(prefix);
+  const started: HadbNode[] = [];
+  afterEach(async () => {
+    await Promise.allSettled(started.splice(0).map((node) => node.close()));
+  });
+  return () => {
+    const dir = freshDir('cluster');
+    return {
+      dir,
+      async start(id, extra = {}) {
+        const node = await createNode({
+          id,
+          secret: SECRET,
+          dataDir: path.join(dir, 'nodes', id),
+          storage: createFsStorage({ root: path.join(dir, 'storage') }),
+          leases: createFsLeaseStore({ path: path.join(dir, 'leases.sqlite') }),
+          timing: FAST_TIMING,
+          ...extra,
+        });
+        started.push(node);
+        return node;
+      },
+    };
+  };
+}
+
+export async function waitFor(
+  condition: () => boolean | Promise<boolean>,
+  timeoutMs: number,
+  what: string,
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await condition())) {
+    if (Date.now() > deadline)
+      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}
