@@ -611,16 +611,33 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase {
       if (tail) this.#reportParked(tail);
       this.#removeLocalCopy();
     }
-    this.#follower = await this.#openFollower();
-    await this.#follower.pull();
-    this.#noteSeq(this.#follower.position.seq);
+    // Storage being down is not a reason to crash: keep trying until it answers.
+    let delay = 100;
+    for (;;) {
+      try {
+        const follower = await this.#ensureFollower();
+        await follower.pull();
+        this.#noteSeq(follower.position.seq);
+        return;
+      } catch (error) {
+        if (this.#closed || !isTransient(error)) throw error;
+        this.#problem(error);
+        await sleep(this.#services.clock, delay);
+        delay = Math.min(delay * 2, 5000);
+      }
+    }
+  }
+
+  async #ensureFollower(): Promise<SqliteFollower> {
+    this.#follower ??= await this.#openFollower();
+    return this.#follower;
   }
 
   async #catchUp(): Promise<CatchUpOutput> {
-    if (!this.#follower) this.#follower = await this.#openFollower();
-    await this.#follower.pull();
-    this.#noteSeq(this.#follower.position.seq);
-    return { epochFloor: this.#follower.position.epoch };
+    const follower = await this.#ensureFollower();
+    await follower.pull();
+    this.#noteSeq(follower.position.seq);
+    return { epochFloor: follower.position.epoch };
   }
 
   #promote(epoch: number): void {
@@ -645,18 +662,18 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase {
   }
 
   async #openLeader(epoch: number): Promise<void> {
-    if (!this.#follower) this.#follower = await this.#openFollower();
+    const follower = await this.#ensureFollower();
     const position = await writeEpochStart({
       storage: this.#services.storage,
       prefix: this.#services.prefix,
       db: this.name,
       epoch,
-      follower: this.#follower,
+      follower,
       pageSize: this.#services.pageSize,
     });
     this.#noteSeq(position.seq);
     this.#closeReader();
-    this.#follower.close();
+    follower.close();
     this.#follower = null;
     const leader = await SqliteLeader.open({
       path: this.path,
@@ -722,7 +739,8 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase {
       this.#follower = null;
       return;
     }
-    this.#follower ??= await this.#openFollower();
+    // Opened later (by the next pull or catch-up) if storage cannot be reached now.
+    await this.#ensureFollower().catch((error: unknown) => this.#problem(error));
   }
 
   #canShip(epoch: number): boolean {
@@ -771,9 +789,10 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase {
 
   #pull(): Promise<void> {
     return this.#serial(async () => {
-      if (!this.#follower) return;
-      await this.#follower.pull();
-      this.#noteSeq(this.#follower.position.seq);
+      if (this.#leader || this.role === 'bootstrapping' || this.#closed) return;
+      const follower = await this.#ensureFollower();
+      await follower.pull();
+      this.#noteSeq(follower.position.seq);
     });
   }
 
@@ -959,6 +978,16 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase {
   async close(): Promise<void> {
     await this.closeHandler?.();
   }
+}
+
+/** Failures that go away by themselves: the store or a peer was unreachable for a while. */
+function isTransient(error: unknown): boolean {
+  return (
+    error instanceof HadbError &&
+    (error.code === 'STORAGE_UNAVAILABLE' ||
+      error.code === 'TIMEOUT' ||
+      error.code === 'LEASE_STORE_UNAVAILABLE')
+  );
 }
 
 function statementOf(sql: string, params: SqlParams | undefined): Statement {

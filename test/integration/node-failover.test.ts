@@ -1,0 +1,159 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import { describe, expect, test } from 'vitest';
+import type { HadbDatabase } from '../../src/actors/hosted-database.ts';
+import { createNode, type HadbNode } from '../../src/actors/node.ts';
+import { MemoryLeaseStore } from '../../src/adapters/lease/memory.ts';
+import type { ParkedTail } from '../../src/adapters/replication/sqlite/leader.ts';
+import { MemoryStorage } from '../../src/adapters/storage/memory.ts';
+import { decodeChangeset } from '../../src/wire/changeset.ts';
+import { FAST_TIMING, SECRET, testClusters, waitFor } from './support/nodes.ts';
+import { tempDirs } from './support/replication.ts';
+
+const cluster = testClusters('hadb-failover-');
+const freshDir = tempDirs('hadb-failover-mem-');
+const SCHEMA = 'create table if not exists t(k text primary key)';
+
+async function keys(db: HadbDatabase): Promise<string[]> {
+  const rows = await db.all('select k from t order by k');
+  return rows.map((row) => String(row.k));
+}
+
+/** Writes unique keys from `db` until stopped; returns the keys that were acknowledged. */
+function writeLoop(db: HadbDatabase, label: string) {
+  const acked: string[] = [];
+  const failed: unknown[] = [];
+  let running = true;
+  const done = (async () => {
+    for (let i = 0; running; i++) {
+      const key = `${label}-${String(i).padStart(5, '0')}`;
+      try {
+        await db.execute('insert into t(k) values (?)', [key], { durability: 'replicated' });
+        acked.push(key);
+      } catch (error) {
+        failed.push(error);
+      }
+    }
+  })();
+  return {
+    acked,
+    failed,
+    stop: async () => {
+      running = false;
+      await done;
+    },
+  };
+}
+
+describe('failover between nodes', () => {
+  test('a leader that closes hands over at once: a follower leads well before the TTL', async () => {
+    const c = cluster();
+    const a = await c.start('a');
+    const onA = await a.open('db', { schema: SCHEMA });
+    const b = await c.start('b');
+    const onB = await b.open('db', { schema: SCHEMA });
+    await onA.execute('insert into t values (?)', ['before']);
+    const load = writeLoop(onB, 'b');
+    await waitFor(() => load.acked.length >= 5, 5000, 'forwarded writes');
+    const closing = Date.now();
+    await a.close();
+    await waitFor(() => onB.role === 'leader', 5000, 'b to lead');
+    const handoffMs = Date.now() - closing;
+    const ackedBefore = load.acked.length;
+    await waitFor(() => load.acked.length >= ackedBefore + 5, 5000, 'writes on the new leader');
+    await load.stop();
+    expect(handoffMs).toBeLessThan(FAST_TIMING.ttlMs);
+    expect(load.failed).toEqual([]);
+    const content = await keys(onB);
+    expect(content).toEqual(['before', ...load.acked].sort());
+  });
+
+  test('the old leader becomes a follower of the new one and keeps its copy current', async () => {
+    const c = cluster();
+    const a = await c.start('a');
+    const onA = await a.open('db', { schema: SCHEMA });
+    const b = await c.start('b');
+    const onB = await b.open('db', { schema: SCHEMA });
+    await onA.execute('insert into t values (?)', ['one']);
+    onA.handoff();
+    await waitFor(() => onB.role === 'leader' && onA.role === 'follower', 5000, 'the handoff');
+    await onB.execute('insert into t values (?)', ['two']);
+    await onA.execute('insert into t values (?)', ['three']);
+    expect(
+      await onA.all('select k from t order by k', [], { consistency: 'read-your-writes' }),
+    ).toEqual([{ k: 'one' }, { k: 'three' }, { k: 'two' }]);
+    expect(onA.position.epoch).toBe(2);
+  });
+
+  test('follower writes go on across a failover, each applied once', async () => {
+    const c = cluster();
+    const a = await c.start('a');
+    const onA = await a.open('db', { schema: SCHEMA });
+    const b = await c.start('b');
+    const onB = await b.open('db', { schema: SCHEMA });
+    const third = await c.start('c');
+    const onC = await third.open('db', { schema: SCHEMA });
+    const fromB = writeLoop(onB, 'b');
+    const fromC = writeLoop(onC, 'c');
+    await waitFor(() => fromB.acked.length > 10 && fromC.acked.length > 10, 5000, 'load');
+    await a.close();
+    await waitFor(() => onB.role === 'leader' || onC.role === 'leader', 5000, 'a new leader');
+    const target = fromB.acked.length + fromC.acked.length + 20;
+    await waitFor(() => fromB.acked.length + fromC.acked.length > target, 5000, 'writes after');
+    await Promise.all([fromB.stop(), fromC.stop()]);
+    expect([...fromB.failed, ...fromC.failed]).toEqual([]);
+    const leader = onB.role === 'leader' ? onB : onC;
+    const content = await keys(leader);
+    expect(content).toEqual([...fromB.acked, ...fromC.acked].sort());
+  });
+});
+
+describe('a leader cut off from storage and leases', () => {
+  test('parks what it could not ship, steps down, and never makes it durable', async () => {
+    const storage = new MemoryStorage();
+    const leases = new MemoryLeaseStore();
+    const root = freshDir('nodes');
+    const nodes: HadbNode[] = [];
+    const start = async (id: string) => {
+      const node = await createNode({
+        id,
+        secret: SECRET,
+        dataDir: path.join(root, id),
+        storage: storage.forNode(id),
+        leases: leases.forNode(id),
+        timing: FAST_TIMING,
+      });
+      nodes.push(node);
+      return node;
+    };
+    try {
+      const onA = await (await start('a')).open('db', { schema: SCHEMA });
+      const parked: ParkedTail[] = [];
+      onA.on('parked', (tail) => parked.push(tail));
+      const onB = await (await start('b')).open('db', { schema: SCHEMA });
+      await onA.execute('insert into t values (?)', ['durable'], { durability: 'replicated' });
+
+      storage.faults.cutOff('a');
+      await onA.execute('insert into t values (?)', ['local only'], { durability: 'async' });
+      leases.faults.cutOff('a');
+
+      await waitFor(() => parked.length === 1, 10_000, 'the tail to be parked');
+      await waitFor(() => onB.role === 'leader', 10_000, 'b to take over');
+      const [tail] = parked as [ParkedTail];
+      expect(fs.existsSync(tail.file)).toBe(true);
+      const parkedChangeset = decodeChangeset(fs.readFileSync(tail.file), { db: 'db' });
+      expect(parkedChangeset.epoch).toBe(1);
+      expect(parkedChangeset.seq).toBe(tail.afterSeq + 1);
+      expect(await keys(onB)).toEqual(['durable']);
+
+      storage.faults.heal('a');
+      leases.faults.heal('a');
+      await onB.execute('insert into t values (?)', ['after']);
+      await waitFor(async () => (await keys(onA)).length === 2, 10_000, 'a to follow b');
+      expect(await keys(onA)).toEqual(['after', 'durable']);
+      expect(onA.role).toBe('follower');
+    } finally {
+      await Promise.allSettled(nodes.map((node) => node.close()));
+    }
+  });
+});
