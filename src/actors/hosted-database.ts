@@ -330,6 +330,11 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase {
     return value as T;
   }
 
+  /** The lease store saw this database's lease change: read it now rather than at the next poll. */
+  leaseChanged(): void {
+    this.#actor?.send({ type: 'lease.changed' });
+  }
+
   handoff(): void {
     this.#actor?.send({ type: 'handoff' });
   }

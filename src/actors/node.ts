@@ -116,6 +116,7 @@ class Node implements HadbNode {
   readonly #opening = new Map<string, Promise<HostedDatabase>>();
   readonly #supervisor: Supervisor<DatabaseActor>;
   #listener: NodeListener | undefined;
+  #unwatch: (() => void) | undefined;
   #closed = false;
 
   constructor(options: NodeOptions) {
@@ -165,6 +166,11 @@ class Node implements HadbNode {
   }
 
   async listen(): Promise<void> {
+    // A store that can watch tells followers of a release or a new holder at once; one watcher
+    // for the whole node, whatever the number of databases.
+    this.#unwatch = this.#options.leases.watch?.('', (key) =>
+      this.#databases.get(key)?.leaseChanged(),
+    );
     const listen = this.#options.listen;
     if (listen === false) return;
     this.#listener = await startNodeListener({
@@ -260,6 +266,7 @@ class Node implements HadbNode {
     this.#closed = true;
     await Promise.allSettled([...this.#opening.values()]);
     await Promise.all([...this.#databases.keys()].map((name) => this.#closeDatabase(name)));
+    this.#unwatch?.();
     await this.#listener?.close();
     this.#services.client.close();
   }

@@ -157,3 +157,46 @@ describe('a leader cut off from storage and leases', () => {
     }
   });
 });
+
+describe('a lease store that can watch', () => {
+  test('followers hear of a release at once instead of at their next poll', async () => {
+    const storage = new MemoryStorage();
+    const leases = new MemoryLeaseStore();
+    const root = freshDir('watch');
+    // Polls nearly as rarely as the TTL allows, and no listener: only the watch can be quick.
+    const timing = { ...FAST_TIMING, pollIntervalMs: FAST_TIMING.ttlMs };
+    const nodes = await Promise.all(
+      ['a', 'b'].map((id) =>
+        createNode({
+          id,
+          secret: SECRET,
+          dataDir: path.join(root, id),
+          storage,
+          leases: leases.forNode(id),
+          timing,
+          listen: false,
+        }),
+      ),
+    );
+    try {
+      const [onA, onB] = [
+        await (nodes[0] as HadbNode).open('db', { schema: SCHEMA }),
+        // Without listeners nothing can be forwarded: only the leader applies the schema.
+        await (nodes[1] as HadbNode).open('db'),
+      ];
+      let [leader, follower] = [onA, onB];
+      const takeovers: number[] = [];
+      for (let round = 0; round < 3; round++) {
+        const started = Date.now();
+        leader.handoff();
+        await waitFor(() => follower.role === 'leader', 5000, 'the follower to take over');
+        takeovers.push(Date.now() - started);
+        [leader, follower] = [follower, leader];
+        await waitFor(() => follower.role === 'follower', 5000, 'the old leader to follow');
+      }
+      expect(Math.max(...takeovers)).toBeLessThan(timing.pollIntervalMs / 3);
+    } finally {
+      await Promise.allSettled(nodes.map((node) => node.close()));
+    }
+  });
+});
