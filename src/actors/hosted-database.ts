@@ -55,7 +55,7 @@ import {
 } from '../wire/forward.ts';
 import type { NodeClient } from '../wire/http.ts';
 import { createDatabaseActor, type DatabaseActor } from './database.ts';
-import { readRows, runStatement, toSqlError } from './sql.ts';
+import { prepare, readRows, runStatement, toSqlError } from './sql.ts';
 
 export type Consistency = 'local' | 'read-your-writes' | 'strong';
 
@@ -170,6 +170,8 @@ export interface DatabaseSettings {
 const REQUESTS_TABLE = '_hadb_requests';
 const REQUEST_RETENTION_MS = 15 * 60_000;
 const TAIL_WAIT_MS = 20_000;
+/** Leader connections whose request table is known to exist. */
+const tablesReady = new WeakSet<Database.Database>();
 const resultsPackr = new Packr({ useRecords: false, mapsAsObjects: true, int64AsType: 'bigint' });
 
 /**
@@ -439,6 +441,8 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase {
         );
         if (remembered) this.#rememberRequest(leader.database, request.requestId, results);
       });
+      // Only once committed: a rolled-back transaction takes the new table with it.
+      if (remembered) tablesReady.add(leader.database);
       return { ok: true, results, token };
     } catch (error) {
       const mapped = toSqlError(error);
@@ -496,9 +500,9 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase {
 
   #priorAnswer(connection: Database.Database, requestId: string): StatementResult[] | null {
     this.#ensureRequestsTable(connection);
-    const row = connection
-      .prepare(`select results from ${REQUESTS_TABLE} where id = ?`)
-      .get(requestId) as { results: Buffer } | undefined;
+    const row = prepare(connection, `select results from ${REQUESTS_TABLE} where id = ?`).get(
+      requestId,
+    ) as { results: Buffer } | undefined;
     return row ? (resultsPackr.unpack(row.results) as StatementResult[]) : null;
   }
 
@@ -509,9 +513,11 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase {
     results: StatementResult[],
   ): void {
     const now = Date.now();
-    connection
-      .prepare(`insert into ${REQUESTS_TABLE}(id, at, results) values (?, ?, ?)`)
-      .run(requestId, now, resultsPackr.pack(results));
+    prepare(connection, `insert into ${REQUESTS_TABLE}(id, at, results) values (?, ?, ?)`).run(
+      requestId,
+      now,
+      resultsPackr.pack(results),
+    );
     this.#forwardedSincePrune += 1;
     if (this.#forwardedSincePrune >= 1000) {
       this.#forwardedSincePrune = 0;
@@ -522,6 +528,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase {
   }
 
   #ensureRequestsTable(connection: Database.Database): void {
+    if (tablesReady.has(connection)) return;
     connection.exec(
       `create table if not exists ${REQUESTS_TABLE}(id text primary key, at integer not null, results blob not null) without rowid`,
     );

@@ -6,7 +6,8 @@ import type { Row, SqlParams, SqlValue, Statement, StatementResult } from '../wi
 const CACHE_SIZE = 200;
 const caches = new WeakMap<Database.Database, Map<string, Database.Statement>>();
 
-function prepare(connection: Database.Database, sql: string): Database.Statement {
+/** A prepared statement from the connection's cache. */
+export function prepare(connection: Database.Database, sql: string): Database.Statement {
   let cache = caches.get(connection);
   if (!cache) {
     cache = new Map();
