@@ -85,10 +85,10 @@ export class MemoryLeaseStore implements LeaseStore {
   }
 
   #write(key: string, value: Uint8Array, revision: number): CasResult {
-    this.#state.entries.set(key, { value: value.slice(), revision });
+    this.#state.entries.set(key, { value: new Uint8Array(value), revision });
     this.#state.onWrite?.({
       key,
-      value: value.slice(),
+      value: new Uint8Array(value),
       revision: String(revision),
       node: this.#node,
     });

@@ -34,7 +34,7 @@ export class MemoryStorage implements StorageBackend {
   async put(key: string, body: Uint8Array): Promise<void> {
     assertValidKey(key);
     return this.#call(`put ${key}`, () => {
-      this.#state.objects.set(key, body.slice());
+      this.#state.objects.set(key, new Uint8Array(body));
     });
   }
 
@@ -42,7 +42,7 @@ export class MemoryStorage implements StorageBackend {
     assertValidKey(key);
     return this.#call(`putIfAbsent ${key}`, () => {
       if (this.#state.objects.has(key)) return false;
-      this.#state.objects.set(key, body.slice());
+      this.#state.objects.set(key, new Uint8Array(body));
       return true;
     });
   }
