@@ -8,7 +8,6 @@ import { type Clock, systemClock } from '../clock.ts';
 import {
   BadRequestError,
   ClosedError,
-  HadbError,
   InvalidArgumentError,
   UnknownDatabaseError,
 } from '../errors.ts';

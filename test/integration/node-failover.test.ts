@@ -88,7 +88,7 @@ describe('failover between nodes', () => {
   test('follower writes go on across a failover, each applied once', async () => {
     const c = cluster();
     const a = await c.start('a');
-    const onA = await a.open('db', { schema: SCHEMA });
+    await a.open('db', { schema: SCHEMA });
     const b = await c.start('b');
     const onB = await b.open('db', { schema: SCHEMA });
     const third = await c.start('c');

@@ -1,9 +1,5 @@
 import fs from 'node:fs';
-import {
-  InvalidArgumentError,
-  LineageAheadError,
-  ReplicationGapError,
-} from '../../../errors.ts';
+import { InvalidArgumentError, LineageAheadError, ReplicationGapError } from '../../../errors.ts';
 import {
   type Changeset,
   checksumsEqual,
@@ -92,9 +88,14 @@ export class SqliteFollower {
    * Turns the file a leader just closed cleanly (everything shipped, no `-wal` left) into a
    * follower copy at `position`, without downloading it again.
    */
-  static async adoptLeaderFile(options: FollowerOptions, position: Position): Promise<SqliteFollower> {
+  static async adoptLeaderFile(
+    options: FollowerOptions,
+    position: Position,
+  ): Promise<SqliteFollower> {
     if (fs.existsSync(`${options.path}-wal`)) {
-      throw new InvalidArgumentError(`${options.path}-wal still exists: the leader did not close cleanly`);
+      throw new InvalidArgumentError(
+        `${options.path}-wal still exists: the leader did not close cleanly`,
+      );
     }
     const header = Buffer.alloc(100);
     const fd = fs.openSync(options.path, 'r');
