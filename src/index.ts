@@ -9,6 +9,17 @@ export {
   type DatabaseActorOptions,
   type DatabaseHooks,
 } from './actors/database.ts';
+export type {
+  BatchResult,
+  Consistency,
+  DatabaseEvents,
+  ExecuteResult,
+  HadbDatabase,
+  ReadOptions,
+  Transaction,
+  WriteOptions,
+} from './actors/hosted-database.ts';
+export { createNode, type HadbNode, type NodeOptions, type OpenOptions } from './actors/node.ts';
 export {
   type ActorStatus,
   defaultRestartPolicy,
@@ -25,6 +36,12 @@ export {
   MemoryLeaseStore,
   type MemoryLeaseStoreOptions,
 } from './adapters/lease/memory.ts';
+export {
+  NatsLeaseStore,
+  type NatsLeaseStoreEvent,
+  type NatsLeaseStoreOptions,
+  openNatsLeaseStore,
+} from './adapters/lease/nats.ts';
 export type { CasResult, LeaseEntry, LeaseStore } from './adapters/lease/types.ts';
 export {
   type RestoreOptions,
@@ -51,9 +68,12 @@ export {
 export {
   type LeaderEvent,
   type LeaderOptions,
+  type ParkedTail,
   type Position,
   SqliteLeader,
+  salvageLeaderTail,
 } from './adapters/replication/sqlite/leader.ts';
+export { writeEpochStart } from './adapters/replication/sqlite/promotion.ts';
 export { createFsStorage } from './adapters/storage/fs.ts';
 export { createMemoryStorage, MemoryStorage } from './adapters/storage/memory.ts';
 export type {
@@ -63,24 +83,42 @@ export type {
   ListPage,
   StorageBackend,
 } from './adapters/storage/types.ts';
+export {
+  type LeaseUrlConfig,
+  type OpenLeaseStoreOptions,
+  openLeaseStoreFromUrl,
+  openStorageFromUrl,
+  parseLeaseUrl,
+  parseStorageUrl,
+  type S3UrlConfig,
+  type StorageUrlConfig,
+} from './adapters/url.ts';
 export { type Clock, systemClock } from './clock.ts';
 export {
+  BadRequestError,
   ChangesetError,
   type ChangesetErrorCode,
+  ClosedError,
   FencedError,
   HadbError,
   type HadbErrorCode,
   InvalidArgumentError,
   InvalidKeyError,
+  LeaderUnavailableError,
   LeaseRecordInvalidError,
   LeaseStoreUnavailableError,
+  LeaseStoreUnsafeError,
   LineageAheadError,
+  NotLeaderError,
   ReplicationGapError,
   SnapshotInvalidError,
+  SqlError,
   SqliteTooOldError,
   StorageNotFoundError,
   StorageUnavailableError,
   TimeoutError,
+  UnauthorizedError,
+  UnknownDatabaseError,
   WalInvalidError,
 } from './errors.ts';
 export {
@@ -102,4 +140,13 @@ export {
   encodeChangeset,
   GENESIS_CHECKSUM,
 } from './wire/changeset.ts';
+export type {
+  Durability,
+  Row,
+  SqlParams,
+  SqlValue,
+  Statement,
+  StatementResult,
+  WriteToken,
+} from './wire/forward.ts';
 export { decodeLeaseRecord, encodeLeaseRecord, type LeaseRecord } from './wire/lease-record.ts';
