@@ -42,6 +42,12 @@ export {
   type NatsLeaseStoreOptions,
   openNatsLeaseStore,
 } from './adapters/lease/nats.ts';
+export {
+  createS3LeaseStore,
+  openS3LeaseStore,
+  type S3LeaseStoreOptions,
+  selfTestS3Leases,
+} from './adapters/lease/s3.ts';
 export type { CasResult, LeaseEntry, LeaseStore } from './adapters/lease/types.ts';
 export {
   type RestoreOptions,
@@ -74,8 +80,11 @@ export {
   salvageLeaderTail,
 } from './adapters/replication/sqlite/leader.ts';
 export { writeEpochStart } from './adapters/replication/sqlite/promotion.ts';
+export { type BreakerOptions, CircuitBreaker, type RetryOptions } from './adapters/retry.ts';
+export { type S3ClientOptions, sharedS3Client } from './adapters/s3-client.ts';
 export { createFsStorage } from './adapters/storage/fs.ts';
 export { createMemoryStorage, MemoryStorage } from './adapters/storage/memory.ts';
+export { createS3Storage, type S3StorageOptions } from './adapters/storage/s3.ts';
 export type {
   ByteRange,
   ListedObject,
