@@ -29,6 +29,7 @@ export type HadbErrorCode =
   | 'UNAUTHORIZED'
   | 'BAD_REQUEST'
   | 'CLOSED'
+  | 'NOT_DURABLE'
   | 'LEASE_STORE_UNSAFE';
 
 export class HadbError extends Error {
@@ -203,5 +204,15 @@ export class LeaseStoreUnsafeError extends HadbError {
   constructor(step: string, message: string, options?: ErrorOptions) {
     super('LEASE_STORE_UNSAFE', `self-test step "${step}" failed: ${message}`, options);
     this.step = step;
+  }
+}
+
+/**
+ * A write committed on the leader whose upload was not confirmed in time: it may still become
+ * durable (it ships if the leader keeps its lease) or be parked. Do not assume either.
+ */
+export class NotDurableError extends HadbError {
+  constructor(message: string, options?: ErrorOptions) {
+    super('NOT_DURABLE', message, options);
   }
 }

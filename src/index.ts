@@ -118,6 +118,7 @@ export {
   LeaseStoreUnavailableError,
   LeaseStoreUnsafeError,
   LineageAheadError,
+  NotDurableError,
   NotLeaderError,
   ReplicationGapError,
   SnapshotInvalidError,

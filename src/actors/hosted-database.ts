@@ -6,6 +6,7 @@ import Database from 'better-sqlite3';
 import { Packr } from 'msgpackr';
 import type { Logger } from 'pino';
 import type { LeaseStore } from '../adapters/lease/types.ts';
+import { listSnapshots } from '../adapters/replication/snapshot.ts';
 import { SqliteFollower } from '../adapters/replication/sqlite/follower.ts';
 import {
   leaderSideFiles,
@@ -23,6 +24,7 @@ import {
   FencedError,
   HadbError,
   LeaderUnavailableError,
+  NotDurableError,
   NotLeaderError,
   SqlError,
   UnauthorizedError,
@@ -203,6 +205,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase {
   readonly #closing = new AbortController();
   #closed = false;
   #forwardedSincePrune = 0;
+  #lastYield = 0;
 
   constructor(name: string, services: NodeServices, settings: DatabaseSettings) {
     super();
@@ -321,14 +324,13 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase {
       get: (sql, params) => readRows(connection, statementOf(sql, params), bigints)[0],
     };
     let value: T | undefined;
-    const token = await this.#commitLocally(
-      leader,
-      options.durability ?? this.#settings.durability,
-      () => {
-        value = fn(tx);
-      },
+    const epoch = this.#commit(leader, () => {
+      value = fn(tx);
+    });
+    const deadline = this.#services.clock.now() + this.#settings.forwardTimeoutMs;
+    this.#remember(
+      await this.#durable(leader, options.durability ?? this.#settings.durability, epoch, deadline),
     );
-    this.#remember(token);
     return value as T;
   }
 
@@ -342,6 +344,16 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase {
   }
 
   async #write(request: ForwardRequest): Promise<BatchResult> {
+    // The clock's timers do not hold the process open; a caller awaiting this write must.
+    const keepAlive = setInterval(() => {}, 60_000);
+    try {
+      return await this.#writeWithRetries(request);
+    } finally {
+      clearInterval(keepAlive);
+    }
+  }
+
+  async #writeWithRetries(request: ForwardRequest): Promise<BatchResult> {
     const clock = this.#services.clock;
     const started = clock.now();
     let delay = 10;
@@ -350,13 +362,16 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase {
       if (this.#closed) throw new ClosedError(`database ${this.name}`);
       const local = this.#writableLeader();
       if (local) {
-        const answer = await this.#serveWrite(request);
-        if (answer.ok) {
-          this.#remember(answer.token);
-          return { results: answer.results, token: answer.token };
+        const done = await this.#writeHere(
+          local,
+          request,
+          started + this.#settings.forwardTimeoutMs,
+        );
+        if (done) {
+          this.#remember(done.token);
+          return done;
         }
-        if (answer.code === 'SQL_ERROR') throw sqlErrorOf(answer);
-        lastProblem = answer.message;
+        lastProblem = 'this node stopped leading during the write';
       } else if (this.role === 'leader') {
         lastProblem = 'this node is still taking over';
         await this.#roleChange(50);
@@ -364,11 +379,17 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase {
       } else {
         const address = this.#leaderAddress();
         if (address) {
-          const answer = await this.#forward(address, request).catch((error: unknown) => {
-            if (error instanceof UnauthorizedError || error instanceof BadRequestError) throw error;
-            lastProblem = error instanceof Error ? error.message : String(error);
-            return null;
-          });
+          const { ttlMs, marginMs } = this.#services.timing;
+          const left = this.#settings.forwardTimeoutMs - (clock.now() - started);
+          const attemptMs = Math.max(1, Math.min(left, ttlMs + marginMs));
+          const answer = await this.#forward(address, request, attemptMs).catch(
+            (error: unknown) => {
+              if (error instanceof UnauthorizedError || error instanceof BadRequestError)
+                throw error;
+              lastProblem = error instanceof Error ? error.message : String(error);
+              return null;
+            },
+          );
           if (answer?.ok) {
             this.#remember(answer.token);
             return { results: answer.results, token: answer.token };
@@ -387,12 +408,58 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase {
     }
   }
 
-  async #forward(address: string, request: ForwardRequest): Promise<ForwardResponse> {
+  /**
+   * A write on this node as leader. Null when it was not committed, or committed but fenced (then
+   * it is parked, never in the log): either way it may run again elsewhere. Once committed it is
+   * never run again here: a slow upload is waited for, and past the deadline the caller hears
+   * that it may or may not become durable.
+   */
+  async #writeHere(
+    leader: SqliteLeader,
+    request: ForwardRequest,
+    deadline: number,
+  ): Promise<BatchResult | null> {
+    if (request.op === 'read') {
+      const results = request.statements.map((statement) => ({
+        changes: 0,
+        lastInsertRowid: 0,
+        rows: readRows(leader.database, statement, request.bigints),
+      }));
+      const { epoch, seq } = leader.position;
+      return { results, token: { epoch, seq } };
+    }
+    let results: StatementResult[] = [];
+    let epoch: number;
+    try {
+      epoch = this.#commit(leader, () => {
+        results = request.statements.map((statement) =>
+          runStatement(leader.database, statement, request.bigints),
+        );
+      });
+    } catch (error) {
+      if (error instanceof NotLeaderError) return null;
+      throw toSqlError(error);
+    }
+    try {
+      return { results, token: await this.#durable(leader, request.durability, epoch, deadline) };
+    } catch (error) {
+      if (error instanceof FencedError) return null;
+      throw error;
+    }
+  }
+
+  async #forward(
+    address: string,
+    request: ForwardRequest,
+    timeoutMs: number,
+  ): Promise<ForwardResponse> {
     const { status, body } = await this.#services.client.request(
       'POST',
       `${address}${FORWARD_PATH}`,
       encodeMessage(request),
-      this.#settings.forwardTimeoutMs,
+      // A frozen leader is replaced within ttl + margin; waiting longer on it only delays the
+      // retry that reaches the next one (retries are safe: the request id deduplicates).
+      timeoutMs,
       this.#closing.signal,
     );
     if (status === 401) throw new UnauthorizedError(`${address} refused the cluster secret`);
@@ -430,7 +497,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase {
         };
       }
       let results: StatementResult[] = [];
-      const token = await this.#commitLocally(leader, request.durability, () => {
+      const epoch = this.#commit(leader, () => {
         const prior = remembered ? this.#priorAnswer(leader.database, request.requestId) : null;
         if (prior) {
           results = prior;
@@ -443,6 +510,8 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase {
       });
       // Only once committed: a rolled-back transaction takes the new table with it.
       if (remembered) tablesReady.add(leader.database);
+      // One attempt: the sender retries with the same request id, which finds this commit.
+      const token = await this.#durable(leader, request.durability, epoch, null);
       return { ok: true, results, token };
     } catch (error) {
       const mapped = toSqlError(error);
@@ -467,14 +536,10 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase {
    * Runs `work` in one transaction that commits only while this node may commit (checked at
    * the end, so a long statement cannot outlive the lease), then waits as the durability asks.
    */
-  async #commitLocally(
-    leader: SqliteLeader,
-    durability: Durability,
-    work: () => void,
-  ): Promise<WriteToken> {
+  #commit(leader: SqliteLeader, work: () => void): number {
     const epoch = this.#writerEpoch;
-    const connection = leader.database;
-    connection
+    if (epoch === null) throw new NotLeaderError(`${this.name}: not the leader`);
+    leader.database
       .transaction(() => {
         work();
         if (!this.#canCommitNow() || this.#writerEpoch !== epoch) {
@@ -482,20 +547,62 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase {
         }
       })
       .immediate();
+    return epoch;
+  }
+
+  /**
+   * Waits as `durability` asks for what was just committed. 'replicated': until the changeset
+   * holding it is in storage under `epoch`; failed uploads are retried until `deadline` (once
+   * when null), then {@link NotDurableError}. A {@link FencedError} means it never will be.
+   */
+  async #durable(
+    leader: SqliteLeader,
+    durability: Durability,
+    epoch: number,
+    deadline: number | null,
+  ): Promise<WriteToken> {
     if (durability === 'async') {
       const token = { epoch: leader.position.epoch, seq: leader.commitSeqBound };
       leader.shipSoon(this.#services.shipDelayMs);
+      await this.#yieldNow();
       return token;
     }
-    const shipped = await leader.flush();
-    // The changeset holding the commit is in storage; check it went out under our epoch.
-    if (shipped.epoch !== epoch) {
-      throw new FencedError(
-        shipped.seq,
-        `${this.name}: shipped under epoch ${shipped.epoch}, not ${epoch}`,
-      );
+    const clock = this.#services.clock;
+    let delay = 20;
+    for (;;) {
+      try {
+        const shipped = await leader.flush();
+        // In storage; make sure it went out under the epoch it was committed in.
+        if (shipped.epoch !== epoch) {
+          throw new FencedError(
+            shipped.seq,
+            `${this.name}: shipped under epoch ${shipped.epoch}, not ${epoch}`,
+          );
+        }
+        return { epoch: shipped.epoch, seq: shipped.seq };
+      } catch (error) {
+        if (error instanceof FencedError) throw error;
+        if (deadline === null || clock.now() + delay > deadline || this.#leader !== leader) {
+          throw new NotDurableError(
+            `${this.name}: committed on this leader but not confirmed in storage (${(error as Error).message}); it ships if this node keeps the lease, or is parked`,
+            { cause: error },
+          );
+        }
+        await sleep(clock, delay);
+        delay = Math.min(delay * 2, 500);
+      }
     }
-    return { epoch: shipped.epoch, seq: shipped.seq };
+  }
+
+  /**
+   * Lets timers run (lease renewal, shipping) when a caller awaits writes in a tight loop: an
+   * already-settled promise alone never yields to the event loop.
+   */
+  async #yieldNow(): Promise<void> {
+    const now = this.#services.clock.now();
+    if (now - this.#lastYield < 5) return;
+    await new Promise<void>((resolve) => setImmediate(resolve));
+    this.#lastYield = this.#services.clock.now();
   }
 
   #priorAnswer(connection: Database.Database, requestId: string): StatementResult[] | null {
@@ -684,6 +791,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase {
       pageSize: this.#services.pageSize,
     });
     this.#noteSeq(position.seq);
+    const snapshots = await listSnapshots(this.#services.storage, this.#services.prefix, this.name);
     this.#closeReader();
     follower.close();
     this.#follower = null;
@@ -696,6 +804,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase {
       position,
       clock: this.#services.clock,
       shipIntervalMs: this.#services.shipIntervalMs,
+      changesetsSinceSnapshot: position.seq - (snapshots.at(-1) ?? 0),
       canShip: () => this.#canShip(epoch),
       onEvent: (event) => {
         if (event.type === 'shipped') {

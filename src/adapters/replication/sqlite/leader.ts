@@ -52,6 +52,11 @@ export interface LeaderOptions {
   /** Take a snapshot after this many changesets (default 1000) or changeset bytes (default 256 MiB) since the last. */
   snapshotEveryChangesets?: number;
   snapshotEveryBytes?: number;
+  /**
+   * Changesets in storage since the newest snapshot when this leadership began, so frequent
+   * failovers still lead to snapshots (default 0).
+   */
+  changesetsSinceSnapshot?: number;
   /** Page size of a new database (ignored for an existing one). */
   pageSize?: number;
   /** Wall-clock source for commit times (point-in-time restore only). */
@@ -142,6 +147,7 @@ export class SqliteLeader {
   #queued = 0;
   #timer: TimerId | undefined;
   #soonTimer: TimerId | undefined;
+  #waitingFlush: Promise<Position> | null = null;
   #fenced: FencedError | null = null;
   #closed = false;
   #changesetsSinceSnapshot = 0;
@@ -176,6 +182,7 @@ export class SqliteLeader {
     this.#durableCursor = this.#cursor;
     this.#unshipped = readOutbox(this.#outboxPath, options.db, this.#position);
     this.#commitTimeMs = state?.commitTimeMs ?? options.position.commitTimeMs ?? 0;
+    this.#changesetsSinceSnapshot = options.changesetsSinceSnapshot ?? 0;
   }
 
   /**
@@ -227,7 +234,8 @@ export class SqliteLeader {
     const tick = () => {
       this.#timer = undefined;
       if (this.#closed || this.#fenced) return;
-      if (!this.#walChangedSinceLastTick()) {
+      // A failed upload leaves captured pages behind: retry them even if the WAL is unchanged.
+      if (!this.#walChangedSinceLastTick() && !this.#unshipped) {
         this.#schedule(tick);
         return;
       }
@@ -256,14 +264,26 @@ export class SqliteLeader {
     }, delayMs);
   }
 
-  /** Captures what is committed now and resolves once it is durable in storage. */
+  /**
+   * Captures what is committed now and resolves once it is durable in storage. Callers arriving
+   * while a flush waits its turn join it (its capture has not run yet, so it covers their
+   * commits too): concurrent writers share one upload.
+   */
   flush(): Promise<Position> {
-    return this.#serial(async () => {
+    if (this.#waitingFlush) return this.#waitingFlush;
+    const flush = this.#serial(async () => {
+      if (this.#waitingFlush === flush) this.#waitingFlush = null;
       this.#capture();
       await this.#shipUnshipped();
       this.#checkpoint();
       return this.position;
     });
+    this.#waitingFlush = flush;
+    const forget = () => {
+      if (this.#waitingFlush === flush) this.#waitingFlush = null;
+    };
+    flush.then(forget, forget);
+    return flush;
   }
 
   /**
