@@ -133,22 +133,60 @@ export class SqliteFollower {
     return dbSizePages > 0 ? { pageSize, dbSizePages } : null;
   }
 
-  /** Applies every changeset storage has after the current position; returns how many. */
+  /**
+   * Applies every changeset storage has after the current position; returns how many. A run of
+   * consecutive changesets is checked link by link, then applied as one (the last version of
+   * each page): one redo record and one set of fsyncs, and the result is the state the leader
+   * had at the last of them.
+   */
   async pull(): Promise<number> {
     let applied = 0;
     for (;;) {
-      const next = this.#state.seq + 1;
-      const bytes = await this.#options.storage.get(
-        logKey(this.#options.prefix, this.#options.db, next),
-      );
-      if (bytes === null) {
+      const run = await this.#fetchRun();
+      if (run.length === 0) {
+        const next = this.#state.seq + 1;
         if (await this.#logResumesAfter(next)) await this.#rebootstrap(next);
         else return applied;
         continue;
       }
-      this.#apply(this.#decodeNext(bytes));
-      applied += 1;
+      this.#apply(mergeRun(run));
+      applied += run.length;
     }
+  }
+
+  /** The changesets after the current position, checked as a chain, up to a bounded batch. */
+  async #fetchRun(): Promise<Changeset[]> {
+    const run: Changeset[] = [];
+    let bytes = 0;
+    let seq = this.#state.seq;
+    let checksum: Uint8Array = Buffer.from(this.#state.checksum, 'hex');
+    let pageSize = this.#state.pageSize;
+    while (run.length < MAX_RUN_CHANGESETS && bytes < MAX_RUN_BYTES) {
+      const data = await this.#options.storage.get(
+        logKey(this.#options.prefix, this.#options.db, seq + 1),
+      );
+      if (data === null) break;
+      const expect: Parameters<typeof decodeChangeset>[1] = {
+        db: this.#options.db,
+        seq: seq + 1,
+        prevChecksum: checksum,
+      };
+      if (pageSize !== null) expect.pageSize = pageSize;
+      let changeset: Changeset;
+      try {
+        changeset = decodeChangeset(data, expect);
+      } catch (error) {
+        // Apply the good links first; the next pull meets the bad one again and reports it.
+        if (run.length > 0) break;
+        throw error;
+      }
+      run.push(changeset);
+      bytes += data.length;
+      seq = changeset.seq;
+      checksum = changeset.checksum;
+      pageSize = changeset.pageSize;
+    }
+    return run;
   }
 
   /** Applies one changeset, already checked to be the next link of the chain. */
@@ -167,16 +205,6 @@ export class SqliteFollower {
 
   close(): void {
     this.#applier.close();
-  }
-
-  #decodeNext(bytes: Uint8Array): Changeset {
-    const expect: Parameters<typeof decodeChangeset>[1] = {
-      db: this.#options.db,
-      seq: this.#state.seq + 1,
-      prevChecksum: Buffer.from(this.#state.checksum, 'hex'),
-    };
-    if (this.#state.pageSize !== null) expect.pageSize = this.#state.pageSize;
-    return decodeChangeset(bytes, expect);
   }
 
   /** True when `seq` is missing but later changesets exist: the log below them was compacted. */
@@ -235,6 +263,26 @@ export class SqliteFollower {
       );
     }
   }
+}
+
+const MAX_RUN_CHANGESETS = 256;
+const MAX_RUN_BYTES = 64 * 1024 * 1024;
+
+/** Consecutive changesets as one: the last one's header with the last version of each page. */
+function mergeRun(run: readonly Changeset[]): Changeset {
+  const last = run.at(-1) as Changeset;
+  if (run.length === 1) return last;
+  const pages = new Map<number, Uint8Array>();
+  for (const changeset of run) {
+    for (const { pgno, data } of changeset.pages) pages.set(pgno, data);
+  }
+  return {
+    ...last,
+    pages: [...pages]
+      .filter(([pgno]) => pgno <= last.dbSizePages)
+      .sort(([a], [b]) => a - b)
+      .map(([pgno, data]) => ({ pgno, data })),
+  };
 }
 
 function statePathOf(path: string): string {
