@@ -31,7 +31,7 @@ export const FOLLOWER_OWNED_HEADER_BYTES: readonly number[] = Object.freeze([
 
 /** A copy of page 1 with the follower-owned header bytes zeroed, to compare with the leader's. */
 export function maskFollowerOwnedHeader(page1: Uint8Array): Uint8Array {
-  const copy = page1.slice();
+  const copy = new Uint8Array(page1);
   for (const offset of FOLLOWER_OWNED_HEADER_BYTES) {
     if (offset < copy.length) copy[offset] = 0;
   }

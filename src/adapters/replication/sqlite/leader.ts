@@ -270,7 +270,7 @@ export class SqliteLeader {
    * commits too): concurrent writers share one upload.
    */
   flush(): Promise<Position> {
-    if (this.#waitingFlush) return this.#waitingFlush;
+    if (this.#waitingFlush !== null) return this.#waitingFlush;
     const flush = this.#serial(async () => {
       if (this.#waitingFlush === flush) this.#waitingFlush = null;
       this.#capture();
