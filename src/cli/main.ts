@@ -1,5 +1,6 @@
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { runSimulation, type SimulationSummary } from '../sim/run.ts';
+import { registerOperationsCommands } from './commands/index.ts';
 import { runDemo } from './demo.ts';
 import { reportFatal, runWorker } from './worker.ts';
 
@@ -54,6 +55,8 @@ export function buildProgram(): Command {
     .description('Highly available embedded SQLite with object storage as the source of truth')
     .showHelpAfterError()
     .exitOverride((error) => process.exit(error.exitCode === 0 ? 0 : 2));
+
+  registerOperationsCommands(program);
 
   program
     .command('simulate')

@@ -1,0 +1,200 @@
+/** Read-only views of a database's objects in storage, shared by the operations commands. */
+import { createHash } from 'node:crypto';
+import { promisify } from 'node:util';
+import { inflateRaw as inflateRawCallback } from 'node:zlib';
+import {
+  assertValidDbName,
+  listSnapshots,
+  logPrefix,
+  type SnapshotManifest,
+  snapshotPartKey,
+} from '../../adapters/replication/snapshot.ts';
+import type { ListedObject, StorageBackend } from '../../adapters/storage/types.ts';
+import { SnapshotInvalidError } from '../../errors.ts';
+import { DatabaseNotFoundError } from './shared.ts';
+
+const inflateRaw = promisify(inflateRawCallback);
+
+export interface LogEntry {
+  seq: number;
+  key: string;
+  size: number;
+}
+
+export interface LogListing {
+  /** In ascending seq. */
+  entries: LogEntry[];
+  /** Keys under `log/` that are not a 16-hex-digit sequence number. */
+  strayKeys: string[];
+}
+
+/** Every changeset key of `db`, page by page. */
+export async function listLog(
+  storage: StorageBackend,
+  prefix: string,
+  db: string,
+): Promise<LogListing> {
+  const folder = logPrefix(prefix, db);
+  const entries: LogEntry[] = [];
+  const strayKeys: string[] = [];
+  for await (const object of listAll(storage, folder)) {
+    const name = object.key.slice(folder.length);
+    if (/^[0-9a-f]{16}$/.test(name)) {
+      entries.push({ seq: Number.parseInt(name, 16), key: object.key, size: object.size });
+    } else {
+      strayKeys.push(object.key);
+    }
+  }
+  // Zero-padded hex sorts like the numbers, but say so rather than rely on the backend's order.
+  entries.sort((a, b) => a.seq - b.seq);
+  return { entries, strayKeys };
+}
+
+/** Every object under `prefix`, following `nextStartAfter` page by page. */
+export async function* listAll(
+  storage: StorageBackend,
+  prefix: string,
+): AsyncGenerator<ListedObject, void, undefined> {
+  let startAfter: string | undefined;
+  for (;;) {
+    const page = await storage.list(prefix, startAfter === undefined ? {} : { startAfter });
+    yield* page.objects;
+    if (page.nextStartAfter === undefined) return;
+    startAfter = page.nextStartAfter;
+  }
+}
+
+/** Throws {@link DatabaseNotFoundError} unless storage holds a changeset or a snapshot of `db`. */
+export async function assertDatabaseExists(
+  storage: StorageBackend,
+  prefix: string,
+  db: string,
+): Promise<void> {
+  assertValidDbName(db);
+  const log = await storage.list(logPrefix(prefix, db), { limit: 1 });
+  if (log.objects.length > 0) return;
+  if ((await listSnapshots(storage, prefix, db)).length > 0) return;
+  throw new DatabaseNotFoundError(db, prefix);
+}
+
+/** The storage folder of all databases under `prefix`, with its trailing `/` ('' for none). */
+export function databasesRoot(prefix: string): string {
+  return prefix === '' ? '' : `${prefix}/`;
+}
+
+/**
+ * The names of the folders directly under `prefix` that may be databases, in key order. Storage
+ * lists no folders, so this skips over each one: after the first key of `name/`, it asks for the
+ * first key after every possible key of `name/`. One small list call per folder, however large
+ * its log.
+ */
+export async function* listDatabaseNames(
+  storage: StorageBackend,
+  prefix: string,
+): AsyncGenerator<string, void, undefined> {
+  const root = databasesRoot(prefix);
+  // Above every character a key can hold, so `name/\u{10FFFF}` sorts after all of `name/`'s keys.
+  const afterEverything = '\u{10FFFF}';
+  let startAfter: string | undefined;
+  for (;;) {
+    const page = await storage.list(root, {
+      limit: 1,
+      ...(startAfter === undefined ? {} : { startAfter }),
+    });
+    const first = page.objects[0];
+    if (first === undefined) return;
+    const rest = first.key.slice(root.length);
+    const slash = rest.indexOf('/');
+    if (slash === -1) {
+      // An object right under the prefix (a lease file, say) is not a database.
+      startAfter = first.key;
+      continue;
+    }
+    const name = rest.slice(0, slash);
+    startAfter = `${root}${name}/${afterEverything}`;
+    if (isValidDbName(name)) yield name;
+  }
+}
+
+function isValidDbName(name: string): boolean {
+  try {
+    assertValidDbName(name);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Downloads every part of a snapshot and checks it against the manifest's SHA-256s, one part in
+ * memory at a time. Throws {@link SnapshotInvalidError} naming the first bad part.
+ */
+export async function checkSnapshotImage(
+  storage: StorageBackend,
+  prefix: string,
+  manifest: SnapshotManifest,
+  onProgress?: (doneBytes: number) => void,
+): Promise<void> {
+  const where = `snapshot ${manifest.seq} of ${manifest.db}`;
+  const whole = createHash('sha256');
+  let done = 0;
+  for (const part of manifest.parts) {
+    const key = snapshotPartKey(prefix, manifest.db, manifest.seq, part.index);
+    const stored = await storage.get(key);
+    if (stored === null) throw new SnapshotInvalidError(`${where}: part ${key} is missing`);
+    let raw: Uint8Array;
+    if (manifest.codec === 'none') {
+      raw = stored;
+    } else {
+      try {
+        // Capped at the declared size: a damaged part must not inflate without bound.
+        raw = await inflateRaw(stored, { maxOutputLength: Math.max(1, part.rawBytes) });
+      } catch (error) {
+        throw new SnapshotInvalidError(`${where}: part ${key} does not inflate`, { cause: error });
+      }
+    }
+    if (raw.length !== part.rawBytes) {
+      throw new SnapshotInvalidError(
+        `${where}: part ${key} has ${raw.length} bytes, the manifest says ${part.rawBytes}`,
+      );
+    }
+    if (createHash('sha256').update(raw).digest('hex') !== part.sha256) {
+      throw new SnapshotInvalidError(`${where}: part ${key} does not match its SHA-256`);
+    }
+    whole.update(raw);
+    done += raw.length;
+    onProgress?.(done);
+  }
+  if (done !== manifest.rawBytes || whole.digest('hex') !== manifest.sha256) {
+    throw new SnapshotInvalidError(`${where}: the image does not match its SHA-256`);
+  }
+}
+
+/** The first `pageSize` bytes of a snapshot's image (page 1), from its first part. */
+export async function readSnapshotPage1(
+  storage: StorageBackend,
+  prefix: string,
+  manifest: SnapshotManifest,
+): Promise<Uint8Array> {
+  const where = `snapshot ${manifest.seq} of ${manifest.db}`;
+  const part = manifest.parts[0];
+  if (part === undefined || part.rawBytes < manifest.pageSize) {
+    throw new SnapshotInvalidError(`${where}: its first part does not hold page 1`);
+  }
+  const key = snapshotPartKey(prefix, manifest.db, manifest.seq, part.index);
+  const stored = await storage.get(key);
+  if (stored === null) throw new SnapshotInvalidError(`${where}: part ${key} is missing`);
+  let raw: Uint8Array;
+  try {
+    raw =
+      manifest.codec === 'none'
+        ? stored
+        : await inflateRaw(stored, { maxOutputLength: Math.max(1, part.rawBytes) });
+  } catch (error) {
+    throw new SnapshotInvalidError(`${where}: part ${key} does not inflate`, { cause: error });
+  }
+  if (createHash('sha256').update(raw).digest('hex') !== part.sha256) {
+    throw new SnapshotInvalidError(`${where}: part ${key} does not match its SHA-256`);
+  }
+  return raw.slice(0, manifest.pageSize);
+}
