@@ -35,7 +35,8 @@ export interface FollowerOptions {
 
 export type FollowerEvent =
   | { type: 'bootstrapped'; seq: number; fromSnapshot: boolean }
-  | { type: 'applied'; seq: number; pages: number };
+  /** Changesets `fromSeq`..`seq`, applied as one. */
+  | { type: 'applied'; fromSeq: number; seq: number; pages: number };
 
 interface FollowerState {
   db: string;
@@ -149,7 +150,7 @@ export class SqliteFollower {
         else return applied;
         continue;
       }
-      this.#apply(mergeRun(run));
+      this.#apply(mergeRun(run), (run[0] as Changeset).seq);
       applied += run.length;
     }
   }
@@ -190,7 +191,7 @@ export class SqliteFollower {
   }
 
   /** Applies one changeset, already checked to be the next link of the chain. */
-  #apply(changeset: Changeset): void {
+  #apply(changeset: Changeset, fromSeq: number): void {
     this.#applier.apply(changeset);
     this.#state = {
       db: this.#options.db,
@@ -200,7 +201,12 @@ export class SqliteFollower {
       pageSize: changeset.pageSize,
     };
     writeFileAtomicSync(this.#statePath, JSON.stringify(this.#state));
-    this.#options.onEvent?.({ type: 'applied', seq: changeset.seq, pages: changeset.pages.length });
+    this.#options.onEvent?.({
+      type: 'applied',
+      fromSeq,
+      seq: changeset.seq,
+      pages: changeset.pages.length,
+    });
   }
 
   close(): void {
