@@ -40,6 +40,9 @@ export interface ClusterOptions {
   dir: string;
   nodes: number;
   dbs?: string[];
+  /** Backends by URL (default: storage and a lease file in `dir`). */
+  storageUrl?: string;
+  leasesUrl?: string;
   timing?: LeaseTiming;
   durability?: Durability;
   /** Writes in flight per node and database. */
@@ -209,6 +212,8 @@ export class ClusterDriver {
       path.join(this.dir, 'nodes', id),
       '--db',
       ...this.dbs,
+      ...(o.storageUrl ? ['--storage', o.storageUrl] : []),
+      ...(o.leasesUrl ? ['--leases', o.leasesUrl] : []),
       '--ttl',
       String(t.ttlMs),
       '--renew',

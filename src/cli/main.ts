@@ -171,6 +171,8 @@ export function buildProgram(): Command {
     .requiredOption('--cluster <dir>', 'cluster folder shared by all nodes (storage and leases)')
     .requiredOption('--data <dir>', "this node's own folder")
     .option('--db <name...>', 'databases to open', ['kv'])
+    .option('--storage <url>', 'storage URL (default: the cluster folder)')
+    .option('--leases <url>', 'lease store URL (default: a lease file in the cluster folder)')
     .addOption(new Option('--ttl <ms>').default(1500).argParser(positiveInt('--ttl', 60_000)))
     .addOption(new Option('--renew <ms>').default(300).argParser(positiveInt('--renew', 60_000)))
     .addOption(new Option('--retry <ms>').default(100).argParser(positiveInt('--retry', 60_000)))
@@ -205,6 +207,8 @@ export function buildProgram(): Command {
         cluster: string;
         data: string;
         db: string[];
+        storage?: string;
+        leases?: string;
         ttl: number;
         renew: number;
         retry: number;
@@ -228,6 +232,8 @@ export function buildProgram(): Command {
           clusterDir: options.cluster,
           dataDir: options.data,
           dbs: options.db,
+          ...(options.storage ? { storageUrl: options.storage } : {}),
+          ...(options.leases ? { leasesUrl: options.leases } : {}),
           secret,
           timing: {
             ttlMs: options.ttl,

@@ -13,6 +13,7 @@ import type { Consistency, HadbDatabase } from '../actors/hosted-database.ts';
 import { createNode } from '../actors/node.ts';
 import { createFsLeaseStore } from '../adapters/lease/fs.ts';
 import { createFsStorage } from '../adapters/storage/fs.ts';
+import { openLeaseStoreFromUrl, openStorageFromUrl } from '../adapters/url.ts';
 import type { LeaseTiming, Role } from '../machines/role.ts';
 import type { Durability, WriteToken } from '../wire/forward.ts';
 
@@ -38,6 +39,9 @@ export interface WorkerOptions {
   clusterDir: string;
   dataDir: string;
   dbs: string[];
+  /** Backends by URL; the cluster folder's storage and lease file when absent. */
+  storageUrl?: string;
+  leasesUrl?: string;
   secret: string;
   timing: LeaseTiming;
   durability: Durability;
@@ -150,12 +154,17 @@ interface DatabaseState {
 export async function runWorker(options: WorkerOptions): Promise<void> {
   const node = options.id;
   const paths = clusterPaths(options.clusterDir);
-  const leases = createFsLeaseStore({ path: paths.leases });
+  const leases = options.leasesUrl
+    ? await openLeaseStoreFromUrl(options.leasesUrl)
+    : createFsLeaseStore({ path: paths.leases });
+  const storage = options.storageUrl
+    ? await openStorageFromUrl(options.storageUrl)
+    : createFsStorage({ root: paths.storage });
   const hadb = await createNode({
     id: node,
     secret: options.secret,
     dataDir: options.dataDir,
-    storage: createFsStorage({ root: paths.storage }),
+    storage,
     leases,
     timing: options.timing,
     durability: options.durability,
@@ -329,7 +338,8 @@ export async function runWorker(options: WorkerOptions): Promise<void> {
       await Promise.race([stopLoad(), sleep(2000)]);
       loadOn = false;
       await hadb.close();
-      await leases.close();
+      await leases.close?.();
+      await storage.close?.();
       print({ type: 'exited', node, at: Date.now() });
     }
     process.exit(0);
