@@ -21,6 +21,7 @@ export const WAL_HEADER_SIZE = 32;
 export const WAL_FRAME_HEADER_SIZE = 24;
 /** Bounds memory per read call regardless of WAL size (but always at least one frame). */
 const READ_CHUNK_BYTES = 4 * 1024 * 1024;
+const FIRST_READ_FRAMES = 16;
 /** The first release without the WAL-reset bug (see {@link SqliteTooOldError}). */
 export const MIN_SQLITE_VERSION = '3.51.3';
 
@@ -259,17 +260,22 @@ function readFrames(
   const frameWords = frameSize / 4;
   // No bigger than the frames the file holds now (a cursor at the end needs no 4 MiB buffer);
   // frames appended meanwhile are still read, by the next reads.
-  const chunkFrames = Math.max(
+  const maxFrames = Math.max(
     1,
     Math.min(
       Math.floor(READ_CHUNK_BYTES / frameSize),
       Math.floor((size - start.offset) / frameSize),
     ),
   );
+  // Small first, doubling while every frame read is valid: after a checkpoint SQLite rewrites the
+  // WAL from the front without shrinking it, so what follows the last commit is usually stale
+  // frames of the previous generation, not worth reading megabytes of.
+  let chunkFrames = Math.min(maxFrames, FIRST_READ_FRAMES);
   // A fresh ArrayBuffer: offset 0, so every frame (its size a multiple of 8) is 4-byte aligned.
-  const chunk = new Uint8Array(chunkFrames * frameSize);
-  const view = new DataView(chunk.buffer);
-  const words = bigEndianChecksum === HOST_BIG_ENDIAN ? new Int32Array(chunk.buffer) : null;
+  let chunk = new Uint8Array(chunkFrames * frameSize);
+  let view = new DataView(chunk.buffer);
+  const wordsMatch = bigEndianChecksum === HOST_BIG_ENDIAN;
+  let words = wordsMatch ? new Int32Array(chunk.buffer) : null;
   const littleEndian = !bigEndianChecksum;
   const copyPage = (at: number): Uint8Array =>
     chunk.slice(at + WAL_FRAME_HEADER_SIZE, at + frameSize);
@@ -347,6 +353,12 @@ function readFrames(
       const pgno = view.getUint32(at);
       if (pending.get(pgno) === at) pending.set(pgno, copyPage(at));
       else if (committed.get(pgno) === at) committed.set(pgno, copyPage(at));
+    }
+    if (chunkFrames < maxFrames) {
+      chunkFrames = Math.min(maxFrames, chunkFrames * 2);
+      chunk = new Uint8Array(chunkFrames * frameSize);
+      view = new DataView(chunk.buffer);
+      words = wordsMatch ? new Int32Array(chunk.buffer) : null;
     }
   }
 
