@@ -86,3 +86,31 @@ export function procStatusMb(field: 'VmHWM' | 'VmRSS'): number {
 export function sidesForRound<T>(round: number, a: T, b: T): [T, T] {
   return round % 2 === 0 ? [a, b] : [b, a];
 }
+
+/** The `p`-th percentile (0..100), linear between the closest ranks; NaN when empty. */
+export function percentile(values: readonly number[], p: number): number {
+  if (values.length === 0) return Number.NaN;
+  const sorted = [...values].sort((a, b) => a - b);
+  const rank = (p / 100) * (sorted.length - 1);
+  const low = Math.floor(rank);
+  const high = Math.ceil(rank);
+  const a = sorted[low] as number;
+  const b = sorted[high] as number;
+  return a + (b - a) * (rank - low);
+}
+
+/** p50 / p90 / p99 / max, rounded, for reporting a latency distribution. */
+export function latencySummary(values: readonly number[], digits = 3) {
+  return {
+    p50: round(percentile(values, 50), digits),
+    p90: round(percentile(values, 90), digits),
+    p99: round(percentile(values, 99), digits),
+    max: round(values.length ? values.reduce((m, v) => Math.max(m, v)) : Number.NaN, digits),
+    count: values.length,
+  };
+}
+
+/** CPU count and 1-minute load average: other work on the machine skews latency figures. */
+export function machineLoad(): { cpus: number; loadAvg1m: number } {
+  return { cpus: os.availableParallelism(), loadAvg1m: round(os.loadavg()[0] as number, 2) };
+}
