@@ -173,7 +173,13 @@ function claimRecord(context: RoleContext): {
 } {
   const observed = context.observed;
   const previous = observed?.record ?? null;
-  const adopt = previous !== null && !previous.released && isOwnRecord(context, previous);
+  // Only a claim of ours that never got going: once the log holds changesets of that epoch (a
+  // leadership that ended without releasing), reusing it would be refused by storage forever.
+  const adopt =
+    previous !== null &&
+    !previous.released &&
+    isOwnRecord(context, previous) &&
+    previous.epoch > context.epochFloor;
   const epoch = adopt ? previous.epoch : Math.max(previous?.epoch ?? 0, context.epochFloor) + 1;
   return {
     expectedRevision: observed?.revision ?? null,
