@@ -423,7 +423,9 @@ export class SqliteLeader {
   async #shipUnshipped(): Promise<void> {
     const unshipped = this.#unshipped;
     if (!unshipped) return;
-    await this.#ship(await this.#encode(unshipped, this.#cursor as WalCursor));
+    // Again at the next sequence when an earlier attempt turns out to have landed: the pages go
+    // out once more, which changes nothing (each is the latest version).
+    while (!(await this.#ship(await this.#encode(unshipped, this.#cursor as WalCursor)))) {}
     if (this.#unshipped === unshipped) this.#unshipped = null;
     removeFileSync(this.#outboxPath);
   }
@@ -449,7 +451,8 @@ export class SqliteLeader {
     return { changeset, bytes, cursor };
   }
 
-  async #ship(captured: Captured): Promise<void> {
+  /** Uploads one changeset; false when the slot held an earlier upload of ours instead. */
+  async #ship(captured: Captured): Promise<boolean> {
     const { changeset, bytes, cursor } = captured;
     const key = logKey(this.#options.prefix, this.#options.db, changeset.seq);
     if (this.#options.canShip && !this.#options.canShip()) {
@@ -466,16 +469,24 @@ export class SqliteLeader {
       cursor,
     });
     let written: boolean;
+    let earlier: Changeset | null = null;
     try {
       written = await this.#options.storage.putIfAbsent(key, bytes);
       if (!written) {
         // Our own earlier attempt may have landed without us hearing of it.
         const existing = await this.#options.storage.get(key);
         written = existing !== null && Buffer.from(existing).equals(Buffer.from(bytes));
+        if (!written && existing !== null) earlier = this.#ownEarlierUpload(existing);
       }
     } catch (error) {
       this.#options.onEvent?.({ type: 'ship-failed', seq: changeset.seq, error });
       throw error;
+    }
+    if (earlier) {
+      // It holds older versions of pages we still hold: follow it, then ship ours after it.
+      this.#position = { epoch: earlier.epoch, seq: earlier.seq, checksum: earlier.checksum };
+      this.#commitTimeMs = earlier.commitTimeMs;
+      return false;
     }
     if (!written) {
       this.#fenced = new FencedError(
@@ -509,6 +520,24 @@ export class SqliteLeader {
         .finally(() => {
           this.#autoSnapshotQueued = false;
         });
+    }
+    return true;
+  }
+
+  /**
+   * The changeset in our next slot, if an earlier attempt of this leadership put it there: same
+   * epoch (only this leader writes it) and linked to our position. Null for anyone else's.
+   */
+  #ownEarlierUpload(bytes: Uint8Array): Changeset | null {
+    try {
+      const landed = decodeChangeset(bytes, {
+        db: this.#options.db,
+        seq: this.#position.seq + 1,
+        prevChecksum: this.#position.checksum,
+      });
+      return landed.epoch === this.#position.epoch ? landed : null;
+    } catch {
+      return null;
     }
   }
 
@@ -610,6 +639,21 @@ async function resolveLocalState(
   const stored = await options.storage.get(logKey(options.prefix, options.db, raw.pending.seq));
   if (stored === null) return { ...raw, pending: null };
   const landed = decodeChangeset(stored, { db: options.db });
+  const ownOtherAttempt =
+    landed.epoch === raw.epoch &&
+    hex(landed.prevChecksum) === raw.checksum &&
+    hex(landed.checksum) !== raw.pending.checksum;
+  if (ownOtherAttempt) {
+    // An earlier attempt of this leadership landed, not the last one: follow it, and capture
+    // again from before it (pages shipped twice change nothing).
+    return {
+      ...raw,
+      seq: landed.seq,
+      checksum: hex(landed.checksum),
+      commitTimeMs: landed.commitTimeMs,
+      pending: null,
+    };
+  }
   if (hex(landed.checksum) !== raw.pending.checksum) {
     throw new FencedError(
       raw.pending.seq,
