@@ -358,6 +358,9 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase {
     const started = clock.now();
     let delay = 10;
     let lastProblem = 'no leader is known';
+    // Once sent to another node, the write may have been applied there: from then on it is
+    // applied here only under its request id, like any forwarded write.
+    let forwarded = false;
     for (;;) {
       if (this.#closed) throw new ClosedError(`database ${this.name}`);
       const local = this.#writableLeader();
@@ -366,6 +369,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase {
           local,
           request,
           started + this.#settings.forwardTimeoutMs,
+          forwarded,
         );
         if (done) {
           this.#remember(done.token);
@@ -382,6 +386,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase {
           const { ttlMs, marginMs } = this.#services.timing;
           const left = this.#settings.forwardTimeoutMs - (clock.now() - started);
           const attemptMs = Math.max(1, Math.min(left, ttlMs + marginMs));
+          forwarded = true;
           const answer = await this.#forward(address, request, attemptMs).catch(
             (error: unknown) => {
               if (error instanceof UnauthorizedError || error instanceof BadRequestError)
@@ -418,6 +423,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase {
     leader: SqliteLeader,
     request: ForwardRequest,
     deadline: number,
+    remembered: boolean,
   ): Promise<BatchResult | null> {
     if (request.op === 'read') {
       const results = request.statements.map((statement) => ({
@@ -432,14 +438,21 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase {
     let epoch: number;
     try {
       epoch = this.#commit(leader, () => {
+        const prior = remembered ? this.#priorAnswer(leader.database, request.requestId) : null;
+        if (prior) {
+          results = prior;
+          return;
+        }
         results = request.statements.map((statement) =>
           runStatement(leader.database, statement, request.bigints),
         );
+        if (remembered) this.#rememberRequest(leader.database, request.requestId, results);
       });
     } catch (error) {
       if (error instanceof NotLeaderError) return null;
       throw toSqlError(error);
     }
+    if (remembered) tablesReady.add(leader.database);
     try {
       return { results, token: await this.#durable(leader, request.durability, epoch, deadline) };
     } catch (error) {
