@@ -84,13 +84,16 @@ export interface ProxiedRequest {
 /**
  * What the proxy does with a request: forward it (the default); answer with an S3 error without
  * forwarding; or forward it and then answer with an error anyway, as when a request lands and
- * its answer is lost. `decide` may also edit the request's headers before it is forwarded, and
- * act on the emulator itself before it answers.
+ * its answer is lost. `hang` never forwards nor answers, and `forward-then-hang` lands the request
+ * and never answers: either way the client must time out. `decide` may also edit the request's
+ * headers before it is forwarded, and act on the emulator itself before it answers.
  */
 export type ProxyAction =
   | { kind: 'forward' }
   | { kind: 'fail'; status: number; code: string }
-  | { kind: 'forward-then-fail'; status: number; code: string };
+  | { kind: 'forward-then-fail'; status: number; code: string }
+  | { kind: 'hang' }
+  | { kind: 'forward-then-hang' };
 
 export interface S3Proxy {
   endpoint: string;
@@ -122,8 +125,11 @@ export async function startS3Proxy(
       sendS3Error(outgoing, action.status, action.code);
       return;
     }
+    // Left open: the client gives up on it, or close() destroys it.
+    if (action.kind === 'hang') return;
     try {
       const answer = await forward(upstream, request);
+      if (action.kind === 'forward-then-hang') return;
       if (action.kind === 'forward-then-fail') {
         sendS3Error(outgoing, action.status, action.code);
         return;
