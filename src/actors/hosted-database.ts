@@ -434,25 +434,14 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase {
       const { epoch, seq } = leader.position;
       return { results, token: { epoch, seq } };
     }
-    let results: StatementResult[] = [];
-    let epoch: number;
+    let committed: { epoch: number; results: StatementResult[] };
     try {
-      epoch = this.#commit(leader, () => {
-        const prior = remembered ? this.#priorAnswer(leader.database, request.requestId) : null;
-        if (prior) {
-          results = prior;
-          return;
-        }
-        results = request.statements.map((statement) =>
-          runStatement(leader.database, statement, request.bigints),
-        );
-        if (remembered) this.#rememberRequest(leader.database, request.requestId, results);
-      });
+      committed = this.#commitStatements(leader, request, remembered);
     } catch (error) {
       if (error instanceof NotLeaderError) return null;
       throw toSqlError(error);
     }
-    if (remembered) tablesReady.add(leader.database);
+    const { epoch, results } = committed;
     try {
       return { results, token: await this.#durable(leader, request.durability, epoch, deadline) };
     } catch (error) {
@@ -509,20 +498,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase {
           token: { epoch: leader.position.epoch, seq: leader.position.seq },
         };
       }
-      let results: StatementResult[] = [];
-      const epoch = this.#commit(leader, () => {
-        const prior = remembered ? this.#priorAnswer(leader.database, request.requestId) : null;
-        if (prior) {
-          results = prior;
-          return;
-        }
-        results = request.statements.map((statement) =>
-          runStatement(leader.database, statement, request.bigints),
-        );
-        if (remembered) this.#rememberRequest(leader.database, request.requestId, results);
-      });
-      // Only once committed: a rolled-back transaction takes the new table with it.
-      if (remembered) tablesReady.add(leader.database);
+      const { epoch, results } = this.#commitStatements(leader, request, remembered);
       // One attempt: the sender retries with the same request id, which finds this commit.
       const token = await this.#durable(leader, request.durability, epoch, null);
       return { ok: true, results, token };
@@ -549,6 +525,32 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase {
    * Runs `work` in one transaction that commits only while this node may commit (checked at
    * the end, so a long statement cannot outlive the lease), then waits as the durability asks.
    */
+  /**
+   * The request's statements in one committed transaction. `remembered`: applied once per request
+   * id, whoever asks (an earlier answer recorded in the database is returned instead).
+   */
+  #commitStatements(
+    leader: SqliteLeader,
+    request: ForwardRequest,
+    remembered: boolean,
+  ): { epoch: number; results: StatementResult[] } {
+    let results: StatementResult[] = [];
+    const epoch = this.#commit(leader, () => {
+      const prior = remembered ? this.#priorAnswer(leader.database, request.requestId) : null;
+      if (prior) {
+        results = prior;
+        return;
+      }
+      results = request.statements.map((statement) =>
+        runStatement(leader.database, statement, request.bigints),
+      );
+      if (remembered) this.#rememberRequest(leader.database, request.requestId, results);
+    });
+    // Only once committed: a rolled-back transaction takes the new table with it.
+    if (remembered) tablesReady.add(leader.database);
+    return { epoch, results };
+  }
+
   #commit(leader: SqliteLeader, work: () => void): number {
     const epoch = this.#writerEpoch;
     if (epoch === null) throw new NotLeaderError(`${this.name}: not the leader`);

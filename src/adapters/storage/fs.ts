@@ -2,20 +2,16 @@ import { randomBytes } from 'node:crypto';
 import type { Dirent, Stats } from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
-import {
-  HadbError,
-  InvalidArgumentError,
-  InvalidKeyError,
-  StorageUnavailableError,
-} from '../../errors.ts';
+import { HadbError, InvalidKeyError, StorageUnavailableError } from '../../errors.ts';
 import { syncDirectory } from '../fs-sync.ts';
-import { assertValidKey, compareKeys, pageOfSortedKeys, toListPage } from './keys.ts';
 import {
-  type ByteRange,
-  DEFAULT_LIST_LIMIT,
-  type ListedObject,
-  type StorageBackend,
-} from './types.ts';
+  assertValidKey,
+  assertValidRange,
+  compareKeys,
+  pageOfSortedKeys,
+  toListPage,
+} from './keys.ts';
+import { DEFAULT_LIST_LIMIT, type ListedObject, type StorageBackend } from './types.ts';
 
 const TEMP_PREFIX = '.tmp-';
 const MAX_NAME_BYTES = 255;
@@ -354,17 +350,6 @@ async function isDirectory(file: string): Promise<boolean> {
     return (await fsp.stat(file)).isDirectory();
   } catch {
     return false;
-  }
-}
-
-function assertValidRange(range: ByteRange | undefined): void {
-  if (range === undefined) return;
-  const { start, end } = range;
-  if (!Number.isSafeInteger(start) || start < 0) {
-    throw new InvalidArgumentError(`range start must be a non-negative integer, got ${start}`);
-  }
-  if (end !== undefined && (!Number.isSafeInteger(end) || end < start)) {
-    throw new InvalidArgumentError(`range end must be an integer >= start (${start}), got ${end}`);
   }
 }
 

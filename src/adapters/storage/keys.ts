@@ -1,5 +1,5 @@
 import { InvalidArgumentError, InvalidKeyError } from '../../errors.ts';
-import { DEFAULT_LIST_LIMIT, type ListOptions, type ListPage } from './types.ts';
+import { type ByteRange, DEFAULT_LIST_LIMIT, type ListOptions, type ListPage } from './types.ts';
 
 const MAX_KEY_BYTES = 1024;
 
@@ -58,4 +58,16 @@ export function toListPage(page: {
   return page.nextStartAfter === undefined
     ? { objects }
     : { objects, nextStartAfter: page.nextStartAfter };
+}
+
+/** A byte range every backend accepts: `start` >= 0, `end` (exclusive) >= `start`. */
+export function assertValidRange(range: ByteRange | undefined): void {
+  if (range === undefined) return;
+  const { start, end } = range;
+  if (!Number.isSafeInteger(start) || start < 0) {
+    throw new InvalidArgumentError(`range start must be a non-negative integer, got ${start}`);
+  }
+  if (end !== undefined && (!Number.isSafeInteger(end) || end < start)) {
+    throw new InvalidArgumentError(`range end must be an integer >= start (${start}), got ${end}`);
+  }
 }

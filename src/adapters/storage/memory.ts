@@ -1,6 +1,12 @@
-import { InvalidArgumentError, StorageUnavailableError } from '../../errors.ts';
+import { StorageUnavailableError } from '../../errors.ts';
 import { type FaultOptions, Faults } from '../faults.ts';
-import { assertValidKey, compareKeys, pageOfSortedKeys, toListPage } from './keys.ts';
+import {
+  assertValidKey,
+  assertValidRange,
+  compareKeys,
+  pageOfSortedKeys,
+  toListPage,
+} from './keys.ts';
 import type { ByteRange, ListOptions, ListPage, StorageBackend } from './types.ts';
 
 interface SharedState {
@@ -49,7 +55,7 @@ export class MemoryStorage implements StorageBackend {
 
   async get(key: string, range?: ByteRange): Promise<Uint8Array | null> {
     assertValidKey(key);
-    if (range) assertValidRange(range);
+    assertValidRange(range);
     return this.#call(`get ${key}`, () => {
       const body = this.#state.objects.get(key);
       if (!body) return null;
@@ -76,15 +82,6 @@ export class MemoryStorage implements StorageBackend {
   #call<T>(label: string, apply: () => T): Promise<T> {
     return this.#state.faults.call(this.#node, label, (m) => new StorageUnavailableError(m), apply);
   }
-}
-
-export function assertValidRange(range: ByteRange): void {
-  const { start, end } = range;
-  const valid =
-    Number.isSafeInteger(start) &&
-    start >= 0 &&
-    (end === undefined || (Number.isSafeInteger(end) && end >= start));
-  if (!valid) throw new InvalidArgumentError(`invalid byte range ${JSON.stringify(range)}`);
 }
 
 export function createMemoryStorage(options: FaultOptions = {}): MemoryStorage {

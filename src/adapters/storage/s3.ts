@@ -5,7 +5,7 @@ import {
   ListObjectsV2Command,
   PutObjectCommand,
 } from '@aws-sdk/client-s3';
-import { HadbError, InvalidArgumentError, StorageUnavailableError } from '../../errors.ts';
+import { HadbError, StorageUnavailableError } from '../../errors.ts';
 import {
   describeS3Error,
   isTransientS3Error,
@@ -15,7 +15,7 @@ import {
   s3ErrorName,
   s3Status,
 } from '../s3-client.ts';
-import { assertValidKey, pageOfSortedKeys } from './keys.ts';
+import { assertValidKey, assertValidRange, pageOfSortedKeys } from './keys.ts';
 import {
   type ByteRange,
   DEFAULT_LIST_LIMIT,
@@ -257,16 +257,5 @@ function isValidKey(key: string): boolean {
     return true;
   } catch {
     return false;
-  }
-}
-
-function assertValidRange(range: ByteRange | undefined): void {
-  if (range === undefined) return;
-  const { start, end } = range;
-  if (!Number.isSafeInteger(start) || start < 0) {
-    throw new InvalidArgumentError(`range start must be a non-negative integer, got ${start}`);
-  }
-  if (end !== undefined && (!Number.isSafeInteger(end) || end < start)) {
-    throw new InvalidArgumentError(`range end must be an integer >= start (${start}), got ${end}`);
   }
 }
