@@ -1,9 +1,6 @@
-import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
-import * as os from 'node:os';
-import * as path from 'node:path';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { Kvm } from '@nats-io/kv';
 import { connect } from '@nats-io/transport-node';
@@ -18,9 +15,9 @@ import {
 } from '../../src/adapters/lease/nats.ts';
 import type { CasResult } from '../../src/adapters/lease/types.ts';
 import { LeaseStoreUnavailableError } from '../../src/errors.ts';
+import { NATS_SERVER, PrivateNatsServer } from '../support/nats.ts';
 import { describeWithService } from '../support/services.ts';
 
-const NATS_SERVER = process.env.HADB_NATS_SERVER ?? '/usr/sbin/nats-server';
 const RACERS = 16;
 const CLIENTS = 4;
 /** Short enough to keep the outage tests fast, long enough for a loaded CI machine's loopback. */
@@ -444,69 +441,6 @@ if (haveBinary) {
   });
 }
 
-/** nats-server with JetStream on a free loopback port and its own store directory. */
-class PrivateNatsServer {
-  readonly url: string;
-  readonly #port: number;
-  readonly #dir: string;
-  #child: ChildProcess | undefined;
-
-  private constructor(port: number, dir: string) {
-    this.#port = port;
-    this.#dir = dir;
-    this.url = `nats://127.0.0.1:${port}`;
-  }
-
-  static async start(): Promise<PrivateNatsServer> {
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hadb-nats-'));
-    const server = new PrivateNatsServer(await freePort(), dir);
-    await server.restart();
-    return server;
-  }
-
-  /** Starts the server on the same port and store directory; resolves once it is ready. */
-  async restart(): Promise<void> {
-    const child = spawn(
-      NATS_SERVER,
-      ['-js', '-a', '127.0.0.1', '-p', String(this.#port), '-sd', this.#dir],
-      { stdio: ['ignore', 'pipe', 'pipe'] },
-    );
-    this.#child = child;
-    let output = '';
-    await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`nats-server not ready: ${output}`)), 10_000);
-      const onData = (chunk: Buffer) => {
-        output += chunk.toString();
-        if (output.includes('Server is ready')) {
-          clearTimeout(timer);
-          resolve();
-        }
-      };
-      child.stdout?.on('data', onData);
-      child.stderr?.on('data', onData);
-      child.once('exit', (code) => {
-        clearTimeout(timer);
-        reject(new Error(`nats-server exited with ${code}: ${output}`));
-      });
-    });
-  }
-
-  /** SIGKILL: no goodbye to clients, as in a crash. */
-  async kill(): Promise<void> {
-    const child = this.#child;
-    this.#child = undefined;
-    if (child === undefined || child.exitCode !== null || child.signalCode !== null) return;
-    const exited = new Promise((resolve) => child.once('exit', resolve));
-    child.kill('SIGKILL');
-    await exited;
-  }
-
-  async destroy(): Promise<void> {
-    await this.kill();
-    fs.rmSync(this.#dir, { recursive: true, force: true });
-  }
-}
-
 /** A TCP relay to NATS whose `freeze()` keeps the connections open but silently drops all bytes. */
 interface Relay {
   url: string;
@@ -545,21 +479,6 @@ async function startRelay(upstreamUrl: string): Promise<Relay> {
       for (const socket of sockets) socket.destroy();
     },
   };
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      server.close(() =>
-        typeof address === 'object' && address !== null
-          ? resolve(address.port)
-          : reject(new Error('no port')),
-      );
-    });
-  });
 }
 
 function ok(result: CasResult): string {

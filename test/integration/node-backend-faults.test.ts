@@ -1,15 +1,5 @@
-/**
- * Three in-process nodes writing while a backend misbehaves: S3 answering with 500s, losing
- * answers and timing out (through the loopback fault proxy), and NATS restarted under the lease
- * store. Each time: no acknowledged write lost, none applied twice, no write but acknowledged or
- * failed ones in the end state, `integrity_check` ok on every copy, never two nodes leading one
- * epoch, and writes resume by themselves once the fault is gone.
- */
-import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
-import net from 'node:net';
-import os from 'node:os';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest';
 import type { HadbDatabase } from '../../src/actors/hosted-database.ts';
@@ -21,6 +11,7 @@ import { createFsStorage } from '../../src/adapters/storage/fs.ts';
 import { createS3Storage } from '../../src/adapters/storage/s3.ts';
 import type { StorageBackend } from '../../src/adapters/storage/types.ts';
 import { ClosedError, LeaderUnavailableError, NotDurableError } from '../../src/errors.ts';
+import { NATS_SERVER, PrivateNatsServer } from '../support/nats.ts';
 import {
   createTestBucket,
   emulatorClientOptions,
@@ -35,7 +26,6 @@ import { tempDirs } from './support/replication.ts';
 
 // No uniqueness: a write applied twice shows up as a duplicate row instead of an SQL error.
 const SCHEMA = 'create table if not exists t(k text not null)';
-const NATS_SERVER = process.env.HADB_NATS_SERVER ?? '/usr/sbin/nats-server';
 const IDS = ['a', 'b', 'c'];
 const freshDir = tempDirs('hadb-node-faults-');
 
@@ -315,84 +305,6 @@ await describeWithService('s3', 'nodes while S3 fails', (endpoint) => {
     await stopAndCheck(cluster, context);
   }, 45_000);
 });
-
-/** nats-server with JetStream on a free loopback port and its own store directory. */
-class PrivateNatsServer {
-  readonly url: string;
-  readonly #port: number;
-  readonly #dir: string;
-  #child: ChildProcess | undefined;
-
-  private constructor(port: number, dir: string) {
-    this.#port = port;
-    this.#dir = dir;
-    this.url = `nats://127.0.0.1:${port}`;
-  }
-
-  static async start(): Promise<PrivateNatsServer> {
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hadb-nats-'));
-    const server = new PrivateNatsServer(await freePort(), dir);
-    await server.restart();
-    return server;
-  }
-
-  /** Starts it on the same port and store directory; resolves once it is ready. */
-  async restart(): Promise<void> {
-    const child = spawn(
-      NATS_SERVER,
-      ['-js', '-a', '127.0.0.1', '-p', String(this.#port), '-sd', this.#dir],
-      { stdio: ['ignore', 'pipe', 'pipe'] },
-    );
-    this.#child = child;
-    let output = '';
-    await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`nats-server not ready: ${output}`)), 10_000);
-      const onData = (chunk: Buffer) => {
-        output += chunk.toString();
-        if (output.includes('Server is ready')) {
-          clearTimeout(timer);
-          resolve();
-        }
-      };
-      child.stdout?.on('data', onData);
-      child.stderr?.on('data', onData);
-      child.once('exit', (code) => {
-        clearTimeout(timer);
-        reject(new Error(`nats-server exited with ${code}: ${output}`));
-      });
-    });
-  }
-
-  /** SIGKILL: no goodbye to clients, as in a crash. */
-  async kill(): Promise<void> {
-    const child = this.#child;
-    this.#child = undefined;
-    if (child === undefined || child.exitCode !== null || child.signalCode !== null) return;
-    const exited = new Promise((resolve) => child.once('exit', resolve));
-    child.kill('SIGKILL');
-    await exited;
-  }
-
-  async destroy(): Promise<void> {
-    await this.kill();
-    fs.rmSync(this.#dir, { recursive: true, force: true });
-  }
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      server.close(() =>
-        typeof address === 'object' && address !== null
-          ? resolve(address.port)
-          : reject(new Error('no port')),
-      );
-    });
-  });
-}
 
 const natsTitle = 'nodes while NATS restarts under the leases';
 if (fs.existsSync(NATS_SERVER)) {
