@@ -10,7 +10,7 @@ import type { LeaseStore } from '../../src/adapters/lease/types.ts';
 import { createFsStorage } from '../../src/adapters/storage/fs.ts';
 import { createS3Storage } from '../../src/adapters/storage/s3.ts';
 import type { StorageBackend } from '../../src/adapters/storage/types.ts';
-import { ClosedError, LeaderUnavailableError, NotDurableError } from '../../src/errors.ts';
+import { LeaderUnavailableError, NotDurableError } from '../../src/errors.ts';
 import { NATS_SERVER, PrivateNatsServer } from '../support/nats.ts';
 import {
   createTestBucket,
@@ -21,7 +21,7 @@ import {
   type TestBucket,
 } from '../support/s3.ts';
 import { describeWithService } from '../support/services.ts';
-import { FAST_TIMING, SECRET, waitFor } from './support/nodes.ts';
+import { FAST_TIMING, SECRET, type WriteLoop, waitFor, writeLoop } from './support/nodes.ts';
 import { tempDirs } from './support/replication.ts';
 
 // No uniqueness: a write applied twice shows up as a duplicate row instead of an SQL error.
@@ -42,40 +42,6 @@ interface Cluster {
   leaders: Map<number, string>;
   /** Broken leadership invariants: two nodes leading one epoch, a node re-claiming an epoch. */
   clashes: string[];
-}
-
-interface WriteLoop {
-  acked: string[];
-  failed: { key: string; error: unknown }[];
-  stop(): Promise<void>;
-}
-
-/** Writes unique keys in 'replicated' mode until stopped. */
-function writeLoop(db: HadbDatabase, label: string): WriteLoop {
-  const acked: string[] = [];
-  const failed: { key: string; error: unknown }[] = [];
-  let running = true;
-  const done = (async () => {
-    for (let i = 0; running; i++) {
-      const key = `${label}-${String(i).padStart(5, '0')}`;
-      try {
-        await db.execute('insert into t(k) values (?)', [key], { durability: 'replicated' });
-        acked.push(key);
-      } catch (error) {
-        failed.push({ key, error });
-        // Its node closed: every further call would fail at once, starving the event loop.
-        if (error instanceof ClosedError) return;
-      }
-    }
-  })();
-  return {
-    acked,
-    failed,
-    stop: async () => {
-      running = false;
-      await done;
-    },
-  };
 }
 
 /** Starts the three nodes, opens the database on each and starts a write loop per node. */

@@ -18,7 +18,7 @@ import type { StorageBackend } from '../../src/adapters/storage/types.ts';
 import { ClosedError, NotDurableError } from '../../src/errors.ts';
 import { createTestBucket, emulatorClientOptions, type TestBucket } from '../support/s3.ts';
 import { describeWithService, findService, type ServiceName } from '../support/services.ts';
-import { FAST_TIMING, SECRET, waitFor } from './support/nodes.ts';
+import { FAST_TIMING, SECRET, waitFor, writeLoop } from './support/nodes.ts';
 import { tempDirs } from './support/replication.ts';
 
 // No uniqueness: a write applied twice shows up as a duplicate row instead of an SQL error.
@@ -43,40 +43,6 @@ async function describeWithServices(
   const missing = found.find(([, url]) => url === undefined)?.[0] ?? (names[0] as ServiceName);
   const urls = Object.fromEntries(found) as Record<ServiceName, string>;
   await describeWithService(missing, title, () => body(urls));
-}
-
-interface WriteLoop {
-  acked: string[];
-  /** Writes that failed: their outcome is unknown, so they may or may not be in the end state. */
-  failed: { key: string; error: unknown }[];
-  stop(): Promise<void>;
-}
-
-/** Writes unique keys until stopped; a ClosedError (its node closed) ends the loop. */
-function writeLoop(db: HadbDatabase, label: string): WriteLoop {
-  const acked: string[] = [];
-  const failed: { key: string; error: unknown }[] = [];
-  let running = true;
-  const done = (async () => {
-    for (let i = 0; running; i++) {
-      const key = `${label}-${String(i).padStart(5, '0')}`;
-      try {
-        await db.execute('insert into t(k) values (?)', [key], { durability: 'replicated' });
-        acked.push(key);
-      } catch (error) {
-        failed.push({ key, error });
-        if (error instanceof ClosedError) return;
-      }
-    }
-  })();
-  return {
-    acked,
-    failed,
-    stop: async () => {
-      running = false;
-      await done;
-    },
-  };
 }
 
 async function keys(db: HadbDatabase): Promise<string[]> {

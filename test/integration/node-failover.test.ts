@@ -7,7 +7,7 @@ import { MemoryLeaseStore } from '../../src/adapters/lease/memory.ts';
 import type { ParkedTail } from '../../src/adapters/replication/sqlite/leader.ts';
 import { MemoryStorage } from '../../src/adapters/storage/memory.ts';
 import { decodeChangeset } from '../../src/wire/changeset.ts';
-import { FAST_TIMING, SECRET, testClusters, waitFor } from './support/nodes.ts';
+import { FAST_TIMING, SECRET, testClusters, waitFor, writeLoop } from './support/nodes.ts';
 import { tempDirs } from './support/replication.ts';
 
 const cluster = testClusters('hadb-failover-');
@@ -17,32 +17,6 @@ const SCHEMA = 'create table if not exists t(k text primary key)';
 async function keys(db: HadbDatabase): Promise<string[]> {
   const rows = await db.all('select k from t order by k');
   return rows.map((row) => String(row.k));
-}
-
-/** Writes unique keys from `db` until stopped; returns the keys that were acknowledged. */
-function writeLoop(db: HadbDatabase, label: string) {
-  const acked: string[] = [];
-  const failed: unknown[] = [];
-  let running = true;
-  const done = (async () => {
-    for (let i = 0; running; i++) {
-      const key = `${label}-${String(i).padStart(5, '0')}`;
-      try {
-        await db.execute('insert into t(k) values (?)', [key], { durability: 'replicated' });
-        acked.push(key);
-      } catch (error) {
-        failed.push(error);
-      }
-    }
-  })();
-  return {
-    acked,
-    failed,
-    stop: async () => {
-      running = false;
-      await done;
-    },
-  };
 }
 
 describe('failover between nodes', () => {

@@ -1,9 +1,11 @@
 /** Several hadb nodes in one process, over filesystem storage and leases (a support module). */
 import path from 'node:path';
 import { afterEach } from 'vitest';
+import type { HadbDatabase } from '../../../src/actors/hosted-database.ts';
 import { createNode, type HadbNode, type NodeOptions } from '../../../src/actors/node.ts';
 import { createFsLeaseStore } from '../../../src/adapters/lease/fs.ts';
 import { createFsStorage } from '../../../src/adapters/storage/fs.ts';
+import { ClosedError } from '../../../src/errors.ts';
 import type { LeaseTiming } from '../../../src/machines/role.ts';
 import { tempDirs } from './replication.ts';
 
@@ -62,4 +64,39 @@ export async function waitFor(
       throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
     await new Promise((resolve) => setTimeout(resolve, 10));
   }
+}
+
+export interface WriteLoop {
+  acked: string[];
+  /** Writes that failed: their outcome is unknown, so they may or may not be in the end state. */
+  failed: { key: string; error: unknown }[];
+  stop(): Promise<void>;
+}
+
+/** Writes unique keys until stopped; a ClosedError (its node closed) ends the loop. */
+export function writeLoop(db: HadbDatabase, label: string): WriteLoop {
+  const acked: string[] = [];
+  const failed: { key: string; error: unknown }[] = [];
+  let running = true;
+  const done = (async () => {
+    for (let i = 0; running; i++) {
+      const key = `${label}-${String(i).padStart(5, '0')}`;
+      try {
+        await db.execute('insert into t(k) values (?)', [key], { durability: 'replicated' });
+        acked.push(key);
+      } catch (error) {
+        failed.push({ key, error });
+        // Its node closed: every further call would fail at once, starving the event loop.
+        if (error instanceof ClosedError) return;
+      }
+    }
+  })();
+  return {
+    acked,
+    failed,
+    stop: async () => {
+      running = false;
+      await done;
+    },
+  };
 }
