@@ -53,7 +53,10 @@ export interface NodeOptions {
   durability?: Durability;
   /** How often a leader ships what it did not ship already (default 100 ms). */
   shipIntervalMs?: number;
-  /** How soon a leader ships after a commit (default 2 ms): coalesces bursts of writes. */
+  /**
+   * How soon a leader ships an `async` write (default 10 ms): coalesces bursts into one changeset,
+   * so followers apply (and fsync) less often. The loss window of `async` writes grows with it.
+   */
   shipDelayMs?: number;
   readYourWritesTimeoutMs?: number;
   forwardTimeoutMs?: number;
@@ -147,7 +150,7 @@ class Node implements HadbNode {
       client: new NodeClient(options.secret),
       logger,
       shipIntervalMs: options.shipIntervalMs ?? 100,
-      shipDelayMs: options.shipDelayMs ?? 2,
+      shipDelayMs: options.shipDelayMs ?? 10,
       pageSize: options.pageSize ?? 4096,
     };
     this.#supervisor = new Supervisor<DatabaseActor>({
