@@ -249,6 +249,9 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase {
       if (role === 'leader' && snapshot.context.lease) this.#promote(snapshot.context.lease.epoch);
       if (before === 'demoting' || before === 'leader') this.#wakeShippedWaiters();
       for (const wake of this.#roleWaiters) wake();
+    } else if (leaderOf(previous) !== leaderOf(snapshot)) {
+      // A new leader became known: writes waiting to retry go to it now.
+      for (const wake of this.#roleWaiters) wake();
     }
   }
 
@@ -408,7 +411,8 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase {
       if (waited >= this.#settings.forwardTimeoutMs) {
         throw new LeaderUnavailableError(`${this.name}: ${lastProblem}`, Math.round(waited));
       }
-      await sleep(clock, Math.min(delay, this.#settings.forwardTimeoutMs - waited));
+      // A role change (this node took over, or a leader appeared) ends the wait at once.
+      await this.#roleChange(Math.min(delay, this.#settings.forwardTimeoutMs - waited));
       delay = Math.min(delay * 2, 500);
     }
   }
@@ -1124,6 +1128,12 @@ function isTransient(error: unknown): boolean {
       error.code === 'TIMEOUT' ||
       error.code === 'LEASE_STORE_UNAVAILABLE')
   );
+}
+
+/** Who the last lease read named as leader, and in which epoch. */
+function leaderOf(snapshot: RoleSnapshot | undefined): string {
+  const record = snapshot?.context.observed?.record;
+  return record && !record.released ? `${record.holder}@${record.epoch}` : '';
 }
 
 function statementOf(sql: string, params: SqlParams | undefined): Statement {
