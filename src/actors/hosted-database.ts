@@ -111,26 +111,98 @@ export interface DatabaseEvents {
  */
 export interface HadbDatabase {
   readonly name: string;
+  /** `'leader'`, `'follower'`, or a step between (`'candidate'`, `'catching-up'`, `'demoting'`). */
   readonly role: Role;
   /** The last change this copy holds. */
   readonly position: WriteToken;
   /** True on the leader, and on a follower that holds the newest change it has heard of. */
   readonly isCaughtUp: boolean;
+  /**
+   * One statement on the leader (forwarded from a follower).
+   *
+   * @example
+   * ```ts
+   * const { lastInsertRowid, token } = await db.execute('insert into o(total) values (?)', [9.5]);
+   * await db.execute('update o set total = ? where id = ?', [10, 1], { durability: 'async' });
+   * ```
+   * @throws SqlError when SQLite refuses it (never retried); LeaderUnavailableError when no
+   * leader answered in time; NotDurableError when it committed but its upload was not confirmed.
+   */
   execute(sql: string, params?: SqlParams, options?: WriteOptions): Promise<ExecuteResult>;
-  /** Statements applied atomically on the leader, from any node. */
+  /**
+   * Statements applied atomically on the leader, from any node.
+   *
+   * @example
+   * ```ts
+   * await db.batch([
+   *   { sql: 'insert into o(id, total) values (?, ?)', params: [7n, 12] },
+   *   { sql: 'update stock set n = n - 1 where item = ?', params: ['pen'] },
+   * ]);
+   * ```
+   */
   batch(statements: Statement[], options?: WriteOptions): Promise<BatchResult>;
-  /** Runs `fn` in one transaction. Only on the leader: from a follower, use `batch`. */
+  /**
+   * Runs `fn` in one transaction. Only on the leader: from a follower, use `batch`.
+   *
+   * @example
+   * ```ts
+   * if (db.role === 'leader') {
+   *   const id = await db.transaction((tx) => {
+   *     tx.execute('insert into o(total) values (?)', [3]);
+   *     return tx.get('select max(id) as id from o')?.id;
+   *   });
+   * }
+   * ```
+   */
   transaction<T>(fn: (tx: Transaction) => T, options?: WriteOptions): Promise<T>;
+  /**
+   * Every row of a read. Local by default; see {@link ReadOptions.consistency}.
+   *
+   * @example
+   * ```ts
+   * await db.execute('insert into o(total) values (?)', [1]);
+   * const mine = await db.all('select * from o', [], { consistency: 'read-your-writes' });
+   * ```
+   */
   all(sql: string, params?: SqlParams, options?: ReadOptions): Promise<Row[]>;
+  /**
+   * The first row of a read, or undefined.
+   *
+   * @example
+   * ```ts
+   * const row = await db.get('select count(*) as n from o', [], { consistency: 'strong' });
+   * ```
+   */
   get(sql: string, params?: SqlParams, options?: ReadOptions): Promise<Row | undefined>;
-  /** Rows and the position they were read at. */
+  /**
+   * Rows and the position they were read at.
+   *
+   * @example
+   * ```ts
+   * const { rows, position } = await db.query('select * from o where id = ?', [1n]);
+   * ```
+   */
   query(
     sql: string,
     params?: SqlParams,
     options?: ReadOptions,
   ): Promise<{ rows: Row[]; position: WriteToken }>;
-  /** Gives leadership up gracefully so a caught-up follower takes over at once. */
+  /**
+   * Gives leadership up gracefully so a caught-up follower takes over at once.
+   *
+   * @example
+   * ```ts
+   * if (db.role === 'leader') db.handoff(); // before draining this server
+   * ```
+   */
   handoff(): void;
+  /**
+   * @example
+   * ```ts
+   * db.on('role', ({ role, epoch }) => log.info({ role, epoch }, 'role changed'));
+   * db.on('parked', (tail) => alert(`unshipped commits set aside in ${tail.file}`));
+   * ```
+   */
   on<E extends keyof DatabaseEvents>(
     event: E,
     listener: (...args: DatabaseEvents[E]) => void,
@@ -139,6 +211,7 @@ export interface HadbDatabase {
     event: E,
     listener: (...args: DatabaseEvents[E]) => void,
   ): this;
+  /** Stops this database on this node; a held lease is released so a follower takes over. */
   close(): Promise<void>;
 }
 
