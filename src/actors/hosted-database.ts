@@ -215,6 +215,18 @@ export interface HadbDatabase {
   close(): Promise<void>;
 }
 
+export interface DatabaseStatus {
+  name: string;
+  role: Role;
+  epoch: number;
+  seq: number;
+  caughtUp: boolean;
+  /** The node that leads it, as far as this node knows. */
+  leader: string | null;
+  /** Why the lease could not be read, if it could not. */
+  leaseProblem: string | null;
+}
+
 /** What a node gives each of its databases. */
 export interface NodeServices {
   nodeId: string;
@@ -343,6 +355,26 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase {
 
   get isCaughtUp(): boolean {
     return this.#writerEpoch !== null || this.position.seq >= this.#knownSeq;
+  }
+
+  /** What `/status` shows of this database on this node. */
+  status(): DatabaseStatus {
+    const record = this.#snapshot?.context.observed?.record;
+    const leader =
+      this.#writerEpoch !== null
+        ? this.#services.nodeId
+        : record && !record.released
+          ? record.holder
+          : null;
+    return {
+      name: this.name,
+      role: this.role,
+      epoch: this.position.epoch,
+      seq: this.position.seq,
+      caughtUp: this.isCaughtUp,
+      leader,
+      leaseProblem: this.#snapshot?.context.leaseProblem ?? null,
+    };
   }
 
   /** Resolves once the local copy is usable (bootstrapped), whatever the role. */

@@ -28,7 +28,13 @@ import {
   startNodeListener,
 } from '../wire/http.ts';
 import type { DatabaseActor } from './database.ts';
-import { type HadbDatabase, HostedDatabase, type NodeServices } from './hosted-database.ts';
+import {
+  type DatabaseStatus,
+  type HadbDatabase,
+  HostedDatabase,
+  type NodeServices,
+} from './hosted-database.ts';
+import { MetricsRegistry } from './metrics.ts';
 import { Supervisor, type SupervisorEvent } from './supervisor.ts';
 
 export interface NodeOptions {
@@ -100,8 +106,16 @@ export interface HadbNode {
   open(name: string, options?: OpenOptions): Promise<HadbDatabase>;
   /** The databases open on this node. */
   databases(): HadbDatabase[];
+  /** Every database on this node: role, epoch, position, leader (also at `GET /status`). */
+  status(): NodeStatus;
   /** Flushes, hands every lease over (released by CAS, so followers take over at once) and stops. */
   close(): Promise<void>;
+}
+
+export interface NodeStatus {
+  node: string;
+  address: string | null;
+  databases: DatabaseStatus[];
 }
 
 export async function createNode(options: NodeOptions): Promise<HadbNode> {
@@ -118,6 +132,15 @@ class Node implements HadbNode {
   readonly #opening = new Map<string, Promise<HostedDatabase>>();
   readonly #supervisor: Supervisor<DatabaseActor>;
   #listener: NodeListener | undefined;
+  readonly #metrics = new MetricsRegistry();
+  readonly #forwardedRequests = this.#metrics.counter(
+    'hadb_forwarded_requests_total',
+    'Writes and reads other nodes forwarded to this one, by outcome',
+  );
+  readonly #roleChanges = this.#metrics.counter(
+    'hadb_role_changes_total',
+    'Role changes of the databases on this node, by the role entered',
+  );
   #unwatch: (() => void) | undefined;
   #closed = false;
 
@@ -153,6 +176,13 @@ class Node implements HadbNode {
       shipDelayMs: options.shipDelayMs ?? 10,
       pageSize: options.pageSize ?? 4096,
     };
+    this.#metrics.gauge('hadb_databases', 'Databases open on this node, by role', () => {
+      const byRole = new Map<string, number>();
+      for (const database of this.#databases.values()) {
+        byRole.set(database.role, (byRole.get(database.role) ?? 0) + 1);
+      }
+      return [...byRole].map(([role, count]) => [{ role }, count]);
+    });
     this.#supervisor = new Supervisor<DatabaseActor>({
       clock,
       onSnapshot: (name, snapshot) => this.#databases.get(name)?.onSnapshot(snapshot),
@@ -191,6 +221,25 @@ class Node implements HadbNode {
           authenticated: false,
           handle: async () => ({ status: 200, body: 'ok' }),
         },
+        // Read-only views for operators and scrapers, on the node's own (by default loopback) address.
+        '/status': {
+          method: 'GET',
+          authenticated: false,
+          handle: async () => ({
+            status: 200,
+            body: JSON.stringify(this.status()),
+            contentType: 'application/json',
+          }),
+        },
+        '/metrics': {
+          method: 'GET',
+          authenticated: false,
+          handle: async () => ({
+            status: 200,
+            body: this.#metrics.render(),
+            contentType: 'text/plain; version=0.0.4; charset=utf-8',
+          }),
+        },
       },
     });
     this.#services.address ??= this.#listener.address;
@@ -215,6 +264,7 @@ class Node implements HadbNode {
       forwardTimeoutMs: this.#options.forwardTimeoutMs ?? 15_000,
     });
     database.closeHandler = () => this.#closeDatabase(name);
+    database.on('role', ({ role }) => this.#roleChanges.inc({ role }));
     this.#databases.set(name, database);
     this.#supervisor.start(name, () => database.createActor());
     database.start();
@@ -249,6 +299,14 @@ class Node implements HadbNode {
       ...migrations.slice(version).map((sql) => ({ sql })),
       { sql: `pragma user_version = ${migrations.length}` },
     ]);
+  }
+
+  status(): NodeStatus {
+    return {
+      node: this.id,
+      address: this.address ?? null,
+      databases: [...this.#databases.values()].map((database) => database.status()),
+    };
   }
 
   databases(): HadbDatabase[] {
@@ -287,6 +345,10 @@ class Node implements HadbNode {
       );
     }
     const response = await database.serveWrite(request);
+    this.#forwardedRequests.inc({
+      op: request.op,
+      outcome: response.ok ? 'ok' : response.code.toLowerCase(),
+    });
     if (response.ok) return answer(response, 200);
     const status = response.code === 'SQL_ERROR' ? 422 : response.code === 'INTERNAL' ? 503 : 409;
     return answer(response, status);
