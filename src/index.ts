@@ -19,7 +19,13 @@ export type {
   Transaction,
   WriteOptions,
 } from './actors/hosted-database.ts';
-export { createNode, type HadbNode, type NodeOptions, type OpenOptions } from './actors/node.ts';
+export {
+  createNode,
+  type HadbNode,
+  type NodeOptions,
+  type NodeStatus,
+  type OpenOptions,
+} from './actors/node.ts';
 export {
   type ActorStatus,
   defaultRestartPolicy,
