@@ -2,6 +2,7 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import { runSimulation, type SimulationSummary } from '../sim/run.ts';
 import { registerOperationsCommands } from './commands/index.ts';
 import { runDemo } from './demo.ts';
+import { registerServeCommand } from './serve.ts';
 import { reportFatal, runWorker } from './worker.ts';
 
 /** Exit codes: 0 ok, 1 an invariant was violated, 2 bad usage. */
@@ -57,6 +58,7 @@ export function buildProgram(): Command {
     .exitOverride((error) => process.exit(error.exitCode === 0 ? 0 : 2));
 
   registerOperationsCommands(program);
+  registerServeCommand(program);
 
   program
     .command('simulate')

@@ -85,12 +85,13 @@ export async function startNodeListener(options: NodeListenerOptions): Promise<N
   };
 }
 
-function authorized(header: string | undefined, expected: Buffer): boolean {
+/** Whether an Authorization header matches; `expected` is {@link digest} of the right one. */
+export function authorized(header: string | undefined, expected: Buffer): boolean {
   // Digests have equal length whatever was sent, so the comparison is constant-time.
   return header !== undefined && timingSafeEqual(digest(header), expected);
 }
 
-function digest(text: string): Buffer {
+export function digest(text: string): Buffer {
   return createHash('sha256').update(text).digest();
 }
 
