@@ -3,7 +3,7 @@ import * as fs from 'node:fs';
 import * as net from 'node:net';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { Kvm } from '@nats-io/kv';
-import { connect } from '@nats-io/transport-node';
+import { connect, type NatsConnection, type RequestOptions } from '@nats-io/transport-node';
 import { afterEach, describe, expect, it } from 'vitest';
 import {
   decodeNatsKey,
@@ -12,9 +12,10 @@ import {
   type NatsLeaseStoreEvent,
   type NatsLeaseStoreOptions,
   openNatsLeaseStore,
+  selfTestNatsLeases,
 } from '../../src/adapters/lease/nats.ts';
 import type { CasResult } from '../../src/adapters/lease/types.ts';
-import { LeaseStoreUnavailableError } from '../../src/errors.ts';
+import { LeaseStoreUnavailableError, LeaseStoreUnsafeError } from '../../src/errors.ts';
 import { NATS_SERVER, PrivateNatsServer } from '../support/nats.ts';
 import { describeWithService } from '../support/services.ts';
 
@@ -26,6 +27,8 @@ const TIMEOUT_MS = 600;
 const TIMER_SLACK_MS = 300;
 /** KV's own key rule (kv.ts `validKeyRe`), without `.` since the encoding never emits it. */
 const KV_KEY = /^[-/=\w]+$/;
+/** The JetStream publish header that makes a KV create or update conditional. */
+const EXPECTED_SEQUENCE = 'Nats-Expected-Last-Subject-Sequence';
 
 const bytes = (text: string) => new TextEncoder().encode(text);
 const text = (value: Uint8Array | undefined) => new TextDecoder().decode(value);
@@ -303,6 +306,56 @@ await describeWithService('nats', 'NATS lease store', (url) => {
     stopGood();
   });
 
+  it('self-test: passes at open on the real server and leaves nothing in the bucket', async () => {
+    const store = await open();
+    await selfTestNatsLeases(store);
+    const nc = await connect({ servers: url });
+    try {
+      const jsm = await jetstreamManager(nc);
+      // Purged from the stream, not deleted: not even a delete marker is left.
+      expect((await jsm.streams.info(`KV_${store.bucket}`)).state.messages).toBe(0);
+    } finally {
+      await nc.close();
+    }
+    ok(await store.create('db/a', bytes('1')));
+  });
+
+  it('self-test: refuses a server that ignores CAS on create, and keeps the caller connection', async () => {
+    const nc = await connect({ servers: url });
+    try {
+      const bucket = uniqueBucket();
+      buckets.push(bucket);
+      const error = await refusal(
+        openNatsLeaseStore({ connection: ignoringCas(nc, () => true), bucket }),
+      );
+      expect(error.step).toBe('second create');
+      expect(error.message).toContain(bucket);
+      expect(nc.isClosed()).toBe(false);
+      const jsm = await jetstreamManager(nc);
+      expect((await jsm.streams.info(`KV_${bucket}`)).state.messages).toBe(0);
+    } finally {
+      await nc.close();
+    }
+  });
+
+  it('self-test: refuses a server that accepts an update at a stale revision', async () => {
+    const nc = await connect({ servers: url });
+    try {
+      const bucket = uniqueBucket();
+      buckets.push(bucket);
+      // Creates (expected sequence 0) stay conditional; updates become unconditional puts.
+      const lax = ignoringCas(nc, (expected) => expected !== '0');
+      const error = await refusal(openNatsLeaseStore({ connection: lax, bucket }));
+      expect(error.step).toBe('stale update');
+      // The same check on a store opened without it, through the exported function.
+      const store = await openNatsLeaseStore({ connection: lax, bucket, selfTest: false });
+      opened.push(store);
+      expect((await refusal(selfTestNatsLeases(store))).step).toBe('stale update');
+    } finally {
+      await nc.close();
+    }
+  });
+
   it(`a silent server: calls fail with LeaseStoreUnavailableError after ${TIMEOUT_MS} ms`, async () => {
     const relay = await startRelay(url);
     try {
@@ -439,6 +492,36 @@ if (haveBinary) {
   describe.skip(`${privateServerTitle} [not run: nats-server missing]`, () => {
     it('needs nats-server', () => {});
   });
+}
+
+/**
+ * `nc` as seen through a server with broken KV compare-and-swap: publishes lose their expected
+ * last subject sequence header whenever `drop(value)` says so, making them unconditional.
+ */
+function ignoringCas(nc: NatsConnection, drop: (expected: string) => boolean): NatsConnection {
+  return new Proxy(nc, {
+    get(target, property) {
+      if (property === 'request') {
+        return (subject: string, payload?: Uint8Array, options?: RequestOptions) => {
+          const expected = options?.headers?.get(EXPECTED_SEQUENCE);
+          if (expected && drop(expected)) options?.headers?.delete(EXPECTED_SEQUENCE);
+          return target.request(subject, payload, options);
+        };
+      }
+      const value: unknown = Reflect.get(target, property, target);
+      return typeof value === 'function' ? value.bind(target) : value;
+    },
+  });
+}
+
+async function refusal(call: Promise<unknown>): Promise<LeaseStoreUnsafeError> {
+  try {
+    await call;
+  } catch (error) {
+    expect(error).toBeInstanceOf(LeaseStoreUnsafeError);
+    return error as LeaseStoreUnsafeError;
+  }
+  throw new Error('the self-test passed');
 }
 
 /** A TCP relay to NATS whose `freeze()` keeps the connections open but silently drops all bytes. */

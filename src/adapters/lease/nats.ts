@@ -1,4 +1,11 @@
-import { JetStreamApiCodes, JetStreamApiError, jetstream, StorageType } from '@nats-io/jetstream';
+import { randomUUID } from 'node:crypto';
+import {
+  JetStreamApiCodes,
+  JetStreamApiError,
+  type JetStreamManager,
+  jetstream,
+  StorageType,
+} from '@nats-io/jetstream';
 import { type KV, Kvm, type KvWatchEntry } from '@nats-io/kv';
 import {
   connect,
@@ -6,7 +13,7 @@ import {
   type QueuedIterator,
   type Status,
 } from '@nats-io/transport-node';
-import { HadbError, LeaseStoreUnavailableError } from '../../errors.ts';
+import { HadbError, LeaseStoreUnavailableError, LeaseStoreUnsafeError } from '../../errors.ts';
 import { type CasResult, CONFLICT, type LeaseEntry, type LeaseStore } from './types.ts';
 
 const DEFAULT_TIMEOUT_MS = 2000;
@@ -14,6 +21,11 @@ const DEFAULT_RECONNECT_WAIT_MS = 500;
 const DEFAULT_PING_INTERVAL_MS = 5000;
 /** Stream sequences as `String(n)` hands them out; anything else was never ours. */
 const REVISION = /^[1-9][0-9]{0,14}$/;
+/**
+ * Raw KV keys of the self-test: with a `.`, which {@link encodeNatsKey} never emits, so no hadb
+ * key can collide with them and other stores' watchers ignore their writes.
+ */
+const SELF_TEST_PREFIX = 'hadb-self-test';
 
 export interface NatsLeaseStoreCommonOptions {
   /** The KV bucket, created (history 1, file storage) when missing. */
@@ -26,6 +38,11 @@ export interface NatsLeaseStoreCommonOptions {
   reconnectWaitMs?: number;
   /** Ping period of an owned connection; two unanswered pings drop it (default 5000). */
   pingIntervalMs?: number;
+  /**
+   * Check at open that the server really does compare-and-swap (see {@link selfTestNatsLeases})
+   * and refuse the store with `LeaseStoreUnsafeError` when it does not (default true).
+   */
+  selfTest?: boolean;
   onEvent?: (event: NatsLeaseStoreEvent) => void;
 }
 
@@ -60,6 +77,7 @@ export class NatsLeaseStore implements LeaseStore {
   readonly bucket: string;
   readonly #nc: NatsConnection;
   readonly #kv: KV;
+  readonly #jsm: JetStreamManager;
   readonly #owned: boolean;
   readonly #timeoutMs: number;
   readonly #emit: Emit;
@@ -72,6 +90,7 @@ export class NatsLeaseStore implements LeaseStore {
     bucket: string;
     nc: NatsConnection;
     kv: KV;
+    jsm: JetStreamManager;
     owned: boolean;
     timeoutMs: number;
     retryMs: number;
@@ -80,6 +99,7 @@ export class NatsLeaseStore implements LeaseStore {
     this.bucket = options.bucket;
     this.#nc = options.nc;
     this.#kv = options.kv;
+    this.#jsm = options.jsm;
     this.#owned = options.owned;
     this.#timeoutMs = options.timeoutMs;
     this.#emit = options.emit;
@@ -109,6 +129,7 @@ export class NatsLeaseStore implements LeaseStore {
         throw unavailable(`connecting to NATS at ${String(options.servers)}`, error);
       }
     }
+    let store: NatsLeaseStore;
     try {
       const js = jetstream(nc, { timeout: timeoutMs });
       const kv = await new Kvm(js).create(options.bucket, {
@@ -116,10 +137,12 @@ export class NatsLeaseStore implements LeaseStore {
         storage: StorageType.File,
         replicas: options.replicas ?? 1,
       });
-      return new NatsLeaseStore({
+      store = new NatsLeaseStore({
         bucket: options.bucket,
         nc,
         kv,
+        // No account-info round trip: the self-test's clean-up is its only use.
+        jsm: await js.jetstreamManager(false),
         owned,
         timeoutMs,
         retryMs,
@@ -129,23 +152,101 @@ export class NatsLeaseStore implements LeaseStore {
       if (owned) await nc.close().catch(() => undefined);
       throw unavailable(`opening KV bucket ${options.bucket}`, error);
     }
+    if (options.selfTest ?? true) {
+      try {
+        await store.selfTest();
+      } catch (error) {
+        await store.close();
+        throw error;
+      }
+    }
+    return store;
+  }
+
+  /**
+   * Checks that the bucket really does compare-and-swap (some nats-server versions had KV CAS
+   * bugs), on scratch keys unique to this run: create, a second create rejected, update at the
+   * current revision (a new revision), update at the stale revision rejected, update of a missing
+   * key rejected, a read of the updated value. Throws {@link LeaseStoreUnsafeError} naming the
+   * failing step, or {@link LeaseStoreUnavailableError} when NATS does not answer. Then purges
+   * the scratch keys from the stream (best effort).
+   */
+  async selfTest(): Promise<void> {
+    const scratch = `${SELF_TEST_PREFIX}.${randomUUID()}`;
+    const key = `${scratch}.key`;
+    const absent = `${scratch}.absent`;
+    const value = (text: string) => new TextEncoder().encode(`self-test ${text}`);
+    const unsafe = (step: string, what: string) =>
+      new LeaseStoreUnsafeError(
+        step,
+        `${what} (KV bucket ${this.bucket}); leases there would not be safe`,
+      );
+    const expectConflict = async (step: string, write: Promise<CasResult>) => {
+      if ((await write).ok) throw unsafe(step, 'a conditional write that must fail was accepted');
+    };
+    try {
+      const created = await this.#create(key, value('created'));
+      if (!created.ok) throw unsafe('create', 'creating a new key conflicted');
+      await expectConflict('second create', this.#create(key, value('second')));
+      const updated = await this.#update(key, value('updated'), created.revision);
+      if (!updated.ok) throw unsafe('update', 'an update at the current revision conflicted');
+      if (Number(updated.revision) <= Number(created.revision)) {
+        throw unsafe('update', 'an update did not move the revision forward');
+      }
+      await expectConflict('stale update', this.#update(key, value('stale'), created.revision));
+      await expectConflict(
+        'update of a missing key',
+        this.#update(absent, value('absent'), updated.revision),
+      );
+      const entry = await this.#get(key);
+      if (
+        entry === null ||
+        entry.revision !== updated.revision ||
+        !sameBytes(entry.value, value('updated'))
+      ) {
+        throw unsafe(
+          'read after update',
+          'a read did not return the updated value at its revision',
+        );
+      }
+    } finally {
+      // A stream purge leaves no marker behind, unlike a KV purge or delete.
+      await withDeadline(
+        this.#jsm.streams.purge(`KV_${this.bucket}`, { filter: `$KV.${this.bucket}.${scratch}.>` }),
+        this.#timeoutMs,
+        'purging the self-test keys',
+      ).catch(() => undefined);
+    }
   }
 
   get(key: string): Promise<LeaseEntry | null> {
+    return this.#get(encodeNatsKey(key), key);
+  }
+
+  create(key: string, value: Uint8Array): Promise<CasResult> {
+    return this.#create(encodeNatsKey(key), value, key);
+  }
+
+  update(key: string, value: Uint8Array, revision: string): Promise<CasResult> {
+    return this.#update(encodeNatsKey(key), value, revision, key);
+  }
+
+  /** `get` of the raw KV key `kvKey`; `key` names it in errors. */
+  #get(kvKey: string, key = kvKey): Promise<LeaseEntry | null> {
     return this.#call(`get ${JSON.stringify(key)}`, async (kv) => {
-      const entry = await kv.get(encodeNatsKey(key));
+      const entry = await kv.get(kvKey);
       // A deleted or purged key leaves a marker entry; hadb never deletes, but others might.
       if (entry === null || entry.operation !== 'PUT') return null;
       return { value: new Uint8Array(entry.value), revision: String(entry.revision) };
     });
   }
 
-  create(key: string, value: Uint8Array): Promise<CasResult> {
+  #create(kvKey: string, value: Uint8Array, key = kvKey): Promise<CasResult> {
     // A copy (Buffer#slice would not be one): the client sends the bytes on a later tick.
     const copy = new Uint8Array(value);
     return this.#call(`create ${JSON.stringify(key)}`, async (kv) => {
       try {
-        return { ok: true, revision: String(await kv.create(encodeNatsKey(key), copy)) };
+        return { ok: true, revision: String(await kv.create(kvKey, copy)) };
       } catch (error) {
         if (isConflict(error)) return CONFLICT;
         throw error;
@@ -153,13 +254,13 @@ export class NatsLeaseStore implements LeaseStore {
     });
   }
 
-  update(key: string, value: Uint8Array, revision: string): Promise<CasResult> {
+  #update(kvKey: string, value: Uint8Array, revision: string, key = kvKey): Promise<CasResult> {
     const copy = new Uint8Array(value);
     return this.#call(`update ${JSON.stringify(key)}`, async (kv) => {
       // kv.update throws on revision <= 0, and NaN would turn into an unconditional put.
       if (!REVISION.test(revision)) return CONFLICT;
       try {
-        const next = await kv.update(encodeNatsKey(key), copy, Number(revision));
+        const next = await kv.update(kvKey, copy, Number(revision));
         return { ok: true, revision: String(next) };
       } catch (error) {
         if (isConflict(error)) return CONFLICT;
@@ -247,8 +348,17 @@ export class NatsLeaseStore implements LeaseStore {
   }
 }
 
+/** Opens the store; unless `selfTest: false`, only after {@link selfTestNatsLeases} passed. */
 export function openNatsLeaseStore(options: NatsLeaseStoreOptions): Promise<NatsLeaseStore> {
   return NatsLeaseStore.open(options);
+}
+
+/**
+ * Runs the compare-and-swap self-test of {@link NatsLeaseStore.selfTest} on an open store:
+ * throws {@link LeaseStoreUnsafeError} naming the failing step. The store stays open either way.
+ */
+export function selfTestNatsLeases(store: NatsLeaseStore): Promise<void> {
+  return store.selfTest();
 }
 
 /**
@@ -467,6 +577,10 @@ function isConflict(error: unknown): boolean {
     (error.code === JetStreamApiCodes.StreamWrongLastSequence ||
       error.code === JetStreamApiCodes.StreamWrongLastSequenceUnknown)
   );
+}
+
+function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  return a.length === b.length && a.every((byte, i) => byte === b[i]);
 }
 
 function unavailable(what: string, error: unknown): LeaseStoreUnavailableError {
