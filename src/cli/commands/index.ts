@@ -1,6 +1,7 @@
 /**
- * The operations commands: restore, snapshot, list, verify, compact, replicate and explain.
- * Each works on storage alone, configured by flag, `HADB_*` variable or config file.
+ * The operations commands: restore, snapshot, list, verify, compact, replicate and explain work
+ * on storage alone; status asks running nodes. All are configured by flag, `HADB_*` variable or
+ * config file.
  */
 import type { Command } from 'commander';
 import { registerCompactCommand } from './compact.ts';
@@ -10,6 +11,7 @@ import { registerReplicateCommand } from './replicate.ts';
 import { registerRestoreCommand } from './restore.ts';
 import { type CommandContext, processContext } from './shared.ts';
 import { registerSnapshotCommand } from './snapshot.ts';
+import { registerStatusCommand } from './status.ts';
 import { registerVerifyCommand } from './verify.ts';
 
 export type { CommandContext } from './shared.ts';
@@ -29,4 +31,5 @@ export function registerOperationsCommands(
   registerCompactCommand(program, context);
   registerReplicateCommand(program, context);
   registerExplainCommand(program, context);
+  registerStatusCommand(program, context);
 }
