@@ -1,10 +1,9 @@
 import { randomBytes } from 'node:crypto';
 import http from 'node:http';
-import type { AddressInfo } from 'node:net';
 import type { HadbDatabase } from '../actors/hosted-database.ts';
 import { SqlError } from '../errors.ts';
 import type { Row, SqlValue, Statement, StatementResult } from './forward.ts';
-import { authorized, digest } from './http.ts';
+import { authorized, close, digest, listen, readBody } from './http.ts';
 
 /**
  * Hrana over HTTP (JSON, versions 2 and 3: the pipeline bodies are the same), so that libSQL
@@ -123,7 +122,7 @@ export async function startHranaServer(options: HranaServerOptions): Promise<Hra
     }
     let body: unknown;
     try {
-      body = JSON.parse((await readBody(request)).toString('utf8'));
+      body = JSON.parse((await readBody(request, MAX_BODY_BYTES)).toString('utf8'));
     } catch (error) {
       const message = error instanceof Error ? error.message : String(error);
       return {
@@ -182,36 +181,15 @@ export async function startHranaServer(options: HranaServerOptions): Promise<Hra
     return { status: 200, body: { baton, base_url: null, results } };
   }
 
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(options.port, options.host, () => {
-      server.off('error', reject);
-      resolve();
-    });
-  });
-  const { port } = server.address() as AddressInfo;
-  const host = options.host.includes(':') ? `[${options.host}]` : options.host;
+  const address = await listen(server, options.host, options.port);
   return {
-    address: `http://${host}:${port}`,
-    close: () =>
-      new Promise<void>((resolve) => {
-        for (const stream of streams.values()) clearTimeout(stream.timer);
-        streams.clear();
-        server.close(() => resolve());
-        server.closeAllConnections();
-      }),
+    address,
+    close: () => {
+      for (const stream of streams.values()) clearTimeout(stream.timer);
+      streams.clear();
+      return close(server);
+    },
   };
-}
-
-async function readBody(request: http.IncomingMessage): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  let total = 0;
-  for await (const chunk of request) {
-    total += (chunk as Buffer).length;
-    if (total > MAX_BODY_BYTES) throw new Error(`request body exceeds ${MAX_BODY_BYTES} bytes`);
-    chunks.push(chunk as Buffer);
-  }
-  return Buffer.concat(chunks);
 }
 
 function reply(response: http.ServerResponse, status: number, body: unknown): void {

@@ -66,23 +66,28 @@ export async function startNodeListener(options: NodeListenerOptions): Promise<N
     reply(response, await route.handle({ url, body, signal }));
   }
 
+  return { address: await listen(server, options.host, options.port), close: () => close(server) };
+}
+
+/** Binds `server`; resolves with `http://host:port`, the port actually bound. */
+export async function listen(server: http.Server, host: string, port: number): Promise<string> {
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    server.listen(options.port, options.host, () => {
+    server.listen(port, host, () => {
       server.off('error', reject);
       resolve();
     });
   });
-  const { port } = server.address() as AddressInfo;
-  const host = options.host.includes(':') ? `[${options.host}]` : options.host;
-  return {
-    address: `http://${host}:${port}`,
-    close: () =>
-      new Promise<void>((resolve) => {
-        server.close(() => resolve());
-        server.closeAllConnections();
-      }),
-  };
+  const bound = (server.address() as AddressInfo).port;
+  return `http://${host.includes(':') ? `[${host}]` : host}:${bound}`;
+}
+
+/** Stops accepting and drops open (keep-alive) connections. */
+export function close(server: http.Server): Promise<void> {
+  return new Promise<void>((resolve) => {
+    server.close(() => resolve());
+    server.closeAllConnections();
+  });
 }
 
 /** Whether an Authorization header matches; `expected` is {@link digest} of the right one. */
@@ -95,17 +100,21 @@ export function digest(text: string): Buffer {
   return createHash('sha256').update(text).digest();
 }
 
-async function readBody(request: http.IncomingMessage): Promise<Uint8Array> {
+/** The whole body, refused with {@link BadRequestError} past `maxBytes` (declared or sent). */
+export async function readBody(
+  request: http.IncomingMessage,
+  maxBytes = MAX_REQUEST_BYTES,
+): Promise<Buffer> {
   const declared = Number(request.headers['content-length'] ?? 0);
-  if (declared > MAX_REQUEST_BYTES) {
+  if (declared > maxBytes) {
     request.resume();
-    throw new BadRequestError(`request body of ${declared} bytes exceeds ${MAX_REQUEST_BYTES}`);
+    throw new BadRequestError(`request body of ${declared} bytes exceeds ${maxBytes}`);
   }
   const chunks: Buffer[] = [];
   let total = 0;
   for await (const chunk of request) {
     total += (chunk as Buffer).length;
-    if (total > MAX_REQUEST_BYTES) throw new BadRequestError('request body too large');
+    if (total > maxBytes) throw new BadRequestError(`request body exceeds ${maxBytes} bytes`);
     chunks.push(chunk as Buffer);
   }
   return Buffer.concat(chunks);
