@@ -11,6 +11,7 @@ import { randomBytes } from 'node:crypto';
 import { afterEach, beforeEach, expect, it, type TestContext } from 'vitest';
 import type { CasResult, LeaseStore } from '../../src/adapters/lease/types.ts';
 import { LeaseStoreUnavailableError } from '../../src/errors.ts';
+import { bounded, DOWN_BOUND_MS, expectUnavailable } from './down.ts';
 
 export interface LeaseStoreHarness {
   store: LeaseStore;
@@ -23,7 +24,6 @@ export interface LeaseStoreHarness {
 }
 
 /** How long a call to a down backend may take to reject. */
-const DOWN_BOUND_MS = 10_000;
 /** How long a watcher may take to hear a change. */
 const WATCH_BOUND_MS = 10_000;
 /** After a later change was heard, how much longer to listen for notifications that must not come. */
@@ -344,17 +344,7 @@ export function leaseStoreContract(open: () => Promise<LeaseStoreHarness>): void
             : method === 'create'
               ? down.create(key, bytes('x'))
               : down.update(key, bytes('x'), '1');
-        const outcome = await bounded(
-          call.then(
-            (value) => ({ settled: 'resolved' as const, value }),
-            (error: unknown) => ({ settled: 'rejected' as const, error }),
-          ),
-          `${method} on a down backend`,
-        );
-        expect(outcome.settled).toBe('rejected');
-        if (outcome.settled === 'rejected') {
-          expect(outcome.error).toBeInstanceOf(LeaseStoreUnavailableError);
-        }
+        await expectUnavailable(call, LeaseStoreUnavailableError, `${method} on a down backend`);
       } finally {
         // A client of a down backend may fail to close as well; that is not under test here.
         await down.close?.().catch(() => undefined);
@@ -414,19 +404,4 @@ function count(keys: readonly string[], key: string): number {
 
 function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
-async function bounded<T>(promise: Promise<T>, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(
-      () => reject(new Error(`${what} did not settle within ${DOWN_BOUND_MS} ms`)),
-      DOWN_BOUND_MS,
-    );
-  });
-  try {
-    return await Promise.race([promise, timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
 }

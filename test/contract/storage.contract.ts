@@ -15,6 +15,7 @@ import {
   InvalidKeyError,
   StorageUnavailableError,
 } from '../../src/errors.ts';
+import { bounded, DOWN_BOUND_MS, expectUnavailable } from './down.ts';
 
 export interface StorageHarness {
   storage: StorageBackend;
@@ -25,7 +26,6 @@ export interface StorageHarness {
 }
 
 /** How long a call to a down backend may take to reject. */
-const DOWN_BOUND_MS = 10_000;
 const RACERS = 16;
 const MIB = 1024 * 1024;
 
@@ -374,17 +374,11 @@ export function storageContract(open: () => Promise<StorageHarness>): void {
           list: () => down.list(`${p}/`),
           delete: () => down.delete([key]),
         };
-        const outcome = await bounded(
-          (calls[method]() as Promise<unknown>).then(
-            (value) => ({ settled: 'resolved' as const, value }),
-            (error: unknown) => ({ settled: 'rejected' as const, error }),
-          ),
+        await expectUnavailable(
+          calls[method]() as Promise<unknown>,
+          StorageUnavailableError,
           `${method} on a down backend`,
         );
-        expect(outcome.settled).toBe('rejected');
-        if (outcome.settled === 'rejected') {
-          expect(outcome.error).toBeInstanceOf(StorageUnavailableError);
-        }
       } finally {
         // A client of a down backend may fail to close as well; that is not under test here.
         await down.close?.().catch(() => undefined);
@@ -399,19 +393,4 @@ function expectBytes(actual: Uint8Array | null | undefined, expected: Uint8Array
   expect(actual.byteLength, `${what}: length`).toBe(expected.byteLength);
   const differs = expected.findIndex((byte, i) => actual[i] !== byte);
   expect(differs, `${what}: first differing byte`).toBe(-1);
-}
-
-async function bounded<T>(promise: Promise<T>, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(
-      () => reject(new Error(`${what} did not settle within ${DOWN_BOUND_MS} ms`)),
-      DOWN_BOUND_MS,
-    );
-  });
-  try {
-    return await Promise.race([promise, timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
 }
