@@ -8,6 +8,7 @@ import {
   assertValidKey,
   assertValidRange,
   compareKeys,
+  isValidKey,
   pageOfSortedKeys,
   toListPage,
 } from './keys.ts';
@@ -334,15 +335,6 @@ async function readChildren(
     });
   }
   return children.sort((a, b) => compareKeys(a.order, b.order));
-}
-
-function isValidKey(key: string): boolean {
-  try {
-    assertValidKey(key);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 async function isDirectory(file: string): Promise<boolean> {

@@ -3,6 +3,16 @@ import { type ByteRange, DEFAULT_LIST_LIMIT, type ListOptions, type ListPage } f
 
 const MAX_KEY_BYTES = 1024;
 
+/** For listings: a name in storage that is not a valid key is not an object of ours. */
+export function isValidKey(key: string): boolean {
+  try {
+    assertValidKey(key);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 /** Keys must be safe as S3 keys and as relative file paths alike. */
 export function assertValidKey(key: string): void {
   if (key.length === 0) throw new InvalidKeyError(key, 'empty');

@@ -15,7 +15,7 @@ import {
   s3ErrorName,
   s3Status,
 } from '../s3-client.ts';
-import { assertValidKey, assertValidRange, pageOfSortedKeys } from './keys.ts';
+import { assertValidKey, assertValidRange, isValidKey, pageOfSortedKeys } from './keys.ts';
 import {
   type ByteRange,
   DEFAULT_LIST_LIMIT,
@@ -249,13 +249,4 @@ function isMissing(error: unknown): boolean {
     name === 'NotFound' ||
     (s3Status(error) === 404 && name !== 'NoSuchBucket')
   );
-}
-
-function isValidKey(key: string): boolean {
-  try {
-    assertValidKey(key);
-    return true;
-  } catch {
-    return false;
-  }
 }
