@@ -474,19 +474,7 @@ export class ClusterDriver {
     let converged = false;
     while (Date.now() < deadline) {
       const reports = await this.reports(false);
-      converged = this.dbs.every((db) => {
-        const copies = reports.filter((report) => report.db === db);
-        const [first] = copies;
-        return (
-          first !== undefined &&
-          copies.every(
-            (copy) =>
-              copy.position.seq === first.position.seq &&
-              copy.position.epoch === first.position.epoch &&
-              copy.contentHash === first.contentHash,
-          )
-        );
-      });
+      converged = this.dbs.every((db) => copiesAgree(reports.filter((report) => report.db === db)));
       if (converged) break;
       await sleep(200);
     }
@@ -514,15 +502,7 @@ export class ClusterDriver {
       [...copies].sort((a, b) => b.position.seq - a.position.seq)[0];
     const finalKeys = new Set(final?.keys ?? []);
     const lostKeys = [...acked.keys()].filter((key) => !finalKeys.has(key));
-    const [first] = copies;
-    const converged =
-      first !== undefined &&
-      copies.every(
-        (copy) =>
-          copy.position.seq === first.position.seq &&
-          copy.position.epoch === first.position.epoch &&
-          copy.contentHash === first.contentHash,
-      );
+    const converged = copiesAgree(copies);
     const epochs = [...(this.#leadersOfEpoch.get(db) ?? [])]
       .sort(([a], [b]) => a - b)
       .map(([epoch, nodes]) => ({ epoch, leaders: [...nodes].sort() }));
@@ -596,4 +576,18 @@ export class ClusterDriver {
       await sleep(10);
     }
   }
+}
+
+/** True when there are copies and all stand at the same position with the same content. */
+function copiesAgree(copies: readonly ReportMessage[]): boolean {
+  const [first] = copies;
+  return (
+    first !== undefined &&
+    copies.every(
+      (copy) =>
+        copy.position.seq === first.position.seq &&
+        copy.position.epoch === first.position.epoch &&
+        copy.contentHash === first.contentHash,
+    )
+  );
 }
