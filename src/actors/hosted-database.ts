@@ -271,6 +271,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase {
   readonly path: string;
   readonly #services: NodeServices;
   readonly #settings: DatabaseSettings;
+  readonly #close: () => Promise<void>;
   readonly #logger: Logger;
   #snapshot: RoleSnapshot | undefined;
   #actor: DatabaseActor | undefined;
@@ -292,8 +293,14 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase {
   #forwardedSincePrune = 0;
   #lastYield = 0;
 
-  constructor(name: string, services: NodeServices, settings: DatabaseSettings) {
+  constructor(
+    name: string,
+    services: NodeServices,
+    settings: DatabaseSettings,
+    close: () => Promise<void>,
+  ) {
     super();
+    this.#close = close;
     this.name = name;
     this.path = nodePath.join(services.dataDir, `${name}.db`);
     this.#services = services;
@@ -534,15 +541,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase {
     deadline: number,
     remembered: boolean,
   ): Promise<BatchResult | null> {
-    if (request.op === 'read') {
-      const results = request.statements.map((statement) => ({
-        changes: 0,
-        lastInsertRowid: 0,
-        rows: readRows(leader.database, statement, request.bigints),
-      }));
-      const { epoch, seq } = leader.position;
-      return { results, token: { epoch, seq } };
-    }
+    if (request.op === 'read') return readOnLeader(leader, request);
     let committed: { epoch: number; results: StatementResult[] };
     try {
       committed = this.#commitStatements(leader, request, remembered);
@@ -584,30 +583,19 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase {
   serveWrite(request: ForwardRequest): Promise<ForwardResponse> {
     const running = this.#inflight.get(request.requestId);
     if (running !== undefined) return running;
-    const answer = this.#serveWrite(request, true).finally(() =>
+    const answer = this.#serveWrite(request).finally(() =>
       this.#inflight.delete(request.requestId),
     );
     this.#inflight.set(request.requestId, answer);
     return answer;
   }
 
-  async #serveWrite(request: ForwardRequest, remembered = false): Promise<ForwardResponse> {
+  async #serveWrite(request: ForwardRequest): Promise<ForwardResponse> {
     const leader = this.#writableLeader();
     if (!leader) return notLeader(this.name, this.role);
     try {
-      if (request.op === 'read') {
-        const results = request.statements.map((statement) => ({
-          changes: 0,
-          lastInsertRowid: 0,
-          rows: readRows(leader.database, statement, request.bigints),
-        }));
-        return {
-          ok: true,
-          results,
-          token: { epoch: leader.position.epoch, seq: leader.position.seq },
-        };
-      }
-      const { epoch, results } = this.#commitStatements(leader, request, remembered);
+      if (request.op === 'read') return { ok: true, ...readOnLeader(leader, request) };
+      const { epoch, results } = this.#commitStatements(leader, request, true);
       // One attempt: the sender retries with the same request id, which finds this commit.
       const token = await this.#durable(leader, request.durability, epoch, null);
       return { ok: true, results, token };
@@ -1217,11 +1205,9 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase {
     await this.#dropLocalHandles();
   }
 
-  /** Set by the node: stops the role actor (releasing a held lease) and closes the files. */
-  closeHandler: (() => Promise<void>) | undefined;
-
-  async close(): Promise<void> {
-    await this.closeHandler?.();
+  /** Through the node: it stops the role actor (releasing a held lease), then the files. */
+  close(): Promise<void> {
+    return this.#close();
   }
 }
 
@@ -1239,6 +1225,17 @@ function isTransient(error: unknown): boolean {
 function leaderOf(snapshot: RoleSnapshot | undefined): string {
   const record = snapshot?.context.observed?.record;
   return record && !record.released ? `${record.holder}@${record.epoch}` : '';
+}
+
+/** A forwarded read, answered from the leader's copy at its current position. */
+function readOnLeader(leader: SqliteLeader, request: ForwardRequest): BatchResult {
+  const results = request.statements.map((statement) => ({
+    changes: 0,
+    lastInsertRowid: 0,
+    rows: readRows(leader.database, statement, request.bigints),
+  }));
+  const { epoch, seq } = leader.position;
+  return { results, token: { epoch, seq } };
 }
 
 function statementOf(sql: string, params: SqlParams | undefined): Statement {

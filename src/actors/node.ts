@@ -127,7 +127,7 @@ export async function createNode(options: NodeOptions): Promise<HadbNode> {
 class Node implements HadbNode {
   readonly id: string;
   readonly #options: NodeOptions;
-  readonly #services: Omit<NodeServices, 'address'> & { address: string | undefined };
+  readonly #services: NodeServices;
   readonly #databases = new Map<string, HostedDatabase>();
   readonly #opening = new Map<string, Promise<HostedDatabase>>();
   readonly #supervisor: Supervisor<DatabaseActor>;
@@ -258,12 +258,16 @@ class Node implements HadbNode {
   }
 
   async #open(name: string, options: OpenOptions): Promise<HostedDatabase> {
-    const database = new HostedDatabase(name, this.#services as NodeServices, {
-      durability: options.durability ?? this.#options.durability ?? 'replicated',
-      readYourWritesTimeoutMs: this.#options.readYourWritesTimeoutMs ?? 1000,
-      forwardTimeoutMs: this.#options.forwardTimeoutMs ?? 15_000,
-    });
-    database.closeHandler = () => this.#closeDatabase(name);
+    const database = new HostedDatabase(
+      name,
+      this.#services,
+      {
+        durability: options.durability ?? this.#options.durability ?? 'replicated',
+        readYourWritesTimeoutMs: this.#options.readYourWritesTimeoutMs ?? 1000,
+        forwardTimeoutMs: this.#options.forwardTimeoutMs ?? 15_000,
+      },
+      () => this.#closeDatabase(name),
+    );
     database.on('role', ({ role }) => this.#roleChanges.inc({ role }));
     this.#databases.set(name, database);
     this.#supervisor.start(name, () => database.createActor());
