@@ -19,6 +19,7 @@ export type {
   Transaction,
   WriteOptions,
 } from './actors/hosted-database.ts';
+export type { InteractiveTransaction } from './actors/interactive.ts';
 export {
   createNode,
   type HadbNode,
@@ -34,6 +35,7 @@ export {
   type SupervisorEvent,
   type SupervisorOptions,
 } from './actors/supervisor.ts';
+export type { Transition } from './actors/transitions.ts';
 export { type CutOffMode, type FaultOptions, Faults, type Latency } from './adapters/faults.ts';
 export { createFsLeaseStore } from './adapters/lease/fs.ts';
 export {
@@ -55,6 +57,27 @@ export {
   selfTestS3Leases,
 } from './adapters/lease/s3.ts';
 export type { CasResult, LeaseEntry, LeaseStore } from './adapters/lease/types.ts';
+export {
+  backendKindOfUrl,
+  guessBackendKind,
+  MeteredLeaseStore,
+  MeteredStorage,
+  type MeterOptions,
+  meterLeaseStore,
+  meterStorage,
+  type PacingChoice,
+  type RequestCount,
+  type RequestCounts,
+  type RequestOutcome,
+  requestCounts,
+  sharedLeasePacer,
+  totalRequests,
+} from './adapters/metered.ts';
+export {
+  type PacingOptions,
+  RequestPacer,
+  sharedStoragePacer,
+} from './adapters/pacing.ts';
 export {
   type RestoreOptions,
   type RestoreProgress,
@@ -156,6 +179,7 @@ export {
   encodeChangeset,
   GENESIS_CHECKSUM,
 } from './wire/changeset.ts';
+export type { ClusterNodeView, ClusterView } from './wire/cluster-view.ts';
 export type {
   Durability,
   Row,

@@ -11,6 +11,7 @@ import {
   roleMachine,
 } from '../machines/role.ts';
 import { leaseActors } from './lease-actors.ts';
+import type { NodeLiveness, OwnershipCache } from './node-liveness.ts';
 
 /** What the replication layer plugs into a database's role machine. */
 export interface DatabaseHooks {
@@ -36,6 +37,8 @@ export interface DatabaseActorOptions {
   leaseCallTimeoutMs?: number;
   hooks?: DatabaseHooks;
   address?: string;
+  /** Node-level leases: ownership records kept alive by the node's own liveness record. */
+  nodeLeases?: { liveness: NodeLiveness; ownership: OwnershipCache } | undefined;
   inspect?: Observer<InspectionEvent> | ((event: InspectionEvent) => void);
 }
 
@@ -51,6 +54,11 @@ export function createDatabaseActor(options: DatabaseActorOptions) {
         clock: options.clock,
         keyOf: options.leaseKeyOf ?? ((db) => db),
         callTimeoutMs: options.leaseCallTimeoutMs ?? timing.renewIntervalMs,
+        nodeLeases: options.nodeLeases && {
+          ...options.nodeLeases,
+          nodeId: options.node,
+          session: options.session,
+        },
       }),
       bootstrap: fromPromise<void, { db: string }>(async ({ input, signal }) => {
         await hooks.bootstrap?.(input.db, signal);

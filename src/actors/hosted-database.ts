@@ -27,6 +27,7 @@ import {
   NotDurableError,
   NotLeaderError,
   SqlError,
+  TimeoutError,
   UnauthorizedError,
 } from '../errors.ts';
 import {
@@ -35,6 +36,7 @@ import {
   type DemoteReason,
   type LeaseTiming,
   type Role,
+  type RoleEvent,
   type RoleSnapshot,
   roleOf,
 } from '../machines/role.ts';
@@ -56,8 +58,12 @@ import {
   type WriteToken,
 } from '../wire/forward.ts';
 import type { NodeClient } from '../wire/http.ts';
-import { createDatabaseActor, type DatabaseActor } from './database.ts';
+import { createDatabaseActor, type DatabaseActor, type DatabaseActorOptions } from './database.ts';
+import type { HandleCache } from './handle-cache.ts';
+import { InteractiveTransaction } from './interactive.ts';
+import type { NodeLiveness, OwnershipCache } from './node-liveness.ts';
 import { prepare, readRows, runStatement, toSqlError } from './sql.ts';
+import { type Transition, transitionOf } from './transitions.ts';
 
 export type Consistency = 'local' | 'read-your-writes' | 'strong';
 
@@ -93,6 +99,8 @@ export interface Transaction {
 
 export interface DatabaseEvents {
   role: [{ role: Role; epoch: number | null }];
+  /** The same change with where it came from and why, as the node logs it. */
+  transition: [Transition];
   /** A leader's unshipped commits were set aside: another leader took over. Loud on purpose. */
   parked: [ParkedTail];
   /** Something failed in the background (a pull, a promotion); the database keeps trying. */
@@ -155,6 +163,24 @@ export interface HadbDatabase {
    * ```
    */
   transaction<T>(fn: (tx: Transaction) => T, options?: WriteOptions): Promise<T>;
+  /**
+   * A transaction that stays open across awaits (what Hrana's BEGIN … COMMIT needs), on its own
+   * connection: only on the leader. A writing one holds the writer exclusively until it ends
+   * (other writes wait up to `waitMs`, default 15 s, and so does this call). Commit resolves once
+   * durable; end it promptly, and always.
+   *
+   * @example
+   * ```ts
+   * const tx = await db.begin();
+   * try {
+   *   tx.run({ sql: 'update o set total = total + 1 where id = ?', params: [1] }, false);
+   *   await tx.commit();
+   * } finally {
+   *   tx.abort('done');
+   * }
+   * ```
+   */
+  begin(options?: { readOnly?: boolean; waitMs?: number }): Promise<InteractiveTransaction>;
   /**
    * Every row of a read. Local by default; see {@link ReadOptions.consistency}.
    *
@@ -225,6 +251,10 @@ export interface DatabaseStatus {
   leader: string | null;
   /** Why the lease could not be read, if it could not. */
   leaseProblem: string | null;
+  /** Where the leader takes requests, as far as this node knows. */
+  leaderAddress: string | null;
+  /** Its SQLite handles are closed while idle; the next read, write or apply reopens them. */
+  hibernated: boolean;
 }
 
 /** What a node gives each of its databases. */
@@ -244,6 +274,14 @@ export interface NodeServices {
   shipIntervalMs: number;
   shipDelayMs: number;
   pageSize: number;
+  /** Node-level leases: this node's liveness record and the ownership records it has read. */
+  nodeLeases?: { liveness: NodeLiveness; ownership: OwnershipCache } | undefined;
+  /** The inspector of a database's role actor, for the databases being inspected. */
+  inspect?: ((db: string) => DatabaseActorOptions['inspect']) | undefined;
+  /** Closes idle databases' handles and caps how many are open (hibernation). */
+  handles?: HandleCache | undefined;
+  /** Page cache of each connection in KiB (`cache_size`), so the node's total stays bounded. */
+  pageCacheKiB?: number | undefined;
 }
 
 export interface DatabaseSettings {
@@ -290,8 +328,14 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase {
   readonly #roleWaiters = new Set<() => void>();
   readonly #closing = new AbortController();
   #closed = false;
+  /** Transitions and pulls queued or running: the handles are not closed under them. */
+  #serialPending = 0;
   #forwardedSincePrune = 0;
   #lastYield = 0;
+  /** The interactive transaction holding the writer: other writes wait for it to end. */
+  #writerHeld: InteractiveTransaction | null = null;
+  readonly #writerWaiters = new Set<() => void>();
+  readonly #interactive = new Set<InteractiveTransaction>();
 
   constructor(
     name: string,
@@ -311,6 +355,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase {
   /** The role actor; the node's supervisor calls this again after a crash. */
   createActor(): DatabaseActor {
     const services = this.#services;
+    const inspect = services.inspect?.(this.name);
     const actor = createDatabaseActor({
       db: this.name,
       node: services.nodeId,
@@ -319,6 +364,8 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase {
       leases: services.leases,
       timing: services.timing,
       ...(services.address === undefined ? {} : { address: services.address }),
+      ...(inspect ? { inspect } : {}),
+      nodeLeases: services.nodeLeases,
       hooks: {
         bootstrap: () => this.#serial(() => this.#bootstrap()),
         catchUp: () => this.#serial(() => this.#catchUp()),
@@ -336,6 +383,14 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase {
     const role = roleOf(snapshot);
     const before = previous ? roleOf(previous) : null;
     if (role !== before) {
+      const transition = transitionOf(
+        this.name,
+        this.#services.nodeId,
+        previous,
+        snapshot,
+        Date.now(),
+      );
+      if (transition) this.emit('transition', transition);
       this.#logger.info({ role, epoch: snapshot.context.lease?.epoch ?? null }, 'role changed');
       this.emit('role', { role, epoch: snapshot.context.lease?.epoch ?? null });
       if (role === 'leader' && snapshot.context.lease) this.#promote(snapshot.context.lease.epoch);
@@ -381,7 +436,44 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase {
       caughtUp: this.isCaughtUp,
       leader,
       leaseProblem: this.#snapshot?.context.leaseProblem ?? null,
+      leaderAddress:
+        this.#writerEpoch !== null
+          ? (this.#services.address ?? null)
+          : record && !record.released
+            ? (record.address ?? null)
+            : null,
+      hibernated: this.hibernated,
     };
+  }
+
+  // ---- hibernation -----------------------------------------------------------------------------
+
+  /** True while this copy holds no open SQLite handle or descriptor. */
+  get hibernated(): boolean {
+    return (
+      this.#reader === null &&
+      (this.#leader?.hibernated ?? true) &&
+      (this.#follower?.hibernated ?? true)
+    );
+  }
+
+  /**
+   * Closes the SQLite handles (the node's handle cache calls it when idle or over its cap). False
+   * when the leader cannot close safely now (unshipped commits, an upload, a transaction).
+   */
+  hibernate(): boolean {
+    if (this.#closed) return true;
+    if (this.#interactive.size > 0 || this.#serialPending > 0) return false;
+    if (this.#leader && !this.#leader.hibernate()) return false;
+    // Readers first: closing the follower's descriptor drops the process's locks on the file.
+    this.#closeReader();
+    this.#follower?.hibernate();
+    return true;
+  }
+
+  /** A read, write or apply: keeps the handles open for another `hibernateAfterMs`. */
+  #touch(): void {
+    if (!this.#closed) this.#services.handles?.touch(this);
   }
 
   /** Resolves once the local copy is usable (bootstrapped), whatever the role. */
@@ -425,6 +517,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase {
   }
 
   async transaction<T>(fn: (tx: Transaction) => T, options: WriteOptions = {}): Promise<T> {
+    await this.#writerFreeOrThrow(this.#settings.forwardTimeoutMs);
     const leader = this.#writableLeader();
     if (!leader) {
       throw new NotLeaderError(
@@ -432,6 +525,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase {
       );
     }
     const bigints = options.bigints ?? false;
+    this.#touch();
     const connection = leader.database;
     const tx: Transaction = {
       execute: (sql, params) => runStatement(connection, statementOf(sql, params), bigints),
@@ -451,7 +545,29 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase {
 
   /** The lease store saw this database's lease change: read it now rather than at the next poll. */
   leaseChanged(): void {
-    this.#actor?.send({ type: 'lease.changed' });
+    this.#services.nodeLeases?.ownership.invalidate(this.name);
+    this.#sendToActor({ type: 'lease.changed' });
+  }
+
+  /** Node-level leases: what the role machine should hear when the node's own lease lapses. */
+  nodeLeaseLapsed(reason: 'lost' | 'expired'): void {
+    this.#sendToActor({ type: reason === 'lost' ? 'fenced' : 'lease.expired' });
+  }
+
+  /** Node-wide events reach databases that are closing too: a stopped actor hears nothing. */
+  #sendToActor(event: RoleEvent): void {
+    const actor = this.#actor;
+    if (actor && actor.getSnapshot().status === 'active') actor.send(event);
+  }
+
+  /** The node this database's ownership record names, as last read. */
+  get observedHolder(): string | null {
+    return this.#snapshot?.context.observed?.record?.holder ?? null;
+  }
+
+  /** Node-level leases: what was last heard of the holder changed; judge it again (from cache). */
+  holderChanged(): void {
+    this.#sendToActor({ type: 'lease.changed' });
   }
 
   handoff(): void {
@@ -517,6 +633,8 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase {
           if (answer?.code === 'SQL_ERROR') throw sqlErrorOf(answer);
           if (answer?.code === 'BAD_REQUEST') throw new BadRequestError(answer.message);
           if (answer) lastProblem = `${answer.code}: ${answer.message}`;
+          // Node-level leases are not polled: a leader that says no (or is gone) means re-read.
+          if (this.#services.nodeLeases && answer?.code !== 'INTERNAL') this.leaseChanged();
         }
       }
       const waited = clock.now() - started;
@@ -541,7 +659,12 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase {
     deadline: number,
     remembered: boolean,
   ): Promise<BatchResult | null> {
+    this.#touch();
     if (request.op === 'read') return readOnLeader(leader, request);
+    if (this.#writerHeld) {
+      await this.#writerFreeOrThrow(deadline - this.#services.clock.now());
+      if (this.#writableLeader() !== leader) return null;
+    }
     let committed: { epoch: number; results: StatementResult[] };
     try {
       committed = this.#commitStatements(leader, request, remembered);
@@ -591,8 +714,15 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase {
   }
 
   async #serveWrite(request: ForwardRequest): Promise<ForwardResponse> {
+    if (
+      request.op === 'write' &&
+      !(await this.#writerFree(this.#services.clock.now() + this.#settings.forwardTimeoutMs))
+    ) {
+      return { ok: false, code: 'INTERNAL', message: `${this.name}: the writer stayed held` };
+    }
     const leader = this.#writableLeader();
     if (!leader) return notLeader(this.name, this.role);
+    this.#touch();
     try {
       if (request.op === 'read') return { ok: true, ...readOnLeader(leader, request) };
       const { epoch, results } = this.#commitStatements(leader, request, true);
@@ -753,6 +883,86 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase {
     );
   }
 
+  // ---- interactive transactions ------------------------------------------------------------------
+
+  async begin(
+    options: { readOnly?: boolean; waitMs?: number } = {},
+  ): Promise<InteractiveTransaction> {
+    const clock = this.#services.clock;
+    const waitMs = options.waitMs ?? this.#settings.forwardTimeoutMs;
+    const readOnly = options.readOnly ?? false;
+    const deadline = clock.now() + waitMs;
+    // Like a write: a leader still taking over is waited for, and so is the writer.
+    while (!this.#writableLeader() && this.role === 'leader' && clock.now() < deadline) {
+      await this.#roleChange(50);
+    }
+    while (!readOnly && this.#writerHeld) {
+      if (!(await this.#writerFree(deadline))) {
+        throw new TimeoutError(`${this.name}: waiting for another transaction to end`, waitMs);
+      }
+    }
+    const leader = this.#writableLeader();
+    const epoch = this.#writerEpoch;
+    if (!leader || epoch === null) {
+      throw new NotLeaderError(`${this.name}: this node does not lead (it is ${this.role})`);
+    }
+    // Hibernation: the leader's connections must be open, or closing this one (then the last)
+    // would checkpoint its commit out of the WAL before the leader captured it.
+    this.#touch();
+    void leader.database;
+    const tx = new InteractiveTransaction(this.path, readOnly, {
+      mayCommit: () =>
+        this.#leader === leader && this.#writerEpoch === epoch && this.#canCommitNow(),
+      durable: async () => {
+        const deadline = clock.now() + this.#settings.forwardTimeoutMs;
+        const token = await this.#durable(leader, this.#settings.durability, epoch, deadline);
+        this.#remember(token);
+        return token;
+      },
+      ended: (ended) => {
+        this.#interactive.delete(ended);
+        if (this.#writerHeld !== ended) return;
+        this.#writerHeld = null;
+        for (const wake of [...this.#writerWaiters]) wake();
+      },
+    });
+    this.#interactive.add(tx);
+    if (!readOnly) this.#writerHeld = tx;
+    this.#touch();
+    return tx;
+  }
+
+  /** Resolves true once no interactive transaction holds the writer; false at `deadline`. */
+  async #writerFree(deadline: number): Promise<boolean> {
+    const clock = this.#services.clock;
+    while (this.#writerHeld) {
+      const left = deadline - clock.now();
+      if (left <= 0 || this.#closed) return false;
+      await new Promise<void>((resolve) => {
+        const waiters = this.#writerWaiters;
+        const timer = clock.setTimeout(done, left);
+        function done() {
+          clock.clearTimeout(timer);
+          waiters.delete(done);
+          resolve();
+        }
+        waiters.add(done);
+      });
+    }
+    return true;
+  }
+
+  /** Waiting here beats SQLITE_BUSY, which would block the event loop for the busy timeout. */
+  async #writerFreeOrThrow(waitMs: number): Promise<void> {
+    if (!(await this.#writerFree(this.#services.clock.now() + waitMs))) {
+      throw new TimeoutError(`${this.name}: waiting for an interactive transaction to end`, waitMs);
+    }
+  }
+
+  #abortInteractive(reason: string): void {
+    for (const tx of [...this.#interactive]) tx.abort(reason);
+  }
+
   // ---- reads -----------------------------------------------------------------------------------
 
   async all(sql: string, params?: SqlParams, options: ReadOptions = {}): Promise<Row[]> {
@@ -781,6 +991,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase {
       }
     }
     await this.#chain;
+    this.#touch();
     const connection = this.#localConnection();
     if (!connection) return this.#readOnLeader(statement, bigints);
     return { rows: readRows(connection, statement, bigints), position: this.position };
@@ -805,7 +1016,12 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase {
   #localConnection(): Database.Database | null {
     if (this.#leader) return this.#leader.database;
     if (!this.#follower) return null;
-    this.#reader ??= new Database(this.path, { readonly: true, fileMustExist: true });
+    if (!this.#reader) {
+      this.#touch();
+      this.#reader = new Database(this.path, { readonly: true, fileMustExist: true });
+      const cacheKiB = this.#services.pageCacheKiB;
+      if (cacheKiB !== undefined) this.#reader.pragma(`cache_size = ${-cacheKiB}`);
+    }
     return this.#reader;
   }
 
@@ -916,7 +1132,13 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase {
       position,
       clock: this.#services.clock,
       shipIntervalMs: this.#services.shipIntervalMs,
+      // Every commit here is followed by flush() or shipSoon(): no timer while idle.
+      tickWhenIdle: false,
       changesetsSinceSnapshot: position.seq - (snapshots.at(-1) ?? 0),
+      ...(this.#services.pageCacheKiB === undefined
+        ? {}
+        : { pageCacheKiB: this.#services.pageCacheKiB }),
+      onOpen: () => this.#touch(),
       canShip: () => this.#canShip(epoch),
       onEvent: (event) => {
         if (event.type === 'shipped') {
@@ -938,6 +1160,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase {
   /** After writes stopped: ship the rest when the lease still allows it, otherwise park it. */
   async #demote(reason: DemoteReason): Promise<void> {
     this.#writerEpoch = null;
+    this.#abortInteractive(`this node stopped leading (${reason})`);
     const leader = this.#leader;
     if (!leader) return;
     this.#leader = null;
@@ -980,7 +1203,8 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase {
     const snapshot = this.#snapshot;
     const lease = snapshot?.context.lease;
     if (!snapshot || !lease || lease.epoch !== epoch) return false;
-    if (this.#services.clock.now() >= lease.validUntil) return false;
+    const now = this.#services.clock.now();
+    if (now >= lease.validUntil || !this.#nodeLeaseValid(now)) return false;
     return (
       snapshot.matches('leader') ||
       (snapshot.matches('demoting') && snapshot.context.demoteReason !== 'lost')
@@ -993,8 +1217,14 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase {
       snapshot !== undefined &&
       this.#writerEpoch !== null &&
       snapshot.context.lease?.epoch === this.#writerEpoch &&
-      canCommit(snapshot, this.#services.clock.now())
+      canCommit(snapshot, this.#services.clock.now()) &&
+      this.#nodeLeaseValid(this.#services.clock.now())
     );
+  }
+
+  /** Under node-level leases, a database lease is worth what the node's own lease is. */
+  #nodeLeaseValid(now: number): boolean {
+    return this.#services.nodeLeases?.liveness.validAt(now) ?? true;
   }
 
   #writableLeader(): SqliteLeader | null {
@@ -1026,6 +1256,9 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase {
       const follower = await this.#ensureFollower();
       await follower.pull();
       this.#noteSeq(follower.position.seq);
+      // A newer epoch in storage than the owner we know of: ownership moved (node-level leases).
+      const known = this.#snapshot?.context.observed?.record?.epoch ?? 0;
+      if (this.#services.nodeLeases && follower.position.epoch > known) this.leaseChanged();
     });
   }
 
@@ -1044,7 +1277,10 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase {
           const after = this.position.seq;
           const { status, body } = await client.request(
             'GET',
-            `${address}${TAIL_PATH}?db=${encodeURIComponent(this.name)}&after=${after}`,
+            // `from` tells the leader where this follower is, for its cluster view.
+            `${address}${TAIL_PATH}?db=${encodeURIComponent(this.name)}&after=${after}${
+              this.#services.address ? `&from=${encodeURIComponent(this.#services.address)}` : ''
+            }`,
             null,
             TAIL_WAIT_MS + 5000,
             signal,
@@ -1054,7 +1290,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase {
             this.#noteSeq(tail.seq);
             if (tail.seq > this.position.seq) await this.#pull();
             if (!tail.leading) {
-              this.#actor?.send({ type: 'lease.changed' });
+              this.leaseChanged();
               await sleep(clock, 20);
             }
             continue;
@@ -1136,7 +1372,9 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase {
       onEvent: (event: { type: string }) => {
         // A rebuilt copy is a new file: readers must reopen it.
         if (event.type === 'bootstrapped') this.#closeReader();
+        else if (event.type === 'applied') this.#touch();
       },
+      onOpen: () => this.#touch(),
     };
   }
 
@@ -1158,6 +1396,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase {
   }
 
   async #dropLocalHandles(): Promise<void> {
+    this.#abortInteractive('the local copy was closed');
     this.#closeReader();
     this.#follower?.close();
     this.#follower = null;
@@ -1190,7 +1429,10 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase {
   }
 
   #serial<T>(work: () => Promise<T>): Promise<T> {
-    const run = this.#chain.then(work);
+    this.#serialPending += 1;
+    const run = this.#chain.then(work).finally(() => {
+      this.#serialPending -= 1;
+    });
     this.#chain = run.catch(() => {});
     return run;
   }
@@ -1203,6 +1445,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase {
     for (const wake of this.#roleWaiters) wake();
     await this.#chain;
     await this.#dropLocalHandles();
+    this.#services.handles?.forget(this);
   }
 
   /** Through the node: it stops the role actor (releasing a held lease), then the files. */

@@ -3,7 +3,8 @@ import type { LeaseStore } from '../adapters/lease/types.ts';
 import { type Clock, withTimeout } from '../clock.ts';
 import { HadbError } from '../errors.ts';
 import type { ReadLeaseOutput, WriteLeaseInput, WriteLeaseOutput } from '../machines/role.ts';
-import { decodeLeaseRecord, encodeLeaseRecord } from '../wire/lease-record.ts';
+import { decodeLeaseRecord, encodeLeaseRecord, type LeaseRecord } from '../wire/lease-record.ts';
+import type { NodeLiveness, OwnershipCache } from './node-liveness.ts';
 
 export interface LeaseActorOptions {
   store: LeaseStore;
@@ -12,37 +13,92 @@ export interface LeaseActorOptions {
   keyOf: (db: string) => string;
   /** A store call that has not answered by then counts as unavailable; its write may still land. */
   callTimeoutMs: number;
+  /** Node-level leases: ownership records kept alive by this node's liveness record. */
+  nodeLeases?: NodeLeaseContext | undefined;
 }
+
+export interface NodeLeaseContext {
+  liveness: NodeLiveness;
+  ownership: OwnershipCache;
+  nodeId: string;
+  /** The database actor's own session (a restarted actor must not adopt its predecessor's claim). */
+  session: string;
+}
+
+/** Ownership records are never judged by time: the holder node's liveness decides. */
+const NEVER_BY_TIME_MS = Number.MAX_SAFE_INTEGER;
 
 /**
  * The role machine's lease actors over a {@link LeaseStore}. Store failures become outcomes, not
  * errors, so the machine decides what they mean; every outcome carries clock readings.
  */
-export function leaseActors({ store, clock, keyOf, callTimeoutMs }: LeaseActorOptions) {
+export function leaseActors({ store, clock, keyOf, callTimeoutMs, nodeLeases }: LeaseActorOptions) {
   const call = <T>(promise: Promise<T>, what: string) =>
     withTimeout(clock, promise, callTimeoutMs, what);
 
   const readLease = fromPromise<ReadLeaseOutput, { db: string }>(async ({ input }) => {
-    const key = keyOf(input.db);
+    const read = await readOnce(input.db);
+    if (!nodeLeases || nodeLeases.liveness.validAt(clock.now()) || !mightClaim(read)) return read;
+    // Nothing to claim with until the node holds its own lease; the node says when it does.
+    return { outcome: 'unavailable', reason: 'this node holds no valid node lease', at: read.at };
+  });
+
+  function mightClaim(read: ReadLeaseOutput): boolean {
+    if (read.outcome === 'absent') return true;
+    if (read.outcome !== 'record' || !nodeLeases) return false;
+    const { record } = read;
+    return (
+      record.released ||
+      (record.holder === nodeLeases.nodeId && record.session === nodeLeases.session)
+    );
+  }
+
+  async function readOnce(db: string): Promise<ReadLeaseOutput> {
+    const key = keyOf(db);
+    const cached = nodeLeases?.ownership.get(key);
     let entry: Awaited<ReturnType<LeaseStore['get']>>;
-    try {
-      entry = await call(store.get(key), `reading lease ${key}`);
-    } catch (error) {
-      return { outcome: 'unavailable', reason: describe(error), at: clock.now() };
+    let sentAt: number;
+    if (cached) {
+      ({ entry, sentAt } = cached);
+    } else {
+      sentAt = clock.now();
+      try {
+        entry = await call(store.get(key), `reading lease ${key}`);
+      } catch (error) {
+        return { outcome: 'unavailable', reason: describe(error), at: clock.now() };
+      }
     }
     const at = clock.now();
-    if (entry === null) return { outcome: 'absent', at };
+    if (entry === null) {
+      nodeLeases?.ownership.set(key, null, sentAt);
+      return { outcome: 'absent', at };
+    }
+    let record: LeaseRecord;
     try {
-      return {
-        outcome: 'record',
-        record: decodeLeaseRecord(entry.value),
-        revision: entry.revision,
-        at,
-      };
+      record = decodeLeaseRecord(entry.value);
     } catch (error) {
       return { outcome: 'invalid', revision: entry.revision, reason: describe(error), at };
     }
-  });
+    if (!nodeLeases) {
+      if (record.nodeSession !== undefined) {
+        const reason = `${key} is held under node-level leases; every node of a cluster must use the same lease mode`;
+        return { outcome: 'invalid', revision: entry.revision, reason, at };
+      }
+      return { outcome: 'record', record, revision: entry.revision, at };
+    }
+    // A per-database record (a cluster moving to node-level leases) is renewed: read it each time.
+    if (record.nodeSession === undefined || record.released) {
+      nodeLeases.ownership.invalidate(key);
+      return { outcome: 'record', record, revision: entry.revision, at };
+    }
+    nodeLeases.ownership.set(key, entry, sentAt);
+    return {
+      outcome: 'record',
+      ...judgeOwnership(nodeLeases, record, sentAt),
+      revision: entry.revision,
+      at,
+    };
+  }
 
   const writeLease = fromPromise<WriteLeaseOutput, WriteLeaseInput>(({ input }) =>
     writeOnce(input),
@@ -50,8 +106,16 @@ export function leaseActors({ store, clock, keyOf, callTimeoutMs }: LeaseActorOp
 
   async function writeOnce(input: WriteLeaseInput): Promise<WriteLeaseOutput> {
     const key = keyOf(input.db);
-    const value = encodeLeaseRecord(input.record);
     const sentAt = clock.now();
+    let record = input.record;
+    if (nodeLeases) {
+      if (!record.released && !nodeLeases.liveness.validAt(sentAt)) {
+        const reason = 'this node holds no valid node lease';
+        return { outcome: 'unavailable', reason, at: sentAt };
+      }
+      record = { ...record, nodeSession: nodeLeases.liveness.session };
+    }
+    const value = encodeLeaseRecord(record);
     try {
       const result = await call(
         input.expectedRevision === null
@@ -60,10 +124,16 @@ export function leaseActors({ store, clock, keyOf, callTimeoutMs }: LeaseActorOp
         `writing lease ${key}`,
       );
       const at = clock.now();
-      return result.ok
-        ? { outcome: 'written', revision: result.revision, sentAt, at }
-        : { outcome: 'conflict', at };
+      if (!result.ok) {
+        nodeLeases?.ownership.invalidate(key);
+        return { outcome: 'conflict', at };
+      }
+      if (!nodeLeases) return { outcome: 'written', revision: result.revision, sentAt, at };
+      nodeLeases.ownership.set(key, { value, revision: result.revision }, sentAt);
+      if (record.released) nodeLeases.liveness.noteRelease();
+      return { outcome: 'written', revision: result.revision, sentAt, at, delegated: true };
     } catch (error) {
+      nodeLeases?.ownership.invalidate(key);
       return { outcome: 'unavailable', reason: describe(error), at: clock.now() };
     }
   }
@@ -96,4 +166,27 @@ export function leaseActors({ store, clock, keyOf, callTimeoutMs }: LeaseActorOp
 function describe(error: unknown): string {
   if (error instanceof HadbError) return error.message;
   return error instanceof Error ? `${error.name}: ${error.message}` : String(error);
+}
+
+/**
+ * An ownership record as the role machine should see it: released once its holder node's
+ * incarnation is gone, otherwise never expiring by time, and pushed (the node tells of changes).
+ */
+function judgeOwnership(
+  nodeLeases: NodeLeaseContext,
+  record: LeaseRecord,
+  readSentAt: number,
+): { record: LeaseRecord; pushed: boolean } {
+  const nodeSession = record.nodeSession as string;
+  const ownNode =
+    record.holder === nodeLeases.nodeId && nodeSession === nodeLeases.liveness.session;
+  // A claim by an earlier actor of this database on this node: that actor is gone.
+  if (ownNode && record.session !== nodeLeases.session) {
+    return { record: { ...record, released: true }, pushed: false };
+  }
+  const verdict = ownNode
+    ? 'alive'
+    : nodeLeases.liveness.judge(record.holder, nodeSession, readSentAt);
+  if (verdict === 'gone') return { record: { ...record, released: true }, pushed: false };
+  return { record: { ...record, ttlMs: NEVER_BY_TIME_MS }, pushed: true };
 }

@@ -2,6 +2,16 @@ import { randomUUID } from 'node:crypto';
 import nodePath from 'node:path';
 import pino, { type Logger } from 'pino';
 import type { LeaseStore } from '../adapters/lease/types.ts';
+import {
+  choosePacer,
+  countsOf,
+  meterLeaseStore,
+  meterStorage,
+  type PacingChoice,
+  type RequestCounts,
+  sharedLeasePacer,
+} from '../adapters/metered.ts';
+import { sharedStoragePacer } from '../adapters/pacing.ts';
 import { assertValidDbName } from '../adapters/replication/snapshot.ts';
 import type { StorageBackend } from '../adapters/storage/types.ts';
 import { type Clock, systemClock } from '../clock.ts';
@@ -12,6 +22,7 @@ import {
   UnknownDatabaseError,
 } from '../errors.ts';
 import { assertValidTiming, defaultLeaseTiming, type LeaseTiming } from '../machines/role.ts';
+import { gatherCluster, PeerSet } from '../wire/cluster-view.ts';
 import {
   type Durability,
   decodeForwardRequest,
@@ -25,9 +36,12 @@ import {
   msgpackAnswer,
   NodeClient,
   type NodeListener,
+  type NodeListenerOptions,
   startNodeListener,
 } from '../wire/http.ts';
-import type { DatabaseActor } from './database.ts';
+import { renderStatusPage } from '../wire/status-page.ts';
+import type { DatabaseActor, DatabaseActorOptions } from './database.ts';
+import { HandleCache, sweepIntervalMs } from './handle-cache.ts';
 import {
   type DatabaseStatus,
   type HadbDatabase,
@@ -35,7 +49,9 @@ import {
   type NodeServices,
 } from './hosted-database.ts';
 import { MetricsRegistry } from './metrics.ts';
+import { NODE_KEY_PREFIX, NodeLiveness, OwnershipCache } from './node-liveness.ts';
 import { Supervisor, type SupervisorEvent } from './supervisor.ts';
+import { type Transition, TransitionLog } from './transitions.ts';
 
 export interface NodeOptions {
   /** This node's identity, stable across restarts (a hostname, a pod name). */
@@ -68,6 +84,46 @@ export interface NodeOptions {
   forwardTimeoutMs?: number;
   /** Page size of new databases (default 4096). */
   pageSize?: number;
+  /**
+   * `'node'`: one liveness record per node, renewed by one CAS per interval whatever the number
+   * of databases; each database's ownership record is written only on claim and release.
+   * `'database'`: one lease per database, each renewed on its own. Every node of a cluster must
+   * use the same scope.
+   */
+  leaseScope?: 'node' | 'database';
+  /**
+   * A database with no read, write or apply for this long closes its SQLite handles until the
+   * next one (default 30 s; `false` never).
+   */
+  hibernateAfterMs?: number | false;
+  /** Databases with open handles at most; the least recently used closes first (default 256). */
+  maxOpenDatabases?: number | false;
+  /** SQLite page cache of all open databases together (default 256 MiB). */
+  pageCacheBytes?: number;
+  /** More routes on the node's listener (`hadb serve` relays Hrana streams to the leader). */
+  routes?: NodeListenerOptions['routes'];
+  /**
+   * Every role transition of every database, appended to `file` as JSON lines and passed to
+   * `onTransition`. The last 50 are in `status()` either way.
+   */
+  transitions?: { file?: string; onTransition?: (transition: Transition) => void };
+  /** Other nodes' addresses for the cluster view (`GET /`); more are learned from leases and tails. */
+  peers?: readonly string[];
+  /** Inspect the role actors of these databases only (e.g. `createWebSocketInspector().inspect`). */
+  inspect?: {
+    databases: readonly string[];
+    observer: NonNullable<DatabaseActorOptions['inspect']>;
+  };
+  /**
+   * How storage and lease-store requests wait their turn. By default every node of the process
+   * shares one storage pacer (64 in flight, 2000/s) and one lease pacer (64 in flight): leases
+   * apart, so a renewal never queues behind an upload. Ignored for a store already metered
+   * (`meterStorage`, `meterLeaseStore`): it keeps its pacer, and its counts are those of every
+   * node that shares it.
+   */
+  pacing?: { storage?: PacingChoice; leases?: PacingChoice };
+  /** The `backend` label of request counts (default: memory and nats are told, others `custom`). */
+  backendKinds?: { storage?: string; leases?: string };
 }
 
 export interface OpenOptions {
@@ -108,6 +164,8 @@ export interface HadbNode {
   databases(): HadbDatabase[];
   /** Every database on this node: role, epoch, position, leader (also at `GET /status`). */
   status(): NodeStatus;
+  /** Storage and lease-store requests this node made, by backend, operation and outcome. */
+  requestCounts(): RequestCounts;
   /** Flushes, hands every lease over (released by CAS, so followers take over at once) and stops. */
   close(): Promise<void>;
 }
@@ -116,7 +174,18 @@ export interface NodeStatus {
   node: string;
   address: string | null;
   databases: DatabaseStatus[];
+  /** The last role transitions on this node, oldest first. */
+  transitions: Transition[];
+  /** The other nodes this node knows of. */
+  peers: string[];
+  /** How this node's leadership is leased; under node scope, how long its own lease still holds. */
+  lease: { scope: 'node' | 'database'; validForMs: number | null };
 }
+
+const DEFAULT_LEASE_SCOPE = 'database';
+
+/** How long `/cluster` waits for each peer's `/status`. */
+const PEER_STATUS_TIMEOUT_MS = 800;
 
 export async function createNode(options: NodeOptions): Promise<HadbNode> {
   const node = new Node(options);
@@ -141,8 +210,20 @@ class Node implements HadbNode {
     'hadb_role_changes_total',
     'Role changes of the databases on this node, by the role entered',
   );
+  readonly #storageRequests = this.#metrics.counter(
+    'hadb_storage_requests_total',
+    'Requests to object storage, by backend, operation and outcome',
+  );
+  readonly #leaseRequests = this.#metrics.counter(
+    'hadb_lease_requests_total',
+    'Requests to the lease store, by backend, operation and outcome',
+  );
+  readonly #detachMeters: (() => void)[];
   #unwatch: (() => void) | undefined;
   #closed = false;
+  readonly #handles: HandleCache;
+  readonly #transitions: TransitionLog;
+  readonly #peers = new PeerSet();
 
   constructor(options: NodeOptions) {
     if (!options.id || !/^[\w.-]{1,100}$/.test(options.id)) {
@@ -156,15 +237,32 @@ class Node implements HadbNode {
     const timing = { ...defaultLeaseTiming, ...options.timing };
     assertValidTiming(timing);
     this.id = options.id;
-    this.#options = options;
+    // Counted and paced by default; a store the caller metered already is not wrapped again.
+    const storage = meterStorage(options.storage, {
+      kind: options.backendKinds?.storage,
+      pacer: choosePacer(options.pacing?.storage, sharedStoragePacer),
+    });
+    const leases = meterLeaseStore(options.leases, {
+      kind: options.backendKinds?.leases,
+      pacer: choosePacer(options.pacing?.leases, sharedLeasePacer),
+    });
+    this.#detachMeters = [
+      storage.attach(this.#storageRequests),
+      leases.attach(this.#leaseRequests),
+    ];
+    this.#options = { ...options, storage, leases };
     const clock = options.clock ?? systemClock;
     const logger = (options.logger ?? defaultLogger()).child({ node: options.id });
+    const hibernateAfterMs = options.hibernateAfterMs ?? 30_000;
+    const maxOpen = options.maxOpenDatabases ?? 256;
+    this.#handles = new HandleCache({ clock, hibernateAfterMs, maxOpen });
+    if (hibernateAfterMs !== false) this.#handles.start(sweepIntervalMs(hibernateAfterMs));
     this.#services = {
       nodeId: options.id,
       session: randomUUID(),
       clock,
-      storage: options.storage,
-      leases: options.leases,
+      storage,
+      leases,
       prefix: options.prefix ?? '',
       dataDir: options.dataDir,
       parkDir: nodePath.join(options.dataDir, 'parked'),
@@ -175,7 +273,20 @@ class Node implements HadbNode {
       shipIntervalMs: options.shipIntervalMs ?? 100,
       shipDelayMs: options.shipDelayMs ?? 10,
       pageSize: options.pageSize ?? 4096,
+      handles: this.#handles,
+      pageCacheKiB: pageCacheKiB(options.pageCacheBytes ?? 256 * 1024 * 1024, maxOpen),
     };
+    const inspect = options.inspect;
+    if (inspect) {
+      this.#services.inspect = (db) =>
+        inspect.databases.includes(db) ? inspect.observer : undefined;
+    }
+    this.#transitions = new TransitionLog({
+      file: options.transitions?.file,
+      onTransition: options.transitions?.onTransition,
+      onError: (error) => logger.error({ err: error }, 'could not record a role transition'),
+    });
+    for (const peer of options.peers ?? []) this.#peers.add(peer);
     this.#metrics.gauge('hadb_databases', 'Databases open on this node, by role', () => {
       const byRole = new Map<string, number>();
       for (const database of this.#databases.values()) {
@@ -200,16 +311,21 @@ class Node implements HadbNode {
   async listen(): Promise<void> {
     // A store that can watch tells followers of a release or a new holder at once; one watcher
     // for the whole node, whatever the number of databases.
-    this.#unwatch = this.#options.leases.watch?.('', (key) =>
-      this.#databases.get(key)?.leaseChanged(),
-    );
+    this.#unwatch = this.#options.leases.watch?.('', (key) => {
+      if (key.startsWith(NODE_KEY_PREFIX)) this.#services.nodeLeases?.liveness.keyChanged(key);
+      else this.#databases.get(key)?.leaseChanged();
+    });
     const listen = this.#options.listen;
-    if (listen === false) return;
+    if (listen === false) {
+      this.#startNodeLeases();
+      return;
+    }
     this.#listener = await startNodeListener({
       host: listen?.host ?? '127.0.0.1',
       port: listen?.port ?? 0,
       secret: this.#options.secret,
       routes: {
+        ...this.#options.routes,
         [FORWARD_PATH]: {
           method: 'POST',
           authenticated: true,
@@ -231,6 +347,27 @@ class Node implements HadbNode {
             contentType: 'application/json',
           }),
         },
+        // The cluster as this node sees it, and a page that shows it; read-only, no secrets.
+        '/cluster': {
+          method: 'GET',
+          authenticated: false,
+          handle: async () => ({
+            status: 200,
+            body: JSON.stringify(
+              await gatherCluster(this.status(), this.#peers, PEER_STATUS_TIMEOUT_MS),
+            ),
+            contentType: 'application/json',
+          }),
+        },
+        '/': {
+          method: 'GET',
+          authenticated: false,
+          handle: async () => ({
+            status: 200,
+            body: renderStatusPage(this.id),
+            contentType: 'text/html; charset=utf-8',
+          }),
+        },
         '/metrics': {
           method: 'GET',
           authenticated: false,
@@ -243,6 +380,41 @@ class Node implements HadbNode {
       },
     });
     this.#services.address ??= this.#listener.address;
+    this.#startNodeLeases();
+  }
+
+  #leaseStatus(): NodeStatus['lease'] {
+    const liveness = this.#services.nodeLeases?.liveness;
+    if (!liveness) return { scope: 'database', validForMs: null };
+    const left = liveness.validUntil - this.#services.clock.now();
+    return { scope: 'node', validForMs: left > 0 ? Math.round(left) : 0 };
+  }
+
+  /** Node-level leases: one liveness record for the node, renewed for all its databases. */
+  #startNodeLeases(): void {
+    if ((this.#options.leaseScope ?? DEFAULT_LEASE_SCOPE) !== 'node') return;
+    const each = (fn: (database: HostedDatabase) => void) => {
+      for (const database of this.#databases.values()) fn(database);
+    };
+    const liveness = new NodeLiveness({
+      store: this.#options.leases,
+      clock: this.#services.clock,
+      nodeId: this.id,
+      session: this.#services.session,
+      address: this.#services.address,
+      timing: this.#services.timing,
+      logger: this.#services.logger,
+      onLapse: (reason) => each((database) => database.nodeLeaseLapsed(reason)),
+      onHeld: () => each((database) => database.holderChanged()),
+      onPeerChanged: (peer, released) =>
+        each((database) => {
+          if (database.observedHolder !== peer) return;
+          if (released) database.leaseChanged();
+          else database.holderChanged();
+        }),
+    });
+    this.#services.nodeLeases = { liveness, ownership: new OwnershipCache() };
+    liveness.start();
   }
 
   async open(name: string, options: OpenOptions = {}): Promise<HadbDatabase> {
@@ -269,6 +441,7 @@ class Node implements HadbNode {
       () => this.#closeDatabase(name),
     );
     database.on('role', ({ role }) => this.#roleChanges.inc({ role }));
+    database.on('transition', (transition) => this.#transitions.record(transition));
     this.#databases.set(name, database);
     this.#supervisor.start(name, () => database.createActor());
     database.start();
@@ -310,11 +483,18 @@ class Node implements HadbNode {
       node: this.id,
       address: this.address ?? null,
       databases: [...this.#databases.values()].map((database) => database.status()),
+      transitions: this.#transitions.recent(),
+      lease: this.#leaseStatus(),
+      peers: this.#peers.list().filter((peer) => peer !== this.address),
     };
   }
 
   databases(): HadbDatabase[] {
     return [...this.#databases.values()];
+  }
+
+  requestCounts(): RequestCounts {
+    return { storage: countsOf(this.#storageRequests), lease: countsOf(this.#leaseRequests) };
   }
 
   async #closeDatabase(name: string): Promise<void> {
@@ -328,11 +508,15 @@ class Node implements HadbNode {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    this.#handles.stop();
     await Promise.allSettled([...this.#opening.values()]);
     await Promise.all([...this.#databases.keys()].map((name) => this.#closeDatabase(name)));
+    await this.#services.nodeLeases?.liveness.close();
     this.#unwatch?.();
+    for (const detach of this.#detachMeters) detach();
     await this.#listener?.close();
     this.#services.client.close();
+    this.#transitions.close();
   }
 
   async #forwarded(body: Uint8Array): Promise<HttpAnswer> {
@@ -363,12 +547,23 @@ class Node implements HadbNode {
     const after = Number(url.searchParams.get('after'));
     if (!Number.isSafeInteger(after) || after < 0)
       throw new BadRequestError('after must be a sequence number');
+    // A follower says where it is: the cluster view shows it (the request is authenticated).
+    this.#peers.add(url.searchParams.get('from'));
     const database = this.#databases.get(db);
     if (!database) {
       return { status: 404, body: new UnknownDatabaseError(db).message };
     }
     return msgpackAnswer(encodeMessage(await database.waitForShipped(after)));
   }
+}
+
+/** Each connection's share of the page cache budget; a leader's checkpointer takes 64 KiB more. */
+function pageCacheKiB(budgetBytes: number, maxOpen: number | false): number | undefined {
+  if (!(budgetBytes > 0)) {
+    throw new InvalidArgumentError(`pageCacheBytes must be > 0, got ${budgetBytes}`);
+  }
+  if (maxOpen === false) return undefined;
+  return Math.max(64, Math.floor(budgetBytes / 1024 / maxOpen) - 64);
 }
 
 function answer(response: ForwardResponse, status: number): HttpAnswer {

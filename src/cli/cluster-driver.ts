@@ -51,6 +51,8 @@ export interface ClusterOptions {
   rate?: number;
   forwardTimeoutMs?: number;
   statusIntervalMs?: number;
+  /** More arguments for one node's `hadb worker` (e.g. `--transitions`, `--inspect`). */
+  workerArgs?: (id: string) => string[];
   onMessage?: (message: Received, worker: WorkerProcess) => void;
   /** A worker exited without being told to (it crashed). */
   onUnexpectedExit?: (worker: WorkerProcess, code: number | null) => void;
@@ -237,6 +239,7 @@ export class ClusterDriver {
       '--incarnation',
       `r${run}`,
       ...(load ? [] : ['--no-load']),
+      ...(o.workerArgs?.(id) ?? []),
     ];
     const child = spawn(process.execPath, args, {
       stdio: ['pipe', 'pipe', 'pipe'],

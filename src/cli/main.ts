@@ -2,6 +2,7 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import { runSimulation, type SimulationSummary } from '../sim/run.ts';
 import { registerOperationsCommands } from './commands/index.ts';
 import { runDemo } from './demo.ts';
+import { inspectOption, inspectUrlOption, transitionsOption } from './observe.ts';
 import { registerServeCommand } from './serve.ts';
 import { reportFatal, runWorker } from './worker.ts';
 
@@ -203,6 +204,9 @@ export function buildProgram(): Command {
         .argParser(intInRange('--status-interval', 0, 600_000)),
     )
     .option('--incarnation <tag>', 'part of every key, distinct for each run of the node')
+    .addOption(transitionsOption())
+    .addOption(inspectOption())
+    .addOption(inspectUrlOption())
     .action(
       async (options: {
         id: string;
@@ -223,6 +227,9 @@ export function buildProgram(): Command {
         forwardTimeout: number;
         statusInterval: number;
         incarnation?: string;
+        transitions?: string;
+        inspect?: string[];
+        inspectUrl: string;
       }) => {
         const secret = process.env.HADB_SECRET;
         if (!secret) {
@@ -251,6 +258,7 @@ export function buildProgram(): Command {
           forwardTimeoutMs: options.forwardTimeout,
           statusIntervalMs: options.statusInterval,
           incarnation: options.incarnation ?? process.pid.toString(36),
+          observe: options,
         });
         await running.catch((error: unknown) => {
           reportFatal(options.id, error);

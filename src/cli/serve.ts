@@ -2,21 +2,36 @@ import { isIP } from 'node:net';
 import { type Command, InvalidArgumentError, Option } from 'commander';
 import type { HadbDatabase } from '../actors/hosted-database.ts';
 import { createNode, type HadbNode } from '../actors/node.ts';
+import { listSnapshots } from '../adapters/replication/snapshot.ts';
+import type { StorageBackend } from '../adapters/storage/types.ts';
 import { openLeaseStoreFromUrl, openStorageFromUrl } from '../adapters/url.ts';
-import { startHranaServer } from '../wire/hrana.ts';
+import { type HranaServer, RELAY_PATH, startHranaServer } from '../wire/hrana.ts';
+import { listDatabaseNames, listLog } from './commands/inspect.ts';
+import {
+  inspectOption,
+  inspectUrlOption,
+  type ObserveFlags,
+  observeOptions,
+  transitionsOption,
+} from './observe.ts';
 
 interface ServeOptionValues {
   id: string;
   data: string;
   storage: string;
   leases: string;
-  db: string[];
+  db?: string[];
+  allDatabases?: boolean;
+  transactionTimeout: number;
   listen: { host: string; port: number };
   peerListen: { host: string; port: number };
   advertise?: string;
   prefix: string;
   durability: 'async' | 'replicated';
   auth: boolean;
+  transitions?: string;
+  inspect?: string[];
+  inspectUrl: string;
 }
 
 /** `host:port`, `[v6]:port` or `:port` (loopback). */
@@ -31,6 +46,16 @@ export function parseHostPort(flag: string) {
   };
 }
 
+function parsePositiveSeconds(flag: string) {
+  return (value: string): number => {
+    const seconds = Number(value);
+    if (!Number.isFinite(seconds) || seconds <= 0 || seconds > 3600) {
+      throw new InvalidArgumentError(`${flag} must be a number of seconds in (0, 3600]`);
+    }
+    return seconds;
+  };
+}
+
 export function isLoopback(host: string): boolean {
   if (host === 'localhost') return true;
   if (isIP(host) === 4) return host.startsWith('127.');
@@ -41,15 +66,26 @@ export function registerServeCommand(program: Command): void {
   program
     .command('serve')
     .description(
-      'run a node and serve its first database to libSQL clients over Hrana (HTTP, JSON; ' +
-        '@libsql/client with an http:// URL). Writes sent to a follower go to the leader. ' +
-        'The cluster secret is read from HADB_SECRET, the client auth token from HADB_AUTH_TOKEN',
+      'run a node and serve its databases to libSQL clients over Hrana (HTTP, JSON; ' +
+        '@libsql/client with an http:// URL): each at http://host:port/<name>/ (mind the ' +
+        'trailing slash), the first also at http://host:port. Writes and interactive ' +
+        'transactions sent to a follower run on the leader. The cluster secret is read from ' +
+        'HADB_SECRET, the client auth token from HADB_AUTH_TOKEN',
     )
     .requiredOption('--id <id>', 'node id, stable across restarts')
     .requiredOption('--data <dir>', "this node's own folder (its copies of the databases)")
     .requiredOption('--storage <url>', 'storage URL shared by the cluster (file:///…, s3://…)')
     .requiredOption('--leases <url>', 'lease store URL shared by the cluster')
-    .requiredOption('--db <name...>', 'databases to open; the first is served over Hrana')
+    .option('--db <name...>', 'databases to serve; the first is also served at /')
+    .option('--all-databases', 'also serve every database found under the prefix at startup')
+    .addOption(
+      new Option(
+        '--transaction-timeout <seconds>',
+        'an idle interactive transaction is rolled back after this long',
+      )
+        .default(10)
+        .argParser(parsePositiveSeconds('--transaction-timeout')),
+    )
     .addOption(
       new Option('--listen <host:port>', 'where libSQL clients connect')
         .default({ host: '127.0.0.1', port: 8080 }, '127.0.0.1:8080')
@@ -68,6 +104,9 @@ export function registerServeCommand(program: Command): void {
         .default('replicated'),
     )
     .option('--no-auth', 'accept clients without a token (only on a loopback --listen address)')
+    .addOption(transitionsOption())
+    .addOption(inspectOption())
+    .addOption(inspectUrlOption())
     .action(async (options: ServeOptionValues) => {
       const fail = (message: string): never => {
         process.stderr.write(`hadb serve: ${message}\n`);
@@ -83,6 +122,8 @@ export function registerServeCommand(program: Command): void {
       } else if (authToken === null) {
         fail('set the client auth token in HADB_AUTH_TOKEN (or --no-auth on a loopback address)');
       }
+      if (!options.db?.length && !options.allDatabases)
+        fail('name a database with --db, or --all-databases');
       await serve(options, secret, authToken).catch((error: unknown) => {
         process.stderr.write(
           `hadb serve: ${error instanceof Error ? error.message : String(error)}\n`,
@@ -99,7 +140,22 @@ async function serve(
 ): Promise<void> {
   const storage = await openStorageFromUrl(options.storage);
   const leases = await openLeaseStoreFromUrl(options.leases);
+  const names = [...(options.db ?? [])];
+  if (options.allDatabases) {
+    for (const name of await databasesUnder(storage, options.prefix)) {
+      if (!names.includes(name)) names.push(name);
+    }
+  }
+  if (names.length === 0) {
+    throw new Error(
+      `no databases under prefix ${JSON.stringify(options.prefix)}; name one with --db`,
+    );
+  }
+  // The node's listener runs streams other nodes relay here once the Hrana server is up.
+  let hrana: HranaServer | undefined;
+  const observing = await observeOptions(options satisfies ObserveFlags, names);
   const node: HadbNode = await createNode({
+    ...observing.options,
     id: options.id,
     secret,
     dataDir: options.data,
@@ -109,33 +165,64 @@ async function serve(
     ...(options.advertise ? { advertise: options.advertise } : {}),
     prefix: options.prefix,
     durability: options.durability,
+    routes: {
+      [RELAY_PATH]: {
+        method: 'POST',
+        authenticated: true,
+        handle: async (request) =>
+          hrana
+            ? hrana.relay(request)
+            : { status: 503, body: JSON.stringify({ message: 'starting', code: 'STARTING' }) },
+      },
+    },
   });
-  let databases: HadbDatabase[];
+  const databases = new Map<string, HadbDatabase>();
   try {
-    databases = await Promise.all(options.db.map((name) => node.open(name)));
+    const opened = await Promise.all(names.map((name) => node.open(name)));
+    for (const database of opened) databases.set(database.name, database);
   } catch (error) {
     await node.close();
     throw error;
   }
-  const hrana = await startHranaServer({
+  hrana = await startHranaServer({
     host: options.listen.host,
     port: options.listen.port,
-    database: databases[0] as HadbDatabase,
+    databases,
     authToken,
+    secret,
+    self: node.address ?? '',
+    leaderAddress: (db) =>
+      node.status().databases.find((status) => status.name === db)?.leaderAddress ?? null,
+    streamIdleMs: options.transactionTimeout * 1000,
   });
+  const served = hrana;
   // One line on stdout once clients can connect, for scripts and tests to wait on.
   process.stdout.write(
-    `${JSON.stringify({ event: 'listening', node: options.id, hrana: hrana.address, peer: node.address, db: options.db[0] })}\n`,
+    `${JSON.stringify({ event: 'listening', node: options.id, hrana: served.address, peer: node.address, db: names[0], databases: names })}\n`,
   );
   let stopping = false;
   const stop = async () => {
     if (stopping) return;
     stopping = true;
-    await hrana.close();
+    await served.close();
     await node.close();
+    observing.stop();
     process.exit(0);
   };
   process.once('SIGTERM', () => void stop());
   process.once('SIGINT', () => void stop());
   // The node's timers do not hold the process open; the server's socket does, until stop.
+}
+
+/** The databases `hadb list` shows: a folder under the prefix with a log or a snapshot. */
+async function databasesUnder(storage: StorageBackend, prefix: string): Promise<string[]> {
+  const names: string[] = [];
+  for await (const name of listDatabaseNames(storage, prefix)) {
+    const [snapshots, log] = await Promise.all([
+      listSnapshots(storage, prefix, name),
+      listLog(storage, prefix, name),
+    ]);
+    if (snapshots.length > 0 || log.entries.length > 0) names.push(name);
+  }
+  return names;
 }

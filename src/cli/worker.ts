@@ -16,6 +16,7 @@ import { createFsStorage } from '../adapters/storage/fs.ts';
 import { openLeaseStoreFromUrl, openStorageFromUrl } from '../adapters/url.ts';
 import type { LeaseTiming, Role } from '../machines/role.ts';
 import type { Durability, WriteToken } from '../wire/forward.ts';
+import { type ObserveFlags, observeOptions } from './observe.ts';
 
 export const KV_SCHEMA =
   'create table if not exists kv(k text primary key, writer text not null, at integer not null)';
@@ -56,6 +57,8 @@ export interface WorkerOptions {
   statusIntervalMs: number;
   /** Distinguishes the keys of a restarted node from those of its earlier runs. */
   incarnation: string;
+  /** `--transitions`, `--inspect`, `--inspect-url`. */
+  observe?: ObserveFlags;
 }
 
 export type WorkerCommand =
@@ -160,7 +163,11 @@ export async function runWorker(options: WorkerOptions): Promise<void> {
   const storage = options.storageUrl
     ? await openStorageFromUrl(options.storageUrl)
     : createFsStorage({ root: paths.storage });
+  const observing = options.observe
+    ? await observeOptions(options.observe, options.dbs)
+    : { options: {}, stop: () => {} };
   const hadb = await createNode({
+    ...observing.options,
     id: node,
     secret: options.secret,
     dataDir: options.dataDir,
@@ -338,6 +345,7 @@ export async function runWorker(options: WorkerOptions): Promise<void> {
       await Promise.race([stopLoad(), sleep(2000)]);
       loadOn = false;
       await hadb.close();
+      observing.stop();
       await leases.close?.();
       await storage.close?.();
       print({ type: 'exited', node, at: Date.now() });

@@ -63,7 +63,14 @@ export function assertValidTiming(timing: LeaseTiming): void {
 
 export type ReadLeaseOutput =
   | { outcome: 'absent'; at: number }
-  | { outcome: 'record'; record: LeaseRecord; revision: string; at: number }
+  | {
+      outcome: 'record';
+      record: LeaseRecord;
+      revision: string;
+      at: number;
+      /** The runtime sends `lease.changed` when this record or its holder's liveness changes: no need to poll. */
+      pushed?: boolean;
+    }
   | { outcome: 'invalid'; revision: string; reason: string; at: number }
   | { outcome: 'unavailable'; reason: string; at: number };
 
@@ -75,7 +82,14 @@ export interface WriteLeaseInput {
 }
 
 export type WriteLeaseOutput =
-  | { outcome: 'written'; revision: string; sentAt: number; at: number }
+  | {
+      outcome: 'written';
+      revision: string;
+      sentAt: number;
+      at: number;
+      /** Validity comes from the node's own lease (node-level leases): never renewed per database. */
+      delegated?: boolean;
+    }
   | { outcome: 'conflict'; at: number }
   | { outcome: 'unavailable'; reason: string; at: number };
 
@@ -101,13 +115,18 @@ interface Observation {
   revision: string | null;
   record: LeaseRecord | null;
   firstSeenAt: number;
+  pushed: boolean;
 }
 
 export interface HeldLease {
   revision: string;
   epoch: number;
-  /** On this node's clock: commits are allowed strictly before this instant. */
+  /**
+   * On this node's clock: commits are allowed strictly before this instant. Infinite when
+   * `delegated`: the runtime's node lease bounds commits instead.
+   */
   validUntil: number;
+  delegated: boolean;
 }
 
 export interface RoleContext extends RoleInput {
@@ -129,6 +148,8 @@ export type RoleEvent =
   /** Storage showed a newer epoch's changeset: the lease is someone else's, whatever it says. */
   | { type: 'fenced' }
   | { type: 'lease.changed' }
+  /** The node-level lease lapsed on this node's clock: its leaders stop (node-level leases). */
+  | { type: 'lease.expired' }
   | { type: 'replication.behind' }
   | { type: 'lease.renewed' };
 
@@ -144,8 +165,9 @@ function observe(previous: Observation | null, read: ReadLeaseOutput): Observati
   if (read.outcome === 'unavailable') return previous;
   const revision = read.outcome === 'absent' ? null : read.revision;
   const record = read.outcome === 'record' ? read.record : null;
-  if (previous && previous.revision === revision) return { ...previous, record };
-  return { revision, record, firstSeenAt: read.at };
+  const pushed = read.outcome === 'record' && read.pushed === true;
+  if (previous && previous.revision === revision) return { ...previous, record, pushed };
+  return { revision, record, firstSeenAt: read.at, pushed };
 }
 
 function isClaimable(context: RoleContext, read: ReadLeaseOutput): boolean {
@@ -201,11 +223,17 @@ function holderRecord(context: RoleContext, epoch: number, released: boolean): L
 
 function heldLeaseFrom(
   context: RoleContext,
-  written: { revision: string; sentAt: number },
+  written: { revision: string; sentAt: number; delegated?: boolean },
   epoch: number,
 ): HeldLease {
   const { ttlMs, marginMs } = context.timing;
-  return { revision: written.revision, epoch, validUntil: written.sentAt + ttlMs - marginMs };
+  const delegated = written.delegated === true;
+  return {
+    revision: written.revision,
+    epoch,
+    validUntil: delegated ? Number.POSITIVE_INFINITY : written.sentAt + ttlMs - marginMs,
+    delegated,
+  };
 }
 
 export const roleMachine = setup({
@@ -231,12 +259,16 @@ export const roleMachine = setup({
     intentIsClaim: ({ context }) => context.intent === 'claim',
     isStopping: ({ context }) => context.stopping,
     mustRelease: ({ context }) => context.lease !== null && context.demoteReason !== 'lost',
+    leaseIsDelegated: ({ context }) => context.lease?.delegated === true,
+    waitsForPush: ({ context }) =>
+      context.observed?.pushed === true && context.leaseProblem === null,
   },
   delays: {
     renewInterval: ({ context }) => context.timing.renewIntervalMs,
     retryInterval: ({ context }) => context.timing.retryIntervalMs,
     /** Until the lease stops being valid on this node's clock. */
-    validity: ({ context }) => Math.max(0, (context.lease?.validUntil ?? 0) - context.lastAt),
+    validity: ({ context }) =>
+      Math.min(2 ** 30, Math.max(0, (context.lease?.validUntil ?? 0) - context.lastAt)),
     /** The next poll, or sooner if the observed lease can be judged expired before then. */
     nextLeaseCheck: ({ context }) => {
       const { pollIntervalMs, marginMs } = context.timing;
@@ -321,8 +353,16 @@ export const roleMachine = setup({
           },
         },
         waiting: {
-          after: { nextLeaseCheck: 'reading' },
           on: { 'lease.changed': 'reading' },
+          initial: 'timed',
+          states: {
+            timed: {
+              always: { guard: 'waitsForPush', target: 'pushed' },
+              after: { nextLeaseCheck: '#role.follower.reading' },
+            },
+            // No timer: the runtime tells of every change (node-level leases).
+            pushed: {},
+          },
         },
       },
     },
@@ -377,13 +417,19 @@ export const roleMachine = setup({
       on: {
         handoff: { target: 'demoting', actions: assign({ demoteReason: 'handoff' }) },
         fenced: { target: 'demoting', actions: assign({ demoteReason: 'lost' }) },
+        'lease.expired': { target: 'demoting', actions: assign({ demoteReason: 'expired' }) },
         stop: { target: 'demoting', actions: assign({ demoteReason: 'stop', stopping: true }) },
       },
       states: {
         renewal: {
           initial: 'idle',
           states: {
-            idle: { after: { renewInterval: 'renewing' } },
+            idle: {
+              always: { guard: 'leaseIsDelegated', target: 'delegated' },
+              after: { renewInterval: 'renewing' },
+            },
+            // The node renews one record for all its databases.
+            delegated: {},
             renewing: {
               invoke: {
                 id: 'renewLease',
@@ -430,6 +476,7 @@ export const roleMachine = setup({
           initial: 'valid',
           states: {
             valid: {
+              always: { guard: 'leaseIsDelegated', target: 'delegated' },
               after: {
                 validity: {
                   target: '#role.demoting',
@@ -438,6 +485,8 @@ export const roleMachine = setup({
               },
               on: { 'lease.renewed': { target: 'valid', reenter: true } },
             },
+            // Bounded by the node's lease, which the runtime checks at every commit.
+            delegated: {},
           },
         },
       },

@@ -1,4 +1,6 @@
+import pino from 'pino';
 import { createDatabaseActor, type DatabaseActor } from '../actors/database.ts';
+import { NODE_KEY_PREFIX, NodeLiveness, OwnershipCache } from '../actors/node-liveness.ts';
 import { Supervisor } from '../actors/supervisor.ts';
 import type { CutOffMode, Latency } from '../adapters/faults.ts';
 import { type LeaseWrite, MemoryLeaseStore } from '../adapters/lease/memory.ts';
@@ -20,6 +22,8 @@ export interface SimClusterOptions {
   drain: () => Promise<void>;
   /** Timers due within this many ms of each other fire before one drain. */
   batchMs?: number;
+  /** `'node'`: one liveness record per node keeps all its ownership records alive. */
+  leaseScope?: 'node' | 'database';
 }
 
 export interface SimNode {
@@ -29,6 +33,8 @@ export interface SimNode {
   supervisor: Supervisor<DatabaseActor> | null;
   incarnation: number;
   partitioned: CutOffMode | null;
+  /** Under node-level leases: this incarnation's liveness record. */
+  liveness: NodeLiveness | null;
 }
 
 export interface EpochGrant {
@@ -75,6 +81,7 @@ export class SimCluster {
       supervisor: null,
       incarnation: 0,
       partitioned: null,
+      liveness: null,
     }));
     for (const node of this.nodes) this.#boot(node);
   }
@@ -97,6 +104,8 @@ export class SimCluster {
     const node = this.#node(index);
     node.supervisor?.killAll();
     node.supervisor = null;
+    node.liveness?.halt();
+    node.liveness = null;
   }
 
   restart(index: number): void {
@@ -149,7 +158,9 @@ export class SimCluster {
     const result: string[] = [];
     for (const node of this.nodes) {
       const snapshot = this.snapshot(node, db);
-      if (snapshot && canCommit(snapshot, node.clock.now())) result.push(node.id);
+      const now = node.clock.now();
+      const nodeLeaseValid = node.liveness?.validAt(now) ?? this.#options.leaseScope !== 'node';
+      if (snapshot && canCommit(snapshot, now) && nodeLeaseValid) result.push(node.id);
     }
     return result;
   }
@@ -174,8 +185,10 @@ export class SimCluster {
    */
   livenessBoundMs(): number {
     const { ttlMs, marginMs, pollIntervalMs, renewIntervalMs } = this.timing;
+    // Node-level leases: a restarted node first waits out its earlier incarnation's record.
+    const restart = this.#options.leaseScope === 'node' ? ttlMs + marginMs + pollIntervalMs : 0;
     return (
-      Math.ceil((ttlMs + marginMs) / (1 - this.#options.maxDrift)) +
+      Math.ceil((ttlMs + marginMs + restart) / (1 - this.#options.maxDrift)) +
       2 * pollIntervalMs +
       renewIntervalMs
     );
@@ -185,6 +198,8 @@ export class SimCluster {
     for (const node of this.nodes) {
       node.supervisor?.killAll();
       node.supervisor = null;
+      node.liveness?.halt();
+      node.liveness = null;
     }
   }
 
@@ -210,18 +225,52 @@ export class SimCluster {
     });
     node.supervisor = supervisor;
     const leases = this.store.forNode(node.id);
+    const nodeLeases =
+      this.#options.leaseScope === 'node' ? this.#startLiveness(node, session) : undefined;
     for (const db of this.dbs) {
       supervisor.start(db, () =>
         createDatabaseActor({
           db,
           node: node.id,
-          session,
+          session: `${session}/${db}`,
           clock: node.clock,
           leases,
           timing: this.timing,
+          nodeLeases,
         }),
       );
     }
+  }
+
+  /** The node's liveness record, wired to its actors as a node does it. */
+  #startLiveness(node: SimNode, session: string) {
+    const send = (event: Parameters<DatabaseActor['send']>[0]) => {
+      for (const db of this.dbs) {
+        const actor = node.supervisor?.get(db);
+        if (actor && actor.getSnapshot().status === 'active') actor.send(event);
+      }
+    };
+    const liveness = new NodeLiveness({
+      store: this.store.forNode(node.id),
+      clock: node.clock,
+      nodeId: node.id,
+      session,
+      timing: this.timing,
+      logger: pino({ level: process.env.HADB_SIM_LOG ?? 'silent' }),
+      onLapse: (reason) => {
+        send({ type: reason === 'lost' ? 'fenced' : 'lease.expired' });
+        for (const db of this.dbs) this.#checkCommitters(db);
+      },
+      onHeld: () => send({ type: 'lease.changed' }),
+      onPeerChanged: (_, released) => {
+        if (released) for (const db of this.dbs) ownership.invalidate(db);
+        send({ type: 'lease.changed' });
+      },
+    });
+    const ownership = new OwnershipCache();
+    node.liveness = liveness;
+    liveness.start();
+    return { liveness, ownership };
   }
 
   #checkCommitters(db: string): void {
@@ -235,6 +284,8 @@ export class SimCluster {
 
   #checkLeaseWrite(write: LeaseWrite): void {
     const db = write.key;
+    // Node records are liveness, not fencing tokens: an incarnation renews its own epoch.
+    if (db.startsWith(NODE_KEY_PREFIX)) return;
     let record: ReturnType<typeof decodeLeaseRecord>;
     try {
       record = decodeLeaseRecord(write.value);

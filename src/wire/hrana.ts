@@ -1,21 +1,37 @@
-import { randomBytes } from 'node:crypto';
+import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import http from 'node:http';
 import type { HadbDatabase } from '../actors/hosted-database.ts';
+import type { InteractiveTransaction } from '../actors/interactive.ts';
 import { SqlError } from '../errors.ts';
-import type { Row, SqlValue, Statement, StatementResult } from './forward.ts';
-import { authorized, close, digest, listen, readBody } from './http.ts';
+import type { Row, SqlValue, Statement, StatementResult, WriteToken } from './forward.ts';
+import {
+  authorized,
+  close,
+  digest,
+  type HttpAnswer,
+  listen,
+  NodeClient,
+  type RouteHandler,
+  readBody,
+} from './http.ts';
 
 /**
  * Hrana over HTTP (JSON, versions 2 and 3: the pipeline bodies are the same), so that libSQL
- * clients (`@libsql/client` with an http:// URL) can talk to a hadb node. One database per
- * server. A batch is applied atomically on the leader (forwarded from a follower); interactive
- * transactions (BEGIN in one request, COMMIT in a later one) are not supported yet.
+ * clients (`@libsql/client` with an http:// URL) can talk to a hadb node. Each database is served
+ * under its name (`/orders/v3/pipeline`), the first also at `/`. A batch is applied atomically on
+ * the leader (forwarded from a follower). An interactive transaction (BEGIN in one request,
+ * COMMIT in a later one) runs on the leader, on its own connection holding the writer: a
+ * follower relays such a stream to the leader, and the baton says which node holds the stream.
  */
 
+export const RELAY_PATH = '/hadb/v1/hrana';
 const MAX_BODY_BYTES = 16 * 1024 * 1024;
-/** A stream left open by a client (no `close`) is dropped after this much idleness. */
-const STREAM_IDLE_MS = 15_000;
+/** A stream left open by a client is dropped (its transaction rolled back) after this idleness. */
+const STREAM_IDLE_MS = 10_000;
 const MAX_STREAMS = 10_000;
+/** How long a relay waits for a leader to appear, and for the leader to answer. */
+const RELAY_FIND_LEADER_MS = 10_000;
+const RELAY_TIMEOUT_MS = 40_000;
 /** What SQLite says about RAISE outside a trigger: the marker that ends a probe batch. */
 const PROBE_SQL = "select raise(abort, 'hadb probe')";
 const PROBE_MESSAGE = 'RAISE() may only be used within a trigger-program';
@@ -23,14 +39,25 @@ const PROBE_MESSAGE = 'RAISE() may only be used within a trigger-program';
 export interface HranaServerOptions {
   host: string;
   port: number;
-  database: HadbDatabase;
+  /** Served at `/<name>/`; the first one also at `/`. */
+  databases: ReadonlyMap<string, HadbDatabase>;
   /** Clients must send `Authorization: Bearer <authToken>`; null turns authentication off. */
   authToken: string | null;
+  /** The cluster secret: signs batons and authenticates relays to the leader. */
+  secret: string;
+  /** This node's peer address, where other nodes relay streams it holds. */
+  self: string;
+  /** Where the leader of `db` takes relayed streams, as far as this node knows. */
+  leaderAddress(db: string): string | null;
+  /** Idle time after which a stream is dropped and its transaction rolled back (default 10 s). */
+  streamIdleMs?: number;
 }
 
 export interface HranaServer {
   /** `http://host:port`, with the port actually bound. */
   readonly address: string;
+  /** For the node's listener at {@link RELAY_PATH}: runs streams other nodes relay here. */
+  readonly relay: RouteHandler;
   close(): Promise<void>;
 }
 
@@ -72,20 +99,33 @@ class HranaRequestError extends Error {
   }
 }
 
-const NOT_SUPPORTED_TX =
-  'interactive transactions (BEGIN in one request, COMMIT in a later one) are not supported ' +
-  'by hadb serve yet; send the statements as one batch, which is applied atomically';
-
 // ---- server ------------------------------------------------------------------------------------
 
 interface Stream {
+  db: string;
   sqls: Map<number, string>;
-  timer: NodeJS.Timeout;
+  /** The open interactive transaction (only ever on the leader), or a dead one not yet ended. */
+  tx: InteractiveTransaction | null;
+  timer: NodeJS.Timeout | undefined;
+}
+
+interface Answer {
+  status: number;
+  body: unknown;
+}
+
+interface PipelineBody {
+  baton: string | null;
+  requests: unknown[];
 }
 
 export async function startHranaServer(options: HranaServerOptions): Promise<HranaServer> {
   const expected = options.authToken === null ? null : digest(`Bearer ${options.authToken}`);
   const streams = new Map<string, Stream>();
+  const idleMs = options.streamIdleMs ?? STREAM_IDLE_MS;
+  const defaultDb = [...options.databases.keys()][0];
+  const peers = new NodeClient(options.secret);
+  const batons = batonSigner(options.secret);
 
   const server = http.createServer((request, response) => {
     handle(request).then(
@@ -99,58 +139,90 @@ export async function startHranaServer(options: HranaServerOptions): Promise<Hra
   });
   server.keepAliveTimeout = 60_000;
 
-  async function handle(request: http.IncomingMessage): Promise<{ status: number; body: unknown }> {
-    const path = new URL(request.url ?? '/', 'http://hrana').pathname.replace(/\/+$/, '');
+  async function handle(request: http.IncomingMessage): Promise<Answer> {
+    const path = new URL(request.url ?? '/', 'http://hrana').pathname;
     if (expected !== null && !authorized(request.headers.authorization, expected)) {
       request.resume();
-      return {
-        status: 401,
-        body: { message: 'missing or wrong auth token', code: 'UNAUTHORIZED' },
-      };
+      return problem(401, 'UNAUTHORIZED', 'missing or wrong auth token');
     }
-    if (request.method === 'GET' && (path === '/v2' || path === '/v3' || path === '')) {
-      request.resume();
-      return { status: 200, body: { ok: true } };
+    // `/<db>/v3/pipeline`, or `/v3/pipeline` for the first database.
+    const parts = path.split('/').filter((part) => part.length > 0);
+    let db = defaultDb;
+    if (parts[0] !== undefined && !/^v\d+(-\w+)?$/.test(parts[0])) {
+      db = safeDecode(parts.shift() as string);
     }
-    if (path !== '/v2/pipeline' && path !== '/v3/pipeline') {
+    const [version, action, ...rest] = parts;
+    const known = version === undefined || version === 'v2' || version === 'v3';
+    if (!known || rest.length > 0 || (action !== undefined && action !== 'pipeline')) {
       request.resume();
-      return { status: 404, body: { message: `no such endpoint ${path}`, code: 'NOT_FOUND' } };
+      return problem(404, 'NOT_FOUND', `no such endpoint ${path}`);
+    }
+    if (db === undefined || !options.databases.has(db)) {
+      request.resume();
+      return problem(404, 'UNKNOWN_DATABASE', `no database ${JSON.stringify(db)} is served here`);
+    }
+    if (action === undefined) {
+      request.resume();
+      return request.method === 'GET'
+        ? { status: 200, body: { ok: true } }
+        : problem(405, 'METHOD_NOT_ALLOWED', 'use GET');
     }
     if (request.method !== 'POST') {
       request.resume();
-      return { status: 405, body: { message: 'use POST', code: 'METHOD_NOT_ALLOWED' } };
+      return problem(405, 'METHOD_NOT_ALLOWED', 'use POST');
     }
     let body: unknown;
     try {
       body = JSON.parse((await readBody(request, MAX_BODY_BYTES)).toString('utf8'));
     } catch (error) {
-      const message = error instanceof Error ? error.message : String(error);
-      return {
-        status: 400,
-        body: { message: `bad pipeline body: ${message}`, code: 'BAD_REQUEST' },
-      };
+      return problem(400, 'BAD_REQUEST', `bad pipeline body: ${messageOf(error)}`);
     }
-    return pipeline(body);
+    const pipelineBody = checkPipeline(body);
+    if (typeof pipelineBody === 'string') return problem(400, 'BAD_REQUEST', pipelineBody);
+    return pipeline(db, pipelineBody, null);
   }
 
-  async function pipeline(body: unknown): Promise<{ status: number; body: unknown }> {
-    if (!isObject(body) || !Array.isArray(body.requests)) {
-      return { status: 400, body: { message: 'requests must be an array', code: 'BAD_REQUEST' } };
-    }
+  /** `relayed`: the stored SQL texts of a stream a follower hands over; null from a client. */
+  async function pipeline(
+    name: string,
+    body: PipelineBody,
+    relayed: [number, string][] | null,
+  ): Promise<Answer> {
+    const db = options.databases.get(name);
+    if (!db) return problem(404, 'UNKNOWN_DATABASE', `no database ${JSON.stringify(name)} here`);
     let stream: Stream;
-    if (body.baton === null || body.baton === undefined) {
-      stream = { sqls: new Map(), timer: undefined as unknown as NodeJS.Timeout };
-    } else {
-      const found = typeof body.baton === 'string' ? streams.get(body.baton) : undefined;
-      if (!found) {
-        return {
-          status: 400,
-          body: { message: 'unknown or expired baton (stream)', code: 'STREAM_EXPIRED' },
-        };
+    if (body.baton !== null) {
+      const holder = batons.holder(body.baton);
+      if (holder === null) return problem(400, 'STREAM_EXPIRED', 'the baton is not one of ours');
+      if (holder !== options.self) {
+        if (relayed) return problem(400, 'STREAM_EXPIRED', 'this node does not hold the stream');
+        return relayHeld(holder, name, body);
       }
-      streams.delete(body.baton as string);
+      const found = streams.get(body.baton);
+      if (!found || found.db !== name) {
+        return problem(
+          400,
+          'STREAM_EXPIRED',
+          `the stream expired (idle for more than ${idleMs} ms, or its node restarted); an ` +
+            'open transaction on it was rolled back',
+        );
+      }
+      streams.delete(body.baton);
       clearTimeout(found.timer);
       stream = found;
+    } else {
+      stream = { db: name, sqls: new Map(relayed ?? []), tx: null, timer: undefined };
+    }
+    if (stream.tx === null && db.role !== 'leader' && needsLeader(stream, body.requests)) {
+      if (relayed) return problem(409, 'NOT_LEADER', `this node does not lead ${name}`);
+      // The stream moves to the leader with its stored SQL; its baton here is dropped.
+      return relayFresh(db, stream, body);
+    }
+    const closes = body.requests.some((request) => isObject(request) && request.type === 'close');
+    if (!closes && streams.size >= MAX_STREAMS) {
+      // Refused before anything runs; the stream, if it was one, stays as it was.
+      if (body.baton !== null) park(body.baton, stream);
+      return problem(503, 'OVERLOADED', 'too many open streams');
     }
     const results: unknown[] = [];
     let closed = false;
@@ -160,7 +232,7 @@ export async function startHranaServer(options: HranaServerOptions): Promise<Hra
         continue;
       }
       try {
-        const response = await streamRequest(options.database, stream, request);
+        const response = await streamRequest(db, stream, request);
         if (response.type === 'close') closed = true;
         results.push({ type: 'ok', response });
       } catch (error) {
@@ -168,28 +240,192 @@ export async function startHranaServer(options: HranaServerOptions): Promise<Hra
       }
     }
     let baton: string | null = null;
-    if (!closed) {
-      if (streams.size >= MAX_STREAMS) {
-        return { status: 503, body: { message: 'too many open streams', code: 'OVERLOADED' } };
-      }
-      baton = randomBytes(24).toString('base64url');
-      const key = baton;
-      stream.timer = setTimeout(() => streams.delete(key), STREAM_IDLE_MS);
-      stream.timer.unref();
-      streams.set(key, stream);
+    if (closed) {
+      stream.tx?.abort('the stream was closed');
+    } else {
+      baton = batons.issue(options.self);
+      park(baton, stream);
     }
     return { status: 200, body: { baton, base_url: null, results } };
   }
 
+  /** Keeps the stream for its next request, until it is idle too long. */
+  function park(baton: string, stream: Stream): void {
+    stream.timer = setTimeout(() => {
+      streams.delete(baton);
+      stream.tx?.abort(`the stream was idle for ${idleMs} ms`);
+    }, idleMs);
+    stream.timer.unref();
+    streams.set(baton, stream);
+  }
+
+  /** A stream another node holds (the leader, for a transaction): the request goes there. */
+  async function relayHeld(holder: string, name: string, body: PipelineBody): Promise<Answer> {
+    try {
+      return await relayTo(holder, { db: name, sqls: [], ...body });
+    } catch (error) {
+      return problem(
+        400,
+        'STREAM_EXPIRED',
+        `the node that held this stream (${holder}) did not answer (${messageOf(error)}): it may ` +
+          'have stopped or lost the lead. A transaction open there was rolled back (a COMMIT ' +
+          'in this very request may or may not have been applied); start again',
+      );
+    }
+  }
+
+  /** A stream that needs the leader starts there: waits (bounded) for one to be known. */
+  async function relayFresh(db: HadbDatabase, stream: Stream, body: PipelineBody): Promise<Answer> {
+    const deadline = Date.now() + RELAY_FIND_LEADER_MS;
+    let last = 'no leader is known';
+    for (;;) {
+      if (db.role === 'leader') return pipeline(db.name, body, [...stream.sqls]);
+      const address = options.leaderAddress(db.name);
+      if (address !== null && address !== options.self) {
+        try {
+          const answer = await relayTo(address, {
+            db: db.name,
+            sqls: [...stream.sqls],
+            baton: null,
+            requests: body.requests,
+          });
+          // 409: it no longer leads; 503: it is starting (or full). Either way, try again.
+          if (answer.status !== 409 && answer.status !== 503) return answer;
+          last = `${address} answered ${answer.status}`;
+        } catch (error) {
+          last = `${address}: ${messageOf(error)}`;
+        }
+      }
+      if (Date.now() >= deadline) {
+        return problem(
+          503,
+          'LEADER_UNAVAILABLE',
+          `${db.name}: no leader to run the stream (${last})`,
+        );
+      }
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+  }
+
+  async function relayTo(
+    address: string,
+    message: { db: string; sqls: [number, string][]; baton: string | null; requests: unknown[] },
+  ): Promise<Answer> {
+    const { status, body } = await peers.request(
+      'POST',
+      `${address}${RELAY_PATH}`,
+      Buffer.from(JSON.stringify(message)),
+      RELAY_TIMEOUT_MS,
+    );
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(body.toString('utf8'));
+    } catch {
+      throw new Error(`answered ${status} without JSON: ${body.toString('utf8').slice(0, 200)}`);
+    }
+    const db = options.databases.get(message.db);
+    if (isObject(parsed) && isToken(parsed.hadb_position)) {
+      const { hadb_position: position, ...rest } = parsed;
+      if (db) noteWrite(db, position);
+      parsed = rest;
+    }
+    return { status, body: parsed };
+  }
+
+  const relay: RouteHandler = async ({ body }): Promise<HttpAnswer> => {
+    let answer: Answer;
+    let message: unknown;
+    try {
+      message = JSON.parse(Buffer.from(body).toString('utf8'));
+    } catch (error) {
+      message = messageOf(error);
+    }
+    const checked = checkPipeline(message);
+    if (!isObject(message) || typeof message.db !== 'string' || typeof checked === 'string') {
+      answer = problem(400, 'BAD_REQUEST', 'bad relayed pipeline');
+    } else {
+      const sqls = Array.isArray(message.sqls)
+        ? (message.sqls as unknown[]).filter(
+            (entry): entry is [number, string] =>
+              Array.isArray(entry) && typeof entry[0] === 'number' && typeof entry[1] === 'string',
+          )
+        : [];
+      answer = await pipeline(message.db, checked, sqls);
+      // What the stream committed here: the relaying node's reads wait for it.
+      const db = options.databases.get(message.db);
+      if (db && answer.status === 200 && isObject(answer.body)) {
+        answer = { status: 200, body: { ...answer.body, hadb_position: db.position } };
+      }
+    }
+    return {
+      status: answer.status,
+      body: JSON.stringify(answer.body),
+      contentType: 'application/json',
+    };
+  };
+
   const address = await listen(server, options.host, options.port);
   return {
     address,
+    relay,
     close: () => {
-      for (const stream of streams.values()) clearTimeout(stream.timer);
+      for (const stream of streams.values()) {
+        clearTimeout(stream.timer);
+        stream.tx?.abort('the server is closing');
+      }
       streams.clear();
+      peers.close();
       return close(server);
     },
   };
+}
+
+function checkPipeline(body: unknown): PipelineBody | string {
+  if (!isObject(body) || !Array.isArray(body.requests)) return 'requests must be an array';
+  if (body.baton !== null && body.baton !== undefined && typeof body.baton !== 'string') {
+    return 'baton must be a string or null';
+  }
+  return { baton: (body.baton as string | null | undefined) ?? null, requests: body.requests };
+}
+
+/**
+ * Batons name the node that holds the stream (its peer address), signed with the cluster secret
+ * so that a node relays only to addresses the cluster itself put in a baton.
+ */
+function batonSigner(secret: string) {
+  const sign = (text: string) =>
+    createHmac('sha256', secret).update(text).digest('base64url').slice(0, 32);
+  return {
+    issue(holder: string): string {
+      const text = `${randomBytes(18).toString('base64url')}.${Buffer.from(holder).toString('base64url')}`;
+      return `${text}.${sign(text)}`;
+    },
+    holder(baton: string): string | null {
+      const parts = baton.split('.');
+      if (parts.length !== 3) return null;
+      const text = `${parts[0]}.${parts[1]}`;
+      const given = Buffer.from(parts[2] as string);
+      const wanted = Buffer.from(sign(text));
+      if (given.length !== wanted.length || !timingSafeEqual(given, wanted)) return null;
+      return Buffer.from(parts[1] as string, 'base64url').toString('utf8');
+    },
+  };
+}
+
+function problem(status: number, code: string, message: string): Answer {
+  return { status, body: { message, code } };
+}
+
+function messageOf(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
+
+function safeDecode(text: string): string {
+  try {
+    return decodeURIComponent(text);
+  } catch {
+    return text;
+  }
 }
 
 function reply(response: http.ServerResponse, status: number, body: unknown): void {
@@ -217,6 +453,87 @@ function toHranaError(error: unknown): HranaError {
   return { message, code };
 }
 
+// ---- which streams need the leader -------------------------------------------------------------
+
+/**
+ * Whether the requests leave a transaction open (or roll one back after statements in it), which
+ * only a connection on the leader can do. Stored SQL is followed as the requests would store it.
+ */
+function needsLeader(stream: Stream, requests: unknown[]): boolean {
+  const sqls = new Map(stream.sqls);
+  const text = (holder: unknown): string | null => {
+    if (!isObject(holder)) return null;
+    if (typeof holder.sql === 'string') return holder.sql;
+    return typeof holder.sql_id === 'number' ? (sqls.get(holder.sql_id) ?? null) : null;
+  };
+  for (const request of requests) {
+    if (!isObject(request)) continue;
+    if (request.type === 'store_sql' && typeof request.sql_id === 'number') {
+      if (typeof request.sql === 'string') sqls.set(request.sql_id, request.sql);
+    } else if (request.type === 'close_sql' && typeof request.sql_id === 'number') {
+      sqls.delete(request.sql_id);
+    } else if (request.type === 'execute') {
+      const sql = text(request.stmt);
+      if (sql !== null && controlKind(sql)?.kind === 'begin') return true;
+    } else if (request.type === 'batch' && isObject(request.batch)) {
+      const steps = Array.isArray(request.batch.steps) ? request.batch.steps : [];
+      const planned = steps.map((step) => ({
+        sql: isObject(step) ? text(step.stmt) : null,
+        condition: isObject(step) ? step.condition : undefined,
+      }));
+      if (batchNeedsSession(planned)) return true;
+    } else if (request.type === 'sequence') {
+      const sql = text(request);
+      if (sql !== null && sequenceNeedsSession(splitStatements(sql))) return true;
+    }
+  }
+  return false;
+}
+
+/** The batch as planned if every statement succeeded: does it need a real open transaction? */
+function batchNeedsSession(steps: { sql: string | null; condition: unknown }[]): boolean {
+  const assumed: Outcome[] = [];
+  let state: TxState = 'none';
+  let inTx = 0;
+  try {
+    for (const [j, step] of steps.entries()) {
+      if (!evalCond(step.condition, assumed, state)) {
+        assumed[j] = 'skipped';
+        continue;
+      }
+      const kind = step.sql === null ? null : (controlKind(step.sql)?.kind ?? null);
+      assumed[j] = 'ok';
+      if (kind === 'begin') {
+        if (state !== 'none') assumed[j] = 'error';
+        state = 'open';
+        inTx = 0;
+      } else if (kind === 'commit') {
+        if (state === 'none') assumed[j] = 'error';
+        state = 'none';
+      } else if (kind === 'rollback') {
+        if (state === 'open' && inTx > 0) return true;
+        state = 'none';
+      } else if (state === 'open') {
+        inTx++;
+      }
+    }
+  } catch {
+    return false;
+  }
+  return state === 'open';
+}
+
+function sequenceNeedsSession(texts: string[]): boolean {
+  let open = false;
+  for (const text of texts) {
+    const kind = controlKind(text)?.kind;
+    if (kind === 'begin') open = true;
+    else if (kind === 'commit') open = false;
+    else if (kind === 'rollback') return true;
+  }
+  return open;
+}
+
 // ---- stream requests ---------------------------------------------------------------------------
 
 async function streamRequest(
@@ -230,30 +547,36 @@ async function streamRequest(
       return { type: 'close' };
     case 'execute': {
       const statement = toStatement(stream, request.stmt);
-      if (controlKind(statement.sql) !== null) {
-        throw new HranaRequestError('TRANSACTION_NOT_SUPPORTED', NOT_SUPPORTED_TX);
-      }
-      const [result] = await runAtomic(db, [statement], [wantRows(request.stmt)]);
-      return { type: 'execute', result };
+      return {
+        type: 'execute',
+        result: await executeOnStream(db, stream, statement, wantRows(request.stmt)),
+      };
     }
     case 'batch': {
       if (!isObject(request.batch) || !Array.isArray(request.batch.steps)) {
         throw new HranaRequestError('BAD_REQUEST', 'batch.steps must be an array');
       }
-      return { type: 'batch', result: await runBatch(db, stream, request.batch.steps) };
+      const steps = request.batch.steps;
+      const planned = steps.map((step) => ({
+        sql: isObject(step) && isObject(step.stmt) ? sqlOf(stream, step.stmt) : null,
+        condition: isObject(step) ? step.condition : undefined,
+      }));
+      const result =
+        stream.tx !== null || batchNeedsSession(planned)
+          ? await runBatchOnStream(db, stream, steps)
+          : await runBatch(db, stream, steps);
+      return { type: 'batch', result };
     }
     case 'sequence': {
-      const sql = sqlOf(stream, request);
-      const statements: Statement[] = [];
-      for (const text of splitStatements(sql)) {
-        const kind = controlKind(text);
-        // The whole sequence is applied atomically, so its own BEGIN and COMMIT add nothing.
-        if (kind === 'begin' || kind === 'commit') continue;
-        if (kind === 'rollback')
-          throw new HranaRequestError('TRANSACTION_NOT_SUPPORTED', NOT_SUPPORTED_TX);
-        statements.push({ sql: text });
+      const texts = splitStatements(sqlOf(stream, request));
+      if (stream.tx !== null || sequenceNeedsSession(texts)) {
+        for (const sql of texts) await executeOnStream(db, stream, { sql }, false);
+        return { type: 'sequence' };
       }
-      if (statements.length > 0) await db.batch(statements, { bigints: true });
+      // The whole sequence is applied atomically, so its own BEGIN and COMMIT add nothing.
+      const statements = texts.filter((sql) => controlKind(sql) === null).map((sql) => ({ sql }));
+      if (statements.length > 0)
+        noteWrite(db, (await db.batch(statements, { bigints: true })).token);
       return { type: 'sequence' };
     }
     case 'store_sql': {
@@ -270,14 +593,80 @@ async function streamRequest(
       if (typeof request.sql_id === 'number') stream.sqls.delete(request.sql_id);
       return { type: 'close_sql' };
     case 'get_autocommit':
-      // No request leaves a transaction open on a stream.
-      return { type: 'get_autocommit', is_autocommit: true };
+      return { type: 'get_autocommit', is_autocommit: stream.tx === null };
     default:
       throw new HranaRequestError(
         'NOT_SUPPORTED',
         `request type ${JSON.stringify(request.type)} is not supported by hadb serve`,
       );
   }
+}
+
+/**
+ * One statement as a connection would run it: inside the stream's transaction when one is open
+ * (BEGIN opens one, on the leader), otherwise on its own (a read here, a write on the leader).
+ */
+async function executeOnStream(
+  db: HadbDatabase,
+  stream: Stream,
+  statement: Statement,
+  wants: boolean,
+): Promise<StmtResult> {
+  const control = controlKind(statement.sql);
+  const tx = stream.tx;
+  if (tx !== null) {
+    switch (control?.kind) {
+      case 'begin':
+        throw new SqlError('SQLITE_ERROR', 'cannot start a transaction within a transaction');
+      case 'commit':
+        stream.tx = null;
+        await tx.commit();
+        return EMPTY_RESULT;
+      case 'rollback':
+        // A transaction already ended (rolled back) ends here for the client too, quietly.
+        stream.tx = null;
+        if (tx.open) tx.rollback();
+        return EMPTY_RESULT;
+      default:
+        return toStmtResult(tx.run(statement, true), wants);
+    }
+  }
+  if (control?.kind === 'begin') {
+    stream.tx = await db.begin({ readOnly: control.readOnly });
+    return EMPTY_RESULT;
+  }
+  if (control !== null) {
+    throw new SqlError('SQLITE_ERROR', `cannot ${control.kind} - no transaction is active`);
+  }
+  const [result] = await runAtomic(db, [statement], [wants]);
+  return result ?? EMPTY_RESULT;
+}
+
+/** Steps one after the other on the stream, conditions evaluated on what really happened. */
+async function runBatchOnStream(
+  db: HadbDatabase,
+  stream: Stream,
+  rawSteps: unknown[],
+): Promise<{ step_results: (StmtResult | null)[]; step_errors: (HranaError | null)[] }> {
+  const outcomes: Outcome[] = [];
+  const results: (StmtResult | null)[] = rawSteps.map(() => null);
+  const errors: (HranaError | null)[] = rawSteps.map(() => null);
+  for (const [j, step] of rawSteps.entries()) {
+    if (!isObject(step)) throw new HranaRequestError('BAD_REQUEST', 'a step must be an object');
+    if (!evalCond(step.condition, outcomes, stream.tx === null ? 'none' : 'open')) {
+      outcomes[j] = 'skipped';
+      continue;
+    }
+    try {
+      const statement = toStatement(stream, step.stmt);
+      results[j] = await executeOnStream(db, stream, statement, wantRows(step.stmt));
+      outcomes[j] = 'ok';
+    } catch (error) {
+      outcomes[j] = 'error';
+      errors[j] = toHranaError(error);
+    }
+  }
+  return { step_results: results, step_errors: errors };
 }
 
 function sqlOf(stream: Stream, holder: Record<string, unknown>): string {
@@ -410,20 +799,61 @@ async function runAtomic(
   db: HadbDatabase,
   statements: Statement[],
   wants: boolean[],
+  readOnly = false,
 ): Promise<StmtResult[]> {
+  if (readOnly) return readOnlyRun(db, statements, wants);
   const local = await tryLocalReads(db, statements);
   if (local)
     return local.map((rows, i) =>
       toStmtResult({ changes: 0, lastInsertRowid: 0, rows }, wants[i] ?? true),
     );
   try {
-    const { results } = await db.batch(statements, { bigints: true });
+    const { results, token } = await db.batch(statements, { bigints: true });
+    noteWrite(db, token);
     return results.map((result, i) => toStmtResult(result, wants[i] ?? true));
   } catch (error) {
     if (!(error instanceof SqlError)) throw error;
     if (statements.length === 1) throw new AtomicFailure(0, error);
     throw await locateFailure(db, statements, error);
   }
+}
+
+/** A read-only transaction's statements: read here, and a statement that would write fails. */
+async function readOnlyRun(
+  db: HadbDatabase,
+  statements: Statement[],
+  wants: boolean[],
+): Promise<StmtResult[]> {
+  const results: StmtResult[] = [];
+  for (const [i, statement] of statements.entries()) {
+    try {
+      const rows = await db.all(statement.sql, statement.params, {
+        consistency: 'read-your-writes',
+        ...afterWrites(db),
+        bigints: true,
+      });
+      results.push(toStmtResult({ changes: 0, lastInsertRowid: 0, rows }, wants[i] ?? true));
+    } catch (error) {
+      throw new AtomicFailure(i, error);
+    }
+  }
+  return results;
+}
+
+/**
+ * The newest write made through this server (forwarded, or committed on the leader by a relayed
+ * stream), per database: reads here wait for it, so a client reads what it wrote.
+ */
+const lastWrites = new WeakMap<HadbDatabase, WriteToken>();
+
+function noteWrite(db: HadbDatabase, token: WriteToken): void {
+  const last = lastWrites.get(db);
+  if (!last || token.seq > last.seq) lastWrites.set(db, token);
+}
+
+function afterWrites(db: HadbDatabase): { after?: WriteToken } {
+  const last = lastWrites.get(db);
+  return last ? { after: last } : {};
 }
 
 async function tryLocalReads(db: HadbDatabase, statements: Statement[]): Promise<Row[][] | null> {
@@ -433,6 +863,7 @@ async function tryLocalReads(db: HadbDatabase, statements: Statement[]): Promise
       rows.push(
         await db.all(statement.sql, statement.params, {
           consistency: 'read-your-writes',
+          ...afterWrites(db),
           bigints: true,
         }),
       );
@@ -479,9 +910,20 @@ async function locateFailure(
 
 // ---- batches -----------------------------------------------------------------------------------
 
-type Control = 'begin' | 'commit' | 'rollback';
+interface Control {
+  kind: 'begin' | 'commit' | 'rollback';
+  /** `BEGIN TRANSACTION READONLY`, which @libsql/client sends for `transaction('read')`. */
+  readOnly: boolean;
+}
 type Outcome = 'ok' | 'error' | 'skipped';
 type TxState = 'none' | 'open' | 'failed';
+
+/**
+ * After a failed step the rest of an atomic batch is planned again; a plan that would then leave a
+ * transaction open (which the first plan did not) is refused rather than half applied.
+ */
+const BATCH_TX_REPLANNED =
+  'after the failed step this batch would leave a transaction open; send BEGIN on its own';
 
 function controlKind(sql: string): Control | null {
   const text = sql
@@ -490,9 +932,12 @@ function controlKind(sql: string): Control | null {
     .replace(/;\s*$/, '')
     .trim()
     .toLowerCase();
-  if (/^begin(\s+(deferred|immediate|exclusive))?(\s+transaction)?$/.test(text)) return 'begin';
-  if (/^(commit|end)(\s+transaction)?$/.test(text)) return 'commit';
-  if (/^rollback(\s+transaction)?$/.test(text)) return 'rollback';
+  if (/^begin(\s+(deferred|immediate|exclusive))?(\s+transaction)?$/.test(text)) {
+    return { kind: 'begin', readOnly: false };
+  }
+  if (/^begin\s+transaction\s+readonly$/.test(text)) return { kind: 'begin', readOnly: true };
+  if (/^(commit|end)(\s+transaction)?$/.test(text)) return { kind: 'commit', readOnly: false };
+  if (/^rollback(\s+transaction)?$/.test(text)) return { kind: 'rollback', readOnly: false };
   return null;
 }
 
@@ -536,10 +981,13 @@ async function runBatch(
     return {
       condition: step.condition,
       statement,
-      control: controlKind(statement.sql),
+      control: controlKind(statement.sql)?.kind ?? null,
+      readOnly: controlKind(statement.sql)?.readOnly === true,
       wantRows: wantRows(step.stmt),
     };
   });
+  // A read-only transaction (`transaction('read')`, `batch(…, 'read')`) writes nothing.
+  const readOnly = steps.some((step) => step.readOnly);
   const outcomes: Outcome[] = [];
   const results: (StmtResult | null)[] = steps.map(() => null);
   const errors: (HranaError | null)[] = steps.map(() => null);
@@ -592,7 +1040,7 @@ async function runBatch(
         }
       } else if (step.control === 'rollback') {
         if (state === 'open' && statementsInTx > 0) {
-          throw new HranaRequestError('TRANSACTION_NOT_SUPPORTED', NOT_SUPPORTED_TX);
+          throw new HranaRequestError('TRANSACTION_NOT_SUPPORTED', BATCH_TX_REPLANNED);
         }
         assumed[j] = state === 'none' ? 'error' : 'ok';
         if (state === 'none') {
@@ -615,7 +1063,7 @@ async function runBatch(
       }
     }
     if (state === 'open' && statementsInTx > 0) {
-      throw new HranaRequestError('TRANSACTION_NOT_SUPPORTED', NOT_SUPPORTED_TX);
+      throw new HranaRequestError('TRANSACTION_NOT_SUPPORTED', BATCH_TX_REPLANNED);
     }
     const statementsOf = (indexes: number[]) =>
       indexes.map((j) => (steps[j] as (typeof steps)[number]).statement);
@@ -623,7 +1071,9 @@ async function runBatch(
       indexes.map((j) => (steps[j] as (typeof steps)[number]).wantRows);
     try {
       const planResults =
-        planned.length > 0 ? await runAtomic(db, statementsOf(planned), wantsOf(planned)) : [];
+        planned.length > 0
+          ? await runAtomic(db, statementsOf(planned), wantsOf(planned), readOnly)
+          : [];
       planned.forEach((j, i) => {
         results[j] = planResults[i] ?? EMPTY_RESULT;
       });
@@ -640,7 +1090,7 @@ async function runBatch(
       const opened = txBefore[failed] === 'open' ? (txOpenedAt[failed] as number) : failed;
       const committed = before.filter((j) => j < opened);
       if (committed.length > 0) {
-        const again = await runAtomic(db, statementsOf(committed), wantsOf(committed));
+        const again = await runAtomic(db, statementsOf(committed), wantsOf(committed), readOnly);
         committed.forEach((j, i) => {
           results[j] = again[i] ?? EMPTY_RESULT;
         });
@@ -719,6 +1169,10 @@ export function splitStatements(sql: string): string[] {
   // Trailing comments alone are not a statement.
   if (words.trim().length > 0 && rest.length > 0) statements.push(rest);
   return statements;
+}
+
+function isToken(value: unknown): value is WriteToken {
+  return isObject(value) && Number.isSafeInteger(value.epoch) && Number.isSafeInteger(value.seq);
 }
 
 function isObject(value: unknown): value is Record<string, unknown> {

@@ -14,6 +14,13 @@ export interface LeaseRecord {
   released: boolean;
   /** Where the holder accepts forwarded writes, if anywhere. */
   address?: string;
+  /**
+   * Under node-level leases: the holder node's incarnation whose liveness record keeps this
+   * ownership alive. Such a record is never renewed itself, so `ttlMs` does not apply to it.
+   */
+  nodeSession?: string;
+  /** On a node record: how many ownership records this node released; a change means re-read them. */
+  releases?: number;
 }
 
 const FORMAT = 'hadb-lease';
@@ -26,7 +33,7 @@ export const MAX_TTL_MS = 10 * 60_000;
  * take such a lease over, since a record that cannot be read is never overwritten.
  */
 export function encodeLeaseRecord(record: LeaseRecord): Uint8Array {
-  const { holder, session, epoch, ttlMs, released, address } = record;
+  const { holder, session, epoch, ttlMs, released, address, nodeSession, releases } = record;
   const body = {
     format: FORMAT,
     v: LEASE_RECORD_VERSION,
@@ -36,6 +43,8 @@ export function encodeLeaseRecord(record: LeaseRecord): Uint8Array {
     ttlMs,
     released,
     address,
+    nodeSession,
+    releases,
   };
   const bytes = new TextEncoder().encode(JSON.stringify(body));
   const problem = recordProblem(bytes.length, body);
@@ -57,9 +66,12 @@ export function decodeLeaseRecord(bytes: Uint8Array): LeaseRecord {
     throw invalid('not a JSON object');
   const problem = recordProblem(bytes.length, parsed as Record<string, unknown>);
   if (problem) throw invalid(problem);
-  const { holder, session, epoch, ttlMs, released, address } = parsed as LeaseRecord;
+  const { holder, session, epoch, ttlMs, released, address, nodeSession, releases } =
+    parsed as LeaseRecord;
   const record: LeaseRecord = { holder, session, epoch, ttlMs, released };
   if (address !== undefined) record.address = address;
+  if (nodeSession !== undefined) record.nodeSession = nodeSession;
+  if (releases !== undefined) record.releases = releases;
   return record;
 }
 
@@ -81,6 +93,12 @@ function recordProblem(size: number, fields: Record<string, unknown>): string | 
   }
   if (typeof released !== 'boolean') return 'released must be a boolean';
   if (address !== undefined && typeof address !== 'string') return 'address must be a string';
+  const { nodeSession } = fields;
+  if (nodeSession !== undefined && (typeof nodeSession !== 'string' || nodeSession === ''))
+    return 'nodeSession must be a non-empty string';
+  const { releases } = fields;
+  if (releases !== undefined && (!Number.isSafeInteger(releases) || (releases as number) < 0))
+    return 'releases must be a non-negative integer';
   return null;
 }
 

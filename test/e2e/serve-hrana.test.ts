@@ -268,8 +268,35 @@ describe('hadb serve speaks Hrana over HTTP to @libsql/client', () => {
     });
   });
 
-  it('refuses BEGIN in a single statement with a clear error', async () => {
-    await expect(onLeader.execute('BEGIN')).rejects.toThrow(/interactive transactions/);
+  it('rolls back a transaction whose stream is closed; get_autocommit follows it', async () => {
+    const post = async (body: unknown) => {
+      const response = await fetch(`${follower.hrana}/v2/pipeline`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${TOKEN}` },
+        body: JSON.stringify(body),
+      });
+      expect(response.status).toBe(200);
+      return (await response.json()) as {
+        baton: string | null;
+        results: { type: string; response?: { is_autocommit?: boolean } }[];
+      };
+    };
+    const first = await post({
+      baton: null,
+      requests: [
+        { type: 'execute', stmt: { sql: 'BEGIN' } },
+        { type: 'execute', stmt: { sql: "insert into items(id, t) values (80, 'never')" } },
+        { type: 'get_autocommit' },
+      ],
+    });
+    expect(first.results.map((result) => result.type)).toEqual(['ok', 'ok', 'ok']);
+    expect(first.results[2]?.response?.is_autocommit).toBe(false);
+    const second = await post({ baton: first.baton, requests: [{ type: 'close' }] });
+    expect(second.baton).toBeNull();
+    // Rolled back, and the writer is free.
+    await onFollower.execute("insert into items(id, t) values (81, 'next')");
+    const rows = await onLeader.execute('select id from items where id in (80, 81)');
+    expect(rows.rows.map((row) => row.id)).toEqual([81n]);
   });
 
   it('answers 401 without the token or with a wrong one, and executes nothing', async () => {

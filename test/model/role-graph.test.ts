@@ -39,7 +39,11 @@ function allEvents(claimOutcomes: 'all' | 'never-written'): Event[] {
   const write = (id: string) => [
     ...(id === 'claimLease' && claimOutcomes === 'never-written'
       ? []
-      : [done(id, { outcome: 'written', revision: '9', sentAt: 100, at: 101 })]),
+      : [
+          done(id, { outcome: 'written', revision: '9', sentAt: 100, at: 101 }),
+          // Node-level leases: validity comes from the node's own record.
+          done(id, { outcome: 'written', revision: '9', sentAt: 100, at: 101, delegated: true }),
+        ]),
     done(id, { outcome: 'conflict', at: 101 }),
     done(id, { outcome: 'unavailable', reason: 'down', at: 101 }),
     failed(id),
@@ -56,6 +60,7 @@ function allEvents(claimOutcomes: 'all' | 'never-written'): Event[] {
       at: 10,
     }),
     done('readLease', { outcome: 'record', record: mine, revision: '3', at: 10 }),
+    done('readLease', { outcome: 'record', record: other, revision: '5', at: 10, pushed: true }),
     done('readLease', { outcome: 'invalid', revision: '4', reason: 'garbage', at: 10 }),
     done('readLease', { outcome: 'unavailable', reason: 'down', at: 10 }),
     done('catchUp', {}),
@@ -71,6 +76,8 @@ function allEvents(claimOutcomes: 'all' | 'never-written'): Event[] {
     { type: 'stop' },
     { type: 'handoff' },
     { type: 'lease.changed' },
+    { type: 'lease.expired' },
+    { type: 'fenced' },
     { type: 'replication.behind' },
   ];
 }
@@ -109,7 +116,12 @@ describe('role machine graph (xstate/graph, exhaustive)', () => {
         entries += 1;
         expect(event.type).toBe('xstate.done.actor.claimLease');
         expect(event.output?.outcome).toBe('written');
-        expect(next.context.lease?.validUntil).toBe(100 + 1000 - 100);
+        // A delegated lease is bounded by the node's own record, which the runtime checks.
+        const delegated = (event.output as { delegated?: boolean }).delegated === true;
+        expect(next.context.lease?.delegated).toBe(delegated);
+        expect(next.context.lease?.validUntil).toBe(
+          delegated ? Number.POSITIVE_INFINITY : 100 + 1000 - 100,
+        );
       }
     }
     expect(entries).toBeGreaterThan(0);

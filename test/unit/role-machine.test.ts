@@ -123,6 +123,7 @@ describe('role machine: a single node', () => {
       revision: '1',
       epoch: 1,
       validUntil: ttlMs - marginMs,
+      delegated: false,
     });
     expect(canCommit(snapshot, clock.now())).toBe(true);
     expect(store.faults.healthy).toBe(true);
@@ -143,7 +144,12 @@ describe('role machine: a single node', () => {
     expect(writes.every((w) => w.node === 'a' && !w.record.released)).toBe(true);
     expect(stored().revision).toBe('9');
     const lease = a.actor.getSnapshot().context.lease;
-    expect(lease).toEqual({ revision: '9', epoch: 1, validUntil: 2000 + ttlMs - marginMs });
+    expect(lease).toEqual({
+      revision: '9',
+      epoch: 1,
+      validUntil: 2000 + ttlMs - marginMs,
+      delegated: false,
+    });
   });
 
   it('writes its address into the record', async () => {

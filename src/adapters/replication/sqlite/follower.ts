@@ -31,6 +31,8 @@ export interface FollowerOptions {
   prefix: string;
   onEvent?: (event: FollowerEvent) => void;
   onProgress?: (doneBytes: number, totalBytes: number) => void;
+  /** Called whenever its file descriptor opens: at open, and on waking from hibernation. */
+  onOpen?: () => void;
 }
 
 export type FollowerEvent =
@@ -53,7 +55,8 @@ interface FollowerState {
 export class SqliteFollower {
   readonly #options: FollowerOptions;
   readonly #statePath: string;
-  #applier: PageApplier;
+  /** Null while hibernated: reopened by the next apply. */
+  #applier: PageApplier | null;
   #state: FollowerState;
 
   private constructor(options: FollowerOptions, applier: PageApplier, state: FollowerState) {
@@ -76,6 +79,7 @@ export class SqliteFollower {
     const applier = PageApplier.open(options.path);
     try {
       applier.recover();
+      options.onOpen?.();
       const follower = new SqliteFollower(options, applier, state);
       await follower.#checkLineage();
       return follower;
@@ -192,7 +196,7 @@ export class SqliteFollower {
 
   /** Applies one changeset, already checked to be the next link of the chain. */
   #apply(changeset: Changeset, fromSeq: number): void {
-    this.#applier.apply(changeset);
+    this.#openApplier().apply(changeset);
     this.#state = {
       db: this.#options.db,
       epoch: changeset.epoch,
@@ -210,7 +214,36 @@ export class SqliteFollower {
   }
 
   close(): void {
-    this.#applier.close();
+    this.#applier?.close();
+    this.#applier = null;
+  }
+
+  /**
+   * Closes the file descriptor until the next apply needs it. Close read connections on the file
+   * first: closing a descriptor drops every POSIX lock the process holds on the file.
+   */
+  hibernate(): void {
+    this.close();
+  }
+
+  /** True while no descriptor of the copy is open. */
+  get hibernated(): boolean {
+    return this.#applier === null;
+  }
+
+  #openApplier(): PageApplier {
+    if (this.#applier) return this.#applier;
+    const applier = PageApplier.open(this.#options.path);
+    try {
+      // An apply cut short before hibernation (its redo is still there) is finished first.
+      applier.recover();
+    } catch (error) {
+      applier.close();
+      throw error;
+    }
+    this.#applier = applier;
+    this.#options.onOpen?.();
+    return applier;
   }
 
   /** True when `seq` is missing but later changesets exist: the log below them was compacted. */
@@ -234,9 +267,8 @@ export class SqliteFollower {
         `changeset ${missing} of ${this.#options.db} is missing from storage and no snapshot covers it`,
       );
     }
-    this.#applier.close();
+    this.close();
     this.#state = await bootstrap(this.#options);
-    this.#applier = PageApplier.open(this.#options.path);
   }
 
   /** A copy whose history storage does not have must not be silently replaced or extended. */

@@ -44,6 +44,12 @@ export interface LeaderOptions {
   clock?: Clock;
   /** How often committed transactions are captured and shipped (default 100 ms). */
   shipIntervalMs?: number;
+  /**
+   * Keep ticking while nothing changes (default true). `false` when every commit is followed by
+   * `flush()` or `shipSoon()`: an idle leader then has no timer at all, and the tick runs again
+   * only to retry a failed upload.
+   */
+  tickWhenIdle?: boolean;
   codec?: ChangesetCodec;
   /** Checkpoint once this many WAL bytes were shipped since the last checkpoint (default 4 MiB). */
   checkpointEveryBytes?: number;
@@ -67,6 +73,10 @@ export interface LeaderOptions {
    */
   canShip?: () => boolean;
   onEvent?: (event: LeaderEvent) => void;
+  /** Page cache of the writer connection in KiB (SQLite's `cache_size`); default SQLite's. */
+  pageCacheKiB?: number;
+  /** Called whenever the connections open: at open, and on waking from hibernation. */
+  onOpen?: () => void;
 }
 
 /** A leader's unshipped commits, set aside because another leader took over. */
@@ -129,9 +139,12 @@ interface SnapshotSource {
  * SQLite can restart it (a WAL that never restarts sends every byte written to it to the disk).
  */
 export class SqliteLeader {
-  readonly database: Database.Database;
+  /** Both null while hibernated; the closed ones stay after close() so late use fails loudly. */
+  #db: Database.Database | null;
   readonly #options: LeaderOptions;
-  readonly #checkpointer: Database.Database;
+  #checkpointer: Database.Database | null;
+  /** Hibernation stopped the ship ticks: waking restarts them. */
+  #ticksStoppedByHibernation = false;
   readonly #clock: Clock;
   readonly #walPath: string;
   readonly #statePath: string;
@@ -146,6 +159,9 @@ export class SqliteLeader {
   #queue: Promise<unknown> = Promise.resolve();
   #queued = 0;
   #timer: TimerId | undefined;
+  #tick: (() => void) | undefined;
+  /** A tick is scheduled or running. */
+  #tickArmed = false;
   #soonTimer: TimerId | undefined;
   #waitingFlush: Promise<Position> | null = null;
   #fenced: FencedError | null = null;
@@ -165,16 +181,13 @@ export class SqliteLeader {
     this.#walPath = `${options.path}-wal`;
     this.#statePath = `${options.path}-hadb-leader.json`;
     this.#outboxPath = `${options.path}-hadb-outbox`;
-    this.database = new Database(options.path);
-    const version = (this.database.prepare('select sqlite_version() as v').get() as { v: string })
-      .v;
+    const database = new Database(options.path);
+    this.#db = database;
+    const version = (database.prepare('select sqlite_version() as v').get() as { v: string }).v;
     assertSqliteVersion(version);
-    if (options.pageSize !== undefined)
-      this.database.pragma(`page_size = ${Number(options.pageSize)}`);
-    this.database.pragma('journal_mode = WAL');
-    this.database.pragma('wal_autocheckpoint = 0');
-    this.#checkpointer = new Database(options.path);
-    this.#checkpointer.pragma('busy_timeout = 0');
+    if (options.pageSize !== undefined) database.pragma(`page_size = ${Number(options.pageSize)}`);
+    this.#checkpointer = null;
+    this.#configure(database);
     this.#position = state
       ? { epoch: options.epoch, seq: state.seq, checksum: Buffer.from(state.checksum, 'hex') }
       : { epoch: options.epoch, ...options.position };
@@ -183,6 +196,79 @@ export class SqliteLeader {
     this.#unshipped = readOutbox(this.#outboxPath, options.db, this.#position);
     this.#commitTimeMs = state?.commitTimeMs ?? options.position.commitTimeMs ?? 0;
     this.#changesetsSinceSnapshot = options.changesetsSinceSnapshot ?? 0;
+    options.onOpen?.();
+  }
+
+  /** The app's connection: writes go through it. Reopened by the first use after hibernation. */
+  get database(): Database.Database {
+    return this.#db ?? this.#wake().database;
+  }
+
+  get #checkpointDb(): Database.Database {
+    return this.#checkpointer ?? this.#wake().checkpointer;
+  }
+
+  /** Per-connection settings (they do not persist in the file), and the checkpointer. */
+  #configure(database: Database.Database): Database.Database {
+    database.pragma('journal_mode = WAL');
+    database.pragma('wal_autocheckpoint = 0');
+    const cacheKiB = this.#options.pageCacheKiB;
+    if (cacheKiB !== undefined)
+      database.pragma(`cache_size = ${-Math.max(1, Math.floor(cacheKiB))}`);
+    const checkpointer = new Database(this.#options.path);
+    checkpointer.pragma('busy_timeout = 0');
+    // It only copies WAL frames into the file: it needs almost no cache of its own.
+    if (cacheKiB !== undefined) checkpointer.pragma('cache_size = -64');
+    this.#checkpointer = checkpointer;
+    return checkpointer;
+  }
+
+  /** True while the connections are closed (see {@link hibernate}). */
+  get hibernated(): boolean {
+    return this.#db === null;
+  }
+
+  /**
+   * Closes both connections when everything committed is in storage: SQLite then checkpoints and
+   * removes the WAL. The next use of {@link database} reopens them in the same epoch, at the same
+   * position. False, with nothing closed, when that is not safe: commits not shipped yet, a flush
+   * or an upload under way, an open transaction.
+   */
+  hibernate(): boolean {
+    const database = this.#db;
+    if (database === null) return true;
+    if (this.#closed || this.#fenced || database.inTransaction) return false;
+    if (this.#queued > 0 || this.#uploads.size > 0 || this.#soonTimer !== undefined) return false;
+    this.#capture();
+    if (this.#unshipped) return false;
+    this.#ticksStoppedByHibernation = this.#timer !== undefined;
+    this.#clearTimers();
+    this.#closeConnections();
+    this.#db = null;
+    this.#checkpointer = null;
+    // The cursor stays: a WAL recreated on wake has new salts and is read from its start.
+    this.#walBytesSinceCheckpoint = 0;
+    return true;
+  }
+
+  #wake(): { database: Database.Database; checkpointer: Database.Database } {
+    if (this.#closed) throw new ClosedError(`the leader of ${this.#options.db}`);
+    const database = new Database(this.#options.path);
+    let checkpointer: Database.Database;
+    try {
+      checkpointer = this.#configure(database);
+    } catch (error) {
+      database.close();
+      throw error;
+    }
+    this.#db = database;
+    this.#lastWalSignature = '';
+    if (this.#ticksStoppedByHibernation) {
+      this.#ticksStoppedByHibernation = false;
+      this.start();
+    }
+    this.#options.onOpen?.();
+    return { database, checkpointer };
   }
 
   /**
@@ -221,7 +307,7 @@ export class SqliteLeader {
       }
       return;
     }
-    if (unshipped) this.#checkpointer.pragma('wal_checkpoint(TRUNCATE)');
+    if (unshipped) this.#checkpointDb.pragma('wal_checkpoint(TRUNCATE)');
     if (fileSize(this.#options.path) > 0) await this.snapshot();
   }
 
@@ -236,7 +322,8 @@ export class SqliteLeader {
       if (this.#closed || this.#fenced) return;
       // A failed upload leaves captured pages behind: retry them even if the WAL is unchanged.
       if (!this.#walChangedSinceLastTick() && !this.#unshipped) {
-        this.#schedule(tick);
+        if (this.#options.tickWhenIdle === false) this.#tickArmed = false;
+        else this.#schedule(tick);
         return;
       }
       this.flush().then(
@@ -244,7 +331,16 @@ export class SqliteLeader {
         () => this.#schedule(tick),
       );
     };
+    this.#tick = tick;
+    this.#tickArmed = true;
     this.#schedule(tick);
+  }
+
+  /** Restarts a tick that went to sleep while idle: an upload failed and must be retried. */
+  #wakeTick(): void {
+    if (!this.#tick || this.#tickArmed || this.#closed || this.#fenced) return;
+    this.#tickArmed = true;
+    this.#schedule(this.#tick);
   }
 
   /**
@@ -282,7 +378,10 @@ export class SqliteLeader {
     const forget = () => {
       if (this.#waitingFlush === flush) this.#waitingFlush = null;
     };
-    flush.then(forget, forget);
+    flush.then(forget, () => {
+      forget();
+      this.#wakeTick();
+    });
     return flush;
   }
 
@@ -363,9 +462,9 @@ export class SqliteLeader {
   }
 
   #closeConnections(): void {
-    this.database.close();
+    this.#db?.close();
     // Last, so SQLite's final checkpoint on close sees only shipped frames.
-    this.#checkpointer.close();
+    this.#checkpointer?.close();
   }
 
   #walChangedSinceLastTick(): boolean {
@@ -606,9 +705,9 @@ export class SqliteLeader {
       this.#saveState(null);
     }
     try {
-      this.#checkpointer.pragma('wal_checkpoint(PASSIVE)');
+      this.#checkpointDb.pragma('wal_checkpoint(PASSIVE)');
       this.#walBytesSinceCheckpoint = 0;
-      if (truncate) this.#checkpointer.pragma('wal_checkpoint(TRUNCATE)');
+      if (truncate) this.#checkpointDb.pragma('wal_checkpoint(TRUNCATE)');
     } catch (error) {
       // SQLITE_BUSY: a reader is in the way; the next tick tries again.
       if ((error as { code?: string }).code !== 'SQLITE_BUSY') throw error;

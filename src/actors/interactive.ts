@@ -1,0 +1,104 @@
+import Database from 'better-sqlite3';
+import { HadbError, NotLeaderError } from '../errors.ts';
+import type { Statement, StatementResult, WriteToken } from '../wire/forward.ts';
+import { asSqlError, runStatement } from './sql.ts';
+
+export interface InteractiveHooks {
+  /** Whether a commit made now may go in the log (this node still leads, in the same epoch). */
+  mayCommit(): boolean;
+  /** Resolves once what was just committed is durable as the database's durability asks. */
+  durable(): Promise<WriteToken>;
+  /** Called once, when the transaction ends whichever way: releases the writer. */
+  ended(tx: InteractiveTransaction): void;
+}
+
+/**
+ * A transaction left open across requests (Hrana's BEGIN … COMMIT), on its own connection to the
+ * leader's file: the leader's other readers never see its uncommitted changes. A writing one was
+ * begun IMMEDIATE, so it holds SQLite's write lock; the hosted database makes hadb's own writes
+ * wait for it rather than meet SQLITE_BUSY.
+ */
+export class InteractiveTransaction {
+  readonly readOnly: boolean;
+  #connection: Database.Database | null;
+  readonly #hooks: InteractiveHooks;
+  #endedBecause: string | null = null;
+
+  constructor(path: string, readOnly: boolean, hooks: InteractiveHooks) {
+    this.readOnly = readOnly;
+    this.#hooks = hooks;
+    const connection = new Database(path, { fileMustExist: true });
+    try {
+      // Waiting for a lock would block the event loop: fail at once instead.
+      connection.pragma('busy_timeout = 0');
+      if (readOnly) connection.pragma('query_only = 1');
+      asSqlError(() => connection.exec(readOnly ? 'BEGIN DEFERRED' : 'BEGIN IMMEDIATE'));
+    } catch (error) {
+      connection.close();
+      throw error;
+    }
+    this.#connection = connection;
+  }
+
+  /** False once committed, rolled back or aborted. */
+  get open(): boolean {
+    return this.#connection !== null;
+  }
+
+  run(statement: Statement, bigints: boolean): StatementResult {
+    const connection = this.#live();
+    try {
+      return runStatement(connection, statement, bigints);
+    } finally {
+      // Some errors (SQLITE_FULL, an interrupted statement) make SQLite roll the whole thing back.
+      if (!connection.inTransaction) this.#end('SQLite rolled the transaction back');
+    }
+  }
+
+  /** Commits; resolves once durable (null for a read-only one, which wrote nothing). */
+  async commit(): Promise<WriteToken | null> {
+    const connection = this.#live();
+    if (!this.readOnly && !this.#hooks.mayCommit()) {
+      this.abort('this node stopped leading before the commit');
+      throw new NotLeaderError('this node stopped leading before the commit; rolled back');
+    }
+    try {
+      asSqlError(() => connection.exec('COMMIT'));
+    } finally {
+      if (!connection.inTransaction) this.#end('committed');
+    }
+    return this.readOnly ? null : this.#hooks.durable();
+  }
+
+  rollback(): void {
+    this.#live();
+    this.abort('rolled back');
+  }
+
+  /** Rolls back (if still open) and releases everything; later calls fail with `reason`. */
+  abort(reason: string): void {
+    const connection = this.#connection;
+    if (!connection) return;
+    try {
+      if (connection.inTransaction) connection.exec('ROLLBACK');
+    } finally {
+      this.#end(reason);
+    }
+  }
+
+  #live(): Database.Database {
+    if (!this.#connection) {
+      throw new HadbError('CLOSED', `the transaction is no longer open: ${this.#endedBecause}`);
+    }
+    return this.#connection;
+  }
+
+  #end(reason: string): void {
+    const connection = this.#connection;
+    if (!connection) return;
+    this.#connection = null;
+    this.#endedBecause = reason;
+    connection.close();
+    this.#hooks.ended(this);
+  }
+}
