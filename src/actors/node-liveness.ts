@@ -74,6 +74,7 @@ export class NodeLiveness {
   /** Peers whose databases wait for the next read of their record. */
   readonly #owed = new Set<string>();
   #releases = 0;
+  #renewFailures = 0;
   #closed = false;
 
   constructor(options: NodeLivenessOptions) {
@@ -194,7 +195,9 @@ export class NodeLiveness {
           'renewing the node record',
         );
       } catch (error) {
-        this.#options.logger.warn({ err: error }, 'node record renewal failed; retrying');
+        // Once per outage at warn; the retries that follow at debug.
+        const level = this.#renewFailures++ === 0 ? 'warn' : 'debug';
+        this.#options.logger[level]({ err: error }, 'node record renewal failed; retrying');
         this.#schedule(timing.retryIntervalMs);
         return;
       }
@@ -302,6 +305,7 @@ export class NodeLiveness {
   #held(revision: string, sentAt: number): void {
     const { timing } = this.#options;
     this.#revision = revision;
+    this.#renewFailures = 0;
     this.#validUntil = sentAt + timing.ttlMs - timing.marginMs;
     const wasLapsed = this.#lapsed;
     this.#lapsed = false;
