@@ -8,7 +8,10 @@ import {
   type DemoteReason,
   defaultLeaseTiming,
   type LeaseTiming,
+  type ReadLeaseOutput,
   roleMachine,
+  type WriteLeaseInput,
+  type WriteLeaseOutput,
 } from '../machines/role.ts';
 import { leaseActors } from './lease-actors.ts';
 import type { NodeLiveness, OwnershipCache } from './node-liveness.ts';
@@ -38,8 +41,64 @@ export interface DatabaseActorOptions {
   hooks?: DatabaseHooks;
   address?: string;
   /** Node-level leases: ownership records kept alive by the node's own liveness record. */
-  nodeLeases?: { liveness: NodeLiveness; ownership: OwnershipCache } | undefined;
+  nodeLeases?:
+    | {
+        liveness: NodeLiveness;
+        ownership: OwnershipCache;
+        /** Balancing's claim gate (see `NodeLeaseContext.claimDelayMs`). */
+        claimDelayMs?: ((holder: string) => number) | undefined;
+      }
+    | undefined;
   inspect?: Observer<InspectionEvent> | ((event: InspectionEvent) => void);
+}
+
+type ActorName =
+  | 'readLease'
+  | 'claimLease'
+  | 'renewLease'
+  | 'releaseLease'
+  | 'bootstrap'
+  | 'catchUp'
+  | 'demote';
+// biome-ignore lint/suspicious/noExplicitAny: the arguments xstate passes to a promise creator
+type PromiseCreator = (args: any) => Promise<unknown>;
+
+/** Each database actor's own implementations, found through its actor system. */
+const implementationsBySystem = new WeakMap<object, Record<ActorName, PromiseCreator>>();
+
+/** Runs the implementation the invoking database actor registered for `name`. */
+function dispatch<TOutput, TInput>(name: ActorName) {
+  return fromPromise<TOutput, TInput>(async (args) => {
+    const run = implementationsBySystem.get(args.system)?.[name];
+    if (!run) throw new Error(`actor "${name}" was not provided to this database actor`);
+    return (await run(args)) as TOutput;
+  });
+}
+
+/**
+ * One machine for every database actor: `provide()` copies every state node (about 30 KB), so a
+ * machine per database would dominate an idle database's memory.
+ */
+let sharedLogic: ReturnType<typeof provideShared> | undefined;
+function provideShared() {
+  return roleMachine.provide({
+    actors: {
+      readLease: dispatch<ReadLeaseOutput, { db: string }>('readLease'),
+      claimLease: dispatch<WriteLeaseOutput, WriteLeaseInput>('claimLease'),
+      renewLease: dispatch<WriteLeaseOutput, WriteLeaseInput>('renewLease'),
+      releaseLease: dispatch<WriteLeaseOutput, WriteLeaseInput>('releaseLease'),
+      bootstrap: dispatch<void, { db: string }>('bootstrap'),
+      catchUp: dispatch<CatchUpOutput, { db: string; intent: CatchUpIntent }>('catchUp'),
+      demote: dispatch<void, { db: string; reason: DemoteReason }>('demote'),
+    },
+  });
+}
+
+/** The function behind a `fromPromise` logic (xstate keeps it as `config`). */
+function creatorOf(logic: object): PromiseCreator {
+  const creator = (logic as { config?: unknown }).config;
+  if (typeof creator !== 'function') throw new Error('expected promise actor logic');
+  return creator as PromiseCreator;
 }
 
 /** One database's root actor: the role machine wired to its lease store and replication hooks. */
@@ -47,38 +106,40 @@ export function createDatabaseActor(options: DatabaseActorOptions) {
   const timing = { ...defaultLeaseTiming, ...options.timing };
   assertValidTiming(timing);
   const hooks = options.hooks ?? {};
-  const logic = roleMachine.provide({
-    actors: {
-      ...leaseActors({
-        store: options.leases,
-        clock: options.clock,
-        keyOf: options.leaseKeyOf ?? ((db) => db),
-        callTimeoutMs: options.leaseCallTimeoutMs ?? timing.renewIntervalMs,
-        nodeLeases: options.nodeLeases && {
-          ...options.nodeLeases,
-          nodeId: options.node,
-          session: options.session,
-        },
-      }),
-      bootstrap: fromPromise<void, { db: string }>(async ({ input, signal }) => {
-        await hooks.bootstrap?.(input.db, signal);
-      }),
-      catchUp: fromPromise<CatchUpOutput, { db: string; intent: CatchUpIntent }>(
-        async ({ input, signal }) =>
-          hooks.catchUp ? hooks.catchUp(input.db, input.intent, signal) : {},
-      ),
-      demote: fromPromise<void, { db: string; reason: DemoteReason }>(async ({ input, signal }) => {
-        await hooks.demote?.(input.db, input.reason, signal);
-      }),
+  const lease = leaseActors({
+    store: options.leases,
+    clock: options.clock,
+    keyOf: options.leaseKeyOf ?? ((db) => db),
+    callTimeoutMs: options.leaseCallTimeoutMs ?? timing.renewIntervalMs,
+    nodeLeases: options.nodeLeases && {
+      ...options.nodeLeases,
+      nodeId: options.node,
+      session: options.session,
     },
   });
+  sharedLogic ??= provideShared();
   const input = { db: options.db, node: options.node, session: options.session, timing };
-  return createActor(logic, {
+  const actor = createActor(sharedLogic, {
     id: options.db,
     clock: options.clock,
     input: options.address === undefined ? input : { ...input, address: options.address },
     ...(options.inspect ? { inspect: options.inspect } : {}),
   });
+  implementationsBySystem.set(actor.system, {
+    readLease: creatorOf(lease.readLease),
+    claimLease: creatorOf(lease.claimLease),
+    renewLease: creatorOf(lease.renewLease),
+    releaseLease: creatorOf(lease.releaseLease),
+    bootstrap: async ({ input, signal }) => {
+      await hooks.bootstrap?.(input.db, signal);
+    },
+    catchUp: async ({ input, signal }) =>
+      hooks.catchUp ? hooks.catchUp(input.db, input.intent, signal) : {},
+    demote: async ({ input, signal }) => {
+      await hooks.demote?.(input.db, input.reason, signal);
+    },
+  });
+  return actor;
 }
 
 export type DatabaseActor = ReturnType<typeof createDatabaseActor>;

@@ -62,6 +62,7 @@ import { createDatabaseActor, type DatabaseActor, type DatabaseActorOptions } fr
 import type { HandleCache } from './handle-cache.ts';
 import { InteractiveTransaction } from './interactive.ts';
 import type { NodeLiveness, OwnershipCache } from './node-liveness.ts';
+import type { ShipLog, TailedDatabase } from './node-tail.ts';
 import { prepare, readRows, runStatement, toSqlError } from './sql.ts';
 import { type Transition, transitionOf } from './transitions.ts';
 
@@ -274,8 +275,17 @@ export interface NodeServices {
   shipIntervalMs: number;
   shipDelayMs: number;
   pageSize: number;
+  /** Node-level leases: what this node's leaders shipped, for the node tail of its peers. */
+  shipLog?: ShipLog | undefined;
   /** Node-level leases: this node's liveness record and the ownership records it has read. */
-  nodeLeases?: { liveness: NodeLiveness; ownership: OwnershipCache } | undefined;
+  nodeLeases?:
+    | {
+        liveness: NodeLiveness;
+        ownership: OwnershipCache;
+        /** Balancing's claim gate (see `NodeLeaseContext.claimDelayMs`). */
+        claimDelayMs?: ((holder: string) => number) | undefined;
+      }
+    | undefined;
   /** The inspector of a database's role actor, for the databases being inspected. */
   inspect?: ((db: string) => DatabaseActorOptions['inspect']) | undefined;
   /** Closes idle databases' handles and caps how many are open (hibernation). */
@@ -304,7 +314,7 @@ const resultsPackr = new Packr({ useRecords: false, mapsAsObjects: true, int64As
  * copy, which is a follower file (pages applied from storage) or a leader file (WAL captured
  * into storage), switched as the role changes.
  */
-export class HostedDatabase extends EventEmitter implements HadbDatabase {
+export class HostedDatabase extends EventEmitter implements HadbDatabase, TailedDatabase {
   readonly name: string;
   readonly path: string;
   readonly #services: NodeServices;
@@ -395,6 +405,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase {
       this.emit('role', { role, epoch: snapshot.context.lease?.epoch ?? null });
       if (role === 'leader' && snapshot.context.lease) this.#promote(snapshot.context.lease.epoch);
       if (before === 'demoting' || before === 'leader') this.#wakeShippedWaiters();
+      if (before === 'leader' && role !== 'leader') this.#noteShipLog(false);
       for (const wake of this.#roleWaiters) wake();
     } else if (leaderOf(previous) !== leaderOf(snapshot)) {
       // A new leader became known: writes waiting to retry go to it now.
@@ -403,7 +414,35 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase {
   }
 
   start(): void {
-    void this.#tailLoop();
+    // Under node-level leases one node tail per leader node replaces a loop per database.
+    if (!this.#services.shipLog) void this.#tailLoop();
+  }
+
+  /** The leader's address while this copy follows it (node tail). */
+  get followedAddress(): string | null {
+    return this.following ? this.#leaderAddress() : null;
+  }
+
+  get following(): boolean {
+    const role = this.role;
+    return !this.#closed && (role === 'follower' || role === 'catching-up');
+  }
+
+  /** A change the leader node `from` reported: pull what is new; re-read the lease if it stopped. */
+  async applyTail(change: { epoch: number; seq: number; leading: boolean }, from: string) {
+    if (this.#closed) return;
+    this.#noteSeq(change.seq);
+    if (change.seq > this.position.seq && this.following) await this.#pull();
+    if (!change.leading && this.#leaderAddress() === from) this.leaseChanged();
+  }
+
+  pullFromStorage(): Promise<void> {
+    return this.#pull().catch((error: unknown) => this.#problem(error));
+  }
+
+  #noteShipLog(leading: boolean): void {
+    const position = this.#leader?.position ?? this.position;
+    this.#services.shipLog?.note(this.name, position.epoch, position.seq, leading);
   }
 
   get role(): Role {
@@ -444,6 +483,11 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase {
             : null,
       hibernated: this.hibernated,
     };
+  }
+
+  /** An interactive transaction is open here: balancing does not move this database now. */
+  get inTransaction(): boolean {
+    return this.#interactive.size > 0;
   }
 
   // ---- hibernation -----------------------------------------------------------------------------
@@ -1144,6 +1188,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase {
         if (event.type === 'shipped') {
           this.#noteSeq(event.seq);
           this.#wakeShippedWaiters();
+          this.#noteShipLog(true);
         } else if (event.type === 'parked') this.#reportParked(event.tail);
         else if (event.type === 'fenced') this.#actor?.send({ type: 'fenced' });
       },
@@ -1152,6 +1197,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase {
     leader.start();
     if (this.#leads(epoch)) {
       this.#writerEpoch = epoch;
+      this.#noteShipLog(true);
       this.#logger.info({ epoch, seq: position.seq }, 'leading');
       for (const wake of this.#roleWaiters) wake();
     }
@@ -1348,16 +1394,19 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase {
 
   #roleChange(timeoutMs: number): Promise<void> {
     return new Promise((resolve) => {
-      const timer = this.#services.clock.setTimeout(done, timeoutMs);
+      const clock = this.#services.clock;
       const waiters = this.#roleWaiters;
+      // The waiter itself is removed either way: a timed-out one used to stay in the set.
+      const wake = () => {
+        clock.clearTimeout(timer);
+        done();
+      };
+      const timer = clock.setTimeout(done, timeoutMs);
       function done() {
-        waiters.delete(done);
+        waiters.delete(wake);
         resolve();
       }
-      waiters.add(() => {
-        this.#services.clock.clearTimeout(timer);
-        done();
-      });
+      waiters.add(wake);
     });
   }
 
@@ -1439,6 +1488,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase {
 
   /** Called by the node once the role actor has stopped. */
   async closeFiles(): Promise<void> {
+    if (this.#writerEpoch !== null) this.#noteShipLog(false);
     this.#closed = true;
     this.#closing.abort();
     this.#wakeShippedWaiters();

@@ -1,6 +1,6 @@
 import { fromPromise } from 'xstate';
 import type { LeaseStore } from '../adapters/lease/types.ts';
-import { type Clock, withTimeout } from '../clock.ts';
+import { type Clock, sleep, withTimeout } from '../clock.ts';
 import { HadbError } from '../errors.ts';
 import type { ReadLeaseOutput, WriteLeaseInput, WriteLeaseOutput } from '../machines/role.ts';
 import { decodeLeaseRecord, encodeLeaseRecord, type LeaseRecord } from '../wire/lease-record.ts';
@@ -23,6 +23,11 @@ export interface NodeLeaseContext {
   nodeId: string;
   /** The database actor's own session (a restarted actor must not adopt its predecessor's claim). */
   session: string;
+  /**
+   * Balancing: how long to hold back before claiming a record `holder` released (0: at once), so
+   * that a node under its share claims first.
+   */
+  claimDelayMs?: ((holder: string) => number) | undefined;
 }
 
 /** Ownership records are never judged by time: the holder node's liveness decides. */
@@ -53,7 +58,7 @@ export function leaseActors({ store, clock, keyOf, callTimeoutMs, nodeLeases }: 
     );
   }
 
-  async function readOnce(db: string): Promise<ReadLeaseOutput> {
+  async function readOnce(db: string, gated = false): Promise<ReadLeaseOutput> {
     const key = keyOf(db);
     const cached = nodeLeases?.ownership.get(key);
     let entry: Awaited<ReturnType<LeaseStore['get']>>;
@@ -89,6 +94,16 @@ export function leaseActors({ store, clock, keyOf, callTimeoutMs, nodeLeases }: 
     // A per-database record (a cluster moving to node-level leases) is renewed: read it each time.
     if (record.nodeSession === undefined || record.released) {
       nodeLeases.ownership.invalidate(key);
+      const handedOff = record.released && record.nodeSession !== undefined;
+      const delayMs =
+        handedOff && !gated && record.holder !== nodeLeases.nodeId
+          ? (nodeLeases.claimDelayMs?.(record.holder) ?? 0)
+          : 0;
+      if (delayMs > 0) {
+        // Then read again: by now a node under its share has most likely claimed it.
+        await sleep(clock, delayMs);
+        return readOnce(db, true);
+      }
       return { outcome: 'record', record, revision: entry.revision, at };
     }
     nodeLeases.ownership.set(key, entry, sentAt);

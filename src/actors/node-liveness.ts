@@ -34,6 +34,15 @@ export interface NodeLivenessOptions {
   onPeerChanged(nodeId: string, released: boolean): void;
   /** This node holds its record again (or for the first time): claims can go ahead. */
   onHeld(): void;
+  /** How many databases this node leads, published with each renewal (for balancing). */
+  leaders?: () => number;
+}
+
+/** A peer as last read: `record` is null while absent or unreadable. */
+export interface PeerView {
+  nodeId: string;
+  record: LeaseRecord | null;
+  gone: boolean;
 }
 
 interface PeerObservation {
@@ -128,6 +137,22 @@ export class NodeLiveness {
     // Time alone never decides: only a record released (by the node, or by a peer's CAS on the
     // revision it watched lapse), or a newer incarnation, means the node can no longer renew.
     return record?.released ? 'gone' : 'alive';
+  }
+
+  /** Reads `nodeId`'s record with the other peers from now on, or again if it was gone. */
+  track(nodeId: string): void {
+    if (nodeId === this.#options.nodeId) return;
+    const peer = this.#peers.get(nodeId);
+    if (!peer || peer.verdictGone || peer.record?.released) this.#readPeerSoon(nodeId);
+  }
+
+  /** Every peer this node has read, as last read. */
+  peers(): PeerView[] {
+    return [...this.#peers].map(([nodeId, peer]) => ({
+      nodeId,
+      record: peer.record,
+      gone: peer.verdictGone || peer.record?.released === true,
+    }));
   }
 
   /** This node released an ownership record: peers learn of it with the next renewal. */
@@ -347,6 +372,8 @@ export class NodeLiveness {
       releases: this.#releases,
     };
     if (address !== undefined) record.address = address;
+    const leaders = released ? undefined : this.#options.leaders?.();
+    if (leaders !== undefined) record.leaders = leaders;
     return encodeLeaseRecord(record);
   }
 

@@ -29,6 +29,7 @@ import {
   encodeMessage,
   FORWARD_PATH,
   type ForwardResponse,
+  NODE_TAIL_PATH,
   TAIL_PATH,
 } from '../wire/forward.ts';
 import {
@@ -40,6 +41,7 @@ import {
   startNodeListener,
 } from '../wire/http.ts';
 import { renderStatusPage } from '../wire/status-page.ts';
+import { type BalanceOptions, Balancer } from './balancer.ts';
 import type { DatabaseActor, DatabaseActorOptions } from './database.ts';
 import { HandleCache, sweepIntervalMs } from './handle-cache.ts';
 import {
@@ -50,6 +52,7 @@ import {
 } from './hosted-database.ts';
 import { MetricsRegistry } from './metrics.ts';
 import { NODE_KEY_PREFIX, NodeLiveness, OwnershipCache } from './node-liveness.ts';
+import { NODE_TAIL_WAIT_MS, NodeTailFollower, ShipLog } from './node-tail.ts';
 import { Supervisor, type SupervisorEvent } from './supervisor.ts';
 import { type Transition, TransitionLog } from './transitions.ts';
 
@@ -91,6 +94,12 @@ export interface NodeOptions {
    * use the same scope.
    */
   leaseScope?: 'node' | 'database';
+  /**
+   * Under node-level leases: spread leaders evenly (±10%) across the live nodes, moving them by
+   * graceful handoff (default off; `true` for the default settings). Every node of a cluster
+   * should use the same setting. Ignored under per-database leases.
+   */
+  balance?: BalanceOptions | boolean;
   /**
    * A database with no read, write or apply for this long closes its SQLite handles until the
    * next one (default 30 s; `false` never).
@@ -184,6 +193,9 @@ export interface NodeStatus {
 
 const DEFAULT_LEASE_SCOPE = 'database';
 
+/** A follower's tail request is a long poll of at most 20 s: older than this, it is not tailing. */
+const TAIL_FRESH_MS = 30_000;
+
 /** How long `/cluster` waits for each peer's `/status`. */
 const PEER_STATUS_TIMEOUT_MS = 800;
 
@@ -221,9 +233,12 @@ class Node implements HadbNode {
   readonly #detachMeters: (() => void)[];
   #unwatch: (() => void) | undefined;
   #closed = false;
+  #nodeTail: NodeTailFollower | undefined;
+  readonly #nodeTailClosing = new AbortController();
   readonly #handles: HandleCache;
   readonly #transitions: TransitionLog;
   readonly #peers = new PeerSet();
+  #balancer: Balancer | undefined;
 
   constructor(options: NodeOptions) {
     if (!options.id || !/^[\w.-]{1,100}$/.test(options.id)) {
@@ -332,6 +347,11 @@ class Node implements HadbNode {
           handle: ({ body }) => this.#forwarded(body),
         },
         [TAIL_PATH]: { method: 'GET', authenticated: true, handle: ({ url }) => this.#tail(url) },
+        [NODE_TAIL_PATH]: {
+          method: 'GET',
+          authenticated: true,
+          handle: ({ url }) => this.#nodeTailAnswer(url),
+        },
         '/health': {
           method: 'GET',
           authenticated: false,
@@ -396,6 +416,7 @@ class Node implements HadbNode {
     const each = (fn: (database: HostedDatabase) => void) => {
       for (const database of this.#databases.values()) fn(database);
     };
+    let balancer: Balancer | undefined;
     const liveness = new NodeLiveness({
       store: this.#options.leases,
       clock: this.#services.clock,
@@ -412,9 +433,63 @@ class Node implements HadbNode {
           if (released) database.leaseChanged();
           else database.holderChanged();
         }),
+      leaders: () => balancer?.leaders() ?? 0,
     });
-    this.#services.nodeLeases = { liveness, ownership: new OwnershipCache() };
+    const balance = this.#options.balance ?? false;
+    if (balance !== false) {
+      const timing = this.#services.timing;
+      balancer = new Balancer({
+        nodeId: this.id,
+        address: this.#services.address,
+        store: this.#options.leases,
+        clock: this.#services.clock,
+        logger: this.#services.logger,
+        liveness,
+        databases: () => this.#databases.values(),
+        callTimeoutMs: timing.renewIntervalMs,
+        defaultClaimDelayMs: timing.pollIntervalMs + timing.renewIntervalMs,
+        tailFreshMs: TAIL_FRESH_MS,
+        options: balance === true ? {} : balance,
+      });
+      this.#balancer = balancer;
+    }
+    this.#services.nodeLeases = {
+      liveness,
+      ownership: new OwnershipCache(),
+      claimDelayMs: balancer && ((holder) => balancer.claimDelayMs(holder)),
+    };
+    this.#services.shipLog = new ShipLog(this.#services.session);
+    this.#nodeTail = new NodeTailFollower({
+      client: this.#services.client,
+      clock: this.#services.clock,
+      logger: this.#services.logger,
+      self: () => this.#services.address,
+      databases: () => this.#databases.values(),
+      lookup: (name) => this.#databases.get(name),
+      intervalMs: this.#services.timing.pollIntervalMs,
+    });
     liveness.start();
+    balancer?.start();
+    this.#nodeTail.start();
+  }
+
+  /** The leader side of the node tail: changes of every database this node leads. */
+  async #nodeTailAnswer(url: URL): Promise<HttpAnswer> {
+    const shipLog = this.#services.shipLog;
+    if (!shipLog) return { status: 404, body: 'this node uses per-database leases' };
+    const after = Number(url.searchParams.get('after'));
+    if (!Number.isSafeInteger(after) || after < 0)
+      throw new BadRequestError('after must be a cursor');
+    this.#peers.add(url.searchParams.get('from'));
+    const session = url.searchParams.get('session') ?? '';
+    const answer = await shipLog.wait(
+      after,
+      session,
+      this.#services.clock,
+      NODE_TAIL_WAIT_MS,
+      this.#nodeTailClosing.signal,
+    );
+    return msgpackAnswer(encodeMessage(answer));
   }
 
   async open(name: string, options: OpenOptions = {}): Promise<HadbDatabase> {
@@ -440,7 +515,10 @@ class Node implements HadbNode {
       },
       () => this.#closeDatabase(name),
     );
-    database.on('role', ({ role }) => this.#roleChanges.inc({ role }));
+    database.on('role', ({ role }) => {
+      this.#roleChanges.inc({ role });
+      this.#nodeTail?.reconcile();
+    });
     database.on('transition', (transition) => this.#transitions.record(transition));
     this.#databases.set(name, database);
     this.#supervisor.start(name, () => database.createActor());
@@ -508,9 +586,13 @@ class Node implements HadbNode {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    // No more handoffs: closing hands every lease over anyway.
+    this.#balancer?.close();
     this.#handles.stop();
     await Promise.allSettled([...this.#opening.values()]);
     await Promise.all([...this.#databases.keys()].map((name) => this.#closeDatabase(name)));
+    this.#nodeTail?.close();
+    this.#nodeTailClosing.abort();
     await this.#services.nodeLeases?.liveness.close();
     this.#unwatch?.();
     for (const detach of this.#detachMeters) detach();
@@ -549,6 +631,7 @@ class Node implements HadbNode {
       throw new BadRequestError('after must be a sequence number');
     // A follower says where it is: the cluster view shows it (the request is authenticated).
     this.#peers.add(url.searchParams.get('from'));
+    this.#balancer?.noteTail(db, url.searchParams.get('from'), after);
     const database = this.#databases.get(db);
     if (!database) {
       return { status: 404, body: new UnknownDatabaseError(db).message };

@@ -4,6 +4,7 @@ import type { HadbDatabase } from '../actors/hosted-database.ts';
 import { createNode, type HadbNode } from '../actors/node.ts';
 import { listSnapshots } from '../adapters/replication/snapshot.ts';
 import type { StorageBackend } from '../adapters/storage/types.ts';
+import { backendKindOfUrl } from '../adapters/metered.ts';
 import { openLeaseStoreFromUrl, openStorageFromUrl } from '../adapters/url.ts';
 import { type HranaServer, RELAY_PATH, startHranaServer } from '../wire/hrana.ts';
 import { listDatabaseNames, listLog } from './commands/inspect.ts';
@@ -165,6 +166,10 @@ async function serve(
     ...(options.advertise ? { advertise: options.advertise } : {}),
     prefix: options.prefix,
     durability: options.durability,
+    backendKinds: {
+      storage: backendKindOfUrl(options.storage),
+      leases: backendKindOfUrl(options.leases),
+    },
     routes: {
       [RELAY_PATH]: {
         method: 'POST',

@@ -9,6 +9,8 @@ import { BadRequestError } from '../errors.ts';
 
 export const FORWARD_PATH = '/hadb/v1/forward';
 export const TAIL_PATH = '/hadb/v1/tail';
+/** One long poll per pair of nodes for every database the answering node leads (node-level leases). */
+export const NODE_TAIL_PATH = '/hadb/v1/tail-node';
 export const PROTOCOL_VERSION = 1;
 /** Larger request bodies are refused before they are read in full. */
 export const MAX_REQUEST_BYTES = 64 * 1024 * 1024;
@@ -161,6 +163,38 @@ export function decodeForwardResponse(bytes: Uint8Array): ForwardResponse {
   if (typeof body.code !== 'string' || typeof body.message !== 'string')
     throw new BadRequestError('forward error response lacks code or message');
   return body as unknown as ForwardResponse;
+}
+
+export interface NodeTailChange extends TailResponse {
+  db: string;
+}
+
+export interface NodeTailResponse {
+  /** The answering node's incarnation: a new one restarts the cursor. */
+  session: string;
+  /** Pass it back as `after` to hear only of later changes. */
+  cursor: number;
+  changes: NodeTailChange[];
+}
+
+export function decodeNodeTailResponse(bytes: Uint8Array): NodeTailResponse {
+  const body = decodeMessage(bytes, 'node tail response');
+  if (
+    !isObject(body) ||
+    typeof body.session !== 'string' ||
+    !Number.isSafeInteger(body.cursor) ||
+    !Array.isArray(body.changes)
+  ) {
+    throw new BadRequestError('node tail response must carry session, cursor and changes');
+  }
+  const changes = body.changes.map((change: unknown): NodeTailChange => {
+    const fields = isObject(change) ? change : {};
+    const { db, epoch, seq, leading } = fields;
+    if (!isToken(change) || typeof leading !== 'boolean' || typeof db !== 'string')
+      throw new BadRequestError('each node tail change must carry db, epoch, seq and leading');
+    return { db, epoch: epoch as number, seq: seq as number, leading };
+  });
+  return { session: body.session, cursor: body.cursor as number, changes };
 }
 
 export function decodeTailResponse(bytes: Uint8Array): TailResponse {

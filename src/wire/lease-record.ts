@@ -21,6 +21,8 @@ export interface LeaseRecord {
   nodeSession?: string;
   /** On a node record: how many ownership records this node released; a change means re-read them. */
   releases?: number;
+  /** On a node record: how many databases this node leads, for balancing (written with renewals). */
+  leaders?: number;
 }
 
 const FORMAT = 'hadb-lease';
@@ -33,7 +35,8 @@ export const MAX_TTL_MS = 10 * 60_000;
  * take such a lease over, since a record that cannot be read is never overwritten.
  */
 export function encodeLeaseRecord(record: LeaseRecord): Uint8Array {
-  const { holder, session, epoch, ttlMs, released, address, nodeSession, releases } = record;
+  const { holder, session, epoch, ttlMs, released, address, nodeSession, releases, leaders } =
+    record;
   const body = {
     format: FORMAT,
     v: LEASE_RECORD_VERSION,
@@ -45,6 +48,7 @@ export function encodeLeaseRecord(record: LeaseRecord): Uint8Array {
     address,
     nodeSession,
     releases,
+    leaders,
   };
   const bytes = new TextEncoder().encode(JSON.stringify(body));
   const problem = recordProblem(bytes.length, body);
@@ -66,12 +70,13 @@ export function decodeLeaseRecord(bytes: Uint8Array): LeaseRecord {
     throw invalid('not a JSON object');
   const problem = recordProblem(bytes.length, parsed as Record<string, unknown>);
   if (problem) throw invalid(problem);
-  const { holder, session, epoch, ttlMs, released, address, nodeSession, releases } =
+  const { holder, session, epoch, ttlMs, released, address, nodeSession, releases, leaders } =
     parsed as LeaseRecord;
   const record: LeaseRecord = { holder, session, epoch, ttlMs, released };
   if (address !== undefined) record.address = address;
   if (nodeSession !== undefined) record.nodeSession = nodeSession;
   if (releases !== undefined) record.releases = releases;
+  if (leaders !== undefined) record.leaders = leaders;
   return record;
 }
 
@@ -99,6 +104,9 @@ function recordProblem(size: number, fields: Record<string, unknown>): string | 
   const { releases } = fields;
   if (releases !== undefined && (!Number.isSafeInteger(releases) || (releases as number) < 0))
     return 'releases must be a non-negative integer';
+  const { leaders } = fields;
+  if (leaders !== undefined && (!Number.isSafeInteger(leaders) || (leaders as number) < 0))
+    return 'leaders must be a non-negative integer';
   return null;
 }
 

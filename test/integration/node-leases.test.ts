@@ -6,6 +6,7 @@ import { nodeLeaseKey } from '../../src/actors/node-liveness.ts';
 import { MemoryLeaseStore } from '../../src/adapters/lease/memory.ts';
 import type { LeaseStore } from '../../src/adapters/lease/types.ts';
 import { MemoryStorage } from '../../src/adapters/storage/memory.ts';
+import type { StorageBackend } from '../../src/adapters/storage/types.ts';
 import { decodeLeaseRecord } from '../../src/wire/lease-record.ts';
 import { FAST_TIMING, SECRET, waitFor, writeLoop } from './support/nodes.ts';
 import { tempDirs } from './support/replication.ts';
@@ -29,6 +30,25 @@ class CountingLeases {
     if (store.watch) wrapped.watch = store.watch.bind(store);
     return wrapped;
   }
+}
+
+/** Counts storage calls, across all nodes that share it. */
+function countingStorage(storage: StorageBackend): {
+  storage: StorageBackend;
+  calls: () => number;
+} {
+  let calls = 0;
+  const wrapped = new Proxy(storage, {
+    get(target, property, receiver) {
+      const value = Reflect.get(target, property, receiver);
+      if (typeof value !== 'function') return value;
+      return (...args: unknown[]) => {
+        calls += 1;
+        return value.apply(target, args);
+      };
+    },
+  });
+  return { storage: wrapped, calls: () => calls };
 }
 
 function memoryCluster() {
@@ -120,6 +140,35 @@ describe('node-level leases', () => {
         windowMs / FAST_TIMING.renewIntervalMs + windowMs / FAST_TIMING.pollIntervalMs;
       expect(calls).toBeGreaterThan(0);
       expect(calls).toBeLessThanOrEqual(2 * (perNode + 3));
+    } finally {
+      await c.closeAll();
+    }
+  });
+
+  test('followers hear of commits through one node tail, and poll no storage while idle', async () => {
+    const c = memoryCluster();
+    try {
+      const a = await c.start('a');
+      const onA = await openAll(a, 20);
+      const counted = countingStorage(c.storage.forNode('b'));
+      const b = await c.start('b', { storage: counted.storage });
+      const onB = await openAll(b, 20);
+      await waitFor(() => onB.every((db) => db.role === 'follower'), 5000, 'followers');
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      const idleStart = counted.calls();
+      await new Promise((resolve) => setTimeout(resolve, 1500));
+      expect(counted.calls() - idleStart).toBe(0);
+
+      const written = Date.now();
+      await onA[7]?.execute('insert into t values (?)', ['pushed']);
+      await waitFor(
+        async () => (await onB[7]?.all('select k from t'))?.length === 1,
+        2000,
+        'the follower to apply',
+      );
+      // Well under one storage poll interval: it came through the tail, not a poll.
+      expect(Date.now() - written).toBeLessThan(FAST_TIMING.pollIntervalMs * 4);
+      expect(await onB[8]?.all('select k from t')).toEqual([]);
     } finally {
       await c.closeAll();
     }

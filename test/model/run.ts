@@ -34,7 +34,7 @@ export async function runModel(
   });
   try {
     // Node-level leases: safety only for now; a rare stall of takeover is a known open bug.
-    const liveness = leaseScope === 'database';
+    const liveness = leaseScope === 'database' || process.env.HADB_MODEL_NODE_LIVENESS === '1';
     await fc.asyncModelRun(
       () => ({ model: { nodes, maxDrift, liveness }, real: cluster }),
       commands,
