@@ -97,8 +97,12 @@ async function oneNode() {
   const idleRssKbPerDb = ((idleRss - baseline) * 1024) / DATABASES;
   const before = totalRequests(node);
   const windowStart = nowMs();
+  const cpuBefore = process.cpuUsage();
   await sleep(IDLE_WINDOW_MS);
-  const idleRequestsPerSec = (totalRequests(node) - before) / ((nowMs() - windowStart) / 1000);
+  const cpu = process.cpuUsage(cpuBefore);
+  const windowMs = nowMs() - windowStart;
+  const idleRequestsPerSec = (totalRequests(node) - before) / (windowMs / 1000);
+  const idleCpuPercent = ((cpu.user + cpu.system) / 1000 / windowMs) * 100;
   log(`idle: ${round(idleRssKbPerDb, 1)} KB per database, ${round(idleRequestsPerSec)} requests/s`);
 
   // Load: writes spread over ACTIVE random databases, against plain files doing the same.
@@ -128,6 +132,7 @@ async function oneNode() {
     spawnMs: Math.round(spawnMs),
     idleRssKbPerDb: round(idleRssKbPerDb, 1),
     idleRequestsPerSec: round(idleRequestsPerSec, 2),
+    idleCpuPercent: round(idleCpuPercent, 1),
     activeRssMb: round(activeRssMb, 1),
     haWritesPerSec: Math.round(haWrites),
     plainWritesPerSec: Math.round(plainWrites),

@@ -1,8 +1,9 @@
 import type { Logger } from 'pino';
 import type { LeaseStore } from '../adapters/lease/types.ts';
 import { type Clock, type TimerId, withTimeout } from '../clock.ts';
-import { InvalidArgumentError } from '../errors.ts';
+import { BadRequestError, InvalidArgumentError } from '../errors.ts';
 import type { Role } from '../machines/role.ts';
+import type { HttpAnswer, NodeClient } from '../wire/http.ts';
 import type { NodeLiveness } from './node-liveness.ts';
 
 export interface BalanceOptions {
@@ -13,7 +14,7 @@ export interface BalanceOptions {
   /**
    * How long a node at or above its share waits before claiming a database another live node
    * released, so that a node under its share gets it (default: poll + renew interval). Databases
-   * of nodes gone or closing are never held back longer than this.
+   * of a node judged gone are not held back at all.
    */
   claimDelayMs?: number;
 }
@@ -26,29 +27,44 @@ export const MEMBERS_KEY = '_cluster/members';
 
 const MEMBERS_FORMAT = 'hadb-members';
 
+/**
+ * Node-to-node: which of these databases the receiving node follows, and at what sequence. Asked
+ * only while a node leads more than its share, of the nodes under theirs.
+ */
+export const COPIES_PATH = '/balance/copies';
+
+/** Under a store that watches, the members record is read every this many intervals. */
+const MEMBERS_READS_WATCHED = 10;
+
+/** Databases named in one copies request at most. */
+const MAX_ASKED = 1000;
+
+/** A follower this many changesets behind still takes over quickly: it catches up from storage. */
+const MAX_LAG = 2;
+
 /** What the balancer needs of a database hosted on this node. */
 export interface Balanceable {
   readonly name: string;
   readonly role: Role;
   readonly position: { seq: number };
+  readonly isCaughtUp: boolean;
   readonly inTransaction: boolean;
   handoff(): void;
 }
 
 export interface BalancerOptions {
   nodeId: string;
-  address: string | undefined;
   store: LeaseStore;
   clock: Clock;
   logger: Logger;
   liveness: NodeLiveness;
   databases: () => Iterable<Balanceable>;
-  /** A store call that has not answered by then counts as failed. */
+  lookup: (name: string) => Balanceable | undefined;
+  client: NodeClient;
+  /** A store call or peer request that has not answered by then counts as failed. */
   callTimeoutMs: number;
   /** The default claim delay. */
   defaultClaimDelayMs: number;
-  /** A follower whose last tail request is older than this is not counted as caught up. */
-  tailFreshMs: number;
   options: BalanceOptions;
 }
 
@@ -100,11 +116,6 @@ export function planMoves(
   return { moves: Math.max(0, Math.min(maxMoves, excess, room)), receivers };
 }
 
-interface TailSeen {
-  after: number;
-  at: number;
-}
-
 /**
  * Spreads leadership across live nodes (node-level leases only). Each node publishes how many
  * databases it leads in its node record; one that leads more than its share hands the excess
@@ -117,14 +128,16 @@ export class Balancer {
   readonly #intervalMs: number;
   readonly #maxMoves: number;
   readonly #claimDelayMs: number;
-  /** Follower tails per database: address → last `after` and when. */
-  readonly #tails = new Map<string, Map<string, TailSeen>>();
-  readonly #leaderSince = new Map<string, number>();
+  /** When each database led here was first seen leading: the longest-led move first. */
+  #leaderSince = new Map<string, number>();
+  /** When to read the members record again (at once after a watch event). */
+  #membersDueAt = 0;
   /** Claims let through the gate lately: not counted as leaders yet. */
   #recentClaims: number[] = [];
   /** Members seen gone at the last tick: pruned if still gone at this one. */
   #goneBefore = new Set<string>();
   #members: string[] = [];
+  #counted: { at: number; count: number } | undefined;
   #timer: TimerId | undefined;
   #closed = false;
 
@@ -157,22 +170,34 @@ export class Balancer {
     if (this.#timer !== undefined) this.#o.clock.clearTimeout(this.#timer);
   }
 
-  /** How many databases this node leads now. */
+  /** How many databases this node leads now (counted at most every 50 ms: a release burst gates many claims). */
   leaders(): number {
+    const now = this.#o.clock.now();
+    if (this.#counted && now - this.#counted.at < 50) return this.#counted.count;
     let count = 0;
     for (const database of this.#o.databases()) if (database.role === 'leader') count += 1;
+    this.#counted = { at: now, count };
     return count;
   }
 
-  /** A follower at `from` asked for what follows `after` in `db` (the live tail). */
-  noteTail(db: string, from: string | null, after: number): void {
-    if (!from || from === this.#o.address) return;
-    let seen = this.#tails.get(db);
-    if (!seen) {
-      seen = new Map();
-      this.#tails.set(db, seen);
+  /** The receiving side of {@link COPIES_PATH}: sequences of the named databases followed here. */
+  answerCopies(body: Uint8Array): HttpAnswer {
+    let dbs: unknown;
+    try {
+      dbs = (JSON.parse(new TextDecoder().decode(body)) as { dbs?: unknown }).dbs;
+    } catch {
+      throw new BadRequestError('a copies request is JSON { dbs: string[] }');
     }
-    seen.set(from, { after, at: this.#o.clock.now() });
+    if (!Array.isArray(dbs))
+      throw new BadRequestError('a copies request is JSON { dbs: string[] }');
+    const copies: Record<string, number> = {};
+    for (const name of dbs.slice(0, MAX_ASKED)) {
+      const database = typeof name === 'string' ? this.#o.lookup(name) : undefined;
+      if (database?.role === 'follower' && database.isCaughtUp) {
+        copies[database.name] = database.position.seq;
+      }
+    }
+    return { status: 200, body: JSON.stringify({ copies }), contentType: 'application/json' };
   }
 
   /**
@@ -216,20 +241,35 @@ export class Balancer {
     }, ms);
   }
 
+  /** The lease store reported a change of {@link MEMBERS_KEY}: a node joined or was pruned. */
+  membersChanged(): void {
+    this.#membersDueAt = 0;
+  }
+
   async #tick(): Promise<void> {
-    const { clock, liveness } = this.#o;
-    await this.#syncMembers();
+    const { clock, liveness, store } = this.#o;
+    if (clock.now() >= this.#membersDueAt) {
+      // A store that watches tells of joins at once: read the record rarely then.
+      const every = store.watch ? MEMBERS_READS_WATCHED : 1;
+      this.#membersDueAt = clock.now() + every * this.#intervalMs;
+      let synced = false;
+      try {
+        synced = await this.#syncMembers();
+      } finally {
+        // A write that lost a race, or a store that did not answer: again at the next tick.
+        if (!synced) this.#membersDueAt = 0;
+      }
+    }
     if (this.#closed || !liveness.validAt(clock.now())) return;
     const now = clock.now();
     const leading = new Map<string, Balanceable>();
+    const since = new Map<string, number>();
     for (const database of this.#o.databases()) {
-      if (database.role === 'leader') {
-        leading.set(database.name, database);
-        if (!this.#leaderSince.has(database.name)) this.#leaderSince.set(database.name, now);
-      } else {
-        this.#leaderSince.delete(database.name);
-      }
+      if (database.role !== 'leader') continue;
+      leading.set(database.name, database);
+      since.set(database.name, this.#leaderSince.get(database.name) ?? now);
     }
+    this.#leaderSince = since;
     const peers = liveness.peers();
     // Wait until every member has been read: a count missing would skew the share.
     const known = new Set(peers.map((peer) => peer.nodeId));
@@ -237,53 +277,69 @@ export class Balancer {
     const loads = this.#loads(peers);
     const { moves, receivers } = planMoves(leading.size, loads, this.#maxMoves);
     if (moves === 0) return;
-    const nodeAt = new Map<string, string>();
-    for (const { nodeId, record } of peers) if (record?.address) nodeAt.set(record.address, nodeId);
     const candidates = [...leading.values()]
       .filter((database) => !database.inTransaction)
-      .sort((x, y) => (this.#leaderSince.get(x.name) ?? 0) - (this.#leaderSince.get(y.name) ?? 0));
+      .sort((x, y) => (this.#leaderSince.get(x.name) ?? 0) - (this.#leaderSince.get(y.name) ?? 0))
+      .slice(0, MAX_ASKED);
+    const copies = await this.#copiesOn(receivers, peers, candidates);
     let moved = 0;
     for (const database of candidates) {
-      if (moved >= moves) break;
-      const receiver = this.#caughtUpReceiver(database, receivers, nodeAt, now);
-      if (receiver === null) continue;
-      receivers.set(receiver, (receivers.get(receiver) ?? 1) - 1);
+      if (moved >= moves || this.#closed) break;
+      // The receiver with the most room whose copy is (nearly) caught up with this leader.
+      let best: string | null = null;
+      for (const [node, room] of receivers) {
+        const seq = copies.get(node)?.get(database.name);
+        if (room <= 0 || seq === undefined || database.position.seq - seq > MAX_LAG) continue;
+        if (best === null || room > (receivers.get(best) ?? 0)) best = node;
+      }
+      if (best === null || database.role !== 'leader' || database.inTransaction) continue;
+      receivers.set(best, (receivers.get(best) ?? 1) - 1);
       moved += 1;
       this.#leaderSince.delete(database.name);
       this.#o.logger.info(
-        { db: database.name, leaders: leading.size, toward: receiver },
+        { db: database.name, leaders: leading.size, toward: best },
         'balancing: handing a database off',
       );
       database.handoff();
     }
   }
 
-  /** The receiver with room left whose follower of `database` is caught up, or null. */
-  #caughtUpReceiver(
-    database: Balanceable,
+  /** Per receiver: the sequence of each candidate it follows, caught up. */
+  async #copiesOn(
     receivers: Map<string, number>,
-    nodeAt: Map<string, string>,
-    now: number,
-  ): string | null {
-    const seen = this.#tails.get(database.name);
-    if (!seen) return null;
-    let best: string | null = null;
-    for (const [address, tail] of seen) {
-      if (now - tail.at > this.#o.tailFreshMs) {
-        seen.delete(address);
-        continue;
-      }
-      // Within a changeset or two: the claimer catches up from storage before it leads.
-      if (database.position.seq - tail.after > 2) continue;
-      const node = nodeAt.get(address);
-      const room = node === undefined ? 0 : (receivers.get(node) ?? 0);
-      if (room > 0 && (best === null || room > (receivers.get(best) ?? 0))) best = node ?? null;
-    }
-    return best;
+    peers: ReturnType<NodeLiveness['peers']>,
+    candidates: Balanceable[],
+  ): Promise<Map<string, Map<string, number>>> {
+    const body = new TextEncoder().encode(
+      JSON.stringify({ dbs: candidates.map((database) => database.name) }),
+    );
+    const found = new Map<string, Map<string, number>>();
+    await Promise.all(
+      [...receivers.keys()].map(async (node) => {
+        const address = peers.find((peer) => peer.nodeId === node)?.record?.address;
+        if (!address) return;
+        try {
+          const answer = await this.#o.client.request(
+            'POST',
+            `${address}${COPIES_PATH}`,
+            body,
+            this.#o.callTimeoutMs,
+          );
+          if (answer.status !== 200) return;
+          const { copies } = JSON.parse(answer.body.toString('utf8')) as {
+            copies: Record<string, number>;
+          };
+          found.set(node, new Map(Object.entries(copies)));
+        } catch (error) {
+          this.#o.logger.debug({ err: error, peer: node }, 'balancing: cannot ask a peer');
+        }
+      }),
+    );
+    return found;
   }
 
   /** Adds this node to the members record and prunes members gone twice in a row. */
-  async #syncMembers(): Promise<void> {
+  async #syncMembers(): Promise<boolean> {
     const { store, clock, nodeId, liveness, callTimeoutMs } = this.#o;
     const entry = await withTimeout(
       clock,
@@ -305,17 +361,17 @@ export class Balancer {
     if (!kept.includes(nodeId)) kept.push(nodeId);
     this.#members = kept;
     for (const id of kept) liveness.track(id);
-    if (entry && kept.length === members.length && members.includes(nodeId)) return;
+    if (entry && kept.length === members.length && members.includes(nodeId)) return true;
     const value = new TextEncoder().encode(
       JSON.stringify({ format: MEMBERS_FORMAT, v: 1, nodes: kept.sort() }),
     );
-    // A conflict is someone else's change: merged at the next tick.
-    await withTimeout(
+    const written = await withTimeout(
       clock,
       entry ? store.update(MEMBERS_KEY, value, entry.revision) : store.create(MEMBERS_KEY, value),
       callTimeoutMs,
       'writing the members',
     );
+    return written.ok;
   }
 }
 

@@ -320,7 +320,8 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
   readonly #services: NodeServices;
   readonly #settings: DatabaseSettings;
   readonly #close: () => Promise<void>;
-  readonly #logger: Logger;
+  /** Made on first use: most databases never log, and a child logger per database adds up. */
+  #childLogger: Logger | undefined;
   #snapshot: RoleSnapshot | undefined;
   #actor: DatabaseActor | undefined;
   #follower: SqliteFollower | null = null;
@@ -359,7 +360,16 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
     this.path = nodePath.join(services.dataDir, `${name}.db`);
     this.#services = services;
     this.#settings = settings;
-    this.#logger = services.logger.child({ db: name });
+  }
+
+  get #logger(): Logger {
+    this.#childLogger ??= this.#services.logger.child({ db: this.name });
+    return this.#childLogger;
+  }
+
+  /** Checked before routine info lines, so they do not make the child logger for nothing. */
+  #infoEnabled(): boolean {
+    return this.#services.logger.isLevelEnabled?.('info') !== false;
   }
 
   /** The role actor; the node's supervisor calls this again after a crash. */
@@ -401,7 +411,8 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
         Date.now(),
       );
       if (transition) this.emit('transition', transition);
-      this.#logger.info({ role, epoch: snapshot.context.lease?.epoch ?? null }, 'role changed');
+      if (this.#infoEnabled())
+        this.#logger.info({ role, epoch: snapshot.context.lease?.epoch ?? null }, 'role changed');
       this.emit('role', { role, epoch: snapshot.context.lease?.epoch ?? null });
       if (role === 'leader' && snapshot.context.lease) this.#promote(snapshot.context.lease.epoch);
       if (before === 'demoting' || before === 'leader') this.#wakeShippedWaiters();
@@ -1198,7 +1209,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
     if (this.#leads(epoch)) {
       this.#writerEpoch = epoch;
       this.#noteShipLog(true);
-      this.#logger.info({ epoch, seq: position.seq }, 'leading');
+      if (this.#infoEnabled()) this.#logger.info({ epoch, seq: position.seq }, 'leading');
       for (const wake of this.#roleWaiters) wake();
     }
   }

@@ -503,6 +503,8 @@ export class NodeLiveness {
           next = Math.max(1, Math.min(next, due));
         }
       }
+      // Databases wait on these reads (a gone peer, or one never read yet): retry failed ones.
+      for (const nodeId of this.#owed) this.#readPeerSoon(nodeId);
       this.#schedulePeers(next);
     }, ms);
   }

@@ -41,7 +41,7 @@ import {
   startNodeListener,
 } from '../wire/http.ts';
 import { renderStatusPage } from '../wire/status-page.ts';
-import { type BalanceOptions, Balancer } from './balancer.ts';
+import { type BalanceOptions, Balancer, COPIES_PATH, MEMBERS_KEY } from './balancer.ts';
 import type { DatabaseActor, DatabaseActorOptions } from './database.ts';
 import { HandleCache, sweepIntervalMs } from './handle-cache.ts';
 import {
@@ -193,9 +193,6 @@ export interface NodeStatus {
 
 const DEFAULT_LEASE_SCOPE = 'database';
 
-/** A follower's tail request is a long poll of at most 20 s: older than this, it is not tailing. */
-const TAIL_FRESH_MS = 30_000;
-
 /** How long `/cluster` waits for each peer's `/status`. */
 const PEER_STATUS_TIMEOUT_MS = 800;
 
@@ -328,6 +325,7 @@ class Node implements HadbNode {
     // for the whole node, whatever the number of databases.
     this.#unwatch = this.#options.leases.watch?.('', (key) => {
       if (key.startsWith(NODE_KEY_PREFIX)) this.#services.nodeLeases?.liveness.keyChanged(key);
+      else if (key === MEMBERS_KEY) this.#balancer?.membersChanged();
       else this.#databases.get(key)?.leaseChanged();
     });
     const listen = this.#options.listen;
@@ -347,6 +345,12 @@ class Node implements HadbNode {
           handle: ({ body }) => this.#forwarded(body),
         },
         [TAIL_PATH]: { method: 'GET', authenticated: true, handle: ({ url }) => this.#tail(url) },
+        [COPIES_PATH]: {
+          method: 'POST',
+          authenticated: true,
+          handle: async ({ body }) =>
+            this.#balancer?.answerCopies(body) ?? { status: 404, body: 'not balancing' },
+        },
         [NODE_TAIL_PATH]: {
           method: 'GET',
           authenticated: true,
@@ -433,22 +437,26 @@ class Node implements HadbNode {
           if (released) database.leaseChanged();
           else database.holderChanged();
         }),
-      leaders: () => balancer?.leaders() ?? 0,
+      leaders: () => {
+        let count = 0;
+        for (const database of this.#databases.values()) if (database.role === 'leader') count++;
+        return count;
+      },
     });
     const balance = this.#options.balance ?? false;
     if (balance !== false) {
       const timing = this.#services.timing;
       balancer = new Balancer({
         nodeId: this.id,
-        address: this.#services.address,
         store: this.#options.leases,
         clock: this.#services.clock,
         logger: this.#services.logger,
         liveness,
         databases: () => this.#databases.values(),
-        callTimeoutMs: timing.renewIntervalMs,
+        lookup: (name) => this.#databases.get(name),
+        client: this.#services.client,
+        callTimeoutMs: Math.max(1000, timing.renewIntervalMs),
         defaultClaimDelayMs: timing.pollIntervalMs + timing.renewIntervalMs,
-        tailFreshMs: TAIL_FRESH_MS,
         options: balance === true ? {} : balance,
       });
       this.#balancer = balancer;
@@ -631,7 +639,6 @@ class Node implements HadbNode {
       throw new BadRequestError('after must be a sequence number');
     // A follower says where it is: the cluster view shows it (the request is authenticated).
     this.#peers.add(url.searchParams.get('from'));
-    this.#balancer?.noteTail(db, url.searchParams.get('from'), after);
     const database = this.#databases.get(db);
     if (!database) {
       return { status: 404, body: new UnknownDatabaseError(db).message };

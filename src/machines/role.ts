@@ -314,6 +314,8 @@ export const roleMachine = setup({
       },
       states: {
         reading: {
+          // A change heard while a read is under way may postdate what that read judged.
+          on: { 'lease.changed': { target: 'reading', reenter: true } },
           invoke: {
             id: 'readLease',
             src: 'readLease',

@@ -173,7 +173,20 @@ export class SimCluster {
           const snapshot = this.snapshot(node, db);
           return `${node.id}=${snapshot ? roleOf(snapshot) : 'down'}`;
         });
-        return `${db}: ${roles.join(' ')} epoch=${this.#lastEpoch.get(db) ?? 0}`;
+        const summary = `${db}: ${roles.join(' ')} epoch=${this.#lastEpoch.get(db) ?? 0}`;
+        // A database without exactly one leader: what each node's machine last saw of it.
+        return this.committers(db).length === 1 ? summary : `${summary}\n${this.#detail(db)}`;
+      })
+      .join('\n');
+  }
+
+  #detail(db: string): string {
+    return this.nodes
+      .map((node) => {
+        const snapshot = this.snapshot(node, db);
+        if (!snapshot) return `  ${node.id}: down`;
+        const { observed, leaseProblem } = snapshot.context;
+        return `  ${node.id}: ${JSON.stringify(snapshot.value)} observed=${JSON.stringify(observed)} problem=${leaseProblem}`;
       })
       .join('\n');
   }

@@ -91,7 +91,9 @@ describe(`two processes hosting ${COUNT} databases each (node-level leases)`, ()
         `many-dbs e2e: ${COUNT} databases moved in ${takeoverMs} ms, ${acked.length} acked`,
       );
     } finally {
-      fs.rmSync(root, { recursive: true, force: true });
+      for (const child of children.splice(0)) child.kill('SIGKILL');
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      fs.rmSync(root, { recursive: true, force: true, maxRetries: 5 });
     }
   }, 300_000);
 });

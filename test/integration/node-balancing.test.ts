@@ -5,12 +5,15 @@ import type { HadbDatabase } from '../../src/actors/hosted-database.ts';
 import { createNode, type HadbNode, type NodeOptions } from '../../src/actors/node.ts';
 import type { Transition } from '../../src/actors/transitions.ts';
 import { MemoryLeaseStore } from '../../src/adapters/lease/memory.ts';
+import { totalRequests } from '../../src/adapters/metered.ts';
 import { MemoryStorage } from '../../src/adapters/storage/memory.ts';
+import { ClosedError } from '../../src/errors.ts';
 import { decodeLeaseRecord } from '../../src/wire/lease-record.ts';
-import { FAST_TIMING, SECRET, waitFor } from './support/nodes.ts';
+import { FAST_TIMING, SECRET, testClusters, waitFor } from './support/nodes.ts';
 import { tempDirs } from './support/replication.ts';
 
 const freshDir = tempDirs('hadb-node-balancing-');
+const fsCluster = testClusters('hadb-node-balancing-fs-');
 const SCHEMA = 'create table if not exists t(k text primary key)';
 const BALANCE = { intervalMs: 400, maxMovesPerInterval: 3 };
 /**
@@ -77,6 +80,8 @@ function writeAround(dbs: HadbDatabase[]) {
         acked += 1;
       } catch (error) {
         failed.push(error);
+        // Its node closed (the test ended): every further call would fail at once.
+        if (error instanceof ClosedError || failed.length >= 100) return;
       }
       slowestMs = Math.max(slowestMs, Date.now() - started);
     }
@@ -198,8 +203,18 @@ describe('balancing leaders across nodes', () => {
       const handoffsAtBalance = c.transitions.filter(
         (t) => t.to === 'demoting' && t.reason === 'handoff',
       ).length;
-      await new Promise((resolve) => setTimeout(resolve, 4 * BALANCE.intervalMs));
+      const leaseCallsBefore = totalRequests(a.requestCounts().lease);
+      const windowMs = 4 * BALANCE.intervalMs;
+      await new Promise((resolve) => setTimeout(resolve, windowMs));
       expect(balanced()).toBe(true);
+      // Balanced, the lease store sees no request per database: a's renewals, a read of each
+      // peer per poll and per renewal it watched, now and then the members record.
+      const leaseCalls = totalRequests(a.requestCounts().lease) - leaseCallsBefore;
+      const perNode =
+        windowMs / TIMING.renewIntervalMs +
+        2 * (windowMs / TIMING.pollIntervalMs + windowMs / TIMING.renewIntervalMs) +
+        1;
+      expect(leaseCalls).toBeLessThanOrEqual(perNode + 3);
       await writes.stop();
       const handoffs = c.transitions.filter((t) => t.to === 'demoting' && t.reason === 'handoff');
       console.log(
@@ -260,5 +275,40 @@ describe('balancing leaders across nodes', () => {
     } finally {
       await c.closeAll();
     }
+  }, 30_000);
+
+  test('fs leases (no watch): an open interactive transaction keeps its database in place', async () => {
+    const cluster = fsCluster();
+    const transitions: Transition[] = [];
+    const options: Partial<NodeOptions> = {
+      timing: TIMING,
+      leaseScope: 'node',
+      balance: BALANCE,
+      transitions: { onTransition: (transition) => transitions.push(transition) },
+    };
+    const a = await cluster.start('a', options);
+    const onA = await openAll(a, 8);
+    const pinned = onA[0] as HadbDatabase;
+    const tx = await pinned.begin();
+    try {
+      tx.run({ sql: 'insert into t values (?)', params: ['in-tx'] }, false);
+      const b = await cluster.start('b', options);
+      // No schema: its batch would wait for the transaction to end.
+      await Promise.all(Array.from({ length: 8 }, (_, i) => b.open(`db${i}`)));
+      // 8 over 2 is 4 each, and db0 is not among those that move.
+      await waitFor(
+        () => leaderCounts([a, b]).every((n) => n === 4),
+        15_000,
+        'leaders spread 4 and 4',
+      );
+      expect(pinned.role).toBe('leader');
+      await tx.commit();
+    } finally {
+      tx.abort('test over');
+    }
+    const rows = await pinned.all('select k from t', [], { consistency: 'strong' });
+    expect(rows).toEqual([{ k: 'in-tx' }]);
+    expect(transitions.filter((t) => t.db === 'db0' && t.to === 'demoting')).toEqual([]);
+    expectOnlyHandoffs(transitions);
   }, 30_000);
 });

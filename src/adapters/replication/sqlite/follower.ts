@@ -19,7 +19,7 @@ import type { Position } from './leader.ts';
 import {
   readJsonFileSync,
   removeFileSync,
-  removeLeftoverTempFiles,
+  removeLeftoverTempFilesOnce,
   writeFileAtomicSync,
 } from './local-file.ts';
 
@@ -71,7 +71,7 @@ export class SqliteFollower {
    * not ahead of storage, or bootstraps it from storage when there is no usable copy.
    */
   static async open(options: FollowerOptions): Promise<SqliteFollower> {
-    removeLeftoverTempFiles(options.path);
+    removeLeftoverTempFilesOnce(options.path);
     let state = readState(options);
     if (state === null || !fs.existsSync(options.path)) {
       state = await bootstrap(options);

@@ -14,7 +14,7 @@ import { logKey, readDatabaseImage, type SnapshotManifest, writeSnapshot } from 
 import {
   readJsonFileSync,
   removeFileSync,
-  removeLeftoverTempFiles,
+  removeLeftoverTempFilesOnce,
   writeFileAtomicSync,
 } from './local-file.ts';
 import {
@@ -279,7 +279,7 @@ export class SqliteLeader {
     if (!Number.isSafeInteger(options.epoch) || options.epoch < 1) {
       throw new InvalidArgumentError(`epoch must be a positive integer, got ${options.epoch}`);
     }
-    removeLeftoverTempFiles(options.path);
+    removeLeftoverTempFilesOnce(options.path);
     const state = await resolveLocalState(options);
     const leader = new SqliteLeader(options, state);
     try {

@@ -47,6 +47,41 @@ const TEMP_MARKERS = [
   '-hadb-follower.json.tmp-',
 ];
 
+/** Leftover temporary files of each directory, as this process found them on its first look. */
+const leftoversByDirectory = new Map<string, Map<string, string[]>>();
+
+/**
+ * {@link removeLeftoverTempFiles} for opening many databases of one folder: the folder is read
+ * once per process, not once per database (that was quadratic in the number of databases). What a
+ * killed process left is there before this one starts; this process's own temporary files are
+ * renamed or removed by the step that wrote them.
+ */
+export function removeLeftoverTempFilesOnce(dbPath: string): void {
+  const dir = path.dirname(dbPath);
+  let byBase = leftoversByDirectory.get(dir);
+  if (!byBase) {
+    byBase = new Map();
+    let names: string[] = [];
+    try {
+      names = fs.readdirSync(dir);
+    } catch {
+      // Nothing there yet: nothing left over either.
+    }
+    for (const name of names) {
+      const at = TEMP_MARKERS.map((marker) => name.indexOf(marker)).find((index) => index > 0);
+      if (at === undefined) continue;
+      const base = name.slice(0, at);
+      byBase.set(base, [...(byBase.get(base) ?? []), name]);
+    }
+    leftoversByDirectory.set(dir, byBase);
+  }
+  const base = path.basename(dbPath);
+  const names = byBase.get(base);
+  if (!names) return;
+  byBase.delete(base);
+  for (const name of names) removeFileSync(path.join(dir, name));
+}
+
 /**
  * Removes temporary files a killed process left next to `dbPath` (partial downloads can be large).
  * Only one hadb process may own a database file at a time, so nothing live is removed.
