@@ -94,13 +94,6 @@ function provideShared() {
   });
 }
 
-/** The function behind a `fromPromise` logic (xstate keeps it as `config`). */
-function creatorOf(logic: object): PromiseCreator {
-  const creator = (logic as { config?: unknown }).config;
-  if (typeof creator !== 'function') throw new Error('expected promise actor logic');
-  return creator as PromiseCreator;
-}
-
 /** One database's root actor: the role machine wired to its lease store and replication hooks. */
 export function createDatabaseActor(options: DatabaseActorOptions) {
   const timing = { ...defaultLeaseTiming, ...options.timing };
@@ -126,10 +119,10 @@ export function createDatabaseActor(options: DatabaseActorOptions) {
     ...(options.inspect ? { inspect: options.inspect } : {}),
   });
   implementationsBySystem.set(actor.system, {
-    readLease: creatorOf(lease.readLease),
-    claimLease: creatorOf(lease.claimLease),
-    renewLease: creatorOf(lease.renewLease),
-    releaseLease: creatorOf(lease.releaseLease),
+    readLease: lease.readLease,
+    claimLease: lease.claimLease,
+    renewLease: lease.renewLease,
+    releaseLease: lease.releaseLease,
     bootstrap: async ({ input, signal }) => {
       await hooks.bootstrap?.(input.db, signal);
     },

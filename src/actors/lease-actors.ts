@@ -1,4 +1,3 @@
-import { fromPromise } from 'xstate';
 import type { LeaseStore } from '../adapters/lease/types.ts';
 import { type Clock, sleep, withTimeout } from '../clock.ts';
 import { HadbError } from '../errors.ts';
@@ -34,19 +33,20 @@ export interface NodeLeaseContext {
 const NEVER_BY_TIME_MS = Number.MAX_SAFE_INTEGER;
 
 /**
- * The role machine's lease actors over a {@link LeaseStore}. Store failures become outcomes, not
- * errors, so the machine decides what they mean; every outcome carries clock readings.
+ * The role machine's lease actors over a {@link LeaseStore}, as the promise creators the database
+ * actor runs for them. Store failures become outcomes, not errors, so the machine decides what
+ * they mean; every outcome carries clock readings.
  */
 export function leaseActors({ store, clock, keyOf, callTimeoutMs, nodeLeases }: LeaseActorOptions) {
   const call = <T>(promise: Promise<T>, what: string) =>
     withTimeout(clock, promise, callTimeoutMs, what);
 
-  const readLease = fromPromise<ReadLeaseOutput, { db: string }>(async ({ input }) => {
+  const readLease = async ({ input }: { input: { db: string } }): Promise<ReadLeaseOutput> => {
     const read = await readOnce(input.db);
     if (!nodeLeases || nodeLeases.liveness.validAt(clock.now()) || !mightClaim(read)) return read;
     // Nothing to claim with until the node holds its own lease; the node says when it does.
     return { outcome: 'unavailable', reason: 'this node holds no valid node lease', at: read.at };
-  });
+  };
 
   function mightClaim(read: ReadLeaseOutput): boolean {
     if (read.outcome === 'absent') return true;
@@ -62,20 +62,21 @@ export function leaseActors({ store, clock, keyOf, callTimeoutMs, nodeLeases }: 
     const key = keyOf(db);
     const cached = nodeLeases?.ownership.get(key);
     let entry: Awaited<ReturnType<LeaseStore['get']>>;
-    let sentAt: number;
+    // When the read was answered: a node record read sent after this saw a state at least as new.
+    let readAt: number;
     if (cached) {
-      ({ entry, sentAt } = cached);
+      ({ entry, readAt } = cached);
     } else {
-      sentAt = clock.now();
       try {
         entry = await call(store.get(key), `reading lease ${key}`);
       } catch (error) {
         return { outcome: 'unavailable', reason: describe(error), at: clock.now() };
       }
+      readAt = clock.now();
     }
     const at = clock.now();
     if (entry === null) {
-      nodeLeases?.ownership.set(key, null, sentAt);
+      nodeLeases?.ownership.set(key, null, readAt);
       return { outcome: 'absent', at };
     }
     let record: LeaseRecord;
@@ -106,18 +107,16 @@ export function leaseActors({ store, clock, keyOf, callTimeoutMs, nodeLeases }: 
       }
       return { outcome: 'record', record, revision: entry.revision, at };
     }
-    nodeLeases.ownership.set(key, entry, sentAt);
+    nodeLeases.ownership.set(key, entry, readAt);
     return {
       outcome: 'record',
-      ...judgeOwnership(nodeLeases, record, sentAt),
+      ...judgeOwnership(nodeLeases, record, readAt),
       revision: entry.revision,
       at,
     };
   }
 
-  const writeLease = fromPromise<WriteLeaseOutput, WriteLeaseInput>(({ input }) =>
-    writeOnce(input),
-  );
+  const writeLease = ({ input }: { input: WriteLeaseInput }) => writeOnce(input);
 
   async function writeOnce(input: WriteLeaseInput): Promise<WriteLeaseOutput> {
     const key = keyOf(input.db);
@@ -144,7 +143,7 @@ export function leaseActors({ store, clock, keyOf, callTimeoutMs, nodeLeases }: 
         return { outcome: 'conflict', at };
       }
       if (!nodeLeases) return { outcome: 'written', revision: result.revision, sentAt, at };
-      nodeLeases.ownership.set(key, { value, revision: result.revision }, sentAt);
+      nodeLeases.ownership.set(key, { value, revision: result.revision }, at);
       if (record.released) nodeLeases.liveness.noteRelease();
       return { outcome: 'written', revision: result.revision, sentAt, at, delegated: true };
     } catch (error) {
@@ -157,7 +156,7 @@ export function leaseActors({ store, clock, keyOf, callTimeoutMs, nodeLeases }: 
    * A release that meets a conflict re-reads once: a renewal still in flight when the leader
    * stopped may have moved the revision on, and the lease is still ours to give up.
    */
-  const releaseLease = fromPromise<WriteLeaseOutput, WriteLeaseInput>(async ({ input }) => {
+  const releaseLease = async ({ input }: { input: WriteLeaseInput }): Promise<WriteLeaseOutput> => {
     const first = await writeOnce(input);
     if (first.outcome !== 'conflict') return first;
     const key = keyOf(input.db);
@@ -173,7 +172,7 @@ export function leaseActors({ store, clock, keyOf, callTimeoutMs, nodeLeases }: 
     } catch {
       return first;
     }
-  });
+  };
 
   return { readLease, claimLease: writeLease, renewLease: writeLease, releaseLease };
 }

@@ -516,8 +516,8 @@ export class NodeLiveness {
 
 interface CachedOwnership {
   entry: LeaseEntry | null;
-  /** When the read or write that produced it was sent, on this node's clock. */
-  sentAt: number;
+  /** When the read or write that produced it was answered, on this node's clock. */
+  readAt: number;
 }
 
 /**
@@ -533,8 +533,8 @@ export class OwnershipCache {
     return this.#entries.get(key);
   }
 
-  set(key: string, entry: LeaseEntry | null, sentAt: number): void {
-    this.#entries.set(key, { entry, sentAt });
+  set(key: string, entry: LeaseEntry | null, readAt: number): void {
+    this.#entries.set(key, { entry, readAt });
   }
 
   invalidate(key: string): void {
