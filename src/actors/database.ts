@@ -14,7 +14,7 @@ import {
   type WriteLeaseOutput,
 } from '../machines/role.ts';
 import { leaseActors } from './lease-actors.ts';
-import type { NodeLiveness, OwnershipCache } from './node-liveness.ts';
+import type { NodeLeaseServices } from './node-liveness.ts';
 
 /** What the replication layer plugs into a database's role machine. */
 export interface DatabaseHooks {
@@ -41,14 +41,7 @@ export interface DatabaseActorOptions {
   hooks?: DatabaseHooks;
   address?: string;
   /** Node-level leases: ownership records kept alive by the node's own liveness record. */
-  nodeLeases?:
-    | {
-        liveness: NodeLiveness;
-        ownership: OwnershipCache;
-        /** Balancing's claim gate (see `NodeLeaseContext.claimDelayMs`). */
-        claimDelayMs?: ((holder: string) => number) | undefined;
-      }
-    | undefined;
+  nodeLeases?: NodeLeaseServices | undefined;
   inspect?: Observer<InspectionEvent> | ((event: InspectionEvent) => void);
 }
 

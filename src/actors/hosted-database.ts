@@ -61,7 +61,7 @@ import type { NodeClient } from '../wire/http.ts';
 import { createDatabaseActor, type DatabaseActor, type DatabaseActorOptions } from './database.ts';
 import type { HandleCache } from './handle-cache.ts';
 import { InteractiveTransaction } from './interactive.ts';
-import type { NodeLiveness, OwnershipCache } from './node-liveness.ts';
+import type { NodeLeaseServices } from './node-liveness.ts';
 import type { ShipLog, TailedDatabase } from './node-tail.ts';
 import { prepare, readRows, runStatement, toSqlError } from './sql.ts';
 import { type Transition, transitionOf } from './transitions.ts';
@@ -278,14 +278,7 @@ export interface NodeServices {
   /** Node-level leases: what this node's leaders shipped, for the node tail of its peers. */
   shipLog?: ShipLog | undefined;
   /** Node-level leases: this node's liveness record and the ownership records it has read. */
-  nodeLeases?:
-    | {
-        liveness: NodeLiveness;
-        ownership: OwnershipCache;
-        /** Balancing's claim gate (see `NodeLeaseContext.claimDelayMs`). */
-        claimDelayMs?: ((holder: string) => number) | undefined;
-      }
-    | undefined;
+  nodeLeases?: NodeLeaseServices | undefined;
   /** The inspector of a database's role actor, for the databases being inspected. */
   inspect?: ((db: string) => DatabaseActorOptions['inspect']) | undefined;
   /** Closes idle databases' handles and caps how many are open (hibernation). */

@@ -541,3 +541,11 @@ export class OwnershipCache {
     this.#entries.delete(key);
   }
 }
+
+/** What a node under node-level leases gives its databases. */
+export interface NodeLeaseServices {
+  liveness: NodeLiveness;
+  ownership: OwnershipCache;
+  /** Balancing's claim gate (see `NodeLeaseContext.claimDelayMs`). */
+  claimDelayMs?: ((holder: string) => number) | undefined;
+}

@@ -1,15 +1,19 @@
-import path from 'node:path';
 import { describe, expect, test } from 'vitest';
 import { planMoves, shareOf } from '../../src/actors/balancer.ts';
 import type { HadbDatabase } from '../../src/actors/hosted-database.ts';
-import { createNode, type HadbNode, type NodeOptions } from '../../src/actors/node.ts';
+import type { HadbNode, NodeOptions } from '../../src/actors/node.ts';
 import type { Transition } from '../../src/actors/transitions.ts';
-import { MemoryLeaseStore } from '../../src/adapters/lease/memory.ts';
+import type { MemoryLeaseStore } from '../../src/adapters/lease/memory.ts';
 import { totalRequests } from '../../src/adapters/metered.ts';
-import { MemoryStorage } from '../../src/adapters/storage/memory.ts';
 import { ClosedError } from '../../src/errors.ts';
 import { decodeLeaseRecord } from '../../src/wire/lease-record.ts';
-import { FAST_TIMING, SECRET, testClusters, waitFor } from './support/nodes.ts';
+import {
+  FAST_TIMING,
+  memoryNodes,
+  openAll as openEach,
+  testClusters,
+  waitFor,
+} from './support/nodes.ts';
 import { tempDirs } from './support/replication.ts';
 
 const freshDir = tempDirs('hadb-node-balancing-');
@@ -25,40 +29,11 @@ const TIMING = { ...FAST_TIMING, ttlMs: 4000, marginMs: 300 };
 const SLOWEST_WRITE_MS = 2000;
 
 function memoryCluster() {
-  const storage = new MemoryStorage();
-  const leases = new MemoryLeaseStore();
-  const root = freshDir('nodes');
-  const nodes: HadbNode[] = [];
-  const transitions: Transition[] = [];
-  return {
-    leases,
-    transitions,
-    async start(id: string, extra: Partial<NodeOptions> = {}) {
-      const node = await createNode({
-        id,
-        secret: SECRET,
-        dataDir: path.join(root, id),
-        storage: storage.forNode(id),
-        leases: leases.forNode(id),
-        timing: TIMING,
-        leaseScope: 'node',
-        balance: BALANCE,
-        transitions: { onTransition: (transition) => transitions.push(transition) },
-        ...extra,
-      });
-      nodes.push(node);
-      return node;
-    },
-    async closeAll() {
-      await Promise.allSettled(nodes.map((node) => node.close()));
-    },
-  };
+  return memoryNodes(freshDir('nodes'), { timing: TIMING, leaseScope: 'node', balance: BALANCE });
 }
 
-async function openAll(node: HadbNode, count: number): Promise<HadbDatabase[]> {
-  return Promise.all(
-    Array.from({ length: count }, (_, i) => node.open(`db${i}`, { schema: SCHEMA })),
-  );
+function openAll(node: HadbNode, count: number): Promise<HadbDatabase[]> {
+  return openEach(node, count, SCHEMA);
 }
 
 function leaderCounts(nodes: HadbNode[]): number[] {

@@ -1,14 +1,17 @@
-import path from 'node:path';
 import { describe, expect, test } from 'vitest';
 import type { HadbDatabase } from '../../src/actors/hosted-database.ts';
-import { createNode, type HadbNode, type NodeOptions } from '../../src/actors/node.ts';
+import type { HadbNode } from '../../src/actors/node.ts';
 import { nodeLeaseKey } from '../../src/actors/node-liveness.ts';
-import { MemoryLeaseStore } from '../../src/adapters/lease/memory.ts';
 import type { LeaseStore } from '../../src/adapters/lease/types.ts';
-import { MemoryStorage } from '../../src/adapters/storage/memory.ts';
 import type { StorageBackend } from '../../src/adapters/storage/types.ts';
 import { decodeLeaseRecord } from '../../src/wire/lease-record.ts';
-import { FAST_TIMING, SECRET, waitFor, writeLoop } from './support/nodes.ts';
+import {
+  FAST_TIMING,
+  memoryNodes,
+  openAll as openEach,
+  waitFor,
+  writeLoop,
+} from './support/nodes.ts';
 import { tempDirs } from './support/replication.ts';
 
 const freshDir = tempDirs('hadb-node-leases-');
@@ -52,39 +55,15 @@ function countingStorage(storage: StorageBackend): {
 }
 
 function memoryCluster() {
-  const storage = new MemoryStorage();
-  const leases = new MemoryLeaseStore();
   const counting = new CountingLeases();
-  const root = freshDir('nodes');
-  const nodes: HadbNode[] = [];
-  return {
-    storage,
-    leases,
-    counting,
-    async start(id: string, extra: Partial<NodeOptions> = {}) {
-      const node = await createNode({
-        id,
-        secret: SECRET,
-        dataDir: path.join(root, id),
-        storage: storage.forNode(id),
-        leases: counting.wrap(leases.forNode(id)),
-        timing: FAST_TIMING,
-        leaseScope: 'node',
-        ...extra,
-      });
-      nodes.push(node);
-      return node;
-    },
-    async closeAll() {
-      await Promise.allSettled(nodes.map((node) => node.close()));
-    },
-  };
+  const nodes = memoryNodes(freshDir('nodes'), { leaseScope: 'node' }, (store) =>
+    counting.wrap(store),
+  );
+  return { ...nodes, counting };
 }
 
-async function openAll(node: HadbNode, count: number): Promise<HadbDatabase[]> {
-  return Promise.all(
-    Array.from({ length: count }, (_, i) => node.open(`db${i}`, { schema: SCHEMA })),
-  );
+function openAll(node: HadbNode, count: number): Promise<HadbDatabase[]> {
+  return openEach(node, count, SCHEMA);
 }
 
 async function record(leases: LeaseStore, key: string) {

@@ -3,8 +3,12 @@ import path from 'node:path';
 import { afterEach } from 'vitest';
 import type { HadbDatabase } from '../../../src/actors/hosted-database.ts';
 import { createNode, type HadbNode, type NodeOptions } from '../../../src/actors/node.ts';
+import type { Transition } from '../../../src/actors/transitions.ts';
 import { createFsLeaseStore } from '../../../src/adapters/lease/fs.ts';
+import { MemoryLeaseStore } from '../../../src/adapters/lease/memory.ts';
+import type { LeaseStore } from '../../../src/adapters/lease/types.ts';
 import { createFsStorage } from '../../../src/adapters/storage/fs.ts';
+import { MemoryStorage } from '../../../src/adapters/storage/memory.ts';
 import { ClosedError } from '../../../src/errors.ts';
 import type { LeaseTiming } from '../../../src/machines/role.ts';
 import { tempDirs } from './replication.ts';
@@ -99,4 +103,44 @@ export function writeLoop(db: HadbDatabase, label: string): WriteLoop {
       await done;
     },
   };
+}
+
+/** Nodes in this process over one in-memory storage and lease store, so faults can aim at one. */
+export function memoryNodes(
+  dir: string,
+  defaults: Partial<NodeOptions> = {},
+  wrapLeases: (store: LeaseStore) => LeaseStore = (store) => store,
+) {
+  const storage = new MemoryStorage();
+  const leases = new MemoryLeaseStore();
+  const nodes: HadbNode[] = [];
+  const transitions: Transition[] = [];
+  return {
+    storage,
+    leases,
+    transitions,
+    async start(id: string, extra: Partial<NodeOptions> = {}) {
+      const node = await createNode({
+        id,
+        secret: SECRET,
+        dataDir: path.join(dir, id),
+        storage: storage.forNode(id),
+        leases: wrapLeases(leases.forNode(id)),
+        timing: FAST_TIMING,
+        transitions: { onTransition: (transition) => transitions.push(transition) },
+        ...defaults,
+        ...extra,
+      });
+      nodes.push(node);
+      return node;
+    },
+    async closeAll() {
+      await Promise.allSettled(nodes.map((node) => node.close()));
+    },
+  };
+}
+
+/** Opens `db0`…`db<count-1>` on `node`, each with `schema`. */
+export function openAll(node: HadbNode, count: number, schema: string): Promise<HadbDatabase[]> {
+  return Promise.all(Array.from({ length: count }, (_, i) => node.open(`db${i}`, { schema })));
 }
