@@ -77,6 +77,8 @@ function nodeOptions(dir: string, id: string, leases: MemoryLeaseStore): NodeOpt
     timing: TIMING,
     leaseScope: 'node',
     hibernateAfterMs: 2000,
+    // Room for every active database to stay open: the load phase measures them open, not the LRU.
+    maxOpenDatabases: ACTIVE + 100,
     durability: 'replicated',
   };
 }

@@ -122,10 +122,13 @@ export class NodeTailFollower {
     if (this.#timer !== undefined) this.#options.clock.clearTimeout(this.#timer);
   }
 
-  /** Starts a loop for a leader address heard of just now, without waiting for the next tick. */
-  reconcile(): void {
+  /**
+   * Starts loops for leader addresses not tailed yet: of `changed` alone when one database's role
+   * changed (a full pass per role change would be quadratic while thousands open), else of all.
+   */
+  reconcile(changed?: TailedDatabase): void {
     if (this.#closing.signal.aborted) return;
-    for (const database of this.#options.databases()) {
+    for (const database of changed ? [changed] : this.#options.databases()) {
       const address = database.followedAddress;
       if (address && !this.#loops.has(address)) this.#startLoop(address);
     }

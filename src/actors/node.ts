@@ -525,7 +525,7 @@ class Node implements HadbNode {
     );
     database.on('role', ({ role }) => {
       this.#roleChanges.inc({ role });
-      this.#nodeTail?.reconcile();
+      this.#nodeTail?.reconcile(database);
     });
     database.on('transition', (transition) => this.#transitions.record(transition));
     this.#databases.set(name, database);

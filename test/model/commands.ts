@@ -6,8 +6,6 @@ import type { SimCluster } from '../../src/sim/cluster.ts';
 export interface Model {
   nodes: number;
   maxDrift: number;
-  /** Check that leaders come back within the bound (off: safety only). */
-  liveness: boolean;
 }
 
 type ClusterCommand = fc.AsyncCommand<Model, SimCluster>;
@@ -57,11 +55,11 @@ class Tick implements ClusterCommand {
 class Crash implements ClusterCommand {
   constructor(readonly node: number) {}
   check = (m: Model) => this.node < m.nodes;
-  async run(m: Model, cluster: SimCluster) {
+  async run(_: Model, cluster: SimCluster) {
     const led = cluster.dbs.filter((db) => cluster.committers(db).includes(`n${this.node}`));
     cluster.crash(this.node);
     expectSafe(cluster);
-    if (!m.liveness || led.length === 0 || !healthyFollowerExists(cluster)) return;
+    if (led.length === 0 || !healthyFollowerExists(cluster)) return;
     // Liveness: a healthy follower takes over every database the crashed node led.
     await cluster.advance(cluster.livenessBoundMs());
     expectSafe(cluster);
@@ -103,11 +101,11 @@ class Partition implements ClusterCommand {
 
 class Heal implements ClusterCommand {
   check = () => true;
-  async run(m: Model, cluster: SimCluster) {
+  async run(_: Model, cluster: SimCluster) {
     cluster.heal();
     await cluster.advance(cluster.livenessBoundMs());
     expectSafe(cluster);
-    if (m.liveness) expectOneLeaderPerDatabase(cluster, 'after Heal');
+    expectOneLeaderPerDatabase(cluster, 'after Heal');
     coverage.healRecoveries += 1;
   }
   toString = () => 'Heal';

@@ -33,12 +33,7 @@ export async function runModel(
     drain: schedulerDrain(s),
   });
   try {
-    // Node-level leases: safety only for now; a rare stall of takeover is a known open bug.
-    const liveness = leaseScope === 'database' || process.env.HADB_MODEL_NODE_LIVENESS === '1';
-    await fc.asyncModelRun(
-      () => ({ model: { nodes, maxDrift, liveness }, real: cluster }),
-      commands,
-    );
+    await fc.asyncModelRun(() => ({ model: { nodes, maxDrift }, real: cluster }), commands);
     // Whatever happened, once faults end and every node is back, each database has one leader again.
     cluster.heal();
     cluster.nodes.forEach((_, i) => {
@@ -46,7 +41,7 @@ export async function runModel(
     });
     await cluster.advance(cluster.livenessBoundMs());
     expect(cluster.violations).toEqual([]);
-    if (liveness) for (const db of cluster.dbs) expect(cluster.committers(db)).toHaveLength(1);
+    for (const db of cluster.dbs) expect(cluster.committers(db)).toHaveLength(1);
     coverage.runs += 1;
     coverage.simulatedMs += cluster.now;
     coverage.epochGrants += cluster.grants.length;
