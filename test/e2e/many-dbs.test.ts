@@ -4,8 +4,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, test } from 'vitest';
 
-/** Databases per process (500 in the suite; HADB_E2E_MANY_DBS=2000 for the figure). */
-const COUNT = Number(process.env.HADB_E2E_MANY_DBS ?? 500);
+/** Databases per process (HADB_E2E_MANY_DBS to change it). */
+const COUNT = Number(process.env.HADB_E2E_MANY_DBS ?? 2000);
 const FIXTURE = path.join(import.meta.dirname, 'fixtures', 'many-node.ts');
 
 interface ManyNode {
