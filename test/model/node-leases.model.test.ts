@@ -3,16 +3,8 @@ import { describe, expect, it } from 'vitest';
 import type { LeaseTiming } from '../../src/machines/role.ts';
 import { clusterCommands, coverage, driftHuntCommands } from './commands.ts';
 import { modelRunParameters } from './parameters.ts';
-import { runModel } from './run.ts';
+import { runModel, SAFE_DRIFT as safeDrift, MODEL_TIMING as timing } from './run.ts';
 
-const timing: LeaseTiming = {
-  ttlMs: 1000,
-  renewIntervalMs: 250,
-  retryIntervalMs: 100,
-  pollIntervalMs: 200,
-  marginMs: 100,
-};
-const safeDrift = 0.05;
 const maxNodes = 4;
 
 /** Node-level leases: every node holds up to a few hundred leaderships behind one record. */

@@ -4,6 +4,16 @@ import type { LeaseTiming } from '../../src/machines/role.ts';
 import { SimCluster } from '../../src/sim/cluster.ts';
 import { coverage, type Model } from './commands.ts';
 
+/** Short leases so a run covers many of them; the margin tolerates ±5% clock-rate error. */
+export const MODEL_TIMING: LeaseTiming = {
+  ttlMs: 1000,
+  renewIntervalMs: 250,
+  retryIntervalMs: 100,
+  pollIntervalMs: 200,
+  marginMs: 100,
+};
+export const SAFE_DRIFT = 0.05;
+
 function schedulerDrain(s: fc.Scheduler): () => Promise<void> {
   return async () => {
     do {
