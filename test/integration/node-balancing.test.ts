@@ -189,7 +189,8 @@ describe('balancing leaders across nodes', () => {
         windowMs / TIMING.renewIntervalMs +
         2 * (windowMs / TIMING.pollIntervalMs + windowMs / TIMING.renewIntervalMs) +
         1;
-      expect(leaseCalls).toBeLessThanOrEqual(perNode + 3);
+      // Slack for retries and watch-triggered reads; a renewal per database would add ~50 here.
+      expect(leaseCalls).toBeLessThanOrEqual(perNode + 10);
       await writes.stop();
       const handoffs = c.transitions.filter((t) => t.to === 'demoting' && t.reason === 'handoff');
       console.log(

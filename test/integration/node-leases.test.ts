@@ -118,7 +118,8 @@ describe('node-level leases', () => {
       const perNode =
         windowMs / FAST_TIMING.renewIntervalMs + windowMs / FAST_TIMING.pollIntervalMs;
       expect(calls).toBeGreaterThan(0);
-      expect(calls).toBeLessThanOrEqual(2 * (perNode + 3));
+      // Slack for retries; per-database leases would cost about 40 times perNode.
+      expect(calls).toBeLessThanOrEqual(2 * (perNode + 6));
     } finally {
       await c.closeAll();
     }
