@@ -12,13 +12,13 @@ import { assertDatabaseExists, checkSnapshotImage, listLog } from './inspect.ts'
 import {
   addCommonOptions,
   type CommandContext,
-  closeStorage,
   EXIT_OK,
+  type ExitCode,
   exitCodesHelp,
-  openConfiguredStorage,
   positiveIntegerOption,
   runCommand,
   type StorageOptionValues,
+  withConfiguredStorage,
   writeJson,
   writeLine,
 } from './shared.ts';
@@ -55,8 +55,7 @@ export function registerCompactCommand(program: Command, context: CommandContext
   );
   command.action((db: string, options: CompactOptionValues) =>
     runCommand(context, 'compact', options.json === true, async () => {
-      const { storage, prefix } = await openConfiguredStorage(context, options);
-      try {
+      return withConfiguredStorage<ExitCode>(context, options, async ({ storage, prefix }) => {
         await assertDatabaseExists(storage, prefix, db);
         const plan = await planRetention({ storage, prefix, db, keepSnapshots: options.keep });
         const sizes = new Map(
@@ -119,9 +118,7 @@ export function registerCompactCommand(program: Command, context: CommandContext
             : `${db}: would delete ${snapshots} and ${log}; ${kept}. Run again with --force to delete`,
         );
         return EXIT_OK;
-      } finally {
-        await closeStorage(storage);
-      }
+      });
     }),
   );
 }

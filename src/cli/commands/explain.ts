@@ -11,15 +11,14 @@ import { databasesRoot } from './inspect.ts';
 import {
   addCommonOptions,
   type CommandContext,
-  closeStorage,
   EXIT_OK,
   EXIT_UNREACHABLE,
   EXIT_USAGE,
   exitCodeFor,
-  openConfiguredStorage,
   plainMessage,
   runCommand,
   type StorageOptionValues,
+  withConfiguredStorage,
   writeJson,
   writeLine,
 } from './shared.ts';
@@ -72,12 +71,9 @@ export function registerExplainCommand(program: Command, context: CommandContext
       let reachError: unknown = null;
       if (options.check && problems.length === 0) {
         try {
-          const { storage, prefix } = await openConfiguredStorage(context, flags);
-          try {
-            await storage.list(databasesRoot(prefix), { limit: 1 });
-          } finally {
-            await closeStorage(storage);
-          }
+          await withConfiguredStorage(context, flags, ({ storage, prefix }) =>
+            storage.list(databasesRoot(prefix), { limit: 1 }),
+          );
           reachable = true;
         } catch (error) {
           reachable = false;

@@ -6,12 +6,12 @@ import { listDatabaseNames, listLog } from './inspect.ts';
 import {
   addCommonOptions,
   type CommandContext,
-  closeStorage,
   EXIT_OK,
+  type ExitCode,
   exitCodesHelp,
-  openConfiguredStorage,
   runCommand,
   type StorageOptionValues,
+  withConfiguredStorage,
   writeJson,
   writeLine,
 } from './shared.ts';
@@ -44,8 +44,7 @@ export function registerListCommand(program: Command, context: CommandContext): 
   );
   command.action((options: StorageOptionValues) =>
     runCommand(context, 'list', options.json === true, async () => {
-      const { storage, prefix } = await openConfiguredStorage(context, options);
-      try {
+      return withConfiguredStorage<ExitCode>(context, options, async ({ storage, prefix }) => {
         const databases: DatabaseSummary[] = [];
         for await (const db of listDatabaseNames(storage, prefix)) {
           const summary = await summarize(storage, prefix, db);
@@ -58,9 +57,7 @@ export function registerListCommand(program: Command, context: CommandContext): 
           printTable(context, prefix, databases);
         }
         return EXIT_OK;
-      } finally {
-        await closeStorage(storage);
-      }
+      });
     }),
   );
 }

@@ -14,14 +14,14 @@ import { assertDatabaseExists, listLog } from './inspect.ts';
 import {
   addCommonOptions,
   type CommandContext,
-  closeStorage,
   EXIT_OK,
+  type ExitCode,
   exitCodesHelp,
   isoTime,
   nonNegativeIntegerOption,
-  openConfiguredStorage,
   runCommand,
   type StorageOptionValues,
+  withConfiguredStorage,
   writeJson,
   writeLine,
 } from './shared.ts';
@@ -67,8 +67,7 @@ export function registerRestoreCommand(program: Command, context: CommandContext
   command.action((db: string, options: RestoreOptionValues) =>
     runCommand(context, 'restore', options.json === true, async () => {
       const output = checkOutput(context, options.output, options.force === true);
-      const { storage, prefix } = await openConfiguredStorage(context, options);
-      try {
+      return withConfiguredStorage<ExitCode>(context, options, async ({ storage, prefix }) => {
         await assertDatabaseExists(storage, prefix, db);
         const target: RestoreTarget =
           options.seq !== undefined
@@ -113,9 +112,7 @@ export function registerRestoreCommand(program: Command, context: CommandContext
           );
         }
         return EXIT_OK;
-      } finally {
-        await closeStorage(storage);
-      }
+      });
     }),
   );
 }

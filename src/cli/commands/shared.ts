@@ -237,6 +237,20 @@ export async function closeStorage(storage: StorageBackend): Promise<void> {
   await storage.close?.();
 }
 
+/** Opens the configured storage for `work` and closes it afterwards, whatever happens. */
+export async function withConfiguredStorage<T>(
+  context: CommandContext,
+  flags: ConfigFlags,
+  work: (opened: OpenedStorage) => Promise<T>,
+): Promise<T> {
+  const opened = await openConfiguredStorage(context, flags);
+  try {
+    return await work(opened);
+  } finally {
+    await closeStorage(opened.storage);
+  }
+}
+
 export function isoTime(ms: number): string {
   return new Date(ms).toISOString();
 }

@@ -21,12 +21,12 @@ import { logSizes, RestoreProgressView } from './restore.ts';
 import {
   addCommonOptions,
   type CommandContext,
-  closeStorage,
   EXIT_OK,
+  type ExitCode,
   exitCodesHelp,
-  openConfiguredStorage,
   runCommand,
   type StorageOptionValues,
+  withConfiguredStorage,
   writeJson,
   writeLine,
 } from './shared.ts';
@@ -56,8 +56,7 @@ export function registerSnapshotCommand(program: Command, context: CommandContex
       if (!fs.existsSync(tempRoot) || !fs.statSync(tempRoot).isDirectory()) {
         throw new InvalidArgumentError(`--temp-dir ${tempRoot} is not a folder`);
       }
-      const { storage, prefix } = await openConfiguredStorage(context, options);
-      try {
+      return withConfiguredStorage<ExitCode>(context, options, async ({ storage, prefix }) => {
         await assertDatabaseExists(storage, prefix, db);
         const result = await takeSnapshot(context, storage, prefix, db, tempRoot);
         const { manifest, skipped } = result;
@@ -87,9 +86,7 @@ export function registerSnapshotCommand(program: Command, context: CommandContex
           );
         }
         return EXIT_OK;
-      } finally {
-        await closeStorage(storage);
-      }
+      });
     }),
   );
 }

@@ -12,14 +12,14 @@ import { assertDatabaseExists, checkSnapshotImage, listLog } from './inspect.ts'
 import {
   addCommonOptions,
   type CommandContext,
-  closeStorage,
   EXIT_FAILED,
   EXIT_OK,
+  type ExitCode,
   exitCodesHelp,
-  openConfiguredStorage,
   plainMessage,
   runCommand,
   type StorageOptionValues,
+  withConfiguredStorage,
   writeJson,
   writeLine,
 } from './shared.ts';
@@ -84,8 +84,7 @@ export function registerVerifyCommand(program: Command, context: CommandContext)
   );
   command.action((db: string, options: VerifyOptionValues) =>
     runCommand(context, 'verify', options.json === true, async () => {
-      const { storage, prefix } = await openConfiguredStorage(context, options);
-      try {
+      return withConfiguredStorage<ExitCode>(context, options, async ({ storage, prefix }) => {
         await assertDatabaseExists(storage, prefix, db);
         const report = await verifyDatabase(storage, prefix, db, {
           images: options.images === true,
@@ -93,9 +92,7 @@ export function registerVerifyCommand(program: Command, context: CommandContext)
         });
         printReport(context, report, options.json === true);
         return report.problem === null ? EXIT_OK : EXIT_FAILED;
-      } finally {
-        await closeStorage(storage);
-      }
+      });
     }),
   );
 }
