@@ -251,14 +251,8 @@ export class NodeLiveness {
       return;
     }
     if (this.#closed) return;
-    let record: LeaseRecord | null = null;
-    if (entry) {
-      try {
-        record = decodeLeaseRecord(entry.value);
-      } catch {
-        // An unreadable record is overwritten only after it stayed unchanged for long enough.
-      }
-    }
+    // An unreadable record is overwritten only after it stayed unchanged for long enough.
+    const record = readableRecord(entry);
     // Released under our own session: a peer declared this incarnation gone. Its ownership
     // records must stay void, so take the record as a new incarnation.
     const declaredGone = record?.session === this.#session && record.released;
@@ -396,14 +390,8 @@ export class NodeLiveness {
     try {
       const entry = await this.#call(store.get(nodeLeaseKey(nodeId)), `reading node ${nodeId}`);
       const at = clock.now();
-      let record: LeaseRecord | null = null;
-      if (entry) {
-        try {
-          record = decodeLeaseRecord(entry.value);
-        } catch {
-          // Judged by its revision alone: it may still be renewed by someone.
-        }
-      }
+      // An unreadable one is judged by its revision alone: it may still be renewed by someone.
+      const record = readableRecord(entry);
       const revision = entry?.revision ?? null;
       const before = this.#peers.get(nodeId);
       const changed = !before || before.revision !== revision;
@@ -511,6 +499,16 @@ export class NodeLiveness {
 
   #call<T>(promise: Promise<T>, what: string): Promise<T> {
     return withTimeout(this.#options.clock, promise, this.#callTimeoutMs, what);
+  }
+}
+
+/** The record an entry holds, or null when there is none or it cannot be read. */
+function readableRecord(entry: LeaseEntry | null): LeaseRecord | null {
+  if (!entry) return null;
+  try {
+    return decodeLeaseRecord(entry.value);
+  } catch {
+    return null;
   }
 }
 
