@@ -1,8 +1,18 @@
 import { createHash } from 'node:crypto';
 import { promisify } from 'node:util';
-import { crc32, deflateRaw, deflateRawSync, inflateRawSync } from 'node:zlib';
+import {
+  brotliCompress,
+  brotliCompressSync,
+  brotliDecompressSync,
+  crc32,
+  deflateRaw,
+  deflateRawSync,
+  inflateRawSync,
+  constants as zlibConstants,
+} from 'node:zlib';
 
 const deflateRawAsync = promisify(deflateRaw);
+const brotliCompressAsync = promisify(brotliCompress);
 
 import { Packr } from 'msgpackr';
 import { ChangesetError, InvalidArgumentError } from '../errors.ts';
@@ -36,7 +46,7 @@ export interface ChangedPage {
   data: Uint8Array;
 }
 
-export type ChangesetCodec = 'none' | 'deflate-raw';
+export type ChangesetCodec = 'none' | 'deflate-raw' | 'brotli';
 
 export const CHECKSUM_BYTES = 32;
 export const GENESIS_CHECKSUM: Uint8Array = new Uint8Array(CHECKSUM_BYTES);
@@ -49,9 +59,12 @@ export const CHANGESET_FRAME_VERSION = 1;
 export const MAX_CHANGESET_BODY_BYTES = 1024 * 1024 * 1024;
 
 export interface EncodeChangesetOptions {
-  /** Default `'deflate-raw'`. */
+  /**
+   * Default `'brotli'`: at quality 1 it compresses pages as well as deflate at level 1 or better,
+   * four to five times faster, so compression keeps up with a leader writing flat out.
+   */
   codec?: ChangesetCodec;
-  /** zlib level, -1..9; default 1 (pages compress well even at the fastest level). */
+  /** deflate-raw: zlib level -1..9; brotli: quality 0..11. Default 1 for both. */
   level?: number;
 }
 
@@ -73,7 +86,7 @@ const LENGTH_OFFSET = 6;
 const CRC_OFFSET = 10;
 const HEADER_BYTES = 14;
 
-const CODEC_IDS: Record<ChangesetCodec, number> = { none: 0, 'deflate-raw': 1 };
+const CODEC_IDS: Record<ChangesetCodec, number> = { none: 0, 'deflate-raw': 1, brotli: 2 };
 const CODECS_BY_ID: ReadonlyMap<number, ChangesetCodec> = new Map(
   Object.entries(CODEC_IDS).map(([codec, id]) => [id, codec as ChangesetCodec]),
 );
@@ -131,7 +144,12 @@ export function encodeChangeset(
   options: EncodeChangesetOptions = {},
 ): { bytes: Uint8Array; changeset: Changeset } {
   const { changeset, packed, codec, level } = seal(input, options);
-  const body = codec === 'deflate-raw' ? deflateRawSync(packed, { level }) : packed;
+  const body =
+    codec === 'deflate-raw'
+      ? deflateRawSync(packed, { level })
+      : codec === 'brotli'
+        ? brotliCompressSync(packed, brotliOptions(level, packed.length))
+        : packed;
   return { bytes: frame(body, codec), changeset };
 }
 
@@ -144,18 +162,35 @@ export async function encodeChangesetAsync(
   options: EncodeChangesetOptions = {},
 ): Promise<{ bytes: Uint8Array; changeset: Changeset }> {
   const { changeset, packed, codec, level } = seal(input, options);
-  const body = codec === 'deflate-raw' ? await deflateRawAsync(packed, { level }) : packed;
+  const body =
+    codec === 'deflate-raw'
+      ? await deflateRawAsync(packed, { level })
+      : codec === 'brotli'
+        ? await brotliCompressAsync(packed, brotliOptions(level, packed.length))
+        : packed;
   return { bytes: frame(body, codec), changeset };
+}
+
+function brotliOptions(quality: number, sizeHint: number) {
+  return {
+    params: {
+      [zlibConstants.BROTLI_PARAM_QUALITY]: quality,
+      [zlibConstants.BROTLI_PARAM_SIZE_HINT]: sizeHint,
+    },
+  };
 }
 
 /** Validates, checksums and packs a changeset: everything but compression and framing. */
 function seal(input: Omit<Changeset, 'checksum' | 'version'>, options: EncodeChangesetOptions) {
-  const { codec = 'deflate-raw', level = 1 } = options;
+  const { codec = 'brotli', level = 1 } = options;
   if (!Object.hasOwn(CODEC_IDS, codec)) {
     throw new InvalidArgumentError(`unknown changeset codec ${JSON.stringify(codec)}`);
   }
-  if (!Number.isInteger(level) || level < -1 || level > 9) {
-    throw new InvalidArgumentError(`compression level must be an integer in -1..9, got ${level}`);
+  const [minLevel, maxLevel] = codec === 'brotli' ? [0, 11] : [-1, 9];
+  if (!Number.isInteger(level) || level < minLevel || level > maxLevel) {
+    throw new InvalidArgumentError(
+      `${codec} compression level must be an integer in ${minLevel}..${maxLevel}, got ${level}`,
+    );
   }
   const problem = changesetProblem(input);
   if (problem !== undefined) throw new InvalidArgumentError(`invalid changeset: ${problem}`);
@@ -173,18 +208,7 @@ function seal(input: Omit<Changeset, 'checksum' | 'version'>, options: EncodeCha
     pages: input.pages.map(({ pgno, data }) => ({ pgno, data })),
   };
 
-  const packed: Uint8Array = packr.pack({
-    v: changeset.version,
-    db: changeset.db,
-    epoch: wireInteger(changeset.epoch),
-    seq: wireInteger(changeset.seq),
-    commitTimeMs: wireInteger(changeset.commitTimeMs),
-    prevChecksum: changeset.prevChecksum,
-    checksum: changeset.checksum,
-    pageSize: changeset.pageSize,
-    dbSizePages: changeset.dbSizePages,
-    pages: changeset.pages.map(({ pgno, data }) => [pgno, data]),
-  });
+  const packed = packBody(changeset);
   if (packed.length > MAX_CHANGESET_BODY_BYTES) {
     throw new InvalidArgumentError(
       `changeset body is ${packed.length} bytes, more than ${MAX_CHANGESET_BODY_BYTES}`,
@@ -309,9 +333,11 @@ function unframe(bytes: Uint8Array): Uint8Array {
   if (crc32(body) !== view.getUint32(CRC_OFFSET)) throw corrupt('body CRC32 mismatch');
   if (codec === 'none') return body;
   try {
-    return inflateRawSync(body, { maxOutputLength: MAX_CHANGESET_BODY_BYTES });
+    return codec === 'brotli'
+      ? brotliDecompressSync(body, { maxOutputLength: MAX_CHANGESET_BODY_BYTES })
+      : inflateRawSync(body, { maxOutputLength: MAX_CHANGESET_BODY_BYTES });
   } catch (cause) {
-    throw corrupt('body does not inflate', cause);
+    throw corrupt(`body does not decompress (${codec})`, cause);
   }
 }
 
@@ -453,9 +479,99 @@ function computeChecksum(changeset: Omit<Changeset, 'checksum'>): Uint8Array {
   return new Uint8Array(hash.digest());
 }
 
-/** Integers beyond 32 bits as int64 rather than msgpackr's default float64, for non-JS readers. */
-function wireInteger(value: number): number | bigint {
-  return value > 0xffffffff ? BigInt(value) : value;
+/**
+ * The body as a msgpack map (what msgpackr reads back), written in one pass into a buffer of the
+ * exact size: pages are copied once. Integers beyond 32 bits go as int64 (as msgpackr writes a
+ * bigint), not float64, for non-JS readers.
+ */
+function packBody(changeset: Changeset): Uint8Array {
+  const db = Buffer.from(changeset.db, 'utf8');
+  const fields: [string, number | Uint8Array][] = [
+    ['v', changeset.version],
+    ['db', db],
+    ['epoch', changeset.epoch],
+    ['seq', changeset.seq],
+    ['commitTimeMs', changeset.commitTimeMs],
+    ['prevChecksum', changeset.prevChecksum],
+    ['checksum', changeset.checksum],
+    ['pageSize', changeset.pageSize],
+    ['dbSizePages', changeset.dbSizePages],
+  ];
+  const { pages } = changeset;
+  let size = 1 + arrayHeaderSize(pages.length);
+  for (const [key, value] of fields) {
+    size += 1 + key.length;
+    size +=
+      typeof value === 'number'
+        ? uintSize(value)
+        : value === db
+          ? strHeaderSize(db.length) + db.length
+          : binHeaderSize(value.length) + value.length;
+  }
+  size += 1 + 'pages'.length;
+  for (const { pgno, data } of pages) {
+    size += 1 + uintSize(pgno) + binHeaderSize(data.length) + data.length;
+  }
+  const out = Buffer.allocUnsafe(size);
+  let at = out.writeUInt8(0x80 | (fields.length + 1), 0);
+  const key = (name: string) => {
+    at = out.writeUInt8(0xa0 | name.length, at);
+    at += out.write(name, at, 'latin1');
+  };
+  const uint = (value: number) => {
+    if (value < 0x80) at = out.writeUInt8(value, at);
+    else if (value <= 0xff) at = out.writeUInt8(value, out.writeUInt8(0xcc, at));
+    else if (value <= 0xffff) at = out.writeUInt16BE(value, out.writeUInt8(0xcd, at));
+    else if (value <= 0xffffffff) at = out.writeUInt32BE(value, out.writeUInt8(0xce, at));
+    else at = out.writeBigInt64BE(BigInt(value), out.writeUInt8(0xd3, at));
+  };
+  const bytes = (data: Uint8Array, header: (length: number) => void) => {
+    header(data.length);
+    out.set(data, at);
+    at += data.length;
+  };
+  const binHeader = (length: number) => {
+    if (length <= 0xff) at = out.writeUInt8(length, out.writeUInt8(0xc4, at));
+    else if (length <= 0xffff) at = out.writeUInt16BE(length, out.writeUInt8(0xc5, at));
+    else at = out.writeUInt32BE(length, out.writeUInt8(0xc6, at));
+  };
+  const strHeader = (length: number) => {
+    if (length < 32) at = out.writeUInt8(0xa0 | length, at);
+    else if (length <= 0xff) at = out.writeUInt8(length, out.writeUInt8(0xd9, at));
+    else if (length <= 0xffff) at = out.writeUInt16BE(length, out.writeUInt8(0xda, at));
+    else at = out.writeUInt32BE(length, out.writeUInt8(0xdb, at));
+  };
+  for (const [name, value] of fields) {
+    key(name);
+    if (typeof value === 'number') uint(value);
+    else bytes(value, value === db ? strHeader : binHeader);
+  }
+  key('pages');
+  if (pages.length < 16) at = out.writeUInt8(0x90 | pages.length, at);
+  else if (pages.length <= 0xffff) at = out.writeUInt16BE(pages.length, out.writeUInt8(0xdc, at));
+  else at = out.writeUInt32BE(pages.length, out.writeUInt8(0xdd, at));
+  for (const { pgno, data } of pages) {
+    at = out.writeUInt8(0x92, at);
+    uint(pgno);
+    bytes(data, binHeader);
+  }
+  return out;
+}
+
+function uintSize(value: number): number {
+  return value < 0x80 ? 1 : value <= 0xff ? 2 : value <= 0xffff ? 3 : value <= 0xffffffff ? 5 : 9;
+}
+
+function binHeaderSize(length: number): number {
+  return length <= 0xff ? 2 : length <= 0xffff ? 3 : 5;
+}
+
+function strHeaderSize(length: number): number {
+  return length < 32 ? 1 : length <= 0xff ? 2 : length <= 0xffff ? 3 : 5;
+}
+
+function arrayHeaderSize(length: number): number {
+  return length < 16 ? 1 : length <= 0xffff ? 3 : 5;
 }
 
 function hex(bytes: Uint8Array): string {

@@ -1,6 +1,6 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import { crc32, deflateRawSync, inflateRawSync } from 'node:zlib';
+import { brotliCompressSync, brotliDecompressSync, crc32 } from 'node:zlib';
 import type Database from 'better-sqlite3';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { logKey } from '../../src/adapters/replication/snapshot.ts';
@@ -58,17 +58,17 @@ function flipBit(bytes: Uint8Array, offset: number, bit: number): Uint8Array {
   return copy;
 }
 
-/** A frame whose CRC is right for a body changed after inflating: only the checksum can tell. */
+/** A frame whose CRC is right for a body changed after decompressing: only the checksum can tell. */
 function reframeWithChangedBody(bytes: Uint8Array, change: (body: Buffer) => void): Uint8Array {
-  expect(bytes[5], 'codec is deflate-raw').toBe(1);
-  const body = inflateRawSync(bytes.subarray(FRAME_HEADER_BYTES));
+  expect(bytes[5], 'codec is brotli').toBe(2);
+  const body = brotliDecompressSync(bytes.subarray(FRAME_HEADER_BYTES));
   change(body);
-  const deflated = deflateRawSync(body);
-  const out = Buffer.alloc(FRAME_HEADER_BYTES + deflated.length);
+  const compressed = brotliCompressSync(body);
+  const out = Buffer.alloc(FRAME_HEADER_BYTES + compressed.length);
   out.set(bytes.subarray(0, 6), 0);
-  out.writeUInt32BE(deflated.length, 6);
-  out.writeUInt32BE(crc32(deflated), 10);
-  out.set(deflated, FRAME_HEADER_BYTES);
+  out.writeUInt32BE(compressed.length, 6);
+  out.writeUInt32BE(crc32(compressed), 10);
+  out.set(compressed, FRAME_HEADER_BYTES);
   return out;
 }
 

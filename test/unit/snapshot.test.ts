@@ -194,7 +194,7 @@ describe.each([
       epoch: 3,
       checksum: '2a'.repeat(32),
       rawBytes: total,
-      codec: 'deflate-raw',
+      codec: 'brotli',
     });
     // Half the rows are repetitive, so compression pays.
     const stored = manifest.parts.reduce((sum, part) => sum + part.storedBytes, 0);
@@ -220,6 +220,22 @@ describe.each([
     const rows = rowsOf(source.file);
     expect(rows.count).toBeGreaterThan(500);
     expect(rowsOf(dest)).toEqual(rows);
+  });
+
+  it('restores parts stored with deflate-raw, the codec of earlier versions', async () => {
+    const storage = makeStorage();
+    const source = makeDatabase(path.join(dir, 'source.db'), 300 * KiB);
+    const manifest = await writeSnapshot(storage, infoFor(source, 1), imageOf(source), {
+      partBytes: 50_000,
+      codec: 'deflate-raw',
+    });
+    expect(manifest.codec).toBe('deflate-raw');
+    expect(manifest.parts.reduce((sum, part) => sum + part.storedBytes, 0)).toBeLessThan(
+      manifest.rawBytes,
+    );
+    const dest = path.join(dir, 'restored.db');
+    await restoreSnapshot(storage, PREFIX, manifest, dest);
+    expect(fs.readFileSync(dest).equals(fs.readFileSync(source.file))).toBe(true);
   });
 
   it('stores uncompressed parts with codec none', async () => {
@@ -335,7 +351,7 @@ describe('restore failures', () => {
     await expectRestoreFails(key);
   });
 
-  it('names a corrupted part, whether inflate or the hash catches it', async () => {
+  it('names a corrupted part, whether decompression or the hash catches it', async () => {
     const key = snapshotPartKey(PREFIX, DB, 9, 2);
     const stored = await storage.get(key);
     if (!stored) throw new Error('part missing');

@@ -1,9 +1,8 @@
 /** Read-only views of a database's objects in storage, shared by the operations commands. */
 import { createHash } from 'node:crypto';
-import { promisify } from 'node:util';
-import { inflateRaw as inflateRawCallback } from 'node:zlib';
 import {
   assertValidDbName,
+  decompressSnapshotPart,
   listSnapshots,
   logPrefix,
   type SnapshotManifest,
@@ -12,8 +11,6 @@ import {
 import type { ListedObject, StorageBackend } from '../../adapters/storage/types.ts';
 import { SnapshotInvalidError } from '../../errors.ts';
 import { DatabaseNotFoundError } from './shared.ts';
-
-const inflateRaw = promisify(inflateRawCallback);
 
 export interface LogEntry {
   seq: number;
@@ -143,15 +140,10 @@ export async function checkSnapshotImage(
     const stored = await storage.get(key);
     if (stored === null) throw new SnapshotInvalidError(`${where}: part ${key} is missing`);
     let raw: Uint8Array;
-    if (manifest.codec === 'none') {
-      raw = stored;
-    } else {
-      try {
-        // Capped at the declared size: a damaged part must not inflate without bound.
-        raw = await inflateRaw(stored, { maxOutputLength: Math.max(1, part.rawBytes) });
-      } catch (error) {
-        throw new SnapshotInvalidError(`${where}: part ${key} does not inflate`, { cause: error });
-      }
+    try {
+      raw = await decompressSnapshotPart(stored, manifest.codec, part.rawBytes);
+    } catch (error) {
+      throw new SnapshotInvalidError(`${where}: part ${key} does not decompress`, { cause: error });
     }
     if (raw.length !== part.rawBytes) {
       throw new SnapshotInvalidError(
@@ -186,12 +178,9 @@ export async function readSnapshotPage1(
   if (stored === null) throw new SnapshotInvalidError(`${where}: part ${key} is missing`);
   let raw: Uint8Array;
   try {
-    raw =
-      manifest.codec === 'none'
-        ? stored
-        : await inflateRaw(stored, { maxOutputLength: Math.max(1, part.rawBytes) });
+    raw = await decompressSnapshotPart(stored, manifest.codec, part.rawBytes);
   } catch (error) {
-    throw new SnapshotInvalidError(`${where}: part ${key} does not inflate`, { cause: error });
+    throw new SnapshotInvalidError(`${where}: part ${key} does not decompress`, { cause: error });
   }
   if (createHash('sha256').update(raw).digest('hex') !== part.sha256) {
     throw new SnapshotInvalidError(`${where}: part ${key} does not match its SHA-256`);
