@@ -5,26 +5,61 @@ import { describe, expect, it } from 'vitest';
 import { SqliteFollower } from '../../src/adapters/replication/sqlite/follower.ts';
 import { SqliteLeader } from '../../src/adapters/replication/sqlite/leader.ts';
 import { createFsStorage } from '../../src/adapters/storage/fs.ts';
+import { createMemoryStorage } from '../../src/adapters/storage/memory.ts';
 import { GENESIS_CHECKSUM } from '../../src/wire/changeset.ts';
 import { expectSamePages, tempDirs, withReadOnly } from './support/replication.ts';
 
 const freshDir = tempDirs('hadb-outbox-');
 const fixture = path.resolve(import.meta.dirname, 'fixtures/outbox-leader.ts');
 
-describe('leader outbox: commits captured before a checkpoint survive a crash', () => {
-  it('a killed leader resumes from its outbox and the restarted WAL, losing no commit', async () => {
-    const dir = freshDir('crash');
-    const child = spawnSync(process.execPath, ['--import', 'tsx', fixture, dir], {
-      cwd: path.resolve(import.meta.dirname, '../..'),
-      encoding: 'utf8',
-      timeout: 60_000,
-    });
-    expect(child.signal).toBe('SIGKILL');
-    const { rows } = JSON.parse(child.stdout.trim()) as { rows: number };
-    expect(rows).toBe(80);
-    expect(fs.existsSync(path.join(dir, 'leader.db-hadb-outbox'))).toBe(true);
+describe('leader checkpoints: commits made while a flush ships survive a crash', () => {
+  for (const mode of ['truncate', 'pinned'] as const) {
+    it(`${mode}: a killed leader resumes from ${mode === 'truncate' ? 'its outbox and the restarted WAL' : 'the WAL'}, losing no commit`, async () => {
+      const dir = freshDir('crash');
+      const child = spawnSync(process.execPath, ['--import', 'tsx', fixture, dir, mode], {
+        cwd: path.resolve(import.meta.dirname, '../..'),
+        encoding: 'utf8',
+        timeout: 60_000,
+      });
+      expect(child.signal).toBe('SIGKILL');
+      const { rows } = JSON.parse(child.stdout.trim()) as { rows: number };
+      expect(rows).toBe(83);
+      expect(fs.existsSync(path.join(dir, 'leader.db-hadb-outbox'))).toBe(mode === 'truncate');
 
-    const storage = createFsStorage({ root: path.join(dir, 'bucket') });
+      const storage = createFsStorage({ root: path.join(dir, 'bucket') });
+      const leader = await SqliteLeader.open({
+        path: path.join(dir, 'leader.db'),
+        db: 'app',
+        storage,
+        prefix: 'p',
+        epoch: 1,
+        position: { seq: 0, checksum: GENESIS_CHECKSUM },
+      });
+      expect(leader.database.prepare('SELECT count(*) AS c FROM items').get()).toEqual({ c: rows });
+      await leader.flush();
+      const followerPath = path.join(dir, 'follower.db');
+      const follower = await SqliteFollower.open({
+        path: followerPath,
+        db: 'app',
+        storage,
+        prefix: 'p',
+      });
+      await follower.pull();
+      follower.close();
+      const count = withReadOnly(followerPath, (db) =>
+        db.prepare('SELECT count(*) AS c FROM items').get(),
+      );
+      expect(count).toEqual({ c: rows });
+      expectSamePages(leader.database.serialize(), followerPath);
+      await leader.close();
+      expect(fs.existsSync(path.join(dir, 'leader.db-hadb-outbox'))).toBe(false);
+    });
+  }
+
+  it('under writes that never pause, the WAL is still truncated and every commit ships', async () => {
+    const dir = freshDir('bounded');
+    const storage = createMemoryStorage();
+    const walTruncateBytes = 512 * 1024;
     const leader = await SqliteLeader.open({
       path: path.join(dir, 'leader.db'),
       db: 'app',
@@ -32,9 +67,34 @@ describe('leader outbox: commits captured before a checkpoint survive a crash', 
       prefix: 'p',
       epoch: 1,
       position: { seq: 0, checksum: GENESIS_CHECKSUM },
+      shipIntervalMs: 5,
+      checkpointEveryBytes: 64 * 1024,
+      walTruncateBytes,
+      workerCaptureBytes: 0,
     });
-    expect(leader.database.prepare('SELECT count(*) AS c FROM items').get()).toEqual({ c: rows });
+    const db = leader.database;
+    db.exec('CREATE TABLE items (id INTEGER PRIMARY KEY, body BLOB)');
+    const insert = db.prepare('INSERT INTO items (body) VALUES (?)');
+    leader.start();
+    // Sizes after the first truncation: before it the worker thread may still be starting.
+    let largestWal = 0;
+    let truncations = 0;
+    let previousWal = 0;
+    let rows = 0;
+    const until = Date.now() + 2000;
+    while (Date.now() < until || truncations < 3) {
+      for (let i = 0; i < 4; i++) insert.run(Buffer.alloc(1500, rows++ % 251));
+      await new Promise((resolve) => setTimeout(resolve, 1));
+      const wal = fs.statSync(path.join(dir, 'leader.db-wal')).size;
+      if (wal < previousWal) truncations += 1;
+      previousWal = wal;
+      if (truncations > 0) largestWal = Math.max(largestWal, wal);
+    }
     await leader.flush();
+    // Bounded: the truncate size plus what the flushes leave behind, never the whole history.
+    expect(truncations).toBeGreaterThanOrEqual(3);
+    expect(largestWal).toBeLessThan(4 * walTruncateBytes);
+
     const followerPath = path.join(dir, 'follower.db');
     const follower = await SqliteFollower.open({
       path: followerPath,
@@ -44,12 +104,10 @@ describe('leader outbox: commits captured before a checkpoint survive a crash', 
     });
     await follower.pull();
     follower.close();
-    const count = withReadOnly(followerPath, (db) =>
-      db.prepare('SELECT count(*) AS c FROM items').get(),
-    );
-    expect(count).toEqual({ c: rows });
+    expect(
+      withReadOnly(followerPath, (f) => f.prepare('SELECT count(*) AS c FROM items').get()),
+    ).toEqual({ c: rows });
     expectSamePages(leader.database.serialize(), followerPath);
     await leader.close();
-    expect(fs.existsSync(path.join(dir, 'leader.db-hadb-outbox'))).toBe(false);
   });
 });

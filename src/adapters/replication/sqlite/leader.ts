@@ -7,10 +7,18 @@ import {
   type ChangesetCodec,
   decodeChangeset,
   encodeChangeset,
-  encodeChangesetAsync,
 } from '../../../wire/changeset.ts';
 import type { StorageBackend } from '../../storage/types.ts';
 import { logKey, readDatabaseImage, type SnapshotManifest, writeSnapshot } from '../snapshot.ts';
+import {
+  type Capture,
+  type CaptureJob,
+  collectUnshipped,
+  encodeCapture,
+  sortedPages,
+  type Unshipped,
+} from './capture.ts';
+import { captureWorker } from './capture-pool.ts';
 import {
   readJsonFileSync,
   removeFileSync,
@@ -21,8 +29,14 @@ import {
   assertSqliteVersion,
   type CommittedFrames,
   readCommittedFrames,
+  WAL_HEADER_SIZE,
   type WalCursor,
 } from './wal.ts';
+
+/** Smaller captures are built on the leader's thread: a round trip to the worker would cost more. */
+const WORKER_CAPTURE_BYTES = 256 * 1024;
+/** Truncating the WAL waits for a flush that leaves at most this many bytes unshipped. */
+const SET_ASIDE_BYTES = 4 * 1024 * 1024;
 
 export interface Position {
   epoch: number;
@@ -51,6 +65,11 @@ export interface LeaderOptions {
    */
   tickWhenIdle?: boolean;
   codec?: ChangesetCodec;
+  /**
+   * Captures of at least this many WAL bytes are read, encoded and compressed on the process's
+   * capture worker thread, off the application's (default 256 KiB; Infinity: never).
+   */
+  workerCaptureBytes?: number;
   /** Checkpoint once this many WAL bytes were shipped since the last checkpoint (default 4 MiB). */
   checkpointEveryBytes?: number;
   /** Past this `-wal` size a fully shipped WAL is truncated (default 64 MiB). */
@@ -106,19 +125,7 @@ interface LeaderState {
   commitTimeMs: number;
   cursor: WalCursor | null;
   /** Written before a changeset is uploaded, so a restart can tell whether the upload landed. */
-  pending: { seq: number; checksum: string; commitTimeMs: number; cursor: WalCursor } | null;
-}
-
-interface Unshipped {
-  pages: Map<number, Uint8Array>;
-  dbSizePages: number;
-  pageSize: number;
-}
-
-interface Captured {
-  changeset: Changeset;
-  bytes: Uint8Array;
-  cursor: WalCursor;
+  pending: { seq: number; checksum: string; commitTimeMs: number; cursor: WalCursor | null } | null;
 }
 
 /** A consistent image to upload: the database file plus these WAL pages, at `seq`. */
@@ -143,6 +150,12 @@ export class SqliteLeader {
   #db: Database.Database | null;
   readonly #options: LeaderOptions;
   #checkpointer: Database.Database | null;
+  /**
+   * Holds a read transaction while a flush ships: SQLite cannot checkpoint frames past its
+   * snapshot, so the flush's checkpoint copies into the file only frames already in storage.
+   */
+  #pin: Database.Database | null = null;
+  #pinned = false;
   /** Hibernation stopped the ship ticks: waking restarts them. */
   #ticksStoppedByHibernation = false;
   readonly #clock: Clock;
@@ -150,12 +163,10 @@ export class SqliteLeader {
   readonly #statePath: string;
   readonly #outboxPath: string;
   #position: Position;
-  /** Where the last capture stopped reading the WAL. */
-  #cursor: WalCursor | null;
-  /** How far the WAL is covered by what storage or the outbox holds: where a restart resumes. */
+  /** How far the WAL is covered by what storage or the outbox holds: where the next capture reads from. */
   #durableCursor: WalCursor | null;
-  /** Pages captured but not yet durable in storage (last version of each). */
-  #unshipped: Unshipped | null;
+  /** The outbox holds pages storage lacks, set aside before a checkpoint. */
+  #outboxPending: boolean;
   #queue: Promise<unknown> = Promise.resolve();
   #queued = 0;
   #timer: TimerId | undefined;
@@ -165,6 +176,8 @@ export class SqliteLeader {
   #soonTimer: TimerId | undefined;
   #waitingFlush: Promise<Position> | null = null;
   #fenced: FencedError | null = null;
+  /** The last upload failed: the tick retries even if the WAL did not change. */
+  #shipFailed = false;
   #closed = false;
   #changesetsSinceSnapshot = 0;
   #bytesSinceSnapshot = 0;
@@ -191,9 +204,8 @@ export class SqliteLeader {
     this.#position = state
       ? { epoch: options.epoch, seq: state.seq, checksum: Buffer.from(state.checksum, 'hex') }
       : { epoch: options.epoch, ...options.position };
-    this.#cursor = state?.cursor ?? null;
-    this.#durableCursor = this.#cursor;
-    this.#unshipped = readOutbox(this.#outboxPath, options.db, this.#position);
+    this.#durableCursor = state?.cursor ?? null;
+    this.#outboxPending = readOutbox(this.#outboxPath, options.db, this.#position) !== null;
     this.#commitTimeMs = state?.commitTimeMs ?? options.position.commitTimeMs ?? 0;
     this.#changesetsSinceSnapshot = options.changesetsSinceSnapshot ?? 0;
     options.onOpen?.();
@@ -220,6 +232,10 @@ export class SqliteLeader {
     // It only copies WAL frames into the file: it needs almost no cache of its own.
     if (cacheKiB !== undefined) checkpointer.pragma('cache_size = -64');
     this.#checkpointer = checkpointer;
+    const pin = new Database(this.#options.path);
+    pin.pragma('cache_size = -64');
+    this.#pin = pin;
+    this.#pinned = false;
     return checkpointer;
   }
 
@@ -239,13 +255,14 @@ export class SqliteLeader {
     if (database === null) return true;
     if (this.#closed || this.#fenced || database.inTransaction) return false;
     if (this.#queued > 0 || this.#uploads.size > 0 || this.#soonTimer !== undefined) return false;
-    this.#capture();
-    if (this.#unshipped) return false;
+    if (this.#outboxPending || readCommittedFrames(this.#walPath, this.#durableCursor))
+      return false;
     this.#ticksStoppedByHibernation = this.#timer !== undefined;
     this.#clearTimers();
     this.#closeConnections();
     this.#db = null;
     this.#checkpointer = null;
+    this.#pin = null;
     // The cursor stays: a WAL recreated on wake has new salts and is read from its start.
     this.#walBytesSinceCheckpoint = 0;
     return true;
@@ -320,14 +337,16 @@ export class SqliteLeader {
     const tick = () => {
       this.#timer = undefined;
       if (this.#closed || this.#fenced) return;
-      // A failed upload leaves captured pages behind: retry them even if the WAL is unchanged.
-      if (!this.#walChangedSinceLastTick() && !this.#unshipped) {
+      // A failed upload leaves frames unshipped: retry them even if the WAL is unchanged.
+      if (!this.#walChangedSinceLastTick() && !this.#shipFailed && !this.#outboxPending) {
         if (this.#options.tickWhenIdle === false) this.#tickArmed = false;
         else this.#schedule(tick);
         return;
       }
+      const startedAt = this.#clock.now();
+      // The interval runs from the start of a flush: one that took longer is followed at once.
       this.flush().then(
-        () => this.#schedule(tick),
+        () => this.#schedule(tick, this.#clock.now() - startedAt),
         () => this.#schedule(tick),
       );
     };
@@ -369,9 +388,14 @@ export class SqliteLeader {
     if (this.#waitingFlush !== null) return this.#waitingFlush;
     const flush = this.#serial(async () => {
       if (this.#waitingFlush === flush) this.#waitingFlush = null;
-      this.#capture();
-      await this.#shipUnshipped();
-      this.#checkpoint();
+      // Before the capture reads the WAL: every frame the pin's snapshot holds gets shipped.
+      const pinned = this.#pinWal();
+      try {
+        await this.#shipUnshipped();
+        await this.#checkpoint(pinned);
+      } finally {
+        this.#unpinWal();
+      }
       return this.position;
     });
     this.#waitingFlush = flush;
@@ -391,10 +415,9 @@ export class SqliteLeader {
    */
   snapshot(): Promise<SnapshotManifest> {
     const upload = this.#serial(async () => {
-      this.#capture();
-      // Read in the same synchronous block as the capture, so both end at the same commit.
       const overlay = readCommittedFrames(this.#walPath, null);
-      await this.#shipUnshipped();
+      // Ships exactly up to the overlay's last commit, so the image and its position agree.
+      await this.#shipUnshipped(overlay?.cursor.offset ?? WAL_HEADER_SIZE);
       this.#checkpointHolds += 1;
       this.#changesetsSinceSnapshot = 0;
       this.#bytesSinceSnapshot = 0;
@@ -424,9 +447,9 @@ export class SqliteLeader {
     await Promise.all(this.#uploads);
     let tail: ParkedTail | null = null;
     try {
-      this.#capture();
-      if (this.#unshipped) {
-        tail = parkTail(parkDir, this.#options.db, this.#position, this.#unshipped);
+      const unshipped = collectUnshipped(this.#unshippedSource());
+      if (unshipped) {
+        tail = parkTail(parkDir, this.#options.db, this.#position, unshipped);
         this.#options.onEvent?.({ type: 'parked', tail });
       }
     } finally {
@@ -441,7 +464,7 @@ export class SqliteLeader {
     try {
       if (!this.#fenced) {
         await this.flush();
-        // What the flush's checkpoint captured too: closing lets SQLite backfill and drop the WAL.
+        // What was committed during that flush.
         await this.#serial(() => this.#shipUnshipped());
       }
     } finally {
@@ -449,7 +472,12 @@ export class SqliteLeader {
       this.#clearTimers();
       await this.#queue.catch(() => {});
       await Promise.all(this.#uploads);
-      if (!this.#fenced) this.#saveState(null);
+      if (!this.#fenced) {
+        // Closing lets SQLite backfill and drop the WAL: whatever is still unshipped (a failed
+        // upload, a commit made while closing) goes to the outbox first.
+        if (this.#db !== null) this.#setAsideUnshipped();
+        this.#saveState(null);
+      }
       this.#closeConnections();
     }
   }
@@ -463,6 +491,7 @@ export class SqliteLeader {
 
   #closeConnections(): void {
     this.#db?.close();
+    this.#pin?.close();
     // Last, so SQLite's final checkpoint on close sees only shipped frames.
     this.#checkpointer?.close();
   }
@@ -480,9 +509,10 @@ export class SqliteLeader {
     return changed;
   }
 
-  #schedule(fn: () => void): void {
+  #schedule(fn: () => void, elapsedMs = 0): void {
     if (this.#closed || this.#fenced) return;
-    this.#timer = this.#clock.setTimeout(fn, this.#options.shipIntervalMs ?? 100);
+    const delay = Math.max(0, (this.#options.shipIntervalMs ?? 100) - elapsedMs);
+    this.#timer = this.#clock.setTimeout(fn, delay);
   }
 
   #serial<T>(work: () => Promise<T>): Promise<T> {
@@ -500,59 +530,100 @@ export class SqliteLeader {
     return run;
   }
 
-  /** Reads what was committed since the last capture into the unshipped pages. */
-  #capture(): void {
-    const frames = readCommittedFrames(this.#walPath, this.#cursor);
-    if (!frames) return;
-    if (frames.restarted) this.#options.onEvent?.({ type: 'wal-restarted' });
-    const previous = frames.restarted ? null : this.#cursor;
-    this.#walBytesSinceCheckpoint += frames.cursor.offset - (previous?.offset ?? 32);
-    const unshipped = this.#unshipped ?? { pages: new Map(), dbSizePages: 0, pageSize: 0 };
-    for (const [pgno, data] of frames.pages) unshipped.pages.set(pgno, data);
-    // Pages past the final size belong to commits the database later shrank away from.
-    for (const pgno of unshipped.pages.keys()) {
-      if (pgno > frames.dbSizePages) unshipped.pages.delete(pgno);
+  /** Starts the pin's read transaction; false when the connections are closed (hibernated). */
+  #pinWal(): boolean {
+    const pin = this.#pin;
+    if (pin === null || this.#pinned) return this.#pinned;
+    pin.exec('BEGIN');
+    try {
+      pin.prepare('SELECT 1 FROM sqlite_master LIMIT 1').get();
+    } catch {
+      // Shipping goes on without it; the checkpoint then sets everything aside first.
+      pin.exec('ROLLBACK');
+      return false;
     }
-    unshipped.dbSizePages = frames.dbSizePages;
-    unshipped.pageSize = frames.cursor.pageSize;
-    this.#unshipped = unshipped;
-    this.#cursor = frames.cursor;
+    this.#pinned = true;
+    return true;
   }
 
-  async #shipUnshipped(): Promise<void> {
-    const unshipped = this.#unshipped;
-    if (!unshipped) return;
-    // Again at the next sequence when an earlier attempt turns out to have landed: the pages go
-    // out once more, which changes nothing (each is the latest version).
-    while (!(await this.#ship(await this.#encode(unshipped, this.#cursor as WalCursor)))) {}
-    if (this.#unshipped === unshipped) this.#unshipped = null;
-    removeFileSync(this.#outboxPath);
+  #unpinWal(): void {
+    if (!this.#pinned) return;
+    this.#pinned = false;
+    if (this.#pin?.open) this.#pin.exec('COMMIT');
   }
 
-  /** Seals the unshipped pages into the next changeset; compression runs off the event loop. */
-  async #encode(unshipped: Unshipped, cursor: WalCursor): Promise<Captured> {
-    const pages = [...unshipped.pages]
-      .sort(([a], [b]) => a - b)
-      .map(([pgno, data]) => ({ pgno, data }));
-    const { bytes, changeset } = await encodeChangesetAsync(
-      {
-        db: this.#options.db,
-        epoch: this.#position.epoch,
-        seq: this.#position.seq + 1,
-        commitTimeMs: (this.#options.wallClockMs ?? Date.now)(),
-        prevChecksum: this.#position.checksum,
-        pageSize: unshipped.pageSize,
-        dbSizePages: unshipped.dbSizePages,
-        pages,
-      },
-      this.#options.codec ? { codec: this.#options.codec } : {},
-    );
-    return { changeset, bytes, cursor };
+  #unshippedSource() {
+    return {
+      walPath: this.#walPath,
+      from: this.#durableCursor,
+      outboxPath: this.#outboxPending ? this.#outboxPath : null,
+      db: this.#options.db,
+    };
+  }
+
+  #captureJob(until: number | undefined): CaptureJob {
+    return {
+      ...this.#unshippedSource(),
+      ...(until !== undefined ? { until } : {}),
+      epoch: this.#position.epoch,
+      seq: this.#position.seq + 1,
+      prevChecksum: this.#position.checksum,
+      commitTimeMs: (this.#options.wallClockMs ?? Date.now)(),
+      ...(this.#options.codec !== undefined ? { codec: this.#options.codec } : {}),
+    };
+  }
+
+  /** Seals what is unshipped into the next changeset: large ones on the capture worker. */
+  #capture(until?: number): Promise<Capture | null> {
+    const job = this.#captureJob(until);
+    const from = job.from?.offset ?? 0;
+    const walSize = fileSize(this.#walPath);
+    const pending =
+      (walSize >= from ? walSize - from : walSize) +
+      (job.outboxPath ? fileSize(job.outboxPath) : 0);
+    const threshold = this.#options.workerCaptureBytes ?? WORKER_CAPTURE_BYTES;
+    if (pending >= threshold) return captureWorker.run(job);
+    // From a macrotask: with storage that answers in microtasks, commit → flush → commit would
+    // otherwise never let timers and sockets run.
+    return new Promise((resolve, reject) => {
+      setImmediate(() => {
+        try {
+          resolve(encodeCapture(job));
+        } catch (error) {
+          reject(error);
+        }
+      });
+    });
+  }
+
+  /**
+   * Ships everything committed (up to `until`), as one changeset. Again at the next sequence when
+   * an earlier attempt turns out to have landed: the same frames go out once more, which changes
+   * nothing (each page is its latest version).
+   */
+  async #shipUnshipped(until?: number): Promise<void> {
+    try {
+      let captured = await this.#capture(until);
+      if (!captured) {
+        this.#shipFailed = false;
+        return;
+      }
+      while (!(await this.#ship(captured))) {
+        const again: Capture | null = await this.#capture(captured.cursor?.offset ?? until);
+        if (!again) throw new Error('the frames of a changeset vanished before it was shipped');
+        captured = again;
+      }
+      this.#shipFailed = false;
+    } catch (error) {
+      this.#shipFailed = true;
+      throw error;
+    }
   }
 
   /** Uploads one changeset; false when the slot held an earlier upload of ours instead. */
-  async #ship(captured: Captured): Promise<boolean> {
-    const { changeset, bytes, cursor } = captured;
+  async #ship(captured: Capture): Promise<boolean> {
+    const { bytes, cursor } = captured;
+    const changeset = captured;
     const key = logKey(this.#options.prefix, this.#options.db, changeset.seq);
     if (this.#options.canShip && !this.#options.canShip()) {
       const error = new NotLeaderError(
@@ -565,7 +636,7 @@ export class SqliteLeader {
       seq: changeset.seq,
       checksum: hex(changeset.checksum),
       commitTimeMs: changeset.commitTimeMs,
-      cursor,
+      cursor: cursor ?? this.#durableCursor,
     });
     let written: boolean;
     let earlier: Changeset | null = null;
@@ -601,6 +672,12 @@ export class SqliteLeader {
       checksum: changeset.checksum,
     };
     this.#durableCursor = cursor;
+    this.#walBytesSinceCheckpoint += captured.walBytes;
+    if (captured.restarted) this.#options.onEvent?.({ type: 'wal-restarted' });
+    if (captured.includesOutbox) {
+      removeFileSync(this.#outboxPath);
+      this.#outboxPending = false;
+    }
     this.#commitTimeMs = changeset.commitTimeMs;
     // No state write here: the pending record already says where a restart resumes once
     // storage confirms this upload, and the next capture's write records it anyway.
@@ -608,7 +685,7 @@ export class SqliteLeader {
       type: 'shipped',
       seq: changeset.seq,
       bytes: bytes.length,
-      pages: changeset.pages.length,
+      pages: changeset.pages,
     });
     this.#changesetsSinceSnapshot += 1;
     this.#bytesSinceSnapshot += bytes.length;
@@ -653,7 +730,9 @@ export class SqliteLeader {
 
   #snapshotSource(overlay: CommittedFrames | null): SnapshotSource {
     const pageSize =
-      this.#cursor?.pageSize ?? (this.database.pragma('page_size', { simple: true }) as number);
+      overlay?.cursor.pageSize ??
+      this.#durableCursor?.pageSize ??
+      (this.database.pragma('page_size', { simple: true }) as number);
     const dbSizePages =
       overlay?.dbSizePages ?? Math.floor(fs.statSync(this.#options.path).size / pageSize);
     return {
@@ -687,23 +766,39 @@ export class SqliteLeader {
 
   /**
    * Backfills the WAL into the database file once enough of it was written, like SQLite's own
-   * autocheckpoint. Everything committed is captured first, and what storage does not hold yet is
-   * written to the outbox, so the whole WAL can go and SQLite restarts it at the next write.
+   * autocheckpoint. Under the flush's pin only shipped frames can be backfilled, and the capture
+   * worker does it. Past the truncate size everything committed is set aside first, so the whole
+   * WAL can go and SQLite restarts it at the next write; that reads and writes every unshipped
+   * frame on this thread, so it waits until a flush leaves few of them (flushing again at once).
    */
-  #checkpoint(): void {
+  async #checkpoint(pinned: boolean): Promise<void> {
     // A snapshot is reading the database file: it must not change under it.
-    if (this.#checkpointHolds > 0) return;
-    this.#capture();
+    if (this.#checkpointHolds > 0 || this.#db === null) return;
     const walBytes = fileSize(this.#walPath);
-    const truncate = walBytes > (this.#options.walTruncateBytes ?? 64 * 1024 * 1024);
+    const truncateBytes = this.#options.walTruncateBytes ?? 64 * 1024 * 1024;
+    const oversized = walBytes > truncateBytes;
     const due =
       this.#walBytesSinceCheckpoint >= (this.#options.checkpointEveryBytes ?? 4 * 1024 * 1024);
-    if (!due && !truncate) return;
-    if (this.#unshipped) {
-      writeOutbox(this.#outboxPath, this.#options.db, this.#position, this.#unshipped);
-      this.#durableCursor = this.#cursor;
-      this.#saveState(null);
+    if (!due && !oversized) return;
+    const unshippedBytes = walBytes - (this.#durableCursor?.offset ?? 0);
+    const setAside =
+      !pinned || (oversized && (unshippedBytes <= SET_ASIDE_BYTES || walBytes > 4 * truncateBytes));
+    if (setAside) {
+      // One synchronous block from here on: no commit can slip in before the checkpoint.
+      this.#unpinWal();
+      this.#setAsideUnshipped();
+      this.#checkpointHere(oversized);
+      return;
     }
+    if (oversized) this.shipSoon();
+    const done =
+      this.#options.workerCaptureBytes !== Number.POSITIVE_INFINITY &&
+      (await captureWorker.checkpoint(this.#options.path));
+    if (!done) this.#checkpointHere(false);
+    this.#walBytesSinceCheckpoint = 0;
+  }
+
+  #checkpointHere(truncate: boolean): void {
     try {
       this.#checkpointDb.pragma('wal_checkpoint(PASSIVE)');
       this.#walBytesSinceCheckpoint = 0;
@@ -712,6 +807,17 @@ export class SqliteLeader {
       // SQLITE_BUSY: a reader is in the way; the next tick tries again.
       if ((error as { code?: string }).code !== 'SQLITE_BUSY') throw error;
     }
+  }
+
+  /** Everything committed that storage lacks goes to the outbox, which a restart ships first. */
+  #setAsideUnshipped(): void {
+    const unshipped = collectUnshipped(this.#unshippedSource());
+    if (!unshipped) return;
+    writeOutbox(this.#outboxPath, this.#options.db, this.#position, unshipped);
+    this.#outboxPending = true;
+    this.#durableCursor = unshipped.cursor;
+    this.#walBytesSinceCheckpoint += unshipped.walBytes;
+    this.#saveState(null);
   }
 
   #saveState(pending: LeaderState['pending']): void {
@@ -781,11 +887,11 @@ function hex(bytes: Uint8Array): string {
   return Buffer.from(bytes).toString('hex');
 }
 
+type OutboxPages = Pick<Unshipped, 'pages' | 'dbSizePages' | 'pageSize'>;
+
 /** The outbox: pages captured before a checkpoint that storage does not hold yet, as a changeset. */
-function writeOutbox(file: string, db: string, position: Position, unshipped: Unshipped): void {
-  const pages = [...unshipped.pages]
-    .sort(([a], [b]) => a - b)
-    .map(([pgno, data]) => ({ pgno, data }));
+function writeOutbox(file: string, db: string, position: Position, unshipped: OutboxPages): void {
+  const pages = sortedPages(unshipped.pages);
   const { bytes } = encodeChangeset(
     {
       db,
@@ -803,7 +909,7 @@ function writeOutbox(file: string, db: string, position: Position, unshipped: Un
 }
 
 /** The outbox of this position, or null; one left from an earlier position is stale and removed. */
-function readOutbox(file: string, db: string, position: Position): Unshipped | null {
+function readOutbox(file: string, db: string, position: Position): OutboxPages | null {
   let bytes: Buffer;
   try {
     bytes = fs.readFileSync(file);
@@ -831,7 +937,7 @@ function parkTail(
   parkDir: string,
   db: string,
   position: Position,
-  unshipped: Unshipped,
+  unshipped: OutboxPages,
 ): ParkedTail {
   fs.mkdirSync(parkDir, { recursive: true });
   const file = `${parkDir}/${db}.epoch-${position.epoch}.after-seq-${position.seq}.${Date.now()}.hadb-parked`;

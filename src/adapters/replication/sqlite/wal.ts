@@ -191,6 +191,8 @@ export function readWalHeader(walPath: string): WalHeader | null {
 export function readCommittedFrames(
   walPath: string,
   cursor: WalCursor | null,
+  /** Read no frame ending past this offset (a commit boundary read before): the same frames again. */
+  until?: number,
 ): CommittedFrames | null {
   if (cursor !== null) assertCursorShape(cursor);
   const fd = openIfExists(walPath);
@@ -216,7 +218,7 @@ export function readCommittedFrames(
       }
       start = { offset: cursor.offset, s0: cursor.checksum1, s1: cursor.checksum2 };
     }
-    return readFrames(fd, header, size, start, restarted);
+    return readFrames(fd, header, size, start, restarted, until ?? Number.POSITIVE_INFINITY);
   } finally {
     closeSync(fd);
   }
@@ -254,6 +256,7 @@ function readFrames(
   size: number,
   start: { offset: number; s0: number; s1: number },
   restarted: boolean,
+  until: number,
 ): CommittedFrames | null {
   const { pageSize, bigEndianChecksum, salt1, salt2 } = header;
   const frameSize = WAL_FRAME_HEADER_SIZE + pageSize;
@@ -299,7 +302,7 @@ function readFrames(
   let lastDbSizePages = 0;
 
   reading: for (;;) {
-    const got = readFully(fd, chunk, offset);
+    const got = Math.min(readFully(fd, chunk, offset), Math.max(0, until - offset));
     if (got < frameSize) break;
     for (let at = 0; at + frameSize <= got; at += frameSize) {
       const pgno = view.getUint32(at);
