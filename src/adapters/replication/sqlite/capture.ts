@@ -48,6 +48,8 @@ export interface Capture {
   checksum: Uint8Array;
   commitTimeMs: number;
   pages: number;
+  /** The database's size after this changeset. */
+  dbBytes: number;
   cursor: WalCursor | null;
   walBytes: number;
   restarted: boolean;
@@ -106,6 +108,7 @@ export function encodeCapture(job: CaptureJob): Capture | null {
     checksum: changeset.checksum,
     commitTimeMs: changeset.commitTimeMs,
     pages: changeset.pages.length,
+    dbBytes: unshipped.dbSizePages * unshipped.pageSize,
     cursor: unshipped.cursor,
     walBytes: unshipped.walBytes,
     restarted: unshipped.restarted,

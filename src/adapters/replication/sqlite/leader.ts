@@ -74,7 +74,10 @@ export interface LeaderOptions {
   checkpointEveryBytes?: number;
   /** Past this `-wal` size a fully shipped WAL is truncated (default 64 MiB). */
   walTruncateBytes?: number;
-  /** Take a snapshot after this many changesets (default 1000) or changeset bytes (default 256 MiB) since the last. */
+  /**
+   * Take a snapshot after this many changesets (default 1000) or changeset bytes (default 256 MiB,
+   * or the database file's size when that is larger) since the last.
+   */
   snapshotEveryChangesets?: number;
   snapshotEveryBytes?: number;
   /**
@@ -181,6 +184,8 @@ export class SqliteLeader {
   #closed = false;
   #changesetsSinceSnapshot = 0;
   #bytesSinceSnapshot = 0;
+  /** The database's size as of the last changeset shipped. */
+  #dbBytes = 0;
   #lastWalSignature = '';
   #checkpointHolds = 0;
   #walBytesSinceCheckpoint = 0;
@@ -689,6 +694,7 @@ export class SqliteLeader {
     });
     this.#changesetsSinceSnapshot += 1;
     this.#bytesSinceSnapshot += bytes.length;
+    this.#dbBytes = captured.dbBytes;
     if (this.#snapshotDue()) {
       this.#autoSnapshotQueued = true;
       this.snapshot()
@@ -720,13 +726,15 @@ export class SqliteLeader {
   #snapshotDue(): boolean {
     const { snapshotEveryChangesets = 1000, snapshotEveryBytes = 256 * 1024 * 1024 } =
       this.#options;
+    if (this.#autoSnapshotQueued || this.#checkpointHolds > 0) return false;
+    if (this.#changesetsSinceSnapshot >= snapshotEveryChangesets) return true;
+    // Never more snapshot than log: a database larger than the threshold waits for its own size.
     return (
-      !this.#autoSnapshotQueued &&
-      this.#checkpointHolds === 0 &&
-      (this.#changesetsSinceSnapshot >= snapshotEveryChangesets ||
-        this.#bytesSinceSnapshot >= snapshotEveryBytes)
+      this.#bytesSinceSnapshot >= snapshotEveryBytes &&
+      this.#bytesSinceSnapshot >= this.#dbBytes
     );
   }
+
 
   #snapshotSource(overlay: CommittedFrames | null): SnapshotSource {
     const pageSize =
@@ -774,28 +782,30 @@ export class SqliteLeader {
   async #checkpoint(pinned: boolean): Promise<void> {
     // A snapshot is reading the database file: it must not change under it.
     if (this.#checkpointHolds > 0 || this.#db === null) return;
-    const walBytes = fileSize(this.#walPath);
     const truncateBytes = this.#options.walTruncateBytes ?? 64 * 1024 * 1024;
-    const oversized = walBytes > truncateBytes;
+    const oversized = fileSize(this.#walPath) > truncateBytes;
     const due =
       this.#walBytesSinceCheckpoint >= (this.#options.checkpointEveryBytes ?? 4 * 1024 * 1024);
     if (!due && !oversized) return;
-    const unshippedBytes = walBytes - (this.#durableCursor?.offset ?? 0);
-    const setAside =
-      !pinned || (oversized && (unshippedBytes <= SET_ASIDE_BYTES || walBytes > 4 * truncateBytes));
-    if (setAside) {
-      // One synchronous block from here on: no commit can slip in before the checkpoint.
-      this.#unpinWal();
-      this.#setAsideUnshipped();
-      this.#checkpointHere(oversized);
-      return;
+    if (pinned) {
+      // Everything up to the pin is in storage: the bulk of the copying, off this thread.
+      const done =
+        this.#options.workerCaptureBytes !== Number.POSITIVE_INFINITY &&
+        (await captureWorker.checkpoint(this.#options.path));
+      if (!done) this.#checkpointHere(false);
+      this.#walBytesSinceCheckpoint = 0;
+      if (!oversized) return;
+      const walBytes = fileSize(this.#walPath);
+      const unshippedBytes = walBytes - (this.#durableCursor?.offset ?? 0);
+      if (unshippedBytes > SET_ASIDE_BYTES && walBytes <= 4 * truncateBytes) {
+        this.shipSoon();
+        return;
+      }
     }
-    if (oversized) this.shipSoon();
-    const done =
-      this.#options.workerCaptureBytes !== Number.POSITIVE_INFINITY &&
-      (await captureWorker.checkpoint(this.#options.path));
-    if (!done) this.#checkpointHere(false);
-    this.#walBytesSinceCheckpoint = 0;
+    // One synchronous block from here on: no commit can slip in before the checkpoint.
+    this.#unpinWal();
+    this.#setAsideUnshipped();
+    this.#checkpointHere(oversized);
   }
 
   #checkpointHere(truncate: boolean): void {
