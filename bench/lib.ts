@@ -8,6 +8,12 @@ import path from 'node:path';
 
 export const quick = process.argv.includes('--quick');
 
+/** The value after `--name` on the command line, or undefined. */
+export function argValue(name: string): string | undefined {
+  const at = process.argv.indexOf(`--${name}`);
+  return at === -1 ? undefined : process.argv[at + 1];
+}
+
 /** Progress and diagnostics: stderr only, so stdout ends with the JSON result. */
 export function log(...parts: unknown[]): void {
   process.stderr.write(`${parts.map((p) => (typeof p === 'string' ? p : String(p))).join(' ')}\n`);

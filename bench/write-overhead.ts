@@ -11,15 +11,16 @@
  * the last partial tick are shipped too), so every commit counted is durable in storage: the ratio
  * is conservative. The ratio without that drain is reported as well.
  *
- *   npx tsx bench/write-overhead.ts [--quick]
+ *   npx tsx bench/write-overhead.ts [--quick] [--codec brotli|deflate-raw|none]
  */
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import { SqliteLeader } from '../src/adapters/replication/sqlite/leader.ts';
 import { createFsStorage } from '../src/adapters/storage/fs.ts';
-import { GENESIS_CHECKSUM } from '../src/wire/changeset.ts';
+import { type ChangesetCodec, GENESIS_CHECKSUM } from '../src/wire/changeset.ts';
 import {
+  argValue,
   directoryBytes,
   emit,
   log,
@@ -45,6 +46,8 @@ const AUTOCOMMIT_CHUNK = 200;
 const BATCH_ROWS = 100;
 const BATCHES_PER_CHUNK = 5;
 const VALUE_CHARS = 100;
+/** The leader's default unless `--codec` names another. */
+const codec = argValue('codec') as ChangesetCodec | undefined;
 
 interface Target {
   db: Database.Database;
@@ -65,10 +68,17 @@ interface WindowResult {
   changesets: number;
 }
 
-/** 100-character values, base64 of random bytes: compress like typical text. */
-const values = Array.from({ length: 1024 }, () =>
-  randomBytes((VALUE_CHARS * 3) / 4).toString('base64'),
-);
+/**
+ * 100-character values, base64 of random bytes. 2^18 distinct values (26 MB) so no codec finds a
+ * value again within its window (brotli's is 4 MiB, deflate's 32 KiB): each row is new text.
+ */
+const VALUE_POOL = 1 << 18;
+const values: string[] = (() => {
+  const text = randomBytes((VALUE_POOL * VALUE_CHARS * 3) / 4).toString('base64');
+  return Array.from({ length: VALUE_POOL }, (_, i) =>
+    text.slice(i * VALUE_CHARS, (i + 1) * VALUE_CHARS),
+  );
+})();
 
 function prepare(db: Database.Database): Target {
   db.exec(
@@ -109,7 +119,7 @@ async function main(): Promise<void> {
     epoch: 1,
     position: { seq: 0, checksum: GENESIS_CHECKSUM },
     shipIntervalMs: SHIP_INTERVAL_MS,
-    ...(process.argv.includes('--no-compression') ? { codec: 'none' as const } : {}),
+    ...(codec ? { codec } : {}),
     onEvent: (event) => {
       if (event.type === 'shipped') {
         shippedBytes += event.bytes;
@@ -265,6 +275,7 @@ async function main(): Promise<void> {
     rounds: ROUNDS,
     windowMs: WINDOW_MS,
     shipIntervalMs: SHIP_INTERVAL_MS,
+    codec: codec ?? 'default',
     autocommitChunkRows: AUTOCOMMIT_CHUNK,
     batchRows: BATCH_ROWS,
     pragmas,
