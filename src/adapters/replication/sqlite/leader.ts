@@ -728,13 +728,9 @@ export class SqliteLeader {
       this.#options;
     if (this.#autoSnapshotQueued || this.#checkpointHolds > 0) return false;
     if (this.#changesetsSinceSnapshot >= snapshotEveryChangesets) return true;
-    // Never more snapshot than log: a database larger than the threshold waits for its own size.
-    return (
-      this.#bytesSinceSnapshot >= snapshotEveryBytes &&
-      this.#bytesSinceSnapshot >= this.#dbBytes
-    );
+    // Never more snapshot than log: a database larger than the threshold waits for its size.
+    return this.#bytesSinceSnapshot >= Math.max(snapshotEveryBytes, this.#dbBytes);
   }
-
 
   #snapshotSource(overlay: CommittedFrames | null): SnapshotSource {
     const pageSize =
