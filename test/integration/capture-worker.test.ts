@@ -4,12 +4,10 @@ import Database from 'better-sqlite3';
 import { describe, expect, it } from 'vitest';
 import { encodeCapture } from '../../src/adapters/replication/sqlite/capture.ts';
 import { captureWorker } from '../../src/adapters/replication/sqlite/capture-pool.ts';
-import { SqliteFollower } from '../../src/adapters/replication/sqlite/follower.ts';
-import { SqliteLeader } from '../../src/adapters/replication/sqlite/leader.ts';
 import { createMemoryStorage } from '../../src/adapters/storage/memory.ts';
 import { WalInvalidError } from '../../src/errors.ts';
 import { decodeChangeset, GENESIS_CHECKSUM } from '../../src/wire/changeset.ts';
-import { expectSamePages, tempDirs, withReadOnly } from './support/replication.ts';
+import { expectFollowerMatches, openNewLeader, tempDirs } from './support/replication.ts';
 
 const freshDir = tempDirs('hadb-capture-worker-');
 
@@ -73,13 +71,11 @@ describe('capture worker', () => {
   it('a leader capturing on the worker ships what a follower replays exactly', async () => {
     const dir = freshDir('leader');
     const storage = createMemoryStorage();
-    const leader = await SqliteLeader.open({
+    const leader = await openNewLeader({
       path: path.join(dir, 'leader.db'),
       db: 'app',
       storage,
       prefix: 'p',
-      epoch: 1,
-      position: { seq: 0, checksum: GENESIS_CHECKSUM },
       workerCaptureBytes: 0,
       checkpointEveryBytes: 64 * 1024,
     });
@@ -98,19 +94,13 @@ describe('capture worker', () => {
     expect(counts.workerCaptures).toBeGreaterThan(before.workerCaptures);
     expect(counts.fallbacks).toBe(before.fallbacks);
 
-    const followerPath = path.join(dir, 'follower.db');
-    const follower = await SqliteFollower.open({
-      path: followerPath,
+    await expectFollowerMatches(leader, storage, {
+      dir,
       db: 'app',
-      storage,
       prefix: 'p',
+      table: 't',
+      rows: 300,
     });
-    await follower.pull();
-    follower.close();
-    expect(
-      withReadOnly(followerPath, (f) => f.prepare('SELECT count(*) AS c FROM t').get()),
-    ).toEqual({ c: 300 });
-    expectSamePages(leader.database.serialize(), followerPath);
     await leader.close();
   });
 });

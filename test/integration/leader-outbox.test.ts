@@ -2,12 +2,9 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { SqliteFollower } from '../../src/adapters/replication/sqlite/follower.ts';
-import { SqliteLeader } from '../../src/adapters/replication/sqlite/leader.ts';
 import { createFsStorage } from '../../src/adapters/storage/fs.ts';
 import { createMemoryStorage } from '../../src/adapters/storage/memory.ts';
-import { GENESIS_CHECKSUM } from '../../src/wire/changeset.ts';
-import { expectSamePages, tempDirs, withReadOnly } from './support/replication.ts';
+import { expectFollowerMatches, openNewLeader, tempDirs } from './support/replication.ts';
 
 const freshDir = tempDirs('hadb-outbox-');
 const fixture = path.resolve(import.meta.dirname, 'fixtures/outbox-leader.ts');
@@ -27,30 +24,21 @@ describe('leader checkpoints: commits made while a flush ships survive a crash',
       expect(fs.existsSync(path.join(dir, 'leader.db-hadb-outbox'))).toBe(mode === 'truncate');
 
       const storage = createFsStorage({ root: path.join(dir, 'bucket') });
-      const leader = await SqliteLeader.open({
+      const leader = await openNewLeader({
         path: path.join(dir, 'leader.db'),
         db: 'app',
         storage,
         prefix: 'p',
-        epoch: 1,
-        position: { seq: 0, checksum: GENESIS_CHECKSUM },
       });
       expect(leader.database.prepare('SELECT count(*) AS c FROM items').get()).toEqual({ c: rows });
       await leader.flush();
-      const followerPath = path.join(dir, 'follower.db');
-      const follower = await SqliteFollower.open({
-        path: followerPath,
+      await expectFollowerMatches(leader, storage, {
+        dir,
         db: 'app',
-        storage,
         prefix: 'p',
+        table: 'items',
+        rows,
       });
-      await follower.pull();
-      follower.close();
-      const count = withReadOnly(followerPath, (db) =>
-        db.prepare('SELECT count(*) AS c FROM items').get(),
-      );
-      expect(count).toEqual({ c: rows });
-      expectSamePages(leader.database.serialize(), followerPath);
       await leader.close();
       expect(fs.existsSync(path.join(dir, 'leader.db-hadb-outbox'))).toBe(false);
     });
@@ -60,13 +48,11 @@ describe('leader checkpoints: commits made while a flush ships survive a crash',
     const dir = freshDir('bounded');
     const storage = createMemoryStorage();
     const walTruncateBytes = 512 * 1024;
-    const leader = await SqliteLeader.open({
+    const leader = await openNewLeader({
       path: path.join(dir, 'leader.db'),
       db: 'app',
       storage,
       prefix: 'p',
-      epoch: 1,
-      position: { seq: 0, checksum: GENESIS_CHECKSUM },
       shipIntervalMs: 5,
       checkpointEveryBytes: 64 * 1024,
       walTruncateBytes,
@@ -95,19 +81,13 @@ describe('leader checkpoints: commits made while a flush ships survive a crash',
     expect(truncations).toBeGreaterThanOrEqual(3);
     expect(largestWal).toBeLessThan(4 * walTruncateBytes);
 
-    const followerPath = path.join(dir, 'follower.db');
-    const follower = await SqliteFollower.open({
-      path: followerPath,
+    await expectFollowerMatches(leader, storage, {
+      dir,
       db: 'app',
-      storage,
       prefix: 'p',
+      table: 'items',
+      rows,
     });
-    await follower.pull();
-    follower.close();
-    expect(
-      withReadOnly(followerPath, (f) => f.prepare('SELECT count(*) AS c FROM items').get()),
-    ).toEqual({ c: rows });
-    expectSamePages(leader.database.serialize(), followerPath);
     await leader.close();
   });
 });

@@ -1,23 +1,19 @@
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { listSnapshots } from '../../src/adapters/replication/snapshot.ts';
-import { SqliteLeader } from '../../src/adapters/replication/sqlite/leader.ts';
 import { createMemoryStorage } from '../../src/adapters/storage/memory.ts';
-import { GENESIS_CHECKSUM } from '../../src/wire/changeset.ts';
-import { tempDirs } from './support/replication.ts';
+import { openNewLeader, tempDirs } from './support/replication.ts';
 
 const freshDir = tempDirs('hadb-snapshot-cadence-');
 
 async function openLeader(dir: string, options: { changesets?: number; bytes?: number }) {
   const storage = createMemoryStorage();
   const snapshots: number[] = [];
-  const leader = await SqliteLeader.open({
+  const leader = await openNewLeader({
     path: path.join(dir, 'leader.db'),
     db: 'app',
     storage,
     prefix: 'p',
-    epoch: 1,
-    position: { seq: 0, checksum: GENESIS_CHECKSUM },
     codec: 'none',
     ...(options.changesets !== undefined ? { snapshotEveryChangesets: options.changesets } : {}),
     ...(options.bytes !== undefined ? { snapshotEveryBytes: options.bytes } : {}),

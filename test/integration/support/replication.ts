@@ -5,6 +5,7 @@ import path from 'node:path';
 import Database from 'better-sqlite3';
 import { afterAll, expect } from 'vitest';
 import { maskFollowerOwnedHeader } from '../../../src/adapters/replication/sqlite/apply.ts';
+import { SqliteFollower } from '../../../src/adapters/replication/sqlite/follower.ts';
 import {
   type LeaderOptions,
   SqliteLeader,
@@ -58,6 +59,31 @@ export function openNewLeader(
     epoch: 1,
     position: { seq: 0, checksum: GENESIS_CHECKSUM },
   });
+}
+
+/**
+ * Replays storage into a new follower beside `leader` and checks it holds `rows` rows of `table`
+ * and the leader's pages.
+ */
+export async function expectFollowerMatches(
+  leader: SqliteLeader,
+  storage: StorageBackend,
+  options: { dir: string; db: string; prefix: string; table: string; rows: number },
+): Promise<void> {
+  const followerPath = path.join(options.dir, 'follower.db');
+  const follower = await SqliteFollower.open({
+    path: followerPath,
+    db: options.db,
+    storage,
+    prefix: options.prefix,
+  });
+  await follower.pull();
+  follower.close();
+  const count = withReadOnly(followerPath, (db) =>
+    db.prepare(`SELECT count(*) AS c FROM "${options.table}"`).get(),
+  );
+  expect(count).toEqual({ c: options.rows });
+  expectSamePages(leader.database.serialize(), followerPath);
 }
 
 /** Every row of every table (blobs as hex) and the schema: what a copy must reproduce. */
