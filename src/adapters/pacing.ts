@@ -5,6 +5,10 @@ import { InvalidArgumentError } from '../errors.ts';
  * Paces requests to a remote service: at most `maxConcurrent` in flight, and no more than
  * `ratePerSecond` started per second (a token bucket holding up to `burst` tokens). A request
  * over either limit waits its turn, first come first served; none is refused.
+ *
+ * A request started inside {@link urgently} (a takeover's catch-up and epoch-start record) is
+ * paced by `maxConcurrent` alone and starts before every waiting ordinary one: a failover of
+ * thousands of databases is a burst bounded by the number of databases, and each waits for it.
  */
 
 export interface PacingOptions {
@@ -40,6 +44,8 @@ export class RequestPacer {
   /** Waiting requests, oldest first; `#head` is the index of the oldest. */
   #waiting: (() => void)[] = [];
   #head = 0;
+  /** Waiting urgent requests, oldest first: they need a slot, not a token. */
+  #urgent = new Queue();
   #timerPending = false;
 
   constructor(options: PacingOptions = {}) {
@@ -68,12 +74,19 @@ export class RequestPacer {
 
   /** Requests waiting for their turn. */
   get queued(): number {
-    return this.#waiting.length - this.#head;
+    return this.#waiting.length - this.#head + this.#urgent.length;
   }
 
   /** Runs `call` when its turn comes; settles as `call` does. */
   async run<T>(call: () => Promise<T>): Promise<T> {
-    if (this.queued > 0 || !this.#tryStart()) {
+    if (urgentDepth > 0) {
+      // Read before the first await: urgency applies to the request being started now.
+      if (this.#urgent.length > 0 || this.#inFlight >= this.maxConcurrent) {
+        await new Promise<void>((resolve) => this.#urgent.push(resolve));
+      } else {
+        this.#inFlight++;
+      }
+    } else if (this.#waiting.length - this.#head > 0 || !this.#tryStart()) {
       await new Promise<void>((resolve) => {
         this.#waiting.push(resolve);
       });
@@ -103,7 +116,11 @@ export class RequestPacer {
 
   /** Starts waiting requests in order while there is room; the oldest blocks the rest (FIFO). */
   #pump(): void {
-    while (this.queued > 0 && this.#tryStart()) {
+    while (this.#urgent.length > 0 && this.#inFlight < this.maxConcurrent) {
+      this.#inFlight++;
+      (this.#urgent.shift() as () => void)();
+    }
+    while (this.#waiting.length - this.#head > 0 && this.#tryStart()) {
       const resolve = this.#waiting[this.#head] as () => void;
       this.#head++;
       resolve();
@@ -136,6 +153,23 @@ export class RequestPacer {
   }
 }
 
+/** How many {@link urgently} calls are starting requests right now (they start synchronously). */
+let urgentDepth = 0;
+
+/**
+ * Starts `start`'s requests as urgent: every {@link RequestPacer.run} entered synchronously
+ * inside it skips the rate limit (not the concurrency cap) and the queue of ordinary requests.
+ * Only what `start` calls before its first `await` counts: wrap each request, not a whole flow.
+ */
+export function urgently<T>(start: () => T): T {
+  urgentDepth++;
+  try {
+    return start();
+  } finally {
+    urgentDepth--;
+  }
+}
+
 let processPacer: RequestPacer | undefined;
 
 /** The storage pacer every node of this process shares unless told otherwise. */
@@ -157,4 +191,29 @@ function positive(name: string, value: number): number {
     throw new InvalidArgumentError(`${name} must be a positive number, got ${value}`);
   }
   return value;
+}
+
+/** A FIFO of waiters with O(1) shift. */
+class Queue {
+  #items: (() => void)[] = [];
+  #head = 0;
+
+  get length(): number {
+    return this.#items.length - this.#head;
+  }
+
+  push(item: () => void): void {
+    this.#items.push(item);
+  }
+
+  shift(): (() => void) | undefined {
+    if (this.#head >= this.#items.length) return undefined;
+    const item = this.#items[this.#head];
+    this.#head++;
+    if (this.#head > 1024 && this.#head * 2 > this.#items.length) {
+      this.#items = this.#items.slice(this.#head);
+      this.#head = 0;
+    }
+    return item;
+  }
 }
