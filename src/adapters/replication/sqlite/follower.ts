@@ -6,6 +6,7 @@ import {
   decodeChangeset,
   GENESIS_CHECKSUM,
 } from '../../../wire/changeset.ts';
+import { urgently } from '../../pacing.ts';
 import type { StorageBackend } from '../../storage/types.ts';
 import {
   listSnapshots,
@@ -20,6 +21,7 @@ import {
   readJsonFileSync,
   removeFileSync,
   removeLeftoverTempFilesOnce,
+  writeFileAtomic,
   writeFileAtomicSync,
 } from './local-file.ts';
 
@@ -40,6 +42,14 @@ export type FollowerEvent =
   /** Changesets `fromSeq`..`seq`, applied as one. */
   | { type: 'applied'; fromSeq: number; seq: number; pages: number };
 
+export interface PullOptions {
+  /**
+   * A takeover waits on this pull: its requests skip the storage pacer's rate limit, and it asks
+   * storage what follows the copy with one listing (one request when there is nothing new).
+   */
+  urgent?: boolean;
+}
+
 interface FollowerState {
   db: string;
   epoch: number;
@@ -59,7 +69,7 @@ export class SqliteFollower {
   #applier: PageApplier | null;
   #state: FollowerState;
 
-  private constructor(options: FollowerOptions, applier: PageApplier, state: FollowerState) {
+  private constructor(options: FollowerOptions, applier: PageApplier | null, state: FollowerState) {
     this.#options = options;
     this.#statePath = statePathOf(options.path);
     this.#applier = applier;
@@ -96,6 +106,7 @@ export class SqliteFollower {
   static async adoptLeaderFile(
     options: FollowerOptions,
     position: Position,
+    how: { offLoop?: boolean } = {},
   ): Promise<SqliteFollower> {
     if (fs.existsSync(`${options.path}-wal`)) {
       throw new InvalidArgumentError(
@@ -118,8 +129,15 @@ export class SqliteFollower {
       checksum: Buffer.from(position.checksum).toString('hex'),
       pageSize: raw === 1 ? 65536 : raw,
     };
-    writeFileAtomicSync(statePathOf(options.path), JSON.stringify(state));
-    return SqliteFollower.open(options);
+    // `offLoop`: a node whose lease lapsed adopts the files of all its leaders at once; its
+    // event loop should keep turning meanwhile.
+    if (how.offLoop) await writeFileAtomic(statePathOf(options.path), JSON.stringify(state));
+    else writeFileAtomicSync(statePathOf(options.path), JSON.stringify(state));
+    // Everything up to `position` was shipped from this very file, so its lineage is storage's:
+    // no need to ask storage again. It starts hibernated (its descriptor opens with the next
+    // apply): a node whose lease lapsed demotes all its leaders at once, and most stay idle.
+    if (fs.existsSync(`${options.path}${REDO_SUFFIX}`)) return SqliteFollower.open(options);
+    return new SqliteFollower(options, null, state);
   }
 
   get position(): Position {
@@ -144,13 +162,25 @@ export class SqliteFollower {
    * each page): one redo record and one set of fsyncs, and the result is the state the leader
    * had at the last of them.
    */
-  async pull(): Promise<number> {
+  async pull(options: PullOptions = {}): Promise<number> {
+    const urgent = options.urgent === true;
     let applied = 0;
     for (;;) {
-      const run = await this.#fetchRun();
+      const next = this.#state.seq + 1;
+      let upTo: number | undefined;
+      if (urgent) {
+        // One listing says both whether there is anything new and how far it goes.
+        const listed = await this.#listedAfter(this.#state.seq, true);
+        if (listed.length === 0) return applied;
+        if (listed[0] !== next) {
+          await this.#rebootstrap(next);
+          continue;
+        }
+        upTo = consecutiveFrom(listed);
+      }
+      const run = await this.#fetchRun(urgent, upTo);
       if (run.length === 0) {
-        const next = this.#state.seq + 1;
-        if (await this.#logResumesAfter(next)) await this.#rebootstrap(next);
+        if (await this.#logResumesAfter(next, urgent)) await this.#rebootstrap(next);
         else return applied;
         continue;
       }
@@ -159,17 +189,64 @@ export class SqliteFollower {
     }
   }
 
+  /**
+   * Applies the changeset this node itself just wrote at the next sequence with `putIfAbsent`
+   * (the epoch-start record of its new leadership), without reading it back from storage. It is
+   * checked as the next link of the chain like any other; false (nothing applied) when it is not.
+   */
+  applyWritten(bytes: Uint8Array): boolean {
+    const expect: Parameters<typeof decodeChangeset>[1] = {
+      db: this.#options.db,
+      seq: this.#state.seq + 1,
+      prevChecksum: Buffer.from(this.#state.checksum, 'hex'),
+    };
+    if (this.#state.pageSize !== null) expect.pageSize = this.#state.pageSize;
+    let changeset: Changeset;
+    try {
+      changeset = decodeChangeset(bytes, expect);
+    } catch {
+      return false;
+    }
+    this.#apply(changeset, changeset.seq);
+    return true;
+  }
+
+  /** The copy's size in pages; null while its page size is not known. */
+  #sizeInPages(): number | null {
+    const { pageSize } = this.#state;
+    if (pageSize === null) return null;
+    return Math.floor(fs.statSync(this.#options.path).size / pageSize);
+  }
+
+  /** Sequence numbers of the log after `seq`, in order, up to a batch. */
+  async #listedAfter(seq: number, urgent: boolean): Promise<number[]> {
+    const { storage, prefix, db } = this.#options;
+    const page = await maybeUrgently(urgent, () =>
+      storage.list(logPrefix(prefix, db), {
+        startAfter: logKey(prefix, db, seq),
+        limit: MAX_RUN_CHANGESETS,
+      }),
+    );
+    const base = logPrefix(prefix, db);
+    const seqs: number[] = [];
+    for (const { key } of page.objects) {
+      const name = key.slice(base.length);
+      // Only changesets: anything else in the folder is none of the chain's business.
+      if (/^[0-9a-f]{16}$/.test(name)) seqs.push(Number.parseInt(name, 16));
+    }
+    return seqs;
+  }
+
   /** The changesets after the current position, checked as a chain, up to a bounded batch. */
-  async #fetchRun(): Promise<Changeset[]> {
+  async #fetchRun(urgent = false, upTo = Number.POSITIVE_INFINITY): Promise<Changeset[]> {
     const run: Changeset[] = [];
     let bytes = 0;
     let seq = this.#state.seq;
     let checksum: Uint8Array = Buffer.from(this.#state.checksum, 'hex');
     let pageSize = this.#state.pageSize;
-    while (run.length < MAX_RUN_CHANGESETS && bytes < MAX_RUN_BYTES) {
-      const data = await this.#options.storage.get(
-        logKey(this.#options.prefix, this.#options.db, seq + 1),
-      );
+    while (run.length < MAX_RUN_CHANGESETS && bytes < MAX_RUN_BYTES && seq < upTo) {
+      const key = logKey(this.#options.prefix, this.#options.db, seq + 1);
+      const data = await maybeUrgently(urgent, () => this.#options.storage.get(key));
       if (data === null) break;
       const expect: Parameters<typeof decodeChangeset>[1] = {
         db: this.#options.db,
@@ -196,6 +273,21 @@ export class SqliteFollower {
 
   /** Applies one changeset, already checked to be the next link of the chain. */
   #apply(changeset: Changeset, fromSeq: number): void {
+    if (changeset.pages.length === 0 && this.#sizeInPages() === changeset.dbSizePages) {
+      // No page and the same size (a new leader's epoch-start record): the file already is this
+      // state and only the position moves, with no write and no fsync. The state file catches up
+      // with the next apply; a copy reopened before that applies these records again from
+      // storage, which changes nothing in the file either.
+      this.#state = {
+        db: this.#options.db,
+        epoch: changeset.epoch,
+        seq: changeset.seq,
+        checksum: Buffer.from(changeset.checksum).toString('hex'),
+        pageSize: changeset.pageSize,
+      };
+      this.#options.onEvent?.({ type: 'applied', fromSeq, seq: changeset.seq, pages: 0 });
+      return;
+    }
     this.#openApplier().apply(changeset);
     this.#state = {
       db: this.#options.db,
@@ -247,12 +339,12 @@ export class SqliteFollower {
   }
 
   /** True when `seq` is missing but later changesets exist: the log below them was compacted. */
-  async #logResumesAfter(seq: number): Promise<boolean> {
+  async #logResumesAfter(seq: number, urgent = false): Promise<boolean> {
     const prefix = logPrefix(this.#options.prefix, this.#options.db);
-    const page = await this.#options.storage.list(prefix, {
-      startAfter: logKey(this.#options.prefix, this.#options.db, seq),
-      limit: 1,
-    });
+    const startAfter = logKey(this.#options.prefix, this.#options.db, seq);
+    const page = await maybeUrgently(urgent, () =>
+      this.#options.storage.list(prefix, { startAfter, limit: 1 }),
+    );
     return page.objects.length > 0;
   }
 
@@ -305,6 +397,20 @@ export class SqliteFollower {
 
 const MAX_RUN_CHANGESETS = 256;
 const MAX_RUN_BYTES = 64 * 1024 * 1024;
+
+function maybeUrgently<T>(urgent: boolean, start: () => Promise<T>): Promise<T> {
+  return urgent ? urgently(start) : start();
+}
+
+/** The last of the consecutive sequence numbers `seqs` starts with. */
+function consecutiveFrom(seqs: readonly number[]): number {
+  let last = seqs[0] as number;
+  for (const seq of seqs.slice(1)) {
+    if (seq !== last + 1) break;
+    last = seq;
+  }
+  return last;
+}
 
 /** Consecutive changesets as one: the last one's header with the last version of each page. */
 function mergeRun(run: readonly Changeset[]): Changeset {

@@ -1,4 +1,5 @@
 import fs from 'node:fs';
+import fsp from 'node:fs/promises';
 import path from 'node:path';
 
 /** Replaces `file` with `data` so that a crash leaves either the old or the new content. */
@@ -13,6 +14,27 @@ export function writeFileAtomicSync(file: string, data: Uint8Array | string): vo
   }
   fs.renameSync(temp, file);
   fsyncDirectorySync(path.dirname(file));
+}
+
+/** {@link writeFileAtomicSync} with the writes and fsyncs on libuv's threadpool. */
+export async function writeFileAtomic(file: string, data: string): Promise<void> {
+  const temp = `${file}.tmp-${process.pid}-${Math.random().toString(36).slice(2)}`;
+  const handle = await fsp.open(temp, 'w');
+  try {
+    await handle.writeFile(data);
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+  await fsp.rename(temp, file);
+  // Windows cannot open a directory for fsync.
+  if (process.platform === 'win32') return;
+  const directory = await fsp.open(path.dirname(file), 'r');
+  try {
+    await directory.sync();
+  } finally {
+    await directory.close();
+  }
 }
 
 export function fsyncDirectorySync(dir: string): void {

@@ -4,6 +4,7 @@ import nodePath from 'node:path';
 import Database from 'better-sqlite3';
 import { FencedError } from '../../../errors.ts';
 import { encodeChangeset } from '../../../wire/changeset.ts';
+import { urgently } from '../../pacing.ts';
 import type { StorageBackend } from '../../storage/types.ts';
 import { logKey } from '../snapshot.ts';
 import type { SqliteFollower } from './follower.ts';
@@ -28,13 +29,16 @@ export interface EpochStartOptions {
  * meets a taken slot and stops (fencing). A slot taken first by a late upload of the previous
  * leader is caught up with and the next one tried; one of a newer epoch means this claim is stale.
  *
+ * Its storage requests are urgent (see {@link urgently}): the database is unavailable until the
+ * record is in. The record this node wrote is applied to the copy as written, not read back.
+ *
  * Returns the position the new leader starts from (the epoch-start record itself).
  */
 export async function writeEpochStart(options: EpochStartOptions): Promise<Position> {
   const { storage, prefix, db, epoch, follower } = options;
   for (;;) {
     options.signal?.throwIfAborted();
-    await follower.pull();
+    await follower.pull({ urgent: true });
     const position = follower.position;
     if (position.epoch >= epoch) {
       throw new FencedError(
@@ -57,8 +61,10 @@ export async function writeEpochStart(options: EpochStartOptions): Promise<Posit
       },
       { codec: 'none' },
     );
-    if (await storage.putIfAbsent(logKey(prefix, db, position.seq + 1), bytes)) {
-      await follower.pull();
+    const key = logKey(prefix, db, position.seq + 1);
+    if (await urgently(() => storage.putIfAbsent(key, bytes))) {
+      // Ours, and the next link of what the copy holds (nothing else moves it meanwhile).
+      if (!follower.applyWritten(bytes)) await follower.pull({ urgent: true });
       return follower.position;
     }
   }

@@ -1,0 +1,98 @@
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { SqliteFollower } from '../../src/adapters/replication/sqlite/follower.ts';
+import { writeEpochStart } from '../../src/adapters/replication/sqlite/promotion.ts';
+import { createMemoryStorage } from '../../src/adapters/storage/memory.ts';
+import type { StorageBackend } from '../../src/adapters/storage/types.ts';
+import { openNewLeader, tempDirs, withReadOnly } from './support/replication.ts';
+
+const freshDir = tempDirs('hadb-epoch-start-');
+
+/** Storage that records every request it is asked, by operation. */
+function counting(inner: StorageBackend) {
+  const calls: string[] = [];
+  const count = <T>(op: string, call: () => Promise<T>) => {
+    calls.push(op);
+    return call();
+  };
+  const storage: StorageBackend = {
+    put: (key, body) => count('put', () => inner.put(key, body)),
+    putIfAbsent: (key, body) => count('putIfAbsent', () => inner.putIfAbsent(key, body)),
+    get: (key, range) => count('get', () => inner.get(key, range)),
+    list: (prefix, options) => count('list', () => inner.list(prefix, options)),
+    delete: (keys) => count('delete', () => inner.delete(keys)),
+  };
+  return { storage, calls };
+}
+
+async function cluster() {
+  const dir = freshDir('cluster');
+  const inner = createMemoryStorage();
+  const { storage, calls } = counting(inner);
+  const common = { db: 'app', prefix: 'p' };
+  const leader = await openNewLeader({ ...common, storage: inner, path: path.join(dir, 'l.db') });
+  const write = async (v: string) => {
+    leader.database.prepare('INSERT INTO t (v) VALUES (?)').run(v);
+    await leader.flush();
+  };
+  leader.database.exec('CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)');
+  await leader.flush();
+  const follower = await SqliteFollower.open({
+    ...common,
+    storage,
+    path: path.join(dir, 'f.db'),
+  });
+  await follower.pull();
+  return { dir, inner, storage, calls, common, leader, write, follower };
+}
+
+describe('the epoch-start record', () => {
+  it('is written with one listing and one putIfAbsent at the tip, and applied without reading it back', async () => {
+    const { dir, storage, calls, common, leader, write, follower } = await cluster();
+    await write('a');
+    await leader.close();
+    await follower.pull();
+    const before = follower.position;
+    calls.length = 0;
+    const position = await writeEpochStart({
+      ...common,
+      storage,
+      epoch: 2,
+      follower,
+      pageSize: 4096,
+    });
+    expect(calls).toEqual(['list', 'putIfAbsent']);
+    expect(position.epoch).toBe(2);
+    expect(position.seq).toBe(before.seq + 1);
+    expect(follower.position).toEqual(position);
+    follower.close();
+    // A copy reopened from its files catches up to the same record from storage.
+    const reopened = await SqliteFollower.open({
+      ...common,
+      storage,
+      path: path.join(dir, 'f.db'),
+    });
+    await reopened.pull();
+    expect(reopened.position).toEqual(position);
+    const rows = withReadOnly(path.join(dir, 'f.db'), (db) =>
+      db.prepare('SELECT v FROM t ORDER BY id').all(),
+    );
+    expect(rows).toEqual([{ v: 'a' }]);
+    reopened.close();
+  });
+
+  it('applies the page of a new database it writes (its first epoch)', async () => {
+    const dir = freshDir('new');
+    const storage = createMemoryStorage();
+    const common = { db: 'fresh', prefix: 'p', storage };
+    const file = path.join(dir, 'f.db');
+    const follower = await SqliteFollower.open({ ...common, path: file });
+    const position = await writeEpochStart({ ...common, epoch: 1, follower, pageSize: 4096 });
+    expect(position).toMatchObject({ epoch: 1, seq: 1 });
+    expect(follower.dimensions).toEqual({ pageSize: 4096, dbSizePages: 1 });
+    follower.close();
+    const reopened = await SqliteFollower.open({ ...common, path: file });
+    expect(reopened.position).toEqual(position);
+    reopened.close();
+  });
+});
