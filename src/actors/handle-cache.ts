@@ -94,7 +94,8 @@ export class HandleCache {
 
   /** Over the cap: the least recently used that can close does, except `keep`. */
   #evict(keep: Hibernatable): void {
-    for (const db of [...this.#open.keys()]) {
+    // No copy of the keys: deleting the entry being visited is safe while iterating a Map.
+    for (const db of this.#open.keys()) {
       if (this.#open.size <= this.#maxOpen) return;
       if (db !== keep && db.hibernate()) this.#open.delete(db);
     }

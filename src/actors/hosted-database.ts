@@ -1,11 +1,13 @@
 import { randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import fs from 'node:fs';
+import fsp from 'node:fs/promises';
 import nodePath from 'node:path';
 import Database from 'better-sqlite3';
 import { Packr } from 'msgpackr';
 import type { Logger } from 'pino';
 import type { LeaseStore } from '../adapters/lease/types.ts';
+import { urgently } from '../adapters/pacing.ts';
 import { listSnapshots } from '../adapters/replication/snapshot.ts';
 import { SqliteFollower } from '../adapters/replication/sqlite/follower.ts';
 import {
@@ -64,6 +66,7 @@ import { InteractiveTransaction } from './interactive.ts';
 import type { NodeLeaseServices } from './node-liveness.ts';
 import type { ShipLog, TailedDatabase } from './node-tail.ts';
 import { prepare, readRows, runStatement, toSqlError } from './sql.ts';
+import type { StepLimiter } from './step-limiter.ts';
 import { type Transition, transitionOf } from './transitions.ts';
 
 export type Consistency = 'local' | 'read-your-writes' | 'strong';
@@ -285,6 +288,8 @@ export interface NodeServices {
   handles?: HandleCache | undefined;
   /** Page cache of each connection in KiB (`cache_size`), so the node's total stays bounded. */
   pageCacheKiB?: number | undefined;
+  /** The heavy steps of role changes, a few at a time for the whole node. */
+  steps?: StepLimiter | undefined;
 }
 
 export interface DatabaseSettings {
@@ -296,6 +301,8 @@ export interface DatabaseSettings {
 }
 
 const REQUESTS_TABLE = '_hadb_requests';
+/** How long a forwarded request waits for a claimed leadership to become writable here. */
+const PROMOTION_WAIT_MS = 2000;
 const REQUEST_RETENTION_MS = 15 * 60_000;
 const TAIL_WAIT_MS = 20_000;
 /** Leader connections whose request table is known to exist. */
@@ -327,6 +334,8 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
   #lastToken: WriteToken | null = null;
   /** The newest durable sequence this node has heard of. */
   #knownSeq = 0;
+  /** A leader's node tail told this copy of the database's newest position at least once. */
+  #heardFromTail = false;
   readonly #inflight = new Map<string, Promise<ForwardResponse>>();
   readonly #shippedWaiters = new Set<() => void>();
   readonly #roleWaiters = new Set<() => void>();
@@ -381,7 +390,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
       nodeLeases: services.nodeLeases,
       hooks: {
         bootstrap: () => this.#serial(() => this.#bootstrap()),
-        catchUp: () => this.#serial(() => this.#catchUp()),
+        catchUp: (_db, intent) => this.#serial(() => this.#catchUp(intent === 'claim')),
         demote: (_db, reason) => this.#serial(() => this.#demote(reason)),
       },
     });
@@ -436,6 +445,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
   async applyTail(change: { epoch: number; seq: number; leading: boolean }, from: string) {
     if (this.#closed) return;
     this.#noteSeq(change.seq);
+    this.#heardFromTail = true;
     if (change.seq > this.position.seq && this.following) await this.#pull();
     if (!change.leading && this.#leaderAddress() === from) this.leaseChanged();
   }
@@ -456,6 +466,11 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
   get position(): WriteToken {
     const position = this.#leader?.position ?? this.#follower?.position;
     return position ? { epoch: position.epoch, seq: position.seq } : { epoch: 0, seq: 0 };
+  }
+
+  /** True once this node leads the database and can commit (its epoch-start record is in). */
+  get writable(): boolean {
+    return this.#writerEpoch !== null;
   }
 
   get isCaughtUp(): boolean {
@@ -768,7 +783,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
     ) {
       return { ok: false, code: 'INTERNAL', message: `${this.name}: the writer stayed held` };
     }
-    const leader = this.#writableLeader();
+    const leader = this.#writableLeader() ?? (await this.#promoted(PROMOTION_WAIT_MS));
     if (!leader) return notLeader(this.name, this.role);
     this.#touch();
     try {
@@ -1128,9 +1143,19 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
     return this.#follower;
   }
 
-  async #catchUp(): Promise<CatchUpOutput> {
+  /**
+   * `claim`: a takeover waits on it, so its requests are urgent (see `urgently`). A copy the
+   * leader's node tail says is at its newest position claims without asking storage: the
+   * epoch-start record is written only after a pull anyway (and only into a free slot), so what
+   * the tail did not tell is caught up with there. Fencing does not depend on this pull.
+   */
+  async #catchUp(claim: boolean): Promise<CatchUpOutput> {
     const follower = await this.#ensureFollower();
-    await follower.pull();
+    const atTip = this.#heardFromTail && follower.position.seq >= this.#knownSeq;
+    if (claim && atTip && this.#services.shipLog) {
+      return { epochFloor: follower.position.epoch };
+    }
+    await follower.pull({ urgent: claim });
     this.#noteSeq(follower.position.seq);
     return { epochFloor: follower.position.epoch };
   }
@@ -1156,8 +1181,23 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
     });
   }
 
+  /** Through the node's step limiter: thousands may be taking over at once. */
   async #openLeader(epoch: number): Promise<void> {
+    const steps = this.#services.steps;
+    if (!steps) return this.#openLeaderNow(epoch);
+    // Led no more by its turn (demoted, closed): no epoch-start record for a stale claim.
+    await steps.run(
+      () => this.#openLeaderNow(epoch),
+      () => this.#leads(epoch),
+    );
+  }
+
+  async #openLeaderNow(epoch: number): Promise<void> {
     const follower = await this.#ensureFollower();
+    const { storage, prefix } = this.#services;
+    // Only counts changesets since the last snapshot: asked alongside the epoch-start record.
+    const snapshotList = urgently(() => listSnapshots(storage, prefix, this.name));
+    snapshotList.catch(() => {});
     const position = await writeEpochStart({
       storage: this.#services.storage,
       prefix: this.#services.prefix,
@@ -1167,7 +1207,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
       pageSize: this.#services.pageSize,
     });
     this.#noteSeq(position.seq);
-    const snapshots = await listSnapshots(this.#services.storage, this.#services.prefix, this.name);
+    const snapshots = await snapshotList;
     this.#closeReader();
     follower.close();
     this.#follower = null;
@@ -1214,6 +1254,17 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
     const leader = this.#leader;
     if (!leader) return;
     this.#leader = null;
+    const steps = this.#services.steps;
+    // A lapsed node lease stops every leader of the node at once: their file work takes turns.
+    // Writes stopped above; a handoff or a stop (one at a time, or the node closing) goes ahead.
+    if (steps && reason !== 'handoff' && reason !== 'stop') {
+      await steps.run(() => this.#stepDown(leader, reason));
+    } else {
+      await this.#stepDown(leader, reason);
+    }
+  }
+
+  async #stepDown(leader: SqliteLeader, reason: DemoteReason): Promise<void> {
     let clean = false;
     if (reason === 'handoff' || reason === 'stop') {
       try {
@@ -1229,11 +1280,22 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
     this.#wakeShippedWaiters();
     if (clean) {
       try {
+        // A lapsed node steps down from all its leaderships at once: their file work goes to
+        // the threadpool. A handoff or a stop keeps it on the loop, ahead of the timers waiting
+        // for it (a node closing thousands of databases stops each within a timeout).
+        const offLoop = reason !== 'handoff' && reason !== 'stop';
         this.#follower = await SqliteFollower.adoptLeaderFile(
           this.#followerOptions(),
           leader.position,
+          { offLoop },
         );
-        for (const file of leaderSideFiles(this.path)) removeFileSync(file);
+        if (offLoop) {
+          await Promise.all(
+            leaderSideFiles(this.path).map((file) => fsp.rm(file, { force: true })),
+          );
+        } else {
+          for (const file of leaderSideFiles(this.path)) removeFileSync(file);
+        }
       } catch (error) {
         this.#logger.warn({ err: error }, 'rebuilding the local copy from storage');
         clean = false;
@@ -1394,6 +1456,20 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
     const waiters = [...this.#shippedWaiters];
     this.#shippedWaiters.clear();
     for (const wake of waiters) wake();
+  }
+
+  /**
+   * A forwarded request that finds this node claimed the database but still writing its
+   * epoch-start record (many takeovers at once take turns) waits for that rather than sending
+   * the sender back to the lease store. Null when it is not leading by then.
+   */
+  async #promoted(timeoutMs: number): Promise<SqliteLeader | null> {
+    const clock = this.#services.clock;
+    const deadline = clock.now() + timeoutMs;
+    while (this.role === 'leader' && this.#writerEpoch === null && clock.now() < deadline) {
+      await this.#roleChange(deadline - clock.now());
+    }
+    return this.#writableLeader();
   }
 
   #roleChange(timeoutMs: number): Promise<void> {

@@ -42,7 +42,14 @@ export function leaseActors({ store, clock, keyOf, callTimeoutMs, nodeLeases }: 
     withTimeout(clock, promise, callTimeoutMs, what);
 
   const readLease = async ({ input }: { input: { db: string } }): Promise<ReadLeaseOutput> => {
-    const read = await readOnce(input.db);
+    let read = await readOnce(input.db);
+    if (read.outcome === 'unavailable' && nodeLeases && !nodeLeases.liveness.validAt(clock.now())) {
+      // The store does not answer and the node holds no lease of its own: the node's record is
+      // retried for all its databases, so rather than every database polling a store that does
+      // not answer, read again once the node holds its record (or stops).
+      await nodeLeases.liveness.whenHeld();
+      read = await readOnce(input.db);
+    }
     if (!nodeLeases || nodeLeases.liveness.validAt(clock.now()) || !mightClaim(read)) return read;
     // Nothing to claim with until the node holds its own lease; the node says when it does.
     return { outcome: 'unavailable', reason: 'this node holds no valid node lease', at: read.at };

@@ -85,6 +85,8 @@ export class NodeLiveness {
   #releases = 0;
   #renewFailures = 0;
   #closed = false;
+  /** Settles the next time this node holds its record, or when it stops. */
+  #heldAgain: { promise: Promise<void>; resolve: () => void } | null = null;
 
   constructor(options: NodeLivenessOptions) {
     this.#options = options;
@@ -104,6 +106,28 @@ export class NodeLiveness {
 
   validAt(now: number): boolean {
     return now < this.#validUntil;
+  }
+
+  /**
+   * Resolves once this node holds its record (at once while it does), or once it stops: one
+   * promise for every database that waits, however many.
+   */
+  whenHeld(): Promise<void> {
+    if (this.#closed || this.validAt(this.#options.clock.now())) return Promise.resolve();
+    if (!this.#heldAgain) {
+      let resolve = () => {};
+      const promise = new Promise<void>((r) => {
+        resolve = r;
+      });
+      this.#heldAgain = { promise, resolve };
+    }
+    return this.#heldAgain.promise;
+  }
+
+  #wakeHeldWaiters(): void {
+    const waiters = this.#heldAgain;
+    this.#heldAgain = null;
+    waiters?.resolve();
   }
 
   /** Starts taking and renewing this node's record, and watching peers; returns at once. */
@@ -170,6 +194,7 @@ export class NodeLiveness {
   /** Stops dead, as in a crash: no release; a call in flight may still land. */
   halt(): void {
     this.#closed = true;
+    this.#wakeHeldWaiters();
     for (const timer of [this.#timer, this.#expiryTimer, this.#peerTimer]) {
       if (timer !== undefined) this.#options.clock.clearTimeout(timer);
     }
@@ -180,6 +205,7 @@ export class NodeLiveness {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    this.#wakeHeldWaiters();
     for (const timer of [this.#timer, this.#expiryTimer, this.#peerTimer]) {
       if (timer !== undefined) this.#options.clock.clearTimeout(timer);
     }
@@ -330,6 +356,7 @@ export class NodeLiveness {
     this.#lapsed = false;
     if (wasLapsed) queueMicrotask(() => this.#options.onHeld());
     this.#armExpiry();
+    this.#wakeHeldWaiters();
   }
 
   /** Timers may fire a little early on the monotonic clock: re-arm until really past. */

@@ -53,6 +53,7 @@ import {
 import { MetricsRegistry } from './metrics.ts';
 import { NODE_KEY_PREFIX, NodeLiveness, OwnershipCache } from './node-liveness.ts';
 import { NODE_TAIL_WAIT_MS, NodeTailFollower, ShipLog } from './node-tail.ts';
+import { StepLimiter } from './step-limiter.ts';
 import { Supervisor, type SupervisorEvent } from './supervisor.ts';
 import { type Transition, TransitionLog } from './transitions.ts';
 
@@ -193,6 +194,16 @@ export interface NodeStatus {
 
 const DEFAULT_LEASE_SCOPE = 'database';
 
+/**
+ * Heavy role-change steps (a new leader's epoch-start record and files, a stopped leader's file
+ * turned back into a copy) run at once per node: enough to overlap their file I/O, few enough
+ * that the event loop turns between them.
+ */
+const ROLE_STEPS_AT_ONCE = 16;
+
+/** Databases told of a node-wide event per turn of the event loop. */
+const BROADCAST_BATCH = 128;
+
 /** How long `/cluster` waits for each peer's `/status`. */
 const PEER_STATUS_TIMEOUT_MS = 800;
 
@@ -286,6 +297,7 @@ class Node implements HadbNode {
       shipDelayMs: options.shipDelayMs ?? 10,
       pageSize: options.pageSize ?? 4096,
       handles: this.#handles,
+      steps: new StepLimiter(ROLE_STEPS_AT_ONCE),
       pageCacheKiB: pageCacheKiB(options.pageCacheBytes ?? 256 * 1024 * 1024, maxOpen),
     };
     const inspect = options.inspect;
@@ -417,9 +429,7 @@ class Node implements HadbNode {
   /** Node-level leases: one liveness record for the node, renewed for all its databases. */
   #startNodeLeases(): void {
     if ((this.#options.leaseScope ?? DEFAULT_LEASE_SCOPE) !== 'node') return;
-    const each = (fn: (database: HostedDatabase) => void) => {
-      for (const database of this.#databases.values()) fn(database);
-    };
+    const each = (fn: (database: HostedDatabase) => void) => this.#broadcast(fn);
     let balancer: Balancer | undefined;
     const liveness = new NodeLiveness({
       store: this.#options.leases,
@@ -479,6 +489,42 @@ class Node implements HadbNode {
     liveness.start();
     balancer?.start();
     this.#nodeTail.start();
+  }
+
+  /**
+   * Tells every database of something node-wide (the node's lease lapsed or is held again, a peer
+   * changed), in order, a batch per turn of the event loop: each database's role actor runs a
+   * transition, and thousands at once would hold everything else up for seconds. Commits do not
+   * wait for this: the write gate checks the node's lease itself.
+   */
+  #broadcast(fn: (database: HostedDatabase) => void): void {
+    this.#broadcasts.push({ fn, targets: [...this.#databases.values()], next: 0 });
+    if (this.#broadcasts.length === 1) this.#drainBroadcasts();
+  }
+
+  readonly #broadcasts: {
+    fn: (database: HostedDatabase) => void;
+    targets: HostedDatabase[];
+    next: number;
+  }[] = [];
+
+  #drainBroadcasts(): void {
+    let budget = BROADCAST_BATCH;
+    while (budget > 0) {
+      const job = this.#broadcasts[0];
+      if (!job) return;
+      while (job.next < job.targets.length && budget > 0) {
+        const database = job.targets[job.next++] as HostedDatabase;
+        budget--;
+        try {
+          job.fn(database);
+        } catch (error) {
+          this.#services.logger.error({ err: error, db: database.name }, 'node-wide event failed');
+        }
+      }
+      if (job.next >= job.targets.length) this.#broadcasts.shift();
+    }
+    if (this.#broadcasts.length > 0) setImmediate(() => this.#drainBroadcasts());
   }
 
   /** The leader side of the node tail: changes of every database this node leads. */
