@@ -201,8 +201,7 @@ export class SqliteLeader {
     this.#outboxPath = `${options.path}-hadb-outbox`;
     const database = new Database(options.path);
     this.#db = database;
-    const version = (database.prepare('select sqlite_version() as v').get() as { v: string }).v;
-    assertSqliteVersion(version);
+    checkSqliteVersionOnce(database);
     if (options.pageSize !== undefined) database.pragma(`page_size = ${Number(options.pageSize)}`);
     this.#checkpointer = null;
     this.#configure(database);
@@ -221,27 +220,26 @@ export class SqliteLeader {
     return this.#db ?? this.#wake().database;
   }
 
+  /** Opened on first use: most leaders of a node never checkpoint on this thread. */
   get #checkpointDb(): Database.Database {
-    return this.#checkpointer ?? this.#wake().checkpointer;
+    if (this.#db === null) this.#wake();
+    if (this.#checkpointer === null) {
+      const checkpointer = new Database(this.#options.path);
+      checkpointer.pragma('busy_timeout = 0');
+      // It only copies WAL frames into the file: it needs almost no cache of its own.
+      checkpointer.pragma('cache_size = -64');
+      this.#checkpointer = checkpointer;
+    }
+    return this.#checkpointer;
   }
 
-  /** Per-connection settings (they do not persist in the file), and the checkpointer. */
-  #configure(database: Database.Database): Database.Database {
+  /** Per-connection settings of the app's connection (they do not persist in the file). */
+  #configure(database: Database.Database): void {
     database.pragma('journal_mode = WAL');
     database.pragma('wal_autocheckpoint = 0');
     const cacheKiB = this.#options.pageCacheKiB;
     if (cacheKiB !== undefined)
       database.pragma(`cache_size = ${-Math.max(1, Math.floor(cacheKiB))}`);
-    const checkpointer = new Database(this.#options.path);
-    checkpointer.pragma('busy_timeout = 0');
-    // It only copies WAL frames into the file: it needs almost no cache of its own.
-    if (cacheKiB !== undefined) checkpointer.pragma('cache_size = -64');
-    this.#checkpointer = checkpointer;
-    const pin = new Database(this.#options.path);
-    pin.pragma('cache_size = -64');
-    this.#pin = pin;
-    this.#pinned = false;
-    return checkpointer;
   }
 
   /** True while the connections are closed (see {@link hibernate}). */
@@ -273,12 +271,11 @@ export class SqliteLeader {
     return true;
   }
 
-  #wake(): { database: Database.Database; checkpointer: Database.Database } {
+  #wake(): { database: Database.Database } {
     if (this.#closed) throw new ClosedError(`the leader of ${this.#options.db}`);
     const database = new Database(this.#options.path);
-    let checkpointer: Database.Database;
     try {
-      checkpointer = this.#configure(database);
+      this.#configure(database);
     } catch (error) {
       database.close();
       throw error;
@@ -290,7 +287,7 @@ export class SqliteLeader {
       this.start();
     }
     this.#options.onOpen?.();
-    return { database, checkpointer };
+    return { database };
   }
 
   /**
@@ -394,7 +391,7 @@ export class SqliteLeader {
     const flush = this.#serial(async () => {
       if (this.#waitingFlush === flush) this.#waitingFlush = null;
       // Before the capture reads the WAL: every frame the pin's snapshot holds gets shipped.
-      const pinned = this.#pinWal();
+      const pinned = this.#checkpointMayBeDue() && this.#pinWal();
       try {
         await this.#shipUnshipped();
         await this.#checkpoint(pinned);
@@ -537,8 +534,12 @@ export class SqliteLeader {
 
   /** Starts the pin's read transaction; false when the connections are closed (hibernated). */
   #pinWal(): boolean {
+    if (this.#db === null || this.#pinned) return this.#pinned;
+    if (this.#pin === null) {
+      this.#pin = new Database(this.#options.path);
+      this.#pin.pragma('cache_size = -64');
+    }
     const pin = this.#pin;
-    if (pin === null || this.#pinned) return this.#pinned;
     pin.exec('BEGIN');
     try {
       pin.prepare('SELECT 1 FROM sqlite_master LIMIT 1').get();
@@ -783,6 +784,8 @@ export class SqliteLeader {
     const due =
       this.#walBytesSinceCheckpoint >= (this.#options.checkpointEveryBytes ?? 4 * 1024 * 1024);
     if (!due && !oversized) return;
+    // Unpinned, only truncating is worth the synchronous step; the next flush pins and does it.
+    if (!pinned && !oversized) return;
     if (pinned) {
       // Everything up to the pin is in storage: the bulk of the copying, off this thread.
       const done =
@@ -802,6 +805,18 @@ export class SqliteLeader {
     this.#unpinWal();
     this.#setAsideUnshipped();
     this.#checkpointHere(oversized);
+  }
+
+  /** This flush may end with a checkpoint: it needs the pin (a connection of its own). */
+  #checkpointMayBeDue(): boolean {
+    const walBytes = fileSize(this.#walPath);
+    if (walBytes > (this.#options.walTruncateBytes ?? 64 * 1024 * 1024)) return true;
+    const from = this.#durableCursor?.offset ?? 0;
+    const unshipped = walBytes >= from ? walBytes - from : walBytes;
+    return (
+      this.#walBytesSinceCheckpoint + unshipped >=
+      (this.#options.checkpointEveryBytes ?? 4 * 1024 * 1024)
+    );
   }
 
   #checkpointHere(truncate: boolean): void {
@@ -838,6 +853,16 @@ export class SqliteLeader {
     };
     writeFileAtomicSync(this.#statePath, JSON.stringify(state));
   }
+}
+
+let sqliteVersionChecked = false;
+
+/** Refuses a SQLite too old to replicate; one library per process, so asked once. */
+function checkSqliteVersionOnce(database: Database.Database): void {
+  if (sqliteVersionChecked) return;
+  const version = (database.prepare('select sqlite_version() as v').get() as { v: string }).v;
+  assertSqliteVersion(version);
+  sqliteVersionChecked = true;
 }
 
 /** The local state of an earlier run of this leader, reconciled with storage; null when starting fresh. */
