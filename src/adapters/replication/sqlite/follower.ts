@@ -273,22 +273,13 @@ export class SqliteFollower {
 
   /** Applies one changeset, already checked to be the next link of the chain. */
   #apply(changeset: Changeset, fromSeq: number): void {
-    if (changeset.pages.length === 0 && this.#sizeInPages() === changeset.dbSizePages) {
-      // No page and the same size (a new leader's epoch-start record): the file already is this
-      // state and only the position moves, with no write and no fsync. The state file catches up
-      // with the next apply; a copy reopened before that applies these records again from
-      // storage, which changes nothing in the file either.
-      this.#state = {
-        db: this.#options.db,
-        epoch: changeset.epoch,
-        seq: changeset.seq,
-        checksum: Buffer.from(changeset.checksum).toString('hex'),
-        pageSize: changeset.pageSize,
-      };
-      this.#options.onEvent?.({ type: 'applied', fromSeq, seq: changeset.seq, pages: 0 });
-      return;
-    }
-    this.#openApplier().apply(changeset);
+    // No page and the same size (a new leader's epoch-start record): the file already is this
+    // state and only the position moves, with no write and no fsync. The state file catches up
+    // with the next apply; a copy reopened before that applies these records again from storage,
+    // which changes nothing in the file either.
+    const positionOnly =
+      changeset.pages.length === 0 && this.#sizeInPages() === changeset.dbSizePages;
+    if (!positionOnly) this.#openApplier().apply(changeset);
     this.#state = {
       db: this.#options.db,
       epoch: changeset.epoch,
@@ -296,7 +287,7 @@ export class SqliteFollower {
       checksum: Buffer.from(changeset.checksum).toString('hex'),
       pageSize: changeset.pageSize,
     };
-    writeFileAtomicSync(this.#statePath, JSON.stringify(this.#state));
+    if (!positionOnly) writeFileAtomicSync(this.#statePath, JSON.stringify(this.#state));
     this.#options.onEvent?.({
       type: 'applied',
       fromSeq,
