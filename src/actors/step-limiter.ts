@@ -1,4 +1,5 @@
 import { InvalidArgumentError } from '../errors.ts';
+import { Fifo } from '../fifo.ts';
 
 /**
  * Runs the heavy steps of role changes (opening a new leader's files, turning a stopped leader's
@@ -12,8 +13,7 @@ import { InvalidArgumentError } from '../errors.ts';
 export class StepLimiter {
   readonly limit: number;
   #running = 0;
-  #waiting: (() => void)[] = [];
-  #head = 0;
+  #waiting = new Fifo<() => void>();
 
   constructor(limit: number) {
     if (!Number.isSafeInteger(limit) || limit < 1) {
@@ -29,7 +29,7 @@ export class StepLimiter {
 
   /** Steps waiting for their turn. */
   get queued(): number {
-    return this.#waiting.length - this.#head;
+    return this.#waiting.length;
   }
 
   /**
@@ -59,13 +59,7 @@ export class StepLimiter {
   #next(): void {
     while (this.queued > 0 && this.#running < this.limit) {
       this.#running++;
-      const resolve = this.#waiting[this.#head] as () => void;
-      this.#head++;
-      resolve();
-    }
-    if (this.#head > 1024 && this.#head * 2 > this.#waiting.length) {
-      this.#waiting = this.#waiting.slice(this.#head);
-      this.#head = 0;
+      (this.#waiting.shift() as () => void)();
     }
   }
 }

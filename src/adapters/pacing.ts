@@ -1,5 +1,6 @@
 import type { Clock } from '../clock.ts';
 import { InvalidArgumentError } from '../errors.ts';
+import { Fifo } from '../fifo.ts';
 
 /**
  * Paces requests to a remote service: at most `maxConcurrent` in flight, and no more than
@@ -41,11 +42,10 @@ export class RequestPacer {
   #tokens: number;
   #refilledAt: number;
   #inFlight = 0;
-  /** Waiting requests, oldest first; `#head` is the index of the oldest. */
-  #waiting: (() => void)[] = [];
-  #head = 0;
+  /** Waiting requests, oldest first. */
+  #waiting = new Fifo<() => void>();
   /** Waiting urgent requests, oldest first: they need a slot, not a token. */
-  #urgent = new Queue();
+  #urgent = new Fifo<() => void>();
   #timerPending = false;
 
   constructor(options: PacingOptions = {}) {
@@ -74,7 +74,7 @@ export class RequestPacer {
 
   /** Requests waiting for their turn. */
   get queued(): number {
-    return this.#waiting.length - this.#head + this.#urgent.length;
+    return this.#waiting.length + this.#urgent.length;
   }
 
   /** Runs `call` when its turn comes; settles as `call` does. */
@@ -86,7 +86,7 @@ export class RequestPacer {
       } else {
         this.#inFlight++;
       }
-    } else if (this.#waiting.length - this.#head > 0 || !this.#tryStart()) {
+    } else if (this.#waiting.length > 0 || !this.#tryStart()) {
       await new Promise<void>((resolve) => {
         this.#waiting.push(resolve);
       });
@@ -120,14 +120,8 @@ export class RequestPacer {
       this.#inFlight++;
       (this.#urgent.shift() as () => void)();
     }
-    while (this.#waiting.length - this.#head > 0 && this.#tryStart()) {
-      const resolve = this.#waiting[this.#head] as () => void;
-      this.#head++;
-      resolve();
-    }
-    if (this.#head > 1024 && this.#head * 2 > this.#waiting.length) {
-      this.#waiting = this.#waiting.slice(this.#head);
-      this.#head = 0;
+    while (this.#waiting.length > 0 && this.#tryStart()) {
+      (this.#waiting.shift() as () => void)();
     }
   }
 
@@ -191,29 +185,4 @@ function positive(name: string, value: number): number {
     throw new InvalidArgumentError(`${name} must be a positive number, got ${value}`);
   }
   return value;
-}
-
-/** A FIFO of waiters with O(1) shift. */
-class Queue {
-  #items: (() => void)[] = [];
-  #head = 0;
-
-  get length(): number {
-    return this.#items.length - this.#head;
-  }
-
-  push(item: () => void): void {
-    this.#items.push(item);
-  }
-
-  shift(): (() => void) | undefined {
-    if (this.#head >= this.#items.length) return undefined;
-    const item = this.#items[this.#head];
-    this.#head++;
-    if (this.#head > 1024 && this.#head * 2 > this.#items.length) {
-      this.#items = this.#items.slice(this.#head);
-      this.#head = 0;
-    }
-    return item;
-  }
 }
