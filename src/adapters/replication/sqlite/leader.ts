@@ -144,12 +144,14 @@ interface SnapshotSource {
  * The leader side of SQLite replication. The app writes through `database` (WAL mode, automatic
  * checkpoints off); every tick the committed frames added to the `-wal` file since the last capture
  * become one checksummed changeset, written once to `{prefix}/{db}/log/{seq}`. The leader is the
- * only checkpointer. Before a checkpoint it captures every committed frame; those not yet durable
- * in storage go to a local outbox file first, so the checkpoint can backfill the whole WAL and
- * SQLite can restart it (a WAL that never restarts sends every byte written to it to the disk).
+ * only checkpointer, and a checkpoint copies into the file only frames storage holds (see
+ * `#checkpoint`). To truncate the WAL, the frames storage lacks go to a local outbox first.
  */
 export class SqliteLeader {
-  /** Both null while hibernated; the closed ones stay after close() so late use fails loudly. */
+  /**
+   * The app's connection: null while hibernated (the checkpointer and the pin too, which also
+   * open only when first needed). Closed ones stay after close() so late use fails loudly.
+   */
   #db: Database.Database | null;
   readonly #options: LeaderOptions;
   #checkpointer: Database.Database | null;
@@ -209,7 +211,7 @@ export class SqliteLeader {
       ? { epoch: options.epoch, seq: state.seq, checksum: Buffer.from(state.checksum, 'hex') }
       : { epoch: options.epoch, ...options.position };
     this.#durableCursor = state?.cursor ?? null;
-    this.#outboxPending = readOutbox(this.#outboxPath, options.db, this.#position) !== null;
+    this.#outboxPending = outboxMatches(this.#outboxPath, options.db, this.#position);
     this.#commitTimeMs = state?.commitTimeMs ?? options.position.commitTimeMs ?? 0;
     this.#changesetsSinceSnapshot = options.changesetsSinceSnapshot ?? 0;
     options.onOpen?.();
@@ -217,7 +219,7 @@ export class SqliteLeader {
 
   /** The app's connection: writes go through it. Reopened by the first use after hibernation. */
   get database(): Database.Database {
-    return this.#db ?? this.#wake().database;
+    return this.#db ?? this.#wake();
   }
 
   /** Opened on first use: most leaders of a node never checkpoint on this thread. */
@@ -248,7 +250,7 @@ export class SqliteLeader {
   }
 
   /**
-   * Closes both connections when everything committed is in storage: SQLite then checkpoints and
+   * Closes the connections when everything committed is in storage: SQLite then checkpoints and
    * removes the WAL. The next use of {@link database} reopens them in the same epoch, at the same
    * position. False, with nothing closed, when that is not safe: commits not shipped yet, a flush
    * or an upload under way, an open transaction.
@@ -271,7 +273,7 @@ export class SqliteLeader {
     return true;
   }
 
-  #wake(): { database: Database.Database } {
+  #wake(): Database.Database {
     if (this.#closed) throw new ClosedError(`the leader of ${this.#options.db}`);
     const database = new Database(this.#options.path);
     try {
@@ -287,7 +289,7 @@ export class SqliteLeader {
       this.start();
     }
     this.#options.onOpen?.();
-    return { database };
+    return database;
   }
 
   /**
@@ -582,10 +584,8 @@ export class SqliteLeader {
   /** Seals what is unshipped into the next changeset: large ones on the capture worker. */
   #capture(until?: number): Promise<Capture | null> {
     const job = this.#captureJob(until);
-    const from = job.from?.offset ?? 0;
-    const walSize = fileSize(this.#walPath);
     const pending =
-      (walSize >= from ? walSize - from : walSize) +
+      this.#unshippedWalBytes(fileSize(this.#walPath)) +
       (job.outboxPath ? fileSize(job.outboxPath) : 0);
     const threshold = this.#options.workerCaptureBytes ?? WORKER_CAPTURE_BYTES;
     if (pending >= threshold) return captureWorker.run(job);
@@ -779,10 +779,9 @@ export class SqliteLeader {
   async #checkpoint(pinned: boolean): Promise<void> {
     // A snapshot is reading the database file: it must not change under it.
     if (this.#checkpointHolds > 0 || this.#db === null) return;
-    const truncateBytes = this.#options.walTruncateBytes ?? 64 * 1024 * 1024;
+    const truncateBytes = this.#walTruncateBytes;
     const oversized = fileSize(this.#walPath) > truncateBytes;
-    const due =
-      this.#walBytesSinceCheckpoint >= (this.#options.checkpointEveryBytes ?? 4 * 1024 * 1024);
+    const due = this.#walBytesSinceCheckpoint >= this.#checkpointEveryBytes;
     if (!due && !oversized) return;
     // Unpinned, only truncating is worth the synchronous step; the next flush pins and does it.
     if (!pinned && !oversized) return;
@@ -795,8 +794,7 @@ export class SqliteLeader {
       this.#walBytesSinceCheckpoint = 0;
       if (!oversized) return;
       const walBytes = fileSize(this.#walPath);
-      const unshippedBytes = walBytes - (this.#durableCursor?.offset ?? 0);
-      if (unshippedBytes > SET_ASIDE_BYTES && walBytes <= 4 * truncateBytes) {
+      if (this.#unshippedWalBytes(walBytes) > SET_ASIDE_BYTES && walBytes <= 4 * truncateBytes) {
         this.shipSoon();
         return;
       }
@@ -810,13 +808,25 @@ export class SqliteLeader {
   /** This flush may end with a checkpoint: it needs the pin (a connection of its own). */
   #checkpointMayBeDue(): boolean {
     const walBytes = fileSize(this.#walPath);
-    if (walBytes > (this.#options.walTruncateBytes ?? 64 * 1024 * 1024)) return true;
-    const from = this.#durableCursor?.offset ?? 0;
-    const unshipped = walBytes >= from ? walBytes - from : walBytes;
+    if (walBytes > this.#walTruncateBytes) return true;
     return (
-      this.#walBytesSinceCheckpoint + unshipped >=
-      (this.#options.checkpointEveryBytes ?? 4 * 1024 * 1024)
+      this.#walBytesSinceCheckpoint + this.#unshippedWalBytes(walBytes) >=
+      this.#checkpointEveryBytes
     );
+  }
+
+  /** WAL bytes past what storage or the outbox covers (all of a WAL restarted since). */
+  #unshippedWalBytes(walBytes: number): number {
+    const from = this.#durableCursor?.offset ?? 0;
+    return walBytes >= from ? walBytes - from : walBytes;
+  }
+
+  get #walTruncateBytes(): number {
+    return this.#options.walTruncateBytes ?? 64 * 1024 * 1024;
+  }
+
+  get #checkpointEveryBytes(): number {
+    return this.#options.checkpointEveryBytes ?? 4 * 1024 * 1024;
   }
 
   #checkpointHere(truncate: boolean): void {
@@ -939,28 +949,20 @@ function writeOutbox(file: string, db: string, position: Position, unshipped: Ou
   writeFileAtomicSync(file, bytes);
 }
 
-/** The outbox of this position, or null; one left from an earlier position is stale and removed. */
-function readOutbox(file: string, db: string, position: Position): OutboxPages | null {
+/** The outbox holds pages of this position; one left from an earlier position is stale and removed. */
+function outboxMatches(file: string, db: string, position: Position): boolean {
   let bytes: Buffer;
   try {
     bytes = fs.readFileSync(file);
   } catch {
-    return null;
+    return false;
   }
   try {
-    const changeset = decodeChangeset(bytes, {
-      db,
-      seq: position.seq + 1,
-      prevChecksum: position.checksum,
-    });
-    return {
-      pages: new Map(changeset.pages.map(({ pgno, data }) => [pgno, data])),
-      dbSizePages: changeset.dbSizePages,
-      pageSize: changeset.pageSize,
-    };
+    decodeChangeset(bytes, { db, seq: position.seq + 1, prevChecksum: position.checksum });
+    return true;
   } catch {
     removeFileSync(file);
-    return null;
+    return false;
   }
 }
 
@@ -998,21 +1000,14 @@ export async function salvageLeaderTail(
     seq: state.seq,
     checksum: Buffer.from(state.checksum, 'hex'),
   };
-  const unshipped = readOutbox(`${options.path}-hadb-outbox`, options.db, position) ?? {
-    pages: new Map<number, Uint8Array>(),
-    dbSizePages: 0,
-    pageSize: 0,
-  };
-  const frames = readCommittedFrames(`${options.path}-wal`, state.cursor);
-  if (frames) {
-    for (const [pgno, data] of frames.pages) unshipped.pages.set(pgno, data);
-    for (const pgno of unshipped.pages.keys()) {
-      if (pgno > frames.dbSizePages) unshipped.pages.delete(pgno);
-    }
-    unshipped.dbSizePages = frames.dbSizePages;
-    unshipped.pageSize = frames.cursor.pageSize;
-  }
-  if (unshipped.pages.size === 0) return null;
+  const outboxPath = `${options.path}-hadb-outbox`;
+  const unshipped = collectUnshipped({
+    walPath: `${options.path}-wal`,
+    from: state.cursor,
+    outboxPath: outboxMatches(outboxPath, options.db, position) ? outboxPath : null,
+    db: options.db,
+  });
+  if (!unshipped || unshipped.pages.size === 0) return null;
   return parkTail(options.parkDir, options.db, position, unshipped);
 }
 
