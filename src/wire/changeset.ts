@@ -1,19 +1,12 @@
 import { createHash } from 'node:crypto';
-import { promisify } from 'node:util';
 import {
-  brotliCompress,
   brotliCompressSync,
   brotliDecompressSync,
   crc32,
-  deflateRaw,
   deflateRawSync,
   inflateRawSync,
   constants as zlibConstants,
 } from 'node:zlib';
-
-const deflateRawAsync = promisify(deflateRaw);
-const brotliCompressAsync = promisify(brotliCompress);
-
 import { Packr } from 'msgpackr';
 import { ChangesetError, InvalidArgumentError } from '../errors.ts';
 
@@ -153,25 +146,8 @@ export function encodeChangeset(
   return { bytes: frame(body, codec), changeset };
 }
 
-/**
- * {@link encodeChangeset} with the compression done on libuv's thread pool, so a leader's
- * event loop (and the application's writes) keep running while a large changeset is compressed.
- */
-export async function encodeChangesetAsync(
-  input: Omit<Changeset, 'checksum' | 'version'>,
-  options: EncodeChangesetOptions = {},
-): Promise<{ bytes: Uint8Array; changeset: Changeset }> {
-  const { changeset, packed, codec, level } = seal(input, options);
-  const body =
-    codec === 'deflate-raw'
-      ? await deflateRawAsync(packed, { level })
-      : codec === 'brotli'
-        ? await brotliCompressAsync(packed, brotliOptions(level, packed.length))
-        : packed;
-  return { bytes: frame(body, codec), changeset };
-}
-
-function brotliOptions(quality: number, sizeHint: number) {
+/** Brotli at `quality`, told the input's size up front (it picks its window from that). */
+export function brotliOptions(quality: number, sizeHint: number) {
   return {
     params: {
       [zlibConstants.BROTLI_PARAM_QUALITY]: quality,

@@ -13,7 +13,6 @@ import {
   checksumsEqual,
   decodeChangeset,
   encodeChangeset,
-  encodeChangesetAsync,
   GENESIS_CHECKSUM,
   MAX_CHANGESET_BODY_BYTES,
 } from '../../src/wire/changeset.ts';
@@ -179,15 +178,6 @@ describe('encodeChangeset / decodeChangeset round trip', () => {
       expectSameContent(decodeChangeset(best), source);
     });
   }
-
-  it('encodes the same frame synchronously and on the thread pool', async () => {
-    for (const codec of CODECS) {
-      const source = input();
-      const sync = encodeChangeset(source, { codec });
-      const async = await encodeChangesetAsync(source, { codec });
-      expect(Buffer.from(async.bytes).equals(Buffer.from(sync.bytes))).toBe(true);
-    }
-  });
 
   it('writes a plain msgpack body any msgpack reader understands', () => {
     const body = unpackBody(encodeChangeset(input({ epoch: 2 ** 40 })).bytes);

@@ -10,7 +10,7 @@ import * as path from 'node:path';
 import { promisify } from 'node:util';
 import * as zlib from 'node:zlib';
 import { InvalidArgumentError, SnapshotInvalidError } from '../../errors.ts';
-import { CHECKSUM_BYTES } from '../../wire/changeset.ts';
+import { brotliOptions, CHECKSUM_BYTES } from '../../wire/changeset.ts';
 import { syncDirectory } from '../fs-sync.ts';
 import type { StorageBackend } from '../storage/types.ts';
 
@@ -39,12 +39,7 @@ export async function compressSnapshotPart(
 ): Promise<Uint8Array> {
   if (codec === 'none') return raw;
   if (codec === 'deflate-raw') return deflateRaw(raw, { level: 1 });
-  return brotliCompress(raw, {
-    params: {
-      [zlib.constants.BROTLI_PARAM_QUALITY]: 1,
-      [zlib.constants.BROTLI_PARAM_SIZE_HINT]: raw.length,
-    },
-  });
+  return brotliCompress(raw, brotliOptions(1, raw.length));
 }
 
 /**
