@@ -1222,6 +1222,8 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
       shipIntervalMs: this.#services.shipIntervalMs,
       // Every commit here is followed by flush() or shipSoon(): no timer while idle.
       tickWhenIdle: false,
+      // Thousands may be taken over at once, most of them idle: each opens with its first use.
+      openOnFirstUse: true,
       changesetsSinceSnapshot: position.seq - (snapshots.at(-1) ?? 0),
       ...(this.#services.pageCacheKiB === undefined
         ? {}

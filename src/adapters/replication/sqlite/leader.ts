@@ -99,6 +99,12 @@ export interface LeaderOptions {
   pageCacheKiB?: number;
   /** Called whenever the connections open: at open, and on waking from hibernation. */
   onOpen?: () => void;
+  /**
+   * Start hibernated when taking over a copy with nothing to reconcile (no local state, no
+   * unshipped WAL, no outbox): the files are switched to WAL mode by the first use instead. A node
+   * taking over thousands of mostly idle databases then does no file work for them at all.
+   */
+  openOnFirstUse?: boolean;
 }
 
 /** A leader's unshipped commits, set aside because another leader took over. */
@@ -189,24 +195,22 @@ export class SqliteLeader {
   /** The database's size as of the last changeset shipped. */
   #dbBytes = 0;
   #lastWalSignature = '';
+  /** The local state file names this leadership (written before the first commit can happen). */
+  #stateSaved = false;
   #checkpointHolds = 0;
   #walBytesSinceCheckpoint = 0;
   #autoSnapshotQueued = false;
   readonly #uploads = new Set<Promise<unknown>>();
   #commitTimeMs: number;
 
-  private constructor(options: LeaderOptions, state: LeaderState | null) {
+  private constructor(options: LeaderOptions, state: LeaderState | null, openNow: boolean) {
     this.#options = options;
     this.#clock = options.clock ?? systemClock;
     this.#walPath = `${options.path}-wal`;
     this.#statePath = `${options.path}-hadb-leader.json`;
     this.#outboxPath = `${options.path}-hadb-outbox`;
-    const database = new Database(options.path);
-    this.#db = database;
-    checkSqliteVersionOnce(database);
-    if (options.pageSize !== undefined) database.pragma(`page_size = ${Number(options.pageSize)}`);
+    this.#db = openNow ? this.#openConnection() : null;
     this.#checkpointer = null;
-    this.#configure(database);
     this.#position = state
       ? { epoch: options.epoch, seq: state.seq, checksum: Buffer.from(state.checksum, 'hex') }
       : { epoch: options.epoch, ...options.position };
@@ -214,7 +218,22 @@ export class SqliteLeader {
     this.#outboxPending = outboxMatches(this.#outboxPath, options.db, this.#position);
     this.#commitTimeMs = state?.commitTimeMs ?? options.position.commitTimeMs ?? 0;
     this.#changesetsSinceSnapshot = options.changesetsSinceSnapshot ?? 0;
-    options.onOpen?.();
+    if (openNow) options.onOpen?.();
+  }
+
+  /** The app's connection, configured; closed again if configuring fails. */
+  #openConnection(): Database.Database {
+    const database = new Database(this.#options.path);
+    try {
+      checkSqliteVersionOnce(database);
+      const pageSize = this.#options.pageSize;
+      if (pageSize !== undefined) database.pragma(`page_size = ${Number(pageSize)}`);
+      this.#configure(database);
+    } catch (error) {
+      database.close();
+      throw error;
+    }
+    return database;
   }
 
   /** The app's connection: writes go through it. Reopened by the first use after hibernation. */
@@ -275,14 +294,17 @@ export class SqliteLeader {
 
   #wake(): Database.Database {
     if (this.#closed) throw new ClosedError(`the leader of ${this.#options.db}`);
-    const database = new Database(this.#options.path);
-    try {
-      this.#configure(database);
-    } catch (error) {
-      database.close();
-      throw error;
-    }
+    const database = this.#openConnection();
     this.#db = database;
+    if (!this.#stateSaved) {
+      try {
+        this.#saveState(null);
+      } catch (error) {
+        this.#db = null;
+        database.close();
+        throw error;
+      }
+    }
     this.#lastWalSignature = '';
     if (this.#ticksStoppedByHibernation) {
       this.#ticksStoppedByHibernation = false;
@@ -302,7 +324,14 @@ export class SqliteLeader {
     }
     removeLeftoverTempFilesOnce(options.path);
     const state = await resolveLocalState(options);
-    const leader = new SqliteLeader(options, state);
+    const openNow =
+      options.openOnFirstUse !== true ||
+      state !== null ||
+      options.position.seq === 0 ||
+      fs.existsSync(`${options.path}-wal`) ||
+      fs.existsSync(`${options.path}-hadb-outbox`);
+    const leader = new SqliteLeader(options, state, openNow);
+    if (!openNow) return leader;
     try {
       if (!state) await leader.#adoptLocalFile();
       leader.#saveState(null);
@@ -862,6 +891,7 @@ export class SqliteLeader {
       pending,
     };
     writeFileAtomicSync(this.#statePath, JSON.stringify(state));
+    this.#stateSaved = true;
   }
 }
 

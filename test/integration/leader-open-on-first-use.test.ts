@@ -1,0 +1,92 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import Database from 'better-sqlite3';
+import { describe, expect, it } from 'vitest';
+import { SqliteFollower } from '../../src/adapters/replication/sqlite/follower.ts';
+import { SqliteLeader } from '../../src/adapters/replication/sqlite/leader.ts';
+import { writeEpochStart } from '../../src/adapters/replication/sqlite/promotion.ts';
+import { InvalidArgumentError } from '../../src/errors.ts';
+import { countedCluster } from './support/counted-cluster.ts';
+import { rejection, tempDirs, withReadOnly } from './support/replication.ts';
+
+const freshDir = tempDirs('hadb-first-use-');
+
+/** A follower copy at the tip whose node has written the epoch-start record of epoch 2. */
+async function takenOver() {
+  const cluster = await countedCluster(freshDir('cluster'));
+  await cluster.write('before');
+  await cluster.leader.close();
+  const position = await writeEpochStart({
+    ...cluster.common,
+    storage: cluster.inner,
+    epoch: 2,
+    follower: cluster.follower,
+    pageSize: 4096,
+  });
+  cluster.follower.close();
+  const file = path.join(cluster.dir, 'f.db');
+  let opens = 0;
+  const leader = () =>
+    SqliteLeader.open({
+      ...cluster.common,
+      storage: cluster.inner,
+      path: file,
+      epoch: 2,
+      position,
+      openOnFirstUse: true,
+      onOpen: () => {
+        opens += 1;
+      },
+    });
+  return { ...cluster, file, leader, opens: () => opens };
+}
+
+describe('a leader taking over a copy opens its files on first use', () => {
+  it('starts with no connection, WAL or state file; the first write opens them and ships', async () => {
+    const { file, leader: open, opens, inner, common, dir } = await takenOver();
+    const leader = await open();
+    expect(leader.hibernated).toBe(true);
+    expect(opens()).toBe(0);
+    expect(fs.existsSync(`${file}-wal`)).toBe(false);
+    expect(fs.existsSync(`${file}-hadb-leader.json`)).toBe(false);
+    // Nothing to ship and nothing to set aside while it never opened.
+    await leader.flush();
+    expect(leader.hibernate()).toBe(true);
+
+    leader.database.prepare('INSERT INTO t (v) VALUES (?)').run('after');
+    expect(leader.hibernated).toBe(false);
+    expect(opens()).toBe(1);
+    // The state naming this leadership is on disk before the first commit could be made.
+    const state = JSON.parse(fs.readFileSync(`${file}-hadb-leader.json`, 'utf8'));
+    expect(state).toMatchObject({ db: 'app', epoch: 2 });
+    const shipped = await leader.flush();
+    expect(shipped.epoch).toBe(2);
+    await leader.close();
+
+    const replica = await SqliteFollower.open({
+      ...common,
+      storage: inner,
+      path: path.join(dir, 'replica.db'),
+    });
+    await replica.pull();
+    replica.close();
+    const rows = withReadOnly(path.join(dir, 'replica.db'), (db) =>
+      db.prepare('SELECT v FROM t ORDER BY id').all(),
+    );
+    expect(rows).toEqual([{ v: 'before' }, { v: 'after' }]);
+  });
+
+  it('opens at once when the copy has a WAL to reconcile, and refuses commits it never shipped', async () => {
+    const { file, leader: open } = await takenOver();
+    // A commit made on the copy's file outside any leadership: a WAL storage knows nothing of.
+    const stray = new Database(file);
+    stray.pragma('journal_mode = WAL');
+    stray.pragma('wal_autocheckpoint = 0');
+    stray.prepare('INSERT INTO t (v) VALUES (?)').run('stray');
+    // Keep the WAL: a clean close would checkpoint it away.
+    const error = await rejection(open());
+    stray.close();
+    expect(error).toBeInstanceOf(InvalidArgumentError);
+    expect((error as Error).message).toContain('holds commits this leader never shipped');
+  });
+});
