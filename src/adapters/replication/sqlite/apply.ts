@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
+import * as fsp from 'node:fs/promises';
 import * as nodePath from 'node:path';
 import { InvalidArgumentError } from '../../../errors.ts';
 import type { Changeset } from '../../../wire/changeset.ts';
@@ -369,5 +370,22 @@ export function adoptAsFollowerFile(path: string): void {
     fs.fsyncSync(fd);
   } finally {
     fs.closeSync(fd);
+  }
+}
+
+/** {@link adoptAsFollowerFile} with its I/O (and its fsync) in the threadpool, off the event loop. */
+export async function adoptAsFollowerFileAsync(path: string): Promise<void> {
+  const file = await fsp.open(path, 'r+');
+  try {
+    const { size } = await file.stat();
+    if (size < HEADER_BYTES) return;
+    const header = Buffer.alloc(HEADER_BYTES);
+    const { bytesRead } = await file.read(header, 0, HEADER_BYTES, 0);
+    if (bytesRead < HEADER_BYTES) return;
+    const counter = (header.readUInt32BE(COUNTER_OFFSET) + 1) >>> 0;
+    await file.write(patchHeader(header, counter), 0, HEADER_BYTES, 0);
+    await file.sync();
+  } finally {
+    await file.close();
   }
 }

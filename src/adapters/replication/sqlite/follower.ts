@@ -15,7 +15,12 @@ import {
   readSnapshotManifest,
   restoreSnapshot,
 } from '../snapshot.ts';
-import { adoptAsFollowerFile, PageApplier, REDO_SUFFIX } from './apply.ts';
+import {
+  adoptAsFollowerFile,
+  adoptAsFollowerFileAsync,
+  PageApplier,
+  REDO_SUFFIX,
+} from './apply.ts';
 import type { Position } from './leader.ts';
 import {
   readJsonFileSync,
@@ -121,7 +126,10 @@ export class SqliteFollower {
       fs.closeSync(fd);
     }
     const raw = header.readUInt16BE(16);
-    adoptAsFollowerFile(options.path);
+    // `offLoop`: a node whose lease lapsed adopts the files of all its leaders at once; its
+    // event loop should keep turning meanwhile.
+    if (how.offLoop) await adoptAsFollowerFileAsync(options.path);
+    else adoptAsFollowerFile(options.path);
     const state: FollowerState = {
       db: options.db,
       epoch: position.epoch,
@@ -129,8 +137,6 @@ export class SqliteFollower {
       checksum: Buffer.from(position.checksum).toString('hex'),
       pageSize: raw === 1 ? 65536 : raw,
     };
-    // `offLoop`: a node whose lease lapsed adopts the files of all its leaders at once; its
-    // event loop should keep turning meanwhile.
     if (how.offLoop) await writeFileAtomic(statePathOf(options.path), JSON.stringify(state));
     else writeFileAtomicSync(statePathOf(options.path), JSON.stringify(state));
     // Everything up to `position` was shipped from this very file, so its lineage is storage's:
