@@ -26,7 +26,9 @@ interface Statements {
  *
  * Every compare-and-swap is a single SQLite statement, serialized across processes by SQLite's
  * POSIX file locks, which the kernel releases when a process dies, so a crash never leaves a
- * stale lock. Needs a local filesystem: POSIX locks and the WAL's shared memory are unreliable on
+ * stale lock. The writes asked for in one turn of the event loop commit in one transaction, so
+ * they share one fsync (a node claiming thousands of databases at once); when that transaction
+ * fails, every one of them fails and none is applied. Needs a local filesystem: POSIX locks and the WAL's shared memory are unreliable on
  * network filesystems (NFS, SMB), where two processes could both win a CAS.
  *
  * better-sqlite3 is synchronous: while another process holds the write lock, a call blocks the
@@ -41,6 +43,7 @@ export function createFsLeaseStore(options: {
   let database: Database.Database | undefined;
   let opening: Promise<Statements> | undefined;
   let closed = false;
+  let writes: PendingWrite[] = [];
 
   function openOnce(): Statements {
     const connection = new Database(options.path, { timeout: busyTimeoutMs });
@@ -93,16 +96,49 @@ export function createFsLeaseStore(options: {
     return opening;
   }
 
+  function unavailable(what: string, error: unknown): Error {
+    if (error instanceof HadbError) return error;
+    const message = error instanceof Error ? error.message : String(error);
+    return new LeaseStoreUnavailableError(`${what} at ${options.path}: ${message}`, {
+      cause: error,
+    });
+  }
+
   async function run<T>(what: string, operation: (statements: Statements) => T): Promise<T> {
     try {
       return operation(await statements());
     } catch (error) {
-      if (error instanceof HadbError) throw error;
-      const message = error instanceof Error ? error.message : String(error);
-      throw new LeaseStoreUnavailableError(`${what} at ${options.path}: ${message}`, {
-        cause: error,
-      });
+      throw unavailable(what, error);
     }
+  }
+
+  /** Queues a compare-and-swap for the next batch: the first of a turn schedules the commit. */
+  function write(what: string, apply: (statements: Statements) => CasResult): Promise<CasResult> {
+    return new Promise((resolve, reject) => {
+      writes.push({ what, apply, resolve, reject });
+      if (writes.length === 1) setImmediate(() => void commitWrites());
+    });
+  }
+
+  async function commitWrites(): Promise<void> {
+    const batch = writes;
+    writes = [];
+    const what = batch.length === 1 ? (batch[0] as PendingWrite).what : `${batch.length} writes`;
+    let results: CasResult[];
+    try {
+      const prepared = await statements();
+      const connection = database as Database.Database;
+      results = connection
+        .transaction(() => batch.map((pending) => pending.apply(prepared)))
+        .immediate();
+    } catch (error) {
+      const failure = unavailable(what, error);
+      for (const pending of batch) pending.reject(failure);
+      return;
+    }
+    batch.forEach((pending, index) => {
+      pending.resolve(results[index] as CasResult);
+    });
   }
 
   return {
@@ -115,17 +151,20 @@ export function createFsLeaseStore(options: {
     },
 
     create(key, value) {
-      return run(`create ${JSON.stringify(key)}`, ({ create }): CasResult => {
-        const { changes } = create.run(key, toBuffer(value));
+      // Copied: the caller may reuse its buffer before the batch commits.
+      const body = Buffer.from(value);
+      return write(`create ${JSON.stringify(key)}`, ({ create }): CasResult => {
+        const { changes } = create.run(key, body);
         return changes === 0 ? CONFLICT : { ok: true, revision: '1' };
       });
     },
 
     update(key, value, revision) {
-      return run(`update ${JSON.stringify(key)}`, ({ update }): CasResult => {
-        if (!REVISION.test(revision)) return CONFLICT;
-        const current = Number(revision);
-        const { changes } = update.run(toBuffer(value), key, current);
+      if (!REVISION.test(revision)) return Promise.resolve(CONFLICT);
+      const current = Number(revision);
+      const body = Buffer.from(value);
+      return write(`update ${JSON.stringify(key)}`, ({ update }): CasResult => {
+        const { changes } = update.run(body, key, current);
         return changes === 0 ? CONFLICT : { ok: true, revision: String(current + 1) };
       });
     },
@@ -150,8 +189,11 @@ export function createFsLeaseStore(options: {
   };
 }
 
-function toBuffer(bytes: Uint8Array): Buffer {
-  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+interface PendingWrite {
+  what: string;
+  apply: (statements: Statements) => CasResult;
+  resolve: (result: CasResult) => void;
+  reject: (error: Error) => void;
 }
 
 function isBusy(error: unknown): boolean {
