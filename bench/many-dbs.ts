@@ -1,20 +1,30 @@
 /**
  * Many databases in one process, under node-level leases: spawn time, memory per idle
  * (hibernated) database, memory with many active, idle request rate, load versus plain
- * better-sqlite3 files, and the time until every database a cut-off node led has a new leader.
+ * better-sqlite3 files, and node failover: the time until every database a lost node led has a
+ * new leader, and until that leader can commit.
  *
- *   npx tsx --expose-gc bench/many-dbs.ts [--quick]
+ *   npx tsx --expose-gc bench/many-dbs.ts [--quick] [--failover-only N]
  *
- * Storage is a local folder; the lease store is in-process (so one node can be cut off from it).
+ * `--failover-only N` measures only the node failovers, with N leaderships.
+ *
+ * Storage is a local folder. Node failover is measured twice: a node process SIGKILLed (the fs
+ * lease store, shared by both processes), and a node cut off from an in-process lease store while
+ * it keeps running beside the one taking over.
  */
+import fs from 'node:fs';
+import { Session } from 'node:inspector/promises';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import type { HadbDatabase } from '../src/actors/hosted-database.ts';
 import { createNode, type HadbNode, type NodeOptions } from '../src/actors/node.ts';
+import { createFsLeaseStore } from '../src/adapters/lease/fs.ts';
 import { MemoryLeaseStore } from '../src/adapters/lease/memory.ts';
+import type { LeaseStore } from '../src/adapters/lease/types.ts';
 import { createFsStorage } from '../src/adapters/storage/fs.ts';
 import type { LeaseTiming } from '../src/machines/role.ts';
 import {
+  argValue,
   emit,
   log,
   makeTempDir,
@@ -25,10 +35,12 @@ import {
   round,
   yieldToLoop,
 } from './lib.ts';
+import { clusterConfig, startNodeProcess } from './support/cluster.ts';
 
 const DATABASES = quick ? 1000 : 10_000;
 const ACTIVE = quick ? 200 : 1000;
-const FAILOVER_DATABASES = quick ? 300 : 5000;
+const failoverOnly = argValue('failover-only');
+const FAILOVER_DATABASES = failoverOnly ? Number(failoverOnly) : quick ? 300 : 5000;
 const IDLE_WINDOW_MS = quick ? 5000 : 20_000;
 const LOAD_MS = quick ? 3000 : 10_000;
 const SCHEMA = 'create table if not exists t(k integer primary key, v text)';
@@ -40,6 +52,7 @@ const TIMING: LeaseTiming = {
   marginMs: 300,
 };
 const SECRET = 'bench-secret-0123456789';
+const HIBERNATE_AFTER_MS = 2000;
 
 function rssMb(): number {
   (globalThis as { gc?: () => void }).gc?.();
@@ -68,16 +81,16 @@ function totalRequests(node: HadbNode): number {
   return total;
 }
 
-function nodeOptions(dir: string, id: string, leases: MemoryLeaseStore): NodeOptions {
+function nodeOptions(dir: string, id: string, leases: MemoryLeaseStore | LeaseStore): NodeOptions {
   return {
     id,
     secret: SECRET,
     dataDir: path.join(dir, id),
     storage: createFsStorage({ root: path.join(dir, 'storage') }),
-    leases: leases.forNode(id),
+    leases: leases instanceof MemoryLeaseStore ? leases.forNode(id) : leases,
     timing: TIMING,
     leaseScope: 'node',
-    hibernateAfterMs: 2000,
+    hibernateAfterMs: HIBERNATE_AFTER_MS,
     // Room for every active database to stay open: the load phase measures them open, not the LRU.
     maxOpenDatabases: ACTIVE + 100,
     durability: 'replicated',
@@ -179,64 +192,136 @@ function writable(db: HadbDatabase): boolean {
 }
 
 /**
- * Two nodes; `count` databases led by a; a is cut off from the lease store: time until each has a
- * new leader (its ownership claimed: the role event) and until that leader can commit.
+ * Times from `loseA()` until each of `onB` is claimed by b (its role event) and can commit there.
+ * With HADB_BENCH_CPU_PROF=<dir>, a CPU profile of this process over that window goes to
+ * `<dir>/takeover-<databases>-<time>.cpuprofile`.
  */
-async function nodeFailover(count: number) {
-  const dir = makeTempDir('many-failover');
-  const leases = new MemoryLeaseStore();
-  const a = await createNode(nodeOptions(dir, 'a', leases));
-  const names = Array.from({ length: count }, (_, i) => `f${i}`);
-  await openMany(a, names);
-  const waitUntil = async (ok: () => boolean, ms: number) => {
-    const end = nowMs() + ms;
-    while (!ok() && nowMs() < end) await sleep(20);
-  };
-  // Leaders open their files a few at a time after open() returns: start from a settled a.
-  await waitUntil(() => a.databases().every(writable), 120_000);
-  const b = await createNode(nodeOptions(dir, 'b', leases));
-  await openMany(b, names);
-  const onB = b.databases();
-  await waitUntil(() => onB.every((db) => db.role === 'follower'), 30_000);
+async function measureTakeover(onB: HadbDatabase[], loseA: () => void) {
+  const profiling = await startProfile();
   const times: number[] = [];
   const writableTimes: number[] = [];
   const claimed = new Set<HadbDatabase>();
-  const cutAt = nowMs();
+  const lostAt = nowMs();
   for (const db of onB) {
     db.on('role', ({ role }) => {
       if (role !== 'leader') return;
-      times.push(nowMs() - cutAt);
+      times.push(nowMs() - lostAt);
       claimed.add(db);
     });
   }
   const watch = setInterval(() => {
     for (const db of claimed) {
       if (!writable(db)) continue;
-      writableTimes.push(nowMs() - cutAt);
+      writableTimes.push(nowMs() - lostAt);
       claimed.delete(db);
     }
   }, 20);
-  leases.faults.cutOff('a');
-  await waitUntil(() => writableTimes.length === count, 180_000);
+  loseA();
+  await waitUntil(() => writableTimes.length === onB.length, 180_000);
   clearInterval(watch);
-  const result = {
+  await profiling?.stop(`takeover-${onB.length}`);
+  return {
     moved: times.length,
     p50: round(percentile(times, 50), 1),
     p99: round(percentile(times, 99), 1),
     writableP50: round(percentile(writableTimes, 50), 1),
     writableP99: round(percentile(writableTimes, 99), 1),
   };
+}
+
+async function startProfile() {
+  const dir = process.env.HADB_BENCH_CPU_PROF;
+  if (!dir) return null;
+  const session = new Session();
+  session.connect();
+  await session.post('Profiler.enable');
+  await session.post('Profiler.start');
+  return {
+    async stop(name: string) {
+      const { profile } = await session.post('Profiler.stop');
+      fs.mkdirSync(dir, { recursive: true });
+      fs.writeFileSync(path.join(dir, `${name}-${Date.now()}.cpuprofile`), JSON.stringify(profile));
+      session.disconnect();
+    },
+  };
+}
+
+async function waitUntil(ok: () => boolean, ms: number): Promise<void> {
+  const end = nowMs() + ms;
+  while (!ok() && nowMs() < end) await sleep(20);
+}
+
+/** b opens `names` and waits until it follows every one. */
+async function followAll(b: HadbNode, names: string[]): Promise<HadbDatabase[]> {
+  await openMany(b, names);
+  const onB = b.databases();
+  await waitUntil(() => onB.every((db) => db.role === 'follower'), 60_000);
+  return onB;
+}
+
+/**
+ * The issue's case: node a, in its own process, leads `count` databases; b (this process) follows
+ * them all; a is SIGKILLed. Both use the local defaults: fs storage and the fs lease store.
+ */
+async function killedNodeFailover(count: number) {
+  const dir = makeTempDir('many-killed');
+  const config = { ...clusterConfig(dir), secret: SECRET, timing: TIMING };
+  const names = Array.from({ length: count }, (_, i) => `k${i}`);
+  const a = startNodeProcess(config, 'a');
+  const leases = createFsLeaseStore({ path: path.join(dir, 'leases.sqlite') });
+  try {
+    const { leaders } = await a.call('openMany', {
+      names,
+      hibernateAfterMs: HIBERNATE_AFTER_MS,
+      maxOpenDatabases: ACTIVE + 100,
+    });
+    if (leaders !== count) throw new Error(`a leads ${leaders} of ${count} databases`);
+    const b = await createNode({
+      ...nodeOptions(dir, 'b', leases),
+      // Where the node process keeps its copies too (see node-process.ts).
+      dataDir: path.join(dir, 'nodes', 'b'),
+    });
+    const onB = await followAll(b, names);
+    const result = await measureTakeover(onB, () => a.kill());
+    await b.close();
+    return result;
+  } finally {
+    a.kill();
+    await leases.close();
+    removeDir(dir);
+  }
+}
+
+/**
+ * A partition: a leads `count` databases and is cut off from the (in-process) lease store while it
+ * keeps running, so it stops all its leaders on the same two cores while b takes over.
+ */
+async function cutOffNodeFailover(count: number) {
+  const dir = makeTempDir('many-failover');
+  const leases = new MemoryLeaseStore();
+  const a = await createNode(nodeOptions(dir, 'a', leases));
+  const names = Array.from({ length: count }, (_, i) => `f${i}`);
+  await openMany(a, names);
+  // Leaders open their files a few at a time after open() returns: start from a settled a.
+  await waitUntil(() => a.databases().every(writable), 120_000);
+  const b = await createNode(nodeOptions(dir, 'b', leases));
+  const onB = await followAll(b, names);
+  const result = await measureTakeover(onB, () => leases.faults.cutOff('a'));
   leases.faults.heal('a');
   await Promise.allSettled([a.close(), b.close()]);
   removeDir(dir);
   return result;
 }
 
-const solo = await oneNode();
-log('node failover, 1 database');
-const single = await nodeFailover(1);
-log(`node failover, ${FAILOVER_DATABASES} databases`);
-const many = await nodeFailover(FAILOVER_DATABASES);
+const solo = failoverOnly ? {} : await oneNode();
+log('killed node failover, 1 database');
+const single = await killedNodeFailover(1);
+log(`killed node failover, ${FAILOVER_DATABASES} databases`);
+const many = await killedNodeFailover(FAILOVER_DATABASES);
+log('cut-off node failover, 1 database');
+const cutSingle = await cutOffNodeFailover(1);
+log(`cut-off node failover, ${FAILOVER_DATABASES} databases`);
+const cutMany = await cutOffNodeFailover(FAILOVER_DATABASES);
 emit({
   databases: DATABASES,
   ...solo,
@@ -246,11 +331,18 @@ emit({
   nodeFailoverMsP50: many.p50,
   nodeFailoverMsP99: many.p99,
   failoverRatioP99: round(many.p99 / single.p50),
-  // Until the new leader can commit (its epoch-start record written, its files reopened).
+  // Until the new leader can commit (its epoch-start record is in storage).
   singleFailoverWritableMs: single.writableP50,
   nodeFailoverWritableMsP50: many.writableP50,
   nodeFailoverWritableMsP99: many.writableP99,
   writableRatioP99: round(many.writableP99 / single.writableP50),
+  // The same with a cut off from the lease store but still running (stepping down) beside b.
+  cutOffSingleFailoverMs: cutSingle.p50,
+  cutOffNodeFailoverMsP99: cutMany.p99,
+  cutOffFailoverRatioP99: round(cutMany.p99 / cutSingle.p50),
+  cutOffSingleWritableMs: cutSingle.writableP50,
+  cutOffWritableMsP99: cutMany.writableP99,
+  cutOffWritableRatioP99: round(cutMany.writableP99 / cutSingle.writableP50),
   leaseTiming: TIMING,
 });
 process.exit(0);

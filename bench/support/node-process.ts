@@ -101,6 +101,32 @@ const tasks: { [K in TaskName]: (args: Tasks[K]['args']) => Promise<Tasks[K]['va
     return { role: db.role, address: node.address ?? null, position: db.position };
   },
 
+  async openMany({ names, hibernateAfterMs, maxOpenDatabases }) {
+    leases = createFsLeaseStore({ path: path.join(config.dir, 'leases.sqlite') });
+    const opened = await createNode({
+      id: config.id,
+      secret: config.secret,
+      dataDir: path.join(config.dir, 'nodes', config.id),
+      storage: createFsStorage({ root: path.join(config.dir, 'storage') }),
+      leases,
+      timing: config.timing,
+      leaseScope: 'node',
+      hibernateAfterMs,
+      maxOpenDatabases,
+      durability: 'replicated',
+    });
+    node = opened;
+    for (let i = 0; i < names.length; i += 100) {
+      await Promise.all(names.slice(i, i + 100).map((name) => opened.open(name)));
+    }
+    const all = opened.databases();
+    // The first node leads them all; leaders write their epoch-start records after open().
+    const writable = (d: HadbDatabase) =>
+      (d as HadbDatabase & { readonly writable?: boolean }).writable === true;
+    await waitFor(() => all.every(writable), 300_000, 'leading every database');
+    return { leaders: all.length };
+  },
+
   async clock() {
     return { t: monoMs() };
   },

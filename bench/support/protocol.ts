@@ -47,6 +47,14 @@ export interface Tasks {
     args: { schema: string };
     value: { role: Role; address: string | null; position: WriteToken };
   };
+  /**
+   * Opens `names` under node-level leases (no schema) and resolves once this node leads and can
+   * commit to every one: the first node of bench/many-dbs.ts.
+   */
+  openMany: {
+    args: { names: string[]; hibernateAfterMs: number; maxOpenDatabases: number };
+    value: { leaders: number };
+  };
   clock: { args: Record<string, never>; value: { t: number } };
   status: {
     args: Record<string, never>;
