@@ -32,7 +32,7 @@ describe('capture worker', () => {
     const job = {
       walPath: `${file}-wal`,
       from: null,
-      outboxPath: null,
+      outboxPaths: [],
       db: 'app',
       epoch: 3,
       seq: 7,
@@ -58,7 +58,7 @@ describe('capture worker', () => {
     const job = {
       walPath: wal,
       from: null,
-      outboxPath: null,
+      outboxPaths: [],
       db: 'app',
       epoch: 1,
       seq: 1,

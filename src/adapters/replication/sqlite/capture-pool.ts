@@ -1,10 +1,17 @@
 import { Worker } from 'node:worker_threads';
-import { type Capture, type CaptureJob, encodeCapture } from './capture.ts';
+import {
+  type Capture,
+  type CaptureJob,
+  encodeCapture,
+  type SetAside,
+  type SetAsideJob,
+} from './capture.ts';
 import type { CaptureRequest } from './capture-thread.ts';
 
 type CaptureReply =
   | { id: number; capture: Capture | null }
   | { id: number; done: true }
+  | { id: number; setAside: SetAside | null }
   | { id: number; error: string };
 
 /** After this many worker deaths the process captures on its own thread only. */
@@ -41,6 +48,15 @@ class CaptureWorker {
   async checkpoint(path: string): Promise<boolean> {
     const reply = await this.#request({ kind: 'checkpoint', path });
     return reply !== null && 'done' in reply;
+  }
+
+  /**
+   * Writes the frames of `job` into a new outbox segment on the worker. `undefined` when the worker
+   * could not do it: the caller then decides whether to do it on its own thread.
+   */
+  async setAside(job: SetAsideJob): Promise<SetAside | null | undefined> {
+    const reply = await this.#request({ kind: 'setAside', job });
+    return reply !== null && 'setAside' in reply ? reply.setAside : undefined;
   }
 
   async #request(request: DistributiveOmit<CaptureRequest, 'id'>): Promise<CaptureReply | null> {

@@ -1,10 +1,11 @@
 import { parentPort } from 'node:worker_threads';
 import Database from 'better-sqlite3';
-import { type CaptureJob, encodeCapture } from './capture.ts';
+import { type CaptureJob, encodeCapture, type SetAsideJob, setAsideSegment } from './capture.ts';
 
 export type CaptureRequest =
   | { id: number; kind: 'capture'; job: CaptureJob }
-  | { id: number; kind: 'checkpoint'; path: string };
+  | { id: number; kind: 'checkpoint'; path: string }
+  | { id: number; kind: 'setAside'; job: SetAsideJob };
 
 /** A PASSIVE checkpoint on a connection of its own: it copies WAL frames into the file. */
 function checkpoint(path: string): void {
@@ -26,6 +27,10 @@ port.on('message', (request: CaptureRequest) => {
     if (request.kind === 'checkpoint') {
       checkpoint(request.path);
       port.postMessage({ id, done: true });
+      return;
+    }
+    if (request.kind === 'setAside') {
+      port.postMessage({ id, setAside: setAsideSegment(request.job) });
       return;
     }
     const capture = encodeCapture(request.job);

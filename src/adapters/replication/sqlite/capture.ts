@@ -1,11 +1,13 @@
 import fs from 'node:fs';
 import { type ChangesetCodec, decodeChangeset, encodeChangeset } from '../../../wire/changeset.ts';
+import { writeFileAtomicSync } from './local-file.ts';
 import { readCommittedFrames, type WalCursor } from './wal.ts';
 
 /**
- * What a leader has committed but storage does not hold: the pages of its outbox (set aside before
- * a checkpoint) with the WAL frames committed after `from` laid over them. Pure functions of files,
- * so they run the same on the leader's thread and in the capture worker.
+ * What a leader has committed but storage does not hold: the pages of its outbox segments (set
+ * aside before checkpoints, oldest first) with the WAL frames committed after `from` laid over
+ * them. Pure functions of files, so they run the same on the leader's thread and in the capture
+ * worker.
  */
 export interface UnshippedSource {
   walPath: string;
@@ -13,8 +15,8 @@ export interface UnshippedSource {
   from: WalCursor | null;
   /** No frame past this offset: a retry encodes exactly the frames of the first attempt. */
   until?: number;
-  /** The outbox, when it holds pages of the current position. */
-  outboxPath: string | null;
+  /** The outbox segments holding pages of the current position, oldest first. */
+  outboxPaths: readonly string[];
   db: string;
 }
 
@@ -53,12 +55,12 @@ export interface Capture {
   cursor: WalCursor | null;
   walBytes: number;
   restarted: boolean;
-  /** The outbox's pages are part of it: the outbox can go once it is durable. */
-  includesOutbox: boolean;
+  /** How many outbox segments it includes: they can go once it is durable. */
+  outboxSegments: number;
 }
 
 export function collectUnshipped(source: UnshippedSource): Unshipped | null {
-  const outbox = source.outboxPath === null ? null : readOutboxPages(source.outboxPath, source.db);
+  const outbox = readOutboxPages(source.outboxPaths, source.db);
   const frames = readCommittedFrames(source.walPath, source.from, source.until);
   if (!outbox && !frames) return null;
   const pages = new Map(outbox?.pages);
@@ -112,7 +114,7 @@ export function encodeCapture(job: CaptureJob): Capture | null {
     cursor: unshipped.cursor,
     walBytes: unshipped.walBytes,
     restarted: unshipped.restarted,
-    includesOutbox: job.outboxPath !== null,
+    outboxSegments: job.outboxPaths.length,
   };
 }
 
@@ -120,19 +122,70 @@ export function sortedPages(pages: ReadonlyMap<number, Uint8Array>) {
   return [...pages].sort(([a], [b]) => a - b).map(([pgno, data]) => ({ pgno, data }));
 }
 
-/** The outbox's pages; the leader checked it belongs to its position before naming it. */
-function readOutboxPages(file: string, db: string) {
-  let bytes: Buffer;
-  try {
-    bytes = fs.readFileSync(file);
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return null;
-    throw error;
+/** The outbox segments' pages, later ones over earlier ones; null when there are none. */
+function readOutboxPages(files: readonly string[], db: string) {
+  if (files.length === 0) return null;
+  const pages = new Map<number, Uint8Array>();
+  let dbSizePages = 0;
+  let pageSize = 0;
+  for (const file of files) {
+    // The leader checked each belongs to its position before naming it.
+    const changeset = decodeChangeset(fs.readFileSync(file), { db });
+    for (const { pgno, data } of changeset.pages) pages.set(pgno, data);
+    dbSizePages = changeset.dbSizePages;
+    pageSize = changeset.pageSize;
   }
-  const changeset = decodeChangeset(bytes, { db });
-  return {
-    pages: new Map(changeset.pages.map(({ pgno, data }) => [pgno, data])),
-    dbSizePages: changeset.dbSizePages,
-    pageSize: changeset.pageSize,
-  };
+  for (const pgno of pages.keys()) if (pgno > dbSizePages) pages.delete(pgno);
+  return { pages, dbSizePages, pageSize };
+}
+
+/** A set-aside done on the capture worker (see {@link setAsideSegment}). */
+export interface SetAsideJob {
+  walPath: string;
+  from: WalCursor | null;
+  until: number;
+  db: string;
+  /** The position the segment belongs to: the changeset after it is what it will become part of. */
+  epoch: number;
+  seq: number;
+  prevChecksum: Uint8Array;
+  segmentPath: string;
+}
+
+export interface SetAside {
+  cursor: WalCursor | null;
+  walBytes: number;
+}
+
+/**
+ * Writes the WAL frames committed after `from` (up to `until`) into a new outbox segment, durably;
+ * null when there were none. It holds only those frames: earlier segments stay as they are.
+ */
+export function setAsideSegment(job: SetAsideJob): SetAside | null {
+  const unshipped = collectUnshipped({ ...job, outboxPaths: [] });
+  if (!unshipped) return null;
+  writeOutboxSegment(job.segmentPath, job, unshipped);
+  return { cursor: unshipped.cursor, walBytes: unshipped.walBytes };
+}
+
+/** An outbox segment: pages storage lacks, as an uncompressed changeset of the next sequence. */
+export function writeOutboxSegment(
+  file: string,
+  position: { db: string; epoch: number; seq: number; prevChecksum: Uint8Array },
+  unshipped: Pick<Unshipped, 'pages' | 'dbSizePages' | 'pageSize'>,
+): void {
+  const { bytes } = encodeChangeset(
+    {
+      db: position.db,
+      epoch: position.epoch,
+      seq: position.seq,
+      commitTimeMs: 0,
+      prevChecksum: position.prevChecksum,
+      pageSize: unshipped.pageSize,
+      dbSizePages: unshipped.dbSizePages,
+      pages: sortedPages(unshipped.pages),
+    },
+    { codec: 'none' },
+  );
+  writeFileAtomicSync(file, bytes);
 }

@@ -2,12 +2,7 @@ import fs from 'node:fs';
 import Database from 'better-sqlite3';
 import { type Clock, systemClock, type TimerId } from '../../../clock.ts';
 import { ClosedError, FencedError, InvalidArgumentError, NotLeaderError } from '../../../errors.ts';
-import {
-  type Changeset,
-  type ChangesetCodec,
-  decodeChangeset,
-  encodeChangeset,
-} from '../../../wire/changeset.ts';
+import { type Changeset, type ChangesetCodec, decodeChangeset } from '../../../wire/changeset.ts';
 import type { StorageBackend } from '../../storage/types.ts';
 import { logKey, readDatabaseImage, type SnapshotManifest, writeSnapshot } from '../snapshot.ts';
 import {
@@ -15,8 +10,8 @@ import {
   type CaptureJob,
   collectUnshipped,
   encodeCapture,
-  sortedPages,
   type Unshipped,
+  writeOutboxSegment,
 } from './capture.ts';
 import { captureWorker } from './capture-pool.ts';
 import {
@@ -35,8 +30,10 @@ import {
 
 /** Smaller captures are built on the leader's thread: a round trip to the worker would cost more. */
 const WORKER_CAPTURE_BYTES = 256 * 1024;
-/** Truncating the WAL waits for a flush that leaves at most this many bytes unshipped. */
+/** Truncating the WAL sets aside at most this many unshipped bytes on the leader's thread. */
 const SET_ASIDE_BYTES = 4 * 1024 * 1024;
+/** Background set-asides before one truncation: a writer outrunning the worker still gets one. */
+const SET_ASIDE_ROUNDS = 4;
 
 export interface Position {
   epoch: number;
@@ -74,6 +71,11 @@ export interface LeaderOptions {
   checkpointEveryBytes?: number;
   /** Past this `-wal` size a fully shipped WAL is truncated (default 64 MiB). */
   walTruncateBytes?: number;
+  /**
+   * Before a truncation, unshipped WAL beyond this many bytes is first set aside into an outbox
+   * segment on the capture worker, so the synchronous step copies only the rest (default 4 MiB).
+   */
+  setAsideBytes?: number;
   /**
    * Take a snapshot after this many changesets (default 1000) or changeset bytes (default 256 MiB,
    * or the database file's size when that is larger) since the last.
@@ -151,7 +153,7 @@ interface SnapshotSource {
  * checkpoints off); every tick the committed frames added to the `-wal` file since the last capture
  * become one checksummed changeset, written once to `{prefix}/{db}/log/{seq}`. The leader is the
  * only checkpointer, and a checkpoint copies into the file only frames storage holds (see
- * `#checkpoint`). To truncate the WAL, the frames storage lacks go to a local outbox first.
+ * `#checkpoint`). To truncate the WAL, the frames storage lacks go to local outbox segments first.
  */
 export class SqliteLeader {
   /**
@@ -172,12 +174,13 @@ export class SqliteLeader {
   readonly #clock: Clock;
   readonly #walPath: string;
   readonly #statePath: string;
-  readonly #outboxPath: string;
+  /** Outbox segments are `${base}.1`, `${base}.2`, …: see {@link outboxSegmentsOf}. */
+  readonly #outboxBase: string;
   #position: Position;
   /** How far the WAL is covered by what storage or the outbox holds: where the next capture reads from. */
   #durableCursor: WalCursor | null;
-  /** The outbox holds pages storage lacks, set aside before a checkpoint. */
-  #outboxPending: boolean;
+  /** Outbox segments holding pages storage lacks, set aside before truncations, oldest first. */
+  #outboxSegments: string[];
   #queue: Promise<unknown> = Promise.resolve();
   #queued = 0;
   #timer: TimerId | undefined;
@@ -208,14 +211,14 @@ export class SqliteLeader {
     this.#clock = options.clock ?? systemClock;
     this.#walPath = `${options.path}-wal`;
     this.#statePath = `${options.path}-hadb-leader.json`;
-    this.#outboxPath = `${options.path}-hadb-outbox`;
+    this.#outboxBase = `${options.path}-hadb-outbox`;
     this.#db = openNow ? this.#openConnection() : null;
     this.#checkpointer = null;
     this.#position = state
       ? { epoch: options.epoch, seq: state.seq, checksum: Buffer.from(state.checksum, 'hex') }
       : { epoch: options.epoch, ...options.position };
     this.#durableCursor = state?.cursor ?? null;
-    this.#outboxPending = outboxMatches(this.#outboxPath, options.db, this.#position);
+    this.#outboxSegments = matchingOutboxSegments(this.#outboxBase, options.db, this.#position);
     this.#commitTimeMs = state?.commitTimeMs ?? options.position.commitTimeMs ?? 0;
     this.#changesetsSinceSnapshot = options.changesetsSinceSnapshot ?? 0;
     if (openNow) options.onOpen?.();
@@ -279,7 +282,7 @@ export class SqliteLeader {
     if (database === null) return true;
     if (this.#closed || this.#fenced || database.inTransaction) return false;
     if (this.#queued > 0 || this.#uploads.size > 0 || this.#soonTimer !== undefined) return false;
-    if (this.#outboxPending || readCommittedFrames(this.#walPath, this.#durableCursor))
+    if (this.#outboxSegments.length > 0 || readCommittedFrames(this.#walPath, this.#durableCursor))
       return false;
     this.#ticksStoppedByHibernation = this.#timer !== undefined;
     this.#clearTimers();
@@ -329,7 +332,7 @@ export class SqliteLeader {
       state !== null ||
       options.position.seq === 0 ||
       fs.existsSync(`${options.path}-wal`) ||
-      fs.existsSync(`${options.path}-hadb-outbox`);
+      outboxSegmentsOf(`${options.path}-hadb-outbox`).length > 0;
     const leader = new SqliteLeader(options, state, openNow);
     if (!openNow) return leader;
     try {
@@ -371,7 +374,8 @@ export class SqliteLeader {
       this.#timer = undefined;
       if (this.#closed || this.#fenced) return;
       // A failed upload leaves frames unshipped: retry them even if the WAL is unchanged.
-      if (!this.#walChangedSinceLastTick() && !this.#shipFailed && !this.#outboxPending) {
+      const outboxEmpty = this.#outboxSegments.length === 0;
+      if (!this.#walChangedSinceLastTick() && !this.#shipFailed && outboxEmpty) {
         if (this.#options.tickWhenIdle === false) this.#tickArmed = false;
         else this.#schedule(tick);
         return;
@@ -593,7 +597,7 @@ export class SqliteLeader {
     return {
       walPath: this.#walPath,
       from: this.#durableCursor,
-      outboxPath: this.#outboxPending ? this.#outboxPath : null,
+      outboxPaths: [...this.#outboxSegments],
       db: this.#options.db,
     };
   }
@@ -615,7 +619,7 @@ export class SqliteLeader {
     const job = this.#captureJob(until);
     const pending =
       this.#unshippedWalBytes(fileSize(this.#walPath)) +
-      (job.outboxPath ? fileSize(job.outboxPath) : 0);
+      job.outboxPaths.reduce((bytes, file) => bytes + fileSize(file), 0);
     const threshold = this.#options.workerCaptureBytes ?? WORKER_CAPTURE_BYTES;
     if (pending >= threshold) return captureWorker.run(job);
     // From a macrotask: with storage that answers in microtasks, commit → flush → commit would
@@ -709,10 +713,7 @@ export class SqliteLeader {
     this.#durableCursor = cursor;
     this.#walBytesSinceCheckpoint += captured.walBytes;
     if (captured.restarted) this.#options.onEvent?.({ type: 'wal-restarted' });
-    if (captured.includesOutbox) {
-      removeFileSync(this.#outboxPath);
-      this.#outboxPending = false;
-    }
+    if (captured.outboxSegments > 0) this.#dropOutboxSegments(captured.outboxSegments);
     this.#commitTimeMs = changeset.commitTimeMs;
     // No state write here: the pending record already says where a restart resumes once
     // storage confirms this upload, and the next capture's write records it anyway.
@@ -802,8 +803,10 @@ export class SqliteLeader {
    * Backfills the WAL into the database file once enough of it was written, like SQLite's own
    * autocheckpoint. Under the flush's pin only shipped frames can be backfilled, and the capture
    * worker does it. Past the truncate size everything committed is set aside first, so the whole
-   * WAL can go and SQLite restarts it at the next write; that reads and writes every unshipped
-   * frame on this thread, so it waits until a flush leaves few of them (flushing again at once).
+   * WAL can go and SQLite restarts it at the next write. While much is unshipped that waits for
+   * shipping to catch up, up to 4× the truncate size; past it the bulk goes to outbox segments on
+   * the worker (each followed by a backfill up to a pin at its end) while the application keeps
+   * writing, and this thread sets aside and truncates only what came in meanwhile.
    */
   async #checkpoint(pinned: boolean): Promise<void> {
     // A snapshot is reading the database file: it must not change under it.
@@ -823,15 +826,71 @@ export class SqliteLeader {
       this.#walBytesSinceCheckpoint = 0;
       if (!oversized) return;
       const walBytes = fileSize(this.#walPath);
-      if (this.#unshippedWalBytes(walBytes) > SET_ASIDE_BYTES && walBytes <= 4 * truncateBytes) {
-        this.shipSoon();
-        return;
+      if (this.#unshippedWalBytes(walBytes) > this.#setAsideBytes) {
+        // Shipping catches up with most writers: flush again at once rather than set aside.
+        if (walBytes <= 4 * truncateBytes) {
+          this.shipSoon();
+          return;
+        }
+        await this.#setAsideInBackground();
       }
     }
     // One synchronous block from here on: no commit can slip in before the checkpoint.
     this.#unpinWal();
     this.#setAsideUnshipped();
     this.#checkpointHere(oversized);
+  }
+
+  /**
+   * Sets aside unshipped WAL into new outbox segments on the capture worker until what is left is
+   * small, each time re-pinning at the WAL's end first so the worker's backfill stops there (frames
+   * after it are in no segment yet). Stops early when the worker cannot do it.
+   */
+  async #setAsideInBackground(): Promise<void> {
+    if (this.#options.workerCaptureBytes === Number.POSITIVE_INFINITY) return;
+    for (let round = 0; round < SET_ASIDE_ROUNDS; round++) {
+      const walBytes = fileSize(this.#walPath);
+      if (this.#unshippedWalBytes(walBytes) <= this.#setAsideBytes) return;
+      this.#unpinWal();
+      if (!this.#pinWal()) return;
+      const segmentPath = this.#nextOutboxSegment();
+      const done = await captureWorker.setAside({
+        walPath: this.#walPath,
+        from: this.#durableCursor,
+        // Where the pin's snapshot ends: no commit came between the two.
+        until: walBytes,
+        db: this.#options.db,
+        epoch: this.#position.epoch,
+        seq: this.#position.seq + 1,
+        prevChecksum: this.#position.checksum,
+        segmentPath,
+      });
+      if (done === undefined || this.#closed) return;
+      if (done === null) continue;
+      this.#outboxSegments.push(segmentPath);
+      this.#durableCursor = done.cursor;
+      this.#walBytesSinceCheckpoint += done.walBytes;
+      this.#saveState(null);
+      if (!(await captureWorker.checkpoint(this.#options.path))) return;
+      this.#walBytesSinceCheckpoint = 0;
+    }
+  }
+
+  get #setAsideBytes(): number {
+    return this.#options.setAsideBytes ?? SET_ASIDE_BYTES;
+  }
+
+  /** The next segment's file: one past the newest. */
+  #nextOutboxSegment(): string {
+    const last = this.#outboxSegments.at(-1);
+    const n = last === undefined ? 1 : Number(last.slice(this.#outboxBase.length + 1)) + 1;
+    return `${this.#outboxBase}.${n}`;
+  }
+
+  /** Removes the oldest `count` segments (shipped), newest first: a crash leaves the oldest. */
+  #dropOutboxSegments(count: number): void {
+    const shipped = this.#outboxSegments.splice(0, count);
+    for (const file of shipped.reverse()) removeFileSync(file);
   }
 
   /** This flush may end with a checkpoint: it needs the pin (a connection of its own). */
@@ -869,15 +928,29 @@ export class SqliteLeader {
     }
   }
 
-  /** Everything committed that storage lacks goes to the outbox, which a restart ships first. */
+  /**
+   * Everything committed that storage lacks goes to the outbox, which a restart ships first: the
+   * WAL frames no segment holds yet become a new segment.
+   */
   #setAsideUnshipped(): void {
-    const unshipped = collectUnshipped(this.#unshippedSource());
+    const unshipped = collectUnshipped({ ...this.#unshippedSource(), outboxPaths: [] });
     if (!unshipped) return;
-    writeOutbox(this.#outboxPath, this.#options.db, this.#position, unshipped);
-    this.#outboxPending = true;
+    const segmentPath = this.#nextOutboxSegment();
+    writeOutboxSegment(segmentPath, this.#segmentPosition(), unshipped);
+    this.#outboxSegments.push(segmentPath);
     this.#durableCursor = unshipped.cursor;
     this.#walBytesSinceCheckpoint += unshipped.walBytes;
     this.#saveState(null);
+  }
+
+  /** What an outbox segment is tied to: the changeset after the last shipped one. */
+  #segmentPosition() {
+    return {
+      db: this.#options.db,
+      epoch: this.#position.epoch,
+      seq: this.#position.seq + 1,
+      prevChecksum: this.#position.checksum,
+    };
   }
 
   #saveState(pending: LeaderState['pending']): void {
@@ -960,40 +1033,34 @@ function hex(bytes: Uint8Array): string {
 
 type OutboxPages = Pick<Unshipped, 'pages' | 'dbSizePages' | 'pageSize'>;
 
-/** The outbox: pages captured before a checkpoint that storage does not hold yet, as a changeset. */
-function writeOutbox(file: string, db: string, position: Position, unshipped: OutboxPages): void {
-  const pages = sortedPages(unshipped.pages);
-  const { bytes } = encodeChangeset(
-    {
-      db,
-      epoch: position.epoch,
-      seq: position.seq + 1,
-      commitTimeMs: 0,
-      prevChecksum: position.checksum,
-      pageSize: unshipped.pageSize,
-      dbSizePages: unshipped.dbSizePages,
-      pages,
-    },
-    { codec: 'none' },
-  );
-  writeFileAtomicSync(file, bytes);
+/**
+ * The outbox segments beside `base` (`${base}.1`, `.2`, … with no gap), oldest first. Shipped ones
+ * are removed newest first, so a crash part way leaves a run from `.1`.
+ */
+function outboxSegmentsOf(base: string): string[] {
+  const segments: string[] = [];
+  for (let n = 1; fs.existsSync(`${base}.${n}`); n++) segments.push(`${base}.${n}`);
+  return segments;
 }
 
-/** The outbox holds pages of this position; one left from an earlier position is stale and removed. */
-function outboxMatches(file: string, db: string, position: Position): boolean {
-  let bytes: Buffer;
-  try {
-    bytes = fs.readFileSync(file);
-  } catch {
-    return false;
-  }
-  try {
-    decodeChangeset(bytes, { db, seq: position.seq + 1, prevChecksum: position.checksum });
-    return true;
-  } catch {
-    removeFileSync(file);
-    return false;
-  }
+/**
+ * The segments holding pages of this position, oldest first. Any left from an earlier position
+ * (shipped before a crash could remove them) is stale: all of them are removed.
+ */
+function matchingOutboxSegments(base: string, db: string, position: Position): string[] {
+  const segments = outboxSegmentsOf(base);
+  const matches = segments.every((file) => {
+    try {
+      const bytes = fs.readFileSync(file);
+      decodeChangeset(bytes, { db, seq: position.seq + 1, prevChecksum: position.checksum });
+      return true;
+    } catch {
+      return false;
+    }
+  });
+  if (matches) return segments;
+  for (const file of segments.reverse()) removeFileSync(file);
+  return [];
 }
 
 function parkTail(
@@ -1004,7 +1071,11 @@ function parkTail(
 ): ParkedTail {
   fs.mkdirSync(parkDir, { recursive: true });
   const file = `${parkDir}/${db}.epoch-${position.epoch}.after-seq-${position.seq}.${Date.now()}.hadb-parked`;
-  writeOutbox(file, db, position, unshipped);
+  writeOutboxSegment(
+    file,
+    { db, epoch: position.epoch, seq: position.seq + 1, prevChecksum: position.checksum },
+    unshipped,
+  );
   return { file, epoch: position.epoch, afterSeq: position.seq, pages: unshipped.pages.size };
 }
 
@@ -1030,11 +1101,10 @@ export async function salvageLeaderTail(
     seq: state.seq,
     checksum: Buffer.from(state.checksum, 'hex'),
   };
-  const outboxPath = `${options.path}-hadb-outbox`;
   const unshipped = collectUnshipped({
     walPath: `${options.path}-wal`,
     from: state.cursor,
-    outboxPath: outboxMatches(outboxPath, options.db, position) ? outboxPath : null,
+    outboxPaths: matchingOutboxSegments(`${options.path}-hadb-outbox`, options.db, position),
     db: options.db,
   });
   if (!unshipped || unshipped.pages.size === 0) return null;
@@ -1043,5 +1113,6 @@ export async function salvageLeaderTail(
 
 /** Every file a leader keeps beside the database. */
 export function leaderSideFiles(path: string): string[] {
-  return [`${path}-hadb-leader.json`, `${path}-hadb-outbox`];
+  // Newest segment first, like a shipped outbox's removal.
+  return [`${path}-hadb-leader.json`, ...outboxSegmentsOf(`${path}-hadb-outbox`).reverse()];
 }
