@@ -1280,6 +1280,11 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
     // A parked tail leaves the local file ahead of storage: it is rebuilt from storage.
     if (!clean) clean = (await leader.abandon(this.#services.parkDir)) === null;
     this.#wakeShippedWaiters();
+    if (clean && reason === 'stop' && leader.neverOpened) {
+      // The copy is as the follower left it (the epoch-start record moves only the position,
+      // which its next pull catches up with): a node closing thousands writes nothing for them.
+      return;
+    }
     if (clean) {
       try {
         // A lapsed node steps down from all its leaderships at once: their file work goes to

@@ -76,6 +76,19 @@ describe('a leader taking over a copy opens its files on first use', () => {
     expect(rows).toEqual([{ v: 'before' }, { v: 'after' }]);
   });
 
+  it('closing a leader that was never used leaves the copy and its side files untouched', async () => {
+    const { file, leader: open, opens } = await takenOver();
+    const before = fs.readFileSync(file);
+    const leader = await open();
+    await leader.close();
+    expect(leader.neverOpened).toBe(true);
+    expect(opens()).toBe(0);
+    expect(fs.readFileSync(file).equals(before)).toBe(true);
+    for (const side of ['-wal', '-hadb-leader.json', '-hadb-outbox.1']) {
+      expect(fs.existsSync(`${file}${side}`)).toBe(false);
+    }
+  });
+
   it('opens at once when the copy has a WAL to reconcile, and refuses commits it never shipped', async () => {
     const { file, leader: open } = await takenOver();
     // A commit made on the copy's file outside any leadership: a WAL storage knows nothing of.

@@ -272,6 +272,14 @@ export class SqliteLeader {
   }
 
   /**
+   * Opened on first use and never used: the file is still the follower copy it took over, and
+   * nothing beside it belongs to this leadership.
+   */
+  get neverOpened(): boolean {
+    return !this.#stateSaved;
+  }
+
+  /**
    * Closes the connections when everything committed is in storage: SQLite then checkpoints and
    * removes the WAL. The next use of {@link database} reopens them in the same epoch, at the same
    * position. False, with nothing closed, when that is not safe: commits not shipped yet, a flush
@@ -509,10 +517,11 @@ export class SqliteLeader {
       this.#clearTimers();
       await this.#queue.catch(() => {});
       await Promise.all(this.#uploads);
-      if (!this.#fenced) {
-        // Closing lets SQLite backfill and drop the WAL: whatever is still unshipped (a failed
-        // upload, a commit made while closing) goes to the outbox first.
-        if (this.#db !== null) this.#setAsideUnshipped();
+      // Closing lets SQLite backfill and drop the WAL: whatever is still unshipped (a failed
+      // upload, a commit made while closing) goes to the outbox first. Closed connections
+      // (hibernated, or never opened) have nothing unshipped and no state to update.
+      if (!this.#fenced && this.#db !== null) {
+        this.#setAsideUnshipped();
         this.#saveState(null);
       }
       this.#closeConnections();
