@@ -5,28 +5,38 @@ import path from 'node:path';
 /** Replaces `file` with `data` so that a crash leaves either the old or the new content. */
 export function writeFileAtomicSync(file: string, data: Uint8Array | string): void {
   const temp = `${file}.tmp-${process.pid}-${Math.random().toString(36).slice(2)}`;
-  const fd = fs.openSync(temp, 'w');
   try {
-    fs.writeFileSync(fd, data);
-    fs.fsyncSync(fd);
-  } finally {
-    fs.closeSync(fd);
+    const fd = fs.openSync(temp, 'w');
+    try {
+      fs.writeFileSync(fd, data);
+      fs.fsyncSync(fd);
+    } finally {
+      fs.closeSync(fd);
+    }
+    fs.renameSync(temp, file);
+  } catch (error) {
+    fs.rmSync(temp, { force: true });
+    throw error;
   }
-  fs.renameSync(temp, file);
   fsyncDirectorySync(path.dirname(file));
 }
 
 /** {@link writeFileAtomicSync} with the writes and fsyncs on libuv's threadpool. */
 export async function writeFileAtomic(file: string, data: string): Promise<void> {
   const temp = `${file}.tmp-${process.pid}-${Math.random().toString(36).slice(2)}`;
-  const handle = await fsp.open(temp, 'w');
   try {
-    await handle.writeFile(data);
-    await handle.sync();
-  } finally {
-    await handle.close();
+    const handle = await fsp.open(temp, 'w');
+    try {
+      await handle.writeFile(data);
+      await handle.sync();
+    } finally {
+      await handle.close();
+    }
+    await fsp.rename(temp, file);
+  } catch (error) {
+    await fsp.rm(temp, { force: true });
+    throw error;
   }
-  await fsp.rename(temp, file);
   // Windows cannot open a directory for fsync.
   if (process.platform === 'win32') return;
   const directory = await fsp.open(path.dirname(file), 'r');
