@@ -1237,6 +1237,9 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
           this.#noteShipLog(true);
         } else if (event.type === 'parked') this.#reportParked(event.tail);
         else if (event.type === 'fenced') this.#actor?.send({ type: 'fenced' });
+        else if (event.type === 'checkpoint-failed' || event.type === 'snapshot-failed') {
+          this.#problem(event.error);
+        }
       },
     });
     this.#leader = leader;

@@ -124,6 +124,8 @@ export type LeaderEvent =
   | { type: 'fenced'; seq: number }
   | { type: 'snapshot'; seq: number; bytes: number }
   | { type: 'snapshot-failed'; error: unknown }
+  /** After a flush shipped (and resolved): the next flush tries again. */
+  | { type: 'checkpoint-failed'; error: unknown }
   | { type: 'wal-restarted' }
   | { type: 'parked'; tail: ParkedTail };
 
@@ -427,22 +429,41 @@ export class SqliteLeader {
   /**
    * Captures what is committed now and resolves once it is durable in storage. Callers arriving
    * while a flush waits its turn join it (its capture has not run yet, so it covers their
-   * commits too): concurrent writers share one upload.
+   * commits too): concurrent writers share one upload. A checkpoint may follow; it runs before
+   * the next flush, not before this one resolves.
    */
   flush(): Promise<Position> {
     if (this.#waitingFlush !== null) return this.#waitingFlush;
-    const flush = this.#serial(async () => {
+    let shipped: (position: Position) => void = () => {};
+    let failed: (error: unknown) => void = () => {};
+    const flush = new Promise<Position>((resolve, reject) => {
+      shipped = resolve;
+      failed = reject;
+    });
+    const run = this.#serial(async () => {
       if (this.#waitingFlush === flush) this.#waitingFlush = null;
       // Before the capture reads the WAL: every frame the pin's snapshot holds gets shipped.
       const pinned = this.#checkpointMayBeDue() && this.#pinWal();
       try {
         await this.#shipUnshipped();
+      } catch (error) {
+        this.#unpinWal();
+        failed(error);
+        return;
+      }
+      // Durable now: the caller need not wait for the checkpoint, which still runs before the
+      // next flush.
+      shipped(this.position);
+      try {
         await this.#checkpoint(pinned);
+      } catch (error) {
+        this.#options.onEvent?.({ type: 'checkpoint-failed', error });
       } finally {
         this.#unpinWal();
       }
-      return this.position;
     });
+    // Rejects only when the flush could not start (fenced, closed).
+    run.catch(failed);
     this.#waitingFlush = flush;
     const forget = () => {
       if (this.#waitingFlush === flush) this.#waitingFlush = null;
