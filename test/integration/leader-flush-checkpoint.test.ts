@@ -3,8 +3,8 @@ import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import type { LeaderEvent } from '../../src/adapters/replication/sqlite/leader.ts';
 import { createMemoryStorage } from '../../src/adapters/storage/memory.ts';
-import type { StorageBackend } from '../../src/adapters/storage/types.ts';
 import { expectFollowerMatches, openNewLeader, tempDirs } from './support/replication.ts';
+import { withUploadHook } from './support/upload-hook.ts';
 
 const freshDir = tempDirs('hadb-flush-checkpoint-');
 
@@ -12,18 +12,7 @@ describe('a flush resolves once shipped; the checkpoint after it does not hold i
   it('reports a failed checkpoint as an event, not as a failed flush, and the next flush recovers', async () => {
     const dir = freshDir('failing');
     const inner = createMemoryStorage();
-    let commitDuringUpload = () => {};
-    const storage: StorageBackend = {
-      put: (key, body) => inner.put(key, body),
-      putIfAbsent: (key, body) => {
-        commitDuringUpload();
-        commitDuringUpload = () => {};
-        return inner.putIfAbsent(key, body);
-      },
-      get: (key, range) => inner.get(key, range),
-      list: (prefix, options) => inner.list(prefix, options),
-      delete: (keys) => inner.delete(keys),
-    };
+    const uploads = withUploadHook(inner);
     const events: LeaderEvent[] = [];
     let checkpointFailed: (error: unknown) => void = () => {};
     const failure = new Promise<unknown>((resolve) => {
@@ -32,7 +21,7 @@ describe('a flush resolves once shipped; the checkpoint after it does not hold i
     const leader = await openNewLeader({
       path: path.join(dir, 'leader.db'),
       db: 'app',
-      storage,
+      storage: uploads.storage,
       prefix: 'p',
       // Every checkpoint truncates, so it first sets the rows committed meanwhile aside.
       checkpointEveryBytes: 1,
@@ -52,9 +41,9 @@ describe('a flush resolves once shipped; the checkpoint after it does not hold i
     const segment = path.join(dir, 'leader.db-hadb-outbox.1');
     fs.mkdirSync(segment);
     insert.run(Buffer.alloc(3000, 1));
-    commitDuringUpload = () => {
+    uploads.beforeNextUpload(() => {
       for (let i = 0; i < 5; i++) insert.run(Buffer.alloc(3000, 2));
-    };
+    });
     const shipped = await leader.flush();
     expect(shipped.seq).toBeGreaterThan(0);
     expect(await failure).toBeInstanceOf(Error);
