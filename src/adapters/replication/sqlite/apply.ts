@@ -358,33 +358,38 @@ function writeFileAtomic(target: string, body: Uint8Array): void {
 
 /**
  * Puts a file restored from a leader's image (which says WAL mode) into the follower's
- * rollback-journal mode, so read connections opened on it see every later apply.
+ * rollback-journal mode, so read connections opened on it see every later apply. Returns the
+ * page size its header gives (null when it is shorter than a header, and left as it is).
  */
-export function adoptAsFollowerFile(path: string): void {
+export function adoptAsFollowerFile(path: string): number | null {
   const fd = fs.openSync(path, 'r+');
   try {
     const header = readHeader(fd, fs.fstatSync(fd).size);
-    if (header === null) return;
+    if (header === null) return null;
+    const pageSize = pageSizeOf(header);
     const counter = (header.readUInt32BE(COUNTER_OFFSET) + 1) >>> 0;
     writeAll(fd, patchHeader(header, counter), 0);
     fs.fsyncSync(fd);
+    return pageSize;
   } finally {
     fs.closeSync(fd);
   }
 }
 
 /** {@link adoptAsFollowerFile} with its I/O (and its fsync) in the threadpool, off the event loop. */
-export async function adoptAsFollowerFileAsync(path: string): Promise<void> {
+export async function adoptAsFollowerFileAsync(path: string): Promise<number | null> {
   const file = await fsp.open(path, 'r+');
   try {
     const { size } = await file.stat();
-    if (size < HEADER_BYTES) return;
+    if (size < HEADER_BYTES) return null;
     const header = Buffer.alloc(HEADER_BYTES);
     const { bytesRead } = await file.read(header, 0, HEADER_BYTES, 0);
-    if (bytesRead < HEADER_BYTES) return;
+    if (bytesRead < HEADER_BYTES) return null;
+    const pageSize = pageSizeOf(header);
     const counter = (header.readUInt32BE(COUNTER_OFFSET) + 1) >>> 0;
     await file.write(patchHeader(header, counter), 0, HEADER_BYTES, 0);
     await file.sync();
+    return pageSize;
   } finally {
     await file.close();
   }

@@ -118,24 +118,18 @@ export class SqliteFollower {
         `${options.path}-wal still exists: the leader did not close cleanly`,
       );
     }
-    const header = Buffer.alloc(100);
-    const fd = fs.openSync(options.path, 'r');
-    try {
-      fs.readSync(fd, header, 0, 100, 0);
-    } finally {
-      fs.closeSync(fd);
-    }
-    const raw = header.readUInt16BE(16);
     // `offLoop`: a node whose lease lapsed adopts the files of all its leaders at once; its
     // event loop should keep turning meanwhile.
-    if (how.offLoop) await adoptAsFollowerFileAsync(options.path);
-    else adoptAsFollowerFile(options.path);
+    const pageSize = how.offLoop
+      ? await adoptAsFollowerFileAsync(options.path)
+      : adoptAsFollowerFile(options.path);
     const state: FollowerState = {
       db: options.db,
       epoch: position.epoch,
       seq: position.seq,
       checksum: Buffer.from(position.checksum).toString('hex'),
-      pageSize: raw === 1 ? 65536 : raw,
+      // 0 for a file shorter than a header, which a leader's file never is.
+      pageSize: pageSize ?? 0,
     };
     if (how.offLoop) await writeFileAtomic(statePathOf(options.path), JSON.stringify(state));
     else writeFileAtomicSync(statePathOf(options.path), JSON.stringify(state));
