@@ -213,7 +213,7 @@ export class SqliteLeader {
     this.#clock = options.clock ?? systemClock;
     this.#walPath = `${options.path}-wal`;
     this.#statePath = `${options.path}-hadb-leader.json`;
-    this.#outboxBase = `${options.path}-hadb-outbox`;
+    this.#outboxBase = outboxBaseOf(options.path);
     this.#db = openNow ? this.#openConnection() : null;
     this.#checkpointer = null;
     this.#position = state
@@ -342,7 +342,7 @@ export class SqliteLeader {
       state !== null ||
       options.position.seq === 0 ||
       fs.existsSync(`${options.path}-wal`) ||
-      outboxSegmentsOf(`${options.path}-hadb-outbox`).length > 0;
+      outboxSegmentsOf(outboxBaseOf(options.path)).length > 0;
     const leader = new SqliteLeader(options, state, openNow);
     if (!openNow) return leader;
     try {
@@ -885,22 +885,16 @@ export class SqliteLeader {
       if (!this.#pinWal()) return;
       const segmentPath = this.#nextOutboxSegment();
       const done = await captureWorker.setAside({
+        ...this.#segmentPosition(),
         walPath: this.#walPath,
         from: this.#durableCursor,
         // Where the pin's snapshot ends: no commit came between the two.
         until: walBytes,
-        db: this.#options.db,
-        epoch: this.#position.epoch,
-        seq: this.#position.seq + 1,
-        prevChecksum: this.#position.checksum,
         segmentPath,
       });
       if (done === undefined || this.#closed) return;
       if (done === null) continue;
-      this.#outboxSegments.push(segmentPath);
-      this.#durableCursor = done.cursor;
-      this.#walBytesSinceCheckpoint += done.walBytes;
-      this.#saveState(null);
+      this.#addOutboxSegment(segmentPath, done);
       if (!(await captureWorker.checkpoint(this.#options.path))) return;
       this.#walBytesSinceCheckpoint = 0;
     }
@@ -967,20 +961,20 @@ export class SqliteLeader {
     if (!unshipped) return;
     const segmentPath = this.#nextOutboxSegment();
     writeOutboxSegment(segmentPath, this.#segmentPosition(), unshipped);
+    this.#addOutboxSegment(segmentPath, unshipped);
+  }
+
+  /** A segment is durable: the WAL up to `cursor` is covered, and a restart resumes there. */
+  #addOutboxSegment(segmentPath: string, covered: { cursor: WalCursor | null; walBytes: number }) {
     this.#outboxSegments.push(segmentPath);
-    this.#durableCursor = unshipped.cursor;
-    this.#walBytesSinceCheckpoint += unshipped.walBytes;
+    this.#durableCursor = covered.cursor;
+    this.#walBytesSinceCheckpoint += covered.walBytes;
     this.#saveState(null);
   }
 
   /** What an outbox segment is tied to: the changeset after the last shipped one. */
   #segmentPosition() {
-    return {
-      db: this.#options.db,
-      epoch: this.#position.epoch,
-      seq: this.#position.seq + 1,
-      prevChecksum: this.#position.checksum,
-    };
+    return segmentPositionOf(this.#options.db, this.#position);
   }
 
   #saveState(pending: LeaderState['pending']): void {
@@ -1063,6 +1057,15 @@ function hex(bytes: Uint8Array): string {
 
 type OutboxPages = Pick<Unshipped, 'pages' | 'dbSizePages' | 'pageSize'>;
 
+function outboxBaseOf(path: string): string {
+  return `${path}-hadb-outbox`;
+}
+
+/** The changeset an outbox segment (or a parked tail) becomes part of: the one after `position`. */
+function segmentPositionOf(db: string, position: Position) {
+  return { db, epoch: position.epoch, seq: position.seq + 1, prevChecksum: position.checksum };
+}
+
 /**
  * The outbox segments beside `base` (`${base}.1`, `.2`, … with no gap), oldest first. Shipped ones
  * are removed newest first, so a crash part way leaves a run from `.1`.
@@ -1101,11 +1104,7 @@ function parkTail(
 ): ParkedTail {
   fs.mkdirSync(parkDir, { recursive: true });
   const file = `${parkDir}/${db}.epoch-${position.epoch}.after-seq-${position.seq}.${Date.now()}.hadb-parked`;
-  writeOutboxSegment(
-    file,
-    { db, epoch: position.epoch, seq: position.seq + 1, prevChecksum: position.checksum },
-    unshipped,
-  );
+  writeOutboxSegment(file, segmentPositionOf(db, position), unshipped);
   return { file, epoch: position.epoch, afterSeq: position.seq, pages: unshipped.pages.size };
 }
 
@@ -1134,7 +1133,7 @@ export async function salvageLeaderTail(
   const unshipped = collectUnshipped({
     walPath: `${options.path}-wal`,
     from: state.cursor,
-    outboxPaths: matchingOutboxSegments(`${options.path}-hadb-outbox`, options.db, position),
+    outboxPaths: matchingOutboxSegments(outboxBaseOf(options.path), options.db, position),
     db: options.db,
   });
   if (!unshipped || unshipped.pages.size === 0) return null;
@@ -1144,5 +1143,5 @@ export async function salvageLeaderTail(
 /** Every file a leader keeps beside the database. */
 export function leaderSideFiles(path: string): string[] {
   // Newest segment first, like a shipped outbox's removal.
-  return [`${path}-hadb-leader.json`, ...outboxSegmentsOf(`${path}-hadb-outbox`).reverse()];
+  return [`${path}-hadb-leader.json`, ...outboxSegmentsOf(outboxBaseOf(path)).reverse()];
 }
