@@ -1,11 +1,9 @@
 import * as fs from 'node:fs';
-import * as os from 'node:os';
-import * as path from 'node:path';
 import Database from 'better-sqlite3';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { createFsLeaseStore } from '../../src/adapters/lease/fs.ts';
+import { describe, expect, it } from 'vitest';
 import { CONFLICT } from '../../src/adapters/lease/types.ts';
 import { LeaseStoreUnavailableError } from '../../src/errors.ts';
+import { fsLeaseStores } from '../support/fs-lease-stores.ts';
 
 const bytes = (text: string) => new TextEncoder().encode(text);
 const KEYS = Array.from({ length: 64 }, (_, i) => `db/${i}`);
@@ -22,35 +20,16 @@ function walCommits(file: string): number {
 }
 
 describe('fs lease store: writes of one event-loop turn share a transaction', () => {
-  let root: string;
-  let file: string;
-  const stores: { close(): Promise<void> }[] = [];
-
-  function open(busyTimeoutMs?: number) {
-    const store = createFsLeaseStore(
-      busyTimeoutMs === undefined ? { path: file } : { path: file, busyTimeoutMs },
-    );
-    stores.push(store);
-    return store;
-  }
-
-  beforeEach(() => {
-    root = fs.mkdtempSync(path.join(os.tmpdir(), 'hadb-lease-batch-'));
-    file = path.join(root, 'leases.sqlite');
-  });
-
-  afterEach(async () => {
-    for (const store of stores.splice(0)) await store.close();
-    fs.rmSync(root, { recursive: true, force: true });
-  });
+  const leases = fsLeaseStores('leases.sqlite');
+  const { open } = leases;
 
   it('commits 64 concurrent compare-and-swaps in one transaction, each with its own result', async () => {
     const store = open();
     await store.get('warm-up');
-    const before = walCommits(file);
+    const before = walCommits(leases.file);
     const created = await Promise.all(KEYS.map((key) => store.create(key, bytes(`${key}@1`))));
     expect(created).toEqual(KEYS.map(() => ({ ok: true, revision: '1' })));
-    expect(walCommits(file) - before).toBe(1);
+    expect(walCommits(leases.file) - before).toBe(1);
 
     // Half at the right revision, half stale: each answer is its own.
     const updated = await Promise.all(
@@ -59,7 +38,7 @@ describe('fs lease store: writes of one event-loop turn share a transaction', ()
     expect(updated).toEqual(
       KEYS.map((_, i) => (i % 2 === 0 ? { ok: true, revision: '2' } : CONFLICT)),
     );
-    expect(walCommits(file) - before).toBe(2);
+    expect(walCommits(leases.file) - before).toBe(2);
     for (const [i, key] of KEYS.entries()) {
       expect(await store.get(key)).toEqual({
         value: bytes(`${key}@${i % 2 === 0 ? 2 : 1}`),
@@ -98,7 +77,7 @@ describe('fs lease store: writes of one event-loop turn share a transaction', ()
     const store = open(50);
     await Promise.all(KEYS.map((key) => store.create(key, bytes('kept'))));
     // Another process holds the write lock for longer than the busy timeout.
-    const other = new Database(file);
+    const other = new Database(leases.file);
     other.exec('BEGIN IMMEDIATE');
     const results = await Promise.allSettled(
       KEYS.map((key) => store.update(key, bytes('lost'), '1')),

@@ -1,35 +1,15 @@
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { createFsLeaseStore } from '../../src/adapters/lease/fs.ts';
+import { describe, expect, it } from 'vitest';
 import { CONFLICT } from '../../src/adapters/lease/types.ts';
 import { LeaseStoreUnavailableError } from '../../src/errors.ts';
+import { fsLeaseStores } from '../support/fs-lease-stores.ts';
 
 const bytes = (text: string) => new TextEncoder().encode(text);
 
 describe('fs lease store', () => {
-  let root: string;
-  let file: string;
-  const stores: { close(): Promise<void> }[] = [];
-
-  function open(busyTimeoutMs?: number) {
-    const store = createFsLeaseStore(
-      busyTimeoutMs === undefined ? { path: file } : { path: file, busyTimeoutMs },
-    );
-    stores.push(store);
-    return store;
-  }
-
-  beforeEach(() => {
-    root = fs.mkdtempSync(path.join(os.tmpdir(), 'hadb-'));
-    file = path.join(root, 'nested', 'dir', 'leases.sqlite');
-  });
-
-  afterEach(async () => {
-    for (const store of stores.splice(0)) await store.close();
-    fs.rmSync(root, { recursive: true, force: true });
-  });
+  const leases = fsLeaseStores(path.join('nested', 'dir', 'leases.sqlite'));
+  const { open } = leases;
 
   it('returns null for a missing key', async () => {
     expect(await open().get('missing')).toBeNull();
@@ -99,9 +79,9 @@ describe('fs lease store', () => {
   });
 
   it('rejects with LeaseStoreUnavailableError when the file is not a SQLite database', async () => {
-    fs.mkdirSync(path.dirname(file), { recursive: true });
+    fs.mkdirSync(path.dirname(leases.file), { recursive: true });
     fs.writeFileSync(
-      file,
+      leases.file,
       Buffer.from('this is not a sqlite database, just garbage bytes\n'.repeat(100)),
     );
     const store = open(100);
