@@ -9,18 +9,18 @@ const frozenClock: Clock = {
   clearTimeout: () => {},
 };
 
+/** A pacer with one token and a clock that never moves: after one request, only urgent ones start. */
+function oneTokenPacer(): RequestPacer {
+  return new RequestPacer({ ratePerSecond: 10, burst: 1, maxConcurrent: 100, clock: frozenClock });
+}
+
 async function settle(): Promise<void> {
   for (let i = 0; i < 10; i++) await Promise.resolve();
 }
 
 describe('urgent requests (a takeover waits on them)', () => {
   it('skip the rate limit once the burst is spent, while ordinary ones keep waiting for tokens', async () => {
-    const pacer = new RequestPacer({
-      ratePerSecond: 10,
-      burst: 1,
-      maxConcurrent: 100,
-      clock: frozenClock,
-    });
+    const pacer = oneTokenPacer();
     const started: string[] = [];
     const ordinary = ['o1', 'o2', 'o3'].map((name) => pacer.run(async () => started.push(name)));
     await settle();
@@ -66,12 +66,7 @@ describe('urgent requests (a takeover waits on them)', () => {
   });
 
   it('counts only requests started synchronously inside urgently()', async () => {
-    const pacer = new RequestPacer({
-      ratePerSecond: 10,
-      burst: 1,
-      maxConcurrent: 100,
-      clock: frozenClock,
-    });
+    const pacer = oneTokenPacer();
     const started: string[] = [];
     await pacer.run(async () => started.push('first'));
     // Started after an await inside urgently(): an ordinary request, which waits for a token.
