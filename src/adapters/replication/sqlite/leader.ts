@@ -18,6 +18,7 @@ import {
   readJsonFileSync,
   removeFileSync,
   removeLeftoverTempFilesOnce,
+  writeFileAtomic,
   writeFileAtomicSync,
 } from './local-file.ts';
 import {
@@ -694,6 +695,13 @@ export class SqliteLeader {
     const { bytes, cursor } = captured;
     const changeset = captured;
     const key = logKey(this.#options.prefix, this.#options.db, changeset.seq);
+    // Off this thread: its fsyncs wait for the WAL's dirty pages, and the application keeps writing.
+    await this.#saveStateOffThread({
+      seq: changeset.seq,
+      checksum: hex(changeset.checksum),
+      commitTimeMs: changeset.commitTimeMs,
+      cursor: cursor ?? this.#durableCursor,
+    });
     if (this.#options.canShip && !this.#options.canShip()) {
       const error = new NotLeaderError(
         `${this.#options.db} epoch ${this.#position.epoch}: the lease is no longer valid, changeset ${changeset.seq} stays local`,
@@ -701,12 +709,6 @@ export class SqliteLeader {
       this.#options.onEvent?.({ type: 'ship-failed', seq: changeset.seq, error });
       throw error;
     }
-    this.#saveState({
-      seq: changeset.seq,
-      checksum: hex(changeset.checksum),
-      commitTimeMs: changeset.commitTimeMs,
-      cursor: cursor ?? this.#durableCursor,
-    });
     let written: boolean;
     let earlier: Changeset | null = null;
     try {
@@ -978,7 +980,18 @@ export class SqliteLeader {
   }
 
   #saveState(pending: LeaderState['pending']): void {
-    const state: LeaderState = {
+    writeFileAtomicSync(this.#statePath, JSON.stringify(this.#state(pending)));
+    this.#stateSaved = true;
+  }
+
+  /** {@link #saveState} on the threadpool; only inside the serial queue, so no write overtakes it. */
+  async #saveStateOffThread(pending: LeaderState['pending']): Promise<void> {
+    await writeFileAtomic(this.#statePath, JSON.stringify(this.#state(pending)));
+    this.#stateSaved = true;
+  }
+
+  #state(pending: LeaderState['pending']): LeaderState {
+    return {
       db: this.#options.db,
       epoch: this.#position.epoch,
       seq: this.#position.seq,
@@ -987,8 +1000,6 @@ export class SqliteLeader {
       cursor: this.#durableCursor,
       pending,
     };
-    writeFileAtomicSync(this.#statePath, JSON.stringify(state));
-    this.#stateSaved = true;
   }
 }
 
