@@ -3,6 +3,7 @@ import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import type { LeaderEvent } from '../../src/adapters/replication/sqlite/leader.ts';
 import { createMemoryStorage } from '../../src/adapters/storage/memory.ts';
+import type { StorageBackend } from '../../src/adapters/storage/types.ts';
 import { expectFollowerMatches, openNewLeader, tempDirs } from './support/replication.ts';
 import { withUploadHook } from './support/upload-hook.ts';
 
@@ -59,6 +60,62 @@ describe('a flush resolves once shipped; the checkpoint after it does not hold i
       prefix: 'p',
       table: 'items',
       rows: 6,
+    });
+    await leader.close();
+  });
+
+  it('keeps frames that were backfilled while their upload failed until a later flush ships them', async () => {
+    const dir = freshDir('backfill-then-fail');
+    const file = path.join(dir, 'leader.db');
+    const inner = createMemoryStorage();
+    // The next upload waits until the worker's backfill has copied its frames into the file, then
+    // fails: the WAL then holds nothing the file lacks, and only the pin keeps SQLite from
+    // restarting it over those frames at the next commit.
+    let failNextUpload = false;
+    let sizeBeforeFlush = 0;
+    const storage: StorageBackend = {
+      put: (key, body) => inner.put(key, body),
+      get: (key, range) => inner.get(key, range),
+      list: (prefix, options) => inner.list(prefix, options),
+      delete: (keys) => inner.delete(keys),
+      putIfAbsent: async (key, body) => {
+        if (!failNextUpload) return inner.putIfAbsent(key, body);
+        failNextUpload = false;
+        const deadline = Date.now() + 10_000;
+        while (fs.statSync(file).size === sizeBeforeFlush) {
+          if (Date.now() > deadline) throw new Error('the backfill never reached the file');
+          await new Promise((resolve) => setTimeout(resolve, 5));
+        }
+        throw new Error('storage is unreachable');
+      },
+    };
+    const leader = await openNewLeader({
+      path: file,
+      db: 'app',
+      storage,
+      prefix: 'p',
+      checkpointEveryBytes: 1,
+      // Every capture and backfill on the worker.
+      workerCaptureBytes: 0,
+    });
+    const db = leader.database;
+    db.exec('CREATE TABLE items (id INTEGER PRIMARY KEY, body BLOB)');
+    const insert = db.prepare('INSERT INTO items (body) VALUES (?)');
+    await leader.flush();
+
+    for (let i = 0; i < 20; i++) insert.run(Buffer.alloc(3000, 1));
+    failNextUpload = true;
+    sizeBeforeFlush = fs.statSync(file).size;
+    await expect(leader.flush()).rejects.toThrow('storage is unreachable');
+    // Unpinned, this commit would start the WAL over the 20 rows storage lacks.
+    insert.run(Buffer.alloc(3000, 2));
+    await leader.flush();
+    await expectFollowerMatches(leader, inner, {
+      dir,
+      db: 'app',
+      prefix: 'p',
+      table: 'items',
+      rows: 21,
     });
     await leader.close();
   });

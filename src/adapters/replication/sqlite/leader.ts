@@ -172,6 +172,12 @@ export class SqliteLeader {
    */
   #pin: Database.Database | null = null;
   #pinned = false;
+  /**
+   * A backfill ran while its changeset was uploading and the upload failed: the file may hold
+   * frames storage lacks, and only the pin stops SQLite from restarting the WAL over them. It stays
+   * until a flush ships them.
+   */
+  #pinGuardsUnshipped = false;
   /** Hibernation stopped the ship ticks: waking restarts them. */
   #ticksStoppedByHibernation = false;
   readonly #clock: Clock;
@@ -445,18 +451,23 @@ export class SqliteLeader {
       if (this.#waitingFlush === flush) this.#waitingFlush = null;
       // Before the capture reads the WAL: every frame the pin's snapshot holds gets shipped.
       const pinned = this.#checkpointMayBeDue() && this.#pinWal();
+      let backfill: Promise<boolean> | null = null;
       try {
-        await this.#shipUnshipped();
+        await this.#shipUnshipped(undefined, (captured) => {
+          if (pinned) backfill = this.#backfillWhileUploading(captured);
+        });
       } catch (error) {
-        this.#unpinWal();
+        if (backfill !== null && (await backfill)) this.#pinGuardsUnshipped = true;
+        if (!this.#pinGuardsUnshipped) this.#unpinWal();
         failed(error);
         return;
       }
+      this.#pinGuardsUnshipped = false;
       // Durable now: the caller need not wait for the checkpoint, which still runs before the
       // next flush.
       shipped(this.position);
       try {
-        await this.#checkpoint(pinned);
+        await this.#checkpoint(pinned, backfill);
       } catch (error) {
         this.#options.onEvent?.({ type: 'checkpoint-failed', error });
       } finally {
@@ -671,13 +682,14 @@ export class SqliteLeader {
    * an earlier attempt turns out to have landed: the same frames go out once more, which changes
    * nothing (each page is its latest version).
    */
-  async #shipUnshipped(until?: number): Promise<void> {
+  async #shipUnshipped(until?: number, onCaptured?: (captured: Capture) => void): Promise<void> {
     try {
       let captured = await this.#capture(until);
       if (!captured) {
         this.#shipFailed = false;
         return;
       }
+      onCaptured?.(captured);
       while (!(await this.#ship(captured))) {
         const again: Capture | null = await this.#capture(captured.cursor?.offset ?? until);
         if (!again) throw new Error('the frames of a changeset vanished before it was shipped');
@@ -840,20 +852,18 @@ export class SqliteLeader {
    * the worker (each followed by a backfill up to a pin at its end) while the application keeps
    * writing, and this thread sets aside and truncates only what came in meanwhile.
    */
-  async #checkpoint(pinned: boolean): Promise<void> {
+  async #checkpoint(pinned: boolean, backfill: Promise<boolean> | null): Promise<void> {
     // A snapshot is reading the database file: it must not change under it.
     if (this.#checkpointHolds > 0 || this.#db === null) return;
     const truncateBytes = this.#walTruncateBytes;
     const oversized = fileSize(this.#walPath) > truncateBytes;
     const due = this.#walBytesSinceCheckpoint >= this.#checkpointEveryBytes;
-    if (!due && !oversized) return;
+    if (!due && !oversized && backfill === null) return;
     // Unpinned, only truncating is worth the synchronous step; the next flush pins and does it.
     if (!pinned && !oversized) return;
     if (pinned) {
       // Everything up to the pin is in storage: the bulk of the copying, off this thread.
-      const done =
-        this.#options.workerCaptureBytes !== Number.POSITIVE_INFINITY &&
-        (await captureWorker.checkpoint(this.#options.path));
+      const done = (await backfill) || (await this.#backfillOnWorker());
       if (!done) this.#checkpointHere(false);
       this.#walBytesSinceCheckpoint = 0;
       if (!oversized) return;
@@ -871,6 +881,27 @@ export class SqliteLeader {
     this.#unpinWal();
     this.#setAsideUnshipped();
     this.#checkpointHere(oversized);
+  }
+
+  /**
+   * Starts the flush's backfill on the capture worker as soon as its changeset is sealed, so the
+   * copying overlaps the upload instead of following it. Only frames up to the pin, taken before the
+   * capture read the WAL, are copied: all of them are in this changeset. The pin stays until they
+   * are in storage, so SQLite cannot restart the WAL over frames only the file holds. Null when no
+   * backfill is due yet.
+   */
+  #backfillWhileUploading(captured: Capture): Promise<boolean> | null {
+    if (this.#checkpointHolds > 0 || this.#db === null) return null;
+    const due =
+      this.#walBytesSinceCheckpoint + captured.walBytes >= this.#checkpointEveryBytes ||
+      fileSize(this.#walPath) > this.#walTruncateBytes;
+    return due ? this.#backfillOnWorker() : null;
+  }
+
+  /** A PASSIVE checkpoint up to the pin on the capture worker; false when it could not run there. */
+  async #backfillOnWorker(): Promise<boolean> {
+    if (this.#options.workerCaptureBytes === Number.POSITIVE_INFINITY) return false;
+    return captureWorker.checkpoint(this.#options.path);
   }
 
   /**
