@@ -20,7 +20,9 @@ function filesOpenUnder(dir: string): Set<string> {
     } catch {
       continue;
     }
-    if (target.startsWith(`${dir}${path.sep}`)) open.add(target.replace(/(-wal|-shm)$/, ''));
+    // Side files (WAL, shared memory, state being written) count as their database.
+    if (target.startsWith(`${dir}${path.sep}`))
+      open.add(target.replace(/(-wal|-shm|-hadb-.*)$/, ''));
   }
   return open;
 }
