@@ -31,9 +31,9 @@ import {
 
 /** Smaller captures are built on the leader's thread: a round trip to the worker would cost more. */
 const WORKER_CAPTURE_BYTES = 256 * 1024;
-/** Truncating the WAL sets aside at most this many unshipped bytes on the leader's thread. */
+/** Restarting the WAL sets aside at most this many unshipped bytes on the leader's thread. */
 const SET_ASIDE_BYTES = 4 * 1024 * 1024;
-/** Background set-asides before one truncation: a writer outrunning the worker still gets one. */
+/** Background set-asides before one restart: a writer outrunning the worker still gets one. */
 const SET_ASIDE_ROUNDS = 4;
 
 export interface Position {
@@ -70,10 +70,13 @@ export interface LeaderOptions {
   workerCaptureBytes?: number;
   /** Checkpoint once this many WAL bytes were shipped since the last checkpoint (default 4 MiB). */
   checkpointEveryBytes?: number;
-  /** Past this `-wal` size a fully shipped WAL is truncated (default 64 MiB). */
+  /**
+   * Past this `-wal` size the leader sets aside what is unshipped and has SQLite start the WAL over;
+   * the file is then cut back to this size at the next commit (default 64 MiB).
+   */
   walTruncateBytes?: number;
   /**
-   * Before a truncation, unshipped WAL beyond this many bytes is first set aside into an outbox
+   * Before a restart of the WAL, unshipped WAL beyond this many bytes is first set aside into an outbox
    * segment on the capture worker, so the synchronous step copies only the rest (default 4 MiB).
    */
   setAsideBytes?: number;
@@ -156,7 +159,7 @@ interface SnapshotSource {
  * checkpoints off); every tick the committed frames added to the `-wal` file since the last capture
  * become one checksummed changeset, written once to `{prefix}/{db}/log/{seq}`. The leader is the
  * only checkpointer, and a checkpoint copies into the file only frames storage holds (see
- * `#checkpoint`). To truncate the WAL, the frames storage lacks go to local outbox segments first.
+ * `#checkpoint`). To start the WAL over, the frames storage lacks go to local outbox segments first.
  */
 export class SqliteLeader {
   /**
@@ -188,7 +191,7 @@ export class SqliteLeader {
   #position: Position;
   /** How far the WAL is covered by what storage or the outbox holds: where the next capture reads from. */
   #durableCursor: WalCursor | null;
-  /** Outbox segments holding pages storage lacks, set aside before truncations, oldest first. */
+  /** Outbox segments holding pages storage lacks, set aside before WAL restarts, oldest first. */
   #outboxSegments: string[];
   #queue: Promise<unknown> = Promise.resolve();
   #queued = 0;
@@ -270,6 +273,9 @@ export class SqliteLeader {
   #configure(database: Database.Database): void {
     database.pragma('journal_mode = WAL');
     database.pragma('wal_autocheckpoint = 0');
+    // A restarted WAL is overwritten in place, which costs far less than truncating it to zero;
+    // SQLite cuts the file back to this size at the first commit after the restart.
+    database.pragma(`journal_size_limit = ${this.#walTruncateBytes}`);
     const cacheKiB = this.#options.pageCacheKiB;
     if (cacheKiB !== undefined)
       database.pragma(`cache_size = ${-Math.max(1, Math.floor(cacheKiB))}`);
@@ -847,10 +853,10 @@ export class SqliteLeader {
    * Backfills the WAL into the database file once enough of it was written, like SQLite's own
    * autocheckpoint. Under the flush's pin only shipped frames can be backfilled, and the capture
    * worker does it. Past the truncate size everything committed is set aside first, so the whole
-   * WAL can go and SQLite restarts it at the next write. While much is unshipped that waits for
+   * WAL can be backfilled and SQLite starts it over at the next write. While much is unshipped that waits for
    * shipping to catch up, up to 4× the truncate size; past it the bulk goes to outbox segments on
    * the worker (each followed by a backfill up to a pin at its end) while the application keeps
-   * writing, and this thread sets aside and truncates only what came in meanwhile.
+   * writing, and this thread sets aside and restarts only what came in meanwhile.
    */
   async #checkpoint(pinned: boolean, backfill: Promise<boolean> | null): Promise<void> {
     // A snapshot is reading the database file: it must not change under it.
@@ -859,7 +865,7 @@ export class SqliteLeader {
     const oversized = fileSize(this.#walPath) > truncateBytes;
     const due = this.#walBytesSinceCheckpoint >= this.#checkpointEveryBytes;
     if (!due && !oversized && backfill === null) return;
-    // Unpinned, only truncating is worth the synchronous step; the next flush pins and does it.
+    // Unpinned, only a restart is worth the synchronous step; the next flush pins and does it.
     if (!pinned && !oversized) return;
     if (pinned) {
       // Everything up to the pin is in storage: the bulk of the copying, off this thread.
@@ -974,11 +980,11 @@ export class SqliteLeader {
     return this.#options.checkpointEveryBytes ?? 4 * 1024 * 1024;
   }
 
-  #checkpointHere(truncate: boolean): void {
+  #checkpointHere(restart: boolean): void {
     try {
       this.#checkpointDb.pragma('wal_checkpoint(PASSIVE)');
       this.#walBytesSinceCheckpoint = 0;
-      if (truncate) this.#checkpointDb.pragma('wal_checkpoint(TRUNCATE)');
+      if (restart) this.#checkpointDb.pragma('wal_checkpoint(RESTART)');
     } catch (error) {
       // SQLITE_BUSY: a reader is in the way; the next tick tries again.
       if ((error as { code?: string }).code !== 'SQLITE_BUSY') throw error;
