@@ -104,6 +104,12 @@ export interface NodeTailOptions {
 export class NodeTailFollower {
   readonly #options: NodeTailOptions;
   readonly #loops = new Map<string, { failures: number }>();
+  /**
+   * The latest change for each database that was not open here when it came (a leader node's
+   * first answer tells of all it leads): told to the database once it follows that leader, so a
+   * copy opened later also knows it is at the tip and a takeover need not ask storage.
+   */
+  readonly #held = new Map<string, { change: NodeTailChange; from: string }>();
   readonly #closing = new AbortController();
   #timer: TimerId | undefined;
   #fallbackDueAt = 0;
@@ -128,6 +134,7 @@ export class NodeTailFollower {
    */
   reconcile(changed?: TailedDatabase): void {
     if (this.#closing.signal.aborted) return;
+    if (changed) this.#tellHeld(changed);
     for (const database of changed ? [changed] : this.#options.databases()) {
       const address = database.followedAddress;
       if (address && !this.#loops.has(address)) this.#startLoop(address);
@@ -168,6 +175,13 @@ export class NodeTailFollower {
     await forEachLimited(stranded, 8, (database) => database.pullFromStorage());
   }
 
+  #tellHeld(database: TailedDatabase): void {
+    const held = this.#held.get(database.name);
+    if (!held || database.followedAddress !== held.from) return;
+    this.#held.delete(database.name);
+    database.applyTail(held.change, held.from).catch(() => {});
+  }
+
   #startLoop(address: string): void {
     const state = { failures: 0 };
     this.#loops.set(address, state);
@@ -196,7 +210,11 @@ export class NodeTailFollower {
         cursor = response.cursor;
         state.failures = 0;
         await forEachLimited(response.changes, 16, async (change) => {
-          await this.#options.lookup(change.db)?.applyTail(change, address);
+          const database = this.#options.lookup(change.db);
+          if (database) {
+            this.#held.delete(change.db);
+            await database.applyTail(change, address);
+          } else this.#held.set(change.db, { change, from: address });
         });
       } catch (error) {
         if (signal.aborted) return;
