@@ -7,7 +7,6 @@ import Database from 'better-sqlite3';
 import { Packr } from 'msgpackr';
 import type { Logger } from 'pino';
 import type { LeaseStore } from '../adapters/lease/types.ts';
-import { urgently } from '../adapters/pacing.ts';
 import { listSnapshots } from '../adapters/replication/snapshot.ts';
 import { SqliteFollower } from '../adapters/replication/sqlite/follower.ts';
 import {
@@ -1151,13 +1150,17 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
    */
   async #catchUp(claim: boolean): Promise<CatchUpOutput> {
     const follower = await this.#ensureFollower();
-    const atTip = this.#heardFromTail && follower.position.seq >= this.#knownSeq;
-    if (claim && atTip && this.#services.shipLog) {
+    if (claim && this.#knownAtTip(follower) && this.#services.shipLog) {
       return { epochFloor: follower.position.epoch };
     }
     await follower.pull({ urgent: claim });
     this.#noteSeq(follower.position.seq);
     return { epochFloor: follower.position.epoch };
+  }
+
+  /** The leader node's tail told of no changeset past what this copy holds. */
+  #knownAtTip(follower: SqliteFollower): boolean {
+    return this.#heardFromTail && follower.position.seq >= this.#knownSeq;
   }
 
   #promote(epoch: number): void {
@@ -1195,9 +1198,6 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
   async #openLeaderNow(epoch: number): Promise<void> {
     const follower = await this.#ensureFollower();
     const { storage, prefix } = this.#services;
-    // Only counts changesets since the last snapshot: asked alongside the epoch-start record.
-    const snapshotList = urgently(() => listSnapshots(storage, prefix, this.name));
-    snapshotList.catch(() => {});
     const position = await writeEpochStart({
       storage: this.#services.storage,
       prefix: this.#services.prefix,
@@ -1205,9 +1205,9 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
       epoch,
       follower,
       pageSize: this.#services.pageSize,
+      atTip: this.#knownAtTip(follower),
     });
     this.#noteSeq(position.seq);
-    const snapshots = await snapshotList;
     this.#closeReader();
     follower.close();
     this.#follower = null;
@@ -1224,7 +1224,9 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
       tickWhenIdle: false,
       // Thousands may be taken over at once, most of them idle: each opens with its first use.
       openOnFirstUse: true,
-      changesetsSinceSnapshot: position.seq - (snapshots.at(-1) ?? 0),
+      // Asked at first use: most of a failed node's databases may never be.
+      changesetsSinceSnapshot: async () =>
+        position.seq - ((await listSnapshots(storage, prefix, this.name)).at(-1) ?? 0),
       ...(this.#services.pageCacheKiB === undefined
         ? {}
         : { pageCacheKiB: this.#services.pageCacheKiB }),

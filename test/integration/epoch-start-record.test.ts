@@ -59,4 +59,50 @@ describe('the epoch-start record', () => {
     expect(reopened.position).toEqual(position);
     reopened.close();
   });
+
+  it('goes straight for the next slot when the copy is known to be at the tip', async () => {
+    const { storage, calls, common, leader, write, follower } = await cluster();
+    await write('a');
+    await leader.close();
+    await follower.pull();
+    const before = follower.position;
+    calls.length = 0;
+    const position = await writeEpochStart({
+      ...common,
+      storage,
+      epoch: 2,
+      follower,
+      pageSize: 4096,
+      atTip: true,
+    });
+    expect(calls).toEqual(['putIfAbsent']);
+    expect(position).toMatchObject({ epoch: 2, seq: before.seq + 1 });
+    follower.close();
+  });
+
+  it('believed at the tip but behind, meets the taken slot, catches up and takes the next', async () => {
+    const { dir, storage, calls, common, leader, write, follower } = await cluster();
+    await follower.pull();
+    const stale = follower.position;
+    // The old leader shipped after the copy last heard of it.
+    await write('late');
+    await leader.close();
+    calls.length = 0;
+    const position = await writeEpochStart({
+      ...common,
+      storage,
+      epoch: 2,
+      follower,
+      pageSize: 4096,
+      atTip: true,
+    });
+    expect(calls[0]).toBe('putIfAbsent');
+    expect(calls.filter((call) => call === 'putIfAbsent')).toHaveLength(2);
+    expect(position).toMatchObject({ epoch: 2, seq: stale.seq + 2 });
+    follower.close();
+    const rows = withReadOnly(path.join(dir, 'f.db'), (db) =>
+      db.prepare('SELECT v FROM t ORDER BY id').all(),
+    );
+    expect(rows).toEqual([{ v: 'late' }]);
+  });
 });

@@ -3,7 +3,7 @@ import path from 'node:path';
 import Database from 'better-sqlite3';
 import { describe, expect, it } from 'vitest';
 import { SqliteFollower } from '../../src/adapters/replication/sqlite/follower.ts';
-import { SqliteLeader } from '../../src/adapters/replication/sqlite/leader.ts';
+import { type LeaderOptions, SqliteLeader } from '../../src/adapters/replication/sqlite/leader.ts';
 import { writeEpochStart } from '../../src/adapters/replication/sqlite/promotion.ts';
 import { InvalidArgumentError } from '../../src/errors.ts';
 import { countedCluster } from './support/counted-cluster.ts';
@@ -26,7 +26,7 @@ async function takenOver() {
   cluster.follower.close();
   const file = path.join(cluster.dir, 'f.db');
   let opens = 0;
-  const leader = () =>
+  const leader = (options: Partial<LeaderOptions> = {}) =>
     SqliteLeader.open({
       ...cluster.common,
       storage: cluster.inner,
@@ -37,6 +37,7 @@ async function takenOver() {
       onOpen: () => {
         opens += 1;
       },
+      ...options,
     });
   return { ...cluster, file, leader, opens: () => opens };
 }
@@ -74,6 +75,42 @@ describe('a leader taking over a copy opens its files on first use', () => {
       db.prepare('SELECT v FROM t ORDER BY id').all(),
     );
     expect(rows).toEqual([{ v: 'before' }, { v: 'after' }]);
+  });
+
+  it('asks how many changesets followed the last snapshot only at first use, and ships on its ticks once open', async () => {
+    const { leader: open } = await takenOver();
+    let asked = 0;
+    const events: string[] = [];
+    const leader = await open({
+      shipIntervalMs: 10,
+      snapshotEveryChangesets: 5,
+      changesetsSinceSnapshot: async () => {
+        asked += 1;
+        return 3;
+      },
+      onEvent: (event) => events.push(event.type),
+    });
+    leader.start();
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    expect(asked).toBe(0);
+
+    // No flush(): the ticks started when the first write opened the files.
+    leader.database.prepare('INSERT INTO t (v) VALUES (?)').run('one');
+    const deadline = Date.now() + 5000;
+    while (!events.includes('shipped') && Date.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    expect(events).toEqual(['shipped']);
+    expect(asked).toBe(1);
+    // 3 before this leadership, and 2 of its own: the snapshot is due.
+    leader.database.prepare('INSERT INTO t (v) VALUES (?)').run('two');
+    await leader.flush();
+    const snapshotted = Date.now() + 5000;
+    while (!events.includes('snapshot') && Date.now() < snapshotted) {
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    expect(events.filter((type) => type !== 'shipped')).toEqual(['snapshot']);
+    await leader.close();
   });
 
   it('closing a leader that was never used leaves the copy and its side files untouched', async () => {

@@ -88,9 +88,10 @@ export interface LeaderOptions {
   snapshotEveryBytes?: number;
   /**
    * Changesets in storage since the newest snapshot when this leadership began, so frequent
-   * failovers still lead to snapshots (default 0).
+   * failovers still lead to snapshots (default 0). A function is asked when the connections first
+   * open: a takeover that is never used asks storage nothing.
    */
-  changesetsSinceSnapshot?: number;
+  changesetsSinceSnapshot?: number | (() => Promise<number>);
   /** Page size of a new database (ignored for an existing one). */
   pageSize?: number;
   /** Wall-clock source for commit times (point-in-time restore only). */
@@ -206,6 +207,8 @@ export class SqliteLeader {
   #shipFailed = false;
   #closed = false;
   #changesetsSinceSnapshot = 0;
+  #askChangesetsSinceSnapshot: (() => Promise<number>) | null = null;
+  #snapshotsTaken = 0;
   #bytesSinceSnapshot = 0;
   /** The database's size as of the last changeset shipped. */
   #dbBytes = 0;
@@ -232,8 +235,28 @@ export class SqliteLeader {
     this.#durableCursor = state?.cursor ?? null;
     this.#outboxSegments = matchingOutboxSegments(this.#outboxBase, options.db, this.#position);
     this.#commitTimeMs = state?.commitTimeMs ?? options.position.commitTimeMs ?? 0;
-    this.#changesetsSinceSnapshot = options.changesetsSinceSnapshot ?? 0;
-    if (openNow) options.onOpen?.();
+    const sinceSnapshot = options.changesetsSinceSnapshot ?? 0;
+    if (typeof sinceSnapshot === 'number') this.#changesetsSinceSnapshot = sinceSnapshot;
+    else this.#askChangesetsSinceSnapshot = sinceSnapshot;
+    if (openNow) this.#opened();
+  }
+
+  /** The connections opened: at open, or at first use, or on waking from hibernation. */
+  #opened(): void {
+    const ask = this.#askChangesetsSinceSnapshot;
+    if (ask !== null) {
+      this.#askChangesetsSinceSnapshot = null;
+      const snapshots = this.#snapshotsTaken;
+      ask().then(
+        (count) => {
+          // A snapshot taken meanwhile already reset the count.
+          if (this.#snapshotsTaken === snapshots) this.#changesetsSinceSnapshot += count;
+        },
+        // Counting from this leadership's first changeset only delays the next snapshot.
+        () => {},
+      );
+    }
+    this.#options.onOpen?.();
   }
 
   /** The app's connection, configured; closed again if configuring fails. */
@@ -336,7 +359,7 @@ export class SqliteLeader {
       this.#ticksStoppedByHibernation = false;
       this.start();
     }
-    this.#options.onOpen?.();
+    this.#opened();
     return database;
   }
 
@@ -393,6 +416,11 @@ export class SqliteLeader {
 
   /** Ships on an interval until closed; a tick where the `-wal` file did not change costs one stat. */
   start(): void {
+    // Connections closed (opened on first use): nothing to ship until then; waking starts ticks.
+    if (this.#db === null) {
+      this.#ticksStoppedByHibernation = true;
+      return;
+    }
     const tick = () => {
       this.#timer = undefined;
       if (this.#closed || this.#fenced) return;
@@ -503,6 +531,7 @@ export class SqliteLeader {
       // Ships exactly up to the overlay's last commit, so the image and its position agree.
       await this.#shipUnshipped(overlay?.cursor.offset ?? WAL_HEADER_SIZE);
       this.#checkpointHolds += 1;
+      this.#snapshotsTaken += 1;
       this.#changesetsSinceSnapshot = 0;
       this.#bytesSinceSnapshot = 0;
       return this.#snapshotSource(overlay);

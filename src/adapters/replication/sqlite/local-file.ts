@@ -59,6 +59,8 @@ export function fsyncDirectorySync(dir: string): void {
 }
 
 export function readJsonFileSync(file: string): unknown {
+  // Missing is the common case (a takeover of a follower copy): no exception to build for it.
+  if (!fs.existsSync(file)) return undefined;
   try {
     return JSON.parse(fs.readFileSync(file, 'utf8'));
   } catch (error) {

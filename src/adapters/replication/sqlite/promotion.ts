@@ -20,6 +20,11 @@ export interface EpochStartOptions {
   follower: SqliteFollower;
   /** Page size of a database that does not exist yet. */
   pageSize: number;
+  /**
+   * The copy is believed to hold the newest changeset: the record goes straight for the next slot.
+   * Slots are written in order, so a free one is the next; a taken one means a pull and another try.
+   */
+  atTip?: boolean;
   signal?: AbortSignal;
 }
 
@@ -36,9 +41,11 @@ export interface EpochStartOptions {
  */
 export async function writeEpochStart(options: EpochStartOptions): Promise<Position> {
   const { storage, prefix, db, epoch, follower } = options;
+  let pullFirst = options.atTip !== true;
   for (;;) {
     options.signal?.throwIfAborted();
-    await follower.pull({ urgent: true });
+    if (pullFirst) await follower.pull({ urgent: true });
+    pullFirst = true;
     const position = follower.position;
     if (position.epoch >= epoch) {
       throw new FencedError(
