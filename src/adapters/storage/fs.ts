@@ -385,10 +385,11 @@ async function ensureDirectory(directory: string): Promise<void> {
 async function createTempFile(directory: string, body: Uint8Array): Promise<string> {
   for (let attempt = 1; ; attempt++) {
     try {
-      await ensureDirectory(directory);
+      // The directory usually exists (a database's log): no mkdir until the open says otherwise.
+      if (attempt > 1) await ensureDirectory(directory);
       return await writeTempFile(directory, body);
     } catch (error) {
-      // A concurrent delete may prune the directory between mkdir and open.
+      // Missing, or pruned by a concurrent delete between mkdir and open.
       if (errorCode(error) !== 'ENOENT' || attempt === MAX_TEMP_ATTEMPTS) throw error;
     }
   }
