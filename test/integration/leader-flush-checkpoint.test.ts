@@ -119,4 +119,20 @@ describe('a flush resolves once shipped; the checkpoint after it does not hold i
     });
     await leader.close();
   });
+
+  it('has SQLite cut a restarted WAL back to the truncate size, and never when there is none', async () => {
+    const limits: unknown[] = [];
+    for (const walTruncateBytes of [undefined, 1.5 * 1024 * 1024, Number.POSITIVE_INFINITY]) {
+      const leader = await openNewLeader({
+        path: path.join(freshDir('limit'), 'leader.db'),
+        db: 'app',
+        storage: createMemoryStorage(),
+        prefix: 'p',
+        ...(walTruncateBytes === undefined ? {} : { walTruncateBytes }),
+      });
+      limits.push(leader.database.pragma('journal_size_limit', { simple: true }));
+      await leader.close();
+    }
+    expect(limits).toEqual([64 * 1024 * 1024, 1.5 * 1024 * 1024, -1]);
+  });
 });

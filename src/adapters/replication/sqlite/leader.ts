@@ -298,7 +298,10 @@ export class SqliteLeader {
     database.pragma('wal_autocheckpoint = 0');
     // A restarted WAL is overwritten in place, which costs far less than truncating it to zero;
     // SQLite cuts the file back to this size at the first commit after the restart.
-    database.pragma(`journal_size_limit = ${this.#walTruncateBytes}`);
+    const limit = this.#walTruncateBytes;
+    database.pragma(
+      `journal_size_limit = ${Number.isFinite(limit) ? Math.max(0, Math.floor(limit)) : -1}`,
+    );
     const cacheKiB = this.#options.pageCacheKiB;
     if (cacheKiB !== undefined)
       database.pragma(`cache_size = ${-Math.max(1, Math.floor(cacheKiB))}`);
