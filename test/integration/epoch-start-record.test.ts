@@ -10,21 +10,29 @@ const freshDir = tempDirs('hadb-epoch-start-');
 
 const cluster = () => countedCluster(freshDir('cluster'));
 
+/** The old leader wrote a row and closed, the copy caught up, then epoch 2's record, counted. */
+async function recordAfter(options: { atTip?: boolean }) {
+  const counted = await cluster();
+  const { storage, calls, common, leader, write, follower } = counted;
+  await write('a');
+  await leader.close();
+  await follower.pull();
+  const before = follower.position;
+  calls.length = 0;
+  const position = await writeEpochStart({
+    ...common,
+    storage,
+    epoch: 2,
+    follower,
+    pageSize: 4096,
+    ...options,
+  });
+  return { ...counted, before, position };
+}
+
 describe('the epoch-start record', () => {
   it('is written with one listing and one putIfAbsent at the tip, and applied without reading it back', async () => {
-    const { dir, storage, calls, common, leader, write, follower } = await cluster();
-    await write('a');
-    await leader.close();
-    await follower.pull();
-    const before = follower.position;
-    calls.length = 0;
-    const position = await writeEpochStart({
-      ...common,
-      storage,
-      epoch: 2,
-      follower,
-      pageSize: 4096,
-    });
+    const { dir, storage, calls, common, follower, before, position } = await recordAfter({});
     expect(calls).toEqual(['list', 'putIfAbsent']);
     expect(position.epoch).toBe(2);
     expect(position.seq).toBe(before.seq + 1);
@@ -61,20 +69,7 @@ describe('the epoch-start record', () => {
   });
 
   it('goes straight for the next slot when the copy is known to be at the tip', async () => {
-    const { storage, calls, common, leader, write, follower } = await cluster();
-    await write('a');
-    await leader.close();
-    await follower.pull();
-    const before = follower.position;
-    calls.length = 0;
-    const position = await writeEpochStart({
-      ...common,
-      storage,
-      epoch: 2,
-      follower,
-      pageSize: 4096,
-      atTip: true,
-    });
+    const { calls, follower, before, position } = await recordAfter({ atTip: true });
     expect(calls).toEqual(['putIfAbsent']);
     expect(position).toMatchObject({ epoch: 2, seq: before.seq + 1 });
     follower.close();

@@ -53,20 +53,25 @@ function copy(name: string, following: string | null) {
   return { database, told };
 }
 
+/** The follower side over `databases`, with no storage polling in a test's time. */
+function tailFollower(client: NodeClient, databases: Map<string, TailedDatabase>) {
+  return new NodeTailFollower({
+    client,
+    clock: systemClock,
+    logger: pino({ level: 'silent' }),
+    self: () => undefined,
+    databases: () => databases.values(),
+    lookup: (name) => databases.get(name),
+    intervalMs: 60_000,
+  });
+}
+
 describe('the node tail follower', () => {
   it('tells a copy opened after the leader node answered what that answer said of it', async () => {
     const node = leaderNode();
     const open = copy('open', LEADER);
     const databases = new Map<string, TailedDatabase>([['open', open.database]]);
-    const follower = new NodeTailFollower({
-      client: node.client,
-      clock: systemClock,
-      logger: pino({ level: 'silent' }),
-      self: () => undefined,
-      databases: () => databases.values(),
-      lookup: (name) => databases.get(name),
-      intervalMs: 60_000,
-    });
+    const follower = tailFollower(node.client, databases);
     try {
       follower.reconcile(open.database);
       await expect.poll(() => open.told).toEqual([{ db: 'open', epoch: 1, seq: 4, leading: true }]);
@@ -93,15 +98,7 @@ describe('the node tail follower', () => {
     const node = leaderNode();
     const open = copy('open', LEADER);
     const databases = new Map<string, TailedDatabase>([['open', open.database]]);
-    const follower = new NodeTailFollower({
-      client: node.client,
-      clock: systemClock,
-      logger: pino({ level: 'silent' }),
-      self: () => undefined,
-      databases: () => databases.values(),
-      lookup: (name) => databases.get(name),
-      intervalMs: 60_000,
-    });
+    const follower = tailFollower(node.client, databases);
     try {
       follower.reconcile(open.database);
       await expect.poll(() => open.told).toHaveLength(1);
