@@ -188,7 +188,7 @@ async function runLoad(write: (i: number) => Promise<void>): Promise<number> {
 
 /** True once this node can commit for `db` (its epoch-start record is in, its files are open). */
 function writable(db: HadbDatabase): boolean {
-  return (db as HadbDatabase & { readonly writable?: boolean }).writable === true;
+  return db.writable;
 }
 
 /**

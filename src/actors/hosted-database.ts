@@ -129,6 +129,11 @@ export interface HadbDatabase {
   /** True on the leader, and on a follower that holds the newest change it has heard of. */
   readonly isCaughtUp: boolean;
   /**
+   * True while this node leads and can commit: its claim won and its epoch-start record is in
+   * storage. Between role `'leader'` and this, writes here wait for it.
+   */
+  readonly writable: boolean;
+  /**
    * One statement on the leader (forwarded from a follower).
    *
    * @example

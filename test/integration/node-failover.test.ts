@@ -27,12 +27,15 @@ describe('failover between nodes', () => {
     const b = await c.start('b');
     const onB = await b.open('db', { schema: SCHEMA });
     await onA.execute('insert into t values (?)', ['before']);
+    expect([onA.writable, onB.writable]).toEqual([true, false]);
     const load = writeLoop(onB, 'b');
     await waitFor(() => load.acked.length >= 5, 5000, 'forwarded writes');
     const closing = Date.now();
     await a.close();
     await waitFor(() => onB.role === 'leader', 5000, 'b to lead');
     const handoffMs = Date.now() - closing;
+    await waitFor(() => onB.writable, 5000, 'b to be able to commit');
+    expect(onA.writable).toBe(false);
     const ackedBefore = load.acked.length;
     await waitFor(() => load.acked.length >= ackedBefore + 5, 5000, 'writes on the new leader');
     await load.stop();
