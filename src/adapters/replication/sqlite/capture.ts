@@ -143,7 +143,8 @@ function readOutboxPages(files: readonly string[], db: string) {
 export interface SetAsideJob {
   walPath: string;
   from: WalCursor | null;
-  until: number;
+  /** No frame past this offset (default: up to the last commit). */
+  until?: number;
   db: string;
   /** The position the segment belongs to: the changeset after it is what it will become part of. */
   epoch: number;

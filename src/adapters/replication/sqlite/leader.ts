@@ -10,6 +10,8 @@ import {
   type CaptureJob,
   collectUnshipped,
   encodeCapture,
+  type SetAsideJob,
+  setAsideSegment,
   type Unshipped,
   writeOutboxSegment,
 } from './capture.ts';
@@ -885,10 +887,11 @@ export class SqliteLeader {
    * Backfills the WAL into the database file once enough of it was written, like SQLite's own
    * autocheckpoint. Under the flush's pin only shipped frames can be backfilled, and the capture
    * worker does it. Past the truncate size everything committed is set aside first, so the whole
-   * WAL can be backfilled and SQLite starts it over at the next write. While much is unshipped that waits for
-   * shipping to catch up, up to 4× the truncate size; past it the bulk goes to outbox segments on
-   * the worker (each followed by a backfill up to a pin at its end) while the application keeps
-   * writing, and this thread sets aside and restarts only what came in meanwhile.
+   * WAL can be backfilled and SQLite starts it over at the next write. While much is unshipped
+   * that waits for shipping to catch up, up to 4× the truncate size; past it the bulk goes to
+   * outbox segments on the worker (each followed by a backfill up to a pin at its end) while the
+   * application keeps writing, and this thread sets aside and restarts only what came in
+   * meanwhile.
    */
   async #checkpoint(pinned: boolean, backfill: Promise<boolean> | null): Promise<void> {
     // A snapshot is reading the database file: it must not change under it.
@@ -930,16 +933,19 @@ export class SqliteLeader {
    */
   #backfillWhileUploading(captured: Capture): Promise<boolean> | null {
     if (this.#checkpointHolds > 0 || this.#db === null) return null;
-    const due =
-      this.#walBytesSinceCheckpoint + captured.walBytes >= this.#checkpointEveryBytes ||
-      fileSize(this.#walPath) > this.#walTruncateBytes;
+    const due = this.#checkpointDue(fileSize(this.#walPath), captured.walBytes);
     return due ? this.#backfillOnWorker() : null;
   }
 
   /** A PASSIVE checkpoint up to the pin on the capture worker; false when it could not run there. */
   async #backfillOnWorker(): Promise<boolean> {
-    if (this.#options.workerCaptureBytes === Number.POSITIVE_INFINITY) return false;
+    if (!this.#workerAllowed) return false;
     return captureWorker.checkpoint(this.#options.path);
+  }
+
+  /** `workerCaptureBytes: Infinity` keeps every capture and checkpoint on this thread. */
+  get #workerAllowed(): boolean {
+    return this.#options.workerCaptureBytes !== Number.POSITIVE_INFINITY;
   }
 
   /**
@@ -948,25 +954,19 @@ export class SqliteLeader {
    * after it are in no segment yet). Stops early when the worker cannot do it.
    */
   async #setAsideInBackground(): Promise<void> {
-    if (this.#options.workerCaptureBytes === Number.POSITIVE_INFINITY) return;
+    if (!this.#workerAllowed) return;
     for (let round = 0; round < SET_ASIDE_ROUNDS; round++) {
       const walBytes = fileSize(this.#walPath);
       if (this.#unshippedWalBytes(walBytes) <= this.#setAsideBytes) return;
       this.#unpinWal();
       if (!this.#pinWal()) return;
       const segmentPath = this.#nextOutboxSegment();
-      const done = await captureWorker.setAside({
-        ...this.#segmentPosition(),
-        walPath: this.#walPath,
-        from: this.#durableCursor,
-        // Where the pin's snapshot ends: no commit came between the two.
-        until: walBytes,
-        segmentPath,
-      });
+      // Up to where the pin's snapshot ends: no commit came between the two.
+      const done = await captureWorker.setAside(this.#setAsideJob(segmentPath, walBytes));
       if (done === undefined || this.#closed) return;
       if (done === null) continue;
       this.#addOutboxSegment(segmentPath, done);
-      if (!(await captureWorker.checkpoint(this.#options.path))) return;
+      if (!(await this.#backfillOnWorker())) return;
       this.#walBytesSinceCheckpoint = 0;
     }
   }
@@ -991,11 +991,13 @@ export class SqliteLeader {
   /** This flush may end with a checkpoint: it needs the pin (a connection of its own). */
   #checkpointMayBeDue(): boolean {
     const walBytes = fileSize(this.#walPath);
+    return this.#checkpointDue(walBytes, this.#unshippedWalBytes(walBytes));
+  }
+
+  /** A WAL of `walBytes` past the truncate size, or enough written since the last checkpoint. */
+  #checkpointDue(walBytes: number, walBytesToShip: number): boolean {
     if (walBytes > this.#walTruncateBytes) return true;
-    return (
-      this.#walBytesSinceCheckpoint + this.#unshippedWalBytes(walBytes) >=
-      this.#checkpointEveryBytes
-    );
+    return this.#walBytesSinceCheckpoint + walBytesToShip >= this.#checkpointEveryBytes;
   }
 
   /** WAL bytes past what storage or the outbox covers (all of a WAL restarted since). */
@@ -1028,11 +1030,20 @@ export class SqliteLeader {
    * WAL frames no segment holds yet become a new segment.
    */
   #setAsideUnshipped(): void {
-    const unshipped = collectUnshipped({ ...this.#unshippedSource(), outboxPaths: [] });
-    if (!unshipped) return;
     const segmentPath = this.#nextOutboxSegment();
-    writeOutboxSegment(segmentPath, this.#segmentPosition(), unshipped);
-    this.#addOutboxSegment(segmentPath, unshipped);
+    const setAside = setAsideSegment(this.#setAsideJob(segmentPath));
+    if (setAside) this.#addOutboxSegment(segmentPath, setAside);
+  }
+
+  /** The WAL frames no segment holds yet (up to `until`), for a new segment at `segmentPath`. */
+  #setAsideJob(segmentPath: string, until?: number): SetAsideJob {
+    return {
+      ...this.#segmentPosition(),
+      walPath: this.#walPath,
+      from: this.#durableCursor,
+      ...(until !== undefined ? { until } : {}),
+      segmentPath,
+    };
   }
 
   /** A segment is durable: the WAL up to `cursor` is covered, and a restart resumes there. */
