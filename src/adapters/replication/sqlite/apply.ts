@@ -317,6 +317,11 @@ function patchHeader(page1: Buffer, counter: number): Buffer {
   return page1;
 }
 
+/** A follower's header in place of `header` (patched in place): rollback mode, counters bumped. */
+function adoptedHeader(header: Buffer): Buffer {
+  return patchHeader(header, (header.readUInt32BE(COUNTER_OFFSET) + 1) >>> 0);
+}
+
 /** The page size in a database header: a 2-byte big-endian value where 1 means 65536. */
 function pageSizeOf(header: Buffer): number {
   const raw = header.readUInt16BE(PAGE_SIZE_OFFSET);
@@ -366,11 +371,9 @@ export function adoptAsFollowerFile(path: string): number | null {
   try {
     const header = readHeader(fd, fs.fstatSync(fd).size);
     if (header === null) return null;
-    const pageSize = pageSizeOf(header);
-    const counter = (header.readUInt32BE(COUNTER_OFFSET) + 1) >>> 0;
-    writeAll(fd, patchHeader(header, counter), 0);
+    writeAll(fd, adoptedHeader(header), 0);
     fs.fsyncSync(fd);
-    return pageSize;
+    return pageSizeOf(header);
   } finally {
     fs.closeSync(fd);
   }
@@ -385,11 +388,9 @@ export async function adoptAsFollowerFileAsync(path: string): Promise<number | n
     const header = Buffer.alloc(HEADER_BYTES);
     const { bytesRead } = await file.read(header, 0, HEADER_BYTES, 0);
     if (bytesRead < HEADER_BYTES) return null;
-    const pageSize = pageSizeOf(header);
-    const counter = (header.readUInt32BE(COUNTER_OFFSET) + 1) >>> 0;
-    await file.write(patchHeader(header, counter), 0, HEADER_BYTES, 0);
+    await file.write(adoptedHeader(header), 0, HEADER_BYTES, 0);
     await file.sync();
-    return pageSize;
+    return pageSizeOf(header);
   } finally {
     await file.close();
   }
