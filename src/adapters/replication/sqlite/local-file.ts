@@ -4,7 +4,7 @@ import path from 'node:path';
 
 /** Replaces `file` with `data` so that a crash leaves either the old or the new content. */
 export function writeFileAtomicSync(file: string, data: Uint8Array | string): void {
-  const temp = `${file}.tmp-${process.pid}-${Math.random().toString(36).slice(2)}`;
+  const temp = tempPathFor(file);
   try {
     const fd = fs.openSync(temp, 'w');
     try {
@@ -21,9 +21,14 @@ export function writeFileAtomicSync(file: string, data: Uint8Array | string): vo
   fsyncDirectorySync(path.dirname(file));
 }
 
+/** Beside `file`, named so no other writer (thread or process) picks the same one. */
+function tempPathFor(file: string): string {
+  return `${file}.tmp-${process.pid}-${Math.random().toString(36).slice(2)}`;
+}
+
 /** {@link writeFileAtomicSync} with the writes and fsyncs on libuv's threadpool. */
 export async function writeFileAtomic(file: string, data: string): Promise<void> {
-  const temp = `${file}.tmp-${process.pid}-${Math.random().toString(36).slice(2)}`;
+  const temp = tempPathFor(file);
   try {
     const handle = await fsp.open(temp, 'w');
     try {
