@@ -53,10 +53,16 @@ function copy(name: string, following: string | null) {
   return { database, told };
 }
 
-/** The follower side over `databases`, with no storage polling in a test's time. */
-function tailFollower(client: NodeClient, databases: Map<string, TailedDatabase>) {
-  return new NodeTailFollower({
-    client,
+/**
+ * The follower side with one copy, `open`, following the leader node, which answered before any
+ * other copy opened. No storage polling in a test's time.
+ */
+function tailingOneCopy() {
+  const node = leaderNode();
+  const open = copy('open', LEADER);
+  const databases = new Map<string, TailedDatabase>([['open', open.database]]);
+  const follower = new NodeTailFollower({
+    client: node.client,
     clock: systemClock,
     logger: pino({ level: 'silent' }),
     self: () => undefined,
@@ -64,14 +70,12 @@ function tailFollower(client: NodeClient, databases: Map<string, TailedDatabase>
     lookup: (name) => databases.get(name),
     intervalMs: 60_000,
   });
+  return { node, open, databases, follower };
 }
 
 describe('the node tail follower', () => {
   it('tells a copy opened after the leader node answered what that answer said of it', async () => {
-    const node = leaderNode();
-    const open = copy('open', LEADER);
-    const databases = new Map<string, TailedDatabase>([['open', open.database]]);
-    const follower = tailFollower(node.client, databases);
+    const { node, open, databases, follower } = tailingOneCopy();
     try {
       follower.reconcile(open.database);
       await expect.poll(() => open.told).toEqual([{ db: 'open', epoch: 1, seq: 4, leading: true }]);
@@ -95,10 +99,7 @@ describe('the node tail follower', () => {
   });
 
   it('does not tell a copy a change heard from a node it does not follow', async () => {
-    const node = leaderNode();
-    const open = copy('open', LEADER);
-    const databases = new Map<string, TailedDatabase>([['open', open.database]]);
-    const follower = tailFollower(node.client, databases);
+    const { open, databases, follower } = tailingOneCopy();
     try {
       follower.reconcile(open.database);
       await expect.poll(() => open.told).toHaveLength(1);

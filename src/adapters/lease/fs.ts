@@ -28,8 +28,9 @@ interface Statements {
  * POSIX file locks, which the kernel releases when a process dies, so a crash never leaves a
  * stale lock. The writes asked for in one turn of the event loop commit in one transaction, so
  * they share one fsync (a node claiming thousands of databases at once); when that transaction
- * fails, every one of them fails and none is applied. Needs a local filesystem: POSIX locks and the WAL's shared memory are unreliable on
- * network filesystems (NFS, SMB), where two processes could both win a CAS.
+ * fails, every one of them fails and none is applied. Needs a local filesystem: POSIX locks and
+ * the WAL's shared memory are unreliable on network filesystems (NFS, SMB), where two processes
+ * could both win a CAS.
  *
  * better-sqlite3 is synchronous: while another process holds the write lock, a call blocks the
  * event loop for up to `busyTimeoutMs` (default 5000) before failing with
