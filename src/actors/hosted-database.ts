@@ -63,7 +63,7 @@ import { createDatabaseActor, type DatabaseActor, type DatabaseActorOptions } fr
 import type { HandleCache } from './handle-cache.ts';
 import { InteractiveTransaction } from './interactive.ts';
 import type { NodeLeaseServices } from './node-liveness.ts';
-import type { ShipLog, TailedDatabase } from './node-tail.ts';
+import type { NodeTailFollower, ShipLog, TailedDatabase } from './node-tail.ts';
 import { prepare, readRows, runStatement, toSqlError } from './sql.ts';
 import type { StepLimiter } from './step-limiter.ts';
 import { type Transition, transitionOf } from './transitions.ts';
@@ -284,6 +284,8 @@ export interface NodeServices {
   pageSize: number;
   /** Node-level leases: what this node's leaders shipped, for the node tail of its peers. */
   shipLog?: ShipLog | undefined;
+  /** Node-level leases: the node tail, told whenever a copy starts following a leader node. */
+  nodeTail?: NodeTailFollower | undefined;
   /** Node-level leases: this node's liveness record and the ownership records it has read. */
   nodeLeases?: NodeLeaseServices | undefined;
   /** The inspector of a database's role actor, for the databases being inspected. */
@@ -405,7 +407,11 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
   /** Called by the node with every snapshot of the role actor. */
   onSnapshot(snapshot: RoleSnapshot): void {
     const previous = this.#snapshot;
+    const followedBefore = this.followedAddress;
     this.#snapshot = snapshot;
+    // The leader's address comes with a lease read after the role changed, not with the role.
+    const followed = this.followedAddress;
+    if (followed !== null && followed !== followedBefore) this.#services.nodeTail?.reconcile(this);
     const role = roleOf(snapshot);
     const before = previous ? roleOf(previous) : null;
     if (role !== before) {

@@ -488,6 +488,7 @@ class Node implements HadbNode {
     });
     liveness.start();
     balancer?.start();
+    this.#services.nodeTail = this.#nodeTail;
     this.#nodeTail.start();
   }
 
@@ -569,10 +570,7 @@ class Node implements HadbNode {
       },
       () => this.#closeDatabase(name),
     );
-    database.on('role', ({ role }) => {
-      this.#roleChanges.inc({ role });
-      this.#nodeTail?.reconcile(database);
-    });
+    database.on('role', ({ role }) => this.#roleChanges.inc({ role }));
     database.on('transition', (transition) => this.#transitions.record(transition));
     this.#databases.set(name, database);
     this.#supervisor.start(name, () => database.createActor());

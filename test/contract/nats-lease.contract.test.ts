@@ -1,9 +1,9 @@
 import { randomBytes } from 'node:crypto';
-import * as net from 'node:net';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { connect } from '@nats-io/transport-node';
 import { openNatsLeaseStore } from '../../src/adapters/lease/nats.ts';
 import type { LeaseStore } from '../../src/adapters/lease/types.ts';
+import { type Relay, startNatsRelay } from '../support/relay.ts';
 import { describeWithService } from '../support/services.ts';
 import { leaseStoreContract } from './lease-store.contract.ts';
 
@@ -11,13 +11,13 @@ await describeWithService('nats', 'NATS lease store contract', (url) => {
   leaseStoreContract(async () => {
     const bucket = `hadb-contract-${randomBytes(5).toString('hex')}`;
     const store = await openNatsLeaseStore({ servers: url, bucket });
-    const relays: net.Server[] = [];
+    const relays: Relay[] = [];
     return {
       store,
       openAnother: () => openNatsLeaseStore({ servers: url, bucket }),
       openDown: async () => {
-        const relay = await startRelay(url);
-        relays.push(relay.server);
+        const relay = await startNatsRelay(url);
+        relays.push(relay);
         let disconnected: () => void = () => {};
         const down = new Promise<void>((resolve) => {
           disconnected = resolve;
@@ -36,7 +36,7 @@ await describeWithService('nats', 'NATS lease store contract', (url) => {
       },
       async cleanup() {
         await store.close();
-        for (const relay of relays) relay.close();
+        for (const relay of relays) relay.cut();
         const nc = await connect({ servers: url });
         try {
           await (await jetstreamManager(nc)).streams.delete(`KV_${bucket}`);
@@ -47,36 +47,3 @@ await describeWithService('nats', 'NATS lease store contract', (url) => {
     };
   });
 });
-
-/** A TCP relay to NATS; `cut()` drops its connections and refuses new ones. */
-async function startRelay(upstreamUrl: string): Promise<{
-  url: string;
-  server: net.Server;
-  cut(): void;
-}> {
-  const upstream = new URL(upstreamUrl);
-  const sockets = new Set<net.Socket>();
-  const server = net.createServer((client) => {
-    const target = net.connect({ host: upstream.hostname, port: Number(upstream.port || 4222) });
-    for (const [from, to] of [
-      [client, target],
-      [target, client],
-    ] as const) {
-      sockets.add(from);
-      from.pipe(to);
-      from.on('error', () => to.destroy());
-      from.on('close', () => to.destroy());
-    }
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const address = server.address();
-  if (address === null || typeof address === 'string') throw new Error('relay has no port');
-  return {
-    url: `nats://127.0.0.1:${address.port}`,
-    server,
-    cut: () => {
-      server.close();
-      for (const socket of sockets) socket.destroy();
-    },
-  };
-}

@@ -1,6 +1,5 @@
 import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
-import * as net from 'node:net';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { Kvm } from '@nats-io/kv';
 import { connect, type NatsConnection, type RequestOptions } from '@nats-io/transport-node';
@@ -17,6 +16,7 @@ import {
 import type { CasResult } from '../../src/adapters/lease/types.ts';
 import { LeaseStoreUnavailableError, LeaseStoreUnsafeError } from '../../src/errors.ts';
 import { NATS_SERVER, PrivateNatsServer } from '../support/nats.ts';
+import { startNatsRelay } from '../support/relay.ts';
 import { describeWithService } from '../support/services.ts';
 
 const RACERS = 16;
@@ -357,7 +357,7 @@ await describeWithService('nats', 'NATS lease store', (url) => {
   });
 
   it(`a silent server: calls fail with LeaseStoreUnavailableError after ${TIMEOUT_MS} ms`, async () => {
-    const relay = await startRelay(url);
+    const relay = await startNatsRelay(url);
     try {
       const store = await openNatsLeaseStore({
         servers: relay.url,
@@ -380,7 +380,7 @@ await describeWithService('nats', 'NATS lease store', (url) => {
         expect(elapsed).toBeLessThan(TIMEOUT_MS + TIMER_SLACK_MS);
       }
     } finally {
-      relay.close();
+      relay.cut();
     }
   });
 });
@@ -522,46 +522,6 @@ async function refusal(call: Promise<unknown>): Promise<LeaseStoreUnsafeError> {
     return error as LeaseStoreUnsafeError;
   }
   throw new Error('the self-test passed');
-}
-
-/** A TCP relay to NATS whose `freeze()` keeps the connections open but silently drops all bytes. */
-interface Relay {
-  url: string;
-  freeze(): void;
-  close(): void;
-}
-
-async function startRelay(upstreamUrl: string): Promise<Relay> {
-  const upstream = new URL(upstreamUrl);
-  const sockets = new Set<net.Socket>();
-  let frozen = false;
-  const server = net.createServer((client) => {
-    const target = net.connect({ host: upstream.hostname, port: Number(upstream.port || 4222) });
-    for (const [from, to] of [
-      [client, target],
-      [target, client],
-    ] as const) {
-      sockets.add(from);
-      from.on('data', (chunk) => {
-        if (!frozen) to.write(chunk);
-      });
-      from.on('error', () => to.destroy());
-      from.on('close', () => to.destroy());
-    }
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const address = server.address();
-  if (address === null || typeof address === 'string') throw new Error('relay has no port');
-  return {
-    url: `nats://127.0.0.1:${address.port}`,
-    freeze: () => {
-      frozen = true;
-    },
-    close: () => {
-      server.close();
-      for (const socket of sockets) socket.destroy();
-    },
-  };
 }
 
 function ok(result: CasResult): string {

@@ -5,21 +5,23 @@ import { createMemoryStorage } from '../../../src/adapters/storage/memory.ts';
 import type { StorageBackend } from '../../../src/adapters/storage/types.ts';
 import { openNewLeader } from './replication.ts';
 
-/** Storage that records every request it is asked, by operation. */
+/** Storage that records every request it is asked: by operation, and with the key or prefix. */
 export function counting(inner: StorageBackend) {
   const calls: string[] = [];
-  const count = <T>(op: string, call: () => Promise<T>) => {
+  const requests: { op: string; key: string }[] = [];
+  const count = <T>(op: string, key: string, call: () => Promise<T>) => {
     calls.push(op);
+    requests.push({ op, key });
     return call();
   };
   const storage: StorageBackend = {
-    put: (key, body) => count('put', () => inner.put(key, body)),
-    putIfAbsent: (key, body) => count('putIfAbsent', () => inner.putIfAbsent(key, body)),
-    get: (key, range) => count('get', () => inner.get(key, range)),
-    list: (prefix, options) => count('list', () => inner.list(prefix, options)),
-    delete: (keys) => count('delete', () => inner.delete(keys)),
+    put: (key, body) => count('put', key, () => inner.put(key, body)),
+    putIfAbsent: (key, body) => count('putIfAbsent', key, () => inner.putIfAbsent(key, body)),
+    get: (key, range) => count('get', key, () => inner.get(key, range)),
+    list: (prefix, options) => count('list', prefix, () => inner.list(prefix, options)),
+    delete: (keys) => count('delete', keys.join(' '), () => inner.delete(keys)),
   };
-  return { storage, calls };
+  return { storage, calls, requests };
 }
 
 export async function countedCluster(dir: string) {
