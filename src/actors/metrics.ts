@@ -13,12 +13,22 @@ interface Family {
 
 export class Counter {
   readonly #values = new Map<string, [Labels, number]>();
+  /** Series by labels as callers write them (in one order, nearly always): no sort per count. */
+  readonly #asWritten = new Map<string, [Labels, number]>();
 
   inc(labels: Labels = {}, by = 1): void {
-    const key = JSON.stringify(Object.entries(labels).sort());
-    const entry = this.#values.get(key);
-    if (entry) entry[1] += by;
-    else this.#values.set(key, [labels, by]);
+    const written = JSON.stringify(labels);
+    let entry = this.#asWritten.get(written);
+    if (!entry) {
+      const key = JSON.stringify(Object.entries(labels).sort());
+      entry = this.#values.get(key);
+      if (!entry) {
+        entry = [labels, 0];
+        this.#values.set(key, entry);
+      }
+      this.#asWritten.set(written, entry);
+    }
+    entry[1] += by;
   }
 
   values(): Iterable<[Labels, number]> {

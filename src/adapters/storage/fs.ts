@@ -15,6 +15,9 @@ import {
 import { DEFAULT_LIST_LIMIT, type ListedObject, type StorageBackend } from './types.ts';
 
 const TEMP_PREFIX = '.tmp-';
+/** Temporary names are this process's random tag and a counter: unique without a random draw each. */
+const TEMP_TAG = randomBytes(8).toString('hex');
+let tempCounter = 0;
 const MAX_NAME_BYTES = 255;
 const MAX_TEMP_ATTEMPTS = 5;
 
@@ -396,7 +399,7 @@ async function createTempFile(directory: string, body: Uint8Array): Promise<stri
 }
 
 async function writeTempFile(directory: string, body: Uint8Array): Promise<string> {
-  const temp = path.join(directory, `${TEMP_PREFIX}${randomBytes(8).toString('hex')}`);
+  const temp = path.join(directory, `${TEMP_PREFIX}${TEMP_TAG}-${(tempCounter++).toString(36)}`);
   const handle = await fsp.open(temp, 'wx');
   let written = false;
   try {

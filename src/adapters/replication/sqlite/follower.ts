@@ -190,23 +190,19 @@ export class SqliteFollower {
   }
 
   /**
-   * Applies the changeset this node itself just wrote at the next sequence with `putIfAbsent`
-   * (the epoch-start record of its new leadership), without reading it back from storage. It is
-   * checked as the next link of the chain like any other; false (nothing applied) when it is not.
+   * Applies the changeset this node itself just encoded and wrote at the next sequence with
+   * `putIfAbsent` (the epoch-start record of its new leadership), without reading it back from
+   * storage or decoding it again. It must be the next link of the chain; false (nothing applied)
+   * when it is not.
    */
-  applyWritten(bytes: Uint8Array): boolean {
-    const expect: Parameters<typeof decodeChangeset>[1] = {
-      db: this.#options.db,
-      seq: this.#state.seq + 1,
-      prevChecksum: Buffer.from(this.#state.checksum, 'hex'),
-    };
-    if (this.#state.pageSize !== null) expect.pageSize = this.#state.pageSize;
-    let changeset: Changeset;
-    try {
-      changeset = decodeChangeset(bytes, expect);
-    } catch {
-      return false;
-    }
+  applyWritten(changeset: Changeset): boolean {
+    const state = this.#state;
+    const nextLink =
+      changeset.db === this.#options.db &&
+      changeset.seq === state.seq + 1 &&
+      Buffer.from(changeset.prevChecksum).toString('hex') === state.checksum &&
+      (state.pageSize === null || changeset.pageSize === state.pageSize);
+    if (!nextLink) return false;
     this.#apply(changeset, changeset.seq);
     return true;
   }

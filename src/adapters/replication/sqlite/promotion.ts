@@ -55,7 +55,7 @@ export async function writeEpochStart(options: EpochStartOptions): Promise<Posit
     }
     const dimensions = follower.dimensions;
     const shape = dimensions ? { ...dimensions, pages: [] } : emptyDatabaseShape(options.pageSize);
-    const { bytes } = encodeChangeset(
+    const { bytes, changeset } = encodeChangeset(
       {
         db,
         epoch,
@@ -71,7 +71,7 @@ export async function writeEpochStart(options: EpochStartOptions): Promise<Posit
     const key = logKey(prefix, db, position.seq + 1);
     if (await urgently(() => storage.putIfAbsent(key, bytes))) {
       // Ours, and the next link of what the copy holds (nothing else moves it meanwhile).
-      if (!follower.applyWritten(bytes)) await follower.pull({ urgent: true });
+      if (!follower.applyWritten(changeset)) await follower.pull({ urgent: true });
       return follower.position;
     }
   }
