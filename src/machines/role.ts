@@ -251,10 +251,22 @@ export const roleMachine = setup({
     catchUp: required<CatchUpOutput, { db: string; intent: CatchUpIntent }>('catchUp'),
     demote: required<void, { db: string; reason: DemoteReason }>('demote'),
   },
+  actions: {
+    takeClaimedLease: assign(({ context }, claimed: WriteLeaseOutput) => ({
+      lease:
+        claimed.outcome === 'written'
+          ? heldLeaseFrom(context, claimed, claimRecord(context).record.epoch)
+          : null,
+      lastAt: claimed.at,
+      observed: null,
+    })),
+  },
   guards: {
     readIsInvalid: (_, read: ReadLeaseOutput) => read.outcome === 'invalid',
     readIsClaimable: ({ context }, read: ReadLeaseOutput) => isClaimable(context, read),
     wasWritten: (_, write: WriteLeaseOutput) => write.outcome === 'written',
+    wasWrittenDelegated: (_, write: WriteLeaseOutput) =>
+      write.outcome === 'written' && write.delegated === true,
     wasConflict: (_, write: WriteLeaseOutput) => write.outcome === 'conflict',
     intentIsClaim: ({ context }) => context.intent === 'claim',
     isStopping: ({ context }) => context.stopping,
@@ -397,16 +409,16 @@ export const roleMachine = setup({
         input: ({ context }) => ({ db: context.db, ...claimRecord(context) }),
         onDone: [
           {
+            // The node renews one record for all its databases: straight to the delegated
+            // states, with no renewal or validity timer set up only to be cancelled.
+            guard: { type: 'wasWrittenDelegated', params: ({ event }) => event.output },
+            target: ['#role.leader.renewal.delegated', '#role.leader.validity.delegated'],
+            actions: { type: 'takeClaimedLease', params: ({ event }) => event.output },
+          },
+          {
             guard: { type: 'wasWritten', params: ({ event }) => event.output },
             target: 'leader',
-            actions: assign({
-              lease: ({ context, event }) =>
-                event.output.outcome === 'written'
-                  ? heldLeaseFrom(context, event.output, claimRecord(context).record.epoch)
-                  : null,
-              lastAt: ({ event }) => event.output.at,
-              observed: null,
-            }),
+            actions: { type: 'takeClaimedLease', params: ({ event }) => event.output },
           },
           { target: 'follower', actions: assign({ lastAt: ({ event }) => event.output.at }) },
         ],

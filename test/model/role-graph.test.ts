@@ -122,6 +122,10 @@ describe('role machine graph (xstate/graph, exhaustive)', () => {
         expect(next.context.lease?.validUntil).toBe(
           delegated ? Number.POSITIVE_INFINITY : 100 + 1000 - 100,
         );
+        // And it never renews on its own: no renewal or validity timer of the database's.
+        const own = { leader: { renewal: 'idle', validity: 'valid' } };
+        const byNode = { leader: { renewal: 'delegated', validity: 'delegated' } };
+        expect(next.matches(delegated ? byNode : own), JSON.stringify(next.value)).toBe(true);
       }
     }
     expect(entries).toBeGreaterThan(0);
