@@ -123,8 +123,8 @@ describe('role machine graph (xstate/graph, exhaustive)', () => {
           delegated ? Number.POSITIVE_INFINITY : 100 + 1000 - 100,
         );
         // And it never renews on its own: no renewal or validity timer of the database's.
-        const own = { leader: { renewal: 'idle', validity: 'valid' } };
-        const byNode = { leader: { renewal: 'delegated', validity: 'delegated' } };
+        const own = { leader: { renewal: 'idle', validity: 'valid' } } as const;
+        const byNode = { leader: { renewal: 'delegated', validity: 'delegated' } } as const;
         expect(next.matches(delegated ? byNode : own), JSON.stringify(next.value)).toBe(true);
       }
     }
