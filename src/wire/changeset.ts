@@ -59,7 +59,16 @@ export interface EncodeChangesetOptions {
   codec?: ChangesetCodec;
   /** deflate-raw: zlib level -1..9; brotli: quality 0..11. Default 1 for both. */
   level?: number;
+  /**
+   * Ships the body uncompressed (codec `'none'`) when compressing a sample from its middle saves
+   * less than this fraction of it, 0 to 1. Default 0: always compress. Random or already
+   * compressed data costs the whole compression time and saves little.
+   */
+  minSavings?: number;
 }
+
+/** The slice of a body compressed to judge `minSavings`; smaller bodies are judged whole. */
+const SAVINGS_SAMPLE_BYTES = 64 * 1024;
 
 /** What the reader already knows; any disagreement is an error of its own code. */
 export interface ChangesetExpectation {
@@ -136,14 +145,36 @@ export function encodeChangeset(
   input: Omit<Changeset, 'checksum' | 'version'>,
   options: EncodeChangesetOptions = {},
 ): { bytes: Uint8Array; changeset: Changeset } {
+  const minSavings = options.minSavings ?? 0;
+  if (!(minSavings >= 0 && minSavings <= 1)) {
+    throw new InvalidArgumentError(`minSavings must be a fraction from 0 to 1, got ${minSavings}`);
+  }
   const { changeset, packed, codec, level } = seal(input, options);
-  const body =
-    codec === 'deflate-raw'
-      ? deflateRawSync(packed, { level })
-      : codec === 'brotli'
-        ? brotliCompressSync(packed, brotliOptions(level, packed.length))
-        : packed;
+  // Judged on a sample from the middle, or on the whole body when it is small.
+  const judged = codec !== 'none' && minSavings > 0;
+  const whole = packed.length <= 2 * SAVINGS_SAMPLE_BYTES;
+  if (judged && !whole) {
+    const start = (packed.length - SAVINGS_SAMPLE_BYTES) >> 1;
+    const sample = packed.subarray(start, start + SAVINGS_SAMPLE_BYTES);
+    if (!savesEnough(sample, compress(sample, codec, level), minSavings)) {
+      return { bytes: frame(packed, 'none'), changeset };
+    }
+  }
+  const body = compress(packed, codec, level);
+  if (judged && whole && !savesEnough(packed, body, minSavings)) {
+    return { bytes: frame(packed, 'none'), changeset };
+  }
   return { bytes: frame(body, codec), changeset };
+}
+
+function savesEnough(raw: Uint8Array, compressed: Uint8Array, minSavings: number): boolean {
+  return compressed.length <= raw.length * (1 - minSavings);
+}
+
+function compress(packed: Uint8Array, codec: ChangesetCodec, level: number): Uint8Array {
+  if (codec === 'deflate-raw') return deflateRawSync(packed, { level });
+  if (codec === 'brotli') return brotliCompressSync(packed, brotliOptions(level, packed.length));
+  return packed;
 }
 
 /** Brotli at `quality`, told the input's size up front (it picks its window from that). */

@@ -1,5 +1,10 @@
 import fs from 'node:fs';
-import { type ChangesetCodec, decodeChangeset, encodeChangeset } from '../../../wire/changeset.ts';
+import {
+  type ChangesetCodec,
+  decodeChangeset,
+  type EncodeChangesetOptions,
+  encodeChangeset,
+} from '../../../wire/changeset.ts';
 import { writeFileAtomicSync } from './local-file.ts';
 import { readCommittedFrames, type WalCursor } from './wal.ts';
 
@@ -41,6 +46,8 @@ export interface CaptureJob extends UnshippedSource {
   commitTimeMs: number;
   codec?: ChangesetCodec;
   level?: number;
+  /** See {@link EncodeChangesetOptions.minSavings}. */
+  minSavings?: number;
 }
 
 /** A sealed changeset and what the leader needs to know of it. */
@@ -102,6 +109,7 @@ export function encodeCapture(job: CaptureJob): Capture | null {
     {
       ...(job.codec !== undefined ? { codec: job.codec } : {}),
       ...(job.level !== undefined ? { level: job.level } : {}),
+      ...(job.minSavings !== undefined ? { minSavings: job.minSavings } : {}),
     },
   );
   return {

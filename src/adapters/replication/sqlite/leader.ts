@@ -37,6 +37,10 @@ const WORKER_CAPTURE_BYTES = 256 * 1024;
 const SET_ASIDE_BYTES = 4 * 1024 * 1024;
 /** Background set-asides before one restart: a writer outrunning the worker still gets one. */
 const SET_ASIDE_ROUNDS = 4;
+/** Captures at least this large mean the writer outpaces shipping (see `lightCaptureBytes`). */
+const LIGHT_CAPTURE_BYTES = 4 * 1024 * 1024;
+/** What compression must save of a capture that large to be worth its time. */
+const LIGHT_CAPTURE_MIN_SAVINGS = 1 / 3;
 
 export interface Position {
   epoch: number;
@@ -65,6 +69,13 @@ export interface LeaderOptions {
    */
   tickWhenIdle?: boolean;
   codec?: ChangesetCodec;
+  /**
+   * Captures of at least this many unshipped bytes (default 4 MiB; Infinity: never) are shipped
+   * uncompressed when compressing a sample of them saves less than a third: a writer producing
+   * that much between ships would otherwise leave shipping further behind with every round, and
+   * such data (random, already compressed) gains little from it.
+   */
+  lightCaptureBytes?: number;
   /**
    * Captures of at least this many WAL bytes are read, encoded and compressed on the process's
    * capture worker thread, off the application's (default 256 KiB; Infinity: never).
@@ -684,7 +695,8 @@ export class SqliteLeader {
     };
   }
 
-  #captureJob(until: number | undefined): CaptureJob {
+  #captureJob(until: number | undefined, pending: number): CaptureJob {
+    const light = pending >= (this.#options.lightCaptureBytes ?? LIGHT_CAPTURE_BYTES);
     return {
       ...this.#unshippedSource(),
       ...(until !== undefined ? { until } : {}),
@@ -693,15 +705,16 @@ export class SqliteLeader {
       prevChecksum: this.#position.checksum,
       commitTimeMs: (this.#options.wallClockMs ?? Date.now)(),
       ...(this.#options.codec !== undefined ? { codec: this.#options.codec } : {}),
+      ...(light ? { minSavings: LIGHT_CAPTURE_MIN_SAVINGS } : {}),
     };
   }
 
   /** Seals what is unshipped into the next changeset: large ones on the capture worker. */
   #capture(until?: number): Promise<Capture | null> {
-    const job = this.#captureJob(until);
     const pending =
       this.#unshippedWalBytes(fileSize(this.#walPath)) +
-      job.outboxPaths.reduce((bytes, file) => bytes + fileSize(file), 0);
+      this.#outboxSegments.reduce((bytes, file) => bytes + fileSize(file), 0);
+    const job = this.#captureJob(until, pending);
     const threshold = this.#options.workerCaptureBytes ?? WORKER_CAPTURE_BYTES;
     if (pending >= threshold) return captureWorker.run(job);
     // From a macrotask: with storage that answers in microtasks, commit → flush → commit would
