@@ -3,7 +3,15 @@ import type { Dirent, Stats } from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
 import { HadbError, InvalidKeyError, StorageUnavailableError } from '../../errors.ts';
-import { syncDirectory } from '../fs-sync.ts';
+import {
+  closeFile,
+  linkFile,
+  openFile,
+  syncDirectory,
+  syncFile,
+  unlinkFile,
+  writeWhole,
+} from '../fs-sync.ts';
 import {
   assertValidKey,
   assertValidRange,
@@ -166,7 +174,7 @@ export function createFsStorage(options: { root: string }): StorageBackend {
           let created: boolean;
           try {
             // link() fails with EEXIST atomically, even against other processes; rename() would replace.
-            await fsp.link(temp, target);
+            await linkFile(temp, target);
             created = true;
           } catch (error) {
             // EEXIST for a directory is a clash with the keys under it, not an existing object.
@@ -400,14 +408,14 @@ async function createTempFile(directory: string, body: Uint8Array): Promise<stri
 
 async function writeTempFile(directory: string, body: Uint8Array): Promise<string> {
   const temp = path.join(directory, `${TEMP_PREFIX}${TEMP_TAG}-${(tempCounter++).toString(36)}`);
-  const handle = await fsp.open(temp, 'wx');
+  const fd = await openFile(temp, 'wx');
   let written = false;
   try {
-    await handle.writeFile(body);
-    await handle.sync();
+    await writeWhole(fd, body);
+    await syncFile(fd);
     written = true;
   } finally {
-    await handle.close();
+    await closeFile(fd);
     if (!written) await removeQuietly(temp);
   }
   return temp;
@@ -415,7 +423,7 @@ async function writeTempFile(directory: string, body: Uint8Array): Promise<strin
 
 async function removeQuietly(file: string): Promise<void> {
   try {
-    await fsp.unlink(file);
+    await unlinkFile(file);
   } catch {
     // An orphaned temporary file is invisible and harmless.
   }
