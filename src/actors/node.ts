@@ -196,10 +196,10 @@ const DEFAULT_LEASE_SCOPE = 'database';
 
 /**
  * Heavy role-change steps (a new leader's epoch-start record and files, a stopped leader's file
- * turned back into a copy) run at once per node: enough to overlap their file I/O, few enough
- * that the event loop turns between them.
+ * turned back into a copy) run at once per node: enough that their fsyncs keep the disk busy
+ * while claims still hold the event loop, few enough that the loop turns between them.
  */
-const ROLE_STEPS_AT_ONCE = 16;
+const ROLE_STEPS_AT_ONCE = 64;
 
 /**
  * Databases told of a node-wide event per turn of the event loop: small turns, so the file I/O of
