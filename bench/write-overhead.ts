@@ -11,7 +11,10 @@
  * the last partial tick are shipped too), so every commit counted is durable in storage: the ratio
  * is conservative. The ratio without that drain is reported as well.
  *
- *   npx tsx bench/write-overhead.ts [--quick] [--codec brotli|deflate-raw|none]
+ * `--always-compress` sets the leader's `lightCaptureBytes` to Infinity: every capture is
+ * compressed, however little that saves.
+ *
+ *   npx tsx bench/write-overhead.ts [--quick] [--codec brotli|deflate-raw|none] [--always-compress]
  */
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
@@ -48,6 +51,7 @@ const BATCHES_PER_CHUNK = 5;
 const VALUE_CHARS = 100;
 /** The leader's default unless `--codec` names another. */
 const codec = argValue('codec') as ChangesetCodec | undefined;
+const alwaysCompress = process.argv.includes('--always-compress');
 
 interface Target {
   db: Database.Database;
@@ -120,6 +124,7 @@ async function main(): Promise<void> {
     position: { seq: 0, checksum: GENESIS_CHECKSUM },
     shipIntervalMs: SHIP_INTERVAL_MS,
     ...(codec ? { codec } : {}),
+    ...(alwaysCompress ? { lightCaptureBytes: Number.POSITIVE_INFINITY } : {}),
     onEvent: (event) => {
       if (event.type === 'shipped') {
         shippedBytes += event.bytes;
@@ -276,6 +281,7 @@ async function main(): Promise<void> {
     windowMs: WINDOW_MS,
     shipIntervalMs: SHIP_INTERVAL_MS,
     codec: codec ?? 'default',
+    alwaysCompress,
     autocommitChunkRows: AUTOCOMMIT_CHUNK,
     batchRows: BATCH_ROWS,
     pragmas,

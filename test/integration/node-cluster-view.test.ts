@@ -1,18 +1,14 @@
-import net from 'node:net';
 import { describe, expect, test } from 'vitest';
 import type { ClusterView } from '../../src/wire/cluster-view.ts';
+import { freePort } from '../support/relay.ts';
 import { testClusters, waitFor } from './support/nodes.ts';
 
 const cluster = testClusters('hadb-cluster-view-');
 const SCHEMA = 'create table if not exists t(k text primary key)';
 
-/** An address nothing listens on: a port that was free a moment ago. */
+/** An address nothing listens on. */
 async function deadAddress(): Promise<string> {
-  const server = net.createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as net.AddressInfo;
-  await new Promise((resolve) => server.close(resolve));
-  return `http://127.0.0.1:${port}`;
+  return `http://127.0.0.1:${await freePort()}`;
 }
 
 async function clusterOf(address: string | undefined): Promise<ClusterView> {

@@ -1,20 +1,11 @@
-import * as net from 'node:net';
 import { describe, expect, test } from 'vitest';
-import { startRelay } from '../support/relay.ts';
+import { freePort, startRelay } from '../support/relay.ts';
 import { counting } from './support/counted-cluster.ts';
 import { FAST_TIMING, memoryNodes, waitFor } from './support/nodes.ts';
 import { tempDirs } from './support/replication.ts';
 
 const freshDir = tempDirs('hadb-node-tail-takeover-');
 const SCHEMA = 'create table if not exists t(k text primary key)';
-
-async function freePort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as net.AddressInfo;
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
 
 describe('takeover of a copy the node tail told is at the tip', () => {
   test('a copy opened after the leader node answered takes over without listing storage', async () => {

@@ -1,5 +1,14 @@
-/** A TCP relay to a loopback service, so a test can silence or cut one client's way in. */
+/** Loopback network helpers: a TCP relay a test can silence or cut, and a free port. */
 import * as net from 'node:net';
+
+/** A port nothing listens on: it was free a moment ago. */
+export async function freePort(): Promise<number> {
+  const server = net.createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as net.AddressInfo;
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}
 
 export interface Relay {
   /** The relay's own port: point the client here instead of at the service. */
