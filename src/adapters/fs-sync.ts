@@ -6,11 +6,12 @@ import * as fs from 'node:fs';
  * of fs/promises.
  */
 
-type Done<T> = (error: NodeJS.ErrnoException | null, value: T) => void;
+/** A Node callback; calls that yield nothing leave `value` out. */
+type Done<T> = (error: NodeJS.ErrnoException | null, value?: T) => void;
 
-function called<T>(start: (done: Done<T>) => void): Promise<T> {
+function called<T = void>(start: (done: Done<T>) => void): Promise<T> {
   return new Promise((resolve, reject) => {
-    start((error, value) => (error ? reject(error) : resolve(value)));
+    start((error, value) => (error ? reject(error) : resolve(value as T)));
   });
 }
 
@@ -19,11 +20,11 @@ export function openFile(file: string, flags: string): Promise<number> {
 }
 
 export function closeFile(fd: number): Promise<void> {
-  return called((done) => fs.close(fd, (error) => done(error ?? null, undefined)));
+  return called((done) => fs.close(fd, done));
 }
 
 export function syncFile(fd: number): Promise<void> {
-  return called((done) => fs.fsync(fd, (error) => done(error ?? null, undefined)));
+  return called((done) => fs.fsync(fd, done));
 }
 
 /** Writes all of `bytes` at the start of the file `fd`. */
@@ -36,11 +37,11 @@ export async function writeWhole(fd: number, bytes: Uint8Array): Promise<void> {
 }
 
 export function linkFile(existing: string, target: string): Promise<void> {
-  return called((done) => fs.link(existing, target, (error) => done(error ?? null, undefined)));
+  return called((done) => fs.link(existing, target, done));
 }
 
 export function unlinkFile(file: string): Promise<void> {
-  return called((done) => fs.unlink(file, (error) => done(error ?? null, undefined)));
+  return called((done) => fs.unlink(file, done));
 }
 
 /** Fsyncs `directory`, so that files just created, renamed or removed in it survive a crash. */
