@@ -280,6 +280,11 @@ export class SqliteLeader {
       const pageSize = this.#options.pageSize;
       if (pageSize !== undefined) database.pragma(`page_size = ${Number(pageSize)}`);
       this.#configure(database);
+      // A read opens the WAL and leaves this connection holding it for as long as it is open.
+      // Until then another connection (an interactive transaction's, a reader's) could be the
+      // last one to close the file: SQLite would checkpoint its commits into the database and
+      // delete the WAL before they were captured.
+      database.prepare('select 1 from sqlite_master limit 1').get();
     } catch (error) {
       database.close();
       throw error;
