@@ -590,26 +590,31 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
   }
 
   async transaction<T>(fn: (tx: Transaction) => T, options: WriteOptions = {}): Promise<T> {
-    await this.#writerFreeOrThrow(this.#settings.forwardTimeoutMs);
-    const leader = this.#writableLeader();
-    if (!leader) {
+    const bigints = options.bigints ?? false;
+    let value: T | undefined;
+    const committed = await this.#withWriter(
+      this.#services.clock.now() + this.#settings.forwardTimeoutMs,
+      (leader) => {
+        this.#touch();
+        const connection = leader.database;
+        const tx: Transaction = {
+          execute: (sql, params) => runStatement(connection, statementOf(sql, params), bigints),
+          all: (sql, params) => readRows(connection, statementOf(sql, params), bigints),
+          get: (sql, params) => readRows(connection, statementOf(sql, params), bigints)[0],
+        };
+        const epoch = this.#commit(leader, () => {
+          value = fn(tx);
+        });
+        return { leader, epoch };
+      },
+    );
+    if (!committed) {
       throw new NotLeaderError(
         `${this.name}: transaction(fn) runs only on the leader (this node is ${this.role}); use batch() from a follower`,
       );
     }
-    const bigints = options.bigints ?? false;
-    this.#touch();
-    const connection = leader.database;
-    const tx: Transaction = {
-      execute: (sql, params) => runStatement(connection, statementOf(sql, params), bigints),
-      all: (sql, params) => readRows(connection, statementOf(sql, params), bigints),
-      get: (sql, params) => readRows(connection, statementOf(sql, params), bigints)[0],
-    };
-    let value: T | undefined;
-    const epoch = this.#commit(leader, () => {
-      value = fn(tx);
-    });
     const deadline = this.#services.clock.now() + this.#settings.forwardTimeoutMs;
+    const { leader, epoch } = committed;
     this.#remember(
       await this.#durable(leader, options.durability ?? this.#settings.durability, epoch, deadline),
     );
@@ -734,17 +739,16 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
   ): Promise<BatchResult | null> {
     this.#touch();
     if (request.op === 'read') return readOnLeader(leader, request);
-    if (this.#writerHeld) {
-      await this.#writerFreeOrThrow(deadline - this.#services.clock.now());
-      if (this.#writableLeader() !== leader) return null;
-    }
-    let committed: { epoch: number; results: StatementResult[] };
+    let committed: { epoch: number; results: StatementResult[] } | null;
     try {
-      committed = this.#commitStatements(leader, request, remembered);
+      committed = await this.#withWriter(deadline, (current) =>
+        current === leader ? this.#commitStatements(leader, request, remembered) : null,
+      );
     } catch (error) {
       if (error instanceof NotLeaderError) return null;
       throw toSqlError(error);
     }
+    if (!committed) return null;
     const { epoch, results } = committed;
     try {
       return { results, token: await this.#durable(leader, request.durability, epoch, deadline) };
@@ -787,18 +791,17 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
   }
 
   async #serveWrite(request: ForwardRequest): Promise<ForwardResponse> {
-    if (
-      request.op === 'write' &&
-      !(await this.#writerFree(this.#services.clock.now() + this.#settings.forwardTimeoutMs))
-    ) {
-      return { ok: false, code: 'INTERNAL', message: `${this.name}: the writer stayed held` };
-    }
     const leader = this.#writableLeader() ?? (await this.#promoted(PROMOTION_WAIT_MS));
     if (!leader) return notLeader(this.name, this.role);
     this.#touch();
     try {
       if (request.op === 'read') return { ok: true, ...readOnLeader(leader, request) };
-      const { epoch, results } = this.#commitStatements(leader, request, true);
+      const committed = await this.#withWriter(
+        this.#services.clock.now() + this.#settings.forwardTimeoutMs,
+        (current) => (current === leader ? this.#commitStatements(leader, request, true) : null),
+      );
+      if (!committed) return notLeader(this.name, this.role);
+      const { epoch, results } = committed;
       // One attempt: the sender retries with the same request id, which finds this commit.
       const token = await this.#durable(leader, request.durability, epoch, null);
       return { ok: true, results, token };
@@ -816,6 +819,8 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
         return { ok: false, code: 'NOT_LEADER', message: mapped.message };
       if (mapped instanceof FencedError)
         return { ok: false, code: 'FENCED', message: mapped.message };
+      if (mapped instanceof TimeoutError)
+        return { ok: false, code: 'INTERNAL', message: `${this.name}: the writer stayed held` };
       this.#logger.warn({ err: mapped }, 'write failed');
       return { ok: false, code: 'INTERNAL', message: (mapped as Error).message };
     }
@@ -1025,11 +1030,25 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
     return true;
   }
 
-  /** Waiting here beats SQLITE_BUSY, which would block the event loop for the busy timeout. */
-  async #writerFreeOrThrow(waitMs: number): Promise<void> {
-    if (!(await this.#writerFree(this.#services.clock.now() + waitMs))) {
-      throw new TimeoutError(`${this.name}: waiting for an interactive transaction to end`, waitMs);
+  /**
+   * Runs `commit` on this node's writable leader once no interactive transaction holds the
+   * writer, in the same turn as the last look at it: a BEGIN woken at the same time cannot take
+   * the writer in between and leave the commit to meet SQLITE_BUSY. Null when this node does not
+   * lead; {@link TimeoutError} when the writer stays held past `deadline`.
+   */
+  async #withWriter<R>(deadline: number, commit: (leader: SqliteLeader) => R): Promise<R | null> {
+    const clock = this.#services.clock;
+    const waitMs = Math.max(0, deadline - clock.now());
+    while (this.#writerHeld) {
+      if (!(await this.#writerFree(deadline))) {
+        throw new TimeoutError(
+          `${this.name}: waiting for an interactive transaction to end`,
+          waitMs,
+        );
+      }
     }
+    const leader = this.#writableLeader();
+    return leader ? commit(leader) : null;
   }
 
   #abortInteractive(reason: string): void {

@@ -312,6 +312,9 @@ export class SqliteLeader {
 
   /** Per-connection settings of the app's connection (they do not persist in the file). */
   #configure(database: Database.Database): void {
+    // Waiting for a lock here would stall the event loop, and every lease on the node with it:
+    // the hosted database queues its writers instead, so a lock held elsewhere fails at once.
+    database.pragma('busy_timeout = 0');
     database.pragma('journal_mode = WAL');
     database.pragma('wal_autocheckpoint = 0');
     // A restarted WAL is overwritten in place, which costs far less than truncating it to zero;
