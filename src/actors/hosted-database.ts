@@ -134,6 +134,21 @@ export interface HadbDatabase {
    */
   readonly writable: boolean;
   /**
+   * Resolves once writes have somewhere to go: this node leads and can commit, or it follows a
+   * leader it knows the address of. With `writable: true`, only once this node itself leads and
+   * can commit (what `begin()` and `transaction(fn)` need). `open()` does not wait for either: a
+   * database has no role until its first election ends.
+   *
+   * @example
+   * ```ts
+   * const db = await node.open('orders');
+   * await db.ready({ writable: true }); // this node leads it: begin() may run here
+   * ```
+   * @throws TimeoutError past `timeoutMs` (default: the node's `forwardTimeoutMs`, 15 s);
+   * ClosedError once the database is closed.
+   */
+  ready(options?: { writable?: boolean; timeoutMs?: number }): Promise<void>;
+  /**
    * One statement on the leader (forwarded from a follower).
    *
    * @example
@@ -549,8 +564,30 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
     if (!this.#closed) this.#services.handles?.touch(this);
   }
 
+  async ready(options: { writable?: boolean; timeoutMs?: number } = {}): Promise<void> {
+    const clock = this.#services.clock;
+    const timeoutMs = options.timeoutMs ?? this.#settings.forwardTimeoutMs;
+    const deadline = clock.now() + timeoutMs;
+    const writable = options.writable ?? false;
+    for (;;) {
+      if (this.#closed) throw new ClosedError(`database ${this.name}`);
+      if (this.#writableLeader()) return;
+      if (!writable && this.following && this.#leaderAddress()) return;
+      const left = deadline - clock.now();
+      if (left <= 0) {
+        const waitedFor = writable ? 'this node leading' : 'a known leader';
+        throw new TimeoutError(
+          `${this.name}: waiting for ${waitedFor} (it is ${this.role})`,
+          timeoutMs,
+        );
+      }
+      // A leader's address can be learnt without a role change: look again now and then.
+      await this.#roleChange(Math.min(left, 50));
+    }
+  }
+
   /** Resolves once the local copy is usable (bootstrapped), whatever the role. */
-  async ready(timeoutMs: number): Promise<void> {
+  async bootstrapped(timeoutMs: number): Promise<void> {
     const deadline = this.#services.clock.now() + timeoutMs;
     while (this.role === 'bootstrapping') {
       if (this.#closed) throw new ClosedError(`database ${this.name}`);
@@ -591,32 +628,36 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
 
   async transaction<T>(fn: (tx: Transaction) => T, options: WriteOptions = {}): Promise<T> {
     const bigints = options.bigints ?? false;
+    const deadline = this.#services.clock.now() + this.#settings.forwardTimeoutMs;
+    await this.#roleSettled(deadline);
     let value: T | undefined;
-    const committed = await this.#withWriter(
-      this.#services.clock.now() + this.#settings.forwardTimeoutMs,
-      (leader) => {
-        this.#touch();
-        const connection = leader.database;
-        const tx: Transaction = {
-          execute: (sql, params) => runStatement(connection, statementOf(sql, params), bigints),
-          all: (sql, params) => readRows(connection, statementOf(sql, params), bigints),
-          get: (sql, params) => readRows(connection, statementOf(sql, params), bigints)[0],
-        };
-        const epoch = this.#commit(leader, () => {
-          value = fn(tx);
-        });
-        return { leader, epoch };
-      },
-    );
+    const committed = await this.#withWriter(deadline, (leader) => {
+      this.#touch();
+      const connection = leader.database;
+      const tx: Transaction = {
+        execute: (sql, params) => runStatement(connection, statementOf(sql, params), bigints),
+        all: (sql, params) => readRows(connection, statementOf(sql, params), bigints),
+        get: (sql, params) => readRows(connection, statementOf(sql, params), bigints)[0],
+      };
+      const epoch = this.#commit(leader, () => {
+        value = fn(tx);
+      });
+      return { leader, epoch };
+    });
     if (!committed) {
       throw new NotLeaderError(
         `${this.name}: transaction(fn) runs only on the leader (this node is ${this.role}); use batch() from a follower`,
       );
     }
-    const deadline = this.#services.clock.now() + this.#settings.forwardTimeoutMs;
     const { leader, epoch } = committed;
+    const durableBy = this.#services.clock.now() + this.#settings.forwardTimeoutMs;
     this.#remember(
-      await this.#durable(leader, options.durability ?? this.#settings.durability, epoch, deadline),
+      await this.#durable(
+        leader,
+        options.durability ?? this.#settings.durability,
+        epoch,
+        durableBy,
+      ),
     );
     return value as T;
   }
@@ -970,10 +1011,8 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
     const waitMs = options.waitMs ?? this.#settings.forwardTimeoutMs;
     const readOnly = options.readOnly ?? false;
     const deadline = clock.now() + waitMs;
-    // Like a write: a leader still taking over is waited for, and so is the writer.
-    while (!this.#writableLeader() && this.role === 'leader' && clock.now() < deadline) {
-      await this.#roleChange(50);
-    }
+    // Like a write: an election or a takeover still under way is waited for, and so is the writer.
+    await this.#roleSettled(deadline);
     while (!readOnly && this.#writerHeld) {
       if (!(await this.#writerFree(deadline))) {
         throw new TimeoutError(`${this.name}: waiting for another transaction to end`, waitMs);
@@ -1028,6 +1067,19 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
       });
     }
     return true;
+  }
+
+  /**
+   * Waits (until `deadline` at most) while this database has no settled role: it is still
+   * bootstrapping or electing, or this node won and is still taking over. Whatever comes of it,
+   * the caller then looks at the role itself.
+   */
+  async #roleSettled(deadline: number): Promise<void> {
+    await this.ready({ timeoutMs: Math.max(0, deadline - this.#services.clock.now()) }).catch(
+      (error: unknown) => {
+        if (!(error instanceof TimeoutError)) throw error;
+      },
+    );
   }
 
   /**

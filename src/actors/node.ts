@@ -579,7 +579,7 @@ class Node implements HadbNode {
     this.#supervisor.start(name, () => database.createActor());
     database.start();
     try {
-      await database.ready(options.timeoutMs ?? 60_000);
+      await database.bootstrapped(options.timeoutMs ?? 60_000);
       if (options.schema) await database.batch([{ sql: options.schema }]);
       if (options.migrations?.length) await this.#migrate(database, options.migrations);
     } catch (error) {
