@@ -24,6 +24,7 @@ import {
   ClosedError,
   FencedError,
   HadbError,
+  InvalidArgumentError,
   LeaderUnavailableError,
   NotDurableError,
   NotLeaderError,
@@ -64,7 +65,7 @@ import type { HandleCache } from './handle-cache.ts';
 import { InteractiveTransaction } from './interactive.ts';
 import type { NodeLeaseServices } from './node-liveness.ts';
 import type { NodeTailFollower, ShipLog, TailedDatabase } from './node-tail.ts';
-import { prepare, readRows, runStatement, toSqlError } from './sql.ts';
+import { asSqlError, prepare, readRows, runStatement, toSqlError } from './sql.ts';
 import type { StepLimiter } from './step-limiter.ts';
 import { type Transition, transitionOf } from './transitions.ts';
 
@@ -589,6 +590,24 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
     });
   }
 
+  /**
+   * SQL scripts (several statements each) on the leader, from any node, in one transaction:
+   * `schema` runs them all; `migrate` applies the migrations past the leader's `user_version`,
+   * read in that transaction, so concurrent openers never apply one twice.
+   */
+  async runScripts(op: 'schema' | 'migrate', scripts: readonly string[]): Promise<BatchResult> {
+    if (scripts.length === 0) throw new BadRequestError(`${op} needs at least one script`);
+    return this.#write({
+      v: PROTOCOL_VERSION,
+      db: this.name,
+      requestId: randomUUID(),
+      op,
+      statements: scripts.map((sql) => ({ sql })),
+      durability: this.#settings.durability,
+      bigints: false,
+    });
+  }
+
   async transaction<T>(fn: (tx: Transaction) => T, options: WriteOptions = {}): Promise<T> {
     await this.#writerFreeOrThrow(this.#settings.forwardTimeoutMs);
     const leader = this.#writableLeader();
@@ -705,6 +724,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
           }
           if (answer?.code === 'SQL_ERROR') throw sqlErrorOf(answer);
           if (answer?.code === 'BAD_REQUEST') throw new BadRequestError(answer.message);
+          if (answer?.code === 'INVALID_ARGUMENT') throw new InvalidArgumentError(answer.message);
           if (answer) lastProblem = `${answer.code}: ${answer.message}`;
           // Node-level leases are not polled: a leader that says no (or is gone) means re-read.
           if (this.#services.nodeLeases && answer?.code !== 'INTERNAL') this.leaseChanged();
@@ -788,7 +808,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
 
   async #serveWrite(request: ForwardRequest): Promise<ForwardResponse> {
     if (
-      request.op === 'write' &&
+      request.op !== 'read' &&
       !(await this.#writerFree(this.#services.clock.now() + this.#settings.forwardTimeoutMs))
     ) {
       return { ok: false, code: 'INTERNAL', message: `${this.name}: the writer stayed held` };
@@ -816,6 +836,13 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
         return { ok: false, code: 'NOT_LEADER', message: mapped.message };
       if (mapped instanceof FencedError)
         return { ok: false, code: 'FENCED', message: mapped.message };
+      if (mapped instanceof InvalidArgumentError)
+        // Without the code prefix: the sender's InvalidArgumentError adds it again.
+        return {
+          ok: false,
+          code: 'INVALID_ARGUMENT',
+          message: mapped.message.slice(`${mapped.code}: `.length),
+        };
       this.#logger.warn({ err: mapped }, 'write failed');
       return { ok: false, code: 'INTERNAL', message: (mapped as Error).message };
     }
@@ -841,9 +868,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
         results = prior;
         return;
       }
-      results = request.statements.map((statement) =>
-        runStatement(leader.database, statement, request.bigints),
-      );
+      results = applyWrite(leader.database, request);
       if (remembered) this.#rememberRequest(leader.database, request.requestId, results);
     });
     // Only once committed: a rolled-back transaction takes the new table with it.
@@ -1632,6 +1657,39 @@ function readOnLeader(leader: SqliteLeader, request: ForwardRequest): BatchResul
   }));
   const { epoch, seq } = leader.position;
   return { results, token: { epoch, seq } };
+}
+
+/** What a write-like request does inside the leader's transaction. */
+function applyWrite(connection: Database.Database, request: ForwardRequest): StatementResult[] {
+  const scripts = request.statements.map((statement) => statement.sql);
+  if (request.op === 'schema') {
+    for (const script of scripts) asSqlError(() => connection.exec(script));
+    return [];
+  }
+  if (request.op === 'migrate') return [migrate(connection, request.db, scripts)];
+  return request.statements.map((statement) =>
+    runStatement(connection, statement, request.bigints),
+  );
+}
+
+/**
+ * The migrations past this database's `user_version`, then the new version, in the caller's
+ * transaction. `changes` is how many were applied.
+ */
+function migrate(
+  connection: Database.Database,
+  db: string,
+  migrations: readonly string[],
+): StatementResult {
+  const version = Number(connection.pragma('user_version', { simple: true }));
+  if (version > migrations.length) {
+    throw new InvalidArgumentError(
+      `${db} is at schema version ${version}, newer than the ${migrations.length} migrations given`,
+    );
+  }
+  for (const script of migrations.slice(version)) asSqlError(() => connection.exec(script));
+  if (version < migrations.length) connection.pragma(`user_version = ${migrations.length}`);
+  return { changes: migrations.length - version, lastInsertRowid: 0 };
 }
 
 function statementOf(sql: string, params: SqlParams | undefined): Statement {

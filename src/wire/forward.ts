@@ -27,13 +27,20 @@ export interface Statement {
 
 export type Durability = 'async' | 'replicated';
 
+export type ForwardOp = 'write' | 'read' | 'schema' | 'migrate';
+
 export interface ForwardRequest {
   v: typeof PROTOCOL_VERSION;
   db: string;
   /** Unique per logical request: a retry carries the same one, and the leader applies it once. */
   requestId: string;
-  /** `write`: the statements in one transaction; `read`: statements run on the leader, nothing written. */
-  op: 'write' | 'read';
+  /**
+   * `write`: the statements in one transaction; `read`: statements run on the leader, nothing
+   * written. `schema` and `migrate` carry SQL scripts (several statements each, no params) run
+   * in one transaction: `schema` runs them all; `migrate` takes them as the ordered migrations
+   * and applies those past the leader's `user_version`, judged in that same transaction.
+   */
+  op: ForwardOp;
   statements: Statement[];
   durability: Durability;
   /** Integers come back as bigint. */
@@ -58,6 +65,7 @@ export type ForwardErrorCode =
   | 'UNKNOWN_DATABASE'
   | 'FENCED'
   | 'BAD_REQUEST'
+  | 'INVALID_ARGUMENT'
   | 'INTERNAL';
 
 export type ForwardResponse =
@@ -106,21 +114,17 @@ export function decodeForwardRequest(bytes: Uint8Array): ForwardRequest {
   if (typeof db !== 'string' || db.length === 0) throw new BadRequestError('db must be a name');
   if (typeof requestId !== 'string' || requestId.length === 0 || requestId.length > 200)
     throw new BadRequestError('requestId must be a string of 1..200 characters');
-  if (op !== 'write' && op !== 'read') throw new BadRequestError('op must be write or read');
+  if (op !== 'write' && op !== 'read' && op !== 'schema' && op !== 'migrate')
+    throw new BadRequestError('op must be write, read, schema or migrate');
   if (durability !== 'async' && durability !== 'replicated')
     throw new BadRequestError('durability must be async or replicated');
   if (typeof bigints !== 'boolean') throw new BadRequestError('bigints must be a boolean');
   if (!Array.isArray(statements) || statements.length === 0)
     throw new BadRequestError('statements must be a non-empty array');
-  return {
-    v,
-    db,
-    requestId,
-    op,
-    durability,
-    bigints,
-    statements: statements.map((statement, index) => checkStatement(statement, index)),
-  };
+  const checked = statements.map((statement, index) => checkStatement(statement, index));
+  if ((op === 'schema' || op === 'migrate') && checked.some((s) => s.params !== undefined))
+    throw new BadRequestError(`${op} scripts take no params`);
+  return { v, db, requestId, op, durability, bigints, statements: checked };
 }
 
 function checkStatement(statement: unknown, index: number): Statement {
