@@ -4,7 +4,6 @@ import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import nodePath from 'node:path';
 import Database from 'better-sqlite3';
-import { Packr } from 'msgpackr';
 import type { Logger } from 'pino';
 import type { LeaseStore } from '../adapters/lease/types.ts';
 import { listSnapshots } from '../adapters/replication/snapshot.ts';
@@ -45,6 +44,7 @@ import {
 import {
   type Durability,
   decodeForwardResponse,
+  decodeStored,
   decodeTailResponse,
   encodeMessage,
   FORWARD_PATH,
@@ -314,7 +314,6 @@ const REQUEST_RETENTION_MS = 15 * 60_000;
 const TAIL_WAIT_MS = 20_000;
 /** Leader connections whose request table is known to exist. */
 const tablesReady = new WeakSet<Database.Database>();
-const resultsPackr = new Packr({ useRecords: false, mapsAsObjects: true, int64AsType: 'bigint' });
 
 /**
  * One database on one node: the role machine joined to its lease, its storage and its SQLite
@@ -950,7 +949,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
     const row = prepare(connection, `select results from ${REQUESTS_TABLE} where id = ?`).get(
       requestId,
     ) as { results: Buffer } | undefined;
-    return row ? (resultsPackr.unpack(row.results) as StatementResult[]) : null;
+    return row ? (decodeStored(row.results) as StatementResult[]) : null;
   }
 
   /** Kept in the database itself, so a retry that reaches the next leader is still answered once. */
@@ -963,7 +962,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
     prepare(connection, `insert into ${REQUESTS_TABLE}(id, at, results) values (?, ?, ?)`).run(
       requestId,
       now,
-      resultsPackr.pack(results),
+      encodeMessage(results),
     );
     this.#forwardedSincePrune += 1;
     if (this.#forwardedSincePrune >= 1000) {

@@ -1,4 +1,4 @@
-import { Packr } from 'msgpackr';
+import { addExtension, Packr } from 'msgpackr';
 import { BadRequestError } from '../errors.ts';
 
 /**
@@ -93,8 +93,64 @@ const packr = new Packr({
   int64AsType: 'bigint',
 });
 
+/**
+ * msgpackr packs -0 as the integer 0, so SQLite would store 0.0 for -0.0. A -0 is swapped for
+ * this marker, which writes the standard float64 -0 (0xcb 80 00 …): any msgpack reader,
+ * an older node's too, reads it back as -0.
+ */
+class NegativeZero {}
+const NEGATIVE_ZERO = new NegativeZero();
+const FLOAT64_NEGATIVE_ZERO = [0xcb, 0x80, 0, 0, 0, 0, 0, 0, 0];
+addExtension({
+  Class: NegativeZero,
+  // Required by msgpackr for a packing extension, though this one writes no extension.
+  type: 0x2d,
+  // msgpackr's raw form (its Date extension uses it too): bytes written in place, no ext header.
+  pack: ((
+    _value: NegativeZero,
+    allocate: (size: number) => { target: Uint8Array; position: number },
+  ) => {
+    const { target, position } = allocate(FLOAT64_NEGATIVE_ZERO.length);
+    target.set(FLOAT64_NEGATIVE_ZERO, position);
+  }) as unknown as (value: unknown) => Uint8Array,
+  unpack: () => -0,
+});
+
+/** `message` with each -0 replaced by the marker; the same object when it holds none. */
+function markNegativeZeros(value: unknown): unknown {
+  if (typeof value === 'number') return Object.is(value, -0) ? NEGATIVE_ZERO : value;
+  if (typeof value !== 'object' || value === null || ArrayBuffer.isView(value)) return value;
+  if (Array.isArray(value)) {
+    let copy: unknown[] | null = null;
+    for (let i = 0; i < value.length; i++) {
+      const marked = markNegativeZeros(value[i]);
+      if (!Object.is(marked, value[i])) {
+        copy ??= value.slice();
+        copy[i] = marked;
+      }
+    }
+    return copy ?? value;
+  }
+  let copy: Record<string, unknown> | null = null;
+  for (const key in value) {
+    const field = (value as Record<string, unknown>)[key];
+    const marked = markNegativeZeros(field);
+    if (!Object.is(marked, field)) {
+      copy ??= { ...value };
+      copy[key] = marked;
+    }
+  }
+  return copy ?? value;
+}
+
+/** Every SQL value exactly as given, -0 included. */
 export function encodeMessage(message: unknown): Uint8Array {
-  return packr.pack(message);
+  return packr.pack(markNegativeZeros(message));
+}
+
+/** What {@link encodeMessage} wrote and this node kept (no validation: it is trusted). */
+export function decodeStored(bytes: Uint8Array): unknown {
+  return packr.unpack(bytes);
 }
 
 function decodeMessage(bytes: Uint8Array, what: string): unknown {
