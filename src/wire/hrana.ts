@@ -314,7 +314,7 @@ export async function startHranaServer(options: HranaServerOptions): Promise<Hra
     const { status, body } = await peers.request(
       'POST',
       `${address}${RELAY_PATH}`,
-      Buffer.from(JSON.stringify(message)),
+      Buffer.from(toJson(message)),
       RELAY_TIMEOUT_MS,
     );
     let parsed: unknown;
@@ -359,7 +359,7 @@ export async function startHranaServer(options: HranaServerOptions): Promise<Hra
     }
     return {
       status: answer.status,
-      body: JSON.stringify(answer.body),
+      body: toJson(answer.body),
       contentType: 'application/json',
     };
   };
@@ -428,8 +428,33 @@ function safeDecode(text: string): string {
   }
 }
 
+/** A per-process token no client can guess, standing in for -0 while stringifying. */
+const NEGATIVE_ZERO_TOKEN = `hadb-negative-zero-${randomBytes(16).toString('hex')}`;
+
+/**
+ * JSON.stringify writes -0 as 0; sqld writes -0.0, which @libsql/client (and JSON.parse) reads
+ * back as -0. Bodies without -0 (almost all) are stringified as they are.
+ */
+function toJson(body: unknown): string {
+  if (!holdsNegativeZero(body)) return JSON.stringify(body);
+  const text = JSON.stringify(body, (_key, value: unknown) =>
+    Object.is(value, -0) ? NEGATIVE_ZERO_TOKEN : value,
+  );
+  return text.replaceAll(`"${NEGATIVE_ZERO_TOKEN}"`, '-0.0');
+}
+
+function holdsNegativeZero(value: unknown): boolean {
+  if (typeof value === 'number') return Object.is(value, -0);
+  if (typeof value !== 'object' || value === null) return false;
+  if (Array.isArray(value)) return value.some(holdsNegativeZero);
+  for (const key in value) {
+    if (holdsNegativeZero((value as Record<string, unknown>)[key])) return true;
+  }
+  return false;
+}
+
 function reply(response: http.ServerResponse, status: number, body: unknown): void {
-  const bytes = Buffer.from(JSON.stringify(body));
+  const bytes = Buffer.from(toJson(body));
   response.writeHead(status, {
     'content-type': 'application/json',
     'content-length': bytes.length,
