@@ -428,27 +428,38 @@ function safeDecode(text: string): string {
   }
 }
 
-/** A per-process token no client can guess, standing in for -0 while stringifying. */
-const NEGATIVE_ZERO_TOKEN = `hadb-negative-zero-${randomBytes(16).toString('hex')}`;
+/** Per-process tokens no client can guess, standing in for numbers JSON.stringify gets wrong. */
+const TOKEN = randomBytes(16).toString('hex');
+const SPECIAL_NUMBERS = new Map<string, string>([
+  // sqld writes -0.0; @libsql/client (JSON.parse) reads it back as -0.
+  [`hadb-negative-zero-${TOKEN}`, '-0.0'],
+  // JSON.stringify writes null, which every client refuses as a float; JSON.parse reads 1e999
+  // as Infinity.
+  [`hadb-infinity-${TOKEN}`, '1e999'],
+  [`hadb-negative-infinity-${TOKEN}`, '-1e999'],
+]);
+const [NEGATIVE_ZERO, INFINITY, NEGATIVE_INFINITY] = [...SPECIAL_NUMBERS.keys()];
 
-/**
- * JSON.stringify writes -0 as 0; sqld writes -0.0, which @libsql/client (and JSON.parse) reads
- * back as -0. Bodies without -0 (almost all) are stringified as they are.
- */
+/** JSON with -0 and ±Infinity kept; bodies without them (almost all) stringified as they are. */
 function toJson(body: unknown): string {
-  if (!holdsNegativeZero(body)) return JSON.stringify(body);
-  const text = JSON.stringify(body, (_key, value: unknown) =>
-    Object.is(value, -0) ? NEGATIVE_ZERO_TOKEN : value,
-  );
-  return text.replaceAll(`"${NEGATIVE_ZERO_TOKEN}"`, '-0.0');
+  if (!holdsSpecialNumber(body)) return JSON.stringify(body);
+  const text = JSON.stringify(body, (_key, value: unknown) => {
+    if (Object.is(value, -0)) return NEGATIVE_ZERO;
+    if (value === Number.POSITIVE_INFINITY) return INFINITY;
+    if (value === Number.NEGATIVE_INFINITY) return NEGATIVE_INFINITY;
+    return value;
+  });
+  return text.replace(/"hadb-[a-z-]+-[0-9a-f]{32}"/g, (quoted) => {
+    return SPECIAL_NUMBERS.get(quoted.slice(1, -1)) ?? quoted;
+  });
 }
 
-function holdsNegativeZero(value: unknown): boolean {
-  if (typeof value === 'number') return Object.is(value, -0);
+function holdsSpecialNumber(value: unknown): boolean {
+  if (typeof value === 'number') return Object.is(value, -0) || Math.abs(value) === Infinity;
   if (typeof value !== 'object' || value === null) return false;
-  if (Array.isArray(value)) return value.some(holdsNegativeZero);
+  if (Array.isArray(value)) return value.some(holdsSpecialNumber);
   for (const key in value) {
-    if (holdsNegativeZero((value as Record<string, unknown>)[key])) return true;
+    if (holdsSpecialNumber((value as Record<string, unknown>)[key])) return true;
   }
   return false;
 }

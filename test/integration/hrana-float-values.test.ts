@@ -7,7 +7,7 @@ import { SECRET, testClusters } from './support/nodes.ts';
 
 // Two nodes in this process, each with its Hrana server, wired as `hadb serve` wires them.
 
-const cluster = testClusters('hadb-hrana-negative-zero-');
+const cluster = testClusters('hadb-hrana-floats-');
 const SCHEMA = 'create table if not exists t(id integer primary key, v)';
 /** atan2(-0, -1) is -π and atan2(0, -1) is π: SQLite's own view of the stored sign. */
 const NEGATIVE = 'select atan2(v, -1) < 0 as negative from t where id = ?';
@@ -67,7 +67,7 @@ async function leaderAndFollower() {
   return { leader, follower };
 }
 
-describe('-0 through Hrana', () => {
+describe('floats through Hrana: -0 and ±Infinity', () => {
   test('@libsql/client reads -0 as -0', async () => {
     const { leader } = await leaderAndFollower();
     await leader.db.execute('insert into t(id, v) values (1, ?)', [-0]);
@@ -75,6 +75,18 @@ describe('-0 through Hrana', () => {
     const { rows } = await client.execute('select v from t where id = 1');
     client.close();
     expect(Object.is(rows[0]?.v, -0)).toBe(true);
+  });
+
+  test('@libsql/client reads ±Infinity (JSON.stringify would write null, which it refuses)', async () => {
+    const { leader } = await leaderAndFollower();
+    await leader.db.batch([
+      { sql: 'insert into t(id, v) values (1, ?)', params: [Number.POSITIVE_INFINITY] },
+      { sql: 'insert into t(id, v) values (2, ?)', params: [Number.NEGATIVE_INFINITY] },
+    ]);
+    const client = createClient({ url: leader.hrana.address });
+    const { rows } = await client.execute('select v from t order by id');
+    client.close();
+    expect(rows.map((row) => row.v)).toEqual([Number.POSITIVE_INFINITY, Number.NEGATIVE_INFINITY]);
   });
 
   test('a transaction begun on a follower is relayed to the leader with -0, both ways', async () => {
