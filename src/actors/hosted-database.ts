@@ -1662,7 +1662,7 @@ function readOnLeader(leader: SqliteLeader, request: ForwardRequest): BatchResul
 function applyWrite(connection: Database.Database, request: ForwardRequest): StatementResult[] {
   const scripts = request.statements.map((statement) => statement.sql);
   if (request.op === 'schema') {
-    for (const script of scripts) asSqlError(() => connection.exec(script));
+    for (const script of scripts) execScript(connection, script);
     return [];
   }
   if (request.op === 'migrate') return [migrate(connection, request.db, scripts)];
@@ -1686,9 +1686,20 @@ function migrate(
       `${db} is at schema version ${version}, newer than the ${migrations.length} migrations given`,
     );
   }
-  for (const script of migrations.slice(version)) asSqlError(() => connection.exec(script));
+  for (const script of migrations.slice(version)) execScript(connection, script);
   if (version < migrations.length) connection.pragma(`user_version = ${migrations.length}`);
   return { changes: migrations.length - version, lastInsertRowid: 0 };
+}
+
+/** One script in the caller's transaction, which it must not end (its commit would skip the lease check). */
+function execScript(connection: Database.Database, script: string): void {
+  asSqlError(() => connection.exec(script));
+  if (!connection.inTransaction) {
+    throw new SqlError(
+      'SQLITE_MISUSE',
+      'a schema or migration script ended the transaction hadb runs it in: leave out BEGIN, COMMIT and ROLLBACK',
+    );
+  }
 }
 
 function statementOf(sql: string, params: SqlParams | undefined): Statement {

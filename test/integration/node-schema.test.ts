@@ -40,4 +40,14 @@ describe('open with a schema of several statements', () => {
     const db = await a.open('db');
     expect(await objects(db)).toEqual([]);
   });
+
+  test('one that ends the transaction it runs in is refused, naming why', async () => {
+    const a = await cluster().start('a');
+    const failure = await a
+      .open('db', { schema: 'create table if not exists first(x); commit' })
+      .catch((error: unknown) => error);
+    expect(failure).toBeInstanceOf(SqlError);
+    expect((failure as SqlError).sqliteCode).toBe('SQLITE_MISUSE');
+    expect((failure as SqlError).message).toContain('leave out BEGIN, COMMIT and ROLLBACK');
+  });
 });
