@@ -4,7 +4,6 @@ import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import nodePath from 'node:path';
 import Database from 'better-sqlite3';
-import { Packr } from 'msgpackr';
 import type { Logger } from 'pino';
 import type { LeaseStore } from '../adapters/lease/types.ts';
 import { listSnapshots } from '../adapters/replication/snapshot.ts';
@@ -24,6 +23,7 @@ import {
   ClosedError,
   FencedError,
   HadbError,
+  InvalidArgumentError,
   LeaderUnavailableError,
   NotDurableError,
   NotLeaderError,
@@ -44,6 +44,7 @@ import {
 import {
   type Durability,
   decodeForwardResponse,
+  decodeStored,
   decodeTailResponse,
   encodeMessage,
   FORWARD_PATH,
@@ -64,7 +65,7 @@ import type { HandleCache } from './handle-cache.ts';
 import { InteractiveTransaction } from './interactive.ts';
 import type { NodeLeaseServices } from './node-liveness.ts';
 import type { NodeTailFollower, ShipLog, TailedDatabase } from './node-tail.ts';
-import { prepare, readRows, runStatement, toSqlError } from './sql.ts';
+import { asSqlError, prepare, readRows, runStatement, toSqlError } from './sql.ts';
 import type { StepLimiter } from './step-limiter.ts';
 import { type Transition, transitionOf } from './transitions.ts';
 
@@ -328,7 +329,6 @@ const REQUEST_RETENTION_MS = 15 * 60_000;
 const TAIL_WAIT_MS = 20_000;
 /** Leader connections whose request table is known to exist. */
 const tablesReady = new WeakSet<Database.Database>();
-const resultsPackr = new Packr({ useRecords: false, mapsAsObjects: true, int64AsType: 'bigint' });
 
 /**
  * One database on one node: the role machine joined to its lease, its storage and its SQLite
@@ -626,6 +626,24 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
     });
   }
 
+  /**
+   * SQL scripts (several statements each) on the leader, from any node, in one transaction:
+   * `schema` runs them all; `migrate` applies the migrations past the leader's `user_version`,
+   * read in that transaction, so concurrent openers never apply one twice.
+   */
+  async runScripts(op: 'schema' | 'migrate', scripts: readonly string[]): Promise<BatchResult> {
+    if (scripts.length === 0) throw new BadRequestError(`${op} needs at least one script`);
+    return this.#write({
+      v: PROTOCOL_VERSION,
+      db: this.name,
+      requestId: randomUUID(),
+      op,
+      statements: scripts.map((sql) => ({ sql })),
+      durability: this.#settings.durability,
+      bigints: false,
+    });
+  }
+
   async transaction<T>(fn: (tx: Transaction) => T, options: WriteOptions = {}): Promise<T> {
     const bigints = options.bigints ?? false;
     const deadline = this.#services.clock.now() + this.#settings.forwardTimeoutMs;
@@ -751,6 +769,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
           }
           if (answer?.code === 'SQL_ERROR') throw sqlErrorOf(answer);
           if (answer?.code === 'BAD_REQUEST') throw new BadRequestError(answer.message);
+          if (answer?.code === 'INVALID_ARGUMENT') throw new InvalidArgumentError(answer.message);
           if (answer) lastProblem = `${answer.code}: ${answer.message}`;
           // Node-level leases are not polled: a leader that says no (or is gone) means re-read.
           if (this.#services.nodeLeases && answer?.code !== 'INTERNAL') this.leaseChanged();
@@ -862,6 +881,13 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
         return { ok: false, code: 'FENCED', message: mapped.message };
       if (mapped instanceof TimeoutError)
         return { ok: false, code: 'INTERNAL', message: `${this.name}: the writer stayed held` };
+      if (mapped instanceof InvalidArgumentError)
+        // Without the code prefix: the sender's InvalidArgumentError adds it again.
+        return {
+          ok: false,
+          code: 'INVALID_ARGUMENT',
+          message: mapped.message.slice(`${mapped.code}: `.length),
+        };
       this.#logger.warn({ err: mapped }, 'write failed');
       return { ok: false, code: 'INTERNAL', message: (mapped as Error).message };
     }
@@ -887,9 +913,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
         results = prior;
         return;
       }
-      results = request.statements.map((statement) =>
-        runStatement(leader.database, statement, request.bigints),
-      );
+      results = applyWrite(leader.database, request);
       if (remembered) this.#rememberRequest(leader.database, request.requestId, results);
     });
     // Only once committed: a rolled-back transaction takes the new table with it.
@@ -971,7 +995,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
     const row = prepare(connection, `select results from ${REQUESTS_TABLE} where id = ?`).get(
       requestId,
     ) as { results: Buffer } | undefined;
-    return row ? (resultsPackr.unpack(row.results) as StatementResult[]) : null;
+    return row ? (decodeStored(row.results) as StatementResult[]) : null;
   }
 
   /** Kept in the database itself, so a retry that reaches the next leader is still answered once. */
@@ -984,7 +1008,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
     prepare(connection, `insert into ${REQUESTS_TABLE}(id, at, results) values (?, ?, ?)`).run(
       requestId,
       now,
-      resultsPackr.pack(results),
+      encodeMessage(results),
     );
     this.#forwardedSincePrune += 1;
     if (this.#forwardedSincePrune >= 1000) {
@@ -1703,6 +1727,50 @@ function readOnLeader(leader: SqliteLeader, request: ForwardRequest): BatchResul
   }));
   const { epoch, seq } = leader.position;
   return { results, token: { epoch, seq } };
+}
+
+/** What a write-like request does inside the leader's transaction. */
+function applyWrite(connection: Database.Database, request: ForwardRequest): StatementResult[] {
+  const scripts = request.statements.map((statement) => statement.sql);
+  if (request.op === 'schema') {
+    for (const script of scripts) execScript(connection, script);
+    return [];
+  }
+  if (request.op === 'migrate') return [migrate(connection, request.db, scripts)];
+  return request.statements.map((statement) =>
+    runStatement(connection, statement, request.bigints),
+  );
+}
+
+/**
+ * The migrations past this database's `user_version`, then the new version, in the caller's
+ * transaction. `changes` is how many were applied.
+ */
+function migrate(
+  connection: Database.Database,
+  db: string,
+  migrations: readonly string[],
+): StatementResult {
+  const version = Number(connection.pragma('user_version', { simple: true }));
+  if (version > migrations.length) {
+    throw new InvalidArgumentError(
+      `${db} is at schema version ${version}, newer than the ${migrations.length} migrations given`,
+    );
+  }
+  for (const script of migrations.slice(version)) execScript(connection, script);
+  if (version < migrations.length) connection.pragma(`user_version = ${migrations.length}`);
+  return { changes: migrations.length - version, lastInsertRowid: 0 };
+}
+
+/** One script in the caller's transaction, which it must not end (its commit would skip the lease check). */
+function execScript(connection: Database.Database, script: string): void {
+  asSqlError(() => connection.exec(script));
+  if (!connection.inTransaction) {
+    throw new SqlError(
+      'SQLITE_MISUSE',
+      'a schema or migration script ended the transaction hadb runs it in: leave out BEGIN, COMMIT and ROLLBACK',
+    );
+  }
 }
 
 function statementOf(sql: string, params: SqlParams | undefined): Statement {

@@ -137,11 +137,17 @@ export interface NodeOptions {
 }
 
 export interface OpenOptions {
-  /** Idempotent SQL run (on the leader, as one batch) every time the database is opened. */
+  /**
+   * Idempotent SQL (one or several statements) run on the leader in one transaction every time
+   * the database is opened, before `migrations`.
+   */
   schema?: string;
   /**
-   * Ordered migrations: the leader applies those past the database's `user_version` in one
-   * transaction and records the new version. Never edit one that has run; append.
+   * Ordered migrations, each one or several statements (no BEGIN/COMMIT: they run in hadb's
+   * transaction). The leader applies those past the database's `user_version` in one transaction
+   * and records the new version there, so nodes opening at once apply each migration once. A
+   * database at a higher version than migrations given is refused (InvalidArgumentError). Never
+   * edit one that has run; append.
    */
   migrations?: readonly string[];
   durability?: Durability;
@@ -580,7 +586,7 @@ class Node implements HadbNode {
     database.start();
     try {
       await database.bootstrapped(options.timeoutMs ?? 60_000);
-      if (options.schema) await database.batch([{ sql: options.schema }]);
+      if (options.schema) await database.runScripts('schema', [options.schema]);
       if (options.migrations?.length) await this.#migrate(database, options.migrations);
     } catch (error) {
       await this.#closeDatabase(name);
@@ -589,26 +595,17 @@ class Node implements HadbNode {
     return database;
   }
 
-  /** Migrations past `user_version`, as one atomic batch on the leader. */
+  /**
+   * The leader applies the migrations past its `user_version` in one transaction, judging the
+   * version in it (refusing a newer one). A database already there costs one read, no write.
+   */
   async #migrate(database: HostedDatabase, migrations: readonly string[]): Promise<void> {
     const version = Number(
       (await database.get('pragma user_version', undefined, { consistency: 'strong' }))
         ?.user_version ?? 0,
     );
-    if (version > migrations.length) {
-      throw new InvalidArgumentError(
-        `${database.name} is at schema version ${version}, newer than the ${migrations.length} migrations given`,
-      );
-    }
     if (version === migrations.length) return;
-    // The guard statement fails the whole batch if another node migrated in the meantime.
-    await database.batch([
-      {
-        sql: `select case when (select user_version from pragma_user_version) = ${version} then 1 else raise(abort, 'schema version moved') end`,
-      },
-      ...migrations.slice(version).map((sql) => ({ sql })),
-      { sql: `pragma user_version = ${migrations.length}` },
-    ]);
+    await database.runScripts('migrate', migrations);
   }
 
   status(): NodeStatus {
@@ -675,7 +672,12 @@ class Node implements HadbNode {
       outcome: response.ok ? 'ok' : response.code.toLowerCase(),
     });
     if (response.ok) return answer(response, 200);
-    const status = response.code === 'SQL_ERROR' ? 422 : response.code === 'INTERNAL' ? 503 : 409;
+    const status =
+      response.code === 'SQL_ERROR' || response.code === 'INVALID_ARGUMENT'
+        ? 422
+        : response.code === 'INTERNAL'
+          ? 503
+          : 409;
     return answer(response, status);
   }
 

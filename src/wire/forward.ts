@@ -1,4 +1,4 @@
-import { Packr } from 'msgpackr';
+import { addExtension, Packr } from 'msgpackr';
 import { BadRequestError } from '../errors.ts';
 
 /**
@@ -27,13 +27,20 @@ export interface Statement {
 
 export type Durability = 'async' | 'replicated';
 
+export type ForwardOp = 'write' | 'read' | 'schema' | 'migrate';
+
 export interface ForwardRequest {
   v: typeof PROTOCOL_VERSION;
   db: string;
   /** Unique per logical request: a retry carries the same one, and the leader applies it once. */
   requestId: string;
-  /** `write`: the statements in one transaction; `read`: statements run on the leader, nothing written. */
-  op: 'write' | 'read';
+  /**
+   * `write`: the statements in one transaction; `read`: statements run on the leader, nothing
+   * written. `schema` and `migrate` carry SQL scripts (several statements each, no params) run
+   * in one transaction: `schema` runs them all; `migrate` takes them as the ordered migrations
+   * and applies those past the leader's `user_version`, judged in that same transaction.
+   */
+  op: ForwardOp;
   statements: Statement[];
   durability: Durability;
   /** Integers come back as bigint. */
@@ -58,6 +65,7 @@ export type ForwardErrorCode =
   | 'UNKNOWN_DATABASE'
   | 'FENCED'
   | 'BAD_REQUEST'
+  | 'INVALID_ARGUMENT'
   | 'INTERNAL';
 
 export type ForwardResponse =
@@ -85,8 +93,64 @@ const packr = new Packr({
   int64AsType: 'bigint',
 });
 
+/**
+ * msgpackr packs -0 as the integer 0, so SQLite would store 0.0 for -0.0. A -0 is swapped for
+ * this marker, which writes the standard float64 -0 (0xcb 80 00 …): any msgpack reader,
+ * an older node's too, reads it back as -0.
+ */
+class NegativeZero {}
+const NEGATIVE_ZERO = new NegativeZero();
+const FLOAT64_NEGATIVE_ZERO = [0xcb, 0x80, 0, 0, 0, 0, 0, 0, 0];
+addExtension({
+  Class: NegativeZero,
+  // Required by msgpackr for a packing extension, though this one writes no extension.
+  type: 0x2d,
+  // msgpackr's raw form (its Date extension uses it too): bytes written in place, no ext header.
+  pack: ((
+    _value: NegativeZero,
+    allocate: (size: number) => { target: Uint8Array; position: number },
+  ) => {
+    const { target, position } = allocate(FLOAT64_NEGATIVE_ZERO.length);
+    target.set(FLOAT64_NEGATIVE_ZERO, position);
+  }) as unknown as (value: unknown) => Uint8Array,
+  unpack: () => -0,
+});
+
+/** `message` with each -0 replaced by the marker; the same object when it holds none. */
+function markNegativeZeros(value: unknown): unknown {
+  if (typeof value === 'number') return Object.is(value, -0) ? NEGATIVE_ZERO : value;
+  if (typeof value !== 'object' || value === null || ArrayBuffer.isView(value)) return value;
+  if (Array.isArray(value)) {
+    let copy: unknown[] | null = null;
+    for (let i = 0; i < value.length; i++) {
+      const marked = markNegativeZeros(value[i]);
+      if (!Object.is(marked, value[i])) {
+        copy ??= value.slice();
+        copy[i] = marked;
+      }
+    }
+    return copy ?? value;
+  }
+  let copy: Record<string, unknown> | null = null;
+  for (const key in value) {
+    const field = (value as Record<string, unknown>)[key];
+    const marked = markNegativeZeros(field);
+    if (!Object.is(marked, field)) {
+      copy ??= { ...value };
+      copy[key] = marked;
+    }
+  }
+  return copy ?? value;
+}
+
+/** Every SQL value exactly as given, -0 included. */
 export function encodeMessage(message: unknown): Uint8Array {
-  return packr.pack(message);
+  return packr.pack(markNegativeZeros(message));
+}
+
+/** What {@link encodeMessage} wrote and this node kept (no validation: it is trusted). */
+export function decodeStored(bytes: Uint8Array): unknown {
+  return packr.unpack(bytes);
 }
 
 function decodeMessage(bytes: Uint8Array, what: string): unknown {
@@ -106,21 +170,17 @@ export function decodeForwardRequest(bytes: Uint8Array): ForwardRequest {
   if (typeof db !== 'string' || db.length === 0) throw new BadRequestError('db must be a name');
   if (typeof requestId !== 'string' || requestId.length === 0 || requestId.length > 200)
     throw new BadRequestError('requestId must be a string of 1..200 characters');
-  if (op !== 'write' && op !== 'read') throw new BadRequestError('op must be write or read');
+  if (op !== 'write' && op !== 'read' && op !== 'schema' && op !== 'migrate')
+    throw new BadRequestError('op must be write, read, schema or migrate');
   if (durability !== 'async' && durability !== 'replicated')
     throw new BadRequestError('durability must be async or replicated');
   if (typeof bigints !== 'boolean') throw new BadRequestError('bigints must be a boolean');
   if (!Array.isArray(statements) || statements.length === 0)
     throw new BadRequestError('statements must be a non-empty array');
-  return {
-    v,
-    db,
-    requestId,
-    op,
-    durability,
-    bigints,
-    statements: statements.map((statement, index) => checkStatement(statement, index)),
-  };
+  const checked = statements.map((statement, index) => checkStatement(statement, index));
+  if ((op === 'schema' || op === 'migrate') && checked.some((s) => s.params !== undefined))
+    throw new BadRequestError(`${op} scripts take no params`);
+  return { v, db, requestId, op, durability, bigints, statements: checked };
 }
 
 function checkStatement(statement: unknown, index: number): Statement {

@@ -314,7 +314,7 @@ export async function startHranaServer(options: HranaServerOptions): Promise<Hra
     const { status, body } = await peers.request(
       'POST',
       `${address}${RELAY_PATH}`,
-      Buffer.from(JSON.stringify(message)),
+      Buffer.from(toJson(message)),
       RELAY_TIMEOUT_MS,
     );
     let parsed: unknown;
@@ -359,7 +359,7 @@ export async function startHranaServer(options: HranaServerOptions): Promise<Hra
     }
     return {
       status: answer.status,
-      body: JSON.stringify(answer.body),
+      body: toJson(answer.body),
       contentType: 'application/json',
     };
   };
@@ -428,8 +428,44 @@ function safeDecode(text: string): string {
   }
 }
 
+/** Per-process tokens no client can guess, standing in for numbers JSON.stringify gets wrong. */
+const TOKEN = randomBytes(16).toString('hex');
+const SPECIAL_NUMBERS = new Map<string, string>([
+  // sqld writes -0.0; @libsql/client (JSON.parse) reads it back as -0.
+  [`hadb-negative-zero-${TOKEN}`, '-0.0'],
+  // JSON.stringify writes null, which every client refuses as a float; JSON.parse reads 1e999
+  // as Infinity.
+  [`hadb-infinity-${TOKEN}`, '1e999'],
+  [`hadb-negative-infinity-${TOKEN}`, '-1e999'],
+]);
+const [NEGATIVE_ZERO, INFINITY, NEGATIVE_INFINITY] = [...SPECIAL_NUMBERS.keys()];
+
+/** JSON with -0 and ±Infinity kept; bodies without them (almost all) stringified as they are. */
+function toJson(body: unknown): string {
+  if (!holdsSpecialNumber(body)) return JSON.stringify(body);
+  const text = JSON.stringify(body, (_key, value: unknown) => {
+    if (Object.is(value, -0)) return NEGATIVE_ZERO;
+    if (value === Number.POSITIVE_INFINITY) return INFINITY;
+    if (value === Number.NEGATIVE_INFINITY) return NEGATIVE_INFINITY;
+    return value;
+  });
+  return text.replace(/"hadb-[a-z-]+-[0-9a-f]{32}"/g, (quoted) => {
+    return SPECIAL_NUMBERS.get(quoted.slice(1, -1)) ?? quoted;
+  });
+}
+
+function holdsSpecialNumber(value: unknown): boolean {
+  if (typeof value === 'number') return Object.is(value, -0) || Math.abs(value) === Infinity;
+  if (typeof value !== 'object' || value === null) return false;
+  if (Array.isArray(value)) return value.some(holdsSpecialNumber);
+  for (const key in value) {
+    if (holdsSpecialNumber((value as Record<string, unknown>)[key])) return true;
+  }
+  return false;
+}
+
 function reply(response: http.ServerResponse, status: number, body: unknown): void {
-  const bytes = Buffer.from(JSON.stringify(body));
+  const bytes = Buffer.from(toJson(body));
   response.writeHead(status, {
     'content-type': 'application/json',
     'content-length': bytes.length,
