@@ -22,7 +22,8 @@ interface Statements {
 }
 
 /**
- * The default lease store for several processes on one machine: a SQLite file at `path`.
+ * The default lease store for several processes on one machine: a SQLite file at `path`, created
+ * when missing; its folder must exist.
  *
  * Every compare-and-swap is a single SQLite statement, serialized across processes by SQLite's
  * POSIX file locks, which the kernel releases when a process dies, so a crash never leaves a
@@ -75,7 +76,7 @@ export function createFsLeaseStore(options: {
   }
 
   async function open(): Promise<Statements> {
-    await fsp.mkdir(path.dirname(options.path), { recursive: true });
+    await assertFolderExists(path.dirname(path.resolve(options.path)));
     const deadline = performance.now() + busyTimeoutMs;
     for (;;) {
       try {
@@ -143,6 +144,8 @@ export function createFsLeaseStore(options: {
   }
 
   return {
+    description: `file://${path.resolve(options.path)}`,
+
     get(key) {
       return run(`get ${JSON.stringify(key)}`, ({ get }): LeaseEntry | null => {
         const row = get.get(key);
@@ -195,6 +198,18 @@ interface PendingWrite {
   apply: (statements: Statements) => CasResult;
   resolve: (result: CasResult) => void;
   reject: (error: Error) => void;
+}
+
+/** Not created: a mistyped folder must fail, not start a new, empty lease store. */
+async function assertFolderExists(folder: string): Promise<void> {
+  try {
+    await fsp.access(folder);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+    throw new LeaseStoreUnavailableError(
+      `the folder ${folder} of the lease file does not exist; create it first (hadb does not, so that a mistyped path fails instead of starting a new, empty lease store)`,
+    );
+  }
 }
 
 function isBusy(error: unknown): boolean {
