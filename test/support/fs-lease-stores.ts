@@ -7,7 +7,7 @@ import { createFsLeaseStore } from '../../src/adapters/lease/fs.ts';
 
 /**
  * Call at the top of a `describe`: each test gets a new folder, with the lease file at
- * `relativePath` in it (`file`), its folder made; `open()` opens a store on it, closed after the test.
+ * `relativePath` in it (`file`); `open()` opens a store on it, closed after the test.
  */
 export function fsLeaseStores(relativePath: string) {
   let root = '';
@@ -16,8 +16,6 @@ export function fsLeaseStores(relativePath: string) {
   beforeEach(() => {
     root = fs.mkdtempSync(path.join(os.tmpdir(), 'hadb-fs-lease-'));
     file = path.join(root, relativePath);
-    // The store does not make its folder: a deployment does.
-    fs.mkdirSync(path.dirname(file), { recursive: true });
   });
   afterEach(async () => {
     for (const store of stores.splice(0)) await store.close();

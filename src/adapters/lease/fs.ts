@@ -22,8 +22,7 @@ interface Statements {
 }
 
 /**
- * The default lease store for several processes on one machine: a SQLite file at `path`, created
- * when missing; its folder must exist.
+ * The default lease store for several processes on one machine: a SQLite file at `path`.
  *
  * Every compare-and-swap is a single SQLite statement, serialized across processes by SQLite's
  * POSIX file locks, which the kernel releases when a process dies, so a crash never leaves a
@@ -76,7 +75,7 @@ export function createFsLeaseStore(options: {
   }
 
   async function open(): Promise<Statements> {
-    await assertFolderExists(path.dirname(path.resolve(options.path)));
+    await fsp.mkdir(path.dirname(options.path), { recursive: true });
     const deadline = performance.now() + busyTimeoutMs;
     for (;;) {
       try {
@@ -198,18 +197,6 @@ interface PendingWrite {
   apply: (statements: Statements) => CasResult;
   resolve: (result: CasResult) => void;
   reject: (error: Error) => void;
-}
-
-/** Not created: a mistyped folder must fail, not start a new, empty lease store. */
-async function assertFolderExists(folder: string): Promise<void> {
-  try {
-    await fsp.access(folder);
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
-    throw new LeaseStoreUnavailableError(
-      `the folder ${folder} of the lease file does not exist; create it first (hadb does not, so that a mistyped path fails instead of starting a new, empty lease store)`,
-    );
-  }
 }
 
 function isBusy(error: unknown): boolean {
