@@ -30,7 +30,8 @@ export type HadbErrorCode =
   | 'BAD_REQUEST'
   | 'CLOSED'
   | 'NOT_DURABLE'
-  | 'LEASE_STORE_UNSAFE';
+  | 'LEASE_STORE_UNSAFE'
+  | 'STORE_MISMATCH';
 
 export class HadbError extends Error {
   readonly code: HadbErrorCode;
@@ -214,5 +215,33 @@ export class LeaseStoreUnsafeError extends HadbError {
 export class NotDurableError extends HadbError {
   constructor(message: string, options?: ErrorOptions) {
     super('NOT_DURABLE', message, options);
+  }
+}
+
+/**
+ * The storage (with its prefix) and the lease store given to a node do not belong to one cluster:
+ * their identity records differ, or one has none (most often a mistyped path, URL or prefix).
+ */
+export class StoreMismatchError extends HadbError {
+  /** What the node was given, without credentials. */
+  readonly storage: string;
+  readonly leases: string;
+  /** The cluster each store belongs to; null when it has no identity record. */
+  readonly storageCluster: string | null;
+  readonly leaseCluster: string | null;
+  constructor(
+    message: string,
+    stores: {
+      storage: string;
+      leases: string;
+      storageCluster: string | null;
+      leaseCluster: string | null;
+    },
+  ) {
+    super('STORE_MISMATCH', message);
+    this.storage = stores.storage;
+    this.leases = stores.leases;
+    this.storageCluster = stores.storageCluster;
+    this.leaseCluster = stores.leaseCluster;
   }
 }

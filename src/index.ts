@@ -155,6 +155,7 @@ export {
   SqliteTooOldError,
   StorageNotFoundError,
   StorageUnavailableError,
+  StoreMismatchError,
   TimeoutError,
   UnauthorizedError,
   UnknownDatabaseError,

@@ -42,6 +42,7 @@ import {
 } from '../wire/http.ts';
 import { renderStatusPage } from '../wire/status-page.ts';
 import { type BalanceOptions, Balancer, COPIES_PATH, MEMBERS_KEY } from './balancer.ts';
+import { bindStores } from './cluster-identity.ts';
 import type { DatabaseActor, DatabaseActorOptions } from './database.ts';
 import { HandleCache, sweepIntervalMs } from './handle-cache.ts';
 import {
@@ -72,6 +73,14 @@ export interface NodeOptions {
   advertise?: string;
   /** Key prefix in storage ('' for none). */
   prefix?: string;
+  /**
+   * Storage (at `prefix`) and the lease store are bound by a cluster identity written in both.
+   * A node refuses to start when one of them has an identity and the other none (a mistyped path
+   * or prefix, typically) with {@link StoreMismatchError}; `true` writes it into the store that
+   * lacks it: pass it once, when a new store is meant. Two stores of different clusters are
+   * refused either way. Both new: the identity is created without asking.
+   */
+  init?: boolean;
   logger?: Logger;
   timing?: Partial<LeaseTiming>;
   clock?: Clock;
@@ -218,6 +227,13 @@ const PEER_STATUS_TIMEOUT_MS = 800;
 
 export async function createNode(options: NodeOptions): Promise<HadbNode> {
   const node = new Node(options);
+  try {
+    // Before any lease is touched: leadership in the wrong lease store splits the cluster.
+    await node.bindStores();
+  } catch (error) {
+    await node.close();
+    throw error;
+  }
   await node.listen();
   return node;
 }
@@ -339,6 +355,16 @@ class Node implements HadbNode {
 
   get address(): string | undefined {
     return this.#services.address;
+  }
+
+  async bindStores(): Promise<void> {
+    await bindStores({
+      storage: this.#services.storage,
+      prefix: this.#services.prefix,
+      leases: this.#services.leases,
+      init: this.#options.init ?? false,
+      logger: this.#services.logger,
+    });
   }
 
   async listen(): Promise<void> {

@@ -151,6 +151,10 @@ export class MeteredStorage implements StorageBackend {
     this.#meter = new Meter(this.kind, processStorageCounts);
   }
 
+  get description(): string | undefined {
+    return this.inner.description;
+  }
+
   /** This wrapper's requests so far. */
   requestCounts(): RequestCount[] {
     return this.#meter.snapshot();
@@ -222,6 +226,10 @@ export class MeteredLeaseStore implements LeaseStore {
         return unwatch;
       };
     }
+  }
+
+  get description(): string | undefined {
+    return this.inner.description;
   }
 
   requestCounts(): RequestCount[] {

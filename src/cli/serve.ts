@@ -28,6 +28,7 @@ interface ServeOptionValues {
   peerListen: { host: string; port: number };
   advertise?: string;
   prefix: string;
+  init?: boolean;
   durability: 'async' | 'replicated';
   auth: boolean;
   transitions?: string;
@@ -99,6 +100,12 @@ export function registerServeCommand(program: Command): void {
     )
     .option('--advertise <url>', 'the URL other nodes reach this one at (default: --peer-listen)')
     .option('--prefix <prefix>', 'key prefix in storage', '')
+    .option(
+      '--init',
+      'bind a storage or lease store that has no cluster identity yet to the other one (a new ' +
+        'or moved store, on purpose; once). Without it a node refuses to start when one of ' +
+        'the two has an identity and the other none, the mark of a mistyped path or prefix',
+    )
     .addOption(
       new Option('--durability <mode>', 'when a write is acknowledged')
         .choices(['async', 'replicated'])
@@ -165,6 +172,7 @@ async function serve(
     listen: options.peerListen,
     ...(options.advertise ? { advertise: options.advertise } : {}),
     prefix: options.prefix,
+    init: options.init === true,
     durability: options.durability,
     backendKinds: {
       storage: backendKindOfUrl(options.storage),

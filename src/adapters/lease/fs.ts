@@ -143,6 +143,8 @@ export function createFsLeaseStore(options: {
   }
 
   return {
+    description: `file://${path.resolve(options.path)}`,
+
     get(key) {
       return run(`get ${JSON.stringify(key)}`, ({ get }): LeaseEntry | null => {
         const row = get.get(key);

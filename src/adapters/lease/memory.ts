@@ -26,6 +26,7 @@ interface SharedState {
  * it, so faults can be aimed at one node; watchers of a cut-off node hear nothing.
  */
 export class MemoryLeaseStore implements LeaseStore {
+  readonly description = 'memory:';
   #state: SharedState;
   #node: string | undefined;
 

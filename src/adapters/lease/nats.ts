@@ -108,6 +108,10 @@ export class NatsLeaseStore implements LeaseStore {
     void this.#followStatus();
   }
 
+  get description(): string {
+    return `nats KV bucket ${this.bucket}`;
+  }
+
   static async open(options: NatsLeaseStoreOptions): Promise<NatsLeaseStore> {
     const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
     const retryMs = options.reconnectWaitMs ?? DEFAULT_RECONNECT_WAIT_MS;

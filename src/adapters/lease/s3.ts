@@ -88,6 +88,9 @@ class S3LeaseStore {
       retry: LEASE_RETRY,
       clientOptions: LEASE_CLIENT,
     });
+    Object.assign(this.store, {
+      description: `s3://${this.#bucket}${this.#base === '' ? '' : `/${this.#base}`}`,
+    });
   }
 
   readonly store: LeaseStore = {

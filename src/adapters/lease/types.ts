@@ -14,6 +14,8 @@ export interface LeaseStore {
   /** Calls `onChange` with each key under `prefix` that changed, until the returned function is called. */
   watch?(prefix: string, onChange: (key: string) => void): () => void;
   close?(): Promise<void>;
+  /** Where the leases live, for messages (`file:///srv/hadb/leases.sqlite`); no secrets. */
+  readonly description?: string | undefined;
 }
 
 export interface LeaseEntry {

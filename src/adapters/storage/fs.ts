@@ -146,6 +146,7 @@ export function createFsStorage(options: { root: string }): StorageBackend {
   }
 
   return {
+    description: `file://${root}`,
     async put(key, body) {
       const target = objectPath(key);
       await mapErrors(`put ${JSON.stringify(key)}`, () =>

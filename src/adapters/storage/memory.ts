@@ -19,6 +19,7 @@ interface SharedState {
  * faults can be aimed at it.
  */
 export class MemoryStorage implements StorageBackend {
+  readonly description = 'memory:';
   #state: SharedState;
   #node: string | undefined;
 

@@ -122,6 +122,7 @@ export function createS3Storage(options: S3StorageOptions): StorageBackend {
   }
 
   return {
+    description: `s3://${bucket}${base === '' ? '' : `/${base}`}`,
     async put(key, body) {
       const Key = objectKey(key);
       await guarded(`put ${JSON.stringify(key)}`, () =>

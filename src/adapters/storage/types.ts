@@ -12,6 +12,8 @@ export interface StorageBackend {
   /** Deletes the keys that exist; missing keys are not an error. */
   delete(keys: readonly string[]): Promise<void>;
   close?(): Promise<void>;
+  /** Where the objects live, for messages (`file:///srv/hadb`, `s3://bucket/prefix`); no secrets. */
+  readonly description?: string | undefined;
 }
 
 export interface ByteRange {
