@@ -1,0 +1,197 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import pino from 'pino';
+import { describe, expect, test } from 'vitest';
+import type { HadbNode } from '../../src/actors/node.ts';
+import { logKey } from '../../src/adapters/replication/snapshot.ts';
+import { HadbError } from '../../src/errors.ts';
+import { type TestCluster, testClusters, waitFor } from './support/nodes.ts';
+
+const cluster = testClusters('hadb-damaged-');
+const NAMES = ['healthy-one', 'damaged', 'healthy-two'];
+const SCHEMA = 'create table if not exists t(k text)';
+
+interface LogLine {
+  level: number;
+  db?: string;
+  msg: string;
+  seq?: number;
+  code?: string;
+}
+
+/** A logger whose lines the test reads back. */
+function capturedLogger() {
+  const lines: LogLine[] = [];
+  const logger = pino(
+    { level: 'info' },
+    { write: (line: string) => lines.push(JSON.parse(line) as LogLine) },
+  );
+  return { logger, lines };
+}
+
+/**
+ * Leader `a` and follower `b` with every database; `b` stops, `a` writes on, and the first
+ * changeset `b` has not applied of `damaged` gets a flipped byte in storage.
+ */
+async function clusterWithDamagedChangeset(c: TestCluster) {
+  const a = await c.start('a');
+  for (const name of NAMES) {
+    const db = await a.open(name, { schema: SCHEMA });
+    await db.execute("insert into t values ('before')");
+  }
+  let b = await c.start('b');
+  for (const name of NAMES) await b.open(name);
+  const leaderSeqs = () => a.status().databases.map((d) => d.seq);
+  await waitFor(
+    () => b.status().databases.every((d, i) => d.seq === leaderSeqs()[i]),
+    10_000,
+    'b to catch up',
+  );
+  const stoppedAt = b.status().databases.find((d) => d.name === 'damaged')?.seq as number;
+  await b.close();
+  for (const db of a.databases()) await db.execute("insert into t values ('while b was down')");
+  const file = path.join(c.dir, 'storage', ...logKey('', 'damaged', stoppedAt + 1).split('/'));
+  const original = fs.readFileSync(file);
+  const damaged = Buffer.from(original);
+  damaged[damaged.length - 3] = (damaged[damaged.length - 3] as number) ^ 0xff;
+  fs.writeFileSync(file, damaged);
+  const captured = capturedLogger();
+  b = await c.start('b', { logger: captured.logger, forwardTimeoutMs: 3000 });
+  return {
+    a,
+    b,
+    badSeq: stoppedAt + 1,
+    lines: captured.lines,
+    repair: () => fs.writeFileSync(file, original),
+  };
+}
+
+function statusOf(node: HadbNode, name: string) {
+  const status = node.status().databases.find((d) => d.name === name);
+  if (!status) throw new Error(`${name} is not open on ${node.id}`);
+  return status;
+}
+
+describe('a database whose copy cannot catch up with a damaged changeset', () => {
+  test('is reported and out of service while the other databases on the node keep serving', async () => {
+    const { a, b, badSeq, lines, repair } = await clusterWithDamagedChangeset(cluster());
+    const opened = await Promise.all(NAMES.map((name) => b.open(name, { timeoutMs: 10_000 })));
+    const [one, damaged, two] = opened as [
+      (typeof opened)[0],
+      (typeof opened)[0],
+      (typeof opened)[0],
+    ];
+
+    // The healthy ones catch up, read and write as usual.
+    for (const db of [one, two]) {
+      await db.execute("insert into t values ('after')");
+      expect(await db.all('select k from t order by rowid', [], { consistency: 'strong' })).toEqual(
+        [{ k: 'before' }, { k: 'while b was down' }, { k: 'after' }],
+      );
+      await waitFor(
+        () => db.isCaughtUp && db.position.seq === statusOf(a, db.name).seq,
+        5000,
+        'catch up',
+      );
+      expect(await db.all('select count(*) as n from t')).toEqual([{ n: 3 }]);
+    }
+
+    // The damaged one says why, where, and since when, in status and on /status.
+    await waitFor(() => statusOf(b, 'damaged').problem !== null, 5000, 'the problem in status');
+    const status = statusOf(b, 'damaged');
+    expect(status).toMatchObject({
+      role: 'follower',
+      seq: badSeq - 1,
+      caughtUp: false,
+      problem: { state: 'stuck', code: 'CHANGESET_CORRUPT', seq: badSeq },
+    });
+    expect(status.problem?.message).toContain('CRC32');
+    const served = (await (await fetch(`${b.address}/status`)).json()) as {
+      databases: { name: string; problem: unknown }[];
+    };
+    expect(served.databases.find((d) => d.name === 'damaged')?.problem).toMatchObject({
+      state: 'stuck',
+      code: 'CHANGESET_CORRUPT',
+      seq: badSeq,
+    });
+
+    // Its stale copy is not served; a write goes to the leader, which holds everything.
+    const refused = await damaged.all('select count(*) as n from t').catch((error) => error);
+    expect(refused).toBeInstanceOf(HadbError);
+    expect(refused).toMatchObject({ code: 'CATCH_UP_FAILED', seq: badSeq });
+    await damaged.execute("insert into t values ('forwarded')");
+    expect(await damaged.all('select count(*) as n from t', [], { consistency: 'strong' })).toEqual(
+      [{ n: 3 }],
+    );
+
+    // A gauge and a counter by state and code, never by database.
+    const metrics = await (await fetch(`${b.address}/metrics`)).text();
+    expect(metrics).toContain('hadb_database_problems{state="stuck",code="CHANGESET_CORRUPT"} 1');
+    expect(metrics).toContain(
+      'hadb_database_problems_total{state="stuck",code="CHANGESET_CORRUPT"} 1',
+    );
+    expect(metrics).not.toContain('damaged');
+
+    // Retried with backoff, warned once.
+    await new Promise((resolve) => setTimeout(resolve, 1500));
+    const warnings = lines.filter((line) => line.level === 40 && line.db === 'damaged');
+    expect(warnings).toHaveLength(1);
+    expect(warnings[0]).toMatchObject({ seq: badSeq, code: 'CHANGESET_CORRUPT' });
+
+    // Storage repaired: it catches up, serves again, and says so.
+    repair();
+    await waitFor(() => statusOf(b, 'damaged').problem === null, 15_000, 'the retry after repair');
+    await waitFor(() => damaged.isCaughtUp, 5000, 'catch up after repair');
+    expect(await damaged.all('select k from t order by rowid')).toEqual([
+      { k: 'before' },
+      { k: 'while b was down' },
+      { k: 'forwarded' },
+    ]);
+    const after = await (await fetch(`${b.address}/metrics`)).text();
+    expect(after).not.toMatch(/hadb_database_problems\{/);
+    expect(lines.some((line) => line.db === 'damaged' && /caught up again/.test(line.msg))).toBe(
+      true,
+    );
+  }, 60_000);
+
+  test('never takes the lease while behind storage, and takes it once storage is repaired', async () => {
+    const { a, b, badSeq, repair } = await clusterWithDamagedChangeset(cluster());
+    await Promise.all(NAMES.map((name) => b.open(name, { timeoutMs: 10_000 })));
+    await waitFor(() => statusOf(b, 'damaged').problem !== null, 5000, 'the problem in status');
+    await a.close();
+
+    // The healthy ones fail over to b; the damaged one stays a follower with no leader.
+    await waitFor(
+      () =>
+        statusOf(b, 'healthy-one').role === 'leader' &&
+        statusOf(b, 'healthy-two').role === 'leader',
+      10_000,
+      'b to lead the healthy databases',
+    );
+    const healthy = b.databases().find((db) => db.name === 'healthy-one');
+    await healthy?.execute("insert into t values ('on b')");
+    const roles = new Set<string>();
+    const until = Date.now() + 3000;
+    while (Date.now() < until) {
+      roles.add(statusOf(b, 'damaged').role);
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    expect(roles.has('leader')).toBe(false);
+    expect(roles.has('candidate')).toBe(false);
+    expect(statusOf(b, 'damaged')).toMatchObject({ seq: badSeq - 1, problem: { seq: badSeq } });
+    const damaged = b.databases().find((db) => db.name === 'damaged');
+    await expect(damaged?.execute("insert into t values ('no leader')")).rejects.toMatchObject({
+      code: 'LEADER_UNAVAILABLE',
+      message: expect.stringContaining('CHANGESET_CORRUPT'),
+    });
+
+    repair();
+    await waitFor(() => statusOf(b, 'damaged').role === 'leader', 20_000, 'b to lead after repair');
+    await damaged?.execute("insert into t values ('led by b')");
+    expect(await damaged?.all('select k from t order by rowid')).toEqual([
+      { k: 'before' },
+      { k: 'while b was down' },
+      { k: 'led by b' },
+    ]);
+  }, 60_000);
+});
