@@ -4,6 +4,8 @@ import pino from 'pino';
 import { describe, expect, test } from 'vitest';
 import type { HadbNode } from '../../src/actors/node.ts';
 import { logKey } from '../../src/adapters/replication/snapshot.ts';
+import { createFsStorage } from '../../src/adapters/storage/fs.ts';
+import type { StorageBackend } from '../../src/adapters/storage/types.ts';
 import { HadbError } from '../../src/errors.ts';
 import { type TestCluster, testClusters, waitFor } from './support/nodes.ts';
 
@@ -194,4 +196,77 @@ describe('a database whose copy cannot catch up with a damaged changeset', () =>
       { k: 'led by b' },
     ]);
   }, 60_000);
+
+  test('a claim that meets it while taking over is handed back, never written under', async () => {
+    const c = cluster();
+    const a = await c.start('a');
+    const onA = await a.open('damaged', { schema: SCHEMA });
+    await onA.execute("insert into t values ('before')");
+    const late = lateChangesets(createFsStorage({ root: path.join(c.dir, 'storage') }));
+    const b = await c.start('b', { storage: late.storage, logger: pino({ level: 'silent' }) });
+    const onB = await b.open('damaged');
+    await waitFor(() => onB.position.seq === onA.position.seq, 5000, 'b to catch up');
+    const seq = onB.position.seq + 1;
+
+    // Changeset `seq` lands damaged, and b's listings and reads miss it until b tries its slot:
+    // an old leader's late upload that b meets only while writing its epoch-start record.
+    late.hideFrom(seq);
+    await onA.execute("insert into t values ('late')");
+    const file = path.join(c.dir, 'storage', ...logKey('', 'damaged', seq).split('/'));
+    const original = fs.readFileSync(file);
+    const damaged = Buffer.from(original);
+    damaged[damaged.length - 3] = (damaged[damaged.length - 3] as number) ^ 0xff;
+    fs.writeFileSync(file, damaged);
+    const roles: string[] = [];
+    let everWritable = false;
+    onB.on('role', ({ role }) => {
+      roles.push(role);
+      everWritable ||= onB.writable;
+    });
+    await a.close();
+
+    await waitFor(() => statusOf(b, 'damaged').problem !== null, 10_000, 'the problem in status');
+    await waitFor(() => onB.role === 'follower', 5000, 'b to give the claim back');
+    expect(roles).toContain('leader');
+    expect(roles.slice(roles.indexOf('leader'))).toEqual(
+      expect.arrayContaining(['demoting', 'follower']),
+    );
+    expect(everWritable || onB.writable).toBe(false);
+    expect(statusOf(b, 'damaged').problem).toMatchObject({ code: 'CHANGESET_CORRUPT', seq });
+
+    fs.writeFileSync(file, original);
+    await waitFor(() => onB.writable, 20_000, 'b to lead after repair');
+    expect(await onB.all('select k from t order by rowid')).toEqual([
+      { k: 'before' },
+      { k: 'late' },
+    ]);
+  }, 60_000);
 });
+
+/** Storage in which `damaged`'s changesets from `seq` on are missed until one's slot is tried. */
+function lateChangesets(inner: StorageBackend) {
+  let hiddenFrom = Number.POSITIVE_INFINITY;
+  const hidden = (key: string) => {
+    const match = /^damaged\/log\/([0-9a-f]{16})$/.exec(key);
+    return match !== null && Number.parseInt(match[1] as string, 16) >= hiddenFrom;
+  };
+  const storage: StorageBackend = {
+    put: (key, body) => inner.put(key, body),
+    putIfAbsent: (key, body) => {
+      if (hidden(key)) hiddenFrom = Number.POSITIVE_INFINITY;
+      return inner.putIfAbsent(key, body);
+    },
+    get: async (key, range) => (hidden(key) ? null : inner.get(key, range)),
+    list: async (prefix, options) => {
+      const page = await inner.list(prefix, options);
+      return { ...page, objects: page.objects.filter((object) => !hidden(object.key)) };
+    },
+    delete: (keys) => inner.delete(keys),
+  };
+  return {
+    storage,
+    hideFrom: (seq: number) => {
+      hiddenFrom = seq;
+    },
+  };
+}
