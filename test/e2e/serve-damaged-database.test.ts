@@ -3,6 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { createClient } from '@libsql/client';
 import { afterAll, describe, expect, it } from 'vitest';
+import { hadb } from './support/cli.ts';
 import { serveCluster } from './support/serve.ts';
 
 // `hadb serve` with two databases, one of which has a damaged changeset in storage that the
@@ -94,6 +95,11 @@ describe('hadb serve with a damaged database', () => {
       );
       expect(await (await fetch(`${second.peer}/metrics`)).text()).toContain(
         'hadb_database_problems{state="stuck",code="CHANGESET_CORRUPT"} 1',
+      );
+      const report = await hadb(['status', '--json', '--nodes', second.peer], { cwd: root });
+      expect(report.code).toBe(1);
+      expect(JSON.parse(report.stdout).problems).toContain(
+        `database damaged: b cannot catch up: CHANGESET_CORRUPT at seq ${badSeq}`,
       );
       expect(second.child.exitCode).toBeNull();
 
