@@ -427,7 +427,10 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
       nodeLeases: services.nodeLeases,
       hooks: {
         bootstrap: () => this.#serial(() => this.#bootstrap()),
-        catchUp: (_db, intent) => this.#serial(() => this.#catchUp(intent === 'claim')),
+        catchUp: async (_db, intent, signal) => {
+          await this.#stuckRetryDue(signal);
+          return this.#serial(() => this.#catchUp(intent === 'claim'));
+        },
         demote: (_db, reason) => this.#serial(() => this.#demote(reason)),
       },
     });
@@ -1269,6 +1272,31 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
     }
     if (this.#stuck) this.#unstuck();
     return result;
+  }
+
+  /**
+   * A stuck copy's catch-up waits here for its retry (the role shows catching-up) rather than fail
+   * at once and come back with every lease poll, flapping between roles until storage is repaired.
+   */
+  async #stuckRetryDue(signal: AbortSignal): Promise<void> {
+    const clock = this.#services.clock;
+    const waitMs = (this.#stuck?.retryAt ?? 0) - clock.now();
+    if (waitMs > 0) {
+      const closing = this.#closing.signal;
+      await new Promise<void>((resolve) => {
+        const done = () => {
+          clock.clearTimeout(timer);
+          signal.removeEventListener('abort', done);
+          closing.removeEventListener('abort', done);
+          resolve();
+        };
+        const timer = clock.setTimeout(done, waitMs);
+        signal.addEventListener('abort', done, { once: true });
+        closing.addEventListener('abort', done, { once: true });
+      });
+    }
+    signal.throwIfAborted();
+    if (this.#closed) throw new ClosedError(`database ${this.name}`);
   }
 
   #stuckOn(cause: unknown): CatchUpFailedError {

@@ -173,13 +173,22 @@ describe('a database whose copy cannot catch up with a damaged changeset', () =>
     const healthy = b.databases().find((db) => db.name === 'healthy-one');
     await healthy?.execute("insert into t values ('on b')");
     const roles = new Set<string>();
+    let roleChanges = 0;
+    const countChange = () => {
+      roleChanges++;
+    };
+    const damagedOnB = b.databases().find((db) => db.name === 'damaged');
+    damagedOnB?.on('role', countChange);
     const until = Date.now() + 3000;
     while (Date.now() < until) {
       roles.add(statusOf(b, 'damaged').role);
       await new Promise((resolve) => setTimeout(resolve, 20));
     }
+    damagedOnB?.off('role', countChange);
     expect(roles.has('leader')).toBe(false);
     expect(roles.has('candidate')).toBe(false);
+    // It waits for its retry as catching-up, not flapping with every lease poll (about 24).
+    expect(roleChanges).toBeLessThan(10);
     expect(statusOf(b, 'damaged')).toMatchObject({ seq: badSeq - 1, problem: { seq: badSeq } });
     const damaged = b.databases().find((db) => db.name === 'damaged');
     await expect(damaged?.execute("insert into t values ('no leader')")).rejects.toMatchObject({
