@@ -18,7 +18,7 @@ import {
 import { removeFileSync } from '../adapters/replication/sqlite/local-file.ts';
 import { writeEpochStart } from '../adapters/replication/sqlite/promotion.ts';
 import type { StorageBackend } from '../adapters/storage/types.ts';
-import { type Clock, sleep } from '../clock.ts';
+import { type Clock, sleep, type TimerId } from '../clock.ts';
 import {
   BadRequestError,
   CatchUpFailedError,
@@ -384,6 +384,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
   /** Storage holds what this copy cannot apply: not served, retried with backoff. */
   #stuck: { error: CatchUpFailedError; since: number; retryAt: number; delayMs: number } | null =
     null;
+  #stuckTimer: TimerId | undefined;
   /** The node gave up restarting the role actor. */
   #failed: { error: DatabaseFailedError; since: number; seq: number } | null = null;
 
@@ -1240,7 +1241,8 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
     // A copy stuck behind storage fails here, so the role machine never claims with it.
     return this.#catchingUp(async () => {
       const follower = await this.#ensureFollower();
-      if (claim && this.#knownAtTip(follower) && this.#services.shipLog) {
+      // Not for a stuck copy: only a pull tells whether it got past what it could not apply.
+      if (claim && this.#stuck === null && this.#knownAtTip(follower) && this.#services.shipLog) {
         return { epochFloor: follower.position.epoch };
       }
       await follower.pull({ urgent: claim });
@@ -1309,11 +1311,13 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
     if (previous && previous.error.seq === seq && previous.error.reason === reason) {
       const delayMs = Math.min(previous.delayMs * 2, STUCK_RETRY_MAX_MS);
       this.#stuck = { error, since: previous.since, retryAt: now + delayMs, delayMs };
+      this.#scheduleStuckRetry(delayMs);
       this.#logger.debug({ seq, code: reason, retryInMs: delayMs }, 'still cannot catch up');
       return error;
     }
     const delayMs = timing.pollIntervalMs;
     this.#stuck = { error, since: Date.now(), retryAt: now + delayMs, delayMs };
+    this.#scheduleStuckRetry(delayMs);
     this.#logger.warn(
       { seq, code: reason, position: this.position.seq, err: cause },
       `cannot catch up with storage: changeset ${seq} cannot be applied (${reason}); this copy is not served and is retried with backoff until storage is repaired`,
@@ -1322,10 +1326,31 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
     return error;
   }
 
+  /**
+   * Pulls once the retry is due: a leader's tail tells of new changesets only (node-level leases
+   * poll storage only for copies without a leader), so nothing else would retry a quiet database.
+   */
+  #scheduleStuckRetry(delayMs: number): void {
+    const clock = this.#services.clock;
+    if (this.#stuckTimer !== undefined) clock.clearTimeout(this.#stuckTimer);
+    this.#stuckTimer = clock.setTimeout(async () => {
+      this.#stuckTimer = undefined;
+      if (!this.#stuck || this.#closed) return;
+      await this.pullFromStorage();
+      // Not tried (not following just then): come back later.
+      const stuck = this.#stuck;
+      if (stuck && !this.#closed && this.#stuckTimer === undefined) {
+        this.#scheduleStuckRetry(stuck.delayMs);
+      }
+    }, delayMs);
+  }
+
   #unstuck(): void {
     const stuck = this.#stuck;
     if (!stuck) return;
     this.#stuck = null;
+    if (this.#stuckTimer !== undefined) this.#services.clock.clearTimeout(this.#stuckTimer);
+    this.#stuckTimer = undefined;
     this.#logger.warn(
       { seq: this.position.seq, code: stuck.error.reason, stuckSince: stuck.since },
       `caught up again past changeset ${stuck.error.seq}`,
@@ -1809,6 +1834,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
   async closeFiles(): Promise<void> {
     if (this.#writerEpoch !== null) this.#noteShipLog(false);
     this.#closed = true;
+    if (this.#stuckTimer !== undefined) this.#services.clock.clearTimeout(this.#stuckTimer);
     this.#closing.abort();
     this.#wakeShippedWaiters();
     for (const wake of this.#roleWaiters) wake();

@@ -35,13 +35,13 @@ function capturedLogger() {
  * Leader `a` and follower `b` with every database; `b` stops, `a` writes on, and the first
  * changeset `b` has not applied of `damaged` gets a flipped byte in storage.
  */
-async function clusterWithDamagedChangeset(c: TestCluster) {
-  const a = await c.start('a');
+async function clusterWithDamagedChangeset(c: TestCluster, leaseScope: 'database' | 'node') {
+  const a = await c.start('a', { leaseScope });
   for (const name of NAMES) {
     const db = await a.open(name, { schema: SCHEMA });
     await db.execute("insert into t values ('before')");
   }
-  let b = await c.start('b');
+  let b = await c.start('b', { leaseScope });
   for (const name of NAMES) await b.open(name);
   const leaderSeqs = () => a.status().databases.map((d) => d.seq);
   await waitFor(
@@ -58,7 +58,7 @@ async function clusterWithDamagedChangeset(c: TestCluster) {
   damaged[damaged.length - 3] = (damaged[damaged.length - 3] as number) ^ 0xff;
   fs.writeFileSync(file, damaged);
   const captured = capturedLogger();
-  b = await c.start('b', { logger: captured.logger, forwardTimeoutMs: 3000 });
+  b = await c.start('b', { logger: captured.logger, forwardTimeoutMs: 3000, leaseScope });
   return {
     a,
     b,
@@ -74,138 +74,154 @@ function statusOf(node: HadbNode, name: string) {
   return status;
 }
 
-describe('a database whose copy cannot catch up with a damaged changeset', () => {
-  test('is reported and out of service while the other databases on the node keep serving', async () => {
-    const { a, b, badSeq, lines, repair } = await clusterWithDamagedChangeset(cluster());
-    const opened = await Promise.all(NAMES.map((name) => b.open(name, { timeoutMs: 10_000 })));
-    const [one, damaged, two] = opened as [
-      (typeof opened)[0],
-      (typeof opened)[0],
-      (typeof opened)[0],
-    ];
-
-    // The healthy ones catch up, read and write as usual.
-    for (const db of [one, two]) {
-      await db.execute("insert into t values ('after')");
-      expect(await db.all('select k from t order by rowid', [], { consistency: 'strong' })).toEqual(
-        [{ k: 'before' }, { k: 'while b was down' }, { k: 'after' }],
+describe.each(['database', 'node'] as const)(
+  'a database whose copy cannot catch up with a damaged changeset (%s-level leases)',
+  (leaseScope) => {
+    test('is reported and out of service while the other databases on the node keep serving', async () => {
+      const { a, b, badSeq, lines, repair } = await clusterWithDamagedChangeset(
+        cluster(),
+        leaseScope,
       );
+      const opened = await Promise.all(NAMES.map((name) => b.open(name, { timeoutMs: 10_000 })));
+      const [one, damaged, two] = opened as [
+        (typeof opened)[0],
+        (typeof opened)[0],
+        (typeof opened)[0],
+      ];
+
+      // The healthy ones catch up, read and write as usual.
+      for (const db of [one, two]) {
+        await db.execute("insert into t values ('after')");
+        expect(
+          await db.all('select k from t order by rowid', [], { consistency: 'strong' }),
+        ).toEqual([{ k: 'before' }, { k: 'while b was down' }, { k: 'after' }]);
+        await waitFor(
+          () => db.isCaughtUp && db.position.seq === statusOf(a, db.name).seq,
+          5000,
+          'catch up',
+        );
+        expect(await db.all('select count(*) as n from t')).toEqual([{ n: 3 }]);
+      }
+
+      // The damaged one says why, where, and since when, in status and on /status.
+      await waitFor(() => statusOf(b, 'damaged').problem !== null, 5000, 'the problem in status');
+      const status = statusOf(b, 'damaged');
+      expect(status).toMatchObject({
+        role: 'follower',
+        seq: badSeq - 1,
+        caughtUp: false,
+        problem: { state: 'stuck', code: 'CHANGESET_CORRUPT', seq: badSeq },
+      });
+      expect(status.problem?.message).toContain('CRC32');
+      const served = (await (await fetch(`${b.address}/status`)).json()) as {
+        databases: { name: string; problem: unknown }[];
+      };
+      expect(served.databases.find((d) => d.name === 'damaged')?.problem).toMatchObject({
+        state: 'stuck',
+        code: 'CHANGESET_CORRUPT',
+        seq: badSeq,
+      });
+
+      // Its stale copy is not served; a write goes to the leader, which holds everything.
+      const refused = await damaged.all('select count(*) as n from t').catch((error) => error);
+      expect(refused).toBeInstanceOf(HadbError);
+      expect(refused).toMatchObject({ code: 'CATCH_UP_FAILED', seq: badSeq });
+      await damaged.execute("insert into t values ('forwarded')");
+      expect(
+        await damaged.all('select count(*) as n from t', [], { consistency: 'strong' }),
+      ).toEqual([{ n: 3 }]);
+
+      // A gauge and a counter by state and code, never by database.
+      const metrics = await (await fetch(`${b.address}/metrics`)).text();
+      expect(metrics).toContain('hadb_database_problems{state="stuck",code="CHANGESET_CORRUPT"} 1');
+      expect(metrics).toContain(
+        'hadb_database_problems_total{state="stuck",code="CHANGESET_CORRUPT"} 1',
+      );
+      expect(metrics).not.toContain('damaged');
+
+      // Retried with backoff, warned once.
+      await new Promise((resolve) => setTimeout(resolve, 1500));
+      const warnings = lines.filter((line) => line.level === 40 && line.db === 'damaged');
+      expect(warnings).toHaveLength(1);
+      expect(warnings[0]).toMatchObject({ seq: badSeq, code: 'CHANGESET_CORRUPT' });
+
+      // Storage repaired: it catches up, serves again, and says so.
+      repair();
       await waitFor(
-        () => db.isCaughtUp && db.position.seq === statusOf(a, db.name).seq,
-        5000,
-        'catch up',
+        () => statusOf(b, 'damaged').problem === null,
+        15_000,
+        'the retry after repair',
       );
-      expect(await db.all('select count(*) as n from t')).toEqual([{ n: 3 }]);
-    }
+      await waitFor(() => damaged.isCaughtUp, 5000, 'catch up after repair');
+      expect(await damaged.all('select k from t order by rowid')).toEqual([
+        { k: 'before' },
+        { k: 'while b was down' },
+        { k: 'forwarded' },
+      ]);
+      const after = await (await fetch(`${b.address}/metrics`)).text();
+      expect(after).not.toMatch(/hadb_database_problems\{/);
+      expect(lines.some((line) => line.db === 'damaged' && /caught up again/.test(line.msg))).toBe(
+        true,
+      );
+    }, 60_000);
 
-    // The damaged one says why, where, and since when, in status and on /status.
-    await waitFor(() => statusOf(b, 'damaged').problem !== null, 5000, 'the problem in status');
-    const status = statusOf(b, 'damaged');
-    expect(status).toMatchObject({
-      role: 'follower',
-      seq: badSeq - 1,
-      caughtUp: false,
-      problem: { state: 'stuck', code: 'CHANGESET_CORRUPT', seq: badSeq },
-    });
-    expect(status.problem?.message).toContain('CRC32');
-    const served = (await (await fetch(`${b.address}/status`)).json()) as {
-      databases: { name: string; problem: unknown }[];
-    };
-    expect(served.databases.find((d) => d.name === 'damaged')?.problem).toMatchObject({
-      state: 'stuck',
-      code: 'CHANGESET_CORRUPT',
-      seq: badSeq,
-    });
+    test('never takes the lease while behind storage, and takes it once storage is repaired', async () => {
+      const { a, b, badSeq, repair } = await clusterWithDamagedChangeset(cluster(), leaseScope);
+      await Promise.all(NAMES.map((name) => b.open(name, { timeoutMs: 10_000 })));
+      await waitFor(() => statusOf(b, 'damaged').problem !== null, 5000, 'the problem in status');
+      await a.close();
 
-    // Its stale copy is not served; a write goes to the leader, which holds everything.
-    const refused = await damaged.all('select count(*) as n from t').catch((error) => error);
-    expect(refused).toBeInstanceOf(HadbError);
-    expect(refused).toMatchObject({ code: 'CATCH_UP_FAILED', seq: badSeq });
-    await damaged.execute("insert into t values ('forwarded')");
-    expect(await damaged.all('select count(*) as n from t', [], { consistency: 'strong' })).toEqual(
-      [{ n: 3 }],
-    );
+      // The healthy ones fail over to b; the damaged one stays a follower with no leader.
+      await waitFor(
+        () =>
+          statusOf(b, 'healthy-one').role === 'leader' &&
+          statusOf(b, 'healthy-two').role === 'leader',
+        10_000,
+        'b to lead the healthy databases',
+      );
+      const healthy = b.databases().find((db) => db.name === 'healthy-one');
+      await healthy?.execute("insert into t values ('on b')");
+      const roles = new Set<string>();
+      let roleChanges = 0;
+      const countChange = () => {
+        roleChanges++;
+      };
+      const damagedOnB = b.databases().find((db) => db.name === 'damaged');
+      damagedOnB?.on('role', countChange);
+      const until = Date.now() + 3000;
+      while (Date.now() < until) {
+        roles.add(statusOf(b, 'damaged').role);
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+      damagedOnB?.off('role', countChange);
+      expect(roles.has('leader')).toBe(false);
+      expect(roles.has('candidate')).toBe(false);
+      // It waits for its retry as catching-up, not flapping with every lease poll (about 24).
+      expect(roleChanges).toBeLessThan(10);
+      expect(statusOf(b, 'damaged')).toMatchObject({ seq: badSeq - 1, problem: { seq: badSeq } });
+      const damaged = b.databases().find((db) => db.name === 'damaged');
+      await expect(damaged?.execute("insert into t values ('no leader')")).rejects.toMatchObject({
+        code: 'LEADER_UNAVAILABLE',
+        message: expect.stringContaining('CHANGESET_CORRUPT'),
+      });
 
-    // A gauge and a counter by state and code, never by database.
-    const metrics = await (await fetch(`${b.address}/metrics`)).text();
-    expect(metrics).toContain('hadb_database_problems{state="stuck",code="CHANGESET_CORRUPT"} 1');
-    expect(metrics).toContain(
-      'hadb_database_problems_total{state="stuck",code="CHANGESET_CORRUPT"} 1',
-    );
-    expect(metrics).not.toContain('damaged');
+      repair();
+      await waitFor(
+        () => statusOf(b, 'damaged').role === 'leader',
+        20_000,
+        'b to lead after repair',
+      );
+      await damaged?.execute("insert into t values ('led by b')");
+      expect(await damaged?.all('select k from t order by rowid')).toEqual([
+        { k: 'before' },
+        { k: 'while b was down' },
+        { k: 'led by b' },
+      ]);
+    }, 60_000);
+  },
+);
 
-    // Retried with backoff, warned once.
-    await new Promise((resolve) => setTimeout(resolve, 1500));
-    const warnings = lines.filter((line) => line.level === 40 && line.db === 'damaged');
-    expect(warnings).toHaveLength(1);
-    expect(warnings[0]).toMatchObject({ seq: badSeq, code: 'CHANGESET_CORRUPT' });
-
-    // Storage repaired: it catches up, serves again, and says so.
-    repair();
-    await waitFor(() => statusOf(b, 'damaged').problem === null, 15_000, 'the retry after repair');
-    await waitFor(() => damaged.isCaughtUp, 5000, 'catch up after repair');
-    expect(await damaged.all('select k from t order by rowid')).toEqual([
-      { k: 'before' },
-      { k: 'while b was down' },
-      { k: 'forwarded' },
-    ]);
-    const after = await (await fetch(`${b.address}/metrics`)).text();
-    expect(after).not.toMatch(/hadb_database_problems\{/);
-    expect(lines.some((line) => line.db === 'damaged' && /caught up again/.test(line.msg))).toBe(
-      true,
-    );
-  }, 60_000);
-
-  test('never takes the lease while behind storage, and takes it once storage is repaired', async () => {
-    const { a, b, badSeq, repair } = await clusterWithDamagedChangeset(cluster());
-    await Promise.all(NAMES.map((name) => b.open(name, { timeoutMs: 10_000 })));
-    await waitFor(() => statusOf(b, 'damaged').problem !== null, 5000, 'the problem in status');
-    await a.close();
-
-    // The healthy ones fail over to b; the damaged one stays a follower with no leader.
-    await waitFor(
-      () =>
-        statusOf(b, 'healthy-one').role === 'leader' &&
-        statusOf(b, 'healthy-two').role === 'leader',
-      10_000,
-      'b to lead the healthy databases',
-    );
-    const healthy = b.databases().find((db) => db.name === 'healthy-one');
-    await healthy?.execute("insert into t values ('on b')");
-    const roles = new Set<string>();
-    let roleChanges = 0;
-    const countChange = () => {
-      roleChanges++;
-    };
-    const damagedOnB = b.databases().find((db) => db.name === 'damaged');
-    damagedOnB?.on('role', countChange);
-    const until = Date.now() + 3000;
-    while (Date.now() < until) {
-      roles.add(statusOf(b, 'damaged').role);
-      await new Promise((resolve) => setTimeout(resolve, 20));
-    }
-    damagedOnB?.off('role', countChange);
-    expect(roles.has('leader')).toBe(false);
-    expect(roles.has('candidate')).toBe(false);
-    // It waits for its retry as catching-up, not flapping with every lease poll (about 24).
-    expect(roleChanges).toBeLessThan(10);
-    expect(statusOf(b, 'damaged')).toMatchObject({ seq: badSeq - 1, problem: { seq: badSeq } });
-    const damaged = b.databases().find((db) => db.name === 'damaged');
-    await expect(damaged?.execute("insert into t values ('no leader')")).rejects.toMatchObject({
-      code: 'LEADER_UNAVAILABLE',
-      message: expect.stringContaining('CHANGESET_CORRUPT'),
-    });
-
-    repair();
-    await waitFor(() => statusOf(b, 'damaged').role === 'leader', 20_000, 'b to lead after repair');
-    await damaged?.execute("insert into t values ('led by b')");
-    expect(await damaged?.all('select k from t order by rowid')).toEqual([
-      { k: 'before' },
-      { k: 'while b was down' },
-      { k: 'led by b' },
-    ]);
-  }, 60_000);
-
+describe('a damaged changeset met while taking over', () => {
   test('a claim that meets it while taking over is handed back, never written under', async () => {
     const c = cluster();
     const a = await c.start('a');
