@@ -1333,15 +1333,16 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
   #scheduleStuckRetry(delayMs: number): void {
     const clock = this.#services.clock;
     if (this.#stuckTimer !== undefined) clock.clearTimeout(this.#stuckTimer);
-    this.#stuckTimer = clock.setTimeout(async () => {
+    this.#stuckTimer = clock.setTimeout(() => {
       this.#stuckTimer = undefined;
       if (!this.#stuck || this.#closed) return;
-      await this.pullFromStorage();
-      // Not tried (not following just then): come back later.
-      const stuck = this.#stuck;
-      if (stuck && !this.#closed && this.#stuckTimer === undefined) {
-        this.#scheduleStuckRetry(stuck.delayMs);
-      }
+      void this.pullFromStorage().then(() => {
+        // Not tried (not following just then): come back later.
+        const stuck = this.#stuck;
+        if (stuck && !this.#closed && this.#stuckTimer === undefined) {
+          this.#scheduleStuckRetry(stuck.delayMs);
+        }
+      });
     }, delayMs);
   }
 
