@@ -133,6 +133,11 @@ export interface HadbDatabase {
   /** True on the leader, and on a follower that holds the newest change it has heard of. */
   readonly isCaughtUp: boolean;
   /**
+   * Null, or why this copy cannot catch up with storage (`'stuck'`: retried, local reads refused)
+   * or why the node stopped its actor (`'failed'`). Also in `node.status()` and on `/status`.
+   */
+  readonly problem: DatabaseProblem | null;
+  /**
    * True while this node leads and can commit: its claim won and its epoch-start record is in
    * storage. Between role `'leader'` and this, writes here wait for it.
    */
