@@ -113,7 +113,7 @@ describe.each(['database', 'node'] as const)(
         problem: { state: 'stuck', code: 'CHANGESET_CORRUPT', seq: badSeq },
       });
       expect(status.problem?.message).toContain('CRC32');
-    expect(damaged.problem).toMatchObject({ state: 'stuck', code: 'CHANGESET_CORRUPT' });
+      expect(damaged.problem).toMatchObject({ state: 'stuck', code: 'CHANGESET_CORRUPT' });
       const served = (await (await fetch(`${b.address}/status`)).json()) as {
         databases: { name: string; problem: unknown }[];
       };
