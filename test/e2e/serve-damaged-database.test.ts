@@ -115,4 +115,26 @@ describe('hadb serve with a damaged database', () => {
       broken.close();
     }
   }, 90_000);
+
+  it('serves the databases it could open when one of them cannot be opened at all', async () => {
+    // Local damage on this node only: a directory where a leader's state file would be, so the
+    // database's actor crashes at every start until the node gives up on it.
+    fs.mkdirSync(path.join(root, 'c', 'broken.db-hadb-leader.json'), { recursive: true });
+    const third = await cluster.start('c', ['--db', 'broken']);
+    const listening = JSON.parse(
+      await third.watched.waitForLine((line) => line.includes('"listening"')),
+    ) as { databases: string[] };
+    expect(listening.databases).toEqual(['healthy', 'damaged']);
+    const client = createClient({ url: `${third.hrana}/healthy/`, authToken: cluster.token });
+    try {
+      expect((await client.execute('select count(*) as n from t')).rows[0]?.n).toBeGreaterThan(0);
+    } finally {
+      client.close();
+    }
+    third.child.kill('SIGTERM');
+    const run = await third.watched.done;
+    expect(run.stderr).toMatch(
+      /not serving broken: DATABASE_FAILED: broken stopped after \d+ crashes/,
+    );
+  }, 60_000);
 });
