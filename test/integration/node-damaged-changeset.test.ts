@@ -222,7 +222,50 @@ describe.each(['database', 'node'] as const)(
   },
 );
 
-describe('a damaged changeset met while taking over', () => {
+/** Flips a byte of changeset `seq` of `damaged` in the cluster's storage; returns the repair. */
+function damageChangeset(dir: string, seq: number): () => void {
+  const file = path.join(dir, 'storage', ...logKey('', 'damaged', seq).split('/'));
+  const original = fs.readFileSync(file);
+  const damaged = Buffer.from(original);
+  damaged[damaged.length - 3] = (damaged[damaged.length - 3] as number) ^ 0xff;
+  fs.writeFileSync(file, damaged);
+  return () => fs.writeFileSync(file, original);
+}
+
+describe('a damaged changeset met by a running node', () => {
+  test('a follower serving reads goes out of service, and back once storage is repaired', async () => {
+    const c = cluster();
+    const a = await c.start('a');
+    const onA = await a.open('damaged', { schema: SCHEMA });
+    await onA.execute("insert into t values ('before')");
+    const late = lateChangesets(createFsStorage({ root: path.join(c.dir, 'storage') }));
+    const b = await c.start('b', { storage: late.storage, logger: pino({ level: 'silent' }) });
+    const onB = await b.open('damaged');
+    await waitFor(() => onB.position.seq === onA.position.seq, 5000, 'b to catch up');
+    expect(await onB.all('select k from t')).toEqual([{ k: 'before' }]);
+    const seq = onB.position.seq + 1;
+
+    // Written by the leader, damaged in storage before b could read it.
+    late.hideFrom(seq);
+    await onA.execute("insert into t values ('damaged in storage')");
+    const repair = damageChangeset(c.dir, seq);
+    late.reveal();
+
+    await waitFor(() => onB.problem !== null, 10_000, 'b to meet the damaged changeset');
+    expect(onB.problem).toMatchObject({ state: 'stuck', code: 'CHANGESET_CORRUPT', seq });
+    await expect(onB.all('select k from t')).rejects.toMatchObject({ code: 'CATCH_UP_FAILED' });
+    await onB.execute("insert into t values ('forwarded')");
+
+    repair();
+    await waitFor(() => onB.problem === null, 15_000, 'the retry after repair');
+    await waitFor(() => onB.isCaughtUp, 5000, 'b to catch up again');
+    expect(await onB.all('select k from t order by rowid')).toEqual([
+      { k: 'before' },
+      { k: 'damaged in storage' },
+      { k: 'forwarded' },
+    ]);
+  }, 60_000);
+
   test('a claim that meets it while taking over is handed back, never written under', async () => {
     const c = cluster();
     const a = await c.start('a');
@@ -238,11 +281,7 @@ describe('a damaged changeset met while taking over', () => {
     // an old leader's late upload that b meets only while writing its epoch-start record.
     late.hideFrom(seq);
     await onA.execute("insert into t values ('late')");
-    const file = path.join(c.dir, 'storage', ...logKey('', 'damaged', seq).split('/'));
-    const original = fs.readFileSync(file);
-    const damaged = Buffer.from(original);
-    damaged[damaged.length - 3] = (damaged[damaged.length - 3] as number) ^ 0xff;
-    fs.writeFileSync(file, damaged);
+    const repair = damageChangeset(c.dir, seq);
     const roles: string[] = [];
     let everWritable = false;
     onB.on('role', ({ role }) => {
@@ -260,7 +299,7 @@ describe('a damaged changeset met while taking over', () => {
     expect(everWritable || onB.writable).toBe(false);
     expect(statusOf(b, 'damaged').problem).toMatchObject({ code: 'CHANGESET_CORRUPT', seq });
 
-    fs.writeFileSync(file, original);
+    repair();
     await waitFor(() => onB.writable, 20_000, 'b to lead after repair');
     expect(await onB.all('select k from t order by rowid')).toEqual([
       { k: 'before' },
@@ -269,7 +308,7 @@ describe('a damaged changeset met while taking over', () => {
   }, 60_000);
 });
 
-/** Storage in which `damaged`'s changesets from `seq` on are missed until one's slot is tried. */
+/** Storage that misses changesets of `damaged` from `seq` on until revealed or a slot is tried. */
 function lateChangesets(inner: StorageBackend) {
   let hiddenFrom = Number.POSITIVE_INFINITY;
   const hidden = (key: string) => {
@@ -293,6 +332,9 @@ function lateChangesets(inner: StorageBackend) {
     storage,
     hideFrom: (seq: number) => {
       hiddenFrom = seq;
+    },
+    reveal: () => {
+      hiddenFrom = Number.POSITIVE_INFINITY;
     },
   };
 }
