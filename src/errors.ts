@@ -31,7 +31,9 @@ export type HadbErrorCode =
   | 'CLOSED'
   | 'NOT_DURABLE'
   | 'LEASE_STORE_UNSAFE'
-  | 'STORE_MISMATCH';
+  | 'STORE_MISMATCH'
+  | 'CATCH_UP_FAILED'
+  | 'DATABASE_FAILED';
 
 export class HadbError extends Error {
   readonly code: HadbErrorCode;
@@ -243,5 +245,34 @@ export class StoreMismatchError extends HadbError {
     this.leases = stores.leases;
     this.storageCluster = stores.storageCluster;
     this.leaseCluster = stores.leaseCluster;
+  }
+}
+
+/**
+ * This node's copy of `db` cannot catch up with storage: what storage holds at `seq` cannot be
+ * applied (a damaged changeset, a broken chain, another page size, a missing link). The copy is
+ * not served and never leads until a retry gets past it (storage repaired). `reason` is the code
+ * of the error underneath, which is also the `cause`.
+ */
+export class CatchUpFailedError extends HadbError {
+  readonly db: string;
+  readonly seq: number;
+  readonly reason: string;
+  constructor(db: string, seq: number, reason: string, options: ErrorOptions & { cause: unknown }) {
+    const why = options.cause instanceof Error ? options.cause.message : String(options.cause);
+    super('CATCH_UP_FAILED', `${db} cannot catch up with storage at seq ${seq}: ${why}`, options);
+    this.db = db;
+    this.seq = seq;
+    this.reason = reason;
+  }
+}
+
+/** The node stopped restarting this database's actor: it crashed too often. Reopen it to retry. */
+export class DatabaseFailedError extends HadbError {
+  readonly db: string;
+  constructor(db: string, crashes: number, options: ErrorOptions & { cause: unknown }) {
+    const why = options.cause instanceof Error ? options.cause.message : String(options.cause);
+    super('DATABASE_FAILED', `${db} stopped after ${crashes} crashes: ${why}`, options);
+    this.db = db;
   }
 }

@@ -13,6 +13,8 @@ export type {
   BatchResult,
   Consistency,
   DatabaseEvents,
+  DatabaseProblem,
+  DatabaseStatus,
   ExecuteResult,
   HadbDatabase,
   ReadOptions,
@@ -134,9 +136,11 @@ export {
 export { type Clock, systemClock } from './clock.ts';
 export {
   BadRequestError,
+  CatchUpFailedError,
   ChangesetError,
   type ChangesetErrorCode,
   ClosedError,
+  DatabaseFailedError,
   FencedError,
   HadbError,
   type HadbErrorCode,

@@ -17,10 +17,12 @@ import {
 import { removeFileSync } from '../adapters/replication/sqlite/local-file.ts';
 import { writeEpochStart } from '../adapters/replication/sqlite/promotion.ts';
 import type { StorageBackend } from '../adapters/storage/types.ts';
-import { type Clock, sleep } from '../clock.ts';
+import { type Clock, sleep, type TimerId } from '../clock.ts';
 import {
   BadRequestError,
+  CatchUpFailedError,
   ClosedError,
+  DatabaseFailedError,
   FencedError,
   HadbError,
   InvalidArgumentError,
@@ -109,6 +111,8 @@ export interface DatabaseEvents {
   parked: [ParkedTail];
   /** Something failed in the background (a pull, a promotion); the database keeps trying. */
   problem: [Error];
+  /** This copy stopped being able to catch up (or its actor failed), or can again (`null`). */
+  health: [DatabaseProblem | null];
 }
 
 /**
@@ -129,6 +133,11 @@ export interface HadbDatabase {
   readonly position: WriteToken;
   /** True on the leader, and on a follower that holds the newest change it has heard of. */
   readonly isCaughtUp: boolean;
+  /**
+   * Null, or why this copy cannot catch up with storage (`'stuck'`: retried, local reads refused)
+   * or why the node stopped its actor (`'failed'`). Also in `node.status()` and on `/status`.
+   */
+  readonly problem: DatabaseProblem | null;
   /**
    * True while this node leads and can commit: its claim won and its epoch-start record is in
    * storage. Between role `'leader'` and this, writes here wait for it.
@@ -279,6 +288,26 @@ export interface DatabaseStatus {
   leaderAddress: string | null;
   /** Its SQLite handles are closed while idle; the next read, write or apply reopens them. */
   hibernated: boolean;
+  /** Why this copy cannot catch up with storage, or why its actor stopped; null when neither. */
+  problem: DatabaseProblem | null;
+}
+
+/**
+ * `'stuck'`: storage holds something this copy cannot apply (a damaged changeset, a broken chain,
+ * another page size); it is retried with backoff and the copy is not served meanwhile.
+ * `'failed'`: the node stopped restarting its actor after repeated crashes; not retried.
+ */
+export interface DatabaseProblem {
+  state: 'stuck' | 'failed';
+  /** The code of the error, such as `CHANGESET_CHECKSUM_MISMATCH`. */
+  code: string;
+  message: string;
+  /** Stuck: the changeset it cannot get past. Failed: the position its copy stopped at. */
+  seq: number;
+  /** Since when (ms since the epoch). */
+  since: number;
+  /** Stuck: when the next try is due, in ms from now. */
+  retryInMs: number | null;
 }
 
 /** What a node gives each of its databases. */
@@ -327,6 +356,8 @@ const REQUESTS_TABLE = '_hadb_requests';
 const PROMOTION_WAIT_MS = 2000;
 const REQUEST_RETENTION_MS = 15 * 60_000;
 const TAIL_WAIT_MS = 20_000;
+/** A copy stuck behind storage tries again at most this rarely (from the poll interval up). */
+const STUCK_RETRY_MAX_MS = 30_000;
 /** Leader connections whose request table is known to exist. */
 const tablesReady = new WeakSet<Database.Database>();
 
@@ -370,6 +401,12 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
   #writerHeld: InteractiveTransaction | null = null;
   readonly #writerWaiters = new Set<() => void>();
   readonly #interactive = new Set<InteractiveTransaction>();
+  /** Storage holds what this copy cannot apply: not served, retried with backoff. */
+  #stuck: { error: CatchUpFailedError; since: number; retryAt: number; delayMs: number } | null =
+    null;
+  #stuckTimer: TimerId | undefined;
+  /** The node gave up restarting the role actor. */
+  #failed: { error: DatabaseFailedError; since: number; seq: number } | null = null;
 
   constructor(
     name: string,
@@ -411,7 +448,10 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
       nodeLeases: services.nodeLeases,
       hooks: {
         bootstrap: () => this.#serial(() => this.#bootstrap()),
-        catchUp: (_db, intent) => this.#serial(() => this.#catchUp(intent === 'claim')),
+        catchUp: async (_db, intent, signal) => {
+          await this.#stuckRetryDue(signal);
+          return this.#serial(() => this.#catchUp(intent === 'claim'));
+        },
         demote: (_db, reason) => this.#serial(() => this.#demote(reason)),
       },
     });
@@ -499,7 +539,32 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
   }
 
   get isCaughtUp(): boolean {
-    return this.#writerEpoch !== null || this.position.seq >= this.#knownSeq;
+    return (
+      this.#writerEpoch !== null ||
+      (this.#stuck === null && this.#failed === null && this.position.seq >= this.#knownSeq)
+    );
+  }
+
+  /** Why this copy cannot catch up, or why its actor stopped; null when neither. */
+  get problem(): DatabaseProblem | null {
+    const now = this.#services.clock.now();
+    if (this.#failed) {
+      const { error, since, seq } = this.#failed;
+      const code = codeOf(error.cause);
+      return { state: 'failed', code, message: error.message, seq, since, retryInMs: null };
+    }
+    if (this.#stuck) {
+      const { error, since, retryAt } = this.#stuck;
+      return {
+        state: 'stuck',
+        code: error.reason,
+        message: error.message,
+        seq: error.seq,
+        since,
+        retryInMs: Math.max(0, Math.round(retryAt - now)),
+      };
+    }
+    return null;
   }
 
   /** What `/status` shows of this database on this node. */
@@ -526,6 +591,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
             ? (record.address ?? null)
             : null,
       hibernated: this.hibernated,
+      problem: this.problem,
     };
   }
 
@@ -590,6 +656,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
   async bootstrapped(timeoutMs: number): Promise<void> {
     const deadline = this.#services.clock.now() + timeoutMs;
     while (this.role === 'bootstrapping') {
+      if (this.#failed) throw this.#failed.error;
       if (this.#closed) throw new ClosedError(`database ${this.name}`);
       const left = deadline - this.#services.clock.now();
       if (left <= 0)
@@ -777,7 +844,13 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
       }
       const waited = clock.now() - started;
       if (waited >= this.#settings.forwardTimeoutMs) {
-        throw new LeaderUnavailableError(`${this.name}: ${lastProblem}`, Math.round(waited));
+        // No leader, and this copy cannot become one: say why.
+        const stuck = this.#stuck?.error ?? this.#failed?.error;
+        throw new LeaderUnavailableError(
+          `${this.name}: ${lastProblem}${stuck ? `; this node cannot take over: ${stuck.message}` : ''}`,
+          Math.round(waited),
+          stuck ? { cause: stuck } : undefined,
+        );
       }
       // A role change (this node took over, or a leader appeared) ends the wait at once.
       await this.#roleChange(Math.min(delay, this.#settings.forwardTimeoutMs - waited));
@@ -1159,6 +1232,11 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
       }
     }
     await this.#chain;
+    // A copy stuck behind storage would answer from an ever older state.
+    if (!this.#leader) {
+      const unusable = this.#failed?.error ?? this.#stuck?.error;
+      if (unusable) throw unusable;
+    }
     this.#touch();
     const connection = this.#localConnection();
     if (!connection) return this.#readOnLeader(statement, bigints);
@@ -1226,15 +1304,20 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
       if (tail) this.#reportParked(tail);
       this.#removeLocalCopy();
     }
-    // Storage being down is not a reason to crash: keep trying until it answers.
+    // Storage being down is not a reason to crash: keep trying until it answers. Nor is a copy
+    // that cannot catch up: that is reported, and the pulls that follow retry it.
     let delay = 100;
     for (;;) {
       try {
-        const follower = await this.#ensureFollower();
-        await follower.pull();
+        const follower = await this.#catchingUp(async () => {
+          const opened = await this.#ensureFollower();
+          await opened.pull();
+          return opened;
+        });
         this.#noteSeq(follower.position.seq);
         return;
       } catch (error) {
+        if (error instanceof CatchUpFailedError && !this.#closed) return;
         if (this.#closed || !isTransient(error)) throw error;
         this.#problem(error);
         await sleep(this.#services.clock, delay);
@@ -1255,13 +1338,148 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
    * the tail did not tell is caught up with there. Fencing does not depend on this pull.
    */
   async #catchUp(claim: boolean): Promise<CatchUpOutput> {
-    const follower = await this.#ensureFollower();
-    if (claim && this.#knownAtTip(follower) && this.#services.shipLog) {
+    // A copy stuck behind storage fails here, so the role machine never claims with it.
+    return this.#catchingUp(async () => {
+      const follower = await this.#ensureFollower();
+      // Not for a stuck copy: only a pull tells whether it got past what it could not apply.
+      if (claim && this.#stuck === null && this.#knownAtTip(follower) && this.#services.shipLog) {
+        return { epochFloor: follower.position.epoch };
+      }
+      await follower.pull({ urgent: claim });
+      this.#noteSeq(follower.position.seq);
       return { epochFloor: follower.position.epoch };
+    });
+  }
+
+  /**
+   * Runs a step that brings the copy up to storage. One that fails for good (not storage or a
+   * lease store being unreachable) leaves the copy stuck: reported once, refused until its retry
+   * is due (with backoff), cleared by the first step that succeeds.
+   */
+  async #catchingUp<T>(work: () => Promise<T>): Promise<T> {
+    const stuck = this.#stuck;
+    if (stuck && this.#services.clock.now() < stuck.retryAt) throw stuck.error;
+    let result: T;
+    try {
+      result = await work();
+    } catch (error) {
+      if (
+        this.#closed ||
+        isTransient(error) ||
+        error instanceof ClosedError ||
+        error instanceof FencedError
+      )
+        throw error;
+      throw this.#stuckOn(error);
     }
-    await follower.pull({ urgent: claim });
-    this.#noteSeq(follower.position.seq);
-    return { epochFloor: follower.position.epoch };
+    if (this.#stuck) this.#unstuck();
+    return result;
+  }
+
+  /**
+   * A stuck copy's catch-up waits here for its retry (the role shows catching-up) rather than fail
+   * at once and come back with every lease poll, flapping between roles until storage is repaired.
+   */
+  async #stuckRetryDue(signal: AbortSignal): Promise<void> {
+    const clock = this.#services.clock;
+    const waitMs = (this.#stuck?.retryAt ?? 0) - clock.now();
+    if (waitMs > 0) {
+      const closing = this.#closing.signal;
+      await new Promise<void>((resolve) => {
+        const done = () => {
+          clock.clearTimeout(timer);
+          signal.removeEventListener('abort', done);
+          closing.removeEventListener('abort', done);
+          resolve();
+        };
+        const timer = clock.setTimeout(done, waitMs);
+        signal.addEventListener('abort', done, { once: true });
+        closing.addEventListener('abort', done, { once: true });
+      });
+    }
+    signal.throwIfAborted();
+    if (this.#closed) throw new ClosedError(`database ${this.name}`);
+  }
+
+  #stuckOn(cause: unknown): CatchUpFailedError {
+    const { clock, timing } = this.#services;
+    const now = clock.now();
+    const seq = this.position.seq + 1;
+    const reason = codeOf(cause);
+    const previous = this.#stuck;
+    const error = new CatchUpFailedError(this.name, seq, reason, { cause });
+    if (previous && previous.error.seq === seq && previous.error.reason === reason) {
+      const delayMs = Math.min(previous.delayMs * 2, STUCK_RETRY_MAX_MS);
+      this.#stuck = { error, since: previous.since, retryAt: now + delayMs, delayMs };
+      this.#scheduleStuckRetry(delayMs);
+      this.#logger.debug({ seq, code: reason, retryInMs: delayMs }, 'still cannot catch up');
+      return error;
+    }
+    const delayMs = timing.pollIntervalMs;
+    this.#stuck = { error, since: Date.now(), retryAt: now + delayMs, delayMs };
+    this.#scheduleStuckRetry(delayMs);
+    this.#logger.warn(
+      { seq, code: reason, position: this.position.seq, err: cause },
+      `cannot catch up with storage: changeset ${seq} cannot be applied (${reason}); this copy is not served and is retried with backoff until storage is repaired`,
+    );
+    this.#healthChanged();
+    return error;
+  }
+
+  /**
+   * Pulls once the retry is due: a leader's tail tells of new changesets only (node-level leases
+   * poll storage only for copies without a leader), so nothing else would retry a quiet database.
+   */
+  #scheduleStuckRetry(delayMs: number): void {
+    const clock = this.#services.clock;
+    if (this.#stuckTimer !== undefined) clock.clearTimeout(this.#stuckTimer);
+    this.#stuckTimer = clock.setTimeout(() => {
+      this.#stuckTimer = undefined;
+      if (!this.#stuck || this.#closed) return;
+      void this.pullFromStorage().then(() => {
+        // Not tried (not following just then): come back later.
+        const stuck = this.#stuck;
+        if (stuck && !this.#closed && this.#stuckTimer === undefined) {
+          this.#scheduleStuckRetry(stuck.delayMs);
+        }
+      });
+    }, delayMs);
+  }
+
+  #unstuck(): void {
+    const stuck = this.#stuck;
+    if (!stuck) return;
+    this.#stuck = null;
+    if (this.#stuckTimer !== undefined) this.#services.clock.clearTimeout(this.#stuckTimer);
+    this.#stuckTimer = undefined;
+    this.#logger.warn(
+      { seq: this.position.seq, code: stuck.error.reason, stuckSince: stuck.since },
+      `caught up again past changeset ${stuck.error.seq}`,
+    );
+    this.#healthChanged();
+  }
+
+  #healthChanged(): void {
+    const problem = this.problem;
+    if (this.listenerCount('health') > 0) this.emit('health', problem);
+    if (problem && this.listenerCount('problem') > 0) {
+      this.emit('problem', this.#failed?.error ?? this.#stuck?.error);
+    }
+  }
+
+  /** The node's supervisor gave up restarting the role actor: reported, ready() refuses. */
+  actorFailed(error: unknown, crashes: number): void {
+    if (this.#failed || this.#closed) return;
+    this.#failed = {
+      error: new DatabaseFailedError(this.name, crashes, { cause: error }),
+      since: Date.now(),
+      seq: this.position.seq,
+    };
+    // Nothing renews its lease any more.
+    this.#writerEpoch = null;
+    this.#abortInteractive('its actor failed');
+    this.#healthChanged();
+    for (const wake of this.#roleWaiters) wake();
   }
 
   /** The leader node's tail told of no changeset past what this copy holds. */
@@ -1280,6 +1498,11 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
           if (error instanceof FencedError) {
             this.#logger.warn({ err: error }, 'claim is stale: fenced before taking over');
             this.#actor?.send({ type: 'fenced' });
+            return;
+          }
+          if (error instanceof CatchUpFailedError) {
+            // Behind storage (reported): give the claim back rather than hold it unwritable.
+            this.#actor?.send({ type: 'handoff' });
             return;
           }
           this.#problem(error);
@@ -1302,16 +1525,19 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
   }
 
   async #openLeaderNow(epoch: number): Promise<void> {
-    const follower = await this.#ensureFollower();
     const { storage, prefix } = this.#services;
-    const position = await writeEpochStart({
-      storage: this.#services.storage,
-      prefix: this.#services.prefix,
-      db: this.name,
-      epoch,
-      follower,
-      pageSize: this.#services.pageSize,
-      atTip: this.#knownAtTip(follower),
+    const { follower, position } = await this.#catchingUp(async () => {
+      const follower = await this.#ensureFollower();
+      const position = await writeEpochStart({
+        storage: this.#services.storage,
+        prefix: this.#services.prefix,
+        db: this.name,
+        epoch,
+        follower,
+        pageSize: this.#services.pageSize,
+        atTip: this.#knownAtTip(follower),
+      });
+      return { follower, position };
     });
     this.#noteSeq(position.seq);
     this.#closeReader();
@@ -1426,7 +1652,9 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
       return;
     }
     // Opened later (by the next pull or catch-up) if storage cannot be reached now.
-    await this.#ensureFollower().catch((error: unknown) => this.#problem(error));
+    await this.#catchingUp(() => this.#ensureFollower()).catch((error: unknown) =>
+      this.#problem(error),
+    );
   }
 
   #canShip(epoch: number): boolean {
@@ -1480,11 +1708,22 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
 
   // ---- following --------------------------------------------------------------------------------
 
+  /** A copy stuck behind storage is reported once and retried with backoff, not raised here. */
   #pull(): Promise<void> {
     return this.#serial(async () => {
       if (this.#leader || this.role === 'bootstrapping' || this.#closed) return;
-      const follower = await this.#ensureFollower();
-      await follower.pull();
+      let follower: SqliteFollower;
+      try {
+        follower = await this.#catchingUp(async () => {
+          const opened = await this.#ensureFollower();
+          await opened.pull();
+          return opened;
+        });
+      } catch (error) {
+        // Stuck: reported by #catchingUp. Closing: nobody waits for this copy any more.
+        if (error instanceof CatchUpFailedError || this.#closed) return;
+        throw error;
+      }
       this.#noteSeq(follower.position.seq);
       // A newer epoch in storage than the owner we know of: ownership moved (node-level leases).
       const known = this.#snapshot?.context.observed?.record?.epoch ?? 0;
@@ -1522,6 +1761,12 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
             if (!tail.leading) {
               this.leaseChanged();
               await sleep(clock, 20);
+            } else if (this.#stuck) {
+              // Behind storage: the leader would answer at once again; wait as a poll would.
+              await Promise.race([
+                sleep(clock, timing.pollIntervalMs),
+                this.#roleChange(timing.pollIntervalMs),
+              ]);
             }
             continue;
           }
@@ -1662,6 +1907,8 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
   }
 
   #problem(error: unknown): void {
+    // Reported once when it began (see #stuckOn), not at every retry.
+    if (error instanceof CatchUpFailedError) return;
     const problem = error instanceof Error ? error : new Error(String(error));
     this.#logger.warn({ err: problem }, 'background step failed');
     if (this.listenerCount('problem') > 0) this.emit('problem', problem);
@@ -1688,6 +1935,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
   async closeFiles(): Promise<void> {
     if (this.#writerEpoch !== null) this.#noteShipLog(false);
     this.#closed = true;
+    if (this.#stuckTimer !== undefined) this.#services.clock.clearTimeout(this.#stuckTimer);
     this.#closing.abort();
     this.#wakeShippedWaiters();
     for (const wake of this.#roleWaiters) wake();
@@ -1710,6 +1958,13 @@ function isTransient(error: unknown): boolean {
       error.code === 'TIMEOUT' ||
       error.code === 'LEASE_STORE_UNAVAILABLE')
   );
+}
+
+/** An error's code (hadb's, or Node's such as `EIO`), for status and metrics. */
+function codeOf(error: unknown): string {
+  if (error instanceof HadbError) return error.code;
+  const code = (error as { code?: unknown } | null)?.code;
+  return typeof code === 'string' ? code : 'ERROR';
 }
 
 /** Who the last lease read named as leader, and in which epoch. */

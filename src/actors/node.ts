@@ -263,6 +263,10 @@ class Node implements HadbNode {
     'hadb_lease_requests_total',
     'Requests to the lease store, by backend, operation and outcome',
   );
+  readonly #problemsBegun = this.#metrics.counter(
+    'hadb_database_problems_total',
+    'Databases on this node that became stuck behind storage or failed, by state and error code',
+  );
   readonly #detachMeters: (() => void)[];
   #unwatch: (() => void) | undefined;
   #closed = false;
@@ -343,12 +347,32 @@ class Node implements HadbNode {
       }
       return [...byRole].map(([role, count]) => [{ role }, count]);
     });
+    this.#metrics.gauge(
+      'hadb_database_problems',
+      'Databases on this node that cannot catch up with storage (stuck) or whose actor stopped (failed), by state and error code',
+      () => {
+        const byKind = new Map<string, [{ state: string; code: string }, number]>();
+        for (const database of this.#databases.values()) {
+          const problem = database.problem;
+          if (!problem) continue;
+          const key = `${problem.state} ${problem.code}`;
+          const entry = byKind.get(key) ?? [{ state: problem.state, code: problem.code }, 0];
+          entry[1] += 1;
+          byKind.set(key, entry);
+        }
+        return byKind.values();
+      },
+    );
     this.#supervisor = new Supervisor<DatabaseActor>({
       clock,
       onSnapshot: (name, snapshot) => this.#databases.get(name)?.onSnapshot(snapshot),
       onEvent: (event: SupervisorEvent) => {
         const level = event.type === 'restarted' ? 'info' : 'error';
         logger[level]({ event }, `database actor ${event.name}: ${event.type}`);
+        // Out of restarts: that database is reported failed; the node serves the others.
+        if (event.type === 'gave-up') {
+          this.#databases.get(event.name)?.actorFailed(event.error, event.crashes);
+        }
       },
     });
   }
@@ -607,6 +631,9 @@ class Node implements HadbNode {
     );
     database.on('role', ({ role }) => this.#roleChanges.inc({ role }));
     database.on('transition', (transition) => this.#transitions.record(transition));
+    database.on('health', (problem) => {
+      if (problem) this.#problemsBegun.inc({ state: problem.state, code: problem.code });
+    });
     this.#databases.set(name, database);
     this.#supervisor.start(name, () => database.createActor());
     database.start();

@@ -189,14 +189,24 @@ async function serve(
       },
     },
   });
+  // One database that cannot be opened (its actor failed) is reported; the others are served.
   const databases = new Map<string, HadbDatabase>();
-  try {
-    const opened = await Promise.all(names.map((name) => node.open(name)));
-    for (const database of opened) databases.set(database.name, database);
-  } catch (error) {
+  const opened = await Promise.allSettled(names.map((name) => node.open(name)));
+  const failures: string[] = [];
+  opened.forEach((result, i) => {
+    if (result.status === 'fulfilled') databases.set(result.value.name, result.value);
+    else {
+      const message =
+        result.reason instanceof Error ? result.reason.message : String(result.reason);
+      failures.push(message);
+      process.stderr.write(`hadb serve: not serving ${names[i]}: ${message}\n`);
+    }
+  });
+  if (databases.size === 0) {
     await node.close();
-    throw error;
+    throw new Error(`no database could be opened (${failures.join('; ')})`);
   }
+  const servedNames = [...databases.keys()];
   hrana = await startHranaServer({
     host: options.listen.host,
     port: options.listen.port,
@@ -211,7 +221,7 @@ async function serve(
   const served = hrana;
   // One line on stdout once clients can connect, for scripts and tests to wait on.
   process.stdout.write(
-    `${JSON.stringify({ event: 'listening', node: options.id, hrana: served.address, peer: node.address, db: names[0], databases: names })}\n`,
+    `${JSON.stringify({ event: 'listening', node: options.id, hrana: served.address, peer: node.address, db: servedNames[0], databases: servedNames })}\n`,
   );
   let stopping = false;
   const stop = async () => {

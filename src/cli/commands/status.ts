@@ -34,6 +34,8 @@ export interface ReportedDatabase {
   caughtUp: boolean;
   leader: string | null;
   leaseProblem: string | null;
+  /** Its copy cannot catch up with storage (stuck) or its actor stopped (failed). */
+  problem: { state: string; code: string; seq: number; message: string } | null;
 }
 
 export interface NodeReport {
@@ -57,6 +59,7 @@ export interface StatusRow {
   /** The leader as this node sees it. */
   leader: string | null;
   leaseProblem: string | null;
+  problem: ReportedDatabase['problem'];
 }
 
 export interface DatabaseReport {
@@ -209,6 +212,7 @@ export async function clusterStatus(urls: string[], timeoutMs: number): Promise<
       caughtUp: database.caughtUp,
       leader: database.leader,
       leaseProblem: database.leaseProblem,
+      problem: database.problem,
     }));
     const leaderNodes = rows.filter((row) => row.role === 'leader').map((row) => row.node);
     databases.push({ name, leaderNodes, maxSeq, rows });
@@ -232,6 +236,14 @@ export async function clusterStatus(urls: string[], timeoutMs: number): Promise<
     for (const row of rows) {
       if (row.leaseProblem !== null) {
         problems.push(`database ${name}: lease problem on ${row.node}: ${row.leaseProblem}`);
+      }
+      if (row.problem !== null) {
+        const { state, code, seq } = row.problem;
+        problems.push(
+          state === 'stuck'
+            ? `database ${name}: ${row.node} cannot catch up: ${code} at seq ${seq}`
+            : `database ${name}: ${row.node} stopped it: ${code}`,
+        );
       }
     }
   }
@@ -299,9 +311,22 @@ function parseNodeStatus(body: unknown): { node: string; databases: ReportedData
       caughtUp: d.caughtUp === true,
       leader: typeof d.leader === 'string' ? d.leader : null,
       leaseProblem: typeof d.leaseProblem === 'string' ? d.leaseProblem : null,
+      problem: problemOf(d.problem),
     });
   }
   return { node, databases: parsed };
+}
+
+function problemOf(value: unknown): ReportedDatabase['problem'] {
+  if (typeof value !== 'object' || value === null) return null;
+  const { state, code, seq, message } = value as Record<string, unknown>;
+  if (typeof state !== 'string' || typeof code !== 'string') return null;
+  return {
+    state,
+    code,
+    seq: typeof seq === 'number' ? seq : 0,
+    message: typeof message === 'string' ? message : '',
+  };
 }
 
 function printStatus(context: CommandContext, status: ClusterStatus): void {
