@@ -17,8 +17,8 @@ import { MemoryStorage } from '../../src/adapters/storage/memory.ts';
 import type { ListOptions, StorageBackend } from '../../src/adapters/storage/types.ts';
 import type { LeaseTiming } from '../../src/machines/role.ts';
 import { type Changeset, decodeChangeset } from '../../src/wire/changeset.ts';
-import { decodeLeaseRecord } from '../../src/wire/lease-record.ts';
 import { type HranaServer, RELAY_PATH, startHranaServer } from '../../src/wire/hrana.ts';
+import { decodeLeaseRecord } from '../../src/wire/lease-record.ts';
 
 export const DB = 'db';
 export const SCHEMA = 'create table if not exists t(k text primary key, via text)';
@@ -151,7 +151,7 @@ export function keysInImage(image: Buffer): Set<string> {
 export interface ClusterOptions {
   dir: string;
   nodes: number;
-  hook?: StoredBodyHook;
+  hook?: StoredBodyHook | undefined;
   /** Called with each database handle opened, to count events. */
   onOpened?: (id: string, db: HadbDatabase) => void;
 }
@@ -186,7 +186,6 @@ export class WholeStackCluster {
   readonly #bodies = new Map<string, Uint8Array>();
   readonly #images: Buffer[] = [Buffer.alloc(0)];
   readonly #options: ClusterOptions;
-  #opened = 0;
 
   constructor(options: ClusterOptions) {
     this.#options = options;
@@ -265,7 +264,6 @@ export class WholeStackCluster {
   async #open(id: string, node: HadbNode, options: OpenOptions): Promise<HadbDatabase> {
     const db = await node.open(DB, { ...options, timeoutMs: 3000 });
     db.on('parked', (tail) => this.parked.push({ node: id, file: tail.file }));
-    this.#opened += 1;
     this.#options.onOpened?.(id, db);
     return db;
   }
@@ -320,14 +318,16 @@ export class WholeStackCluster {
 
   leader(): ServedNode | null {
     const leaders = this.nodes.filter(
-      (served): served is ServedNode => served !== null && served.db.writable,
+      (served): served is ServedNode => served?.db.writable === true,
     );
     return leaders.length === 1 ? (leaders[0] as ServedNode) : null;
   }
 
   async stop(): Promise<void> {
     await Promise.allSettled(
-      this.nodes.map((served) => served && Promise.all([served.hrana.close(), served.node.close()])),
+      this.nodes.map(
+        (served) => served && Promise.all([served.hrana.close(), served.node.close()]),
+      ),
     );
   }
 
@@ -384,7 +384,9 @@ export class WholeStackCluster {
   async checkStep(): Promise<StoredLog> {
     if (this.violations.length > 0) violated(this.violations.join('\n'));
     if (loopStalls.length > 0) {
-      violated(`I8: the event loop stalled for ${loopStalls.join(', ')} ms (every lease on it lapses)`);
+      violated(
+        `I8: the event loop stalled for ${loopStalls.join(', ')} ms (every lease on it lapses)`,
+      );
     }
     const log = await this.#storedLog();
     this.#checkEpochs(log);
@@ -431,7 +433,8 @@ export class WholeStackCluster {
       writers.set(changeset.epoch, nodes);
     }
     for (const [e, nodes] of writers) {
-      if (nodes.size > 1) violated(`I1: nodes ${[...nodes].join(', ')} all committed in epoch ${e}`);
+      if (nodes.size > 1)
+        violated(`I1: nodes ${[...nodes].join(', ')} all committed in epoch ${e}`);
       const granted = this.grants.get(e);
       if (granted && granted.size > 1) {
         violated(`I1: the lease of epoch ${e} went to ${[...granted].join(', ')}`);
@@ -528,4 +531,3 @@ export class WholeStackCluster {
 export function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
-

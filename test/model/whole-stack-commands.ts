@@ -205,7 +205,9 @@ class Write implements Command {
           executeRequest(insert, [keys[0] as string, 'hrana-execute']),
           {
             type: 'batch',
-            batch: { steps: [{ stmt: { sql: insert, args: [text(keys[1] as string), text('b')] } }] },
+            batch: {
+              steps: [{ stmt: { sql: insert, args: [text(keys[1] as string), text('b')] } }],
+            },
           },
           { type: 'close' },
         ]);
