@@ -121,6 +121,7 @@ class Write implements Command {
       this.node === LEADER
         ? (real.cluster.leader() ?? (real.cluster.nodes.find((n) => n !== null) as ServedNode))
         : up(real, this.node);
+    if ((served.db as HostedDatabase).hibernated) count('wake');
     const work = this.#write(real, served).then(
       (acked) => count(`${this.path}:${acked ? 'acked' : 'refused'}`),
       (error: unknown) => {
@@ -136,7 +137,8 @@ class Write implements Command {
       },
     );
     count(this.path);
-    if (this.background) real.inflight.push(work);
+    // An open replaces the node's handle: never two at once on one node.
+    if (this.background && this.path !== 'migrations') real.inflight.push(work);
     else await work;
   }
 
@@ -249,7 +251,7 @@ class Write implements Command {
     }
   }
   toString = () =>
-    `${this.path}(${this.node === LEADER ? 'leader' : `n${this.node}`}${this.background ? ', background' : ''})`;
+    `${this.path}(${this.node === LEADER ? 'leader' : `n${this.node}`}${this.background && this.path !== 'migrations' ? ', background' : ''})`;
 }
 
 // ---- role events -------------------------------------------------------------------------------------

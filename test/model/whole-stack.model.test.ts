@@ -8,6 +8,7 @@ import { modelRunParameters } from './parameters.ts';
 import {
   DB,
   InvariantViolation,
+  loopStalls,
   SCHEMA,
   type StoredBodyHook,
   sleep,
@@ -204,6 +205,7 @@ describe('the whole stack (I1, I2, I3, I7)', () => {
   it('keeps every acknowledged write in storage and every copy equal to it, through every path and event', async () => {
     const without = withoutFromEnv();
     const started = Date.now();
+    loopStalls.length = 0;
     try {
       await assertWholeStack(without);
     } finally {
@@ -216,6 +218,7 @@ describe('the whole stack (I1, I2, I3, I7)', () => {
   }, 900_000);
 
   it('fails when a capture loses a page (the model has teeth)', async () => {
+    loopStalls.length = 0;
     const known = ['migrations'];
     const result = await fc.check(scenario(new Set(known), dropOnePage), {
       numRuns: 20,
