@@ -21,11 +21,11 @@ import { type HranaServer, RELAY_PATH, startHranaServer } from '../../src/wire/h
 import { decodeLeaseRecord } from '../../src/wire/lease-record.ts';
 
 export const DB = 'db';
-export const SCHEMA = 'create table if not exists t(k text primary key, via text)';
+export const SCHEMA = 'create table if not exists t(k text primary key, via text, x)';
 /** Each migration adds one row the ledger knows by key. */
 export const MIGRATIONS = Array.from(
   { length: 8 },
-  (_, i) => `insert into t values ('migration-${i + 1}', 'migrations')`,
+  (_, i) => `insert into t(k, via) values ('migration-${i + 1}', 'migrations')`,
 );
 const SECRET = 'whole-stack-model-secret-0123456789';
 
@@ -131,9 +131,9 @@ export function differingPages(expected: Buffer, actual: Buffer, pageSize: numbe
   return differing;
 }
 
-/** The keys of table t in a database image. */
-export function keysInImage(image: Buffer): Set<string> {
-  if (image.length === 0) return new Set();
+/** The rows of table t in a database image: key → x. */
+export function rowsInImage(image: Buffer): Map<string, unknown> {
+  if (image.length === 0) return new Map();
   const copy = Buffer.from(image);
   // Rollback mode: a deserialized image cannot use a WAL.
   copy[18] = 1;
@@ -141,8 +141,9 @@ export function keysInImage(image: Buffer): Set<string> {
   const db = new Database(copy);
   try {
     const exists = db.prepare("select 1 from sqlite_master where name = 't'").get();
-    if (!exists) return new Set();
-    return new Set((db.prepare('select k from t').all() as { k: string }[]).map((row) => row.k));
+    if (!exists) return new Map();
+    const rows = db.prepare('select k, x from t').all() as { k: string; x: unknown }[];
+    return new Map(rows.map((row) => [row.k, row.x]));
   } finally {
     db.close();
   }
@@ -177,6 +178,8 @@ export class WholeStackCluster {
   readonly parked: { node: string; file: string }[] = [];
   /** Keys of acknowledged `'replicated'` writes. */
   readonly acked = new Set<string>();
+  /** Keys of acknowledged writes whose x was -0. */
+  readonly signed = new Set<string>();
   /** Keys of transactions rolled back for sure: never in storage. */
   readonly rolledBack = new Set<string>();
   /** Violations seen outside a step (a write left running): the next check throws them. */
@@ -391,9 +394,9 @@ export class WholeStackCluster {
     const log = await this.#storedLog();
     this.#checkEpochs(log);
     const tip = log.images[log.images.length - 1] as Buffer;
-    let stored: Set<string>;
+    let stored: Map<string, unknown>;
     try {
-      stored = keysInImage(tip);
+      stored = rowsInImage(tip);
     } catch (error) {
       violated(`I7: storage's image at seq ${log.changesets.length} cannot be read: ${error}`);
     }
@@ -401,6 +404,12 @@ export class WholeStackCluster {
     if (missing.length > 0) {
       violated(
         `I3: acknowledged 'replicated' writes not in storage at seq ${log.changesets.length}: ${missing.join(', ')}`,
+      );
+    }
+    const changed = [...this.signed].filter((key) => !Object.is(stored.get(key), -0));
+    if (changed.length > 0) {
+      violated(
+        `V: values written as -0 are stored otherwise: ${changed.map((key) => `${key}=${stored.get(key)}`).join(', ')}`,
       );
     }
     const ghosts = [...this.rolledBack].filter((key) => stored.has(key));
@@ -487,7 +496,7 @@ export class WholeStackCluster {
     await waitUntil('one writable leader', () => this.leader() !== null);
     const leader = this.leader() as ServedNode;
     // A write after healing: every copy must reach it.
-    await leader.db.execute('insert into t values (?, ?)', ['settled', 'end']);
+    await leader.db.execute('insert into t(k, via) values (?, ?)', ['settled', 'end']);
     this.acked.add('settled');
     const target = leader.db.position.seq;
     await waitUntil('every copy to reach the last write', () =>

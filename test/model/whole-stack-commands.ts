@@ -23,6 +23,8 @@ export interface Real {
   inflight: Promise<void>[];
   nextKey: number;
   migrations: number;
+  /** Commands and checks left out (`signed-zero`: whether -0 must come back as -0). */
+  without: ReadonlySet<string>;
 }
 
 /** How often each command and event really ran (and how writes ended), over all runs. */
@@ -69,7 +71,9 @@ function newKey(real: Real, path: string): string {
   return `${path}-${real.nextKey}`;
 }
 
-const insert = 'insert into t values (?, ?)';
+const insert = 'insert into t(k, via) values (?, ?)';
+/** Library writes carry -0 too: values must round-trip exactly, forwarded or not. */
+const insertSigned = 'insert into t(k, via, x) values (?, ?, ?)';
 
 // ---- Hrana over HTTP, as a libSQL client sends it ------------------------------------------------
 
@@ -149,26 +153,31 @@ class Write implements Command {
     switch (this.path) {
       case 'execute': {
         const key = newKey(real, 'execute');
-        await db.execute(insert, [key, this.path], { durability: 'replicated' });
+        await db.execute(insertSigned, [key, this.path, -0], { durability: 'replicated' });
         cluster.acked.add(key);
+        if (!real.without.has('signed-zero')) cluster.signed.add(key);
         return true;
       }
       case 'batch': {
         const keys = [newKey(real, 'batch'), newKey(real, 'batch')];
         await db.batch(
-          keys.map((key) => ({ sql: insert, params: [key, this.path] })),
+          keys.map((key) => ({ sql: insertSigned, params: [key, this.path, -0] })),
           { durability: 'replicated' },
         );
-        for (const key of keys) cluster.acked.add(key);
+        for (const key of keys) {
+          cluster.acked.add(key);
+          if (!real.without.has('signed-zero')) cluster.signed.add(key);
+        }
         return true;
       }
       case 'transaction': {
         const key = newKey(real, 'transaction');
         if (db.role !== 'leader') return false;
-        await db.transaction((tx) => tx.execute(insert, [key, this.path]), {
+        await db.transaction((tx) => tx.execute(insertSigned, [key, this.path, -0]), {
           durability: 'replicated',
         });
         cluster.acked.add(key);
+        if (!real.without.has('signed-zero')) cluster.signed.add(key);
         return true;
       }
       case 'begin-commit':
@@ -179,7 +188,7 @@ class Write implements Command {
         const commit = this.path === 'begin-commit';
         if (!commit) cluster.rolledBack.add(key);
         try {
-          tx.run({ sql: insert, params: [key, this.path] }, false);
+          tx.run({ sql: insertSigned, params: [key, this.path, -0] }, false);
           // Across an await, as an application holding it over I/O would.
           await sleep(1);
           if (!commit) {
@@ -188,6 +197,7 @@ class Write implements Command {
           }
           await tx.commit();
           cluster.acked.add(key);
+          if (!real.without.has('signed-zero')) cluster.signed.add(key);
           return true;
         } finally {
           tx.abort('the model is done with it');

@@ -36,7 +36,8 @@ import {
  *
  * Replay a failure: HADB_MODEL_SEED=<seed> HADB_MODEL_PATH=<path> (printed with it). More runs:
  * HADB_MODEL_RUNS. Leave commands out while a known bug is being fixed:
- * HADB_MODEL_WITHOUT=migrations,begin-commit (names in whole-stack-commands.ts).
+ * HADB_MODEL_WITHOUT=migrations,begin-commit (names in whole-stack-commands.ts; `signed-zero`
+ * leaves out the check that -0 comes back as -0).
  */
 
 /** Memory-backed when the machine has one: the nodes' fsyncs then do not hold the event loop. */
@@ -87,12 +88,13 @@ class Checked implements fc.AsyncCommand<Model, Real> {
 async function runWholeStack(
   nodes: number,
   commands: Iterable<fc.AsyncCommand<Model, Real>>,
+  without: ReadonlySet<string>,
   hook?: StoredBodyHook,
 ): Promise<void> {
   const dir = path.join(root, `run-${runCounter++}`);
   fs.mkdirSync(dir);
   const cluster = new WholeStackCluster({ dir, nodes, hook });
-  const real: Real = { cluster, inflight: [], nextKey: 0, migrations: 0 };
+  const real: Real = { cluster, inflight: [], nextKey: 0, migrations: 0, without };
   try {
     // The first leads and creates the table; the others join at once.
     await cluster.start(0, false);
@@ -125,7 +127,7 @@ function scenario(without: ReadonlySet<string>, hook?: () => StoredBodyHook) {
       ),
       { maxCommands: MAX_COMMANDS, size: 'max' },
     ),
-    (nodes, commands) => runWholeStack(nodes, commands, hook?.()),
+    (nodes, commands) => runWholeStack(nodes, commands, without, hook?.()),
   );
 }
 
@@ -219,7 +221,14 @@ describe('the whole stack (I1, I2, I3, I7)', () => {
 
   it('fails when a capture loses a page (the model has teeth)', async () => {
     loopStalls.length = 0;
-    const known = ['migrations'];
+    // Known bugs left out, so that what fails is the lost page (findings 2, 4 and 3 of issue 16).
+    const known = [
+      'migrations',
+      'signed-zero',
+      'transaction',
+      'begin-rollback',
+      'hrana-stream-rollback',
+    ];
     const result = await fc.check(scenario(new Set(known), dropOnePage), {
       numRuns: 20,
       seed: 7,
