@@ -305,15 +305,16 @@ class Restart implements Command {
 }
 
 class Handoff implements Command {
+  /** `node`: a node, or {@link LEADER} for whichever leads. */
   constructor(readonly node: number) {}
-  check = (m: Model) => m.up[this.node] === true;
+  check = (m: Model) => m.up[this.node] === true || (this.node === LEADER && m.up.includes(true));
   async run(_: Model, real: Real) {
-    const db = up(real, this.node).db;
-    if (db.role !== 'leader') return;
-    db.handoff();
+    const served = this.node === LEADER ? real.cluster.leader() : up(real, this.node);
+    if (served?.db.role !== 'leader') return;
+    served.db.handoff();
     count('handoff');
   }
-  toString = () => `handoff(n${this.node})`;
+  toString = () => `handoff(${this.node === LEADER ? 'leader' : `n${this.node}`})`;
 }
 
 class Hibernate implements Command {
@@ -374,7 +375,7 @@ export function wholeStackCommands(nodes: number, without: ReadonlySet<string>) 
     ['restart', node.map((n) => new Restart(n))],
     ['restart', node.map((n) => new Restart(n))],
     ['close', node.map((n) => new Close(n))],
-    ['handoff', node.map((n) => new Handoff(n))],
+    ['handoff', target.map((n) => new Handoff(n))],
     ['hibernate', node.map((n) => new Hibernate(n))],
     ['partition-storage', node.map((n) => new Partition(n, 'storage'))],
     ['partition-leases', node.map((n) => new Partition(n, 'leases'))],

@@ -48,7 +48,7 @@ afterAll(() => fs.rmSync(root, { recursive: true, force: true }));
 let runCounter = 0;
 
 const MAX_NODES = 3;
-const MAX_COMMANDS = 10;
+const MAX_COMMANDS = 16;
 /** Runs at once (HADB_MODEL_LANES); a replayed seed runs alone. */
 const LANES = Number(process.env.HADB_MODEL_LANES ?? 8);
 
