@@ -268,6 +268,7 @@ describe('the whole stack (I1, I2, I3, I7)', () => {
       endOnFailure: true,
     });
     expect(result.failed, 'a changeset stored without a page must be caught').toBe(true);
+    expect(result.errorInstance).toBeInstanceOf(InvariantViolation);
     // An acknowledged write storage lacks, or storage's image damaged (an index page lost).
     expect(String(result.errorInstance)).toMatch(/^Error: (I3: acknowledged|I7: storage's image)/);
   }, 300_000);
@@ -280,6 +281,7 @@ describe('the whole stack (I1, I2, I3, I7)', () => {
       endOnFailure: true,
     });
     expect(result.failed, 'a page that differs from the leader must be caught').toBe(true);
+    expect(result.errorInstance).toBeInstanceOf(InvariantViolation);
     expect(String(result.errorInstance)).toMatch(/^Error: I7: the leader copy on n\d differs/);
   }, 300_000);
 });
