@@ -497,11 +497,24 @@ export class WholeStackCluster {
         await sleep(20);
       }
     };
-    await waitUntil('one writable leader', () => this.leader() !== null);
-    const leader = this.leader() as ServedNode;
-    // A write after healing: every copy must reach it.
-    await leader.db.execute('insert into t(k, via) values (?, ?)', ['settled', 'end']);
+    // A write after healing, which every copy must reach; a leader losing its lease while it
+    // commits is no failure of the run: the write goes to the next one (idempotent).
+    let settledOn: ServedNode | null = null;
+    await waitUntil('a write after healing to be acknowledged', async () => {
+      settledOn = this.leader();
+      if (!settledOn) return false;
+      try {
+        await settledOn.db.execute('insert or replace into t(k, via) values (?, ?)', [
+          'settled',
+          'end',
+        ]);
+        return true;
+      } catch {
+        return false;
+      }
+    });
     this.acked.add('settled');
+    const leader = settledOn as unknown as ServedNode;
     const target = leader.db.position.seq;
     await waitUntil('every copy to reach the last write', () =>
       this.nodes.every((served) => served !== null && served.db.position.seq >= target),
