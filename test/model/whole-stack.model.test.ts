@@ -35,9 +35,12 @@ import {
  * streams) while they are killed, restarted, closed, handed off, hibernated and cut off from
  * storage or leases. After every step: each acknowledged 'replicated' write is in storage, no
  * rolled-back one is, epochs only grow along the log and each epoch's changesets come from the
- * one node its lease went to, and every follower's copy is storage's image at its position, page
- * for page. At the end, after healing: the same for every copy, the leader's included, and the
- * project's restore gives storage's image.
+ * one node its lease went to, every follower's copy is storage's image at its position, page
+ * for page, storage's image passes quick_check, -0 written through the library is stored as -0,
+ * no valid write is refused as SQL or fails without an error code, and the event loop never
+ * stalls past any TTL. At the end, after healing: the same for every copy, the leader's
+ * included, and the project's restore gives storage's image. Hrana is served as `hadb serve`
+ * wires it (startHranaServer, its relay on the node's listener), over HTTP on 127.0.0.1.
  *
  * Replay a failure: HADB_MODEL_SEED=<seed> HADB_MODEL_PATH=<path> (printed with it). More runs:
  * HADB_MODEL_RUNS. Leave commands out while a known bug is being fixed:
