@@ -285,8 +285,9 @@ export class WholeStackCluster {
         migrations: MIGRATIONS.slice(0, count),
       });
     } catch (error) {
-      // A failed open closes the database: open it plainly so the node goes on hosting it.
-      served.db = await this.#open(served.id, served.node, { schema: SCHEMA });
+      // A failed open closes the database: open it plainly (no write: the schema is in) so the
+      // node goes on hosting it. Cut off from storage, that fails too: the end reopens it.
+      served.db = await this.#open(served.id, served.node, {}).catch(() => served.db);
       throw error;
     } finally {
       served.served.set(DB, served.db);
@@ -488,6 +489,13 @@ export class WholeStackCluster {
   async settleAndCheck(dir: string, timeoutMs = 15_000): Promise<void> {
     this.heal();
     for (const [i] of this.nodes.entries()) if (!this.isUp(i)) await this.start(i, false);
+    // A database whose reopen failed (cut off at the time) is opened again, as an app would.
+    for (const served of this.nodes) {
+      if (served && served.db.role === 'stopped') {
+        served.db = await this.#open(served.id, served.node, {});
+        served.served.set(DB, served.db);
+      }
+    }
     const deadline = Date.now() + timeoutMs;
     const waitUntil = async (what: string, ok: () => boolean | Promise<boolean>) => {
       while (!(await ok())) {

@@ -248,6 +248,8 @@ describe('the whole stack (I1, I2, I3, I7)', () => {
     } finally {
       writeCoverage(started, without);
     }
+    // A replayed case runs the commands it has; a full set must have run each of these.
+    if (process.env.HADB_MODEL_SEED !== undefined) return;
     const names: CommandName[] = ['kill', 'restart', 'handoff', 'execute', 'hrana-stream-commit'];
     for (const name of names) {
       if (!without.has(name)) expect(coverage[name] ?? 0, name).toBeGreaterThan(0);
