@@ -137,6 +137,7 @@ export {
   ChangesetError,
   type ChangesetErrorCode,
   ClosedError,
+  DatabaseDivergedError,
   FencedError,
   HadbError,
   type HadbErrorCode,

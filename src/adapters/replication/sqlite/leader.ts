@@ -3,6 +3,7 @@ import Database from 'better-sqlite3';
 import { type Clock, systemClock, type TimerId } from '../../../clock.ts';
 import { ClosedError, FencedError, InvalidArgumentError, NotLeaderError } from '../../../errors.ts';
 import { type Changeset, type ChangesetCodec, decodeChangeset } from '../../../wire/changeset.ts';
+import { type DbChecksum, PageHashes } from '../../../wire/db-checksum.ts';
 import type { StorageBackend } from '../../storage/types.ts';
 import { logKey, readDatabaseImage, type SnapshotManifest, writeSnapshot } from '../snapshot.ts';
 import {
@@ -46,6 +47,8 @@ export interface Position {
   epoch: number;
   seq: number;
   checksum: Uint8Array;
+  /** Whole-database checksum at `seq`, where known (changesets before format 2 have none). */
+  dbChecksum?: DbChecksum;
 }
 
 export interface LeaderOptions {
@@ -233,6 +236,12 @@ export class SqliteLeader {
   #autoSnapshotQueued = false;
   readonly #uploads = new Set<Promise<unknown>>();
   #commitTimeMs: number;
+  /**
+   * Every page's hash as of the last changeset shipped: each capture adds its pages' hashes to
+   * make the next database checksum. Built by the first capture (a takeover never used does no
+   * file work for it).
+   */
+  #pageHashes: PageHashes | null = null;
 
   private constructor(options: LeaderOptions, state: LeaderState | null, openNow: boolean) {
     this.#options = options;
@@ -711,6 +720,8 @@ export class SqliteLeader {
       commitTimeMs: (this.#options.wallClockMs ?? Date.now)(),
       ...(this.#options.codec !== undefined ? { codec: this.#options.codec } : {}),
       ...(light ? { minSavings: LIGHT_CAPTURE_MIN_SAVINGS } : {}),
+      dbPath: this.#options.path,
+      hashes: this.#pageHashes?.shared() ?? null,
     };
   }
 
@@ -721,7 +732,9 @@ export class SqliteLeader {
       this.#outboxSegments.reduce((bytes, file) => bytes + fileSize(file), 0);
     const job = this.#captureJob(until, pending);
     const threshold = this.#options.workerCaptureBytes ?? WORKER_CAPTURE_BYTES;
-    if (pending >= threshold) return captureWorker.run(job);
+    // The first capture hashes the whole database: on the worker unless that is small too.
+    const hashing = job.hashes === null ? fileSize(this.#options.path) : 0;
+    if (pending + hashing >= threshold) return captureWorker.run(job);
     // From a macrotask: with storage that answers in microtasks, commit → flush → commit would
     // otherwise never let timers and sockets run.
     return new Promise((resolve, reject) => {
@@ -811,7 +824,12 @@ export class SqliteLeader {
       epoch: this.#position.epoch,
       seq: changeset.seq,
       checksum: changeset.checksum,
+      dbChecksum: captured.dbChecksum,
     };
+    if (captured.full || this.#pageHashes === null) {
+      this.#pageHashes = PageHashes.empty();
+    }
+    this.#pageHashes.apply(captured.hashUpdate);
     this.#durableCursor = cursor;
     this.#walBytesSinceCheckpoint += captured.walBytes;
     if (captured.restarted) this.#options.onEvent?.({ type: 'wal-restarted' });
@@ -894,6 +912,8 @@ export class SqliteLeader {
         pageSize,
         dbSizePages,
         commitTimeMs,
+        // The image must be the database the log records at this position.
+        ...(position.dbChecksum === undefined ? {} : { dbChecksum: position.dbChecksum }),
       },
       readDatabaseImage(this.#options.path, { overlay, pageSize, dbSizePages }),
     );
