@@ -252,3 +252,32 @@ export function writeOutboxSegment(
   );
   writeFileAtomicSync(file, bytes);
 }
+
+/** A leader's self-check: its file against the database checksum of what it shipped. */
+export interface SelfCheckJob {
+  dbPath: string;
+  walPath: string;
+  /** Where the last changeset shipped ended in the WAL (null: nothing of this WAL is shipped). */
+  cursor: WalCursor | null;
+  pageSize: number;
+  dbSizePages: number;
+}
+
+/**
+ * The database checksum of the leader's shipped state: the file with the WAL frames up to the
+ * cursor over it. A WAL started over since holds nothing shipped (SQLite restarts it only once the
+ * file holds every frame), and a torn read of one ends early, where the file holds the same pages.
+ */
+export function shippedStateChecksum(job: SelfCheckJob): DbChecksum {
+  const { cursor } = job;
+  let overlay: ReadonlyMap<number, Uint8Array> = new Map();
+  if (cursor !== null) {
+    const frames = readCommittedFrames(job.walPath, null, cursor.offset);
+    const sameWal =
+      frames !== null &&
+      frames.cursor.salt1 === cursor.salt1 &&
+      frames.cursor.salt2 === cursor.salt2;
+    if (sameWal) overlay = frames.pages;
+  }
+  return hashDatabaseFile(job.dbPath, job.pageSize, job.dbSizePages, overlay).checksum;
+}
