@@ -9,7 +9,7 @@ import {
 } from 'node:zlib';
 import { Packr } from 'msgpackr';
 import { ChangesetError, InvalidArgumentError } from '../errors.ts';
-import { DB_CHECKSUM_BYTES, type DbChecksum } from './db-checksum.ts';
+import { DB_CHECKSUM_BYTES, type DbChecksum, pageDigest } from './db-checksum.ts';
 
 /**
  * A changeset: the pages one or more committed SQLite transactions changed, as the leader shipped
@@ -489,7 +489,8 @@ function isIntegerIn(value: unknown, min: number, max: number): value is number 
 /**
  * SHA-256 over prevChecksum then a fixed-width, length-prefixed serialization of the content, so no
  * two different changesets hash the same bytes. Independent of msgpack's choice of integer widths.
- * Version 2 adds the 8 bytes of `dbChecksum` right after the fixed-width header.
+ * Version 2 adds the 8 bytes of `dbChecksum` right after the fixed-width header, and takes each
+ * page as SHA-256(u32 BE pgno ‖ bytes) instead of its bytes.
  */
 function computeChecksum(changeset: Omit<Changeset, 'checksum'>): Uint8Array {
   const hash = createHash('sha256');
@@ -512,11 +513,14 @@ function computeChecksum(changeset: Omit<Changeset, 'checksum'>): Uint8Array {
   count.setUint32(0, changeset.pages.length);
   hash.update(count);
   const pageHeader = new DataView(new ArrayBuffer(8));
+  // Version 2 hashes each page's digest: the same digests give the database checksum, so the
+  // pages are hashed once for both.
+  const digested = changeset.version >= DB_CHECKSUM_CHANGESET_VERSION;
   for (const { pgno, data } of changeset.pages) {
     pageHeader.setUint32(0, pgno);
     pageHeader.setUint32(4, data.length);
     hash.update(pageHeader);
-    hash.update(data);
+    hash.update(digested ? pageDigest(pgno, data) : data);
   }
   return new Uint8Array(hash.digest());
 }

@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 
 /**
  * The end-to-end database checksum every changeset (format 2) and snapshot records: the sum mod
@@ -38,21 +38,44 @@ export function parseDbChecksumHex(value: unknown): DbChecksum | undefined {
     : undefined;
 }
 
-const pgnoBytes = Buffer.alloc(4);
+/** Page number and page bytes side by side: one SHA-256 call, no per-page hash object. */
+let scratch = Buffer.alloc(4 + 4096);
+
+/** SHA-256(u32 BE pgno ‖ data). */
+function sha256OfPage(pgno: number, data: Uint8Array): Buffer {
+  if (scratch.length !== 4 + data.length) scratch = Buffer.alloc(4 + data.length);
+  scratch.writeUInt32BE(pgno, 0);
+  scratch.set(data, 4);
+  return hash('sha256', scratch, 'buffer');
+}
+
+/**
+ * Digests computed for a page's bytes, by the array holding them: a capture hashes its pages for
+ * the database checksum, then sealing the changeset needs the same digests (and a follower the
+ * other way round), so each page is hashed once.
+ */
+const digests = new WeakMap<Uint8Array, { pgno: number; digest: Buffer }>();
+
+/**
+ * SHA-256(u32 BE pgno ‖ data) of the page as it is: what a version-2 changeset's chain checksum
+ * covers for each page. Remembered for the `data` array (pages are never changed in place).
+ */
+export function pageDigest(pgno: number, data: Uint8Array): Buffer {
+  const known = digests.get(data);
+  if (known !== undefined && known.pgno === pgno) return known.digest;
+  const digest = sha256OfPage(pgno, data);
+  digests.set(data, { pgno, digest });
+  return digest;
+}
 
 /** The 64-bit hash of page `pgno` holding `data`. */
 export function pageHash(pgno: number, data: Uint8Array): bigint {
-  pgnoBytes.writeUInt32BE(pgno, 0);
-  const hash = createHash('sha256').update(pgnoBytes);
-  if (pgno === 1) {
-    const masked = Buffer.from(data);
-    for (const offset of FOLLOWER_OWNED_HEADER_BYTES)
-      if (offset < masked.length) masked[offset] = 0;
-    hash.update(masked);
-  } else {
-    hash.update(data);
+  if (pgno !== 1) return pageDigest(pgno, data).readBigUInt64BE(0);
+  const masked = Buffer.from(data);
+  for (const offset of FOLLOWER_OWNED_HEADER_BYTES) {
+    if (offset < masked.length) masked[offset] = 0;
   }
-  return hash.digest().readBigUInt64BE(0);
+  return sha256OfPage(1, masked).readBigUInt64BE(0);
 }
 
 const zeroPages = new Map<number, Uint8Array>();

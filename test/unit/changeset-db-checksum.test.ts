@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { crc32 } from 'node:zlib';
 import { describe, expect, it } from 'vitest';
 import { ChangesetError } from '../../src/errors.ts';
@@ -38,6 +39,36 @@ describe('the database checksum in a changeset', () => {
     const decoded = decodeChangeset(encodeChangeset(input()).bytes);
     expect(decoded.version).toBe(CHANGESET_VERSION);
     expect('dbChecksum' in decoded).toBe(false);
+  });
+
+  it('version 2 chain checksum: SHA-256 over prevChecksum, header, dbChecksum, then page digests', () => {
+    const source = input(0xfeed_beefn);
+    const { changeset } = encodeChangeset(source);
+    // Independent restatement of the documented layout: pins the format.
+    const db = Buffer.from(source.db, 'utf8');
+    const header = Buffer.alloc(40);
+    header.writeUInt32BE(DB_CHECKSUM_CHANGESET_VERSION, 0);
+    header.writeUInt32BE(db.length, 4);
+    header.writeBigUInt64BE(BigInt(source.epoch), 8);
+    header.writeBigUInt64BE(BigInt(source.seq), 16);
+    header.writeBigUInt64BE(BigInt(source.commitTimeMs), 24);
+    header.writeUInt32BE(source.pageSize, 32);
+    header.writeUInt32BE(source.dbSizePages, 36);
+    const dbChecksum = Buffer.alloc(8);
+    dbChecksum.writeBigUInt64BE(0xfeed_beefn, 0);
+    const count = Buffer.alloc(4);
+    count.writeUInt32BE(source.pages.length, 0);
+    const hash = createHash('sha256').update(source.prevChecksum);
+    hash.update(header).update(dbChecksum).update(db).update(count);
+    for (const { pgno, data } of source.pages) {
+      const pageHeader = Buffer.alloc(8);
+      pageHeader.writeUInt32BE(pgno, 0);
+      pageHeader.writeUInt32BE(data.length, 4);
+      const pgnoBytes = pageHeader.subarray(0, 4);
+      const digest = createHash('sha256').update(pgnoBytes).update(data).digest();
+      hash.update(pageHeader).update(digest);
+    }
+    expect(Buffer.from(changeset.checksum).toString('hex')).toBe(hash.digest('hex'));
   });
 
   it('is covered by the chain checksum', () => {
