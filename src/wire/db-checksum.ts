@@ -126,6 +126,36 @@ export function hashPages(
 }
 
 /**
+ * The checksum after `update` of a database of `oldSizePages` pages with checksum `oldChecksum`,
+ * given the hashes its pages had (`oldHash`, asked only for the pages the update changes or cuts).
+ */
+export function checksumAfter(
+  oldChecksum: DbChecksum,
+  oldSizePages: number,
+  oldHash: (pgno: number) => bigint,
+  update: PageHashUpdate,
+): DbChecksum {
+  const newSize = update.dbSizePages;
+  let sum = oldChecksum;
+  // Pages a shrink cut off drop out.
+  for (let pgno = newSize + 1; pgno <= oldSizePages; pgno++) sum -= oldHash(pgno);
+  const { pgnos, hashes } = update;
+  for (let i = 0; i < pgnos.length; i++) {
+    const pgno = pgnos[i] as number;
+    if (pgno > newSize) continue;
+    if (pgno <= oldSizePages) sum -= oldHash(pgno);
+    sum += hashes[i] as bigint;
+  }
+  if (newSize > oldSizePages) {
+    const written = new Set(pgnos);
+    for (let pgno = oldSizePages + 1; pgno <= newSize; pgno++) {
+      if (!written.has(pgno)) sum += zeroPageHash(pgno, update.pageSize);
+    }
+  }
+  return ((sum % MOD) + MOD) & MASK;
+}
+
+/**
  * Every page's hash and their sum for one state of a database. The hashes live in a
  * SharedArrayBuffer so the capture worker reads them without a copy; only the owner changes them.
  */
@@ -184,25 +214,13 @@ export class PageHashes {
 
   /** The checksum after `update`, leaving this state as it is. */
   checksumAfter(update: PageHashUpdate): DbChecksum {
-    const oldSize = this.#dbSizePages;
-    const newSize = update.dbSizePages;
-    let sum = this.#sum;
-    // Pages a shrink cut off drop out.
-    for (let pgno = newSize + 1; pgno <= oldSize; pgno++) sum -= this.#hashes[pgno - 1] as bigint;
-    const { pgnos, hashes } = update;
-    for (let i = 0; i < pgnos.length; i++) {
-      const pgno = pgnos[i] as number;
-      if (pgno > newSize) continue;
-      if (pgno <= oldSize) sum -= this.#hashes[pgno - 1] as bigint;
-      sum += hashes[i] as bigint;
-    }
-    if (newSize > oldSize) {
-      const written = new Set(pgnos);
-      for (let pgno = oldSize + 1; pgno <= newSize; pgno++) {
-        if (!written.has(pgno)) sum += zeroPageHash(pgno, update.pageSize);
-      }
-    }
-    return ((sum % MOD) + MOD) & MASK;
+    const hashes = this.#hashes;
+    return checksumAfter(
+      this.#sum,
+      this.#dbSizePages,
+      (pgno) => hashes[pgno - 1] as bigint,
+      update,
+    );
   }
 
   /** Moves this state on by `update`; returns the new checksum. */

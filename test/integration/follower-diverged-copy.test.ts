@@ -49,14 +49,20 @@ describe('a follower whose copy would not match the database checksum', () => {
     const first = await openFollower(storage, followerPath);
     await first.pull();
     first.close();
-    // A byte of a table page changes behind the follower's back.
+    insertRows(leader.database, 1000, 50);
+    const { seq } = await leader.flush();
+
+    // A byte changes behind the follower's back, in a page the next changeset replaces: the copy
+    // hashes only what it replaces, and this page's hash is not the one it recorded.
+    const next = decodeChangeset((await storage.get(logKey(PREFIX, DB, seq))) as Uint8Array);
+    const sizePages = fs.statSync(followerPath).size / 4096;
+    const victim = next.pages.find(({ pgno }) => pgno > 1 && pgno <= sizePages)?.pgno as number;
+    expect(victim).toBeGreaterThan(1);
     const fd = fs.openSync(followerPath, 'r+');
-    fs.writeSync(fd, Buffer.from([0x5a]), 0, 1, 4096 + 3000);
+    fs.writeSync(fd, Buffer.from([0x5a]), 0, 1, (victim - 1) * 4096 + 3000);
     fs.closeSync(fd);
     const tampered = fs.readFileSync(followerPath);
 
-    insertRows(leader.database, 1000, 50);
-    await leader.flush();
     const follower = await openFollower(storage, followerPath);
     const error = await rejection(follower.pull());
     expect(error).toBeInstanceOf(DatabaseDivergedError);

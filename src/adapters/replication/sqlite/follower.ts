@@ -41,7 +41,7 @@ import {
   writeFileAtomic,
   writeFileAtomicSync,
 } from './local-file.ts';
-import { hashDatabaseFile } from './page-hashes.ts';
+import { checksumAfterFromFile, hashDatabaseFile } from './page-hashes.ts';
 
 export interface FollowerOptions {
   /** The follower's copy. hadb owns it: apps open it read-only. */
@@ -89,8 +89,9 @@ export class SqliteFollower {
   #applier: PageApplier | null;
   #state: FollowerState;
   /**
-   * Every page's hash of the copy, built from the file by the first apply that needs it (and
-   * checked then against the checksum the state file records), then kept up to date by applies.
+   * Every page's hash of the copy, only for a copy whose state records no checksum (it came from a
+   * log written before checksums): built from the file by the first apply that needs it, then kept
+   * up to date. A copy with a recorded checksum needs none (see {@link checksumAfterFromFile}).
    */
   #pageHashes: PageHashes | null = null;
   /** Set by a checksum mismatch: this copy is stopped, every later apply fails with it. */
@@ -347,19 +348,36 @@ export class SqliteFollower {
       }
       return null;
     }
-    const hashes = this.#pageHashes ?? this.#hashesOfCopy();
     const update = hashPages(changeset.pages, changeset.dbSizePages, changeset.pageSize);
-    const after = hashes.checksumAfter(update);
-    if (recorded !== undefined && after !== recorded) {
-      this.#diverge(
-        changeset.seq,
-        recorded,
-        after,
-        `${this.#options.db}: the copy after changeset ${changeset.seq} would not be the database the log records`,
-      );
+    const had = parseDbChecksumHex(this.#state.dbChecksum);
+    if (this.#pageHashes === null && had !== undefined && recorded !== undefined) {
+      // From the checksum the copy has: only the pages this changeset replaces are read. A page
+      // changed outside hadb shows when it is replaced, as its hash leaves a sum it is not in.
+      const { pageSize } = this.#state;
+      const sizePages = this.#sizeInPages() ?? 0;
+      const after =
+        pageSize === null || sizePages === 0
+          ? PageHashes.empty().checksumAfter(update)
+          : checksumAfterFromFile(this.#options.path, pageSize, sizePages, had, update);
+      if (after !== recorded) this.#divergeAt(changeset.seq, recorded, after);
+      return null;
     }
+    // No checksum recorded for the copy yet (written before it existed): every page is hashed.
+    const hashes = this.#pageHashes ?? this.#hashesOfCopy();
+    const after = hashes.checksumAfter(update);
+    if (recorded !== undefined && after !== recorded)
+      this.#divergeAt(changeset.seq, recorded, after);
     this.#pageHashes = hashes;
     return { hashes, update };
+  }
+
+  #divergeAt(seq: number, recorded: DbChecksum, after: DbChecksum): never {
+    return this.#diverge(
+      seq,
+      recorded,
+      after,
+      `${this.#options.db}: the copy after changeset ${seq} would not be the database the log records (the copy or the changeset is not what the leader had)`,
+    );
   }
 
   /** Hashes the copy as it is, and checks it against the checksum its state records. */

@@ -1,5 +1,12 @@
 import fs from 'node:fs';
-import { type PageHashes as Hashes, PageHashes, pageHash } from '../../../wire/db-checksum.ts';
+import {
+  checksumAfter,
+  type DbChecksum,
+  type PageHashes as Hashes,
+  PageHashes,
+  type PageHashUpdate,
+  pageHash,
+} from '../../../wire/db-checksum.ts';
 
 /** Pages read per system call while hashing a whole file. */
 const READ_PAGES = 256;
@@ -38,4 +45,40 @@ export function hashDatabaseFile(
     fs.closeSync(fd);
   }
   return PageHashes.fromHashes(hashes);
+}
+
+/**
+ * The checksum of the file at `path` once `update` is applied, from the checksum it has now: only
+ * the pages the update replaces or cuts off are read (their current hashes leave the sum).
+ */
+export function checksumAfterFromFile(
+  path: string,
+  pageSize: number,
+  sizePages: number,
+  checksum: DbChecksum,
+  update: PageHashUpdate,
+): DbChecksum {
+  const fd = fs.openSync(path, 'r');
+  try {
+    return checksumAfter(
+      checksum,
+      sizePages,
+      (pgno) => pageHash(pgno, readPage(fd, pgno, pageSize)),
+      update,
+    );
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+/** A fresh buffer per page: digests are remembered by buffer. Zeros past the end of the file. */
+function readPage(fd: number, pgno: number, pageSize: number): Buffer {
+  const page = Buffer.alloc(pageSize);
+  let got = 0;
+  while (got < pageSize) {
+    const read = fs.readSync(fd, page, got, pageSize - got, (pgno - 1) * pageSize + got);
+    if (read === 0) break;
+    got += read;
+  }
+  return page;
 }
