@@ -33,7 +33,8 @@ export type HadbErrorCode =
   | 'LEASE_STORE_UNSAFE'
   | 'STORE_MISMATCH'
   | 'CATCH_UP_FAILED'
-  | 'DATABASE_FAILED';
+  | 'DATABASE_FAILED'
+  | 'DATABASE_DIVERGED';
 
 export class HadbError extends Error {
   readonly code: HadbErrorCode;
@@ -127,6 +128,23 @@ export class SnapshotInvalidError extends HadbError {
 export class LineageAheadError extends HadbError {
   constructor(message: string) {
     super('LINEAGE_AHEAD', message);
+  }
+}
+
+/**
+ * A copy of a database does not hold what the log says it should: its whole-database checksum
+ * differs from the one recorded for that position. Nothing may serve or ship it as current.
+ */
+export class DatabaseDivergedError extends HadbError {
+  /** The position whose recorded checksum the copy fails (0 for a snapshot's own record). */
+  readonly seq: number;
+  readonly expected: string;
+  readonly actual: string;
+  constructor(seq: number, expected: string, actual: string, message: string) {
+    super('DATABASE_DIVERGED', `${message} (checksum ${actual}, expected ${expected})`);
+    this.seq = seq;
+    this.expected = expected;
+    this.actual = actual;
   }
 }
 

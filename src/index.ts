@@ -140,6 +140,7 @@ export {
   ChangesetError,
   type ChangesetErrorCode,
   ClosedError,
+  DatabaseDivergedError,
   DatabaseFailedError,
   FencedError,
   HadbError,

@@ -1571,7 +1571,13 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
           this.#noteShipLog(true);
         } else if (event.type === 'parked') this.#reportParked(event.tail);
         else if (event.type === 'fenced') this.#actor?.send({ type: 'fenced' });
-        else if (event.type === 'checkpoint-failed' || event.type === 'snapshot-failed') {
+        else if (event.type === 'diverged') {
+          // Loud: the local file holds what storage does not say. It stops leading like a fenced
+          // leader, and its copy is rebuilt from storage.
+          this.#logger.error({ err: event.error, epoch }, 'local file diverged from the log');
+          this.#problem(event.error);
+          this.#actor?.send({ type: 'fenced' });
+        } else if (event.type === 'checkpoint-failed' || event.type === 'snapshot-failed') {
           this.#problem(event.error);
         }
       },
@@ -1616,6 +1622,8 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
     }
     // A parked tail leaves the local file ahead of storage: it is rebuilt from storage.
     if (!clean) clean = (await leader.abandon(this.#services.parkDir)) === null;
+    // A file that is not what it shipped is never kept as the follower copy.
+    if (leader.diverged) clean = false;
     this.#wakeShippedWaiters();
     if (clean && reason === 'stop' && leader.neverOpened) {
       // The copy is as the follower left it (the epoch-start record moves only the position,

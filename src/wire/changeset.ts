@@ -9,6 +9,7 @@ import {
 } from 'node:zlib';
 import { Packr } from 'msgpackr';
 import { ChangesetError, InvalidArgumentError } from '../errors.ts';
+import { DB_CHECKSUM_BYTES, type DbChecksum, pageDigest } from './db-checksum.ts';
 
 /**
  * A changeset: the pages one or more committed SQLite transactions changed, as the leader shipped
@@ -32,6 +33,11 @@ export interface Changeset {
   dbSizePages: number;
   /** The last version of every page touched, in ascending page number. */
   pages: ChangedPage[];
+  /**
+   * Checksum of the whole database after this changeset (see `db-checksum.ts`); version 2 on.
+   * Absent from changesets written before it existed: checks start where it is present.
+   */
+  dbChecksum?: DbChecksum;
 }
 
 export interface ChangedPage {
@@ -44,8 +50,10 @@ export type ChangesetCodec = 'none' | 'deflate-raw' | 'brotli';
 export const CHECKSUM_BYTES = 32;
 export const GENESIS_CHECKSUM: Uint8Array = new Uint8Array(CHECKSUM_BYTES);
 
-/** Version of the changeset content (body `v`, and part of the checksum). */
+/** Version of the changeset content (body `v`, and part of the checksum) without a database checksum. */
 export const CHANGESET_VERSION = 1;
+/** Version of a changeset that records `dbChecksum`. */
+export const DB_CHECKSUM_CHANGESET_VERSION = 2;
 /** Version of the binary frame around the body. */
 export const CHANGESET_FRAME_VERSION = 1;
 /** Neither the stored nor the inflated body may be larger: bounds what a hostile object can cost. */
@@ -108,6 +116,7 @@ const BODY_KEYS = [
   'pageSize',
   'dbSizePages',
   'pages',
+  'dbChecksum',
 ] as const;
 
 // Records and typed-array extensions are msgpackr-only; plain maps and bin keep the body readable by
@@ -202,17 +211,20 @@ function seal(input: Omit<Changeset, 'checksum' | 'version'>, options: EncodeCha
   const problem = changesetProblem(input);
   if (problem !== undefined) throw new InvalidArgumentError(`invalid changeset: ${problem}`);
 
+  const version =
+    input.dbChecksum === undefined ? CHANGESET_VERSION : DB_CHECKSUM_CHANGESET_VERSION;
   const changeset: Changeset = {
-    version: CHANGESET_VERSION,
+    version,
     db: input.db,
     epoch: input.epoch,
     seq: input.seq,
     commitTimeMs: input.commitTimeMs,
     prevChecksum: input.prevChecksum,
-    checksum: computeChecksum({ ...input, version: CHANGESET_VERSION }),
+    checksum: computeChecksum({ ...input, version }),
     pageSize: input.pageSize,
     dbSizePages: input.dbSizePages,
     pages: input.pages.map(({ pgno, data }) => ({ pgno, data })),
+    ...(input.dbChecksum === undefined ? {} : { dbChecksum: input.dbChecksum }),
   };
 
   const packed = packBody(changeset);
@@ -366,11 +378,22 @@ function parseBody(packed: Uint8Array): Changeset {
   const body = fields as Record<string, unknown>;
   if (!Number.isSafeInteger(body.v)) throw corrupt('body has no version');
   // Before the shape check: another version may have other fields.
-  if (body.v !== CHANGESET_VERSION) {
+  if (body.v !== CHANGESET_VERSION && body.v !== DB_CHECKSUM_CHANGESET_VERSION) {
     throw new ChangesetError(
       'CHANGESET_UNKNOWN_VERSION',
-      `changeset version ${JSON.stringify(body.v)} is not supported (this hadb reads version ${CHANGESET_VERSION})`,
+      `changeset version ${JSON.stringify(body.v)} is not supported (this hadb reads versions ${CHANGESET_VERSION} and ${DB_CHECKSUM_CHANGESET_VERSION})`,
     );
+  }
+  const version = body.v as number;
+  let dbChecksum: DbChecksum | undefined;
+  if (version === DB_CHECKSUM_CHANGESET_VERSION) {
+    const raw = body.dbChecksum;
+    if (!(raw instanceof Uint8Array) || raw.length !== DB_CHECKSUM_BYTES) {
+      throw corrupt(`dbChecksum must be ${DB_CHECKSUM_BYTES} bytes`);
+    }
+    dbChecksum = Buffer.from(raw.buffer, raw.byteOffset, raw.byteLength).readBigUInt64BE(0);
+  } else if ('dbChecksum' in body) {
+    throw corrupt(`a version ${version} changeset has no dbChecksum`);
   }
   // Keys outside the checksum would be unverified content.
   const extra = Object.keys(body).filter((key) => !(BODY_KEYS as readonly string[]).includes(key));
@@ -385,7 +408,7 @@ function parseBody(packed: Uint8Array): Changeset {
     pages.push({ pgno: entry[0] as number, data: entry[1] as Uint8Array });
   }
   const changeset: Changeset = {
-    version: CHANGESET_VERSION,
+    version,
     db: body.db as string,
     epoch: body.epoch as number,
     seq: body.seq as number,
@@ -395,6 +418,7 @@ function parseBody(packed: Uint8Array): Changeset {
     pageSize: body.pageSize as number,
     dbSizePages: body.dbSizePages as number,
     pages,
+    ...(dbChecksum === undefined ? {} : { dbChecksum }),
   };
   const problem = changesetProblem(changeset) ?? checksumProblem('checksum', changeset.checksum);
   if (problem !== undefined) throw corrupt(problem);
@@ -422,6 +446,13 @@ function changesetProblem(input: Omit<Changeset, 'checksum' | 'version'>): strin
   }
   if (!isIntegerIn(dbSizePages, 1, MAX_PAGE_COUNT)) {
     return `dbSizePages must be an integer in 1..${MAX_PAGE_COUNT}`;
+  }
+  const { dbChecksum } = input;
+  if (
+    dbChecksum !== undefined &&
+    (typeof dbChecksum !== 'bigint' || dbChecksum < 0n || dbChecksum >= 1n << 64n)
+  ) {
+    return 'dbChecksum must be a bigint in 0..2^64-1';
   }
   if (!Array.isArray(pages)) return 'pages must be an array';
   let previousPgno = 0;
@@ -458,6 +489,8 @@ function isIntegerIn(value: unknown, min: number, max: number): value is number 
 /**
  * SHA-256 over prevChecksum then a fixed-width, length-prefixed serialization of the content, so no
  * two different changesets hash the same bytes. Independent of msgpack's choice of integer widths.
+ * Version 2 adds the 8 bytes of `dbChecksum` right after the fixed-width header, and takes each
+ * page as SHA-256(u32 BE pgno ‖ bytes) instead of its bytes.
  */
 function computeChecksum(changeset: Omit<Changeset, 'checksum'>): Uint8Array {
   const hash = createHash('sha256');
@@ -472,16 +505,22 @@ function computeChecksum(changeset: Omit<Changeset, 'checksum'>): Uint8Array {
   header.setUint32(32, changeset.pageSize);
   header.setUint32(36, changeset.dbSizePages);
   hash.update(header);
+  if (changeset.version >= DB_CHECKSUM_CHANGESET_VERSION) {
+    hash.update(dbChecksumBytes(changeset.dbChecksum ?? 0n));
+  }
   hash.update(db);
   const count = new DataView(new ArrayBuffer(4));
   count.setUint32(0, changeset.pages.length);
   hash.update(count);
   const pageHeader = new DataView(new ArrayBuffer(8));
+  // Version 2 hashes each page's digest: the same digests give the database checksum, so the
+  // pages are hashed once for both.
+  const digested = changeset.version >= DB_CHECKSUM_CHANGESET_VERSION;
   for (const { pgno, data } of changeset.pages) {
     pageHeader.setUint32(0, pgno);
     pageHeader.setUint32(4, data.length);
     hash.update(pageHeader);
-    hash.update(data);
+    hash.update(digested ? pageDigest(pgno, data) : data);
   }
   return new Uint8Array(hash.digest());
 }
@@ -504,6 +543,9 @@ function packBody(changeset: Changeset): Uint8Array {
     ['pageSize', changeset.pageSize],
     ['dbSizePages', changeset.dbSizePages],
   ];
+  if (changeset.dbChecksum !== undefined) {
+    fields.push(['dbChecksum', dbChecksumBytes(changeset.dbChecksum)]);
+  }
   const { pages } = changeset;
   let size = 1 + arrayHeaderSize(pages.length);
   for (const [key, value] of fields) {
@@ -563,6 +605,12 @@ function packBody(changeset: Changeset): Uint8Array {
     bytes(data, binHeader);
   }
   return out;
+}
+
+function dbChecksumBytes(checksum: DbChecksum): Uint8Array {
+  const bytes = Buffer.alloc(DB_CHECKSUM_BYTES);
+  bytes.writeBigUInt64BE(checksum, 0);
+  return bytes;
 }
 
 function uintSize(value: number): number {

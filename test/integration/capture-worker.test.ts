@@ -38,6 +38,8 @@ describe('capture worker', () => {
       seq: 7,
       prevChecksum: new Uint8Array(32).fill(9),
       commitTimeMs: 1_700_000_000_000,
+      dbPath: file,
+      hashes: null,
     };
     const before = captureWorker.counts();
     const inWorker = await captureWorker.run(job);
@@ -64,6 +66,8 @@ describe('capture worker', () => {
       seq: 1,
       prevChecksum: GENESIS_CHECKSUM,
       commitTimeMs: 0,
+      dbPath: path.join(dir, 'bad.db'),
+      hashes: null,
     };
     await expect(captureWorker.run(job)).rejects.toBeInstanceOf(WalInvalidError);
   });

@@ -356,6 +356,7 @@ describe.each(['memory', 'fs'] as const)('point-in-time restore (%s storage)', (
         commitTimeMs: commitTime(LAST_SEQ),
         fromSnapshot: 8,
         changesetsApplied: LAST_SEQ - 8,
+        dbChecksum: expect.stringMatching(/^[0-9a-f]{16}$/),
       });
       expect(restored.integrity).toBe('ok');
       expect(restored.content).toEqual(expected(LAST_SEQ).content);

@@ -471,9 +471,9 @@ describe('decodeChangeset rejects', () => {
     );
   });
 
-  it('body version 2 as an unknown version', () => {
-    expect(expectRejected(withBody({ v: 2 }), 'CHANGESET_UNKNOWN_VERSION').message).toMatch(
-      /changeset version 2/,
+  it('body version 3 as an unknown version', () => {
+    expect(expectRejected(withBody({ v: 3 }), 'CHANGESET_UNKNOWN_VERSION').message).toMatch(
+      /changeset version 3/,
     );
   });
 

@@ -1,7 +1,14 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import { InvalidArgumentError, ReplicationGapError } from '../../errors.ts';
-import { decodeChangeset, GENESIS_CHECKSUM } from '../../wire/changeset.ts';
+import { DatabaseDivergedError, InvalidArgumentError, ReplicationGapError } from '../../errors.ts';
+import { type Changeset, decodeChangeset, GENESIS_CHECKSUM } from '../../wire/changeset.ts';
+import {
+  type DbChecksum,
+  dbChecksumHex,
+  hashPages,
+  PageHashes,
+  parseDbChecksumHex,
+} from '../../wire/db-checksum.ts';
 import type { StorageBackend } from '../storage/types.ts';
 import {
   listSnapshots,
@@ -17,6 +24,7 @@ import {
   removeFileSync,
   removeLeftoverTempFiles,
 } from './sqlite/local-file.ts';
+import { hashDatabaseFile } from './sqlite/page-hashes.ts';
 
 const PITR_TEMP_INFIX = '.hadb-pitr-';
 
@@ -46,6 +54,11 @@ export interface RestoreResult {
   commitTimeMs: number;
   fromSnapshot: number | null;
   changesetsApplied: number;
+  /**
+   * The restored file's database checksum, checked against every checksum the log records on the
+   * way (and the file against it at the end); absent when neither log nor snapshot records one.
+   */
+  dbChecksum?: string;
 }
 
 /**
@@ -80,6 +93,10 @@ export async function restoreDatabase(options: RestoreOptions): Promise<RestoreR
       commitTimeMs: 0,
     };
     let pageSize: number | undefined;
+    // Page hashes of the file being built, from the first checksum recorded on: each changeset's
+    // is checked before it is applied.
+    let hashes: PageHashes | null = null;
+    let checked = false;
     if (base) {
       await restoreSnapshot(storage, prefix, base, temp, {
         onProgress: (doneBytes, totalBytes) =>
@@ -93,6 +110,24 @@ export async function restoreDatabase(options: RestoreOptions): Promise<RestoreR
         commitTimeMs: base.commitTimeMs,
       };
       pageSize = base.pageSize;
+      // restoreSnapshot checked the image against the manifest's checksum; the log, where it
+      // still holds the changeset at the snapshot's seq, says which database that must be.
+      checked = base.dbChecksum !== undefined;
+      const atBase = await storage.get(logKey(prefix, db, base.seq));
+      const recorded =
+        atBase === null ? undefined : decodeChangeset(atBase, { db, seq: base.seq }).dbChecksum;
+      if (recorded !== undefined) {
+        hashes = hashesOfFile(temp, base.pageSize);
+        checked = true;
+        if (hashes.checksum !== recorded) {
+          throw new DatabaseDivergedError(
+            base.seq,
+            dbChecksumHex(recorded),
+            dbChecksumHex(hashes.checksum),
+            `snapshot ${base.seq} of ${db} is not the database the log records at its seq`,
+          );
+        }
+      }
     }
     applier = PageApplier.open(temp);
     let applied = 0;
@@ -120,6 +155,11 @@ export async function restoreDatabase(options: RestoreOptions): Promise<RestoreR
         changeset.commitTimeMs > target.timeMs
       )
         break;
+      if (changeset.dbChecksum !== undefined || hashes !== null) {
+        hashes ??= hashesOfFile(temp, pageSize ?? changeset.pageSize);
+        checkRecordedChecksum(hashes, changeset, db);
+        checked ||= changeset.dbChecksum !== undefined;
+      }
       applier.apply(changeset);
       applied += 1;
       pageSize = changeset.pageSize;
@@ -143,13 +183,55 @@ export async function restoreDatabase(options: RestoreOptions): Promise<RestoreR
     }
     applier.close();
     applier = null;
+    let dbChecksum: DbChecksum | undefined;
+    if (checked) {
+      // The written file itself, against what the log says it is.
+      const expected = hashes?.checksum ?? parseDbChecksumHex(base?.dbChecksum) ?? 0n;
+      dbChecksum = hashesOfFile(temp, pageSize ?? 0).checksum;
+      if (dbChecksum !== expected) {
+        throw new DatabaseDivergedError(
+          position.seq,
+          dbChecksumHex(expected),
+          dbChecksumHex(dbChecksum),
+          `the file restored from ${db}#${position.seq} is not the database the log records`,
+        );
+      }
+    }
     replaceDatabaseFile(temp, destPath);
-    return { ...position, fromSnapshot: base?.seq ?? null, changesetsApplied: applied };
+    return {
+      ...position,
+      fromSnapshot: base?.seq ?? null,
+      changesetsApplied: applied,
+      ...(dbChecksum === undefined ? {} : { dbChecksum: dbChecksumHex(dbChecksum) }),
+    };
   } finally {
     applier?.close();
     removeFileSync(temp);
     removeFileSync(`${temp}-hadb-redo`);
   }
+}
+
+/** The page hashes of the file as it is now (empty when it is). */
+function hashesOfFile(file: string, pageSize: number): PageHashes {
+  const size = fs.statSync(file).size;
+  return size === 0 || pageSize === 0
+    ? PageHashes.empty()
+    : hashDatabaseFile(file, pageSize, Math.floor(size / pageSize));
+}
+
+/** Moves `hashes` on by `changeset`, refusing it when that is not the checksum it records. */
+function checkRecordedChecksum(hashes: PageHashes, changeset: Changeset, db: string): void {
+  const update = hashPages(changeset.pages, changeset.dbSizePages, changeset.pageSize);
+  const after = hashes.checksumAfter(update);
+  if (changeset.dbChecksum !== undefined && after !== changeset.dbChecksum) {
+    throw new DatabaseDivergedError(
+      changeset.seq,
+      dbChecksumHex(changeset.dbChecksum),
+      dbChecksumHex(after),
+      `${db}: restoring changeset ${changeset.seq} does not give the database it records`,
+    );
+  }
+  hashes.apply(update);
 }
 
 async function chooseSnapshot(

@@ -9,8 +9,14 @@ import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
 import * as zlib from 'node:zlib';
-import { InvalidArgumentError, SnapshotInvalidError } from '../../errors.ts';
+import { DatabaseDivergedError, InvalidArgumentError, SnapshotInvalidError } from '../../errors.ts';
 import { brotliOptions, CHECKSUM_BYTES } from '../../wire/changeset.ts';
+import {
+  type DbChecksum,
+  dbChecksumHex,
+  ImageChecksummer,
+  parseDbChecksumHex,
+} from '../../wire/db-checksum.ts';
 import { syncDirectory } from '../fs-sync.ts';
 import type { StorageBackend } from '../storage/types.ts';
 
@@ -86,6 +92,8 @@ export interface SnapshotManifest {
   codec: SnapshotCodec;
   parts: SnapshotPart[];
   createdAtMs: number;
+  /** Hex whole-database checksum of the image (16 digits); absent from older snapshots. */
+  dbChecksum?: string;
 }
 
 export interface SnapshotInfo {
@@ -97,6 +105,11 @@ export interface SnapshotInfo {
   pageSize: number;
   dbSizePages: number;
   commitTimeMs: number;
+  /**
+   * The database checksum the log records at `seq`, when known: an image that does not have it
+   * is refused with {@link DatabaseDivergedError} (the leader's file diverged from what it shipped).
+   */
+  dbChecksum?: DbChecksum;
 }
 
 export interface WriteSnapshotOptions {
@@ -221,11 +234,13 @@ export async function writeSnapshot(
   // Uploading parts under a committed snapshot would overwrite its parts: only hash then.
   const existing = await readSnapshotManifest(storage, prefix, db, seq);
   if (existing) {
-    const { sha256 } = await hashImage(image, totalBytes, seq);
+    const { sha256, dbChecksum } = await hashImage(image, totalBytes, info.pageSize, seq);
+    checkImageChecksum(info, dbChecksum);
     return sameSnapshotOrFork(existing, { ...info, checksum, sha256 });
   }
 
   const whole = createHash('sha256');
+  const pages = new ImageChecksummer(info.pageSize);
   const parts: SnapshotPart[] = [];
   let part = new Uint8Array(Math.min(partBytes, totalBytes));
   let filled = 0;
@@ -258,6 +273,7 @@ export async function writeSnapshot(
     }
     seen += chunk.length;
     whole.update(chunk);
+    pages.update(chunk);
     let offset = 0;
     while (offset < chunk.length) {
       const take = Math.min(part.length - filled, chunk.length - offset);
@@ -273,6 +289,7 @@ export async function writeSnapshot(
     );
   }
 
+  checkImageChecksum(info, pages.checksum);
   const manifest: SnapshotManifest = {
     format: MANIFEST_FORMAT,
     v: MANIFEST_VERSION,
@@ -288,6 +305,7 @@ export async function writeSnapshot(
     codec,
     parts,
     createdAtMs: (options.now ?? Date.now)(),
+    dbChecksum: dbChecksumHex(pages.checksum),
   };
   const body = new TextEncoder().encode(JSON.stringify(manifest));
   if (await storage.putIfAbsent(manifestKey, body)) return manifest;
@@ -300,25 +318,39 @@ export async function writeSnapshot(
   return sameSnapshotOrFork(winner, manifest);
 }
 
+/** An image that is not the database the log records at its seq must not become a snapshot. */
+function checkImageChecksum(info: SnapshotInfo, actual: DbChecksum): void {
+  if (info.dbChecksum === undefined || info.dbChecksum === actual) return;
+  throw new DatabaseDivergedError(
+    info.seq,
+    dbChecksumHex(info.dbChecksum),
+    dbChecksumHex(actual),
+    `snapshot ${info.seq} of ${info.db}: the image is not the database the log records`,
+  );
+}
+
 /** Hashes the image without uploading it, checking its length. */
 async function hashImage(
   image: AsyncIterable<Uint8Array>,
   totalBytes: number,
+  pageSize: number,
   seq: number,
-): Promise<{ sha256: string }> {
+): Promise<{ sha256: string; dbChecksum: DbChecksum }> {
   const hash = createHash('sha256');
+  const pages = new ImageChecksummer(pageSize);
   let seen = 0;
   for await (const chunk of image) {
     seen += chunk.length;
     if (seen > totalBytes) break;
     hash.update(chunk);
+    pages.update(chunk);
   }
   if (seen !== totalBytes) {
     throw new SnapshotInvalidError(
       `snapshot ${seq}: image is ${seen > totalBytes ? 'longer' : `${seen} bytes`}, expected ${totalBytes} bytes`,
     );
   }
-  return { sha256: hash.digest('hex') };
+  return { sha256: hash.digest('hex'), dbChecksum: pages.checksum };
 }
 
 function sameSnapshotOrFork(
@@ -525,7 +557,13 @@ function parseManifest(value: unknown, where: string): SnapshotManifest {
     codec: m.codec as SnapshotCodec,
     parts,
     createdAtMs: int(m, 'createdAtMs'),
+    ...(m.dbChecksum === undefined ? {} : { dbChecksum: dbChecksumField(m.dbChecksum, fail) }),
   };
+}
+
+function dbChecksumField(value: unknown, fail: (why: string) => never): string {
+  if (parseDbChecksumHex(value) === undefined) fail('dbChecksum is not 16 lowercase hex digits');
+  return value as string;
 }
 
 /**
@@ -550,6 +588,7 @@ export async function restoreSnapshot(
   let closed = false;
   try {
     const whole = createHash('sha256');
+    const pages = new ImageChecksummer(checked.pageSize);
     let done = 0;
     for (const part of checked.parts) {
       const key = snapshotPartKey(prefix, db, seq, part.index);
@@ -560,12 +599,22 @@ export async function restoreSnapshot(
         throw new SnapshotInvalidError(`${where}: part ${key} does not match its SHA-256`);
       }
       whole.update(raw);
+      pages.update(raw);
       await writeAll(handle, raw, done);
       done += raw.length;
       options.onProgress?.(done, rawBytes);
     }
     if (done !== rawBytes || whole.digest('hex') !== checked.sha256) {
       throw new SnapshotInvalidError(`${where}: the image does not match its SHA-256`);
+    }
+    const recorded = parseDbChecksumHex(checked.dbChecksum);
+    if (recorded !== undefined && recorded !== pages.checksum) {
+      throw new DatabaseDivergedError(
+        seq,
+        dbChecksumHex(recorded),
+        dbChecksumHex(pages.checksum),
+        `${where}: the image is not the database its manifest records`,
+      );
     }
     await handle.sync();
     closed = true;

@@ -9,7 +9,13 @@ import {
   snapshotPartKey,
 } from '../../adapters/replication/snapshot.ts';
 import type { ListedObject, StorageBackend } from '../../adapters/storage/types.ts';
-import { SnapshotInvalidError } from '../../errors.ts';
+import { DatabaseDivergedError, SnapshotInvalidError } from '../../errors.ts';
+import {
+  type DbChecksum,
+  dbChecksumHex,
+  ImageChecksummer,
+  parseDbChecksumHex,
+} from '../../wire/db-checksum.ts';
 import { DatabaseNotFoundError } from './shared.ts';
 
 export interface LogEntry {
@@ -131,9 +137,10 @@ export async function checkSnapshotImage(
   prefix: string,
   manifest: SnapshotManifest,
   onProgress?: (doneBytes: number) => void,
-): Promise<void> {
+): Promise<DbChecksum> {
   const where = `snapshot ${manifest.seq} of ${manifest.db}`;
   const whole = createHash('sha256');
+  const pages = new ImageChecksummer(manifest.pageSize);
   let done = 0;
   for (const part of manifest.parts) {
     const key = snapshotPartKey(prefix, manifest.db, manifest.seq, part.index);
@@ -154,12 +161,23 @@ export async function checkSnapshotImage(
       throw new SnapshotInvalidError(`${where}: part ${key} does not match its SHA-256`);
     }
     whole.update(raw);
+    pages.update(raw);
     done += raw.length;
     onProgress?.(done);
   }
   if (done !== manifest.rawBytes || whole.digest('hex') !== manifest.sha256) {
     throw new SnapshotInvalidError(`${where}: the image does not match its SHA-256`);
   }
+  const recorded = parseDbChecksumHex(manifest.dbChecksum);
+  if (recorded !== undefined && recorded !== pages.checksum) {
+    throw new DatabaseDivergedError(
+      manifest.seq,
+      dbChecksumHex(recorded),
+      dbChecksumHex(pages.checksum),
+      `${where}: the image is not the database its manifest records`,
+    );
+  }
+  return pages.checksum;
 }
 
 /** The first `pageSize` bytes of a snapshot's image (page 1), from its first part. */

@@ -102,6 +102,7 @@ export function registerRestoreCommand(program: Command, context: CommandContext
             commitTime: isoTime(result.commitTimeMs),
             fromSnapshot: result.fromSnapshot,
             changesetsApplied: result.changesetsApplied,
+            ...(result.dbChecksum === undefined ? {} : { dbChecksum: result.dbChecksum }),
           });
         } else {
           const base = result.fromSnapshot === null ? 'the log' : `snapshot ${result.fromSnapshot}`;

@@ -1,12 +1,28 @@
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import type { Command } from 'commander';
+import { restoreDatabase } from '../../adapters/replication/restore.ts';
 import {
   listSnapshots,
   readSnapshotManifest,
   type SnapshotManifest,
 } from '../../adapters/replication/snapshot.ts';
 import type { StorageBackend } from '../../adapters/storage/types.ts';
-import { ChangesetError, type ChangesetErrorCode, SnapshotInvalidError } from '../../errors.ts';
+import {
+  ChangesetError,
+  type ChangesetErrorCode,
+  DatabaseDivergedError,
+  HadbError,
+  SnapshotInvalidError,
+} from '../../errors.ts';
 import { type Changeset, decodeChangeset, GENESIS_CHECKSUM } from '../../wire/changeset.ts';
+import {
+  dbChecksumHex,
+  hashPages,
+  PageHashes,
+  parseDbChecksumHex,
+} from '../../wire/db-checksum.ts';
 import { formatBytes, Progress, type ProgressStream } from '../progress.ts';
 import { assertDatabaseExists, checkSnapshotImage, listLog } from './inspect.ts';
 import {
@@ -28,7 +44,8 @@ export type VerifyProblemCode =
   | ChangesetErrorCode
   | 'REPLICATION_GAP'
   | 'SNAPSHOT_INVALID'
-  | 'EPOCH_REGRESSED';
+  | 'EPOCH_REGRESSED'
+  | 'DATABASE_DIVERGED';
 
 export interface VerifyProblem {
   /** The first sequence number found bad. */
@@ -47,12 +64,20 @@ export interface VerifyReport {
   snapshots: number[];
   epochs: { first: number; last: number } | null;
   imagesChecked: boolean;
+  /**
+   * Changesets whose recorded database checksum was checked against the page hashes replayed from
+   * the log (from seq 1 on; a compacted log has no base to replay from).
+   */
+  dbChecksumsChecked: number;
+  /** The latest state was restored into a scratch file and checked (`--restore`). */
+  restoreChecked: boolean;
   /** Keys under `log/` that are not changesets: reported, not failed. */
   strayKeys: string[];
 }
 
 interface VerifyOptionValues extends StorageOptionValues {
   images?: boolean;
+  restore?: boolean;
 }
 
 /** Changesets downloaded ahead of the one being checked: hides the latency of remote storage. */
@@ -71,7 +96,11 @@ export function registerVerifyCommand(program: Command, context: CommandContext)
     .argument('<db>', 'database name')
     .option(
       '--images',
-      "also download every snapshot's parts and check them against their SHA-256",
+      "also download every snapshot's parts and check them against their SHA-256 and database checksum",
+    )
+    .option(
+      '--restore',
+      'also restore the latest state into a scratch file and check it against the database checksum the log records',
     );
   addCommonOptions(
     command,
@@ -88,6 +117,7 @@ export function registerVerifyCommand(program: Command, context: CommandContext)
         await assertDatabaseExists(storage, prefix, db);
         const report = await verifyDatabase(storage, prefix, db, {
           images: options.images === true,
+          restore: options.restore === true,
           progressStream: context.stderr,
         });
         printReport(context, report, options.json === true);
@@ -141,7 +171,7 @@ export async function verifyDatabase(
   storage: StorageBackend,
   prefix: string,
   db: string,
-  options: { images: boolean; progressStream: ProgressStream },
+  options: { images: boolean; restore?: boolean; progressStream: ProgressStream },
 ): Promise<VerifyReport> {
   const { entries, strayKeys } = await listLog(storage, prefix, db);
   const logBytes = entries.reduce((sum, entry) => sum + entry.size, 0);
@@ -167,6 +197,9 @@ export async function verifyDatabase(
   let firstEpoch: number | null = null;
   let pageSize: number | undefined;
   let doneBytes = 0;
+  // Every page's hash, replayed from the log's pages alone: the checksum at each seq, no image.
+  let replay: PageHashes | null = entries[0]?.seq === 1 ? PageHashes.empty() : null;
+  let dbChecksumsChecked = 0;
   try {
     const bodies = prefetch(
       storage,
@@ -184,6 +217,16 @@ export async function verifyDatabase(
         problems.push(problem);
         await bodies.return(undefined);
         break;
+      }
+      if (previous.seq !== entry.seq - 1) replay = null;
+      if (replay !== null) {
+        const diverged = replayChecksum(replay, problem);
+        if (diverged) {
+          problems.push(diverged);
+          await bodies.return(undefined);
+          break;
+        }
+        if (problem.dbChecksum !== undefined) dbChecksumsChecked += 1;
       }
       pageSize = problem.pageSize;
       firstEpoch ??= problem.epoch;
@@ -231,18 +274,23 @@ export async function verifyDatabase(
             images.update(before + done),
           );
         } catch (error) {
-          if (!(error instanceof SnapshotInvalidError)) throw error;
-          problems.push({
-            seq: manifest.seq,
-            code: 'SNAPSHOT_INVALID',
-            message: plainMessage(error),
-          });
+          if (!(error instanceof SnapshotInvalidError || error instanceof DatabaseDivergedError)) {
+            throw error;
+          }
+          const code: VerifyProblemCode =
+            error instanceof DatabaseDivergedError ? 'DATABASE_DIVERGED' : 'SNAPSHOT_INVALID';
+          problems.push({ seq: manifest.seq, code, message: plainMessage(error) });
         }
         before += manifest.rawBytes;
       }
     } finally {
       images.finish();
     }
+  }
+
+  if (options.restore && problems.length === 0 && entries.length > 0) {
+    const problem = await checkRestore(storage, prefix, db);
+    if (problem) problems.push(problem);
   }
 
   problems.sort((a, b) => a.seq - b.seq);
@@ -256,8 +304,41 @@ export async function verifyDatabase(
     snapshots: [...manifests.keys()].sort((a, b) => a - b),
     epochs: firstEpoch === null ? null : { first: firstEpoch, last: previous.epoch },
     imagesChecked: options.images,
+    dbChecksumsChecked,
+    restoreChecked: options.restore === true,
     strayKeys,
   };
+}
+
+/** Moves the replayed hashes on by `changeset`; the problem when it records another checksum. */
+function replayChecksum(replay: PageHashes, changeset: Changeset): VerifyProblem | null {
+  const update = hashPages(changeset.pages, changeset.dbSizePages, changeset.pageSize);
+  const after = replay.apply(update);
+  if (changeset.dbChecksum === undefined || changeset.dbChecksum === after) return null;
+  return {
+    seq: changeset.seq,
+    code: 'DATABASE_DIVERGED',
+    message: `changeset ${changeset.seq} records database checksum ${dbChecksumHex(changeset.dbChecksum)}, but the log's pages up to it give ${dbChecksumHex(after)}`,
+  };
+}
+
+/** Restores the latest state into a scratch file: the restore checks every recorded checksum. */
+async function checkRestore(
+  storage: StorageBackend,
+  prefix: string,
+  db: string,
+): Promise<VerifyProblem | null> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hadb-verify-'));
+  try {
+    await restoreDatabase({ storage, prefix, db, destPath: path.join(dir, 'restored.db') });
+    return null;
+  } catch (error) {
+    if (!(error instanceof HadbError)) throw error;
+    const seq = error instanceof DatabaseDivergedError ? error.seq : 0;
+    return { seq, code: error.code as VerifyProblemCode, message: plainMessage(error) };
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
 }
 
 /** The decoded changeset at `seq` if it is a valid next link after `previous`, else the problem. */
@@ -332,6 +413,19 @@ function checkLink(
               snapshotHere.dbSizePages !== changeset.dbSizePages
             ? `${snapshotHere.dbSizePages} pages of ${snapshotHere.pageSize} bytes, the changeset ${changeset.dbSizePages} of ${changeset.pageSize}`
             : null;
+    const recorded = parseDbChecksumHex(snapshotHere.dbChecksum);
+    if (
+      mismatch === null &&
+      recorded !== undefined &&
+      changeset.dbChecksum !== undefined &&
+      recorded !== changeset.dbChecksum
+    ) {
+      return {
+        seq,
+        code: 'DATABASE_DIVERGED',
+        message: `snapshot ${seq} records database checksum ${dbChecksumHex(recorded)}, the changeset at its sequence ${dbChecksumHex(changeset.dbChecksum)}`,
+      };
+    }
     if (mismatch !== null) {
       return {
         seq,

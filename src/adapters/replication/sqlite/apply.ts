@@ -4,6 +4,7 @@ import * as fsp from 'node:fs/promises';
 import * as nodePath from 'node:path';
 import { InvalidArgumentError } from '../../../errors.ts';
 import type { Changeset } from '../../../wire/changeset.ts';
+import { FOLLOWER_OWNED_HEADER_BYTES } from '../../../wire/db-checksum.ts';
 import { fsyncDirectorySync, removeFileSync } from './local-file.ts';
 
 /**
@@ -20,15 +21,8 @@ import { fsyncDirectorySync, removeFileSync } from './local-file.ts';
 
 export const REDO_SUFFIX = '-hadb-redo';
 
-/**
- * Bytes of page 1 the follower owns, so they differ from the leader's copy:
- * 18 and 19 (write/read format version) are forced to 1, rollback journal, so read-only
- * connections need no `-wal`/`-shm`; 24..27 (file change counter) and 92..95 (version-valid-for)
- * are bumped on every apply so open connections invalidate their page cache.
- */
-export const FOLLOWER_OWNED_HEADER_BYTES: readonly number[] = Object.freeze([
-  18, 19, 24, 25, 26, 27, 92, 93, 94, 95,
-]);
+/** Page-1 header bytes the follower owns (see the database checksum, which leaves them out). */
+export { FOLLOWER_OWNED_HEADER_BYTES };
 
 /** A copy of page 1 with the follower-owned header bytes zeroed, to compare with the leader's. */
 export function maskFollowerOwnedHeader(page1: Uint8Array): Uint8Array {

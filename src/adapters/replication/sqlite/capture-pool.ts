@@ -3,6 +3,7 @@ import {
   type Capture,
   type CaptureJob,
   encodeCapture,
+  type SelfCheckJob,
   type SetAside,
   type SetAsideJob,
 } from './capture.ts';
@@ -12,6 +13,7 @@ type CaptureReply =
   | { id: number; capture: Capture | null }
   | { id: number; done: true }
   | { id: number; setAside: SetAside | null }
+  | { id: number; dbChecksum: bigint }
   | { id: number; error: string };
 
 /** After this many worker deaths the process captures on its own thread only. */
@@ -57,6 +59,12 @@ class CaptureWorker {
   async setAside(job: SetAsideJob): Promise<SetAside | null | undefined> {
     const reply = await this.#request({ kind: 'setAside', job });
     return reply !== null && 'setAside' in reply ? reply.setAside : undefined;
+  }
+
+  /** A leader's self-check on the worker; undefined when it could not run there. */
+  async selfCheck(job: SelfCheckJob): Promise<bigint | undefined> {
+    const reply = await this.#request({ kind: 'selfCheck', job });
+    return reply !== null && 'dbChecksum' in reply ? reply.dbChecksum : undefined;
   }
 
   async #request(request: DistributiveOmit<CaptureRequest, 'id'>): Promise<CaptureReply | null> {

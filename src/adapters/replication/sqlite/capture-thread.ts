@@ -1,11 +1,19 @@
 import { parentPort } from 'node:worker_threads';
 import Database from 'better-sqlite3';
-import { type CaptureJob, encodeCapture, type SetAsideJob, setAsideSegment } from './capture.ts';
+import {
+  type CaptureJob,
+  encodeCapture,
+  type SelfCheckJob,
+  type SetAsideJob,
+  setAsideSegment,
+  shippedStateChecksum,
+} from './capture.ts';
 
 export type CaptureRequest =
   | { id: number; kind: 'capture'; job: CaptureJob }
   | { id: number; kind: 'checkpoint'; path: string }
-  | { id: number; kind: 'setAside'; job: SetAsideJob };
+  | { id: number; kind: 'setAside'; job: SetAsideJob }
+  | { id: number; kind: 'selfCheck'; job: SelfCheckJob };
 
 /** A PASSIVE checkpoint on a connection of its own: it copies WAL frames into the file. */
 function checkpoint(path: string): void {
@@ -27,6 +35,10 @@ port.on('message', (request: CaptureRequest) => {
     if (request.kind === 'checkpoint') {
       checkpoint(request.path);
       port.postMessage({ id, done: true });
+      return;
+    }
+    if (request.kind === 'selfCheck') {
+      port.postMessage({ id, dbChecksum: shippedStateChecksum(request.job) });
       return;
     }
     if (request.kind === 'setAside') {

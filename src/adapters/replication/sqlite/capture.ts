@@ -5,8 +5,16 @@ import {
   type EncodeChangesetOptions,
   encodeChangeset,
 } from '../../../wire/changeset.ts';
+import {
+  type DbChecksum,
+  hashPages,
+  PageHashes,
+  type PageHashUpdate,
+  type SharedPageHashes,
+} from '../../../wire/db-checksum.ts';
 import { writeFileAtomicSync } from './local-file.ts';
-import { readCommittedFrames, type WalCursor } from './wal.ts';
+import { hashDatabaseFile } from './page-hashes.ts';
+import { readCommittedFrames, WAL_HEADER_SIZE, type WalCursor } from './wal.ts';
 
 /**
  * What a leader has committed but storage does not hold: the pages of its outbox segments (set
@@ -48,6 +56,10 @@ export interface CaptureJob extends UnshippedSource {
   level?: number;
   /** See {@link EncodeChangesetOptions.minSavings}. */
   minSavings?: number;
+  /** The database file (its pages are hashed whole when `hashes` is null). */
+  dbPath: string;
+  /** Page hashes of the last shipped state; null: not known yet, hash the whole database. */
+  hashes: SharedPageHashes | null;
 }
 
 /** A sealed changeset and what the leader needs to know of it. */
@@ -64,6 +76,11 @@ export interface Capture {
   restarted: boolean;
   /** How many outbox segments it includes: they can go once it is durable. */
   outboxSegments: number;
+  /** The database checksum the changeset records. */
+  dbChecksum: DbChecksum;
+  /** New page hashes: of the changed pages, or of every page when `full`. */
+  hashUpdate: PageHashUpdate;
+  full: boolean;
 }
 
 export function collectUnshipped(source: UnshippedSource): Unshipped | null {
@@ -95,6 +112,22 @@ export function collectUnshipped(source: UnshippedSource): Unshipped | null {
 export function encodeCapture(job: CaptureJob): Capture | null {
   const unshipped = collectUnshipped(job);
   if (!unshipped) return null;
+  const full = job.hashes === null;
+  let hashUpdate: PageHashUpdate;
+  let dbChecksum: DbChecksum;
+  if (full) {
+    const all = hashWholeDatabase(job, unshipped);
+    dbChecksum = all.checksum;
+    hashUpdate = {
+      dbSizePages: unshipped.dbSizePages,
+      pageSize: unshipped.pageSize,
+      pgnos: Uint32Array.from({ length: unshipped.dbSizePages }, (_, i) => i + 1),
+      hashes: all.hashes,
+    };
+  } else {
+    hashUpdate = hashPages(unshipped.pages, unshipped.dbSizePages, unshipped.pageSize);
+    dbChecksum = PageHashes.view(job.hashes as SharedPageHashes).checksumAfter(hashUpdate);
+  }
   const { bytes, changeset } = encodeChangeset(
     {
       db: job.db,
@@ -105,6 +138,7 @@ export function encodeCapture(job: CaptureJob): Capture | null {
       pageSize: unshipped.pageSize,
       dbSizePages: unshipped.dbSizePages,
       pages: sortedPages(unshipped.pages),
+      dbChecksum,
     },
     {
       ...(job.codec !== undefined ? { codec: job.codec } : {}),
@@ -123,7 +157,27 @@ export function encodeCapture(job: CaptureJob): Capture | null {
     walBytes: unshipped.walBytes,
     restarted: unshipped.restarted,
     outboxSegments: job.outboxPaths.length,
+    dbChecksum,
+    hashUpdate,
+    full,
   };
+}
+
+/**
+ * Every page's hash in the state the capture ships: its pages over the committed WAL frames (up to
+ * where it read) over the file. The leader checkpoints only what it captured, so the file holds
+ * nothing newer.
+ */
+function hashWholeDatabase(job: CaptureJob, unshipped: Unshipped) {
+  const overlay = new Map(
+    readCommittedFrames(job.walPath, null, unshipped.cursor?.offset ?? WAL_HEADER_SIZE)?.pages,
+  );
+  for (const [pgno, data] of unshipped.pages) overlay.set(pgno, data);
+  const hashes = hashDatabaseFile(job.dbPath, unshipped.pageSize, unshipped.dbSizePages, overlay);
+  const all = new BigUint64Array(unshipped.dbSizePages);
+  const view = new BigUint64Array(hashes.shared().buffer, 0, unshipped.dbSizePages);
+  all.set(view);
+  return { checksum: hashes.checksum, hashes: all };
 }
 
 export function sortedPages(pages: ReadonlyMap<number, Uint8Array>) {
@@ -197,4 +251,33 @@ export function writeOutboxSegment(
     { codec: 'none' },
   );
   writeFileAtomicSync(file, bytes);
+}
+
+/** A leader's self-check: its file against the database checksum of what it shipped. */
+export interface SelfCheckJob {
+  dbPath: string;
+  walPath: string;
+  /** Where the last changeset shipped ended in the WAL (null: nothing of this WAL is shipped). */
+  cursor: WalCursor | null;
+  pageSize: number;
+  dbSizePages: number;
+}
+
+/**
+ * The database checksum of the leader's shipped state: the file with the WAL frames up to the
+ * cursor over it. A WAL started over since holds nothing shipped (SQLite restarts it only once the
+ * file holds every frame), and a torn read of one ends early, where the file holds the same pages.
+ */
+export function shippedStateChecksum(job: SelfCheckJob): DbChecksum {
+  const { cursor } = job;
+  let overlay: ReadonlyMap<number, Uint8Array> = new Map();
+  if (cursor !== null) {
+    const frames = readCommittedFrames(job.walPath, null, cursor.offset);
+    const sameWal =
+      frames !== null &&
+      frames.cursor.salt1 === cursor.salt1 &&
+      frames.cursor.salt2 === cursor.salt2;
+    if (sameWal) overlay = frames.pages;
+  }
+  return hashDatabaseFile(job.dbPath, job.pageSize, job.dbSizePages, overlay).checksum;
 }

@@ -1,11 +1,23 @@
 import fs from 'node:fs';
-import { InvalidArgumentError, LineageAheadError, ReplicationGapError } from '../../../errors.ts';
+import {
+  DatabaseDivergedError,
+  InvalidArgumentError,
+  LineageAheadError,
+  ReplicationGapError,
+} from '../../../errors.ts';
 import {
   type Changeset,
   checksumsEqual,
   decodeChangeset,
   GENESIS_CHECKSUM,
 } from '../../../wire/changeset.ts';
+import {
+  type DbChecksum,
+  dbChecksumHex,
+  hashPages,
+  PageHashes,
+  parseDbChecksumHex,
+} from '../../../wire/db-checksum.ts';
 import { urgently } from '../../pacing.ts';
 import type { StorageBackend } from '../../storage/types.ts';
 import {
@@ -29,6 +41,7 @@ import {
   writeFileAtomic,
   writeFileAtomicSync,
 } from './local-file.ts';
+import { checksumAfterFromFile, hashDatabaseFile } from './page-hashes.ts';
 
 export interface FollowerOptions {
   /** The follower's copy. hadb owns it: apps open it read-only. */
@@ -61,6 +74,8 @@ interface FollowerState {
   seq: number;
   checksum: string;
   pageSize: number | null;
+  /** Hex whole-database checksum the copy must have; absent before the log recorded one. */
+  dbChecksum?: string;
 }
 
 /**
@@ -73,6 +88,14 @@ export class SqliteFollower {
   /** Null while hibernated: reopened by the next apply. */
   #applier: PageApplier | null;
   #state: FollowerState;
+  /**
+   * Every page's hash of the copy, only for a copy whose state records no checksum (it came from a
+   * log written before checksums): built from the file by the first apply that needs it, then kept
+   * up to date. A copy with a recorded checksum needs none (see {@link checksumAfterFromFile}).
+   */
+  #pageHashes: PageHashes | null = null;
+  /** Set by a checksum mismatch: this copy is stopped, every later apply fails with it. */
+  #diverged: DatabaseDivergedError | null = null;
 
   private constructor(options: FollowerOptions, applier: PageApplier | null, state: FollowerState) {
     this.#options = options;
@@ -93,7 +116,9 @@ export class SqliteFollower {
     }
     const applier = PageApplier.open(options.path);
     try {
-      applier.recover();
+      // A finished apply moved the file past the state's position: its checksum no longer says
+      // what the file holds, and the next apply checks against the log instead.
+      if (applier.recover() !== null) state = withoutDbChecksum(state);
       options.onOpen?.();
       const follower = new SqliteFollower(options, applier, state);
       await follower.#checkLineage();
@@ -130,6 +155,9 @@ export class SqliteFollower {
       checksum: Buffer.from(position.checksum).toString('hex'),
       // 0 for a file shorter than a header, which a leader's file never is.
       pageSize: pageSize ?? 0,
+      ...(position.dbChecksum === undefined
+        ? {}
+        : { dbChecksum: dbChecksumHex(position.dbChecksum) }),
     };
     if (how.offLoop) await writeFileAtomic(statePathOf(options.path), JSON.stringify(state));
     else writeFileAtomicSync(statePathOf(options.path), JSON.stringify(state));
@@ -141,10 +169,12 @@ export class SqliteFollower {
   }
 
   get position(): Position {
+    const dbChecksum = parseDbChecksumHex(this.#state.dbChecksum);
     return {
       epoch: this.#state.epoch,
       seq: this.#state.seq,
       checksum: Buffer.from(this.#state.checksum, 'hex'),
+      ...(dbChecksum === undefined ? {} : { dbChecksum }),
     };
   }
 
@@ -269,6 +299,9 @@ export class SqliteFollower {
 
   /** Applies one changeset, already checked to be the next link of the chain. */
   #apply(changeset: Changeset, fromSeq: number): void {
+    if (this.#diverged) throw this.#diverged;
+    // Before any page is written: a copy that would not end where the log says is stopped as it is.
+    const checked = this.#checkDbChecksum(changeset);
     // No page and the same size (a new leader's epoch-start record): the file already is this
     // state and only the position moves, with no write and no fsync. The state file catches up
     // with the next apply; a copy reopened before that applies these records again from storage,
@@ -276,12 +309,15 @@ export class SqliteFollower {
     const positionOnly =
       changeset.pages.length === 0 && this.#sizeInPages() === changeset.dbSizePages;
     if (!positionOnly) this.#openApplier().apply(changeset);
+    if (checked) checked.hashes.apply(checked.update);
+    const dbChecksum = changeset.dbChecksum ?? checked?.hashes.checksum;
     this.#state = {
       db: this.#options.db,
       epoch: changeset.epoch,
       seq: changeset.seq,
       checksum: Buffer.from(changeset.checksum).toString('hex'),
       pageSize: changeset.pageSize,
+      ...(dbChecksum === undefined ? {} : { dbChecksum: dbChecksumHex(dbChecksum) }),
     };
     if (!positionOnly) writeFileAtomicSync(this.#statePath, JSON.stringify(this.#state));
     this.#options.onEvent?.({
@@ -290,6 +326,93 @@ export class SqliteFollower {
       seq: changeset.seq,
       pages: changeset.pages.length,
     });
+  }
+
+  /**
+   * Checks that the copy after `changeset` has the database checksum it records. Returns the page
+   * hashes and their update to commit once the pages are written; null when there is nothing to
+   * check or keep (no checksum recorded yet, none built).
+   *
+   * @throws DatabaseDivergedError when the copy differs from its own record or would differ from
+   * the changeset's; the follower stays stopped.
+   */
+  #checkDbChecksum(changeset: Changeset) {
+    const recorded = changeset.dbChecksum;
+    const pageOnly = changeset.pages.length === 0;
+    if (recorded === undefined && this.#pageHashes === null) return null;
+    // An epoch-start record on an idle copy: compare records, do no file work.
+    if (pageOnly && this.#pageHashes === null) {
+      const had = parseDbChecksumHex(this.#state.dbChecksum);
+      if (had !== undefined && recorded !== undefined && had !== recorded) {
+        this.#diverge(changeset.seq, recorded, had, 'the log changed the checksum without a page');
+      }
+      return null;
+    }
+    const update = hashPages(changeset.pages, changeset.dbSizePages, changeset.pageSize);
+    const had = parseDbChecksumHex(this.#state.dbChecksum);
+    if (this.#pageHashes === null && had !== undefined && recorded !== undefined) {
+      // From the checksum the copy has: only the pages this changeset replaces are read. A page
+      // changed outside hadb shows when it is replaced, as its hash leaves a sum it is not in.
+      const { pageSize } = this.#state;
+      const sizePages = this.#sizeInPages() ?? 0;
+      const after =
+        pageSize === null || sizePages === 0
+          ? PageHashes.empty().checksumAfter(update)
+          : checksumAfterFromFile(this.#options.path, pageSize, sizePages, had, update);
+      if (after !== recorded) this.#divergeAt(changeset.seq, recorded, after);
+      return null;
+    }
+    // No checksum recorded for the copy yet (written before it existed): every page is hashed.
+    const hashes = this.#pageHashes ?? this.#hashesOfCopy();
+    const after = hashes.checksumAfter(update);
+    if (recorded !== undefined && after !== recorded)
+      this.#divergeAt(changeset.seq, recorded, after);
+    this.#pageHashes = hashes;
+    return { hashes, update };
+  }
+
+  #divergeAt(seq: number, recorded: DbChecksum, after: DbChecksum): never {
+    return this.#diverge(
+      seq,
+      recorded,
+      after,
+      `${this.#options.db}: the copy after changeset ${seq} would not be the database the log records (the copy or the changeset is not what the leader had)`,
+    );
+  }
+
+  /** Hashes the copy as it is, and checks it against the checksum its state records. */
+  #hashesOfCopy(): PageHashes {
+    const { pageSize } = this.#state;
+    const sizePages = this.#sizeInPages() ?? 0;
+    const hashes =
+      pageSize === null || sizePages === 0
+        ? PageHashes.empty()
+        : hashDatabaseFile(this.#options.path, pageSize, sizePages);
+    const recorded = parseDbChecksumHex(this.#state.dbChecksum);
+    if (recorded !== undefined && hashes.checksum !== recorded) {
+      this.#diverge(
+        this.#state.seq,
+        recorded,
+        hashes.checksum,
+        `${this.#options.path} is not the copy of ${this.#options.db}#${this.#state.seq} it was: changed outside hadb`,
+      );
+    }
+    return hashes;
+  }
+
+  #diverge(seq: number, expected: DbChecksum, actual: DbChecksum, message: string): never {
+    this.#diverged = new DatabaseDivergedError(
+      seq,
+      dbChecksumHex(expected),
+      dbChecksumHex(actual),
+      message,
+    );
+    throw this.#diverged;
+  }
+
+  /** The mismatch that stopped this copy, if any. */
+  get diverged(): DatabaseDivergedError | null {
+    return this.#diverged;
   }
 
   close(): void {
@@ -315,7 +438,10 @@ export class SqliteFollower {
     const applier = PageApplier.open(this.#options.path);
     try {
       // An apply cut short before hibernation (its redo is still there) is finished first.
-      applier.recover();
+      if (applier.recover() !== null) {
+        this.#state = withoutDbChecksum(this.#state);
+        this.#pageHashes = null;
+      }
     } catch (error) {
       applier.close();
       throw error;
@@ -347,6 +473,7 @@ export class SqliteFollower {
       );
     }
     this.close();
+    this.#pageHashes = null;
     this.#state = await bootstrap(this.#options);
   }
 
@@ -416,6 +543,11 @@ function mergeRun(run: readonly Changeset[]): Changeset {
   };
 }
 
+function withoutDbChecksum(state: FollowerState): FollowerState {
+  const { dbChecksum: _, ...rest } = state;
+  return rest;
+}
+
 function statePathOf(path: string): string {
   return `${path}-hadb-follower.json`;
 }
@@ -449,6 +581,7 @@ async function bootstrap(options: FollowerOptions): Promise<FollowerState> {
       seq: manifest.seq,
       checksum: manifest.checksum,
       pageSize: manifest.pageSize,
+      ...(manifest.dbChecksum === undefined ? {} : { dbChecksum: manifest.dbChecksum }),
     };
   } else {
     writeFileAtomicSync(path, new Uint8Array());

@@ -1,8 +1,15 @@
 import fs from 'node:fs';
 import Database from 'better-sqlite3';
 import { type Clock, systemClock, type TimerId } from '../../../clock.ts';
-import { ClosedError, FencedError, InvalidArgumentError, NotLeaderError } from '../../../errors.ts';
+import {
+  ClosedError,
+  DatabaseDivergedError,
+  FencedError,
+  InvalidArgumentError,
+  NotLeaderError,
+} from '../../../errors.ts';
 import { type Changeset, type ChangesetCodec, decodeChangeset } from '../../../wire/changeset.ts';
+import { type DbChecksum, dbChecksumHex, PageHashes } from '../../../wire/db-checksum.ts';
 import type { StorageBackend } from '../../storage/types.ts';
 import { logKey, readDatabaseImage, type SnapshotManifest, writeSnapshot } from '../snapshot.ts';
 import {
@@ -10,8 +17,10 @@ import {
   type CaptureJob,
   collectUnshipped,
   encodeCapture,
+  type SelfCheckJob,
   type SetAsideJob,
   setAsideSegment,
+  shippedStateChecksum,
   type Unshipped,
   writeOutboxSegment,
 } from './capture.ts';
@@ -46,6 +55,8 @@ export interface Position {
   epoch: number;
   seq: number;
   checksum: Uint8Array;
+  /** Whole-database checksum at `seq`, where known (changesets before format 2 have none). */
+  dbChecksum?: DbChecksum;
 }
 
 export interface LeaderOptions {
@@ -125,6 +136,13 @@ export interface LeaderOptions {
    * taking over thousands of mostly idle databases then does no file work for them at all.
    */
   openOnFirstUse?: boolean;
+  /**
+   * Share of elapsed time the self-check may take (default 0.01; 0: never). After a flush, the
+   * leader hashes its file as of the last changeset shipped and compares it with the database
+   * checksum that changeset records; the next check waits until its cost is this share of the
+   * time since. A mismatch stops the leader (see the `diverged` event).
+   */
+  selfCheckBudget?: number;
 }
 
 /** A leader's unshipped commits, set aside because another leader took over. */
@@ -145,7 +163,9 @@ export type LeaderEvent =
   /** After a flush shipped (and resolved): the next flush tries again. */
   | { type: 'checkpoint-failed'; error: unknown }
   | { type: 'wal-restarted' }
-  | { type: 'parked'; tail: ParkedTail };
+  | { type: 'parked'; tail: ParkedTail }
+  /** Its file is not what it shipped: it stopped leading (flushes fail with this error). */
+  | { type: 'diverged'; error: DatabaseDivergedError };
 
 interface LeaderState {
   db: string;
@@ -215,7 +235,8 @@ export class SqliteLeader {
   #tickArmed = false;
   #soonTimer: TimerId | undefined;
   #waitingFlush: Promise<Position> | null = null;
-  #fenced: FencedError | null = null;
+  /** Why this leader stopped: another took over, or its file diverged from what it shipped. */
+  #fenced: FencedError | DatabaseDivergedError | null = null;
   /** The last upload failed: the tick retries even if the WAL did not change. */
   #shipFailed = false;
   #closed = false;
@@ -233,6 +254,15 @@ export class SqliteLeader {
   #autoSnapshotQueued = false;
   readonly #uploads = new Set<Promise<unknown>>();
   #commitTimeMs: number;
+  /**
+   * Every page's hash as of the last changeset shipped: each capture adds its pages' hashes to
+   * make the next database checksum. Built by the first capture (a takeover never used does no
+   * file work for it).
+   */
+  #pageHashes: PageHashes | null = null;
+  /** The self-check runs again from this time on (clock ms), once something new was shipped. */
+  #selfCheckDueAt = 0;
+  #selfCheckedSeq = -1;
 
   private constructor(options: LeaderOptions, state: LeaderState | null, openNow: boolean) {
     this.#options = options;
@@ -531,6 +561,7 @@ export class SqliteLeader {
       } finally {
         this.#unpinWal();
       }
+      await this.#selfCheck();
     });
     // Rejects only when the flush could not start (fenced, closed).
     run.catch(failed);
@@ -714,6 +745,8 @@ export class SqliteLeader {
       commitTimeMs: (this.#options.wallClockMs ?? Date.now)(),
       ...(this.#options.codec !== undefined ? { codec: this.#options.codec } : {}),
       ...(light ? { minSavings: LIGHT_CAPTURE_MIN_SAVINGS } : {}),
+      dbPath: this.#options.path,
+      hashes: this.#pageHashes?.shared() ?? null,
     };
   }
 
@@ -724,7 +757,9 @@ export class SqliteLeader {
       this.#outboxSegments.reduce((bytes, file) => bytes + fileSize(file), 0);
     const job = this.#captureJob(until, pending);
     const threshold = this.#options.workerCaptureBytes ?? WORKER_CAPTURE_BYTES;
-    if (pending >= threshold) return captureWorker.run(job);
+    // The first capture hashes the whole database: on the worker unless that is small too.
+    const hashing = job.hashes === null ? fileSize(this.#options.path) : 0;
+    if (pending + hashing >= threshold) return captureWorker.run(job);
     // From a macrotask: with storage that answers in microtasks, commit → flush → commit would
     // otherwise never let timers and sockets run.
     return new Promise((resolve, reject) => {
@@ -814,7 +849,12 @@ export class SqliteLeader {
       epoch: this.#position.epoch,
       seq: changeset.seq,
       checksum: changeset.checksum,
+      dbChecksum: captured.dbChecksum,
     };
+    if (captured.full || this.#pageHashes === null) {
+      this.#pageHashes = PageHashes.empty();
+    }
+    this.#pageHashes.apply(captured.hashUpdate);
     this.#durableCursor = cursor;
     this.#walBytesSinceCheckpoint += captured.walBytes;
     if (captured.restarted) this.#options.onEvent?.({ type: 'wal-restarted' });
@@ -859,6 +899,52 @@ export class SqliteLeader {
     }
   }
 
+  /**
+   * Compares the file, as of the last changeset shipped, with the database checksum that changeset
+   * records, when due (see {@link LeaderOptions.selfCheckBudget}). Inside the serial queue: no
+   * checkpoint changes the file meanwhile. On the capture worker when it can.
+   */
+  async #selfCheck(): Promise<void> {
+    const budget = this.#options.selfCheckBudget ?? 0.01;
+    const expected = this.#position.dbChecksum;
+    const hashes = this.#pageHashes;
+    if (!(budget > 0) || expected === undefined || hashes === null || this.#db === null) return;
+    // Outbox pages are in the file but not in storage yet: the file is ahead of what was shipped.
+    if (this.#outboxSegments.length > 0 || this.#position.seq === this.#selfCheckedSeq) return;
+    if (this.#clock.now() < this.#selfCheckDueAt) return;
+    const seq = this.#position.seq;
+    const job: SelfCheckJob = {
+      dbPath: this.#options.path,
+      walPath: this.#walPath,
+      cursor: this.#durableCursor,
+      pageSize:
+        this.#durableCursor?.pageSize ?? (this.#db.pragma('page_size', { simple: true }) as number),
+      dbSizePages: hashes.dbSizePages,
+    };
+    const started = performance.now();
+    const actual =
+      (this.#workerAllowed ? await captureWorker.selfCheck(job) : undefined) ??
+      shippedStateChecksum(job);
+    const tookMs = performance.now() - started;
+    this.#selfCheckDueAt = this.#clock.now() + tookMs / budget;
+    this.#selfCheckedSeq = seq;
+    if (actual === expected || this.#fenced || this.#closed) return;
+    const error = new DatabaseDivergedError(
+      seq,
+      dbChecksumHex(expected),
+      dbChecksumHex(actual),
+      `${this.#options.path} is not the database ${this.#options.db} shipped up to seq ${seq} (epoch ${this.#position.epoch}): changed outside hadb; it stops leading`,
+    );
+    this.#fenced = error;
+    this.#clearTimers();
+    this.#options.onEvent?.({ type: 'diverged', error });
+  }
+
+  /** Set when the self-check found the file is not what this leader shipped. */
+  get diverged(): DatabaseDivergedError | null {
+    return this.#fenced instanceof DatabaseDivergedError ? this.#fenced : null;
+  }
+
   #snapshotDue(): boolean {
     const { snapshotEveryChangesets = 1000, snapshotEveryBytes = 256 * 1024 * 1024 } =
       this.#options;
@@ -897,6 +983,8 @@ export class SqliteLeader {
         pageSize,
         dbSizePages,
         commitTimeMs,
+        // The image must be the database the log records at this position.
+        ...(position.dbChecksum === undefined ? {} : { dbChecksum: position.dbChecksum }),
       },
       readDatabaseImage(this.#options.path, { overlay, pageSize, dbSizePages }),
     );

@@ -4,6 +4,7 @@ import nodePath from 'node:path';
 import Database from 'better-sqlite3';
 import { FencedError } from '../../../errors.ts';
 import { encodeChangeset } from '../../../wire/changeset.ts';
+import { imageChecksum } from '../../../wire/db-checksum.ts';
 import { urgently } from '../../pacing.ts';
 import type { StorageBackend } from '../../storage/types.ts';
 import { logKey } from '../snapshot.ts';
@@ -55,6 +56,10 @@ export async function writeEpochStart(options: EpochStartOptions): Promise<Posit
     }
     const dimensions = follower.dimensions;
     const shape = dimensions ? { ...dimensions, pages: [] } : emptyDatabaseShape(options.pageSize);
+    // The database does not change: the checksum the copy holds, where the log recorded one.
+    const dbChecksum = dimensions
+      ? position.dbChecksum
+      : imageChecksum(shape.pages.map(({ pgno, data }) => [pgno, data]));
     const { bytes, changeset } = encodeChangeset(
       {
         db,
@@ -65,6 +70,7 @@ export async function writeEpochStart(options: EpochStartOptions): Promise<Posit
         pageSize: shape.pageSize,
         dbSizePages: shape.dbSizePages,
         pages: shape.pages,
+        ...(dbChecksum === undefined ? {} : { dbChecksum }),
       },
       { codec: 'none' },
     );
