@@ -65,10 +65,11 @@ export async function bindStores(options: BindStoresOptions): Promise<string> {
     new StoreMismatchError(message, { ...where, storageCluster, leaseCluster });
 
   for (let round = 0; round < MAX_ROUNDS; round++) {
-    const [storageBody, leaseEntry] = await Promise.all([
-      storage.get(storageKey),
-      leases.get(IDENTITY_LEASE_KEY),
-    ]);
+    // Storage first: the lease record is created before the storage object, so a lease read
+    // after a storage read that saw the object sees the record too. Read at once, a fast lease
+    // store could answer "none" before another node created it and slow storage "there" after.
+    const storageBody = await storage.get(storageKey);
+    const leaseEntry = await leases.get(IDENTITY_LEASE_KEY);
     const inStorage = storageBody && parse(storageBody, `storage ${where.storage}`, mismatch);
     const inLeases = leaseEntry && parse(leaseEntry.value, `lease store ${where.leases}`, mismatch);
 
@@ -114,6 +115,8 @@ export async function bindStores(options: BindStoresOptions): Promise<string> {
     }
 
     if (inLeases) {
+      // Marked bound after the storage object was written, maybe since storage was read above.
+      if (inLeases.bound !== false && (await storage.get(storageKey))) continue;
       if (inLeases.bound !== false && !init) {
         throw mismatch(
           `lease store ${where.leases} belongs to cluster ${inLeases.cluster} but storage ` +

@@ -98,4 +98,56 @@ describe('nodes starting at once on an empty cluster', () => {
       }),
     );
   });
+  it("agree when one node's storage read is overtaken by another node's whole binding", async () => {
+    // As a slow S3 beside a fast lease store: b asks both stores, hears "none" from the lease
+    // store at once, and its storage read lands only after a has bound both stores.
+    const dir = freshDir('overtaken');
+    const storage = new MemoryStorage();
+    const leases = new MemoryLeaseStore();
+    let aBound: () => void = () => {};
+    const aDone = new Promise<void>((resolve) => {
+      aBound = resolve;
+    });
+    let bAsked: () => void = () => {};
+    const bAsking = new Promise<void>((resolve) => {
+      bAsked = resolve;
+    });
+    const slowFirstRead = new Proxy(storage.forNode('b'), {
+      get(target, property, receiver) {
+        if (property !== 'get') return Reflect.get(target, property, receiver);
+        let first = true;
+        return async (key: string) => {
+          if (key === identityObjectKey('') && first) {
+            first = false;
+            bAsked();
+            await aDone;
+          }
+          return target.get(key);
+        };
+      },
+    });
+    const start = (id: string, stores: { storage: StorageBackend; leases: LeaseStore }) =>
+      createNode({
+        id,
+        secret: SECRET,
+        dataDir: path.join(dir, id),
+        timing: FAST_TIMING,
+        listen: false,
+        ...stores,
+      });
+    const b = start('b', { storage: slowFirstRead, leases: leases.forNode('b') });
+    await bAsking;
+    // Let b's lease read answer (nothing yet) before a starts.
+    await delay(20);
+    const a = await start('a', { storage: storage.forNode('a'), leases: leases.forNode('a') });
+    started.push(a);
+    aBound();
+    started.push(await b);
+    expect(decoded(leases.peek(IDENTITY_LEASE_KEY)?.value)).toEqual(
+      expect.objectContaining({
+        cluster: decoded(await storage.get(identityObjectKey(''))).cluster,
+        bound: true,
+      }),
+    );
+  });
 });
