@@ -419,11 +419,26 @@ export class WholeStackCluster {
     }
     const ghosts = [...this.rolledBack].filter((key) => stored.has(key));
     if (ghosts.length > 0) violated(`I7: rolled-back writes in storage: ${ghosts.join(', ')}`);
+    this.#noCopyCannotFollow();
     for (const served of this.nodes) {
-      if (served === null || served.db.role !== 'follower') continue;
-      this.#checkCopy(served, log, false);
+      if (served?.db.role === 'follower') this.#checkCopy(served, log, false);
     }
     return log;
+  }
+
+  /**
+   * Storage here is always readable in the end: a copy that cannot follow it found storage and
+   * itself disagreeing (the database checksum), which is I7 reported, not a liveness lag.
+   */
+  #noCopyCannotFollow(): void {
+    for (const served of this.nodes) {
+      const problem = served?.db.problem;
+      if (served && problem) {
+        violated(
+          `I7: the copy on ${served.id} cannot follow storage at seq ${problem.seq}: ${problem.code} ${problem.message}`,
+        );
+      }
+    }
   }
 
   #checkEpochs(log: StoredLog): void {
@@ -499,6 +514,7 @@ export class WholeStackCluster {
     const deadline = Date.now() + timeoutMs;
     const waitUntil = async (what: string, ok: () => boolean | Promise<boolean>) => {
       while (!(await ok())) {
+        this.#noCopyCannotFollow();
         if (Date.now() > deadline) {
           violated(`liveness: ${what} within ${timeoutMs} ms after healing\n${this.describe()}`);
         }
@@ -555,7 +571,7 @@ export class WholeStackCluster {
     return this.nodes
       .map((served, i) =>
         served
-          ? `${served.id}: ${served.db.role} writable=${served.db.writable} at ${JSON.stringify(served.db.position)} in transaction=${(served.db as HostedDatabase).inTransaction}`
+          ? `${served.id}: ${served.db.role} writable=${served.db.writable} at ${JSON.stringify(served.db.position)} in transaction=${(served.db as HostedDatabase).inTransaction} problem=${served.db.problem ? `${served.db.problem.code} ${served.db.problem.message}` : 'none'}`
           : `${this.ids[i]}: down${this.killed.has(this.ids[i] as string) ? ' (killed)' : ''}`,
       )
       .join('; ');
