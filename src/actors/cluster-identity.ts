@@ -6,7 +6,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { LeaseStore } from '../adapters/lease/types.ts';
-import { assertValidDbName } from '../adapters/replication/snapshot.ts';
+import { listDatabaseNames } from '../adapters/replication/database-names.ts';
 import type { StorageBackend } from '../adapters/storage/types.ts';
 import { StoreMismatchError } from '../errors.ts';
 
@@ -160,7 +160,11 @@ async function refuseUnknownDatabases(
   where: { storage: string; leases: string },
   mismatch: (message: string, s: string | null, l: string | null) => StoreMismatchError,
 ): Promise<void> {
-  const names = await firstDatabaseNames(options.storage, options.prefix, EVIDENCE_DATABASES);
+  const names: string[] = [];
+  for await (const name of listDatabaseNames(options.storage, options.prefix)) {
+    names.push(name);
+    if (names.length === EVIDENCE_DATABASES) break;
+  }
   if (names.length === 0) return;
   const entries = await Promise.all(names.map((name) => options.leases.get(name)));
   if (entries.some((entry) => entry !== null)) {
@@ -178,45 +182,6 @@ async function refuseUnknownDatabases(
     null,
     null,
   );
-}
-
-/** Up to `max` folders under `prefix` named like databases, one small list call each. */
-async function firstDatabaseNames(
-  storage: StorageBackend,
-  prefix: string,
-  max: number,
-): Promise<string[]> {
-  const root = prefix === '' ? '' : `${prefix}/`;
-  const names: string[] = [];
-  let startAfter: string | undefined;
-  while (names.length < max) {
-    const page = await storage.list(root, {
-      limit: 1,
-      ...(startAfter === undefined ? {} : { startAfter }),
-    });
-    const first = page.objects[0];
-    if (first === undefined) break;
-    const rest = first.key.slice(root.length);
-    const slash = rest.indexOf('/');
-    if (slash === -1) {
-      startAfter = first.key;
-      continue;
-    }
-    const name = rest.slice(0, slash);
-    // Past every key of `name/`.
-    startAfter = `${root}${name}/\u{10FFFF}`;
-    if (isDatabaseName(name)) names.push(name);
-  }
-  return names;
-}
-
-function isDatabaseName(name: string): boolean {
-  try {
-    assertValidDbName(name);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 function encode(record: IdentityRecord): Uint8Array {

@@ -3,11 +3,12 @@ import { type Command, InvalidArgumentError, Option } from 'commander';
 import type { HadbDatabase } from '../actors/hosted-database.ts';
 import { createNode, type HadbNode } from '../actors/node.ts';
 import { backendKindOfUrl } from '../adapters/metered.ts';
+import { listDatabaseNames } from '../adapters/replication/database-names.ts';
 import { listSnapshots } from '../adapters/replication/snapshot.ts';
 import type { StorageBackend } from '../adapters/storage/types.ts';
 import { openLeaseStoreFromUrl, openStorageFromUrl } from '../adapters/url.ts';
 import { type HranaServer, RELAY_PATH, startHranaServer } from '../wire/hrana.ts';
-import { listDatabaseNames, listLog } from './commands/inspect.ts';
+import { listLog } from './commands/inspect.ts';
 import {
   inspectOption,
   inspectUrlOption,

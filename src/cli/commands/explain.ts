@@ -1,4 +1,5 @@
 import type { Command } from 'commander';
+import { databasesRoot } from '../../adapters/replication/database-names.ts';
 import { parseStorageUrl } from '../../adapters/url.ts';
 import {
   normalizePrefix,
@@ -7,7 +8,6 @@ import {
   redactSetting,
   resolveConfig,
 } from '../config.ts';
-import { databasesRoot } from './inspect.ts';
 import {
   addCommonOptions,
   type CommandContext,

@@ -1,8 +1,9 @@
 import type { Command } from 'commander';
+import { listDatabaseNames } from '../../adapters/replication/database-names.ts';
 import { listSnapshots } from '../../adapters/replication/snapshot.ts';
 import type { StorageBackend } from '../../adapters/storage/types.ts';
 import { formatBytes } from '../progress.ts';
-import { listDatabaseNames, listLog } from './inspect.ts';
+import { listLog } from './inspect.ts';
 import {
   addCommonOptions,
   type CommandContext,
