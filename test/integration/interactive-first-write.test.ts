@@ -36,6 +36,17 @@ async function keysInStorage(storageRoot: string, name: string): Promise<string[
   }
 }
 
+/** Node a leads `db` and has written `on-a` interactively; node b has opened it too. */
+async function leaderWithOneWriteAndFollower() {
+  const c = cluster();
+  const a = await c.start('a');
+  const onA = await a.open('db');
+  await waitFor(() => onA.writable, 5000, 'a to lead');
+  await writeInteractively(onA, 'on-a');
+  const onB = await (await c.start('b')).open('db');
+  return { c, a, onA, onB };
+}
+
 describe('an interactive transaction as the first write of a leader', () => {
   test('on a new database: its commit is in storage once acknowledged', async () => {
     const c = cluster();
@@ -49,13 +60,7 @@ describe('an interactive transaction as the first write of a leader', () => {
   });
 
   test('after a handoff: the new leader ships it', async () => {
-    const c = cluster();
-    const a = await c.start('a');
-    const onA = await a.open('db');
-    await waitFor(() => onA.writable, 5000, 'a to lead');
-    await writeInteractively(onA, 'on-a');
-    const b = await c.start('b');
-    const onB = await b.open('db');
+    const { c, onA, onB } = await leaderWithOneWriteAndFollower();
     onA.handoff();
     await waitFor(() => onB.writable, 5000, 'b to lead');
     await writeInteractively(onB, 'on-b');
@@ -63,13 +68,7 @@ describe('an interactive transaction as the first write of a leader', () => {
   });
 
   test('after a failover: the promoted leader ships it', async () => {
-    const c = cluster();
-    const a = await c.start('a');
-    const onA = await a.open('db');
-    await waitFor(() => onA.writable, 5000, 'a to lead');
-    await writeInteractively(onA, 'on-a');
-    const b = await c.start('b');
-    const onB = await b.open('db');
+    const { c, a, onB } = await leaderWithOneWriteAndFollower();
     await waitFor(() => onB.role === 'follower', 5000, 'b to follow');
     await a.close();
     await waitFor(() => onB.writable, 5000, 'b to lead');
