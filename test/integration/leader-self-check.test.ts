@@ -55,8 +55,9 @@ describe('a leader checks its own file against the database checksum it shipped'
     fs.writeSync(fd, Buffer.from([0xab, 0xcd]), 0, 2, 2 * 4096 + 2000);
     fs.closeSync(fd);
 
-    // The check after a flush runs once it resolved: it may be the one of the flush before.
+    // The check after a flush runs once it resolved, when no other flush is queued behind it.
     await write(200).catch(() => {});
+    await new Promise((resolve) => setTimeout(resolve, 50));
     leader.database.prepare('INSERT INTO notes (id, body) VALUES (?, ?)').run(9999, 'late');
     const error = await rejection(leader.flush());
     expect(error).toBeInstanceOf(DatabaseDivergedError);

@@ -50,6 +50,8 @@ const SET_ASIDE_ROUNDS = 4;
 const LIGHT_CAPTURE_BYTES = 4 * 1024 * 1024;
 /** What compression must save of a capture that large to be worth its time. */
 const LIGHT_CAPTURE_MIN_SAVINGS = 1 / 3;
+/** How long a due self-check may wait for a moment when no flush is queued behind it. */
+const SELF_CHECK_MAX_DEFERRAL_MS = 60_000;
 
 export interface Position {
   epoch: number;
@@ -140,7 +142,8 @@ export interface LeaderOptions {
    * Share of elapsed time the self-check may take (default 0.01; 0: never). After a flush, the
    * leader hashes its file as of the last changeset shipped and compares it with the database
    * checksum that changeset records; the next check waits until its cost is this share of the
-   * time since. A mismatch stops the leader (see the `diverged` event).
+   * time since. Flushes wait while it runs, so a due check waits (up to a minute) for a moment
+   * when no flush is queued behind it. A mismatch stops the leader (see the `diverged` event).
    */
   selfCheckBudget?: number;
 }
@@ -911,7 +914,11 @@ export class SqliteLeader {
     if (!(budget > 0) || expected === undefined || hashes === null || this.#db === null) return;
     // Outbox pages are in the file but not in storage yet: the file is ahead of what was shipped.
     if (this.#outboxSegments.length > 0 || this.#position.seq === this.#selfCheckedSeq) return;
-    if (this.#clock.now() < this.#selfCheckDueAt) return;
+    const now = this.#clock.now();
+    if (now < this.#selfCheckDueAt) return;
+    // Flushes wait while it hashes: with one queued behind it, it waits for a quieter moment,
+    // unless it is long overdue (a writer that never pauses still gets checked).
+    if (this.#queued > 1 && now < this.#selfCheckDueAt + SELF_CHECK_MAX_DEFERRAL_MS) return;
     const seq = this.#position.seq;
     const job: SelfCheckJob = {
       dbPath: this.#options.path,
