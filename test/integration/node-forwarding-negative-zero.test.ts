@@ -5,23 +5,12 @@ import {
   FORWARD_PATH,
   type ForwardResponse,
 } from '../../src/wire/forward.ts';
-import { SECRET, testClusters } from './support/nodes.ts';
+import { SECRET, testClusters, leaderAndFollower as twoNodes } from './support/nodes.ts';
 
 const cluster = testClusters('hadb-negative-zero-');
 const SCHEMA = 'create table if not exists t(id integer primary key, v)';
 /** atan2(-0, -1) is -π and atan2(0, -1) is π: SQLite's own view of the stored sign. */
 const STORED = 'select v, atan2(v, -1) < 0 as negative from t where id = ?';
-
-async function leaderAndFollower() {
-  const c = cluster();
-  const a = await c.start('a');
-  const leader = await a.open('db', { schema: SCHEMA });
-  const b = await c.start('b');
-  const follower = await b.open('db', { schema: SCHEMA });
-  expect(leader.role).toBe('leader');
-  expect(follower.role).toBe('follower');
-  return { a, leader, follower };
-}
 
 function expectNegativeZero(value: unknown): void {
   expect(Object.is(value, -0)).toBe(true);
@@ -30,7 +19,7 @@ function expectNegativeZero(value: unknown): void {
 
 describe('-0 through forwarding', () => {
   test('a forwarded write stores -0 as the same call on the leader does', async () => {
-    const { leader, follower } = await leaderAndFollower();
+    const { leader, follower } = await twoNodes(cluster(), SCHEMA);
     await leader.execute('insert into t(id, v) values (1, ?)', [-0]);
     await follower.execute('insert into t(id, v) values (2, ?)', [-0]);
     for (const id of [1, 2]) {
@@ -41,7 +30,7 @@ describe('-0 through forwarding', () => {
   });
 
   test('forwarded RETURNING rows and strong reads from a follower carry -0', async () => {
-    const { follower } = await leaderAndFollower();
+    const { follower } = await twoNodes(cluster(), SCHEMA);
     const inserted = await follower.execute('insert into t(id, v) values (1, ?) returning v', [-0]);
     expectNegativeZero(inserted.rows?.[0]?.v);
     const strong = await follower.get(STORED, [1], { consistency: 'strong' });
@@ -52,7 +41,7 @@ describe('-0 through forwarding', () => {
   });
 
   test('a retried request id answers -0 from the remembered result too', async () => {
-    const { a } = await leaderAndFollower();
+    const { a } = await twoNodes(cluster(), SCHEMA);
     const body = encodeMessage({
       v: 1,
       db: 'db',

@@ -7,21 +7,10 @@ import {
   FORWARD_PATH,
   type ForwardRequest,
 } from '../../src/wire/forward.ts';
-import { SECRET, testClusters } from './support/nodes.ts';
+import { SECRET, testClusters, leaderAndFollower as twoNodes } from './support/nodes.ts';
 
 const cluster = testClusters('hadb-forwarding-');
 const SCHEMA = 'create table if not exists t(id integer primary key, v)';
-
-async function leaderAndFollower() {
-  const c = cluster();
-  const a = await c.start('a');
-  const leader = await a.open('db', { schema: SCHEMA });
-  const b = await c.start('b');
-  const follower = await b.open('db', { schema: SCHEMA });
-  expect(leader.role).toBe('leader');
-  expect(follower.role).toBe('follower');
-  return { a, b, leader, follower };
-}
 
 async function rowCount(db: HadbDatabase): Promise<number> {
   const row = await db.get('select count(*) as n from t', [], { consistency: 'strong' });
@@ -52,7 +41,7 @@ function request(overrides: Partial<ForwardRequest> = {}): ForwardRequest {
 
 describe('writes forwarded from a follower', () => {
   test('every SQL value type round-trips through forwarding, both ways', async () => {
-    const { follower } = await leaderAndFollower();
+    const { follower } = await twoNodes(cluster(), SCHEMA);
     const blob = new Uint8Array([0, 1, 2, 255]);
     const big = 2n ** 62n + 3n;
     // A JS number binds as SQLite REAL (better-sqlite3's rule); integers travel as bigint.
@@ -88,7 +77,7 @@ describe('writes forwarded from a follower', () => {
   });
 
   test('a batch is atomic: a failing statement applies none of it, and the SQL error is typed', async () => {
-    const { follower } = await leaderAndFollower();
+    const { follower } = await twoNodes(cluster(), SCHEMA);
     const started = Date.now();
     const failure = await follower
       .batch([
@@ -104,7 +93,7 @@ describe('writes forwarded from a follower', () => {
   });
 
   test('a duplicate delivery of one request applies once, even concurrently', async () => {
-    const { a, follower } = await leaderAndFollower();
+    const { a, follower } = await twoNodes(cluster(), SCHEMA);
     const body = encodeMessage(request({ requestId: 'same-request' }));
     const answers = await Promise.all([
       post(a.address as string, body, `Bearer ${SECRET}`),
@@ -120,7 +109,7 @@ describe('writes forwarded from a follower', () => {
   });
 
   test('requests without the secret get 401 and touch nothing; malformed ones get 400', async () => {
-    const { a, follower } = await leaderAndFollower();
+    const { a, follower } = await twoNodes(cluster(), SCHEMA);
     const body = encodeMessage(request());
     expect((await post(a.address as string, body)).status).toBe(401);
     expect((await post(a.address as string, body, 'Bearer wrong-secret-wrong-secret')).status).toBe(
@@ -138,7 +127,7 @@ describe('writes forwarded from a follower', () => {
   });
 
   test('a request for a database the node does not host is a typed 404', async () => {
-    const { a } = await leaderAndFollower();
+    const { a } = await twoNodes(cluster(), SCHEMA);
     const answer = await post(
       a.address as string,
       encodeMessage(request({ db: 'nope' })),
@@ -150,7 +139,7 @@ describe('writes forwarded from a follower', () => {
   });
 
   test('transaction(fn) runs on the leader only; a follower is told to use batch', async () => {
-    const { leader, follower } = await leaderAndFollower();
+    const { leader, follower } = await twoNodes(cluster(), SCHEMA);
     const id = await leader.transaction((tx) => {
       tx.execute('insert into t(v) values (?)', ['in tx']);
       return tx.get('select max(id) as id from t')?.id;
@@ -161,7 +150,7 @@ describe('writes forwarded from a follower', () => {
   });
 
   test('a follower reads its own forwarded write back with read-your-writes, every time', async () => {
-    const { follower } = await leaderAndFollower();
+    const { follower } = await twoNodes(cluster(), SCHEMA);
     for (let i = 0; i < 30; i++) {
       await follower.execute('insert into t(v) values (?)', [i], {
         durability: i % 2 ? 'async' : 'replicated',

@@ -1,6 +1,6 @@
 /** Several hadb nodes in one process, over filesystem storage and leases (a support module). */
 import path from 'node:path';
-import { afterEach } from 'vitest';
+import { afterEach, expect } from 'vitest';
 import type { HadbDatabase } from '../../../src/actors/hosted-database.ts';
 import { createNode, type HadbNode, type NodeOptions } from '../../../src/actors/node.ts';
 import type { Transition } from '../../../src/actors/transitions.ts';
@@ -143,4 +143,15 @@ export function memoryNodes(
 /** Opens `db0`…`db<count-1>` on `node`, each with `schema`. */
 export function openAll(node: HadbNode, count: number, schema: string): Promise<HadbDatabase[]> {
   return Promise.all(Array.from({ length: count }, (_, i) => node.open(`db${i}`, { schema })));
+}
+
+/** Node a leads `db` and node b follows it, both opened with `schema`. */
+export async function leaderAndFollower(c: TestCluster, schema: string) {
+  const a = await c.start('a');
+  const leader = await a.open('db', { schema });
+  const b = await c.start('b');
+  const follower = await b.open('db', { schema });
+  expect(leader.role).toBe('leader');
+  expect(follower.role).toBe('follower');
+  return { a, b, leader, follower };
 }
