@@ -2,7 +2,7 @@ import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import http from 'node:http';
 import type { HadbDatabase } from '../actors/hosted-database.ts';
 import type { InteractiveTransaction } from '../actors/interactive.ts';
-import { LimitExceededError, SqlError } from '../errors.ts';
+import { LimitExceededError, SqlError, TransactionExpiredError } from '../errors.ts';
 import type { Row, SqlValue, Statement, StatementResult, WriteToken } from './forward.ts';
 import {
   authorized,
@@ -546,6 +546,9 @@ function toHranaError(error: unknown): HranaError {
     return { message: error.message.replace(/^(SQL_ERROR: )+/, ''), code: error.sqliteCode };
   }
   if (error instanceof HranaRequestError) return { message: error.message, code: error.code };
+  if (error instanceof LimitExceededError || error instanceof TransactionExpiredError) {
+    return { message: error.message.slice(error.code.length + 2), code: error.code };
+  }
   const message = error instanceof Error ? error.message : String(error);
   const code = isObject(error) && typeof error.code === 'string' ? error.code : 'INTERNAL';
   return { message, code };

@@ -80,6 +80,7 @@ describe('interactive transactions have a maximum lifetime', () => {
       const error = await keepBusy(() => tx.execute('select 1'), 5000);
       expect(error).toBeInstanceOf(LibsqlError);
       expect((error as LibsqlError).code).toBe('TRANSACTION_EXPIRED');
+      expect((error as LibsqlError).message).toMatch(/maximum lifetime \(600 ms\)/);
       tx.close();
       await client.execute({ sql: 'insert into t values (?)', args: ['after'] });
       const { rows } = await client.execute('select k from t order by k');
