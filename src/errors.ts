@@ -34,7 +34,9 @@ export type HadbErrorCode =
   | 'STORE_MISMATCH'
   | 'CATCH_UP_FAILED'
   | 'DATABASE_FAILED'
-  | 'DATABASE_DIVERGED';
+  | 'DATABASE_DIVERGED'
+  | 'LIMIT_EXCEEDED'
+  | 'TRANSACTION_EXPIRED';
 
 export class HadbError extends Error {
   readonly code: HadbErrorCode;
@@ -292,5 +294,24 @@ export class DatabaseFailedError extends HadbError {
     const why = options.cause instanceof Error ? options.cause.message : String(options.cause);
     super('DATABASE_FAILED', `${db} stopped after ${crashes} crashes: ${why}`, options);
     this.db = db;
+  }
+}
+
+/** A client asked for more than a bound allows (streams, stored SQL); nothing of it was kept. */
+export class LimitExceededError extends HadbError {
+  constructor(message: string) {
+    super('LIMIT_EXCEEDED', message);
+  }
+}
+
+/** An interactive transaction outlived its maximum lifetime and was rolled back. */
+export class TransactionExpiredError extends HadbError {
+  readonly lifetimeMs: number;
+  constructor(lifetimeMs: number) {
+    super(
+      'TRANSACTION_EXPIRED',
+      `the transaction was open longer than its maximum lifetime (${lifetimeMs} ms) and was rolled back`,
+    );
+    this.lifetimeMs = lifetimeMs;
   }
 }

@@ -11,6 +11,7 @@ export {
 } from './actors/database.ts';
 export type {
   BatchResult,
+  BeginOptions,
   Consistency,
   DatabaseEvents,
   DatabaseProblem,
@@ -151,6 +152,7 @@ export {
   LeaseRecordInvalidError,
   LeaseStoreUnavailableError,
   LeaseStoreUnsafeError,
+  LimitExceededError,
   LineageAheadError,
   NotDurableError,
   NotLeaderError,
@@ -162,6 +164,7 @@ export {
   StorageUnavailableError,
   StoreMismatchError,
   TimeoutError,
+  TransactionExpiredError,
   UnauthorizedError,
   UnknownDatabaseError,
   WalInvalidError,

@@ -64,7 +64,7 @@ import {
 import type { NodeClient } from '../wire/http.ts';
 import { createDatabaseActor, type DatabaseActor, type DatabaseActorOptions } from './database.ts';
 import type { HandleCache } from './handle-cache.ts';
-import { InteractiveTransaction } from './interactive.ts';
+import { DEFAULT_TRANSACTION_LIFETIME_MS, InteractiveTransaction } from './interactive.ts';
 import type { NodeLeaseServices } from './node-liveness.ts';
 import type { NodeTailFollower, ShipLog, TailedDatabase } from './node-tail.ts';
 import { asSqlError, prepare, readRows, runStatement, toSqlError } from './sql.ts';
@@ -85,6 +85,15 @@ export interface ReadOptions {
 export interface WriteOptions {
   durability?: Durability;
   bigints?: boolean;
+}
+
+export interface BeginOptions {
+  /** A read-only transaction does not take the writer. */
+  readOnly?: boolean;
+  /** How long to wait for the writer and for a leader (default: `forwardTimeoutMs`). */
+  waitMs?: number;
+  /** Rolled back this long after it began (default: the node's `transactionLifetimeMs`). */
+  lifetimeMs?: number;
 }
 
 export interface ExecuteResult extends StatementResult {
@@ -200,7 +209,9 @@ export interface HadbDatabase {
    * A transaction that stays open across awaits (what Hrana's BEGIN … COMMIT needs), on its own
    * connection: only on the leader. A writing one holds the writer exclusively until it ends
    * (other writes wait up to `waitMs`, default 15 s, and so does this call). Commit resolves once
-   * durable; end it promptly, and always.
+   * durable; end it promptly, and always. Past `lifetimeMs` (default: the node's
+   * `transactionLifetimeMs`, 60 s) it is rolled back whatever its activity, and its next call
+   * fails with {@link TransactionExpiredError}.
    *
    * @example
    * ```ts
@@ -213,7 +224,7 @@ export interface HadbDatabase {
    * }
    * ```
    */
-  begin(options?: { readOnly?: boolean; waitMs?: number }): Promise<InteractiveTransaction>;
+  begin(options?: BeginOptions): Promise<InteractiveTransaction>;
   /**
    * Every row of a read. Local by default; see {@link ReadOptions.consistency}.
    *
@@ -349,6 +360,8 @@ export interface DatabaseSettings {
   readYourWritesTimeoutMs: number;
   /** How long a write keeps looking for a leader (across a failover) before giving up. */
   forwardTimeoutMs: number;
+  /** An interactive transaction is rolled back this long after it began (default 60 s). */
+  transactionLifetimeMs?: number | undefined;
 }
 
 const REQUESTS_TABLE = '_hadb_requests';
@@ -1101,9 +1114,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
 
   // ---- interactive transactions ------------------------------------------------------------------
 
-  async begin(
-    options: { readOnly?: boolean; waitMs?: number } = {},
-  ): Promise<InteractiveTransaction> {
+  async begin(options: BeginOptions = {}): Promise<InteractiveTransaction> {
     const clock = this.#services.clock;
     const waitMs = options.waitMs ?? this.#settings.forwardTimeoutMs;
     const readOnly = options.readOnly ?? false;
@@ -1140,6 +1151,10 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
         for (const wake of [...this.#writerWaiters]) wake();
       },
     });
+    tx.expireAfter(
+      options.lifetimeMs ?? this.#settings.transactionLifetimeMs ?? DEFAULT_TRANSACTION_LIFETIME_MS,
+      clock,
+    );
     this.#interactive.add(tx);
     if (!readOnly) this.#writerHeld = tx;
     this.#touch();

@@ -1,5 +1,6 @@
 import Database from 'better-sqlite3';
-import { HadbError, NotLeaderError } from '../errors.ts';
+import type { Clock, TimerId } from '../clock.ts';
+import { HadbError, NotLeaderError, TransactionExpiredError } from '../errors.ts';
 import type { Statement, StatementResult, WriteToken } from '../wire/forward.ts';
 import { asSqlError, runStatement } from './sql.ts';
 
@@ -12,6 +13,9 @@ export interface InteractiveHooks {
   ended(tx: InteractiveTransaction): void;
 }
 
+/** Default maximum lifetime of an interactive transaction, whatever its activity. */
+export const DEFAULT_TRANSACTION_LIFETIME_MS = 60_000;
+
 /**
  * A transaction left open across requests (Hrana's BEGIN … COMMIT), on its own connection to the
  * leader's file: the leader's other readers never see its uncommitted changes. A writing one was
@@ -23,6 +27,8 @@ export class InteractiveTransaction {
   #connection: Database.Database | null;
   readonly #hooks: InteractiveHooks;
   #endedBecause: string | null = null;
+  #expired = false;
+  #lifetime: { ms: number; clock: Clock; timer: TimerId } | null = null;
 
   constructor(path: string, readOnly: boolean, hooks: InteractiveHooks) {
     this.readOnly = readOnly;
@@ -38,6 +44,21 @@ export class InteractiveTransaction {
       throw error;
     }
     this.#connection = connection;
+  }
+
+  /**
+   * Rolls it back `ms` from now whatever its activity: kept alive by a statement every few
+   * seconds, it would otherwise hold the writer forever. Its next call then fails with
+   * {@link TransactionExpiredError}.
+   */
+  expireAfter(ms: number, clock: Clock): void {
+    if (!this.#connection) return;
+    if (this.#lifetime) clock.clearTimeout(this.#lifetime.timer);
+    const timer = clock.setTimeout(() => {
+      this.#expired = true;
+      this.abort(`it outlived its maximum lifetime of ${ms} ms`);
+    }, ms);
+    this.#lifetime = { ms, clock, timer };
   }
 
   /** False once committed, rolled back or aborted. */
@@ -88,6 +109,7 @@ export class InteractiveTransaction {
 
   #live(): Database.Database {
     if (!this.#connection) {
+      if (this.#expired && this.#lifetime) throw new TransactionExpiredError(this.#lifetime.ms);
       throw new HadbError('CLOSED', `the transaction is no longer open: ${this.#endedBecause}`);
     }
     return this.#connection;
@@ -98,6 +120,7 @@ export class InteractiveTransaction {
     if (!connection) return;
     this.#connection = null;
     this.#endedBecause = reason;
+    this.#lifetime?.clock.clearTimeout(this.#lifetime.timer);
     connection.close();
     this.#hooks.ended(this);
   }

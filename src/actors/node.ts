@@ -95,6 +95,11 @@ export interface NodeOptions {
   shipDelayMs?: number;
   readYourWritesTimeoutMs?: number;
   forwardTimeoutMs?: number;
+  /**
+   * An interactive transaction (`begin()`, Hrana's BEGIN) is rolled back this long after it
+   * began, however active (default 60 s); its next call fails with `TransactionExpiredError`.
+   */
+  transactionLifetimeMs?: number;
   /** Page size of new databases (default 4096). */
   pageSize?: number;
   /**
@@ -626,6 +631,7 @@ class Node implements HadbNode {
         durability: options.durability ?? this.#options.durability ?? 'replicated',
         readYourWritesTimeoutMs: this.#options.readYourWritesTimeoutMs ?? 1000,
         forwardTimeoutMs: this.#options.forwardTimeoutMs ?? 15_000,
+        transactionLifetimeMs: this.#options.transactionLifetimeMs,
       },
       () => this.#closeDatabase(name),
     );

@@ -4,24 +4,41 @@ import type { Row, SqlParams, SqlValue, Statement, StatementResult } from '../wi
 
 /** Prepared statements per connection, most recently used last. */
 const CACHE_SIZE = 200;
-const caches = new WeakMap<Database.Database, Map<string, Database.Statement>>();
+/** SQL text kept by one connection's cache: a statement's memory grows with its text. */
+export const STATEMENT_CACHE_BYTES = 8 * 1024 * 1024;
+/** A statement with a longer text is prepared each time, never kept (one-off bulk SQL). */
+export const STATEMENT_CACHE_ENTRY_BYTES = 64 * 1024;
+
+interface StatementCache {
+  statements: Map<string, { statement: Database.Statement; bytes: number }>;
+  bytes: number;
+}
+const caches = new WeakMap<Database.Database, StatementCache>();
 
 /** A prepared statement from the connection's cache. */
 export function prepare(connection: Database.Database, sql: string): Database.Statement {
   let cache = caches.get(connection);
   if (!cache) {
-    cache = new Map();
+    cache = { statements: new Map(), bytes: 0 };
     caches.set(connection, cache);
   }
-  const cached = cache.get(sql);
+  const { statements } = cache;
+  const cached = statements.get(sql);
   if (cached) {
-    cache.delete(sql);
-    cache.set(sql, cached);
-    return cached;
+    statements.delete(sql);
+    statements.set(sql, cached);
+    return cached.statement;
   }
   const statement = connection.prepare(sql);
-  cache.set(sql, statement);
-  if (cache.size > CACHE_SIZE) cache.delete(cache.keys().next().value as string);
+  const bytes = Buffer.byteLength(sql);
+  if (bytes > STATEMENT_CACHE_ENTRY_BYTES) return statement;
+  statements.set(sql, { statement, bytes });
+  cache.bytes += bytes;
+  while (statements.size > CACHE_SIZE || cache.bytes > STATEMENT_CACHE_BYTES) {
+    const [oldest, entry] = statements.entries().next().value as [string, { bytes: number }];
+    statements.delete(oldest);
+    cache.bytes -= entry.bytes;
+  }
   return statement;
 }
 

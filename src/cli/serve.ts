@@ -7,7 +7,12 @@ import { listDatabaseNames } from '../adapters/replication/database-names.ts';
 import { listSnapshots } from '../adapters/replication/snapshot.ts';
 import type { StorageBackend } from '../adapters/storage/types.ts';
 import { openLeaseStoreFromUrl, openStorageFromUrl } from '../adapters/url.ts';
-import { type HranaServer, RELAY_PATH, startHranaServer } from '../wire/hrana.ts';
+import {
+  type HranaServer,
+  MAX_STREAMS_PER_CLIENT,
+  RELAY_PATH,
+  startHranaServer,
+} from '../wire/hrana.ts';
 import { listLog } from './commands/inspect.ts';
 import {
   inspectOption,
@@ -25,6 +30,8 @@ interface ServeOptionValues {
   db?: string[];
   allDatabases?: boolean;
   transactionTimeout: number;
+  transactionLifetime: number;
+  maxStreamsPerClient: number;
   listen: { host: string; port: number };
   peerListen: { host: string; port: number };
   advertise?: string;
@@ -59,6 +66,16 @@ function parsePositiveSeconds(flag: string) {
   };
 }
 
+function parsePositiveInteger(flag: string) {
+  return (value: string): number => {
+    const n = Number(value);
+    if (!Number.isSafeInteger(n) || n <= 0) {
+      throw new InvalidArgumentError(`${flag} must be a positive integer`);
+    }
+    return n;
+  };
+}
+
 export function isLoopback(host: string): boolean {
   if (host === 'localhost') return true;
   if (isIP(host) === 4) return host.startsWith('127.');
@@ -88,6 +105,22 @@ export function registerServeCommand(program: Command): void {
       )
         .default(10)
         .argParser(parsePositiveSeconds('--transaction-timeout')),
+    )
+    .addOption(
+      new Option(
+        '--transaction-lifetime <seconds>',
+        'an interactive transaction is rolled back this long after it began, however busy',
+      )
+        .default(60)
+        .argParser(parsePositiveSeconds('--transaction-lifetime')),
+    )
+    .addOption(
+      new Option(
+        '--max-streams-per-client <n>',
+        'open Hrana streams (interactive transactions) one client address may hold',
+      )
+        .default(MAX_STREAMS_PER_CLIENT)
+        .argParser(parsePositiveInteger('--max-streams-per-client')),
     )
     .addOption(
       new Option('--listen <host:port>', 'where libSQL clients connect')
@@ -175,6 +208,7 @@ async function serve(
     prefix: options.prefix,
     init: options.init === true,
     durability: options.durability,
+    transactionLifetimeMs: options.transactionLifetime * 1000,
     backendKinds: {
       storage: backendKindOfUrl(options.storage),
       leases: backendKindOfUrl(options.leases),
@@ -218,6 +252,7 @@ async function serve(
     leaderAddress: (db) =>
       node.status().databases.find((status) => status.name === db)?.leaderAddress ?? null,
     streamIdleMs: options.transactionTimeout * 1000,
+    maxStreamsPerClient: options.maxStreamsPerClient,
   });
   const served = hrana;
   // One line on stdout once clients can connect, for scripts and tests to wait on.

@@ -2,7 +2,7 @@ import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import http from 'node:http';
 import type { HadbDatabase } from '../actors/hosted-database.ts';
 import type { InteractiveTransaction } from '../actors/interactive.ts';
-import { SqlError } from '../errors.ts';
+import { LimitExceededError, SqlError, TransactionExpiredError } from '../errors.ts';
 import type { Row, SqlValue, Statement, StatementResult, WriteToken } from './forward.ts';
 import {
   authorized,
@@ -29,6 +29,14 @@ const MAX_BODY_BYTES = 16 * 1024 * 1024;
 /** A stream left open by a client is dropped (its transaction rolled back) after this idleness. */
 const STREAM_IDLE_MS = 10_000;
 const MAX_STREAMS = 10_000;
+/**
+ * Streams one client may hold open at once. A client is its remote address: every client shares
+ * the one auth token, so a cap per token would only be the node-wide one.
+ */
+export const MAX_STREAMS_PER_CLIENT = 100;
+/** SQL texts one stream may store (`store_sql`), by count and by their total UTF-8 bytes. */
+export const MAX_STORED_SQL_COUNT = 100;
+export const MAX_STORED_SQL_BYTES = 1024 * 1024;
 /** How long a relay waits for a leader to appear, and for the leader to answer. */
 const RELAY_FIND_LEADER_MS = 10_000;
 const RELAY_TIMEOUT_MS = 40_000;
@@ -51,6 +59,8 @@ export interface HranaServerOptions {
   leaderAddress(db: string): string | null;
   /** Idle time after which a stream is dropped and its transaction rolled back (default 10 s). */
   streamIdleMs?: number;
+  /** Open streams per client address (default {@link MAX_STREAMS_PER_CLIENT}). */
+  maxStreamsPerClient?: number;
 }
 
 export interface HranaServer {
@@ -104,6 +114,11 @@ class HranaRequestError extends Error {
 interface Stream {
   db: string;
   sqls: Map<number, string>;
+  /** UTF-8 bytes of `sqls`. */
+  sqlBytes: number;
+  /** Who opened it (a remote address), for the cap per client; counted while it is held here. */
+  client: string;
+  counted: boolean;
   /** The open interactive transaction (only ever on the leader), or a dead one not yet ended. */
   tx: InteractiveTransaction | null;
   timer: NodeJS.Timeout | undefined;
@@ -122,6 +137,8 @@ interface PipelineBody {
 export async function startHranaServer(options: HranaServerOptions): Promise<HranaServer> {
   const expected = options.authToken === null ? null : digest(`Bearer ${options.authToken}`);
   const streams = new Map<string, Stream>();
+  const streamsOf = new Map<string, number>();
+  const maxPerClient = options.maxStreamsPerClient ?? MAX_STREAMS_PER_CLIENT;
   const idleMs = options.streamIdleMs ?? STREAM_IDLE_MS;
   const defaultDb = [...options.databases.keys()][0];
   const peers = new NodeClient(options.secret);
@@ -179,14 +196,18 @@ export async function startHranaServer(options: HranaServerOptions): Promise<Hra
     }
     const pipelineBody = checkPipeline(body);
     if (typeof pipelineBody === 'string') return problem(400, 'BAD_REQUEST', pipelineBody);
-    return pipeline(db, pipelineBody, null);
+    return pipeline(db, pipelineBody, null, request.socket.remoteAddress ?? 'unknown');
   }
 
-  /** `relayed`: the stored SQL texts of a stream a follower hands over; null from a client. */
+  /**
+   * `relayed`: the stored SQL texts of a stream a follower hands over; null from a client.
+   * `client`: the address of the client, as the node it connected to saw it.
+   */
   async function pipeline(
     name: string,
     body: PipelineBody,
     relayed: [number, string][] | null,
+    client: string,
   ): Promise<Answer> {
     const db = options.databases.get(name);
     if (!db) return problem(404, 'UNKNOWN_DATABASE', `no database ${JSON.stringify(name)} here`);
@@ -196,7 +217,7 @@ export async function startHranaServer(options: HranaServerOptions): Promise<Hra
       if (holder === null) return problem(400, 'STREAM_EXPIRED', 'the baton is not one of ours');
       if (holder !== options.self) {
         if (relayed) return problem(400, 'STREAM_EXPIRED', 'this node does not hold the stream');
-        return relayHeld(holder, name, body);
+        return relayHeld(holder, name, body, client);
       }
       const found = streams.get(body.baton);
       if (!found || found.db !== name) {
@@ -211,11 +232,15 @@ export async function startHranaServer(options: HranaServerOptions): Promise<Hra
       clearTimeout(found.timer);
       stream = found;
     } else {
-      stream = { db: name, sqls: new Map(relayed ?? []), tx: null, timer: undefined };
+      const sqls = new Map(relayed ?? []);
+      let sqlBytes = 0;
+      for (const sql of sqls.values()) sqlBytes += Buffer.byteLength(sql);
+      stream = { db: name, sqls, sqlBytes, client, counted: false, tx: null, timer: undefined };
     }
     if (stream.tx === null && db.role !== 'leader' && needsLeader(stream, body.requests)) {
       if (relayed) return problem(409, 'NOT_LEADER', `this node does not lead ${name}`);
       // The stream moves to the leader with its stored SQL; its baton here is dropped.
+      forget(stream);
       return relayFresh(db, stream, body);
     }
     const closes = body.requests.some((request) => isObject(request) && request.type === 'close');
@@ -223,6 +248,13 @@ export async function startHranaServer(options: HranaServerOptions): Promise<Hra
       // Refused before anything runs; the stream, if it was one, stays as it was.
       if (body.baton !== null) park(body.baton, stream);
       return problem(503, 'OVERLOADED', 'too many open streams');
+    }
+    if (!closes && !stream.counted && (streamsOf.get(stream.client) ?? 0) >= maxPerClient) {
+      return problem(
+        429,
+        'LIMIT_EXCEEDED',
+        `this client already holds ${maxPerClient} open streams (transactions); end one first`,
+      );
     }
     const results: unknown[] = [];
     let closed = false;
@@ -242,6 +274,7 @@ export async function startHranaServer(options: HranaServerOptions): Promise<Hra
     let baton: string | null = null;
     if (closed) {
       stream.tx?.abort('the stream was closed');
+      forget(stream);
     } else {
       baton = batons.issue(options.self);
       park(baton, stream);
@@ -253,16 +286,35 @@ export async function startHranaServer(options: HranaServerOptions): Promise<Hra
   function park(baton: string, stream: Stream): void {
     stream.timer = setTimeout(() => {
       streams.delete(baton);
+      forget(stream);
       stream.tx?.abort(`the stream was idle for ${idleMs} ms`);
     }, idleMs);
     stream.timer.unref();
     streams.set(baton, stream);
+    if (!stream.counted) {
+      stream.counted = true;
+      streamsOf.set(stream.client, (streamsOf.get(stream.client) ?? 0) + 1);
+    }
+  }
+
+  /** The stream is no longer held here: it no longer counts against its client. */
+  function forget(stream: Stream): void {
+    if (!stream.counted) return;
+    stream.counted = false;
+    const left = (streamsOf.get(stream.client) ?? 1) - 1;
+    if (left > 0) streamsOf.set(stream.client, left);
+    else streamsOf.delete(stream.client);
   }
 
   /** A stream another node holds (the leader, for a transaction): the request goes there. */
-  async function relayHeld(holder: string, name: string, body: PipelineBody): Promise<Answer> {
+  async function relayHeld(
+    holder: string,
+    name: string,
+    body: PipelineBody,
+    client: string,
+  ): Promise<Answer> {
     try {
-      return await relayTo(holder, { db: name, sqls: [], ...body });
+      return await relayTo(holder, { db: name, sqls: [], client, ...body });
     } catch (error) {
       return problem(
         400,
@@ -279,13 +331,14 @@ export async function startHranaServer(options: HranaServerOptions): Promise<Hra
     const deadline = Date.now() + RELAY_FIND_LEADER_MS;
     let last = 'no leader is known';
     for (;;) {
-      if (db.role === 'leader') return pipeline(db.name, body, [...stream.sqls]);
+      if (db.role === 'leader') return pipeline(db.name, body, [...stream.sqls], stream.client);
       const address = options.leaderAddress(db.name);
       if (address !== null && address !== options.self) {
         try {
           const answer = await relayTo(address, {
             db: db.name,
             sqls: [...stream.sqls],
+            client: stream.client,
             baton: null,
             requests: body.requests,
           });
@@ -309,7 +362,13 @@ export async function startHranaServer(options: HranaServerOptions): Promise<Hra
 
   async function relayTo(
     address: string,
-    message: { db: string; sqls: [number, string][]; baton: string | null; requests: unknown[] },
+    message: {
+      db: string;
+      sqls: [number, string][];
+      client: string;
+      baton: string | null;
+      requests: unknown[];
+    },
   ): Promise<Answer> {
     const { status, body } = await peers.request(
       'POST',
@@ -350,7 +409,9 @@ export async function startHranaServer(options: HranaServerOptions): Promise<Hra
               Array.isArray(entry) && typeof entry[0] === 'number' && typeof entry[1] === 'string',
           )
         : [];
-      answer = await pipeline(message.db, checked, sqls);
+      // The relaying node is trusted (cluster secret) to name the client it relays for.
+      const client = typeof message.client === 'string' ? message.client : 'relayed';
+      answer = await pipeline(message.db, checked, sqls, client);
       // What the stream committed here: the relaying node's reads wait for it.
       const db = options.databases.get(message.db);
       if (db && answer.status === 200 && isObject(answer.body)) {
@@ -374,6 +435,7 @@ export async function startHranaServer(options: HranaServerOptions): Promise<Hra
         stream.tx?.abort('the server is closing');
       }
       streams.clear();
+      streamsOf.clear();
       peers.close();
       return close(server);
     },
@@ -484,6 +546,9 @@ function toHranaError(error: unknown): HranaError {
     return { message: error.message.replace(/^(SQL_ERROR: )+/, ''), code: error.sqliteCode };
   }
   if (error instanceof HranaRequestError) return { message: error.message, code: error.code };
+  if (error instanceof LimitExceededError || error instanceof TransactionExpiredError) {
+    return { message: error.message.slice(error.code.length + 2), code: error.code };
+  }
   const message = error instanceof Error ? error.message : String(error);
   const code = isObject(error) && typeof error.code === 'string' ? error.code : 'INTERNAL';
   return { message, code };
@@ -622,12 +687,31 @@ async function streamRequest(
       if (stream.sqls.has(request.sql_id)) {
         throw new HranaRequestError('SQL_ID_IN_USE', `sql_id ${request.sql_id} is already in use`);
       }
+      if (stream.sqls.size >= MAX_STORED_SQL_COUNT) {
+        throw new LimitExceededError(
+          `a stream stores at most ${MAX_STORED_SQL_COUNT} SQL texts; close_sql one first`,
+        );
+      }
+      const bytes = Buffer.byteLength(request.sql);
+      if (stream.sqlBytes + bytes > MAX_STORED_SQL_BYTES) {
+        throw new LimitExceededError(
+          `a stream stores at most ${MAX_STORED_SQL_BYTES} bytes of SQL text (${stream.sqlBytes} ` +
+            `stored, ${bytes} more asked); close_sql some, or send the SQL with the statement`,
+        );
+      }
       stream.sqls.set(request.sql_id, request.sql);
+      stream.sqlBytes += bytes;
       return { type: 'store_sql' };
     }
-    case 'close_sql':
-      if (typeof request.sql_id === 'number') stream.sqls.delete(request.sql_id);
+    case 'close_sql': {
+      const stored =
+        typeof request.sql_id === 'number' ? stream.sqls.get(request.sql_id) : undefined;
+      if (stored !== undefined) {
+        stream.sqls.delete(request.sql_id as number);
+        stream.sqlBytes -= Buffer.byteLength(stored);
+      }
       return { type: 'close_sql' };
+    }
     case 'get_autocommit':
       return { type: 'get_autocommit', is_autocommit: stream.tx === null };
     default:

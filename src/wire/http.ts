@@ -32,6 +32,7 @@ export interface NodeListener {
 }
 
 const MSGPACK = 'application/msgpack';
+const NO_BODY = new Uint8Array(0);
 
 /** Starts the node's HTTP listener. Unauthenticated requests get 401 before their body is read. */
 export async function startNodeListener(options: NodeListenerOptions): Promise<NodeListener> {
@@ -62,7 +63,9 @@ export async function startNodeListener(options: NodeListenerOptions): Promise<N
       request.resume();
       return reply(response, { status: 405, body: `use ${route.method}` });
     }
-    const body = await readBody(request);
+    // A route open to anyone takes no body: nothing an unauthenticated client sends is read
+    // (Node closes the connection after the answer when a body was left unread).
+    const body = route.authenticated ? await readBody(request) : NO_BODY;
     reply(response, await route.handle({ url, body, signal }));
   }
 
