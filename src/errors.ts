@@ -34,7 +34,8 @@ export type HadbErrorCode =
   | 'STORE_MISMATCH'
   | 'CATCH_UP_FAILED'
   | 'DATABASE_FAILED'
-  | 'DATABASE_DIVERGED';
+  | 'DATABASE_DIVERGED'
+  | 'STATEMENT_REFUSED';
 
 export class HadbError extends Error {
   readonly code: HadbErrorCode;
@@ -186,6 +187,17 @@ export class SqlError extends HadbError {
   constructor(sqliteCode: string, message: string, options?: ErrorOptions) {
     super('SQL_ERROR', message, options);
     this.sqliteCode = sqliteCode;
+  }
+}
+
+/**
+ * Client SQL that could change what replication depends on or reach outside its database (ATTACH,
+ * most PRAGMAs, VACUUM, transaction control inside hadb's transaction, hadb's own tables): refused
+ * before anything of the request ran. The message says what and why.
+ */
+export class StatementRefusedError extends HadbError {
+  constructor(message: string) {
+    super('STATEMENT_REFUSED', message);
   }
 }
 
