@@ -31,7 +31,10 @@ const INTROSPECTION_PRAGMAS = new Set([
   'quick_check',
 ]);
 
-/** PRAGMAs allowed only without a value (reading a setting or a fact, changing nothing). */
+/**
+ * PRAGMAs allowed only without a value (reading a setting or a fact, changing nothing): each
+ * prepares as a read-only statement (`journal_mode` does not, so it is not here).
+ */
 const READ_ONLY_PRAGMAS = new Set([
   'application_id',
   'auto_vacuum',
@@ -44,11 +47,12 @@ const READ_ONLY_PRAGMAS = new Set([
   'foreign_keys',
   'freelist_count',
   'function_list',
-  'journal_mode',
+  'locking_mode',
   'module_list',
   'page_count',
   'page_size',
   'pragma_list',
+  'query_only',
   'schema_version',
   'synchronous',
   'user_version',

@@ -2,7 +2,8 @@ import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import http from 'node:http';
 import type { HadbDatabase } from '../actors/hosted-database.ts';
 import type { InteractiveTransaction } from '../actors/interactive.ts';
-import { SqlError } from '../errors.ts';
+import { checkClientSql } from '../actors/statement-gate.ts';
+import { HadbError, SqlError } from '../errors.ts';
 import type { Row, SqlValue, Statement, StatementResult, WriteToken } from './forward.ts';
 import {
   authorized,
@@ -484,6 +485,10 @@ function toHranaError(error: unknown): HranaError {
     return { message: error.message.replace(/^(SQL_ERROR: )+/, ''), code: error.sqliteCode };
   }
   if (error instanceof HranaRequestError) return { message: error.message, code: error.code };
+  // The client puts the code in front of the message itself.
+  if (error instanceof HadbError) {
+    return { message: error.message.slice(`${error.code}: `.length), code: error.code };
+  }
   const message = error instanceof Error ? error.message : String(error);
   const code = isObject(error) && typeof error.code === 'string' ? error.code : 'INTERNAL';
   return { message, code };
@@ -572,6 +577,15 @@ function sequenceNeedsSession(texts: string[]): boolean {
 
 // ---- stream requests ---------------------------------------------------------------------------
 
+/**
+ * The statement gate, before a request runs anything (each statement is checked again where it
+ * runs). BEGIN, COMMIT and ROLLBACK as Hrana recognises them are the stream's own; savepoints
+ * are judged where they run, inside the stream's transaction or not.
+ */
+function gateStatement(sql: string): void {
+  if (controlKind(sql) === null) checkClientSql(sql, 'interactive');
+}
+
 async function streamRequest(
   db: HadbDatabase,
   stream: Stream,
@@ -597,6 +611,8 @@ async function streamRequest(
         sql: isObject(step) && isObject(step.stmt) ? sqlOf(stream, step.stmt) : null,
         condition: isObject(step) ? step.condition : undefined,
       }));
+      // A refused step fails the whole batch before any step runs.
+      for (const step of planned) if (step.sql !== null) gateStatement(step.sql);
       const result =
         stream.tx !== null || batchNeedsSession(planned)
           ? await runBatchOnStream(db, stream, steps)
@@ -605,6 +621,7 @@ async function streamRequest(
     }
     case 'sequence': {
       const texts = splitStatements(sqlOf(stream, request));
+      for (const sql of texts) gateStatement(sql);
       if (stream.tx !== null || sequenceNeedsSession(texts)) {
         for (const sql of texts) await executeOnStream(db, stream, { sql }, false);
         return { type: 'sequence' };

@@ -1,6 +1,11 @@
 import Database from 'better-sqlite3';
 import { describe, expect, test } from 'vitest';
-import { checkClientSql, refusalOf, splitSql } from '../../src/actors/statement-gate.ts';
+import {
+  ALLOWED_PRAGMAS,
+  checkClientSql,
+  refusalOf,
+  splitSql,
+} from '../../src/actors/statement-gate.ts';
 import { StatementRefusedError } from '../../src/errors.ts';
 
 const REFUSED: string[] = [
@@ -108,7 +113,7 @@ const ALLOWED: string[] = [
   'PRAGMA quick_check',
   'PRAGMA compile_options',
   'PRAGMA cache_size',
-  'PRAGMA journal_mode',
+  'PRAGMA locking_mode',
   'PRAGMA page_size',
   'PRAGMA data_version',
   "select * from pragma_table_info('t')",
@@ -142,6 +147,16 @@ describe('the statement gate', () => {
       expect(() => scratch.exec(sql), sql).not.toThrow();
       scratch.close();
     }
+  });
+
+  test('SQLite itself takes every allowed PRAGMA read as a read-only statement', () => {
+    const db = new Database(':memory:');
+    db.exec('create table t(v)');
+    for (const pragma of ALLOWED_PRAGMAS) {
+      expect(refusalOf(`PRAGMA ${pragma}`, 'statement'), pragma).toBeNull();
+      expect(db.prepare(`PRAGMA ${pragma}`).readonly, pragma).toBe(true);
+    }
+    db.close();
   });
 
   test('the PRAGMA evasions are ones SQLite obeys', () => {
@@ -186,7 +201,9 @@ describe('the statement gate', () => {
     })() as StatementRefusedError;
     expect(error).toBeInstanceOf(StatementRefusedError);
     expect(error.code).toBe('STATEMENT_REFUSED');
-    expect(error.message).toMatch(/^STATEMENT_REFUSED: PRAGMA query_only is refused: /);
+    expect(error.message).toMatch(
+      /^STATEMENT_REFUSED: setting PRAGMA query_only is refused: client SQL may read it but not change it/,
+    );
     expect(error.message.length).toBeLessThan(400);
   });
 
