@@ -2,7 +2,7 @@ import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import http from 'node:http';
 import type { HadbDatabase } from '../actors/hosted-database.ts';
 import type { InteractiveTransaction } from '../actors/interactive.ts';
-import { checkClientSql } from '../actors/statement-gate.ts';
+import { checkClientSql, splitSql } from '../actors/statement-gate.ts';
 import { HadbError, SqlError } from '../errors.ts';
 import type { Row, SqlValue, Statement, StatementResult, WriteToken } from './forward.ts';
 import {
@@ -1169,59 +1169,7 @@ async function runBatch(
  * body of a CREATE TRIGGER (which ends with END).
  */
 export function splitStatements(sql: string): string[] {
-  const statements: string[] = [];
-  let start = 0;
-  let i = 0;
-  let words = '';
-  while (i < sql.length) {
-    const ch = sql[i] as string;
-    const next = sql[i + 1];
-    if (ch === "'" || ch === '"' || ch === '`' || ch === '[') {
-      const close = ch === '[' ? ']' : ch;
-      i++;
-      while (i < sql.length) {
-        if (sql[i] === close) {
-          if (close !== ']' && sql[i + 1] === close) {
-            i += 2;
-            continue;
-          }
-          break;
-        }
-        i++;
-      }
-      i++;
-      words += ' ? ';
-      continue;
-    }
-    if (ch === '-' && next === '-') {
-      while (i < sql.length && sql[i] !== '\n') i++;
-      continue;
-    }
-    if (ch === '/' && next === '*') {
-      const end = sql.indexOf('*/', i + 2);
-      i = end === -1 ? sql.length : end + 2;
-      continue;
-    }
-    if (ch === ';') {
-      const lowered = words.toLowerCase();
-      const inTrigger =
-        /^\s*create\s+(temp\s+|temporary\s+)?trigger\b/.test(lowered) && !/\bend\s*$/.test(lowered);
-      if (!inTrigger) {
-        const text = sql.slice(start, i).trim();
-        if (text.length > 0) statements.push(text);
-        start = i + 1;
-        words = '';
-        i++;
-        continue;
-      }
-    }
-    words += ch;
-    i++;
-  }
-  const rest = sql.slice(start).trim();
-  // Trailing comments alone are not a statement.
-  if (words.trim().length > 0 && rest.length > 0) statements.push(rest);
-  return statements;
+  return splitSql(sql);
 }
 
 function isToken(value: unknown): value is WriteToken {

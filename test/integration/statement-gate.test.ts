@@ -202,7 +202,10 @@ describe('the statement gate at every entry point', () => {
         } finally {
           tx.close();
         }
-        // What the client may do still works.
+        // What the client may do still works, a script with a trigger whose body has CASE … END too.
+        await client.executeMultiple(
+          "create table if not exists t2(x); create trigger if not exists t2_check after insert on t2 begin select case when new.x < 0 then raise(abort, 'negative') end; end; insert into t2 values (1);",
+        );
         await client.execute('insert into t(v) values (2)');
         const info = await client.execute('PRAGMA table_info(t)');
         expect(info.rows.map((row) => row.name)).toEqual(['id', 'v']);
