@@ -36,7 +36,8 @@ export type HadbErrorCode =
   | 'DATABASE_FAILED'
   | 'DATABASE_DIVERGED'
   | 'LIMIT_EXCEEDED'
-  | 'TRANSACTION_EXPIRED';
+  | 'TRANSACTION_EXPIRED'
+  | 'STATEMENT_REFUSED';
 
 export class HadbError extends Error {
   readonly code: HadbErrorCode;
@@ -188,6 +189,17 @@ export class SqlError extends HadbError {
   constructor(sqliteCode: string, message: string, options?: ErrorOptions) {
     super('SQL_ERROR', message, options);
     this.sqliteCode = sqliteCode;
+  }
+}
+
+/**
+ * Client SQL that could change what replication depends on or reach outside its database (ATTACH,
+ * most PRAGMAs, VACUUM, transaction control inside hadb's transaction, hadb's own tables): refused
+ * before anything of the request ran. The message says what and why.
+ */
+export class StatementRefusedError extends HadbError {
+  constructor(message: string) {
+    super('STATEMENT_REFUSED', message);
   }
 }
 

@@ -30,6 +30,7 @@ import {
   NotDurableError,
   NotLeaderError,
   SqlError,
+  StatementRefusedError,
   TimeoutError,
   UnauthorizedError,
 } from '../errors.ts';
@@ -68,6 +69,7 @@ import { DEFAULT_TRANSACTION_LIFETIME_MS, InteractiveTransaction } from './inter
 import type { NodeLeaseServices } from './node-liveness.ts';
 import type { NodeTailFollower, ShipLog, TailedDatabase } from './node-tail.ts';
 import { asSqlError, prepare, readRows, runStatement, toSqlError } from './sql.ts';
+import { checkClientSql, checkClientStatements, type SqlContext } from './statement-gate.ts';
 import type { StepLimiter } from './step-limiter.ts';
 import { type Transition, transitionOf } from './transitions.ts';
 
@@ -122,6 +124,8 @@ export interface DatabaseEvents {
   problem: [Error];
   /** This copy stopped being able to catch up (or its actor failed), or can again (`null`). */
   health: [DatabaseProblem | null];
+  /** A setting of the leader's connection that replication depends on was found changed and set back. */
+  'setting-reset': [{ pragma: string; expected: string; actual: string }];
 }
 
 /**
@@ -733,9 +737,9 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
       this.#touch();
       const connection = leader.database;
       const tx: Transaction = {
-        execute: (sql, params) => runStatement(connection, statementOf(sql, params), bigints),
-        all: (sql, params) => readRows(connection, statementOf(sql, params), bigints),
-        get: (sql, params) => readRows(connection, statementOf(sql, params), bigints)[0],
+        execute: (sql, params) => runStatement(connection, gated(sql, params), bigints),
+        all: (sql, params) => readRows(connection, gated(sql, params), bigints),
+        get: (sql, params) => readRows(connection, gated(sql, params), bigints)[0],
       };
       const epoch = this.#commit(leader, () => {
         value = fn(tx);
@@ -792,6 +796,8 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
   }
 
   async #write(request: ForwardRequest): Promise<BatchResult> {
+    // Refused here, before anything is sent or run; the leader checks again.
+    checkClientStatements(request.statements, gateContextOf(request));
     // The clock's timers do not hold the process open; a caller awaiting this write must.
     const keepAlive = setInterval(() => {}, 60_000);
     try {
@@ -848,6 +854,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
             return { results: answer.results, token: answer.token };
           }
           if (answer?.code === 'SQL_ERROR') throw sqlErrorOf(answer);
+          if (answer?.code === 'STATEMENT_REFUSED') throw new StatementRefusedError(answer.message);
           if (answer?.code === 'BAD_REQUEST') throw new BadRequestError(answer.message);
           if (answer?.code === 'INVALID_ARGUMENT') throw new InvalidArgumentError(answer.message);
           if (answer) lastProblem = `${answer.code}: ${answer.message}`;
@@ -937,6 +944,18 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
   }
 
   async #serveWrite(request: ForwardRequest): Promise<ForwardResponse> {
+    // The sender checked too, but a leader trusts no other node's judgement of client SQL.
+    try {
+      checkClientStatements(request.statements, gateContextOf(request));
+    } catch (error) {
+      if (!(error instanceof StatementRefusedError)) throw error;
+      // Without the code prefix: the sender's StatementRefusedError adds it again.
+      return {
+        ok: false,
+        code: 'STATEMENT_REFUSED',
+        message: error.message.slice(`${error.code}: `.length),
+      };
+    }
     const leader = this.#writableLeader() ?? (await this.#promoted(PROMOTION_WAIT_MS));
     if (!leader) return notLeader(this.name, this.role);
     this.#touch();
@@ -1234,7 +1253,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
     params?: SqlParams,
     options: ReadOptions = {},
   ): Promise<{ rows: Row[]; position: WriteToken }> {
-    const statement = statementOf(sql, params);
+    const statement = gated(sql, params);
     const bigints = options.bigints ?? false;
     const consistency = options.consistency ?? 'local';
     if (consistency === 'strong' && !this.#writableLeader()) {
@@ -1592,6 +1611,13 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
           this.#logger.error({ err: event.error, epoch }, 'local file diverged from the log');
           this.#problem(event.error);
           this.#actor?.send({ type: 'fenced' });
+        } else if (event.type === 'setting-reset') {
+          const { pragma, expected, actual } = event;
+          this.#logger.error(
+            { pragma, expected, actual, epoch },
+            `PRAGMA ${pragma} of the leader's connection was ${actual}, not ${expected}: set back before the capture`,
+          );
+          this.emit('setting-reset', { pragma, expected, actual });
         } else if (event.type === 'checkpoint-failed' || event.type === 'snapshot-failed') {
           this.#problem(event.error);
         }
@@ -2053,6 +2079,18 @@ function execScript(connection: Database.Database, script: string): void {
 
 function statementOf(sql: string, params: SqlParams | undefined): Statement {
   return params === undefined ? { sql } : { sql, params };
+}
+
+/** A client statement that passed the statement gate. */
+function gated(sql: string, params: SqlParams | undefined): Statement {
+  checkClientSql(sql, 'statement');
+  return statementOf(sql, params);
+}
+
+function gateContextOf(request: ForwardRequest): SqlContext {
+  if (request.op === 'schema') return 'script';
+  if (request.op === 'migrate') return 'migration';
+  return 'statement';
 }
 
 function notLeader(db: string, role: Role): ForwardResponse {

@@ -3,6 +3,7 @@ import type { Clock, TimerId } from '../clock.ts';
 import { HadbError, NotLeaderError, TransactionExpiredError } from '../errors.ts';
 import type { Statement, StatementResult, WriteToken } from '../wire/forward.ts';
 import { asSqlError, runStatement } from './sql.ts';
+import { checkClientSql } from './statement-gate.ts';
 
 export interface InteractiveHooks {
   /** Whether a commit made now may go in the log (this node still leads, in the same epoch). */
@@ -37,6 +38,9 @@ export class InteractiveTransaction {
     try {
       // Waiting for a lock would block the event loop: fail at once instead.
       connection.pragma('busy_timeout = 0');
+      // The leader's replicator is the only checkpointer: one here would move commits it has
+      // not captured into the file, and the next write would restart the WAL over them.
+      connection.pragma('wal_autocheckpoint = 0');
       if (readOnly) connection.pragma('query_only = 1');
       asSqlError(() => connection.exec(readOnly ? 'BEGIN DEFERRED' : 'BEGIN IMMEDIATE'));
     } catch (error) {
@@ -68,6 +72,7 @@ export class InteractiveTransaction {
 
   run(statement: Statement, bigints: boolean): StatementResult {
     const connection = this.#live();
+    checkClientSql(statement.sql, 'interactive');
     try {
       return runStatement(connection, statement, bigints);
     } finally {

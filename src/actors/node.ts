@@ -272,6 +272,10 @@ class Node implements HadbNode {
     'hadb_database_problems_total',
     'Databases on this node that became stuck behind storage or failed, by state and error code',
   );
+  readonly #settingResets = this.#metrics.counter(
+    'hadb_leader_setting_resets_total',
+    "Settings of a leader's connection (journal_mode, wal_autocheckpoint, …) found changed and set back, by pragma",
+  );
   readonly #detachMeters: (() => void)[];
   #unwatch: (() => void) | undefined;
   #closed = false;
@@ -636,6 +640,7 @@ class Node implements HadbNode {
       () => this.#closeDatabase(name),
     );
     database.on('role', ({ role }) => this.#roleChanges.inc({ role }));
+    database.on('setting-reset', ({ pragma }) => this.#settingResets.inc({ pragma }));
     database.on('transition', (transition) => this.#transitions.record(transition));
     database.on('health', (problem) => {
       if (problem) this.#problemsBegun.inc({ state: problem.state, code: problem.code });
@@ -732,7 +737,9 @@ class Node implements HadbNode {
     });
     if (response.ok) return answer(response, 200);
     const status =
-      response.code === 'SQL_ERROR' || response.code === 'INVALID_ARGUMENT'
+      response.code === 'SQL_ERROR' ||
+      response.code === 'INVALID_ARGUMENT' ||
+      response.code === 'STATEMENT_REFUSED'
         ? 422
         : response.code === 'INTERNAL'
           ? 503

@@ -66,6 +66,7 @@ export type ForwardErrorCode =
   | 'FENCED'
   | 'BAD_REQUEST'
   | 'INVALID_ARGUMENT'
+  | 'STATEMENT_REFUSED'
   | 'INTERNAL';
 
 export type ForwardResponse =

@@ -2,7 +2,8 @@ import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import http from 'node:http';
 import type { HadbDatabase } from '../actors/hosted-database.ts';
 import type { InteractiveTransaction } from '../actors/interactive.ts';
-import { LimitExceededError, SqlError, TransactionExpiredError } from '../errors.ts';
+import { checkClientSql, splitSql } from '../actors/statement-gate.ts';
+import { HadbError, LimitExceededError, SqlError } from '../errors.ts';
 import type { Row, SqlValue, Statement, StatementResult, WriteToken } from './forward.ts';
 import {
   authorized,
@@ -546,8 +547,9 @@ function toHranaError(error: unknown): HranaError {
     return { message: error.message.replace(/^(SQL_ERROR: )+/, ''), code: error.sqliteCode };
   }
   if (error instanceof HranaRequestError) return { message: error.message, code: error.code };
-  if (error instanceof LimitExceededError || error instanceof TransactionExpiredError) {
-    return { message: error.message.slice(error.code.length + 2), code: error.code };
+  // The client puts the code in front of the message itself.
+  if (error instanceof HadbError) {
+    return { message: error.message.slice(`${error.code}: `.length), code: error.code };
   }
   const message = error instanceof Error ? error.message : String(error);
   const code = isObject(error) && typeof error.code === 'string' ? error.code : 'INTERNAL';
@@ -637,6 +639,15 @@ function sequenceNeedsSession(texts: string[]): boolean {
 
 // ---- stream requests ---------------------------------------------------------------------------
 
+/**
+ * The statement gate, before a request runs anything (each statement is checked again where it
+ * runs). BEGIN, COMMIT and ROLLBACK as Hrana recognises them are the stream's own; savepoints
+ * are judged where they run, inside the stream's transaction or not.
+ */
+function gateStatement(sql: string): void {
+  if (controlKind(sql) === null) checkClientSql(sql, 'interactive');
+}
+
 async function streamRequest(
   db: HadbDatabase,
   stream: Stream,
@@ -662,6 +673,8 @@ async function streamRequest(
         sql: isObject(step) && isObject(step.stmt) ? sqlOf(stream, step.stmt) : null,
         condition: isObject(step) ? step.condition : undefined,
       }));
+      // A refused step fails the whole batch before any step runs.
+      for (const step of planned) if (step.sql !== null) gateStatement(step.sql);
       const result =
         stream.tx !== null || batchNeedsSession(planned)
           ? await runBatchOnStream(db, stream, steps)
@@ -670,6 +683,7 @@ async function streamRequest(
     }
     case 'sequence': {
       const texts = splitStatements(sqlOf(stream, request));
+      for (const sql of texts) gateStatement(sql);
       if (stream.tx !== null || sequenceNeedsSession(texts)) {
         for (const sql of texts) await executeOnStream(db, stream, { sql }, false);
         return { type: 'sequence' };
@@ -1236,59 +1250,7 @@ async function runBatch(
  * body of a CREATE TRIGGER (which ends with END).
  */
 export function splitStatements(sql: string): string[] {
-  const statements: string[] = [];
-  let start = 0;
-  let i = 0;
-  let words = '';
-  while (i < sql.length) {
-    const ch = sql[i] as string;
-    const next = sql[i + 1];
-    if (ch === "'" || ch === '"' || ch === '`' || ch === '[') {
-      const close = ch === '[' ? ']' : ch;
-      i++;
-      while (i < sql.length) {
-        if (sql[i] === close) {
-          if (close !== ']' && sql[i + 1] === close) {
-            i += 2;
-            continue;
-          }
-          break;
-        }
-        i++;
-      }
-      i++;
-      words += ' ? ';
-      continue;
-    }
-    if (ch === '-' && next === '-') {
-      while (i < sql.length && sql[i] !== '\n') i++;
-      continue;
-    }
-    if (ch === '/' && next === '*') {
-      const end = sql.indexOf('*/', i + 2);
-      i = end === -1 ? sql.length : end + 2;
-      continue;
-    }
-    if (ch === ';') {
-      const lowered = words.toLowerCase();
-      const inTrigger =
-        /^\s*create\s+(temp\s+|temporary\s+)?trigger\b/.test(lowered) && !/\bend\s*$/.test(lowered);
-      if (!inTrigger) {
-        const text = sql.slice(start, i).trim();
-        if (text.length > 0) statements.push(text);
-        start = i + 1;
-        words = '';
-        i++;
-        continue;
-      }
-    }
-    words += ch;
-    i++;
-  }
-  const rest = sql.slice(start).trim();
-  // Trailing comments alone are not a statement.
-  if (words.trim().length > 0 && rest.length > 0) statements.push(rest);
-  return statements;
+  return splitSql(sql);
 }
 
 function isToken(value: unknown): value is WriteToken {

@@ -168,7 +168,23 @@ export type LeaderEvent =
   | { type: 'wal-restarted' }
   | { type: 'parked'; tail: ParkedTail }
   /** Its file is not what it shipped: it stopped leading (flushes fail with this error). */
-  | { type: 'diverged'; error: DatabaseDivergedError };
+  | { type: 'diverged'; error: DatabaseDivergedError }
+  /**
+   * A setting of the app's connection the replicator depends on was found changed (by SQL that
+   * got past the statement gate, or code using {@link SqliteLeader.database} directly) and was
+   * set back before the capture.
+   */
+  | { type: 'setting-reset'; pragma: string; expected: string; actual: string };
+
+/** What {@link SqliteLeader.#configure} sets and every capture checks (values as PRAGMA reads them). */
+const OWN_SETTINGS: readonly { pragma: string; expected: string }[] = [
+  { pragma: 'journal_mode', expected: 'wal' },
+  { pragma: 'wal_autocheckpoint', expected: '0' },
+  { pragma: 'locking_mode', expected: 'normal' },
+  { pragma: 'query_only', expected: '0' },
+  { pragma: 'busy_timeout', expected: '0' },
+];
+const settingChecks = new WeakMap<Database.Database, Database.Statement[]>();
 
 interface LeaderState {
   db: string;
@@ -336,6 +352,8 @@ export class SqliteLeader {
     if (this.#checkpointer === null) {
       const checkpointer = new Database(this.#options.path);
       checkpointer.pragma('busy_timeout = 0');
+      // Its checkpoints are the ones this leader asks for, never automatic ones.
+      checkpointer.pragma('wal_autocheckpoint = 0');
       // It only copies WAL frames into the file: it needs almost no cache of its own.
       checkpointer.pragma('cache_size = -64');
       this.#checkpointer = checkpointer;
@@ -359,6 +377,34 @@ export class SqliteLeader {
     const cacheKiB = this.#options.pageCacheKiB;
     if (cacheKiB !== undefined)
       database.pragma(`cache_size = ${-Math.max(1, Math.floor(cacheKiB))}`);
+  }
+
+  /**
+   * Reads back the settings of the app's connection that capture depends on and sets back any
+   * that changed, reporting each: once per capture, a few microseconds.
+   */
+  #reassertSettings(): void {
+    const database = this.#db;
+    if (database === null) return;
+    let checks = settingChecks.get(database);
+    if (!checks) {
+      checks = OWN_SETTINGS.map(({ pragma }) => database.prepare(`PRAGMA ${pragma}`).pluck());
+      settingChecks.set(database, checks);
+    }
+    for (const [i, setting] of OWN_SETTINGS.entries()) {
+      const actual = String((checks[i] as Database.Statement).get()).toLowerCase();
+      if (actual === setting.expected) continue;
+      try {
+        database.pragma(`${setting.pragma} = ${setting.expected}`);
+      } finally {
+        this.#options.onEvent?.({
+          type: 'setting-reset',
+          pragma: setting.pragma,
+          expected: setting.expected,
+          actual,
+        });
+      }
+    }
   }
 
   /** True while the connections are closed (see {@link hibernate}). */
@@ -707,6 +753,7 @@ export class SqliteLeader {
     if (this.#db === null || this.#pinned) return this.#pinned;
     if (this.#pin === null) {
       this.#pin = new Database(this.#options.path);
+      this.#pin.pragma('wal_autocheckpoint = 0');
       this.#pin.pragma('cache_size = -64');
     }
     const pin = this.#pin;
@@ -782,6 +829,7 @@ export class SqliteLeader {
    * nothing (each page is its latest version).
    */
   async #shipUnshipped(until?: number, onCaptured?: (captured: Capture) => void): Promise<void> {
+    this.#reassertSettings();
     try {
       let captured = await this.#capture(until);
       if (!captured) {
