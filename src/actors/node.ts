@@ -32,6 +32,7 @@ import {
   NODE_TAIL_PATH,
   TAIL_PATH,
 } from '../wire/forward.ts';
+import { assertServableDbName } from '../wire/hrana-routes.ts';
 import {
   type HttpAnswer,
   msgpackAnswer,
@@ -609,6 +610,7 @@ class Node implements HadbNode {
   async open(name: string, options: OpenOptions = {}): Promise<HadbDatabase> {
     if (this.#closed) throw new ClosedError(`node ${this.id}`);
     assertValidDbName(name);
+    assertServableDbName(name);
     const existing = this.#databases.get(name);
     if (existing) return existing;
     const opening = this.#opening.get(name);

@@ -71,7 +71,7 @@ export function registerServeCommand(program: Command): void {
     .description(
       'run a node and serve its databases to libSQL clients over Hrana (HTTP, JSON; ' +
         '@libsql/client with an http:// URL): each at http://host:port/<name>/ (mind the ' +
-        'trailing slash), the first also at http://host:port. Writes and interactive ' +
+        'trailing slash); a node serving one database also serves it at http://host:port. Writes and interactive ' +
         'transactions sent to a follower run on the leader. The cluster secret is read from ' +
         'HADB_SECRET, the client auth token from HADB_AUTH_TOKEN',
     )
@@ -79,7 +79,7 @@ export function registerServeCommand(program: Command): void {
     .requiredOption('--data <dir>', "this node's own folder (its copies of the databases)")
     .requiredOption('--storage <url>', 'storage URL shared by the cluster (file:///…, s3://…)')
     .requiredOption('--leases <url>', 'lease store URL shared by the cluster')
-    .option('--db <name...>', 'databases to serve; the first is also served at /')
+    .option('--db <name...>', 'databases to serve (a single one is also served at /)')
     .option('--all-databases', 'also serve every database found under the prefix at startup')
     .addOption(
       new Option(
