@@ -8,6 +8,7 @@ import { listSnapshots } from '../adapters/replication/snapshot.ts';
 import type { StorageBackend } from '../adapters/storage/types.ts';
 import { openLeaseStoreFromUrl, openStorageFromUrl } from '../adapters/url.ts';
 import { type HranaServer, RELAY_PATH, startHranaServer } from '../wire/hrana.ts';
+import { secretLengthProblem } from '../wire/secrets.ts';
 import { listLog } from './commands/inspect.ts';
 import {
   inspectOption,
@@ -122,6 +123,8 @@ export function registerServeCommand(program: Command): void {
         process.exit(2);
       };
       const secret = process.env.HADB_SECRET ?? fail('set the cluster secret in HADB_SECRET');
+      const secretProblem = secretLengthProblem('HADB_SECRET (the cluster secret)', secret);
+      if (secretProblem) fail(secretProblem);
       let authToken: string | null = process.env.HADB_AUTH_TOKEN || null;
       if (!options.auth) {
         if (!isLoopback(options.listen.host)) {
@@ -130,6 +133,12 @@ export function registerServeCommand(program: Command): void {
         authToken = null;
       } else if (authToken === null) {
         fail('set the client auth token in HADB_AUTH_TOKEN (or --no-auth on a loopback address)');
+      } else {
+        const tokenProblem = secretLengthProblem(
+          'HADB_AUTH_TOKEN (the client auth token)',
+          authToken,
+        );
+        if (tokenProblem) fail(tokenProblem);
       }
       if (!options.db?.length && !options.allDatabases)
         fail('name a database with --db, or --all-databases');

@@ -3,7 +3,7 @@ import http from 'node:http';
 import pino, { type Logger } from 'pino';
 import type { HadbDatabase } from '../actors/hosted-database.ts';
 import type { InteractiveTransaction } from '../actors/interactive.ts';
-import { SqlError } from '../errors.ts';
+import { InvalidArgumentError, SqlError } from '../errors.ts';
 import { withoutAddresses } from './client-errors.ts';
 import type { Row, SqlValue, Statement, StatementResult, WriteToken } from './forward.ts';
 import { assertServableDbName, hranaRoute } from './hrana-routes.ts';
@@ -17,6 +17,7 @@ import {
   type RouteHandler,
   readBody,
 } from './http.ts';
+import { secretLengthProblem } from './secrets.ts';
 
 /**
  * Hrana over HTTP (JSON, versions 2 and 3: the pipeline bodies are the same), so that libSQL
@@ -45,7 +46,7 @@ export interface HranaServerOptions {
   port: number;
   /** Served at `/<name>/`; when there is only one, also at `/`. Names like `v3` are refused. */
   databases: ReadonlyMap<string, HadbDatabase>;
-  /** Clients must send `Authorization: Bearer <authToken>`; null turns authentication off. */
+  /** Clients must send `Authorization: Bearer <authToken>` (16 characters at least); null: no authentication. */
   authToken: string | null;
   /** The cluster secret: signs batons and authenticates relays to the leader. */
   secret: string;
@@ -126,6 +127,9 @@ interface PipelineBody {
 }
 
 export async function startHranaServer(options: HranaServerOptions): Promise<HranaServer> {
+  const tokenProblem =
+    options.authToken === null ? null : secretLengthProblem('authToken', options.authToken);
+  if (tokenProblem) throw new InvalidArgumentError(tokenProblem);
   const expected = options.authToken === null ? null : digest(`Bearer ${options.authToken}`);
   const streams = new Map<string, Stream>();
   const idleMs = options.streamIdleMs ?? STREAM_IDLE_MS;
