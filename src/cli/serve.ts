@@ -7,6 +7,8 @@ import { listDatabaseNames } from '../adapters/replication/database-names.ts';
 import { listSnapshots } from '../adapters/replication/snapshot.ts';
 import type { StorageBackend } from '../adapters/storage/types.ts';
 import { openLeaseStoreFromUrl, openStorageFromUrl } from '../adapters/url.ts';
+import { redactUrl, redactUrlsIn } from '../redact.ts';
+import { normalizePeer } from '../wire/cluster-view.ts';
 import { type HranaServer, RELAY_PATH, startHranaServer } from '../wire/hrana.ts';
 import { secretLengthProblem } from '../wire/secrets.ts';
 import { listLog } from './commands/inspect.ts';
@@ -48,6 +50,16 @@ export function parseHostPort(flag: string) {
     }
     return { host: match[1] ?? (match[2] || '127.0.0.1'), port };
   };
+}
+
+/** A node address others can be told: http(s)://host:port, nothing secret in it. */
+function parseAdvertise(value: string): string {
+  if (normalizePeer(value) === null) {
+    throw new InvalidArgumentError(
+      `--advertise must be an http:// or https:// address without credentials, query or fragment, got ${JSON.stringify(redactUrl(value))}`,
+    );
+  }
+  return value;
 }
 
 function parsePositiveSeconds(flag: string) {
@@ -100,7 +112,12 @@ export function registerServeCommand(program: Command): void {
         .default({ host: '127.0.0.1', port: 0 }, '127.0.0.1:0')
         .argParser(parseHostPort('--peer-listen')),
     )
-    .option('--advertise <url>', 'the URL other nodes reach this one at (default: --peer-listen)')
+    .addOption(
+      new Option(
+        '--advertise <url>',
+        'the URL other nodes reach this one at (default: --peer-listen)',
+      ).argParser(parseAdvertise),
+    )
     .option('--prefix <prefix>', 'key prefix in storage', '')
     .option(
       '--init',
@@ -144,7 +161,7 @@ export function registerServeCommand(program: Command): void {
         fail('name a database with --db, or --all-databases');
       await serve(options, secret, authToken).catch((error: unknown) => {
         process.stderr.write(
-          `hadb serve: ${error instanceof Error ? error.message : String(error)}\n`,
+          `hadb serve: ${redactUrlsIn(error instanceof Error ? error.message : String(error))}\n`,
         );
         process.exit(1);
       });
