@@ -244,7 +244,9 @@ export async function clusterStatus(urls: string[], timeoutMs: number): Promise<
         problems.push(
           state === 'stuck'
             ? `database ${name}: ${row.node} cannot catch up: ${code} at seq ${seq}`
-            : `database ${name}: ${row.node} stopped it: ${code}`,
+            : state === 'lease'
+              ? `database ${name}: ${row.node} cannot use its lease record: ${code}`
+              : `database ${name}: ${row.node} stopped it: ${code}`,
         );
       }
     }
