@@ -22,7 +22,7 @@ import {
   UnknownDatabaseError,
 } from '../errors.ts';
 import { assertValidTiming, defaultLeaseTiming, type LeaseTiming } from '../machines/role.ts';
-import { gatherCluster, PeerSet } from '../wire/cluster-view.ts';
+import { gatherCluster, PEER_STATUS_PATH, PeerSet, provenStatus } from '../wire/cluster-view.ts';
 import {
   type Durability,
   decodeForwardRequest,
@@ -443,6 +443,12 @@ class Node implements HadbNode {
             contentType: 'application/json',
           }),
         },
+        // This node's status, proven to come from a holder of the cluster secret (cluster-view.ts).
+        [PEER_STATUS_PATH]: {
+          method: 'GET',
+          authenticated: false,
+          handle: async ({ url }) => provenStatus(this.status(), this.#options.secret, url),
+        },
         // The cluster as this node sees it, and a page that shows it; read-only, no secrets.
         '/cluster': {
           method: 'GET',
@@ -450,7 +456,12 @@ class Node implements HadbNode {
           handle: async () => ({
             status: 200,
             body: JSON.stringify(
-              await gatherCluster(this.status(), this.#peers, PEER_STATUS_TIMEOUT_MS),
+              await gatherCluster(
+                this.status(),
+                this.#peers,
+                PEER_STATUS_TIMEOUT_MS,
+                this.#options.secret,
+              ),
             ),
             contentType: 'application/json',
           }),
