@@ -138,8 +138,8 @@ export async function startHranaServer(options: HranaServerOptions): Promise<Hra
   const peers = new NodeClient(options.secret);
   const batons = batonSigner(options.secret);
 
-  const logger =
-    options.logger ?? pino({ level: process.env.HADB_LOG_LEVEL ?? 'warn' }, pino.destination(2));
+  // Made when first needed: most servers never hide an address.
+  let logger = options.logger;
   const server = http.createServer((request, response) => {
     handle(request).then(
       (answer) => reply(response, answer.status, forClient(answer.body)),
@@ -174,8 +174,10 @@ export async function startHranaServer(options: HranaServerOptions): Promise<Hra
         if (Array.isArray(stepErrors)) for (const stepError of stepErrors) scrub(stepError);
       }
     }
-    if (hidden.length > 0)
+    if (hidden.length > 0) {
+      logger ??= pino({ level: process.env.HADB_LOG_LEVEL ?? 'warn' }, pino.destination(2));
       logger.warn({ errors: hidden }, 'Hrana error sent without its addresses');
+    }
     return body;
   }
   server.keepAliveTimeout = 60_000;
