@@ -66,6 +66,7 @@ import type { NodeClient } from '../wire/http.ts';
 import { createDatabaseActor, type DatabaseActor, type DatabaseActorOptions } from './database.ts';
 import type { HandleCache } from './handle-cache.ts';
 import { DEFAULT_TRANSACTION_LIFETIME_MS, InteractiveTransaction } from './interactive.ts';
+import { LeaseRecordProblem } from './lease-record-problem.ts';
 import type { NodeLeaseServices } from './node-liveness.ts';
 import type { NodeTailFollower, ShipLog, TailedDatabase } from './node-tail.ts';
 import { asSqlError, prepare, readRows, runStatement, toSqlError } from './sql.ts';
@@ -311,9 +312,10 @@ export interface DatabaseStatus {
  * `'stuck'`: storage holds something this copy cannot apply (a damaged changeset, a broken chain,
  * another page size); it is retried with backoff and the copy is not served meanwhile.
  * `'failed'`: the node stopped restarting its actor after repeated crashes; not retried.
+ * `'lease'`: its lease record is malformed, so no node can lead it; the copy is still served.
  */
 export interface DatabaseProblem {
-  state: 'stuck' | 'failed';
+  state: 'stuck' | 'failed' | 'lease';
   /** The code of the error, such as `CHANGESET_CHECKSUM_MISMATCH`. */
   code: string;
   message: string;
@@ -424,6 +426,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
   #stuckTimer: TimerId | undefined;
   /** The node gave up restarting the role actor. */
   #failed: { error: DatabaseFailedError; since: number; seq: number } | null = null;
+  readonly #leaseRecord = new LeaseRecordProblem();
 
   constructor(
     name: string,
@@ -481,6 +484,9 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
     const previous = this.#snapshot;
     const followedBefore = this.followedAddress;
     this.#snapshot = snapshot;
+    if (this.#leaseRecord.update(snapshot.context.leaseRecordProblem, this.#logger)) {
+      this.#healthChanged();
+    }
     // The leader's address comes with a lease read after the role changed, not with the role.
     const followed = this.followedAddress;
     if (followed !== null && followed !== followedBefore) this.#services.nodeTail?.reconcile(this);
@@ -581,7 +587,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
         retryInMs: Math.max(0, Math.round(retryAt - now)),
       };
     }
-    return null;
+    return this.#leaseRecord.problem(this.position.seq);
   }
 
   /** What `/status` shows of this database on this node. */
@@ -1497,7 +1503,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
     const problem = this.problem;
     if (this.listenerCount('health') > 0) this.emit('health', problem);
     if (problem && this.listenerCount('problem') > 0) {
-      this.emit('problem', this.#failed?.error ?? this.#stuck?.error);
+      this.emit('problem', this.#failed?.error ?? this.#stuck?.error ?? this.#leaseRecord.error);
     }
   }
 

@@ -1,6 +1,6 @@
 import type { LeaseStore } from '../adapters/lease/types.ts';
 import { type Clock, sleep, withTimeout } from '../clock.ts';
-import { HadbError } from '../errors.ts';
+import { HadbError, LeaseRecordInvalidError } from '../errors.ts';
 import type { ReadLeaseOutput, WriteLeaseInput, WriteLeaseOutput } from '../machines/role.ts';
 import { decodeLeaseRecord, encodeLeaseRecord, type LeaseRecord } from '../wire/lease-record.ts';
 import type { NodeLiveness, OwnershipCache } from './node-liveness.ts';
@@ -77,6 +77,10 @@ export function leaseActors({ store, clock, keyOf, callTimeoutMs, nodeLeases }: 
       try {
         entry = await call(store.get(key), `reading lease ${key}`);
       } catch (error) {
+        // The store answered, with a record it cannot give (fs: a revision that is not a number).
+        if (error instanceof LeaseRecordInvalidError) {
+          return { outcome: 'invalid', revision: '', reason: describe(error), at: clock.now() };
+        }
         return { outcome: 'unavailable', reason: describe(error), at: clock.now() };
       }
       readAt = clock.now();

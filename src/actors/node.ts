@@ -22,7 +22,7 @@ import {
   UnknownDatabaseError,
 } from '../errors.ts';
 import { assertValidTiming, defaultLeaseTiming, type LeaseTiming } from '../machines/role.ts';
-import { gatherCluster, PeerSet } from '../wire/cluster-view.ts';
+import { gatherCluster, PEER_STATUS_PATH, PeerSet, provenStatus } from '../wire/cluster-view.ts';
 import {
   type Durability,
   decodeForwardRequest,
@@ -32,6 +32,7 @@ import {
   NODE_TAIL_PATH,
   TAIL_PATH,
 } from '../wire/forward.ts';
+import { assertServableDbName } from '../wire/hrana-routes.ts';
 import {
   type HttpAnswer,
   msgpackAnswer,
@@ -451,6 +452,12 @@ class Node implements HadbNode {
             contentType: 'application/json',
           }),
         },
+        // This node's status, proven to come from a holder of the cluster secret (cluster-view.ts).
+        [PEER_STATUS_PATH]: {
+          method: 'GET',
+          authenticated: false,
+          handle: async ({ url }) => provenStatus(this.status(), this.#options.secret, url),
+        },
         // The cluster as this node sees it, and a page that shows it; read-only, no secrets.
         '/cluster': {
           method: 'GET',
@@ -458,7 +465,12 @@ class Node implements HadbNode {
           handle: async () => ({
             status: 200,
             body: JSON.stringify(
-              await gatherCluster(this.status(), this.#peers, PEER_STATUS_TIMEOUT_MS),
+              await gatherCluster(
+                this.status(),
+                this.#peers,
+                PEER_STATUS_TIMEOUT_MS,
+                this.#options.secret,
+              ),
             ),
             contentType: 'application/json',
           }),
@@ -618,6 +630,7 @@ class Node implements HadbNode {
   async open(name: string, options: OpenOptions = {}): Promise<HadbDatabase> {
     if (this.#closed) throw new ClosedError(`node ${this.id}`);
     assertValidDbName(name);
+    assertServableDbName(name);
     const existing = this.#databases.get(name);
     if (existing) return existing;
     const opening = this.#opening.get(name);

@@ -18,6 +18,7 @@
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { InvalidArgumentError, InvalidKeyError } from '../errors.ts';
+import { redactUrl } from '../redact.ts';
 import { createFsLeaseStore } from './lease/fs.ts';
 import { createMemoryLeaseStore } from './lease/memory.ts';
 import type { LeaseStore } from './lease/types.ts';
@@ -447,12 +448,9 @@ function credentialsRefused(scheme: string, what: string): InvalidArgumentError 
   );
 }
 
-/** The URL without anything that may be secret: user information and query values. */
+/** The URL, quoted, without anything that may be secret: user information, query values, fragment. */
 function redact(url: string): string {
-  const shown = url
-    .trim()
-    .replace(/^([^:/?#]+:\/\/)[^/?#]*@/, '$1***@')
-    .replace(/([?&][^=&#]*=)[^&#]*/g, '$1***');
+  const shown = redactUrl(url.trim(), { allQueryValues: true });
   return JSON.stringify(shown.length > 200 ? `${shown.slice(0, 200)}…` : shown);
 }
 

@@ -116,47 +116,8 @@ export function normalizePrefix(raw: string): string {
   return prefix;
 }
 
-const LOOKS_SECRET = /secret|token|passw|credential|signature|key/i;
-const REDACTED = '***';
-
-/** True when a setting's name says its value is a secret. */
-export function looksSecret(name: string): boolean {
-  return LOOKS_SECRET.test(name);
-}
-
-/** `value` as it may be shown: secrets by name replaced, and credentials inside URLs removed. */
-export function redactSetting(name: string, value: unknown): unknown {
-  if (looksSecret(name)) return REDACTED;
-  if (typeof value === 'string') return redactUrl(value);
-  if (Array.isArray(value)) return value.map((item) => redactSetting(name, item));
-  if (typeof value === 'object' && value !== null) {
-    return Object.fromEntries(
-      Object.entries(value).map(([key, inner]) => [key, redactSetting(key, inner)]),
-    );
-  }
-  return value;
-}
-
-/**
- * A URL without its user information and without the values of query parameters whose names
- * look secret; anything that is not a `scheme://` URL comes back unchanged.
- */
-export function redactUrl(text: string): string {
-  if (!/^[A-Za-z][A-Za-z0-9+.-]*:/.test(text)) return text;
-  return text
-    .replace(/^([^:/?#]+:\/\/)[^/?#]*@/, `$1${REDACTED}@`)
-    .replace(/([?&])([^=&#]*)=([^&#]*)/g, (whole, separator: string, name: string) =>
-      looksSecret(decodeQueryName(name)) ? `${separator}${name}=${REDACTED}` : whole,
-    );
-}
-
-function decodeQueryName(name: string): string {
-  try {
-    return decodeURIComponent(name);
-  } catch {
-    return name;
-  }
-}
+// One redaction for everything hadb prints: src/redact.ts.
+export { looksSecret, redactSetting, redactUrl } from '../redact.ts';
 
 function findConfigFile(
   flags: ConfigFlags,

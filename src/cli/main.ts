@@ -1,4 +1,5 @@
 import { Command, InvalidArgumentError, Option } from 'commander';
+import { redactUrlsIn } from '../redact.ts';
 import { runSimulation, type SimulationSummary } from '../sim/run.ts';
 import { registerOperationsCommands } from './commands/index.ts';
 import { runDemo } from './demo.ts';
@@ -56,6 +57,8 @@ export function buildProgram(): Command {
     .name('hadb')
     .description('Highly available embedded SQLite with object storage as the source of truth')
     .showHelpAfterError()
+    // Commander quotes a refused argument back: a URL in it may hold a password.
+    .configureOutput({ outputError: (text, write) => write(redactUrlsIn(text)) })
     .exitOverride((error) => process.exit(error.exitCode === 0 ? 0 : 2));
 
   registerOperationsCommands(program);

@@ -6,6 +6,7 @@ import { InvalidArgumentError, Option } from 'commander';
 import type { NodeOptions } from '../actors/node.ts';
 import { assertValidDbName } from '../adapters/replication/snapshot.ts';
 import { InvalidArgumentError as BadOptionError } from '../errors.ts';
+import { redactUrl } from '../redact.ts';
 
 export const DEFAULT_INSPECT_URL = 'ws://localhost:8080';
 
@@ -56,10 +57,14 @@ function parseWsUrl(value: string): string {
   try {
     url = new URL(value);
   } catch {
-    throw new InvalidArgumentError(`--inspect-url must be a ws:// or wss:// URL, got ${value}`);
+    throw new InvalidArgumentError(
+      `--inspect-url must be a ws:// or wss:// URL, got ${redactUrl(value)}`,
+    );
   }
   if (url.protocol !== 'ws:' && url.protocol !== 'wss:') {
-    throw new InvalidArgumentError(`--inspect-url must be a ws:// or wss:// URL, got ${value}`);
+    throw new InvalidArgumentError(
+      `--inspect-url must be a ws:// or wss:// URL, got ${redactUrl(value)}`,
+    );
   }
   return value;
 }

@@ -7,12 +7,15 @@ import { listDatabaseNames } from '../adapters/replication/database-names.ts';
 import { listSnapshots } from '../adapters/replication/snapshot.ts';
 import type { StorageBackend } from '../adapters/storage/types.ts';
 import { openLeaseStoreFromUrl, openStorageFromUrl } from '../adapters/url.ts';
+import { redactUrl, redactUrlsIn } from '../redact.ts';
+import { normalizePeer } from '../wire/cluster-view.ts';
 import {
   type HranaServer,
   MAX_STREAMS_PER_CLIENT,
   RELAY_PATH,
   startHranaServer,
 } from '../wire/hrana.ts';
+import { secretLengthProblem } from '../wire/secrets.ts';
 import { listLog } from './commands/inspect.ts';
 import {
   inspectOption,
@@ -56,6 +59,16 @@ export function parseHostPort(flag: string) {
   };
 }
 
+/** A node address others can be told: http(s)://host:port, nothing secret in it. */
+function parseAdvertise(value: string): string {
+  if (normalizePeer(value) === null) {
+    throw new InvalidArgumentError(
+      `--advertise must be an http:// or https:// address without credentials, query or fragment, got ${JSON.stringify(redactUrl(value))}`,
+    );
+  }
+  return value;
+}
+
 function parsePositiveSeconds(flag: string) {
   return (value: string): number => {
     const seconds = Number(value);
@@ -88,7 +101,7 @@ export function registerServeCommand(program: Command): void {
     .description(
       'run a node and serve its databases to libSQL clients over Hrana (HTTP, JSON; ' +
         '@libsql/client with an http:// URL): each at http://host:port/<name>/ (mind the ' +
-        'trailing slash), the first also at http://host:port. Writes and interactive ' +
+        'trailing slash); a node serving one database also serves it at http://host:port. Writes and interactive ' +
         'transactions sent to a follower run on the leader. The cluster secret is read from ' +
         'HADB_SECRET, the client auth token from HADB_AUTH_TOKEN',
     )
@@ -96,7 +109,7 @@ export function registerServeCommand(program: Command): void {
     .requiredOption('--data <dir>', "this node's own folder (its copies of the databases)")
     .requiredOption('--storage <url>', 'storage URL shared by the cluster (file:///…, s3://…)')
     .requiredOption('--leases <url>', 'lease store URL shared by the cluster')
-    .option('--db <name...>', 'databases to serve; the first is also served at /')
+    .option('--db <name...>', 'databases to serve (a single one is also served at /)')
     .option('--all-databases', 'also serve every database found under the prefix at startup')
     .addOption(
       new Option(
@@ -132,7 +145,12 @@ export function registerServeCommand(program: Command): void {
         .default({ host: '127.0.0.1', port: 0 }, '127.0.0.1:0')
         .argParser(parseHostPort('--peer-listen')),
     )
-    .option('--advertise <url>', 'the URL other nodes reach this one at (default: --peer-listen)')
+    .addOption(
+      new Option(
+        '--advertise <url>',
+        'the URL other nodes reach this one at (default: --peer-listen)',
+      ).argParser(parseAdvertise),
+    )
     .option('--prefix <prefix>', 'key prefix in storage', '')
     .option(
       '--init',
@@ -155,6 +173,8 @@ export function registerServeCommand(program: Command): void {
         process.exit(2);
       };
       const secret = process.env.HADB_SECRET ?? fail('set the cluster secret in HADB_SECRET');
+      const secretProblem = secretLengthProblem('HADB_SECRET (the cluster secret)', secret);
+      if (secretProblem) fail(secretProblem);
       let authToken: string | null = process.env.HADB_AUTH_TOKEN || null;
       if (!options.auth) {
         if (!isLoopback(options.listen.host)) {
@@ -163,12 +183,18 @@ export function registerServeCommand(program: Command): void {
         authToken = null;
       } else if (authToken === null) {
         fail('set the client auth token in HADB_AUTH_TOKEN (or --no-auth on a loopback address)');
+      } else {
+        const tokenProblem = secretLengthProblem(
+          'HADB_AUTH_TOKEN (the client auth token)',
+          authToken,
+        );
+        if (tokenProblem) fail(tokenProblem);
       }
       if (!options.db?.length && !options.allDatabases)
         fail('name a database with --db, or --all-databases');
       await serve(options, secret, authToken).catch((error: unknown) => {
         process.stderr.write(
-          `hadb serve: ${error instanceof Error ? error.message : String(error)}\n`,
+          `hadb serve: ${redactUrlsIn(error instanceof Error ? error.message : String(error))}\n`,
         );
         process.exit(1);
       });

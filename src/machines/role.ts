@@ -140,6 +140,11 @@ export interface RoleContext extends RoleInput {
   stopping: boolean;
   /** Why the lease could not be read, if it could not; shown in status, never overwritten by a claim. */
   leaseProblem: string | null;
+  /**
+   * Why the lease record is unusable (malformed), until a read finds a usable record or none:
+   * unlike a store that does not answer, it lasts until someone repairs the record.
+   */
+  leaseRecordProblem: string | null;
 }
 
 export type RoleEvent =
@@ -303,6 +308,7 @@ export const roleMachine = setup({
     demoteReason: null,
     stopping: false,
     leaseProblem: null,
+    leaseRecordProblem: null,
   }),
   initial: 'bootstrapping',
   on: {
@@ -341,6 +347,8 @@ export const roleMachine = setup({
                   lastAt: ({ event }) => event.output.at,
                   leaseProblem: ({ event }) =>
                     event.output.outcome === 'invalid' ? event.output.reason : null,
+                  leaseRecordProblem: ({ event }) =>
+                    event.output.outcome === 'invalid' ? event.output.reason : null,
                 }),
               },
               {
@@ -350,6 +358,7 @@ export const roleMachine = setup({
                   observed: ({ context, event }) => observe(context.observed, event.output),
                   lastAt: ({ event }) => event.output.at,
                   leaseProblem: null,
+                  leaseRecordProblem: null,
                   intent: 'claim',
                 }),
               },
@@ -360,6 +369,9 @@ export const roleMachine = setup({
                   lastAt: ({ event }) => event.output.at,
                   leaseProblem: ({ event }) =>
                     event.output.outcome === 'unavailable' ? event.output.reason : null,
+                  // A store that does not answer says nothing of the record.
+                  leaseRecordProblem: ({ context, event }) =>
+                    event.output.outcome === 'unavailable' ? context.leaseRecordProblem : null,
                 }),
               },
             ],

@@ -1,10 +1,26 @@
 /**
- * The cluster as one node sees it (`GET /cluster`): its own status merged with the `/status` of
+ * The cluster as one node sees it (`GET /cluster`): its own status merged with the status of
  * every peer it knows, and of the peers those know. A peer that does not answer is shown as down.
+ *
+ * Peers come only from authenticated sources: the node's options, lease records, authenticated
+ * tail requests, and the lists of peers whose answers are proven. A peer's status is trusted only
+ * with a proof that it holds the cluster secret: the asking node sends a fresh nonce, the peer
+ * answers with an HMAC (under a key derived from the secret) of the nonce and its status. The
+ * secret itself is never sent, so a process that took over a former peer's port learns nothing
+ * and is shown as down, its claims and the addresses it lists ignored.
  */
+import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { DatabaseStatus } from '../actors/hosted-database.ts';
 import type { NodeStatus } from '../actors/node.ts';
 import type { Transition } from '../actors/transitions.ts';
+import { BadRequestError } from '../errors.ts';
+import type { HttpAnswer } from './http.ts';
+
+/** Where a node answers its status with a proof that it holds the cluster secret. */
+export const PEER_STATUS_PATH = '/hadb/v1/status';
+/** The most of a peer's answer read: a process that is not a node may send anything. */
+const MAX_PEER_ANSWER_BYTES = 8 * 1024 * 1024;
+const NONCE = /^[A-Za-z0-9_-]{22,128}$/;
 
 export interface ClusterNodeView {
   address: string | null;
@@ -41,7 +57,7 @@ export function normalizePeer(value: unknown): string | null {
   return `${url.origin}${url.pathname.replace(/\/+$/, '')}`;
 }
 
-/** The known peers of a node, learned from its options, lease records, tails and other nodes. */
+/** The known peers of a node: from its options, lease records, authenticated tails and proven peers. */
 export class PeerSet {
   readonly #peers = new Set<string>();
   /** The node id each address last answered with, to name a peer that is down now. */
@@ -65,14 +81,34 @@ export class PeerSet {
   }
 }
 
+/** The HMAC that proves an answer to `nonce` comes from a holder of the cluster secret. */
+function statusProof(secret: string, nonce: string, status: string): string {
+  // A key of its own: nothing else signed with the secret can be passed off as a proof.
+  const key = createHmac('sha256', secret).update('hadb cluster status proof').digest();
+  return createHmac('sha256', key).update(`${nonce}\n${status}`).digest('base64url');
+}
+
+/** The answer at {@link PEER_STATUS_PATH}: this node's status and its proof for the nonce asked. */
+export function provenStatus(status: NodeStatus, secret: string, url: URL): HttpAnswer {
+  const nonce = url.searchParams.get('nonce') ?? '';
+  if (!NONCE.test(nonce)) throw new BadRequestError('nonce must be 22..128 base64url characters');
+  const text = JSON.stringify(status);
+  return {
+    status: 200,
+    body: JSON.stringify({ status: text, proof: statusProof(secret, nonce, text) }),
+    contentType: 'application/json',
+  };
+}
+
 /**
- * Fetches the `/status` of every known peer (in parallel, `timeoutMs` each), then of the peers
- * they know that this node did not, once more; what is learned is remembered in `peers`.
+ * Fetches the proven status of every known peer (in parallel, `timeoutMs` each), then of the
+ * peers the proven ones know that this node did not, once more; what is learned is remembered.
  */
 export async function gatherCluster(
   self: NodeStatus,
   peers: PeerSet,
   timeoutMs: number,
+  secret: string,
 ): Promise<ClusterView> {
   const own = self.address === null ? null : normalizePeer(self.address);
   const views: ClusterNodeView[] = [
@@ -85,12 +121,15 @@ export async function gatherCluster(
       transitions: self.transitions,
     },
   ];
+  // Leader addresses from this node's own lease reads.
   for (const database of self.databases) peers.add(database.leaderAddress);
   const asked = new Set<string>(own ? [own] : []);
   for (let round = 0; round < 2; round++) {
     const batch = peers.list().filter((peer) => !asked.has(peer));
     for (const peer of batch) asked.add(peer);
-    const answers = await Promise.all(batch.map((peer) => fetchStatus(peer, timeoutMs)));
+    const answers = await Promise.all(
+      batch.map((peer) => fetchProvenStatus(peer, timeoutMs, secret)),
+    );
     for (const [i, answer] of answers.entries()) {
       const address = batch[i] as string;
       if ('error' in answer) {
@@ -126,14 +165,29 @@ export async function gatherCluster(
   return { node: self.node, at: new Date().toISOString(), nodes };
 }
 
-async function fetchStatus(
+async function fetchProvenStatus(
   address: string,
   timeoutMs: number,
+  secret: string,
 ): Promise<{ status: NodeStatus } | { error: string }> {
+  const nonce = randomBytes(24).toString('base64url');
   try {
-    const response = await fetch(`${address}/status`, { signal: AbortSignal.timeout(timeoutMs) });
-    if (!response.ok) return { error: `HTTP ${response.status}` };
-    const status = (await response.json()) as NodeStatus;
+    const response = await fetch(`${address}${PEER_STATUS_PATH}?nonce=${nonce}`, {
+      signal: AbortSignal.timeout(timeoutMs),
+    });
+    if (!response.ok) {
+      await response.body?.cancel();
+      return { error: `HTTP ${response.status}` };
+    }
+    const answer = JSON.parse(await limitedText(response, MAX_PEER_ANSWER_BYTES)) as unknown;
+    const { status: text, proof } = (answer ?? {}) as { status?: unknown; proof?: unknown };
+    if (typeof text !== 'string' || typeof proof !== 'string') return { error: NOT_PROVEN };
+    const wanted = Buffer.from(statusProof(secret, nonce, text));
+    const given = Buffer.from(proof);
+    if (given.length !== wanted.length || !timingSafeEqual(given, wanted)) {
+      return { error: NOT_PROVEN };
+    }
+    const status = JSON.parse(text) as NodeStatus;
     if (typeof status?.node !== 'string' || !Array.isArray(status.databases)) {
       return { error: 'not a hadb node status' };
     }
@@ -141,8 +195,30 @@ async function fetchStatus(
   } catch (error) {
     const name = (error as { name?: unknown } | null)?.name;
     if (name === 'TimeoutError') return { error: `no answer in ${timeoutMs} ms` };
+    if (error instanceof SyntaxError) return { error: NOT_PROVEN };
     const code = (error as { cause?: { code?: unknown } } | null)?.cause?.code;
     if (typeof code === 'string') return { error: code };
     return { error: error instanceof Error ? error.message : String(error) };
   }
+}
+
+const NOT_PROVEN = 'its answer is not proven with the cluster secret: not a node of this cluster';
+
+/** The body as text, refused past `maxBytes`. */
+async function limitedText(response: Response, maxBytes: number): Promise<string> {
+  const reader = response.body?.getReader();
+  if (!reader) return '';
+  const chunks: Uint8Array[] = [];
+  let total = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    total += value.length;
+    if (total > maxBytes) {
+      await reader.cancel();
+      throw new Error(`answer larger than ${maxBytes} bytes`);
+    }
+    chunks.push(value);
+  }
+  return Buffer.concat(chunks).toString('utf8');
 }

@@ -1,10 +1,13 @@
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import http from 'node:http';
+import pino, { type Logger } from 'pino';
 import type { HadbDatabase } from '../actors/hosted-database.ts';
 import type { InteractiveTransaction } from '../actors/interactive.ts';
 import { checkClientSql, splitSql } from '../actors/statement-gate.ts';
-import { HadbError, LimitExceededError, SqlError } from '../errors.ts';
+import { HadbError, InvalidArgumentError, LimitExceededError, SqlError } from '../errors.ts';
+import { withoutAddresses } from './client-errors.ts';
 import type { Row, SqlValue, Statement, StatementResult, WriteToken } from './forward.ts';
+import { assertServableDbName, hranaRoute } from './hrana-routes.ts';
 import {
   authorized,
   close,
@@ -15,11 +18,13 @@ import {
   type RouteHandler,
   readBody,
 } from './http.ts';
+import { secretLengthProblem } from './secrets.ts';
 
 /**
  * Hrana over HTTP (JSON, versions 2 and 3: the pipeline bodies are the same), so that libSQL
  * clients (`@libsql/client` with an http:// URL) can talk to a hadb node. Each database is served
- * under its name (`/orders/v3/pipeline`), the first also at `/`. A batch is applied atomically on
+ * under its name (`/orders/v3/pipeline`; a node serving one database also at `/`, see
+ * hrana-routes.ts). A batch is applied atomically on
  * the leader (forwarded from a follower). An interactive transaction (BEGIN in one request,
  * COMMIT in a later one) runs on the leader, on its own connection holding the writer: a
  * follower relays such a stream to the leader, and the baton says which node holds the stream.
@@ -48,9 +53,9 @@ const PROBE_MESSAGE = 'RAISE() may only be used within a trigger-program';
 export interface HranaServerOptions {
   host: string;
   port: number;
-  /** Served at `/<name>/`; the first one also at `/`. */
+  /** Served at `/<name>/`; when there is only one, also at `/`. Names like `v3` are refused. */
   databases: ReadonlyMap<string, HadbDatabase>;
-  /** Clients must send `Authorization: Bearer <authToken>`; null turns authentication off. */
+  /** Clients must send `Authorization: Bearer <authToken>` (16 characters at least); null: no authentication. */
   authToken: string | null;
   /** The cluster secret: signs batons and authenticates relays to the leader. */
   secret: string;
@@ -62,6 +67,8 @@ export interface HranaServerOptions {
   streamIdleMs?: number;
   /** Open streams per client address (default {@link MAX_STREAMS_PER_CLIENT}). */
   maxStreamsPerClient?: number;
+  /** Where the addresses hidden from client error messages are logged (default: stderr, warn). */
+  logger?: Logger;
 }
 
 export interface HranaServer {
@@ -136,50 +143,75 @@ interface PipelineBody {
 }
 
 export async function startHranaServer(options: HranaServerOptions): Promise<HranaServer> {
+  const tokenProblem =
+    options.authToken === null ? null : secretLengthProblem('authToken', options.authToken);
+  if (tokenProblem) throw new InvalidArgumentError(tokenProblem);
   const expected = options.authToken === null ? null : digest(`Bearer ${options.authToken}`);
   const streams = new Map<string, Stream>();
   const streamsOf = new Map<string, number>();
   const maxPerClient = options.maxStreamsPerClient ?? MAX_STREAMS_PER_CLIENT;
   const idleMs = options.streamIdleMs ?? STREAM_IDLE_MS;
-  const defaultDb = [...options.databases.keys()][0];
+  const servedNames = [...options.databases.keys()];
+  for (const name of servedNames) assertServableDbName(name);
   const peers = new NodeClient(options.secret);
   const batons = batonSigner(options.secret);
 
+  // Made when first needed: most servers never hide an address.
+  let logger = options.logger;
   const server = http.createServer((request, response) => {
     handle(request).then(
-      (answer) => reply(response, answer.status, answer.body),
+      (answer) => reply(response, answer.status, forClient(answer.body)),
       (error: unknown) => {
         const message = error instanceof Error ? error.message : String(error);
-        if (!response.headersSent) reply(response, 500, { message, code: 'INTERNAL' });
+        if (!response.headersSent) reply(response, 500, forClient({ message, code: 'INTERNAL' }));
         else response.destroy();
       },
     );
   });
+
+  /** The answer with the addresses in its error messages hidden; the full ones are logged here. */
+  function forClient(body: unknown): unknown {
+    const hidden: string[] = [];
+    const scrub = (holder: unknown) => {
+      if (!isObject(holder) || typeof holder.message !== 'string') return;
+      const message = withoutAddresses(holder.message);
+      if (message === holder.message) return;
+      hidden.push(holder.message);
+      holder.message = message;
+    };
+    if (!isObject(body)) return body;
+    scrub(body);
+    if (Array.isArray(body.results)) {
+      for (const result of body.results) {
+        if (!isObject(result)) continue;
+        scrub(result.error);
+        const stepErrors =
+          isObject(result.response) && isObject(result.response.result)
+            ? result.response.result.step_errors
+            : undefined;
+        if (Array.isArray(stepErrors)) for (const stepError of stepErrors) scrub(stepError);
+      }
+    }
+    if (hidden.length > 0) {
+      logger ??= pino({ level: process.env.HADB_LOG_LEVEL ?? 'warn' }, pino.destination(2));
+      logger.warn({ errors: hidden }, 'Hrana error sent without its addresses');
+    }
+    return body;
+  }
   server.keepAliveTimeout = 60_000;
 
   async function handle(request: http.IncomingMessage): Promise<Answer> {
-    const path = new URL(request.url ?? '/', 'http://hrana').pathname;
     if (expected !== null && !authorized(request.headers.authorization, expected)) {
       request.resume();
       return problem(401, 'UNAUTHORIZED', 'missing or wrong auth token');
     }
-    // `/<db>/v3/pipeline`, or `/v3/pipeline` for the first database.
-    const parts = path.split('/').filter((part) => part.length > 0);
-    let db = defaultDb;
-    if (parts[0] !== undefined && !/^v\d+(-\w+)?$/.test(parts[0])) {
-      db = safeDecode(parts.shift() as string);
-    }
-    const [version, action, ...rest] = parts;
-    const known = version === undefined || version === 'v2' || version === 'v3';
-    if (!known || rest.length > 0 || (action !== undefined && action !== 'pipeline')) {
+    const route = hranaRoute(request.url ?? '/', servedNames);
+    if (!route.found) {
       request.resume();
-      return problem(404, 'NOT_FOUND', `no such endpoint ${path}`);
+      return problem(404, route.code, route.message);
     }
-    if (db === undefined || !options.databases.has(db)) {
-      request.resume();
-      return problem(404, 'UNKNOWN_DATABASE', `no database ${JSON.stringify(db)} is served here`);
-    }
-    if (action === undefined) {
+    const db = route.db;
+    if (!route.pipeline) {
       request.resume();
       return request.method === 'GET'
         ? { status: 200, body: { ok: true } }
@@ -481,14 +513,6 @@ function problem(status: number, code: string, message: string): Answer {
 
 function messageOf(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
-}
-
-function safeDecode(text: string): string {
-  try {
-    return decodeURIComponent(text);
-  } catch {
-    return text;
-  }
 }
 
 /** Per-process tokens no client can guess, standing in for numbers JSON.stringify gets wrong. */

@@ -26,6 +26,11 @@ let client: Client;
 let other: Client;
 const clients: Client[] = [];
 
+/** Where clients reach `app` on `node` (a node serving several databases has no default one). */
+function app(node: ServedNode): string {
+  return `${node.hrana}/app/`;
+}
+
 function connect(url: string): Client {
   const opened = createClient({ url, authToken: TOKEN, intMode: 'bigint' });
   clients.push(opened);
@@ -35,8 +40,8 @@ function connect(url: string): Client {
 beforeAll(async () => {
   await Promise.all(['a', 'b', 'c'].map((id) => cluster.start(id)));
   ({ leader, followers } = await cluster.roles('app'));
-  client = connect((followers[0] as ServedNode).hrana);
-  other = connect((followers[1] as ServedNode).hrana);
+  client = connect(app(followers[0] as ServedNode));
+  other = connect(app(followers[1] as ServedNode));
 }, 60_000);
 
 afterAll(async () => {
@@ -120,7 +125,7 @@ describe('hadb serve: a cluster of three behind @libsql/client and drizzle-orm',
     const inside = await tx.execute('select v from kv where id = 10');
     expect(inside.rows[0]?.v).toBe('in tx');
     // Not visible outside before the commit, on the leader either.
-    const onLeader = connect(leader.hrana);
+    const onLeader = connect(app(leader));
     expect((await onLeader.execute('select count(*) as n from kv where id = 10')).rows[0]?.n).toBe(
       0n,
     );
@@ -188,7 +193,7 @@ describe('hadb serve: a cluster of three behind @libsql/client and drizzle-orm',
 
   it('names the holding node in the baton: any node carries the stream on', async () => {
     const post = async (node: ServedNode, body: unknown) => {
-      const response = await fetch(`${node.hrana}/v3/pipeline`, {
+      const response = await fetch(`${node.hrana}/app/v3/pipeline`, {
         method: 'POST',
         headers: { authorization: `Bearer ${TOKEN}` },
         body: JSON.stringify(body),
@@ -248,7 +253,7 @@ describe('hadb serve: a cluster of three behind @libsql/client and drizzle-orm',
     expect(inside.rows[0]?.n).toBe(MIN);
     await tx.commit();
     for (const node of cluster.nodes) {
-      const on = connect(node.hrana);
+      const on = connect(app(node));
       const result = await on.execute('select id, n, f, t, b, z from typed order by id');
       expect(
         result.rows.map((row) => [
@@ -273,7 +278,7 @@ describe('hadb serve: a cluster of three behind @libsql/client and drizzle-orm',
     });
     // Drizzle maps integers itself: its client keeps the default intMode.
     const drizzleClient = createClient({
-      url: (followers[1] as ServedNode).hrana,
+      url: app(followers[1] as ServedNode),
       authToken: TOKEN,
     });
     clients.push(drizzleClient);
@@ -340,7 +345,7 @@ describe('hadb serve: a cluster of three behind @libsql/client and drizzle-orm',
   });
 
   it('answers bad bodies, forged batons and huge bodies with clear errors, applying nothing', async () => {
-    const url = `${(followers[0] as ServedNode).hrana}/v3/pipeline`;
+    const url = `${(followers[0] as ServedNode).hrana}/app/v3/pipeline`;
     const post = (body: string | Uint8Array) =>
       fetch(url, { method: 'POST', headers: { authorization: `Bearer ${TOKEN}` }, body });
     const insert = { type: 'execute', stmt: { sql: "insert into kv(id, v) values (99, 'bad')" } };
@@ -370,12 +375,12 @@ describe('hadb serve: a cluster of three behind @libsql/client and drizzle-orm',
     const line = await node.watched.waitForLine((text) => text.includes('"listening"'));
     expect(JSON.parse(line)).toMatchObject({ db: 'app', databases: ['app', 'orders'] });
     expect(await ids(connect(`${node.hrana}/orders/`), 'o')).toEqual([1n]);
-    // Directly on this node too, whatever its role: a transaction, then the default database.
+    // Directly on this node too, whatever its role: a transaction, then app.
     const tx = await connect(`${node.hrana}/orders/`).transaction('write');
     await tx.execute({ sql: 'insert into o(id, total) values (?, ?)', args: [2, 1.25] });
     await tx.commit();
     expect(await ids(connect(`${node.hrana}/orders/`), 'o')).toEqual([1n, 2n]);
-    expect((await connect(node.hrana).execute('select v from kv where id = 1')).rows[0]?.v).toBe(
+    expect((await connect(app(node)).execute('select v from kv where id = 1')).rows[0]?.v).toBe(
       'one, updated in tx',
     );
   });

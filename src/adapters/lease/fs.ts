@@ -2,7 +2,7 @@ import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import Database from 'better-sqlite3';
-import { HadbError, LeaseStoreUnavailableError } from '../../errors.ts';
+import { HadbError, LeaseRecordInvalidError, LeaseStoreUnavailableError } from '../../errors.ts';
 import { type CasResult, CONFLICT, type LeaseEntry, type LeaseStore } from './types.ts';
 
 const DEFAULT_BUSY_TIMEOUT_MS = 5000;
@@ -11,7 +11,8 @@ const OPEN_RETRY_MS = 10;
 const REVISION = /^(?:0|[1-9][0-9]{0,14})$/;
 
 interface LeaseRow {
-  revision: number;
+  /** An integer unless someone other than this store wrote the row. */
+  revision: unknown;
   value: Buffer;
 }
 
@@ -149,6 +150,18 @@ export function createFsLeaseStore(options: {
       return run(`get ${JSON.stringify(key)}`, ({ get }): LeaseEntry | null => {
         const row = get.get(key);
         if (row === undefined) return null;
+        // Only this store writes the file; a row it could not have written is reported, since a
+        // revision no update can match would turn every claim into a conflict, forever.
+        if (!Number.isSafeInteger(row.revision) || (row.revision as number) < 1) {
+          throw new LeaseRecordInvalidError(
+            `unreadable lease record ${JSON.stringify(key)} in ${options.path}: revision ${JSON.stringify(row.revision)} is not a positive integer`,
+          );
+        }
+        if (!Buffer.isBuffer(row.value)) {
+          throw new LeaseRecordInvalidError(
+            `unreadable lease record ${JSON.stringify(key)} in ${options.path}: the value is not a blob`,
+          );
+        }
         return { value: new Uint8Array(row.value), revision: String(row.revision) };
       });
     },

@@ -54,8 +54,9 @@ export function registerExplainCommand(program: Command, context: CommandContext
       '  3  with --check: storage unreachable',
       '',
       'Precedence: flags, then HADB_* environment variables, then the config file (--config,',
-      'HADB_CONFIG, or ./hadb.json). Values whose names look secret (secret, token, password,',
-      'key, credential) and user information in URLs are shown as ***.',
+      'HADB_CONFIG, or ./hadb.json). Values whose names look secret (secret, token, pass, pwd,',
+      'key, credential, auth, cookie), and user information, fragments and secret-looking query',
+      'values in URLs, are shown as ***.',
     ].join('\n'),
   );
   command.action((options: ExplainOptionValues) =>

@@ -5,7 +5,7 @@
  */
 import type { Command } from 'commander';
 import { InvalidArgumentError } from '../../errors.ts';
-import { resolveConfig } from '../config.ts';
+import { redactUrl, resolveConfig } from '../config.ts';
 import {
   type CommandContext,
   EXIT_FAILED,
@@ -166,16 +166,18 @@ export function normalizeNodeUrl(text: string, origin = '--nodes'): string {
   try {
     url = new URL(withScheme);
   } catch {
-    throw new InvalidArgumentError(`${origin}: ${JSON.stringify(text)} is not a valid URL`);
+    throw new InvalidArgumentError(
+      `${origin}: ${JSON.stringify(redactUrl(text))} is not a valid URL`,
+    );
   }
   if (url.protocol !== 'http:' && url.protocol !== 'https:') {
     throw new InvalidArgumentError(
-      `${origin}: ${JSON.stringify(text)} must be an http:// or https:// URL`,
+      `${origin}: ${JSON.stringify(redactUrl(text))} must be an http:// or https:// URL`,
     );
   }
   if (url.search !== '' || url.hash !== '' || url.username !== '' || url.password !== '') {
     throw new InvalidArgumentError(
-      `${origin}: ${JSON.stringify(text)} must be a plain node address (no query, fragment or credentials)`,
+      `${origin}: ${JSON.stringify(redactUrl(text))} must be a plain node address (no query, fragment or credentials)`,
     );
   }
   return `${url.origin}${url.pathname.replace(/\/+$/, '')}`;
@@ -242,7 +244,9 @@ export async function clusterStatus(urls: string[], timeoutMs: number): Promise<
         problems.push(
           state === 'stuck'
             ? `database ${name}: ${row.node} cannot catch up: ${code} at seq ${seq}`
-            : `database ${name}: ${row.node} stopped it: ${code}`,
+            : state === 'lease'
+              ? `database ${name}: ${row.node} cannot use its lease record: ${code}`
+              : `database ${name}: ${row.node} stopped it: ${code}`,
         );
       }
     }
