@@ -34,7 +34,9 @@ export type HadbErrorCode =
   | 'STORE_MISMATCH'
   | 'CATCH_UP_FAILED'
   | 'DATABASE_FAILED'
-  | 'DATABASE_DIVERGED';
+  | 'DATABASE_DIVERGED'
+  | 'STATEMENT_TIMEOUT'
+  | 'RESULT_TOO_LARGE';
 
 export class HadbError extends Error {
   readonly code: HadbErrorCode;
@@ -292,5 +294,19 @@ export class DatabaseFailedError extends HadbError {
     const why = options.cause instanceof Error ? options.cause.message : String(options.cause);
     super('DATABASE_FAILED', `${db} stopped after ${crashes} crashes: ${why}`, options);
     this.db = db;
+  }
+}
+
+/** A client statement ran past the node's time limit and was ended (its process killed). */
+export class StatementTimeoutError extends HadbError {
+  constructor(message: string) {
+    super('STATEMENT_TIMEOUT', message);
+  }
+}
+
+/** A client read's rows came to more than the node's result cap; it was refused. */
+export class ResultTooLargeError extends HadbError {
+  constructor(message: string) {
+    super('RESULT_TOO_LARGE', message);
   }
 }

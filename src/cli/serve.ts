@@ -25,6 +25,9 @@ interface ServeOptionValues {
   db?: string[];
   allDatabases?: boolean;
   transactionTimeout: number;
+  statementTimeout: number;
+  maxResultBytes: number;
+  statementProcesses: number;
   listen: { host: string; port: number };
   peerListen: { host: string; port: number };
   advertise?: string;
@@ -56,6 +59,16 @@ function parsePositiveSeconds(flag: string) {
       throw new InvalidArgumentError(`${flag} must be a number of seconds in (0, 3600]`);
     }
     return seconds;
+  };
+}
+
+function parsePositiveInteger(flag: string) {
+  return (value: string): number => {
+    const n = Number(value);
+    if (!Number.isSafeInteger(n) || n < 1) {
+      throw new InvalidArgumentError(`${flag} must be a positive integer`);
+    }
+    return n;
   };
 }
 
@@ -111,6 +124,27 @@ export function registerServeCommand(program: Command): void {
       new Option('--durability <mode>', 'when a write is acknowledged')
         .choices(['async', 'replicated'])
         .default('replicated'),
+    )
+    .addOption(
+      new Option(
+        '--statement-timeout <seconds>',
+        "a client's read still running after this long is ended (STATEMENT_TIMEOUT)",
+      )
+        .default(5)
+        .argParser(parsePositiveSeconds('--statement-timeout')),
+    )
+    .addOption(
+      new Option(
+        '--max-result-bytes <n>',
+        'a read whose rows come to more bytes is refused (RESULT_TOO_LARGE); default 64 MiB',
+      )
+        .default(64 * 1024 * 1024)
+        .argParser(parsePositiveInteger('--max-result-bytes')),
+    )
+    .addOption(
+      new Option('--statement-processes <n>', 'processes running client reads at once')
+        .default(2)
+        .argParser(parsePositiveInteger('--statement-processes')),
     )
     .option('--no-auth', 'accept clients without a token (only on a loopback --listen address)')
     .addOption(transitionsOption())
@@ -175,6 +209,11 @@ async function serve(
     prefix: options.prefix,
     init: options.init === true,
     durability: options.durability,
+    statements: {
+      timeoutMs: Math.round(options.statementTimeout * 1000),
+      maxResultBytes: options.maxResultBytes,
+      processes: options.statementProcesses,
+    },
     backendKinds: {
       storage: backendKindOfUrl(options.storage),
       leases: backendKindOfUrl(options.leases),

@@ -66,6 +66,8 @@ export type ForwardErrorCode =
   | 'FENCED'
   | 'BAD_REQUEST'
   | 'INVALID_ARGUMENT'
+  | 'STATEMENT_TIMEOUT'
+  | 'RESULT_TOO_LARGE'
   | 'INTERNAL';
 
 export type ForwardResponse =

@@ -867,6 +867,7 @@ async function readOnlyRun(
         consistency: 'read-your-writes',
         ...afterWrites(db),
         bigints: true,
+        isolated: true,
       });
       results.push(toStmtResult({ changes: 0, lastInsertRowid: 0, rows }, wants[i] ?? true));
     } catch (error) {
@@ -901,6 +902,7 @@ async function tryLocalReads(db: HadbDatabase, statements: Statement[]): Promise
           consistency: 'read-your-writes',
           ...afterWrites(db),
           bigints: true,
+          isolated: true,
         }),
       );
     } catch (error) {
