@@ -898,7 +898,12 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
     remembered: boolean,
   ): Promise<BatchResult | null> {
     this.#touch();
-    if (request.op === 'read') return readOnLeader(leader, this.#localConnection(), request);
+    if (request.op === 'read') {
+      return this.#serveRead(leader, request).catch((error: unknown) => {
+        if (error instanceof NotLeaderError) return null;
+        throw error;
+      });
+    }
     let committed: { epoch: number; results: StatementResult[] } | null;
     try {
       committed = await this.#withWriter(deadline, (current) =>
