@@ -63,6 +63,9 @@ class StatementProcess {
   #nextId = 0;
   #exited = false;
   busy = false;
+  /** Resolves once the process listens (its start does not count against the time limit). */
+  readonly started: Promise<void>;
+  #markStarted: () => void = () => {};
 
   constructor(maxConnections: number, onExit: (process: StatementProcess) => void) {
     this.child = fork(CHILD_ENTRY, [], {
@@ -72,11 +75,17 @@ class StatementProcess {
       env: { ...process.env, HADB_RUNNER_MAX_CONNECTIONS: String(maxConnections) },
       stdio: ['ignore', 'ignore', 'inherit', 'ipc'],
     });
+    this.started = new Promise<void>((resolve) => {
+      this.#markStarted = resolve;
+    });
     // A node that is otherwise done does not wait for its idle statement processes.
     this.child.unref();
-    this.#channel()?.unref();
     this.child.on('message', (message: ChildAnswer | { ready: true }) => {
-      if (!('id' in message)) return;
+      if (!('id' in message)) {
+        this.#channel()?.unref();
+        this.#markStarted();
+        return;
+      }
       for (const path of message.closed ?? []) this.open.delete(path);
       const pending = this.#pending.get(message.id);
       this.#pending.delete(message.id);
@@ -90,6 +99,7 @@ class StatementProcess {
       const why = new StatementProcessExitedError(signal ?? `exit code ${code}`);
       for (const pending of this.#pending.values()) pending.reject(why);
       this.#pending.clear();
+      this.#markStarted();
       onExit(this);
     });
   }
@@ -162,6 +172,7 @@ export class StatementRunner {
     const worker = await this.#acquire();
     let timer: NodeJS.Timeout | undefined;
     try {
+      await worker.started;
       worker.open.add(request.path);
       const timedOut = new Promise<never>((_, reject) => {
         timer = setTimeout(() => {
