@@ -486,7 +486,11 @@ function toHranaError(error: unknown): HranaError {
   if (error instanceof HranaRequestError) return { message: error.message, code: error.code };
   const message = error instanceof Error ? error.message : String(error);
   const code = isObject(error) && typeof error.code === 'string' ? error.code : 'INTERNAL';
-  return { message, code };
+  // The client puts the code in front of the message itself (hadb's errors carry it already).
+  return {
+    message: message.startsWith(`${code}: `) ? message.slice(code.length + 2) : message,
+    code,
+  };
 }
 
 // ---- which streams need the leader -------------------------------------------------------------
