@@ -37,7 +37,9 @@ export type HadbErrorCode =
   | 'DATABASE_DIVERGED'
   | 'LIMIT_EXCEEDED'
   | 'TRANSACTION_EXPIRED'
-  | 'STATEMENT_REFUSED';
+  | 'STATEMENT_REFUSED'
+  | 'STATEMENT_TIMEOUT'
+  | 'RESULT_TOO_LARGE';
 
 export class HadbError extends Error {
   readonly code: HadbErrorCode;
@@ -325,5 +327,19 @@ export class TransactionExpiredError extends HadbError {
       `the transaction was open longer than its maximum lifetime (${lifetimeMs} ms) and was rolled back`,
     );
     this.lifetimeMs = lifetimeMs;
+  }
+}
+
+/** A client statement ran past the node's time limit and was ended (its process killed). */
+export class StatementTimeoutError extends HadbError {
+  constructor(message: string) {
+    super('STATEMENT_TIMEOUT', message);
+  }
+}
+
+/** A client read's rows came to more than the node's result cap; it was refused. */
+export class ResultTooLargeError extends HadbError {
+  constructor(message: string) {
+    super('RESULT_TOO_LARGE', message);
   }
 }

@@ -29,8 +29,10 @@ import {
   LeaderUnavailableError,
   NotDurableError,
   NotLeaderError,
+  ResultTooLargeError,
   SqlError,
   StatementRefusedError,
+  StatementTimeoutError,
   TimeoutError,
   UnauthorizedError,
 } from '../errors.ts';
@@ -71,6 +73,7 @@ import type { NodeLeaseServices } from './node-liveness.ts';
 import type { NodeTailFollower, ShipLog, TailedDatabase } from './node-tail.ts';
 import { asSqlError, prepare, readRows, runStatement, toSqlError } from './sql.ts';
 import { checkClientSql, checkClientStatements, type SqlContext } from './statement-gate.ts';
+import type { StatementRunner } from './statement-runner.ts';
 import type { StepLimiter } from './step-limiter.ts';
 import { type Transition, transitionOf } from './transitions.ts';
 
@@ -83,6 +86,13 @@ export interface ReadOptions {
   after?: WriteToken;
   /** Integers come back as bigint. */
   bigints?: boolean;
+  /**
+   * Runs the read in one of the node's statement processes, under its time limit and result cap
+   * (`StatementTimeoutError`, `ResultTooLargeError`) and off the event loop: for SQL that comes
+   * from outside the application (`hadb serve` uses it for its clients). Default false: the
+   * application's own reads run in this process, which is faster.
+   */
+  isolated?: boolean;
 }
 
 export interface WriteOptions {
@@ -358,6 +368,8 @@ export interface NodeServices {
   pageCacheKiB?: number | undefined;
   /** The heavy steps of role changes, a few at a time for the whole node. */
   steps?: StepLimiter | undefined;
+  /** Client reads (Hrana, forwarded reads) run here, off the event loop, with a time limit. */
+  runner?: StatementRunner | undefined;
 }
 
 export interface DatabaseSettings {
@@ -396,7 +408,11 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
   #snapshot: RoleSnapshot | undefined;
   #actor: DatabaseActor | undefined;
   #follower: SqliteFollower | null = null;
+  /** Read-only connection for local reads, on the follower's or the leader's file (never the writer). */
   #reader: Database.Database | null = null;
+  /** Reads running in the node's statement processes: transitions and applies wait for them. */
+  #isolatedReads = 0;
+  readonly #isolatedReadsDone = new Set<() => void>();
   #leader: SqliteLeader | null = null;
   /** Epoch whose leader file is open and accepting writes. */
   #writerEpoch: number | null = null;
@@ -641,9 +657,18 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
   hibernate(): boolean {
     if (this.#closed) return true;
     if (this.#interactive.size > 0 || this.#serialPending > 0) return false;
-    if (this.#leader && !this.#leader.hibernate()) return false;
-    // Readers first: closing the follower's descriptor drops the process's locks on the file.
+    if (this.#isolatedReads > 0) return false;
+    // A statement process's connection would outlive the leader's close (which then keeps the
+    // WAL): closed first, and asked again at the next sweep.
+    const runner = this.#services.runner;
+    if (runner?.holds(this.path)) {
+      void runner.forget(this.path);
+      return false;
+    }
+    // Readers first: closing the follower's descriptor drops the process's locks on the file, and
+    // the leader's writer closes last so it checkpoints and removes the WAL.
     this.#closeReader();
+    if (this.#leader && !this.#leader.hibernate()) return false;
     this.#follower?.hibernate();
     return true;
   }
@@ -863,6 +888,8 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
           if (answer?.code === 'STATEMENT_REFUSED') throw new StatementRefusedError(answer.message);
           if (answer?.code === 'BAD_REQUEST') throw new BadRequestError(answer.message);
           if (answer?.code === 'INVALID_ARGUMENT') throw new InvalidArgumentError(answer.message);
+          if (answer?.code === 'STATEMENT_TIMEOUT' || answer?.code === 'RESULT_TOO_LARGE')
+            throw forwardedLimitError(answer.code, answer.message);
           if (answer) lastProblem = `${answer.code}: ${answer.message}`;
           // Node-level leases are not polled: a leader that says no (or is gone) means re-read.
           if (this.#services.nodeLeases && answer?.code !== 'INTERNAL') this.leaseChanged();
@@ -897,7 +924,12 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
     remembered: boolean,
   ): Promise<BatchResult | null> {
     this.#touch();
-    if (request.op === 'read') return readOnLeader(leader, request);
+    if (request.op === 'read') {
+      return this.#serveRead(leader, request).catch((error: unknown) => {
+        if (error instanceof NotLeaderError) return null;
+        throw error;
+      });
+    }
     let committed: { epoch: number; results: StatementResult[] } | null;
     try {
       committed = await this.#withWriter(deadline, (current) =>
@@ -966,7 +998,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
     if (!leader) return notLeader(this.name, this.role);
     this.#touch();
     try {
-      if (request.op === 'read') return { ok: true, ...readOnLeader(leader, request) };
+      if (request.op === 'read') return { ok: true, ...(await this.#serveRead(leader, request)) };
       const committed = await this.#withWriter(
         this.#services.clock.now() + this.#settings.forwardTimeoutMs,
         (current) => (current === leader ? this.#commitStatements(leader, request, true) : null),
@@ -992,6 +1024,12 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
         return { ok: false, code: 'FENCED', message: mapped.message };
       if (mapped instanceof TimeoutError)
         return { ok: false, code: 'INTERNAL', message: `${this.name}: the writer stayed held` };
+      if (mapped instanceof StatementTimeoutError || mapped instanceof ResultTooLargeError)
+        return {
+          ok: false,
+          code: mapped instanceof StatementTimeoutError ? 'STATEMENT_TIMEOUT' : 'RESULT_TOO_LARGE',
+          message: withoutCode(mapped),
+        };
       if (mapped instanceof InvalidArgumentError)
         // Without the code prefix: the sender's InvalidArgumentError adds it again.
         return {
@@ -1271,6 +1309,12 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
         return this.#readOnLeader(statement, bigints);
       }
     }
+    const runner = options.isolated ? this.#services.runner : undefined;
+    if (runner) {
+      const read = await this.#isolatedRead(runner, [statement], bigints);
+      if (!read) return this.#readOnLeader(statement, bigints);
+      return { rows: read.results[0] ?? [], position: read.position };
+    }
     await this.#chain;
     // A copy stuck behind storage would answer from an ever older state.
     if (!this.#leader) {
@@ -1299,9 +1343,14 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
     return { rows: results[0]?.rows ?? [], position: token };
   }
 
+  /**
+   * A read-only connection on the local copy. On the leader too: client SQL never runs on the
+   * writer, whose settings and state the capture depends on.
+   */
   #localConnection(): Database.Database | null {
-    if (this.#leader) return this.#leader.database;
-    if (!this.#follower) return null;
+    if (!this.#leader && !this.#follower) return null;
+    // The leader's writer opens first: it switches the file to WAL and keeps the WAL open.
+    if (this.#leader) void this.#leader.database;
     if (!this.#reader) {
       this.#touch();
       this.#reader = new Database(this.path, { readonly: true, fileMustExist: true });
@@ -1309,6 +1358,71 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
       if (cacheKiB !== undefined) this.#reader.pragma(`cache_size = ${-cacheKiB}`);
     }
     return this.#reader;
+  }
+
+  /** A forwarded read on the leader: in a statement process when the node has them. */
+  async #serveRead(leader: SqliteLeader, request: ForwardRequest): Promise<BatchResult> {
+    const runner = this.#services.runner;
+    if (!runner) return readOnLeader(leader, this.#localConnection(), request);
+    const read = await this.#isolatedRead(runner, request.statements, request.bigints);
+    if (!read || this.#leader !== leader) throw new NotLeaderError(`${this.name}: not the leader`);
+    return {
+      results: read.results.map((rows) => ({ changes: 0, lastInsertRowid: 0, rows })),
+      token: read.position,
+    };
+  }
+
+  /**
+   * The statements read in one of the node's statement processes, off the event loop. Transitions
+   * and applies (which change the file under a reader) wait for it, and it waits for them. Null
+   * when there is no local copy to read.
+   */
+  async #isolatedRead(
+    runner: StatementRunner,
+    statements: Statement[],
+    bigints: boolean,
+  ): Promise<{ results: Row[][]; position: WriteToken } | null> {
+    while (this.#serialPending > 0) await this.#chain;
+    if (!this.#leader) {
+      const unusable = this.#failed?.error ?? this.#stuck?.error;
+      if (unusable) throw unusable;
+      if (!this.#follower) return null;
+    }
+    this.#touch();
+    // The leader's writer opens first: it switches the file to WAL and keeps the WAL open.
+    if (this.#leader) void this.#leader.database;
+    const position = this.position;
+    this.#isolatedReads += 1;
+    try {
+      const results = await runner.read({
+        path: this.path,
+        statements,
+        bigints,
+        pageCacheKiB: this.#services.pageCacheKiB,
+      });
+      return { results, position };
+    } finally {
+      this.#isolatedReads -= 1;
+      if (this.#isolatedReads === 0) for (const wake of [...this.#isolatedReadsDone]) wake();
+    }
+  }
+
+  /** Resolves once no read runs in a statement process (new ones wait while serial work is queued). */
+  async #isolatedReadsEnded(): Promise<void> {
+    while (this.#isolatedReads > 0) {
+      await new Promise<void>((resolve) => {
+        const done = () => {
+          this.#isolatedReadsDone.delete(done);
+          resolve();
+        };
+        this.#isolatedReadsDone.add(done);
+      });
+    }
+  }
+
+  /** Statement processes close their connections on this file (it changes mode or is replaced). */
+  async #forgetIsolated(): Promise<void> {
+    await this.#services.runner?.forget(this.path);
   }
 
   /** Waits until this copy holds `seq`, pulling from storage; false if it did not in time. */
@@ -1581,6 +1695,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
     });
     this.#noteSeq(position.seq);
     this.#closeReader();
+    await this.#forgetIsolated();
     follower.close();
     this.#follower = null;
     const leader = await SqliteLeader.open({
@@ -1646,6 +1761,9 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
     const leader = this.#leader;
     if (!leader) return;
     this.#leader = null;
+    // The leader's close must be the file's last connection, so SQLite checkpoints and drops the WAL.
+    this.#closeReader();
+    await this.#forgetIsolated();
     const steps = this.#services.steps;
     // A lapsed node lease stops every leader of the node at once: their file work takes turns.
     // Writes stopped above; a handoff or a stop (one at a time, or the node closing) goes ahead.
@@ -1918,8 +2036,10 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
       prefix: this.#services.prefix,
       onEvent: (event: { type: string }) => {
         // A rebuilt copy is a new file: readers must reopen it.
-        if (event.type === 'bootstrapped') this.#closeReader();
-        else if (event.type === 'applied') this.#touch();
+        if (event.type === 'bootstrapped') {
+          this.#closeReader();
+          void this.#forgetIsolated();
+        } else if (event.type === 'applied') this.#touch();
       },
       onOpen: () => this.#touch(),
     };
@@ -1945,6 +2065,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
   async #dropLocalHandles(): Promise<void> {
     this.#abortInteractive('the local copy was closed');
     this.#closeReader();
+    await this.#forgetIsolated();
     this.#follower?.close();
     this.#follower = null;
     const leader = this.#leader;
@@ -1979,9 +2100,13 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
 
   #serial<T>(work: () => Promise<T>): Promise<T> {
     this.#serialPending += 1;
-    const run = this.#chain.then(work).finally(() => {
-      this.#serialPending -= 1;
-    });
+    // Reads running in statement processes end first: an apply or a transition changes the file.
+    const run = this.#chain
+      .then(() => this.#isolatedReadsEnded())
+      .then(work)
+      .finally(() => {
+        this.#serialPending -= 1;
+      });
     this.#chain = run.catch(() => {});
     return run;
   }
@@ -2028,12 +2153,17 @@ function leaderOf(snapshot: RoleSnapshot | undefined): string {
   return record && !record.released ? `${record.holder}@${record.epoch}` : '';
 }
 
-/** A forwarded read, answered from the leader's copy at its current position. */
-function readOnLeader(leader: SqliteLeader, request: ForwardRequest): BatchResult {
+/** A forwarded read, answered from the leader's copy (its read-only connection) at its current position. */
+function readOnLeader(
+  leader: SqliteLeader,
+  connection: Database.Database | null,
+  request: ForwardRequest,
+): BatchResult {
+  if (!connection) throw new NotLeaderError(`${request.db}: no local copy to read`);
   const results = request.statements.map((statement) => ({
     changes: 0,
     lastInsertRowid: 0,
-    rows: readRows(leader.database, statement, request.bigints),
+    rows: readRows(connection, statement, request.bigints),
   }));
   const { epoch, seq } = leader.position;
   return { results, token: { epoch, seq } };
@@ -2105,6 +2235,20 @@ function notLeader(db: string, role: Role): ForwardResponse {
     code: 'NOT_LEADER',
     message: `this node does not lead ${db} (it is ${role})`,
   };
+}
+
+/** A limit error's message without the code prefix, which the receiving side adds again. */
+function withoutCode(error: HadbError): string {
+  return error.message.slice(`${error.code}: `.length);
+}
+
+function forwardedLimitError(
+  code: 'STATEMENT_TIMEOUT' | 'RESULT_TOO_LARGE',
+  message: string,
+): HadbError {
+  return code === 'STATEMENT_TIMEOUT'
+    ? new StatementTimeoutError(message)
+    : new ResultTooLargeError(message);
 }
 
 function sqlErrorOf(answer: Extract<ForwardResponse, { ok: false }>): SqlError {

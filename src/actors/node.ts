@@ -55,6 +55,7 @@ import {
 import { MetricsRegistry } from './metrics.ts';
 import { NODE_KEY_PREFIX, NodeLiveness, OwnershipCache } from './node-liveness.ts';
 import { NODE_TAIL_WAIT_MS, NodeTailFollower, ShipLog } from './node-tail.ts';
+import { StatementRunner, type StatementRunnerOptions } from './statement-runner.ts';
 import { StepLimiter } from './step-limiter.ts';
 import { Supervisor, type SupervisorEvent } from './supervisor.ts';
 import { type Transition, TransitionLog } from './transitions.ts';
@@ -149,6 +150,13 @@ export interface NodeOptions {
   pacing?: { storage?: PacingChoice; leases?: PacingChoice };
   /** The `backend` label of request counts (default: memory and nats are told, others `custom`). */
   backendKinds?: { storage?: string; leases?: string };
+  /**
+   * Reads from the network doors (Hrana, reads forwarded to the leader, and `isolated` reads)
+   * run in child processes with these limits: time per request (default 5 s, then
+   * `StatementTimeoutError`), rows per response (default 64 MiB, then `ResultTooLargeError`),
+   * processes (default 2).
+   */
+  statements?: StatementRunnerOptions;
 }
 
 export interface OpenOptions {
@@ -338,6 +346,7 @@ class Node implements HadbNode {
       handles: this.#handles,
       steps: new StepLimiter(ROLE_STEPS_AT_ONCE),
       pageCacheKiB: pageCacheKiB(options.pageCacheBytes ?? 256 * 1024 * 1024, maxOpen),
+      runner: new StatementRunner(options.statements),
     };
     const inspect = options.inspect;
     if (inspect) {
@@ -727,6 +736,7 @@ class Node implements HadbNode {
     for (const detach of this.#detachMeters) detach();
     await this.#listener?.close();
     this.#services.client.close();
+    this.#services.runner?.close();
     this.#transitions.close();
   }
 

@@ -35,6 +35,9 @@ interface ServeOptionValues {
   transactionTimeout: number;
   transactionLifetime: number;
   maxStreamsPerClient: number;
+  statementTimeout: number;
+  maxResultBytes: number;
+  statementProcesses: number;
   listen: { host: string; port: number };
   peerListen: { host: string; port: number };
   advertise?: string;
@@ -163,6 +166,27 @@ export function registerServeCommand(program: Command): void {
         .choices(['async', 'replicated'])
         .default('replicated'),
     )
+    .addOption(
+      new Option(
+        '--statement-timeout <seconds>',
+        "a client's read still running after this long is ended (STATEMENT_TIMEOUT)",
+      )
+        .default(5)
+        .argParser(parsePositiveSeconds('--statement-timeout')),
+    )
+    .addOption(
+      new Option(
+        '--max-result-bytes <n>',
+        'a read whose rows come to more bytes is refused (RESULT_TOO_LARGE); default 64 MiB',
+      )
+        .default(64 * 1024 * 1024)
+        .argParser(parsePositiveInteger('--max-result-bytes')),
+    )
+    .addOption(
+      new Option('--statement-processes <n>', 'processes running client reads at once')
+        .default(2)
+        .argParser(parsePositiveInteger('--statement-processes')),
+    )
     .option('--no-auth', 'accept clients without a token (only on a loopback --listen address)')
     .addOption(transitionsOption())
     .addOption(inspectOption())
@@ -235,6 +259,11 @@ async function serve(
     init: options.init === true,
     durability: options.durability,
     transactionLifetimeMs: options.transactionLifetime * 1000,
+    statements: {
+      timeoutMs: Math.round(options.statementTimeout * 1000),
+      maxResultBytes: options.maxResultBytes,
+      processes: options.statementProcesses,
+    },
     backendKinds: {
       storage: backendKindOfUrl(options.storage),
       leases: backendKindOfUrl(options.leases),

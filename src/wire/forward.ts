@@ -67,6 +67,8 @@ export type ForwardErrorCode =
   | 'BAD_REQUEST'
   | 'INVALID_ARGUMENT'
   | 'STATEMENT_REFUSED'
+  | 'STATEMENT_TIMEOUT'
+  | 'RESULT_TOO_LARGE'
   | 'INTERNAL';
 
 export type ForwardResponse =

@@ -577,7 +577,11 @@ function toHranaError(error: unknown): HranaError {
   }
   const message = error instanceof Error ? error.message : String(error);
   const code = isObject(error) && typeof error.code === 'string' ? error.code : 'INTERNAL';
-  return { message, code };
+  // The client puts the code in front of the message itself (hadb's errors carry it already).
+  return {
+    message: message.startsWith(`${code}: `) ? message.slice(code.length + 2) : message,
+    code,
+  };
 }
 
 // ---- which streams need the leader -------------------------------------------------------------
@@ -989,6 +993,7 @@ async function readOnlyRun(
         consistency: 'read-your-writes',
         ...afterWrites(db),
         bigints: true,
+        isolated: true,
       });
       results.push(toStmtResult({ changes: 0, lastInsertRowid: 0, rows }, wants[i] ?? true));
     } catch (error) {
@@ -1015,6 +1020,8 @@ function afterWrites(db: HadbDatabase): { after?: WriteToken } {
 }
 
 async function tryLocalReads(db: HadbDatabase, statements: Statement[]): Promise<Row[][] | null> {
+  // Reads run in a statement process: a plain write would only make the trip to be refused there.
+  if (statements.some((statement) => isPlainWrite(statement.sql))) return null;
   const rows: Row[][] = [];
   for (const statement of statements) {
     try {
@@ -1023,6 +1030,7 @@ async function tryLocalReads(db: HadbDatabase, statements: Statement[]): Promise
           consistency: 'read-your-writes',
           ...afterWrites(db),
           bigints: true,
+          isolated: true,
         }),
       );
     } catch (error) {
@@ -1033,6 +1041,30 @@ async function tryLocalReads(db: HadbDatabase, statements: Statement[]): Promise
     }
   }
   return rows;
+}
+
+const WRITE_KEYWORD = /^(?:insert|update|delete|replace|create|drop|alter)\b/i;
+
+/** Starts (after blanks and comments) with a keyword no read-only statement starts with. */
+function isPlainWrite(whole: string): boolean {
+  // Only a shortcut: past a few KiB of comments the statement process decides.
+  const sql = whole.slice(0, 4096);
+  let i = 0;
+  for (;;) {
+    // SQLite's blanks: space, tab, newline, form feed, carriage return.
+    for (let c = sql.charCodeAt(i); c === 32 || (c >= 9 && c <= 13); c = sql.charCodeAt(++i));
+    if (sql.startsWith('--', i)) {
+      const end = sql.indexOf('\n', i);
+      if (end < 0) return false;
+      i = end + 1;
+    } else if (sql.startsWith('/*', i)) {
+      const end = sql.indexOf('*/', i + 2);
+      if (end < 0) return false;
+      i = end + 2;
+    } else {
+      return WRITE_KEYWORD.test(sql.slice(i, i + 8));
+    }
+  }
 }
 
 /**

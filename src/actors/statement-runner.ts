@@ -1,0 +1,311 @@
+import { type ChildProcess, fork } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import {
+  ClosedError,
+  HadbError,
+  InvalidArgumentError,
+  ResultTooLargeError,
+  SqlError,
+  StatementTimeoutError,
+} from '../errors.ts';
+import type { Row, Statement } from '../wire/forward.ts';
+
+export interface StatementRunnerOptions {
+  /** Statement processes (default 2): this many client reads run at once. */
+  processes?: number;
+  /** A read still running after this long is ended by killing its process (default 5 s). */
+  timeoutMs?: number;
+  /** Rows of one request past this many bytes are refused (default 64 MiB). */
+  maxResultBytes?: number;
+  /** Open connections per process, least recently used closed first (default 64). */
+  maxConnections?: number;
+}
+
+export interface RunnerRead {
+  /** The database file, opened read-only. */
+  path: string;
+  statements: Statement[];
+  /** Integers come back as bigint. */
+  bigints: boolean;
+  /** The connection's page cache in KiB (`cache_size`). */
+  pageCacheKiB?: number | undefined;
+}
+
+export const DEFAULT_STATEMENT_TIMEOUT_MS = 5000;
+export const DEFAULT_MAX_RESULT_BYTES = 64 * 1024 * 1024;
+
+const CHILD_ENTRY = fileURLToPath(new URL('./statement-runner-child.mjs', import.meta.url));
+
+interface Pending {
+  resolve(value: unknown): void;
+  reject(error: unknown): void;
+}
+
+type ChildAnswer =
+  | { id: number; ok: true; results?: Row[][]; forgot?: string; closed?: string[] }
+  | {
+      id: number;
+      ok: false;
+      kind: 'too-large' | 'sql' | 'error';
+      sqliteCode?: string | null;
+      message?: string;
+      index: number;
+      closed?: string[];
+    };
+
+/** One statement process: one read at a time, and the paths it holds open. */
+class StatementProcess {
+  readonly child: ChildProcess;
+  readonly open = new Set<string>();
+  /** Paths whose connection a sent `forget` has not confirmed closed yet. */
+  readonly forgetting = new Map<string, number>();
+  readonly #pending = new Map<number, Pending>();
+  #nextId = 0;
+  #exited = false;
+  busy = false;
+  /** Resolves once the process listens (its start does not count against the time limit). */
+  readonly started: Promise<void>;
+  #markStarted: () => void = () => {};
+
+  constructor(maxConnections: number, onExit: (process: StatementProcess) => void) {
+    this.child = fork(CHILD_ENTRY, [], {
+      serialization: 'advanced',
+      // No tsx loader nor inspector flags of the parent: the entry is plain JavaScript.
+      execArgv: [],
+      env: { ...process.env, HADB_RUNNER_MAX_CONNECTIONS: String(maxConnections) },
+      stdio: ['ignore', 'ignore', 'inherit', 'ipc'],
+    });
+    this.started = new Promise<void>((resolve) => {
+      this.#markStarted = resolve;
+    });
+    // A node that is otherwise done does not wait for its idle statement processes.
+    this.child.unref();
+    this.child.on('message', (message: ChildAnswer | { ready: true }) => {
+      if (!('id' in message)) {
+        this.#channel()?.unref();
+        this.#markStarted();
+        return;
+      }
+      for (const path of message.closed ?? []) this.open.delete(path);
+      const pending = this.#pending.get(message.id);
+      this.#pending.delete(message.id);
+      if (this.#pending.size === 0) this.#channel()?.unref();
+      pending?.resolve(message);
+    });
+    this.child.on('error', () => {});
+    this.child.on('exit', (code, signal) => {
+      this.#exited = true;
+      this.open.clear();
+      const why = new StatementProcessExitedError(signal ?? `exit code ${code}`);
+      for (const pending of this.#pending.values()) pending.reject(why);
+      this.#pending.clear();
+      this.#markStarted();
+      onExit(this);
+    });
+  }
+
+  get exited(): boolean {
+    return this.#exited;
+  }
+
+  #channel(): { ref(): void; unref(): void } | undefined {
+    return (this.child as unknown as { channel?: { ref(): void; unref(): void } }).channel;
+  }
+
+  request(message: Record<string, unknown>): Promise<ChildAnswer> {
+    if (this.#exited) return Promise.reject(new StatementProcessExitedError('already exited'));
+    const id = this.#nextId++;
+    return new Promise<ChildAnswer>((resolve, reject) => {
+      this.#pending.set(id, { resolve: resolve as (value: unknown) => void, reject });
+      this.#channel()?.ref();
+      this.child.send({ ...message, id }, (error) => {
+        if (error && this.#pending.delete(id))
+          reject(new StatementProcessExitedError(error.message));
+      });
+    });
+  }
+
+  kill(): void {
+    if (!this.#exited) this.child.kill('SIGKILL');
+  }
+}
+
+/** A statement process ended while it ran a read (not by hadb's time limit); it was replaced. */
+class StatementProcessExitedError extends HadbError {
+  constructor(how: string) {
+    super('CLOSED', `the statement process running this read ended (${how}); it was replaced`);
+  }
+}
+
+/**
+ * Runs client reads (the network doors: Hrana, reads forwarded to the leader) in a small pool of
+ * child processes, each with read-only connections of its own, so a long statement never blocks
+ * the node's event loop (leases, renewals, the live tail) and one past its time limit is ended
+ * by SIGKILL, the only way to stop a running SQLite statement here: better-sqlite3 has no
+ * interrupt, and terminating a worker thread waits for the statement. Processes start on first
+ * use and are replaced when one is killed or dies.
+ */
+export class StatementRunner {
+  readonly timeoutMs: number;
+  readonly maxResultBytes: number;
+  readonly #size: number;
+  readonly #maxConnections: number;
+  readonly #processes: StatementProcess[] = [];
+  readonly #queue: (() => void)[] = [];
+  #closed = false;
+
+  constructor(options: StatementRunnerOptions = {}) {
+    this.#size = positiveInteger('statement processes', options.processes ?? 2);
+    this.timeoutMs = positiveInteger(
+      'statement timeout (ms)',
+      options.timeoutMs ?? DEFAULT_STATEMENT_TIMEOUT_MS,
+    );
+    this.maxResultBytes = positiveInteger(
+      'maximum result bytes',
+      options.maxResultBytes ?? DEFAULT_MAX_RESULT_BYTES,
+    );
+    this.#maxConnections = positiveInteger('connections per process', options.maxConnections ?? 64);
+  }
+
+  /** The rows of each statement, read in one process; a statement that would write is refused. */
+  async read(request: RunnerRead): Promise<Row[][]> {
+    const worker = await this.#acquire();
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      await worker.started;
+      worker.open.add(request.path);
+      const timedOut = new Promise<never>((_, reject) => {
+        timer = setTimeout(() => {
+          reject(
+            new StatementTimeoutError(
+              `the statement ran past the time limit of ${this.timeoutMs} ms and was ended`,
+            ),
+          );
+          this.#kill(worker);
+        }, this.timeoutMs);
+      });
+      const answer = await Promise.race([
+        worker.request({
+          type: 'read',
+          path: request.path,
+          statements: request.statements,
+          bigints: request.bigints,
+          maxBytes: this.maxResultBytes,
+          cacheKiB: request.pageCacheKiB,
+        }),
+        timedOut,
+      ]);
+      if (answer.ok) return (answer.results ?? []).map((rows) => rows.map(withBuffers));
+      if (answer.kind === 'too-large')
+        throw new ResultTooLargeError(
+          `the rows are larger than the cap of ${this.maxResultBytes} bytes per response`,
+        );
+      const message = answer.message ?? 'the read failed';
+      if (answer.kind === 'sql') throw new SqlError(answer.sqliteCode ?? 'SQLITE_ERROR', message);
+      throw new HadbError('INVALID_ARGUMENT', message);
+    } finally {
+      clearTimeout(timer);
+      this.#release(worker);
+    }
+  }
+
+  /** The process ids of the statement processes running now. */
+  get processIds(): number[] {
+    return this.#processes.flatMap((worker) =>
+      worker.child.pid === undefined ? [] : [worker.child.pid],
+    );
+  }
+
+  /** True while a statement process may hold a connection on `path`. */
+  holds(path: string): boolean {
+    return this.#processes.some((worker) => worker.open.has(path) || worker.forgetting.has(path));
+  }
+
+  /**
+   * Closes every process's connection on `path` (the file is about to change mode, be replaced or
+   * hibernate); resolves once they are closed. Callers keep reads of `path` out meanwhile.
+   */
+  async forget(path: string): Promise<void> {
+    await Promise.all(
+      this.#processes
+        .filter((worker) => worker.open.has(path))
+        .map(async (worker) => {
+          // Messages reach a process in order: a read sent after this one opens the file again.
+          worker.open.delete(path);
+          worker.forgetting.set(path, (worker.forgetting.get(path) ?? 0) + 1);
+          try {
+            await worker.request({ type: 'forget', path });
+          } catch {
+            // Exited: its connections are closed with it.
+          } finally {
+            const left = (worker.forgetting.get(path) ?? 1) - 1;
+            if (left > 0) worker.forgetting.set(path, left);
+            else worker.forgetting.delete(path);
+          }
+        }),
+    );
+  }
+
+  /** Ends the processes; reads running now fail. */
+  close(): void {
+    this.#closed = true;
+    for (const worker of this.#processes) worker.kill();
+    this.#processes.length = 0;
+    for (const wake of this.#queue.splice(0)) wake();
+  }
+
+  async #acquire(): Promise<StatementProcess> {
+    for (;;) {
+      if (this.#closed) throw new ClosedError('the statement runner');
+      const idle = this.#processes.find((worker) => !worker.busy && !worker.exited);
+      if (idle) {
+        idle.busy = true;
+        return idle;
+      }
+      if (this.#processes.length < this.#size) {
+        const worker = new StatementProcess(this.#maxConnections, (ended) => this.#ended(ended));
+        this.#processes.push(worker);
+        worker.busy = true;
+        return worker;
+      }
+      await new Promise<void>((resolve) => this.#queue.push(resolve));
+    }
+  }
+
+  #release(worker: StatementProcess): void {
+    worker.busy = false;
+    this.#queue.shift()?.();
+  }
+
+  /** Out of the pool at once (its place is free for a new process), then SIGKILLed. */
+  #kill(worker: StatementProcess): void {
+    const index = this.#processes.indexOf(worker);
+    if (index >= 0) this.#processes.splice(index, 1);
+    worker.kill();
+  }
+
+  #ended(worker: StatementProcess): void {
+    const index = this.#processes.indexOf(worker);
+    if (index >= 0) this.#processes.splice(index, 1);
+    // Its place is taken by a new process at the next read.
+    if (!worker.busy) this.#queue.shift()?.();
+  }
+}
+
+/** Blobs cross the process boundary as Uint8Array; callers get Buffers, as in-process. */
+function withBuffers(row: Row): Row {
+  for (const key in row) {
+    const value = row[key];
+    if (value instanceof Uint8Array && !Buffer.isBuffer(value)) {
+      row[key] = Buffer.from(value.buffer, value.byteOffset, value.byteLength);
+    }
+  }
+  return row;
+}
+
+function positiveInteger(what: string, value: number): number {
+  if (!Number.isSafeInteger(value) || value < 1) {
+    throw new InvalidArgumentError(`${what} must be a positive integer, got ${value}`);
+  }
+  return value;
+}
