@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { hostileCluster } from './support/cluster.ts';
+import { hostileCluster, writeLoad } from './support/cluster.ts';
 import {
   expectCopiesMatchStorage,
   expectNodeUnharmed,
@@ -24,29 +24,21 @@ describe('hostile client: PRAGMA wal_autocheckpoint', () => {
     const report = await cluster.underAttack(async () => {
       try {
         await follower.batch(
-          ['PRAGMA wal_autocheckpoint=1000', "insert into load(v) values (randomblob(100))"],
+          ['PRAGMA wal_autocheckpoint=1000', 'insert into load(v) values (randomblob(100))'],
           'write',
         );
       } finally {
-        // Write load on the leader either way, from several clients at once: several MB of
-        // WAL, past any checkpoint threshold, while captures and flushes run.
-        await Promise.all(
-          Array.from({ length: 4 }, async () => {
-            for (let i = 0; i < LOAD_ROWS / 4 / 5; i++) {
-              await leader.batch(
-                Array.from({ length: 5 }, () => 'insert into load(v) values (randomblob(4000))'),
-                'write',
-              );
-            }
-          }),
-        );
+        // Write load on the leader either way: several MB of WAL, past any checkpoint threshold.
+        await writeLoad(leader, LOAD_ROWS);
       }
     });
     expectRefused(report, 'STATEMENT_REFUSED');
     expectNodeUnharmed(report);
     await expectWritesWork(cluster, 'after-wal-autocheckpoint');
     // Nothing of the refused batch ran: only the load's rows are there.
-    expect(Number((await leader.execute('select count(*) as n from load')).rows[0]?.n)).toBe(LOAD_ROWS);
+    expect(Number((await leader.execute('select count(*) as n from load')).rows[0]?.n)).toBe(
+      LOAD_ROWS,
+    );
   }, 90_000);
 
   it('leaves every copy equal to storage and verify clean', async () => {

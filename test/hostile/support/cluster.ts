@@ -6,6 +6,7 @@
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import fs from 'node:fs';
+import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -170,9 +171,12 @@ export interface AttackReport<T> {
   health: number[];
   /** Peak resident memory (MiB) of each serve process and its children during the attack. */
   peakRssMb: Record<string, number>;
-  /** Resident memory (MiB) of each serve process before and right after the attack. */
+  /** Resident memory (MiB) of each serve process before and 1.5 s after the attack. */
   rssBeforeMb: Record<string, number>;
   rssAfterMb: Record<string, number>;
+  /** Each serve process's own peak resident memory (VmHWM, MiB) before and after the attack. */
+  hwmBeforeMb: Record<string, number>;
+  hwmAfterMb: Record<string, number>;
   leadershipBefore: Leadership;
   /** Null when the nodes no longer agree on one leader per database. */
   leadershipAfter: Leadership | null;
@@ -268,6 +272,9 @@ export function hostileCluster(name: string): HostileCluster {
       const leadershipBefore = await leadership();
       const since = new Date().toISOString();
       const rssBeforeMb = Object.fromEntries(nodes.map((node) => [node.id, rssMb(node.pid)]));
+      const hwmBeforeMb = Object.fromEntries(
+        nodes.map((node) => [node.id, procStatusMb(node.pid, 'VmHWM')]),
+      );
       const probe = startHealthProbe(nodes.map((node) => node.peer));
       const memory = startMemoryProbe(nodes);
       let outcome: AttackReport<unknown>['outcome'];
@@ -276,9 +283,12 @@ export function hostileCluster(name: string): HostileCluster {
       } catch (error) {
         outcome = { ok: false, error };
       }
-      const rssAfterMb = Object.fromEntries(nodes.map((node) => [node.id, rssMb(node.pid)]));
       // A node stalled past its lease notices at its next renewal: give it that long.
       await sleep(1500);
+      const rssAfterMb = Object.fromEntries(nodes.map((node) => [node.id, rssMb(node.pid)]));
+      const hwmAfterMb = Object.fromEntries(
+        nodes.map((node) => [node.id, procStatusMb(node.pid, 'VmHWM')]),
+      );
       const health = await probe.stop();
       const peakRssMb = memory.stop();
       let leadershipAfter: Leadership | null = null;
@@ -301,6 +311,8 @@ export function hostileCluster(name: string): HostileCluster {
         peakRssMb,
         rssBeforeMb,
         rssAfterMb,
+        hwmBeforeMb,
+        hwmAfterMb,
         leadershipBefore,
         leadershipAfter,
         transitionsDuring,
@@ -316,12 +328,14 @@ export function hostileCluster(name: string): HostileCluster {
           const restored = path.join(root, `restored-${db}.db`);
           const [checked, restore] = await Promise.all([
             runHadb(['verify', db, '--storage', storageUrl(root), '--json'], root),
-            runHadb(['restore', db, '--storage', storageUrl(root), '-o', restored, '--force'], root),
+            runHadb(
+              ['restore', db, '--storage', storageUrl(root), '-o', restored, '--force'],
+              root,
+            ),
           ]);
           let ok = false;
           try {
-            ok = (JSON.parse(checked.stdout.trim().split('\n').at(-1) ?? '') as { ok: boolean })
-              .ok;
+            ok = (JSON.parse(checked.stdout.trim().split('\n').at(-1) ?? '') as { ok: boolean }).ok;
           } catch {}
           const output = `${checked.stdout}${checked.stderr}`.trim();
           verify[db] = { code: checked.code, ok, output };
@@ -381,11 +395,17 @@ function contentOf(file: string): string {
       .all() as { name: string; sql: string }[];
     const parts = [JSON.stringify(tables)];
     for (const { name } of tables) {
-      const rows = database.prepare(`select * from "${name.replaceAll('"', '""')}" order by 1`).raw();
+      const rows = database
+        .prepare(`select * from "${name.replaceAll('"', '""')}" order by 1`)
+        .raw();
       for (const row of rows.iterate() as Iterable<unknown[]>) {
         parts.push(
           JSON.stringify(row, (_, value) =>
-            Buffer.isBuffer(value) ? `x'${value.toString('hex')}'` : typeof value === 'bigint' ? String(value) : value,
+            Buffer.isBuffer(value)
+              ? `x'${value.toString('hex')}'`
+              : typeof value === 'bigint'
+                ? String(value)
+                : value,
           ),
         );
       }
@@ -535,4 +555,103 @@ export function percentile(values: readonly number[], p: number): number {
   const sorted = [...values].sort((a, b) => a - b);
   const at = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1));
   return sorted[at] as number;
+}
+
+/**
+ * Runs each try in turn; for each, `ok` or the error code it got (`error: message` when the
+ * error has no code), so one assertion shows every form of an attack at once.
+ */
+export async function outcomes(
+  tries: Record<string, () => Promise<unknown>>,
+): Promise<Record<string, string>> {
+  const found: Record<string, string> = {};
+  for (const [name, attempt] of Object.entries(tries)) {
+    try {
+      await attempt();
+      found[name] = 'ok';
+    } catch (error) {
+      found[name] = codeOf(error) ?? `error: ${error instanceof Error ? error.message : error}`;
+    }
+  }
+  return found;
+}
+
+/** `tries` with every value set to `code`: what {@link outcomes} returns when all are refused. */
+export function allRefused(tries: Record<string, unknown>, code: string): Record<string, string> {
+  return Object.fromEntries(Object.keys(tries).map((name) => [name, code]));
+}
+
+/**
+ * Write load: `rows` rows of 4 KB into `load` (created if missing), from four writers at once in
+ * batches of five, so commits, captures, flushes and checkpoints all run; over 4 MB of WAL
+ * reaches the leader's checkpoint threshold.
+ */
+export async function writeLoad(client: Client, rows: number): Promise<void> {
+  await client.execute('create table if not exists load(id integer primary key, v blob)');
+  await Promise.all(
+    Array.from({ length: 4 }, async () => {
+      for (let i = 0; i < rows / 4 / 5; i++) {
+        await client.batch(
+          Array.from({ length: 5 }, () => 'insert into load(v) values (randomblob(4000))'),
+          'write',
+        );
+      }
+    }),
+  );
+}
+
+/**
+ * Sends `GET <url>` with a body of `body` (fetch refuses bodies on GET); resolves with the
+ * status, or with the socket error when the server answered and closed before taking it all.
+ */
+export function getWithBody(url: string, body: Buffer): Promise<string> {
+  return new Promise((resolve) => {
+    const request = http.request(url, {
+      method: 'GET',
+      headers: { 'content-length': body.length, 'content-type': 'application/octet-stream' },
+    });
+    request.setTimeout(60_000, () => request.destroy(new Error('timed out')));
+    request.on('response', (response) => {
+      response.resume();
+      response.on('end', () => resolve(String(response.statusCode)));
+      response.on('error', () => resolve(String(response.statusCode)));
+    });
+    request.on('error', (error: NodeJS.ErrnoException) => resolve(error.code ?? error.message));
+    request.end(body);
+  });
+}
+
+/** A raw Hrana pipeline request; the HTTP status and the parsed body. */
+export async function pipeline(
+  url: string,
+  body: { baton: string | null; requests: unknown[] },
+  token = TOKEN,
+): Promise<{ status: number; body: HranaAnswer }> {
+  const response = await fetch(url, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+    body: JSON.stringify(body),
+  });
+  const text = await response.text();
+  let parsed: HranaAnswer;
+  try {
+    parsed = JSON.parse(text) as HranaAnswer;
+  } catch {
+    parsed = { message: text };
+  }
+  return { status: response.status, body: parsed };
+}
+
+export interface HranaAnswer {
+  baton?: string | null;
+  results?: { type: 'ok' | 'error'; error?: { code?: string | null; message: string } }[];
+  message?: string;
+  code?: string | null;
+}
+
+/** `ok`, or the first error code of a pipeline answer (HTTP-level or in a result). */
+export function pipelineOutcome(answer: { status: number; body: HranaAnswer }): string {
+  if (answer.status !== 200) return answer.body.code ?? `HTTP ${answer.status}`;
+  const failed = answer.body.results?.find((result) => result.type === 'error');
+  return failed ? (failed.error?.code ?? `error: ${failed.error?.message}`) : 'ok';
 }
