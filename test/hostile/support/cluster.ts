@@ -13,6 +13,8 @@ import { pathToFileURL } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { type Client, createClient } from '@libsql/client';
 import Database from 'better-sqlite3';
+import { restoreDatabase } from '../../../src/adapters/replication/restore.ts';
+import { createFsStorage } from '../../../src/adapters/storage/fs.ts';
 
 const ENTRY = path.resolve(import.meta.dirname, '../../../bin/hadb.js');
 
@@ -202,13 +204,14 @@ export interface HostileCluster {
 }
 
 export interface FinalCheck {
-  /** `hadb verify <db> --restore --json`, per database: exit code and its JSON. */
+  /** `hadb verify <db> --json`, per database: exit code, its `ok`, and what it printed. */
   verify: Record<string, { code: number | null; ok: boolean; output: string }>;
   /** Per database and node: `integrity_check` of the copy and whether it equals storage. */
   copies: Record<string, Record<string, { integrity: string; equalsStorage: boolean }>>;
 }
 
-export function hostileCluster(name: string): HostileCluster {
+/** `extraArgs`: serve flags for this cluster only, after {@link SERVE_FLAGS} (the last one wins). */
+export function hostileCluster(name: string, extraArgs: readonly string[] = []): HostileCluster {
   const root = fs.mkdtempSync(path.join(os.tmpdir(), `hadb-hostile-${name}-`));
   const nodes: ServeNode[] = [];
   const clients: Client[] = [];
@@ -255,7 +258,7 @@ export function hostileCluster(name: string): HostileCluster {
     nodes,
     async start() {
       const started = await Promise.all(
-        ['a', 'b'].map((id) => spawnServe({ root, id, dbs: DATABASES, token: TOKEN })),
+        ['a', 'b'].map((id) => spawnServe({ root, id, dbs: DATABASES, token: TOKEN, extraArgs })),
       );
       nodes.push(...started);
       await leadership(30_000);
@@ -326,12 +329,16 @@ export function hostileCluster(name: string): HostileCluster {
       await Promise.all(
         DATABASES.map(async (db) => {
           const restored = path.join(root, `restored-${db}.db`);
-          const [checked, restore] = await Promise.all([
+          // Restored in this process (no second CLI start); `verify` runs as the real command.
+          const [checked] = await Promise.all([
             runHadb(['verify', db, '--storage', storageUrl(root), '--json'], root),
-            runHadb(
-              ['restore', db, '--storage', storageUrl(root), '-o', restored, '--force'],
-              root,
-            ),
+            restoreDatabase({
+              storage: createFsStorage({ root: path.join(root, 'storage') }),
+              prefix: '',
+              db,
+              destPath: restored,
+              overwrite: true,
+            }),
           ]);
           let ok = false;
           try {
@@ -339,7 +346,6 @@ export function hostileCluster(name: string): HostileCluster {
           } catch {}
           const output = `${checked.stdout}${checked.stderr}`.trim();
           verify[db] = { code: checked.code, ok, output };
-          if (restore.code !== 0) throw new Error(`hadb restore ${db}: ${restore.stderr}`);
           const wanted = contentOrProblem(restored);
           const byNode: Record<string, { integrity: string; equalsStorage: boolean }> = {};
           for (const node of nodes) {
@@ -625,11 +631,12 @@ export function getWithBody(url: string, body: Buffer): Promise<string> {
 export async function pipeline(
   url: string,
   body: { baton: string | null; requests: unknown[] },
-  token = TOKEN,
+  timeoutMs = 60_000,
 ): Promise<{ status: number; body: HranaAnswer }> {
   const response = await fetch(url, {
+    signal: AbortSignal.timeout(timeoutMs),
     method: 'POST',
-    headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+    headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' },
     body: JSON.stringify(body),
   });
   const text = await response.text();
