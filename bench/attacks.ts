@@ -30,7 +30,7 @@ interface Attack {
   run(cluster: HostileCluster, clients: { leader: Client; follower: Client }): Promise<unknown>;
 }
 
-const COUNT_TO = 12_000_000;
+const COUNT_TO = 30_000_000;
 const LONG_CTE = `with recursive c(x) as (select 1 union all select x + 1 from c where x < ${COUNT_TO}) select count(*) as n from c`;
 
 /** ok, or the error code (or name) a client call ended with. */
