@@ -322,6 +322,15 @@ export function refusalOf(sql: string, context: SqlContext): string | null {
           token,
         );
       }
+      // An argument would name a schema or a value; neither is for client SQL (the hostile suite's
+      // `pragma_query_only(1)`): refused here rather than left to SQLite's own error.
+      if (READ_ONLY_PRAGMAS.has(pragma) && isOp(tokens[i + 1], '(') && !isOp(tokens[i + 2], ')')) {
+        return why(
+          `${name} with an argument`,
+          `client SQL reads PRAGMA ${pragma} only as pragma_${pragma} with no argument`,
+          token,
+        );
+      }
     }
     if (token.kind === 'string') continue;
     if (name === 'load_extension') {

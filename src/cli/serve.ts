@@ -15,6 +15,7 @@ import {
   RELAY_PATH,
   startHranaServer,
 } from '../wire/hrana.ts';
+import { assertServableDbName } from '../wire/hrana-routes.ts';
 import { secretLengthProblem } from '../wire/secrets.ts';
 import { listLog } from './commands/inspect.ts';
 import {
@@ -216,6 +217,13 @@ export function registerServeCommand(program: Command): void {
       }
       if (!options.db?.length && !options.allDatabases)
         fail('name a database with --db, or --all-databases');
+      for (const name of options.db ?? []) {
+        try {
+          assertServableDbName(name);
+        } catch (error) {
+          fail(`--db: ${(error as Error).message.replace(/^INVALID_ARGUMENT: /, '')}`);
+        }
+      }
       await serve(options, secret, authToken).catch((error: unknown) => {
         process.stderr.write(
           `hadb serve: ${redactUrlsIn(error instanceof Error ? error.message : String(error))}\n`,

@@ -69,6 +69,9 @@ const REFUSED: string[] = [
   'with x as (select 1) delete from _hadb_requests',
   'create trigger tr after insert on t begin delete from _hadb_requests; end',
   "select * from pragma_table_info('_hadb_requests')",
+  // a setting's table-valued function given an argument
+  'select * from pragma_query_only(1)',
+  'select * from PRAGMA_USER_VERSION ( 7 )',
   // writes to SQLite's own tables
   "insert into sqlite_master values ('table', 'x', 'x', 0, 'create table x(a)')",
   'update main.sqlite_master set sql = null',
