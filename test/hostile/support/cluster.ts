@@ -24,7 +24,7 @@ const SECRET = 'hostile-suite-cluster-secret';
 export const DATABASES = ['app', 'other'] as const;
 
 /** The longest a transaction kept busy may live; the suite keeps one alive past it. */
-export const TRANSACTION_LIFETIME_MS = 10_000;
+export const TRANSACTION_LIFETIME_MS = 6_000;
 
 /**
  * Every `hadb serve` flag the suite passes, in one place. The statement time limit and the
