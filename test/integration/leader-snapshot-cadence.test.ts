@@ -38,10 +38,7 @@ async function openLeader(dir: string, options: { changesets?: number; bytes?: n
     await leader.flush();
   };
   /** Lets a snapshot the last ship started finish. */
-  const settle = async () => {
-    await leader.flush();
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  };
+  const settle = () => leader.settled();
   return { leader, storage, snapshots, ship, rewrite, settle };
 }
 

@@ -625,6 +625,12 @@ export class SqliteLeader {
     return flush;
   }
 
+  /** Resolves once what is committed is shipped and no upload (an automatic snapshot) is under way. */
+  async settled(): Promise<void> {
+    await this.flush();
+    while (this.#uploads.size > 0) await Promise.all(this.#uploads);
+  }
+
   /**
    * Ships what is committed, then stores a full image of the database at that position. Shipping
    * goes on during the upload; only checkpoints wait, so the database file stays as it was read.
