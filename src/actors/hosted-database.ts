@@ -98,6 +98,13 @@ export interface ReadOptions {
 export interface WriteOptions {
   durability?: Durability;
   bigints?: boolean;
+  /**
+   * On the leader, runs the statements in one of the node's statement processes, under its time
+   * limit (`StatementTimeoutError`) and off the event loop: for SQL that comes from outside the
+   * application (`hadb serve` uses it for its clients). A write forwarded to the leader always
+   * runs there. Default false: the application's own writes on the leader run in this process.
+   */
+  isolated?: boolean;
 }
 
 export interface BeginOptions {
@@ -433,7 +440,8 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
   #forwardedSincePrune = 0;
   #lastYield = 0;
   /** The interactive transaction holding the writer: other writes wait for it to end. */
-  #writerHeld: InteractiveTransaction | null = null;
+  /** An interactive transaction, or a client write running in a statement process. */
+  #writerHeld: InteractiveTransaction | IsolatedWriteHold | null = null;
   readonly #writerWaiters = new Set<() => void>();
   readonly #interactive = new Set<InteractiveTransaction>();
   /** Storage holds what this copy cannot apply: not served, retried with backoff. */
@@ -730,15 +738,18 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
 
   async batch(statements: Statement[], options: WriteOptions = {}): Promise<BatchResult> {
     if (statements.length === 0) throw new BadRequestError('a batch needs at least one statement');
-    return this.#write({
-      v: PROTOCOL_VERSION,
-      db: this.name,
-      requestId: randomUUID(),
-      op: 'write',
-      statements,
-      durability: options.durability ?? this.#settings.durability,
-      bigints: options.bigints ?? false,
-    });
+    return this.#write(
+      {
+        v: PROTOCOL_VERSION,
+        db: this.name,
+        requestId: randomUUID(),
+        op: 'write',
+        statements,
+        durability: options.durability ?? this.#settings.durability,
+        bigints: options.bigints ?? false,
+      },
+      options.isolated ?? false,
+    );
   }
 
   /**
@@ -826,19 +837,19 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
     this.#actor?.send({ type: 'handoff' });
   }
 
-  async #write(request: ForwardRequest): Promise<BatchResult> {
+  async #write(request: ForwardRequest, isolated = false): Promise<BatchResult> {
     // Refused here, before anything is sent or run; the leader checks again.
     checkClientStatements(request.statements, gateContextOf(request));
     // The clock's timers do not hold the process open; a caller awaiting this write must.
     const keepAlive = setInterval(() => {}, 60_000);
     try {
-      return await this.#writeWithRetries(request);
+      return await this.#writeWithRetries(request, isolated);
     } finally {
       clearInterval(keepAlive);
     }
   }
 
-  async #writeWithRetries(request: ForwardRequest): Promise<BatchResult> {
+  async #writeWithRetries(request: ForwardRequest, isolated: boolean): Promise<BatchResult> {
     const clock = this.#services.clock;
     const started = clock.now();
     let delay = 10;
@@ -855,6 +866,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
           request,
           started + this.#settings.forwardTimeoutMs,
           forwarded,
+          isolated,
         );
         if (done) {
           this.#remember(done.token);
@@ -922,6 +934,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
     request: ForwardRequest,
     deadline: number,
     remembered: boolean,
+    isolated = false,
   ): Promise<BatchResult | null> {
     this.#touch();
     if (request.op === 'read') {
@@ -931,10 +944,13 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
       });
     }
     let committed: { epoch: number; results: StatementResult[] } | null;
+    const runner = isolated && request.op === 'write' ? this.#services.runner : undefined;
     try {
-      committed = await this.#withWriter(deadline, (current) =>
-        current === leader ? this.#commitStatements(leader, request, remembered) : null,
-      );
+      committed = runner
+        ? await this.#isolatedWrite(runner, leader, request, deadline)
+        : await this.#withWriter(deadline, (current) =>
+            current === leader ? this.#commitStatements(leader, request, remembered) : null,
+          );
     } catch (error) {
       if (error instanceof NotLeaderError) return null;
       throw toSqlError(error);
@@ -999,10 +1015,14 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
     this.#touch();
     try {
       if (request.op === 'read') return { ok: true, ...(await this.#serveRead(leader, request)) };
-      const committed = await this.#withWriter(
-        this.#services.clock.now() + this.#settings.forwardTimeoutMs,
-        (current) => (current === leader ? this.#commitStatements(leader, request, true) : null),
-      );
+      const deadline = this.#services.clock.now() + this.#settings.forwardTimeoutMs;
+      // Client SQL from another node: in a statement process, like the reads.
+      const runner = request.op === 'write' ? this.#services.runner : undefined;
+      const committed = runner
+        ? await this.#isolatedWrite(runner, leader, request, deadline)
+        : await this.#withWriter(deadline, (current) =>
+            current === leader ? this.#commitStatements(leader, request, true) : null,
+          );
       if (!committed) return notLeader(this.name, this.role);
       const { epoch, results } = committed;
       // One attempt: the sender retries with the same request id, which finds this commit.
@@ -1068,6 +1088,98 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
     // Only once committed: a rolled-back transaction takes the new table with it.
     if (remembered) tablesReady.add(leader.database);
     return { epoch, results };
+  }
+
+  /**
+   * A client write in a statement process: it runs the statements in its own BEGIN IMMEDIATE and
+   * waits, while this node holds hadb's writer (in-process writes and BEGINs wait, as for an
+   * interactive transaction); the commit is then decided here as {@link #commit} decides it.
+   * Always under the request id: a retry after an unknown outcome (the process died during COMMIT)
+   * finds the commit or its absence. Null when this node does not lead.
+   */
+  async #isolatedWrite(
+    runner: StatementRunner,
+    leader: SqliteLeader,
+    request: ForwardRequest,
+    deadline: number,
+  ): Promise<{ epoch: number; results: StatementResult[] } | null> {
+    // Transitions and applies first (they wait for it once it counts), then the writer.
+    for (;;) {
+      while (this.#serialPending > 0) await this.#chain;
+      if (!this.#writerHeld) break;
+      if (!(await this.#writerFree(deadline))) {
+        throw new TimeoutError(
+          `${this.name}: waiting for an interactive transaction to end`,
+          Math.max(0, deadline - this.#services.clock.now()),
+        );
+      }
+    }
+    const epoch = this.#writerEpoch;
+    if (this.#writableLeader() !== leader || epoch === null) return null;
+    const hold: IsolatedWriteHold = { isolatedWrite: request.requestId };
+    this.#writerHeld = hold;
+    // Transitions and hibernation wait for it, as for a read: the leader's connection stays open
+    // (it opens first, switching the file to WAL) and outlives the statement process's one.
+    this.#isolatedReads += 1;
+    this.#touch();
+    void leader.database;
+    try {
+      const pending = await runner.write({
+        path: this.path,
+        statements: request.statements,
+        bigints: request.bigints,
+        requestId: request.requestId,
+        requestsTable: REQUESTS_TABLE,
+        pageCacheKiB: this.#services.pageCacheKiB,
+      });
+      if (pending.prior) {
+        await pending.rollback();
+        return { epoch, results: decodeStored(pending.prior) as StatementResult[] };
+      }
+      if (this.#leader !== leader || !this.#canCommitNow() || this.#writerEpoch !== epoch) {
+        await pending.rollback();
+        throw new NotLeaderError(`${this.name}: the lease lapsed before the commit; rolled back`);
+      }
+      const now = Date.now();
+      this.#forwardedSincePrune += 1;
+      const prune = this.#forwardedSincePrune >= 1000;
+      if (prune) this.#forwardedSincePrune = 0;
+      try {
+        await pending.commit({
+          id: request.requestId,
+          at: now,
+          results: encodeMessage(pending.results),
+          ...(prune ? { pruneBefore: now - REQUEST_RETENTION_MS } : {}),
+        });
+      } catch (error) {
+        // The process died during COMMIT: whether it committed is in the file, under the id.
+        if (!(error instanceof HadbError) || error.code !== 'CLOSED') throw error;
+        const kept = this.#keptAnswer(leader, request.requestId);
+        if (!kept) throw error;
+        return { epoch, results: kept };
+      }
+      return { epoch, results: pending.results };
+    } finally {
+      this.#isolatedReads -= 1;
+      if (this.#isolatedReads === 0) for (const wake of [...this.#isolatedReadsDone]) wake();
+      if (this.#writerHeld === hold) {
+        this.#writerHeld = null;
+        for (const wake of [...this.#writerWaiters]) wake();
+      }
+    }
+  }
+
+  /** The answer kept under `requestId`, read on the leader's connection (no table: none). */
+  #keptAnswer(leader: SqliteLeader, requestId: string): StatementResult[] | null {
+    const connection = leader.database;
+    const table = connection
+      .prepare('select 1 from sqlite_master where type = ? and name = ?')
+      .get('table', REQUESTS_TABLE);
+    if (!table) return null;
+    const row = prepare(connection, `select results from ${REQUESTS_TABLE} where id = ?`).get(
+      requestId,
+    ) as { results: Buffer } | undefined;
+    return row ? (decodeStored(row.results) as StatementResult[]) : null;
   }
 
   #commit(leader: SqliteLeader, work: () => void): number {
@@ -2167,6 +2279,11 @@ function readOnLeader(
   }));
   const { epoch, seq } = leader.position;
   return { results, token: { epoch, seq } };
+}
+
+/** hadb's writer, taken by a client write running in a statement process (by its request id). */
+interface IsolatedWriteHold {
+  isolatedWrite: string;
 }
 
 /** What a write-like request does inside the leader's transaction. */
