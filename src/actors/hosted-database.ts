@@ -947,7 +947,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
     const runner = isolated && request.op === 'write' ? this.#services.runner : undefined;
     try {
       committed = runner
-        ? await this.#isolatedWrite(runner, leader, request, deadline)
+        ? await this.#isolatedWrite(runner, leader, request, deadline, remembered)
         : await this.#withWriter(deadline, (current) =>
             current === leader ? this.#commitStatements(leader, request, remembered) : null,
           );
@@ -1019,7 +1019,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
       // Client SQL from another node: in a statement process, like the reads.
       const runner = request.op === 'write' ? this.#services.runner : undefined;
       const committed = runner
-        ? await this.#isolatedWrite(runner, leader, request, deadline)
+        ? await this.#isolatedWrite(runner, leader, request, deadline, true)
         : await this.#withWriter(deadline, (current) =>
             current === leader ? this.#commitStatements(leader, request, true) : null,
           );
@@ -1094,14 +1094,16 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
    * A client write in a statement process: it runs the statements in its own BEGIN IMMEDIATE and
    * waits, while this node holds hadb's writer (in-process writes and BEGINs wait, as for an
    * interactive transaction); the commit is then decided here as {@link #commit} decides it.
-   * Always under the request id: a retry after an unknown outcome (the process died during COMMIT)
-   * finds the commit or its absence. Null when this node does not lead.
+   * `remembered`: applied once per request id, as {@link #commitStatements}; then a process that
+   * dies during COMMIT leaves no doubt: the id is in the file or not. Null when this node does
+   * not lead.
    */
   async #isolatedWrite(
     runner: StatementRunner,
     leader: SqliteLeader,
     request: ForwardRequest,
     deadline: number,
+    remembered: boolean,
   ): Promise<{ epoch: number; results: StatementResult[] } | null> {
     // Transitions and applies first (they wait for it once it counts), then the writer.
     for (;;) {
@@ -1128,7 +1130,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
         path: this.path,
         statements: request.statements,
         bigints: request.bigints,
-        requestId: request.requestId,
+        requestId: remembered ? request.requestId : null,
         requestsTable: REQUESTS_TABLE,
         pageCacheKiB: this.#services.pageCacheKiB,
       });
@@ -1141,20 +1143,25 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
         throw new NotLeaderError(`${this.name}: the lease lapsed before the commit; rolled back`);
       }
       const now = Date.now();
-      this.#forwardedSincePrune += 1;
+      this.#forwardedSincePrune += remembered ? 1 : 0;
       const prune = this.#forwardedSincePrune >= 1000;
       if (prune) this.#forwardedSincePrune = 0;
       try {
-        await pending.commit({
-          id: request.requestId,
-          at: now,
-          results: encodeMessage(pending.results),
-          ...(prune ? { pruneBefore: now - REQUEST_RETENTION_MS } : {}),
-        });
+        await pending.commit(
+          remembered
+            ? {
+                id: request.requestId,
+                at: now,
+                results: encodeMessage(pending.results),
+                ...(prune ? { pruneBefore: now - REQUEST_RETENTION_MS } : {}),
+              }
+            : null,
+        );
       } catch (error) {
-        // The process died during COMMIT: whether it committed is in the file, under the id.
         if (!(error instanceof HadbError) || error.code !== 'CLOSED') throw error;
-        const kept = this.#keptAnswer(leader, request.requestId);
+        // The process died during COMMIT. Remembered: whether it committed is in the file, under
+        // the id. Otherwise the caller hears the outcome is unknown (a CLOSED error).
+        const kept = remembered ? this.#keptAnswer(leader, request.requestId) : null;
         if (!kept) throw error;
         return { epoch, results: kept };
       }

@@ -283,7 +283,13 @@ export class StatementRunner {
       if (!answer.ok) throw failureOf(answer, 'the write failed');
       const end = async (message: Record<string, unknown>) => {
         try {
-          const ended = await worker.request({ type: 'end', ...message });
+          const ended = await worker.request({ type: 'end', ...message }).catch((error) => {
+            if (!(error instanceof StatementProcessExitedError) || !message.commit) throw error;
+            throw new HadbError(
+              'CLOSED',
+              `the statement process ended during COMMIT (${error.message}): the write may or may not be committed`,
+            );
+          });
           if (!ended.ok) throw failureOf(ended, 'the commit failed');
         } finally {
           this.#release(worker);
