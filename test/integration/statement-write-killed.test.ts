@@ -46,7 +46,8 @@ describe('a client write killed at the time limit', () => {
     await leader.ready({ writable: true });
     expect(follower.role).toBe('follower');
     await leader.execute('insert into t(v) values (?)', ['before'], { durability: 'replicated' });
-    const walBefore = statSync(`${leader.path}-wal`).size;
+    const leaderWal = `${path.join(c.dir, 'nodes', 'a', 'db.db')}-wal`;
+    const walBefore = statSync(leaderWal).size;
 
     const killed = await leader.execute(BIG_INSERT, [], { isolated: true }).then(
       () => null,
@@ -54,7 +55,7 @@ describe('a client write killed at the time limit', () => {
     );
     expect(killed).toMatchObject({ code: 'STATEMENT_TIMEOUT' });
     // The killed write did reach the WAL.
-    expect(statSync(`${leader.path}-wal`).size).toBeGreaterThan(walBefore + 1024 * 1024);
+    expect(statSync(leaderWal).size).toBeGreaterThan(walBefore + 1024 * 1024);
 
     // Later commits, in a statement process, forwarded and in-process, each shipped.
     await leader.execute('insert into t(v) values (?)', ['isolated'], {
@@ -74,7 +75,7 @@ describe('a client write killed at the time limit', () => {
     expect(await follower.all('select id, v from t order by id')).toEqual(rows);
     expect(await rowsInStorage(c, 'db')).toEqual(rows);
     // The follower's copy is a sound file too.
-    const copy = new Database(follower.path, { readonly: true });
+    const copy = new Database(path.join(c.dir, 'nodes', 'b', 'db.db'), { readonly: true });
     try {
       expect(copy.pragma('integrity_check', { simple: true })).toBe('ok');
     } finally {
