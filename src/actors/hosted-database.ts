@@ -2239,6 +2239,9 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
     this.#wakeShippedWaiters();
     for (const wake of this.#roleWaiters) wake();
     await this.#chain;
+    // A write in a statement process (rolled back now) closes its read-write connection before
+    // the leader's: the last connection to close a WAL file checkpoints it and drops the WAL.
+    await this.#isolatedReadsEnded();
     await this.#dropLocalHandles();
     this.#services.handles?.forget(this);
   }
