@@ -101,6 +101,9 @@ class StatementProcess {
   /** Resolves once the process listens (its start does not count against the time limit). */
   readonly started: Promise<void>;
   #markStarted: () => void = () => {};
+  /** Resolves once the process has exited. */
+  readonly gone: Promise<void>;
+  #markGone: () => void = () => {};
 
   constructor(maxConnections: number, onExit: (process: StatementProcess) => void) {
     this.child = fork(CHILD_ENTRY, [], {
@@ -112,6 +115,9 @@ class StatementProcess {
     });
     this.started = new Promise<void>((resolve) => {
       this.#markStarted = resolve;
+    });
+    this.gone = new Promise<void>((resolve) => {
+      this.#markGone = resolve;
     });
     // A node that is otherwise done does not wait for its idle statement processes.
     this.child.unref();
@@ -135,6 +141,7 @@ class StatementProcess {
       for (const pending of this.#pending.values()) pending.reject(why);
       this.#pending.clear();
       this.#markStarted();
+      this.#markGone();
       onExit(this);
     });
   }
@@ -209,27 +216,24 @@ export class StatementRunner {
     try {
       await worker.started;
       worker.open.add(request.path);
-      const timedOut = new Promise<never>((_, reject) => {
-        timer = setTimeout(() => {
-          reject(
-            new StatementTimeoutError(
-              `the statement ran past the time limit of ${this.timeoutMs} ms and was ended`,
-            ),
-          );
-          this.#kill(worker);
-        }, this.timeoutMs);
-      });
-      const answer = await Promise.race([
-        worker.request({
+      let timedOut = false;
+      timer = setTimeout(() => {
+        timedOut = true;
+        this.#kill(worker);
+      }, this.timeoutMs);
+      // A killed process's request fails once it has exited (its connections and locks gone).
+      const answer = await worker
+        .request({
           type: 'read',
           path: request.path,
           statements: request.statements,
           bigints: request.bigints,
           maxBytes: this.maxResultBytes,
           cacheKiB: request.pageCacheKiB,
-        }),
-        timedOut,
-      ]);
+        })
+        .catch((error: unknown) => {
+          throw timedOut ? this.#timeoutError() : error;
+        });
       if (answer.ok) return (answer.results ?? []).map((rows) => rows.map(withBuffers));
       if (answer.kind === 'too-large')
         throw new ResultTooLargeError(
@@ -257,18 +261,15 @@ export class StatementRunner {
     let handedOver = false;
     try {
       await worker.started;
-      const timedOut = new Promise<never>((_, reject) => {
-        timer = setTimeout(() => {
-          reject(
-            new StatementTimeoutError(
-              `the statement ran past the time limit of ${this.timeoutMs} ms and was ended`,
-            ),
-          );
-          this.#kill(worker);
-        }, this.timeoutMs);
-      });
-      const answer = await Promise.race([
-        worker.request({
+      let timedOut = false;
+      timer = setTimeout(() => {
+        timedOut = true;
+        this.#kill(worker);
+      }, this.timeoutMs);
+      // Failed only once the killed process has exited: it no longer holds the file, so the
+      // leader's connection can be the last to close it as soon as the caller hears.
+      const answer = await worker
+        .request({
           type: 'write',
           path: request.path,
           statements: request.statements,
@@ -276,10 +277,16 @@ export class StatementRunner {
           requestId: request.requestId,
           requestsTable: request.requestsTable,
           cacheKiB: request.pageCacheKiB,
-        }),
-        timedOut,
-      ]);
+        })
+        .catch((error: unknown) => {
+          throw timedOut ? this.#timeoutError() : error;
+        });
       clearTimeout(timer);
+      if (timedOut) {
+        // Answered as the kill went out: the process is going, and its write with it.
+        await worker.gone;
+        throw this.#timeoutError();
+      }
       if (!answer.ok) throw failureOf(answer, 'the write failed');
       const end = async (message: Record<string, unknown>) => {
         try {
@@ -376,6 +383,12 @@ export class StatementRunner {
   #release(worker: StatementProcess): void {
     worker.busy = false;
     this.#queue.shift()?.();
+  }
+
+  #timeoutError(): StatementTimeoutError {
+    return new StatementTimeoutError(
+      `the statement ran past the time limit of ${this.timeoutMs} ms and was ended`,
+    );
   }
 
   /** Out of the pool at once (its place is free for a new process), then SIGKILLed. */
