@@ -43,14 +43,15 @@ describe('closing a leader during a client write in a statement process', () => 
     const db = await a.open('db', { schema: SCHEMA });
     await db.ready({ writable: true });
     await db.execute('insert into t(v) values (?)', ['before'], { durability: 'replicated' });
+    const started = Date.now();
     const write = db.execute(LONG_INSERT, [], { isolated: true }).then(
       () => null,
       (error: unknown) => error,
     );
     await new Promise((resolve) => setTimeout(resolve, 300));
-    const closing = Date.now();
     await a.close();
-    expect(Date.now() - closing).toBeLessThan(LIMIT_MS + 2000);
+    // The close waited for the write to end at its limit, not for the whole statement.
+    expect(Date.now() - started).toBeLessThan(LIMIT_MS + 2000);
     expect(await write).toBeInstanceOf(Error);
 
     const again = await c.start('a', options);
