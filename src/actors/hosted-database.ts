@@ -439,8 +439,10 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
   #serialPending = 0;
   #forwardedSincePrune = 0;
   #lastYield = 0;
-  /** The interactive transaction holding the writer: other writes wait for it to end. */
-  /** An interactive transaction, or a client write running in a statement process. */
+  /**
+   * The interactive transaction, or the client write in a statement process, holding the writer:
+   * other writes wait for it to end.
+   */
   #writerHeld: InteractiveTransaction | IsolatedWriteHold | null = null;
   readonly #writerWaiters = new Set<() => void>();
   readonly #interactive = new Set<InteractiveTransaction>();
@@ -1105,6 +1107,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
     deadline: number,
     remembered: boolean,
   ): Promise<{ epoch: number; results: StatementResult[] } | null> {
+    const waitMs = Math.max(0, deadline - this.#services.clock.now());
     // Transitions and applies first (they wait for it once it counts), then the writer.
     for (;;) {
       while (this.#serialPending > 0) await this.#chain;
@@ -1112,7 +1115,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
       if (!(await this.#writerFree(deadline))) {
         throw new TimeoutError(
           `${this.name}: waiting for an interactive transaction to end`,
-          Math.max(0, deadline - this.#services.clock.now()),
+          waitMs,
         );
       }
     }
@@ -1134,29 +1137,36 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
         requestsTable: REQUESTS_TABLE,
         pageCacheKiB: this.#services.pageCacheKiB,
       });
+      // A rollback that fails means the process died: its transaction went with it.
       if (pending.prior) {
-        await pending.rollback();
+        await pending.rollback().catch(() => {});
         return { epoch, results: decodeStored(pending.prior) as StatementResult[] };
       }
       if (this.#leader !== leader || !this.#canCommitNow() || this.#writerEpoch !== epoch) {
-        await pending.rollback();
+        await pending.rollback().catch(() => {});
         throw new NotLeaderError(`${this.name}: the lease lapsed before the commit; rolled back`);
       }
       const now = Date.now();
       this.#forwardedSincePrune += remembered ? 1 : 0;
       const prune = this.#forwardedSincePrune >= 1000;
       if (prune) this.#forwardedSincePrune = 0;
+      let remember: Parameters<typeof pending.commit>[0] = null;
       try {
-        await pending.commit(
-          remembered
-            ? {
-                id: request.requestId,
-                at: now,
-                results: encodeMessage(pending.results),
-                ...(prune ? { pruneBefore: now - REQUEST_RETENTION_MS } : {}),
-              }
-            : null,
-        );
+        if (remembered) {
+          remember = {
+            id: request.requestId,
+            at: now,
+            results: encodeMessage(pending.results),
+            ...(prune ? { pruneBefore: now - REQUEST_RETENTION_MS } : {}),
+          };
+        }
+      } catch (error) {
+        // The process holds SQLite's write lock until told: never leave it waiting.
+        await pending.rollback().catch(() => {});
+        throw error;
+      }
+      try {
+        await pending.commit(remember);
       } catch (error) {
         if (!(error instanceof HadbError) || error.code !== 'CLOSED') throw error;
         // The process died during COMMIT. Remembered: whether it committed is in the file, under
