@@ -150,6 +150,16 @@ function read({ id, path, statements, bigints, maxBytes, cacheKiB }) {
 /** The write waiting for its COMMIT or ROLLBACK (one at a time per process). */
 let pendingWrite = null;
 
+/**
+ * Closes a write's connection, unless the node is gone: then it would be the file's last
+ * connection, and SQLite would checkpoint and delete the WAL that holds the leader's unshipped
+ * commits. A kill closes nothing (nor does process.exit: better-sqlite3 leaves them open).
+ */
+function closeWriteConnection(database) {
+  if (!process.connected || process.ppid !== parentPid) process.kill(process.pid, 'SIGKILL');
+  database.close();
+}
+
 /** BEGIN IMMEDIATE, retried while the leader's checkpoint holds the write lock for a moment. */
 function beginImmediate(database) {
   const until = Date.now() + 1000;
@@ -231,7 +241,7 @@ function closeRolledBack(database) {
   try {
     if (database.inTransaction) database.exec('ROLLBACK');
   } finally {
-    database.close();
+    closeWriteConnection(database);
   }
 }
 
