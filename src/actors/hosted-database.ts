@@ -98,6 +98,13 @@ export interface ReadOptions {
 export interface WriteOptions {
   durability?: Durability;
   bigints?: boolean;
+  /**
+   * On the leader, runs the statements in one of the node's statement processes, under its time
+   * limit (`StatementTimeoutError`) and off the event loop: for SQL that comes from outside the
+   * application (`hadb serve` uses it for its clients). A write forwarded to the leader always
+   * runs there. Default false: the application's own writes on the leader run in this process.
+   */
+  isolated?: boolean;
 }
 
 export interface BeginOptions {
@@ -432,8 +439,11 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
   #serialPending = 0;
   #forwardedSincePrune = 0;
   #lastYield = 0;
-  /** The interactive transaction holding the writer: other writes wait for it to end. */
-  #writerHeld: InteractiveTransaction | null = null;
+  /**
+   * The interactive transaction, or the client write in a statement process, holding the writer:
+   * other writes wait for it to end.
+   */
+  #writerHeld: InteractiveTransaction | IsolatedWriteHold | null = null;
   readonly #writerWaiters = new Set<() => void>();
   readonly #interactive = new Set<InteractiveTransaction>();
   /** Storage holds what this copy cannot apply: not served, retried with backoff. */
@@ -730,15 +740,18 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
 
   async batch(statements: Statement[], options: WriteOptions = {}): Promise<BatchResult> {
     if (statements.length === 0) throw new BadRequestError('a batch needs at least one statement');
-    return this.#write({
-      v: PROTOCOL_VERSION,
-      db: this.name,
-      requestId: randomUUID(),
-      op: 'write',
-      statements,
-      durability: options.durability ?? this.#settings.durability,
-      bigints: options.bigints ?? false,
-    });
+    return this.#write(
+      {
+        v: PROTOCOL_VERSION,
+        db: this.name,
+        requestId: randomUUID(),
+        op: 'write',
+        statements,
+        durability: options.durability ?? this.#settings.durability,
+        bigints: options.bigints ?? false,
+      },
+      options.isolated ?? false,
+    );
   }
 
   /**
@@ -826,19 +839,19 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
     this.#actor?.send({ type: 'handoff' });
   }
 
-  async #write(request: ForwardRequest): Promise<BatchResult> {
+  async #write(request: ForwardRequest, isolated = false): Promise<BatchResult> {
     // Refused here, before anything is sent or run; the leader checks again.
     checkClientStatements(request.statements, gateContextOf(request));
     // The clock's timers do not hold the process open; a caller awaiting this write must.
     const keepAlive = setInterval(() => {}, 60_000);
     try {
-      return await this.#writeWithRetries(request);
+      return await this.#writeWithRetries(request, isolated);
     } finally {
       clearInterval(keepAlive);
     }
   }
 
-  async #writeWithRetries(request: ForwardRequest): Promise<BatchResult> {
+  async #writeWithRetries(request: ForwardRequest, isolated: boolean): Promise<BatchResult> {
     const clock = this.#services.clock;
     const started = clock.now();
     let delay = 10;
@@ -855,6 +868,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
           request,
           started + this.#settings.forwardTimeoutMs,
           forwarded,
+          isolated,
         );
         if (done) {
           this.#remember(done.token);
@@ -922,6 +936,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
     request: ForwardRequest,
     deadline: number,
     remembered: boolean,
+    isolated = false,
   ): Promise<BatchResult | null> {
     this.#touch();
     if (request.op === 'read') {
@@ -931,10 +946,13 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
       });
     }
     let committed: { epoch: number; results: StatementResult[] } | null;
+    const runner = isolated && request.op === 'write' ? this.#services.runner : undefined;
     try {
-      committed = await this.#withWriter(deadline, (current) =>
-        current === leader ? this.#commitStatements(leader, request, remembered) : null,
-      );
+      committed = runner
+        ? await this.#isolatedWrite(runner, leader, request, deadline, remembered)
+        : await this.#withWriter(deadline, (current) =>
+            current === leader ? this.#commitStatements(leader, request, remembered) : null,
+          );
     } catch (error) {
       if (error instanceof NotLeaderError) return null;
       throw toSqlError(error);
@@ -999,10 +1017,14 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
     this.#touch();
     try {
       if (request.op === 'read') return { ok: true, ...(await this.#serveRead(leader, request)) };
-      const committed = await this.#withWriter(
-        this.#services.clock.now() + this.#settings.forwardTimeoutMs,
-        (current) => (current === leader ? this.#commitStatements(leader, request, true) : null),
-      );
+      const deadline = this.#services.clock.now() + this.#settings.forwardTimeoutMs;
+      // Client SQL from another node: in a statement process, like the reads.
+      const runner = request.op === 'write' ? this.#services.runner : undefined;
+      const committed = runner
+        ? await this.#isolatedWrite(runner, leader, request, deadline, true)
+        : await this.#withWriter(deadline, (current) =>
+            current === leader ? this.#commitStatements(leader, request, true) : null,
+          );
       if (!committed) return notLeader(this.name, this.role);
       const { epoch, results } = committed;
       // One attempt: the sender retries with the same request id, which finds this commit.
@@ -1068,6 +1090,113 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
     // Only once committed: a rolled-back transaction takes the new table with it.
     if (remembered) tablesReady.add(leader.database);
     return { epoch, results };
+  }
+
+  /**
+   * A client write in a statement process: it runs the statements in its own BEGIN IMMEDIATE and
+   * waits, while this node holds hadb's writer (in-process writes and BEGINs wait, as for an
+   * interactive transaction); the commit is then decided here as {@link #commit} decides it.
+   * `remembered`: applied once per request id, as {@link #commitStatements}; then a process that
+   * dies during COMMIT leaves no doubt: the id is in the file or not. Null when this node does
+   * not lead.
+   */
+  async #isolatedWrite(
+    runner: StatementRunner,
+    leader: SqliteLeader,
+    request: ForwardRequest,
+    deadline: number,
+    remembered: boolean,
+  ): Promise<{ epoch: number; results: StatementResult[] } | null> {
+    const waitMs = Math.max(0, deadline - this.#services.clock.now());
+    // Transitions and applies first (they wait for it once it counts), then the writer.
+    for (;;) {
+      while (this.#serialPending > 0) await this.#chain;
+      if (!this.#writerHeld) break;
+      if (!(await this.#writerFree(deadline))) {
+        throw new TimeoutError(
+          `${this.name}: waiting for an interactive transaction to end`,
+          waitMs,
+        );
+      }
+    }
+    const epoch = this.#writerEpoch;
+    if (this.#writableLeader() !== leader || epoch === null) return null;
+    const hold: IsolatedWriteHold = { isolatedWrite: request.requestId };
+    this.#writerHeld = hold;
+    // Transitions and hibernation wait for it, as for a read: the leader's connection stays open
+    // (it opens first, switching the file to WAL) and outlives the statement process's one.
+    this.#isolatedReads += 1;
+    this.#touch();
+    void leader.database;
+    try {
+      const pending = await runner.write({
+        path: this.path,
+        statements: request.statements,
+        bigints: request.bigints,
+        requestId: remembered ? request.requestId : null,
+        requestsTable: REQUESTS_TABLE,
+        pageCacheKiB: this.#services.pageCacheKiB,
+      });
+      // A rollback that fails means the process died: its transaction went with it.
+      if (pending.prior) {
+        await pending.rollback().catch(() => {});
+        return { epoch, results: decodeStored(pending.prior) as StatementResult[] };
+      }
+      if (this.#leader !== leader || !this.#canCommitNow() || this.#writerEpoch !== epoch) {
+        await pending.rollback().catch(() => {});
+        throw new NotLeaderError(`${this.name}: the lease lapsed before the commit; rolled back`);
+      }
+      const now = Date.now();
+      this.#forwardedSincePrune += remembered ? 1 : 0;
+      const prune = this.#forwardedSincePrune >= 1000;
+      if (prune) this.#forwardedSincePrune = 0;
+      let remember: Parameters<typeof pending.commit>[0] = null;
+      try {
+        if (remembered) {
+          remember = {
+            id: request.requestId,
+            at: now,
+            results: encodeMessage(pending.results),
+            ...(prune ? { pruneBefore: now - REQUEST_RETENTION_MS } : {}),
+          };
+        }
+      } catch (error) {
+        // The process holds SQLite's write lock until told: never leave it waiting.
+        await pending.rollback().catch(() => {});
+        throw error;
+      }
+      try {
+        await pending.commit(remember);
+      } catch (error) {
+        if (!(error instanceof HadbError) || error.code !== 'CLOSED') throw error;
+        // The process died during COMMIT. Remembered: whether it committed is in the file, under
+        // the id. Otherwise the caller hears the outcome is unknown (a CLOSED error).
+        const kept = remembered ? this.#keptAnswer(leader, request.requestId) : null;
+        if (!kept) throw error;
+        return { epoch, results: kept };
+      }
+      return { epoch, results: pending.results };
+    } finally {
+      this.#isolatedReads -= 1;
+      if (this.#isolatedReads === 0) for (const wake of [...this.#isolatedReadsDone]) wake();
+      if (this.#writerHeld === hold) {
+        this.#writerHeld = null;
+        for (const wake of [...this.#writerWaiters]) wake();
+      }
+    }
+  }
+
+  /** The answer kept under `requestId`, read on the leader's connection (no table: none). */
+  #keptAnswer(leader: SqliteLeader, requestId: string): StatementResult[] | null {
+    const connection = leader.database;
+    const table = connection
+      .prepare('select 1 from sqlite_master where type = ? and name = ?')
+      .get('table', REQUESTS_TABLE);
+    if (!table) return null;
+    const row = prepare(connection, `select results from ${REQUESTS_TABLE} where id = ?`).get(
+      requestId,
+    ) as { results: Buffer } | undefined;
+    return row ? (decodeStored(row.results) as StatementResult[]) : null;
   }
 
   #commit(leader: SqliteLeader, work: () => void): number {
@@ -2120,6 +2249,9 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
     this.#wakeShippedWaiters();
     for (const wake of this.#roleWaiters) wake();
     await this.#chain;
+    // A write in a statement process (rolled back now) closes its read-write connection before
+    // the leader's: the last connection to close a WAL file checkpoints it and drops the WAL.
+    await this.#isolatedReadsEnded();
     await this.#dropLocalHandles();
     this.#services.handles?.forget(this);
   }
@@ -2167,6 +2299,11 @@ function readOnLeader(
   }));
   const { epoch, seq } = leader.position;
   return { results, token: { epoch, seq } };
+}
+
+/** hadb's writer, taken by a client write running in a statement process (by its request id). */
+interface IsolatedWriteHold {
+  isolatedWrite: string;
 }
 
 /** What a write-like request does inside the leader's transaction. */

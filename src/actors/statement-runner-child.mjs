@@ -147,6 +147,136 @@ function read({ id, path, statements, bigints, maxBytes, cacheKiB }) {
   }
 }
 
+/** The write waiting for its COMMIT or ROLLBACK (one at a time per process). */
+let pendingWrite = null;
+
+/**
+ * Closes a write's connection, unless the node is gone: then it would be the file's last
+ * connection, and SQLite would checkpoint and delete the WAL that holds the leader's unshipped
+ * commits. A kill closes nothing (nor does process.exit: better-sqlite3 leaves them open).
+ */
+function closeWriteConnection(database) {
+  if (!process.connected || process.ppid !== parentPid) process.kill(process.pid, 'SIGKILL');
+  database.close();
+}
+
+/** BEGIN IMMEDIATE, retried while the leader's checkpoint holds the write lock for a moment. */
+function beginImmediate(database) {
+  const until = Date.now() + 1000;
+  for (;;) {
+    try {
+      database.exec('BEGIN IMMEDIATE');
+      return;
+    } catch (error) {
+      if (!(error instanceof Database.SqliteError) || error.code !== 'SQLITE_BUSY') throw error;
+      if (Date.now() >= until) throw error;
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 2);
+    }
+  }
+}
+
+function runStatement(database, { sql, params }, bigints) {
+  const statement = database.prepare(sql);
+  statement.safeIntegers(bigints);
+  const args = bindable(params);
+  if (statement.reader) return { changes: 0, lastInsertRowid: 0, rows: statement.all(...args) };
+  const { changes, lastInsertRowid } = statement.run(...args);
+  return { changes, lastInsertRowid };
+}
+
+function failure(id, error, index) {
+  const sqliteCode = sqliteCodeOf(error);
+  return {
+    id,
+    ok: false,
+    kind: sqliteCode === null ? 'error' : 'sql',
+    sqliteCode,
+    message: error instanceof Error ? error.message : String(error),
+    index,
+  };
+}
+
+/**
+ * A client write up to its COMMIT, on a read-write connection opened for it alone: closed right
+ * after, it never outlives the leader's connection, whose close (the last one) must be the one
+ * that checkpoints. The leader's replicator is the only checkpointer, and waiting for a lock is
+ * the node's business, not SQLite's.
+ */
+function write({ id, path, statements, bigints, requestId, requestsTable, cacheKiB }) {
+  let database = null;
+  let index = 0;
+  try {
+    database = new Database(path, { fileMustExist: true });
+    database.pragma('busy_timeout = 0');
+    database.pragma('wal_autocheckpoint = 0');
+    if (cacheKiB !== undefined) database.pragma(`cache_size = ${-cacheKiB}`);
+    beginImmediate(database);
+    if (requestId !== null) {
+      database.exec(
+        `create table if not exists ${requestsTable}(id text primary key, at integer not null, results blob not null) without rowid`,
+      );
+      const row = database
+        .prepare(`select results from ${requestsTable} where id = ?`)
+        .get(requestId);
+      if (row) {
+        pendingWrite = { database, requestsTable };
+        process.send({ id, ok: true, written: [], prior: row.results });
+        return;
+      }
+    }
+    const written = [];
+    for (; index < statements.length; index++) {
+      written.push(runStatement(database, statements[index], bigints));
+    }
+    pendingWrite = { database, requestsTable };
+    process.send({ id, ok: true, written, prior: null });
+  } catch (error) {
+    closeRolledBack(database);
+    process.send(failure(id, error, index));
+  }
+}
+
+function closeRolledBack(database) {
+  if (database === null) return;
+  try {
+    if (database.inTransaction) database.exec('ROLLBACK');
+  } finally {
+    closeWriteConnection(database);
+  }
+}
+
+function end({ id, commit, remember }) {
+  const current = pendingWrite;
+  pendingWrite = null;
+  if (current === null) {
+    process.send({ id, ok: false, kind: 'error', message: 'no write is waiting', index: 0 });
+    return;
+  }
+  const { database, requestsTable } = current;
+  try {
+    if (commit) {
+      if (remember) {
+        database
+          .prepare(`insert into ${requestsTable}(id, at, results) values (?, ?, ?)`)
+          .run(remember.id, remember.at, toSqlite(remember.results));
+        if (remember.pruneBefore !== undefined) {
+          database.prepare(`delete from ${requestsTable} where at < ?`).run(remember.pruneBefore);
+        }
+      }
+      database.exec('COMMIT');
+    }
+    closeRolledBack(database);
+    process.send({ id, ok: true });
+  } catch (error) {
+    try {
+      closeRolledBack(database);
+    } catch {
+      // Closing a connection with a failed commit: the process's exit closes it anyway.
+    }
+    process.send(failure(id, error, 0));
+  }
+}
+
 function forget({ id, path }) {
   const entry = connections.get(path);
   if (entry) {
@@ -158,6 +288,8 @@ function forget({ id, path }) {
 
 process.on('message', (message) => {
   if (message.type === 'read') read(message);
+  else if (message.type === 'write') write(message);
+  else if (message.type === 'end') end(message);
   else if (message.type === 'forget') forget(message);
 });
 process.send({ ready: true });

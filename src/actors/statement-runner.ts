@@ -8,7 +8,7 @@ import {
   SqlError,
   StatementTimeoutError,
 } from '../errors.ts';
-import type { Row, Statement } from '../wire/forward.ts';
+import type { Row, Statement, StatementResult } from '../wire/forward.ts';
 
 export interface StatementRunnerOptions {
   /** Statement processes (default 2): this many client reads run at once. */
@@ -31,6 +31,33 @@ export interface RunnerRead {
   pageCacheKiB?: number | undefined;
 }
 
+export interface RunnerWrite {
+  /** The leader's database file, opened read-write for this write only. */
+  path: string;
+  statements: Statement[];
+  /** Integers come back as bigint. */
+  bigints: boolean;
+  /** Applied once per id: an answer already kept in `requestsTable` under it is returned instead. */
+  requestId: string | null;
+  requestsTable: string;
+  pageCacheKiB?: number | undefined;
+}
+
+/**
+ * A write run up to its commit in a statement process, which now holds SQLite's write lock and
+ * waits: exactly one of `commit` or `rollback` must follow.
+ */
+export interface PendingWrite {
+  results: StatementResult[];
+  /** What an earlier run under the same request id kept (encoded), or null. */
+  prior: Uint8Array | null;
+  /** Keeps `remember` (the encoded results) under the request id, then commits. */
+  commit(
+    remember: { id: string; at: number; results: Uint8Array; pruneBefore?: number } | null,
+  ): Promise<void>;
+  rollback(): Promise<void>;
+}
+
 export const DEFAULT_STATEMENT_TIMEOUT_MS = 5000;
 export const DEFAULT_MAX_RESULT_BYTES = 64 * 1024 * 1024;
 
@@ -42,7 +69,15 @@ interface Pending {
 }
 
 type ChildAnswer =
-  | { id: number; ok: true; results?: Row[][]; forgot?: string; closed?: string[] }
+  | {
+      id: number;
+      ok: true;
+      results?: Row[][];
+      written?: StatementResult[];
+      prior?: Uint8Array | null;
+      forgot?: string;
+      closed?: string[];
+    }
   | {
       id: number;
       ok: false;
@@ -66,6 +101,9 @@ class StatementProcess {
   /** Resolves once the process listens (its start does not count against the time limit). */
   readonly started: Promise<void>;
   #markStarted: () => void = () => {};
+  /** Resolves once the process has exited. */
+  readonly gone: Promise<void>;
+  #markGone: () => void = () => {};
 
   constructor(maxConnections: number, onExit: (process: StatementProcess) => void) {
     this.child = fork(CHILD_ENTRY, [], {
@@ -77,6 +115,9 @@ class StatementProcess {
     });
     this.started = new Promise<void>((resolve) => {
       this.#markStarted = resolve;
+    });
+    this.gone = new Promise<void>((resolve) => {
+      this.#markGone = resolve;
     });
     // A node that is otherwise done does not wait for its idle statement processes.
     this.child.unref();
@@ -100,6 +141,7 @@ class StatementProcess {
       for (const pending of this.#pending.values()) pending.reject(why);
       this.#pending.clear();
       this.#markStarted();
+      this.#markGone();
       onExit(this);
     });
   }
@@ -174,27 +216,24 @@ export class StatementRunner {
     try {
       await worker.started;
       worker.open.add(request.path);
-      const timedOut = new Promise<never>((_, reject) => {
-        timer = setTimeout(() => {
-          reject(
-            new StatementTimeoutError(
-              `the statement ran past the time limit of ${this.timeoutMs} ms and was ended`,
-            ),
-          );
-          this.#kill(worker);
-        }, this.timeoutMs);
-      });
-      const answer = await Promise.race([
-        worker.request({
+      let timedOut = false;
+      timer = setTimeout(() => {
+        timedOut = true;
+        this.#kill(worker);
+      }, this.timeoutMs);
+      // A killed process's request fails once it has exited (its connections and locks gone).
+      const answer = await worker
+        .request({
           type: 'read',
           path: request.path,
           statements: request.statements,
           bigints: request.bigints,
           maxBytes: this.maxResultBytes,
           cacheKiB: request.pageCacheKiB,
-        }),
-        timedOut,
-      ]);
+        })
+        .catch((error: unknown) => {
+          throw timedOut ? this.#timeoutError() : error;
+        });
       if (answer.ok) return (answer.results ?? []).map((rows) => rows.map(withBuffers));
       if (answer.kind === 'too-large')
         throw new ResultTooLargeError(
@@ -206,6 +245,75 @@ export class StatementRunner {
     } finally {
       clearTimeout(timer);
       this.#release(worker);
+    }
+  }
+
+  /**
+   * Runs the statements of a write in one process, in a BEGIN IMMEDIATE transaction on a
+   * read-write connection of its own, and stops before COMMIT. The time limit covers this phase
+   * only: past it the process is SIGKILLed (SQLite leaves its uncommitted frames past the WAL's
+   * last commit, where nothing reads them and the next commit overwrites them). The process stays
+   * taken until `commit` or `rollback`, which are never cut short by a kill.
+   */
+  async write(request: RunnerWrite): Promise<PendingWrite> {
+    const worker = await this.#acquire();
+    let timer: NodeJS.Timeout | undefined;
+    let handedOver = false;
+    try {
+      await worker.started;
+      let timedOut = false;
+      timer = setTimeout(() => {
+        timedOut = true;
+        this.#kill(worker);
+      }, this.timeoutMs);
+      // Failed only once the killed process has exited: it no longer holds the file, so the
+      // leader's connection can be the last to close it as soon as the caller hears.
+      const answer = await worker
+        .request({
+          type: 'write',
+          path: request.path,
+          statements: request.statements,
+          bigints: request.bigints,
+          requestId: request.requestId,
+          requestsTable: request.requestsTable,
+          cacheKiB: request.pageCacheKiB,
+        })
+        .catch((error: unknown) => {
+          throw timedOut ? this.#timeoutError() : error;
+        });
+      clearTimeout(timer);
+      if (timedOut) {
+        // Answered as the kill went out: the process is going, and its write with it.
+        await worker.gone;
+        throw this.#timeoutError();
+      }
+      if (!answer.ok) throw failureOf(answer, 'the write failed');
+      const end = async (message: Record<string, unknown>) => {
+        try {
+          const ended = await worker.request({ type: 'end', ...message }).catch((error) => {
+            if (!(error instanceof StatementProcessExitedError) || !message.commit) throw error;
+            throw new HadbError(
+              'CLOSED',
+              `the statement process ended during COMMIT (${error.message}): the write may or may not be committed`,
+            );
+          });
+          if (!ended.ok) throw failureOf(ended, 'the commit failed');
+        } finally {
+          this.#release(worker);
+        }
+      };
+      handedOver = true;
+      return {
+        results: (answer.written ?? []).map((result) =>
+          result.rows ? { ...result, rows: result.rows.map(withBuffers) } : result,
+        ),
+        prior: answer.prior ? Buffer.from(answer.prior) : null,
+        commit: (remember) => end({ commit: true, remember }),
+        rollback: () => end({ commit: false }),
+      };
+    } finally {
+      clearTimeout(timer);
+      if (!handedOver) this.#release(worker);
     }
   }
 
@@ -277,6 +385,12 @@ export class StatementRunner {
     this.#queue.shift()?.();
   }
 
+  #timeoutError(): StatementTimeoutError {
+    return new StatementTimeoutError(
+      `the statement ran past the time limit of ${this.timeoutMs} ms and was ended`,
+    );
+  }
+
   /** Out of the pool at once (its place is free for a new process), then SIGKILLed. */
   #kill(worker: StatementProcess): void {
     const index = this.#processes.indexOf(worker);
@@ -290,6 +404,12 @@ export class StatementRunner {
     // Its place is taken by a new process at the next read.
     if (!worker.busy) this.#queue.shift()?.();
   }
+}
+
+function failureOf(answer: Extract<ChildAnswer, { ok: false }>, otherwise: string): HadbError {
+  const message = answer.message ?? otherwise;
+  if (answer.kind === 'sql') return new SqlError(answer.sqliteCode ?? 'SQLITE_ERROR', message);
+  return new HadbError('INVALID_ARGUMENT', message);
 }
 
 /** Blobs cross the process boundary as Uint8Array; callers get Buffers, as in-process. */

@@ -719,7 +719,7 @@ async function streamRequest(
       // The whole sequence is applied atomically, so its own BEGIN and COMMIT add nothing.
       const statements = texts.filter((sql) => controlKind(sql) === null).map((sql) => ({ sql }));
       if (statements.length > 0)
-        noteWrite(db, (await db.batch(statements, { bigints: true })).token);
+        noteWrite(db, (await db.batch(statements, { bigints: true, isolated: true })).token);
       return { type: 'sequence' };
     }
     case 'store_sql': {
@@ -970,7 +970,7 @@ async function runAtomic(
       toStmtResult({ changes: 0, lastInsertRowid: 0, rows }, wants[i] ?? true),
     );
   try {
-    const { results, token } = await db.batch(statements, { bigints: true });
+    const { results, token } = await db.batch(statements, { bigints: true, isolated: true });
     noteWrite(db, token);
     return results.map((result, i) => toStmtResult(result, wants[i] ?? true));
   } catch (error) {
@@ -1082,7 +1082,10 @@ async function locateFailure(
   while (lo < hi) {
     const mid = Math.floor((lo + hi) / 2);
     try {
-      await db.batch([...statements.slice(0, mid + 1), { sql: PROBE_SQL }], { bigints: true });
+      await db.batch([...statements.slice(0, mid + 1), { sql: PROBE_SQL }], {
+        bigints: true,
+        isolated: true,
+      });
       lo = mid + 1; // cannot happen (the probe always fails), but stay safe
     } catch (probeError) {
       if (probeError instanceof SqlError && probeError.message.includes(PROBE_MESSAGE)) {

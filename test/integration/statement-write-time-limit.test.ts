@@ -1,0 +1,166 @@
+import path from 'node:path';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
+import { createClient } from '@libsql/client';
+import Database from 'better-sqlite3';
+import { afterEach, describe, expect, test } from 'vitest';
+import type { HadbDatabase } from '../../src/actors/hosted-database.ts';
+import type { HadbNode } from '../../src/actors/node.ts';
+import { restoreDatabase } from '../../src/adapters/replication/restore.ts';
+import { createFsStorage } from '../../src/adapters/storage/fs.ts';
+import { type HranaServer, RELAY_PATH, startHranaServer } from '../../src/wire/hrana.ts';
+import { SECRET, type TestCluster, testClusters, waitFor } from './support/nodes.ts';
+import { tempDirs } from './support/replication.ts';
+
+// Client writes from the network (Hrana on the leader, writes forwarded to it) run in the node's
+// statement processes: a long one is ended at the time limit, nothing of it is committed, and the
+// event loop that keeps the node's leases never waits for it.
+
+const cluster = testClusters('hadb-statement-write-limit-');
+const scratch = tempDirs('hadb-statement-write-limit-restore-');
+const SCHEMA = 'create table if not exists t(id integer primary key, v)';
+/** Seconds of SQLite work, far past the 1 s limit. */
+const LONG_INSERT =
+  'insert into t(v) with recursive c(x) as (select 1 union all select x + 1 from c where x < 30000000) select count(*) from c';
+const LIMIT_MS = 1000;
+const servers: HranaServer[] = [];
+
+afterEach(async () => {
+  await Promise.all(servers.splice(0).map((server) => server.close()));
+});
+
+async function served(c: TestCluster, id: string) {
+  let hrana: HranaServer | undefined;
+  const node: HadbNode = await c.start(id, {
+    statements: { timeoutMs: LIMIT_MS },
+    routes: {
+      [RELAY_PATH]: {
+        method: 'POST',
+        authenticated: true,
+        handle: async (request) => (hrana ? hrana.relay(request) : { status: 503, body: '' }),
+      },
+    },
+  });
+  const db = await node.open('db', { schema: SCHEMA });
+  const other = await node.open('other', { schema: SCHEMA });
+  hrana = await startHranaServer({
+    host: '127.0.0.1',
+    port: 0,
+    databases: new Map<string, HadbDatabase>([['db', db]]),
+    authToken: null,
+    secret: SECRET,
+    self: node.address ?? '',
+    leaderAddress: (name) =>
+      node.status().databases.find((status) => status.name === name)?.leaderAddress ?? null,
+  });
+  servers.push(hrana);
+  return { node, db, other, hrana };
+}
+
+/** The longest the event loop stayed blocked while `work` ran, in ms. */
+async function longestStall<T>(work: () => Promise<T>): Promise<{ result: T; stallMs: number }> {
+  const delay = monitorEventLoopDelay({ resolution: 10 });
+  delay.enable();
+  try {
+    const result = await work();
+    return { result, stallMs: delay.max / 1e6 };
+  } finally {
+    delay.disable();
+  }
+}
+
+/** While `write` runs: another database of the node commits and ships; the outcome and timings. */
+async function duringLongWrite(other: HadbDatabase, write: () => Promise<unknown>) {
+  const started = Date.now();
+  return longestStall(async () => {
+    const attempt = write().then(
+      () => null,
+      (error: unknown) => error,
+    );
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    const writeStarted = Date.now();
+    await other.execute('insert into t(v) values (?)', ['during'], { durability: 'replicated' });
+    const otherWriteMs = Date.now() - writeStarted;
+    return { error: await attempt, otherWriteMs, endedAfterMs: Date.now() - started };
+  });
+}
+
+/** The rows storage holds for `name`, restored into a fresh file (checked for integrity). */
+async function rowsInStorage(c: TestCluster, name: string): Promise<unknown[]> {
+  const target = path.join(scratch('restored'), `${name}.db`);
+  await restoreDatabase({
+    storage: createFsStorage({ root: path.join(c.dir, 'storage') }),
+    prefix: '',
+    db: name,
+    destPath: target,
+  });
+  const copy = new Database(target, { readonly: true });
+  try {
+    expect(copy.pragma('integrity_check', { simple: true })).toBe('ok');
+    return copy.prepare('select id, v from t order by id').all();
+  } finally {
+    copy.close();
+  }
+}
+
+describe('no client write can stall the node', () => {
+  test('a long insert over Hrana on the leader ends with STATEMENT_TIMEOUT at the limit; nothing of it is committed', async () => {
+    const c = cluster();
+    const { db, other, hrana } = await served(c, 'a');
+    await db.ready({ writable: true });
+    await other.ready({ writable: true });
+    const client = createClient({ url: `${hrana.address}/db/` });
+    try {
+      await client.execute({ sql: 'insert into t(v) values (?)', args: ['before'] });
+      const { result, stallMs } = await duringLongWrite(other, () => client.execute(LONG_INSERT));
+      expect(result.error).toMatchObject({
+        code: 'STATEMENT_TIMEOUT',
+        message:
+          'STATEMENT_TIMEOUT: the statement ran past the time limit of 1000 ms and was ended',
+      });
+      expect(result.endedAfterMs).toBeGreaterThanOrEqual(LIMIT_MS - 50);
+      expect(result.endedAfterMs).toBeLessThan(LIMIT_MS + 1500);
+      expect(result.otherWriteMs).toBeLessThan(1000);
+      expect(stallMs).toBeLessThan(500);
+      expect(db.role).toBe('leader');
+      expect(other.role).toBe('leader');
+      // The writer is free again, for the next client and for the application.
+      await client.execute({ sql: 'insert into t(v) values (?)', args: ['after'] });
+      await db.execute('insert into t(v) values (?)', ['embedded'], { durability: 'replicated' });
+      const rows = await db.all('select id, v from t order by id');
+      expect(rows.map((row) => row.v)).toEqual(['before', 'after', 'embedded']);
+      expect(await rowsInStorage(c, 'db')).toEqual(rows);
+    } finally {
+      client.close();
+    }
+  }, 60_000);
+
+  test('a long insert forwarded by a follower ends on the leader with STATEMENT_TIMEOUT; the copy equals storage', async () => {
+    const c = cluster();
+    const leader = await served(c, 'a');
+    const follower = await served(c, 'b');
+    await leader.db.ready({ writable: true });
+    await leader.other.ready({ writable: true });
+    expect(follower.db.role).toBe('follower');
+    await follower.db.execute('insert into t(v) values (?)', ['before']);
+    const { result, stallMs } = await duringLongWrite(leader.other, () =>
+      follower.db.execute(LONG_INSERT),
+    );
+    expect(result.error).toMatchObject({
+      name: 'StatementTimeoutError',
+      code: 'STATEMENT_TIMEOUT',
+    });
+    expect(result.endedAfterMs).toBeLessThan(LIMIT_MS + 1500);
+    expect(result.otherWriteMs).toBeLessThan(1000);
+    expect(stallMs).toBeLessThan(500);
+    expect(leader.db.role).toBe('leader');
+    expect(leader.other.role).toBe('leader');
+    const { token } = await follower.db.execute('insert into t(v) values (?)', ['after'], {
+      durability: 'replicated',
+    });
+    await waitFor(() => follower.db.position.seq >= token.seq, 10_000, 'the follower to catch up');
+    const rows = await follower.db.all('select id, v from t order by id');
+    expect(rows.map((row) => row.v)).toEqual(['before', 'after']);
+    expect(await leader.db.all('select id, v from t order by id')).toEqual(rows);
+    expect(await rowsInStorage(c, 'db')).toEqual(rows);
+  }, 60_000);
+});
