@@ -1,9 +1,6 @@
 import { createClient } from '@libsql/client';
-import { afterEach, describe, expect, test } from 'vitest';
-import type { HadbDatabase } from '../../src/actors/hosted-database.ts';
-import type { HadbNode } from '../../src/actors/node.ts';
-import { type HranaServer, RELAY_PATH, startHranaServer } from '../../src/wire/hrana.ts';
-import { SECRET, testClusters } from './support/nodes.ts';
+import { describe, expect, test } from 'vitest';
+import { type TestCluster, testClusters } from './support/nodes.ts';
 
 // Two nodes in this process, each with its Hrana server, wired as `hadb serve` wires them.
 
@@ -11,36 +8,9 @@ const cluster = testClusters('hadb-hrana-floats-');
 const SCHEMA = 'create table if not exists t(id integer primary key, v)';
 /** atan2(-0, -1) is -π and atan2(0, -1) is π: SQLite's own view of the stored sign. */
 const NEGATIVE = 'select atan2(v, -1) < 0 as negative from t where id = ?';
-const servers: HranaServer[] = [];
 
-afterEach(async () => {
-  await Promise.all(servers.splice(0).map((server) => server.close()));
-});
-
-async function served(c: ReturnType<typeof cluster>, id: string) {
-  let hrana: HranaServer | undefined;
-  const node: HadbNode = await c.start(id, {
-    routes: {
-      [RELAY_PATH]: {
-        method: 'POST',
-        authenticated: true,
-        handle: async (request) => (hrana ? hrana.relay(request) : { status: 503, body: '' }),
-      },
-    },
-  });
-  const db = await node.open('db', { schema: SCHEMA });
-  hrana = await startHranaServer({
-    host: '127.0.0.1',
-    port: 0,
-    databases: new Map<string, HadbDatabase>([['db', db]]),
-    authToken: null,
-    secret: SECRET,
-    self: node.address ?? '',
-    leaderAddress: (name) =>
-      node.status().databases.find((status) => status.name === name)?.leaderAddress ?? null,
-  });
-  servers.push(hrana);
-  return { db, hrana };
+function served(c: TestCluster, id: string) {
+  return c.serveOverHrana(id, { schema: SCHEMA });
 }
 
 /** A pipeline written by hand: JSON.stringify cannot write the -0.0 a client may send. */

@@ -1,53 +1,22 @@
 import { type Client, createClient, LibsqlError, type Transaction } from '@libsql/client';
-import { afterEach, describe, expect, test } from 'vitest';
-import type { HadbDatabase } from '../../src/actors/hosted-database.ts';
+import { describe, expect, test } from 'vitest';
 import {
   type HranaServer,
   MAX_STORED_SQL_BYTES,
   MAX_STORED_SQL_COUNT,
-  RELAY_PATH,
-  startHranaServer,
 } from '../../src/wire/hrana.ts';
-import { SECRET, testClusters, waitFor } from './support/nodes.ts';
+import { type TestCluster, testClusters, waitFor } from './support/nodes.ts';
 
 // What one client can make a node keep: SQL texts stored on a stream, and open streams.
 
 const cluster = testClusters('hadb-hrana-limits-');
-const servers: HranaServer[] = [];
-afterEach(async () => {
-  await Promise.all(servers.splice(0).map((server) => server.close()));
-});
 
 /** Node `id` of the cluster `c`, with its Hrana server wired as `hadb serve` wires it. */
-async function served(
-  c: ReturnType<typeof cluster>,
-  id: string,
-  maxStreamsPerClient?: number,
-): Promise<{ db: HadbDatabase; hrana: HranaServer }> {
-  let hrana: HranaServer | undefined;
-  const node = await c.start(id, {
-    routes: {
-      [RELAY_PATH]: {
-        method: 'POST',
-        authenticated: true,
-        handle: async (request) => (hrana ? hrana.relay(request) : { status: 503, body: '' }),
-      },
-    },
+function served(c: TestCluster, id: string, maxStreamsPerClient?: number) {
+  return c.serveOverHrana(id, {
+    schema: 'create table if not exists t(k text)',
+    hrana: maxStreamsPerClient === undefined ? {} : { maxStreamsPerClient },
   });
-  const db = await node.open('db', { schema: 'create table if not exists t(k text)' });
-  hrana = await startHranaServer({
-    host: '127.0.0.1',
-    port: 0,
-    databases: new Map<string, HadbDatabase>([['db', db]]),
-    authToken: null,
-    secret: SECRET,
-    self: node.address ?? '',
-    leaderAddress: (name) =>
-      node.status().databases.find((status) => status.name === name)?.leaderAddress ?? null,
-    ...(maxStreamsPerClient === undefined ? {} : { maxStreamsPerClient }),
-  });
-  servers.push(hrana);
-  return { db, hrana };
 }
 
 async function leader(maxStreamsPerClient?: number): Promise<HranaServer> {

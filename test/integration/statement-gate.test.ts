@@ -3,7 +3,6 @@ import path from 'node:path';
 import { createClient, LibsqlError } from '@libsql/client';
 import { afterEach, describe, expect, test } from 'vitest';
 import type { HadbDatabase } from '../../src/actors/hosted-database.ts';
-import type { HadbNode } from '../../src/actors/node.ts';
 import { StatementRefusedError } from '../../src/errors.ts';
 import {
   decodeForwardResponse,
@@ -12,47 +11,22 @@ import {
   type ForwardRequest,
   PROTOCOL_VERSION,
 } from '../../src/wire/forward.ts';
-import { type HranaServer, RELAY_PATH, startHranaServer } from '../../src/wire/hrana.ts';
 import { NodeClient } from '../../src/wire/http.ts';
-import { SECRET, testClusters } from './support/nodes.ts';
+import { SECRET, type TestCluster, testClusters } from './support/nodes.ts';
 
 // Client SQL through every door (the embedded API on the leader and on a follower, a forwarded
 // request sent straight to the leader, Hrana on either node) meets the same statement gate.
 
 const cluster = testClusters('hadb-statement-gate-');
 const SCHEMA = 'create table if not exists t(id integer primary key, v)';
-const servers: HranaServer[] = [];
 const peers: NodeClient[] = [];
 
 afterEach(async () => {
-  await Promise.all(servers.splice(0).map((server) => server.close()));
   for (const peer of peers.splice(0)) peer.close();
 });
 
-async function served(c: ReturnType<typeof cluster>, id: string) {
-  let hrana: HranaServer | undefined;
-  const node: HadbNode = await c.start(id, {
-    routes: {
-      [RELAY_PATH]: {
-        method: 'POST',
-        authenticated: true,
-        handle: async (request) => (hrana ? hrana.relay(request) : { status: 503, body: '' }),
-      },
-    },
-  });
-  const db = await node.open('db', { schema: SCHEMA });
-  hrana = await startHranaServer({
-    host: '127.0.0.1',
-    port: 0,
-    databases: new Map<string, HadbDatabase>([['db', db]]),
-    authToken: null,
-    secret: SECRET,
-    self: node.address ?? '',
-    leaderAddress: (name) =>
-      node.status().databases.find((status) => status.name === name)?.leaderAddress ?? null,
-  });
-  servers.push(hrana);
-  return { node, db, hrana };
+function served(c: TestCluster, id: string) {
+  return c.serveOverHrana(id, { schema: SCHEMA });
 }
 
 async function leaderAndFollower() {

@@ -1,10 +1,7 @@
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { createClient } from '@libsql/client';
-import { afterEach, describe, expect, test } from 'vitest';
-import type { HadbDatabase } from '../../src/actors/hosted-database.ts';
-import type { HadbNode } from '../../src/actors/node.ts';
-import { type HranaServer, RELAY_PATH, startHranaServer } from '../../src/wire/hrana.ts';
-import { SECRET, type TestCluster, testClusters } from './support/nodes.ts';
+import { describe, expect, test } from 'vitest';
+import { type TestCluster, testClusters } from './support/nodes.ts';
 
 // Client reads run in the node's statement processes: a long one is ended at the time limit and
 // never blocks the event loop that keeps the node's leases.
@@ -14,42 +11,14 @@ const SCHEMA = 'create table if not exists t(id integer primary key, v)';
 /** About 3.5 s of SQLite work on this machine, more under load. */
 const LONG_READ =
   'with recursive c(x) as (select 1 union all select x + 1 from c where x < 4000000) select count(*) as n from c';
-const servers: HranaServer[] = [];
-
-afterEach(async () => {
-  await Promise.all(servers.splice(0).map((server) => server.close()));
-});
 
 async function served(
   c: TestCluster,
   id: string,
   limits: { timeoutMs?: number; maxResultBytes?: number },
 ) {
-  let hrana: HranaServer | undefined;
-  const node: HadbNode = await c.start(id, {
-    statements: limits,
-    routes: {
-      [RELAY_PATH]: {
-        method: 'POST',
-        authenticated: true,
-        handle: async (request) => (hrana ? hrana.relay(request) : { status: 503, body: '' }),
-      },
-    },
-  });
-  const db = await node.open('db', { schema: SCHEMA });
-  const other = await node.open('other', { schema: SCHEMA });
-  hrana = await startHranaServer({
-    host: '127.0.0.1',
-    port: 0,
-    databases: new Map<string, HadbDatabase>([['db', db]]),
-    authToken: null,
-    secret: SECRET,
-    self: node.address ?? '',
-    leaderAddress: (name) =>
-      node.status().databases.find((status) => status.name === name)?.leaderAddress ?? null,
-  });
-  servers.push(hrana);
-  return { node, db, other, hrana };
+  const served = await c.serveOverHrana(id, { schema: SCHEMA, node: { statements: limits } });
+  return { ...served, other: await served.node.open('other', { schema: SCHEMA }) };
 }
 
 /** The longest the event loop stayed blocked while `work` ran, in ms. */

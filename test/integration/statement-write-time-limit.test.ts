@@ -2,13 +2,11 @@ import path from 'node:path';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { createClient } from '@libsql/client';
 import Database from 'better-sqlite3';
-import { afterEach, describe, expect, test } from 'vitest';
+import { describe, expect, test } from 'vitest';
 import type { HadbDatabase } from '../../src/actors/hosted-database.ts';
-import type { HadbNode } from '../../src/actors/node.ts';
 import { restoreDatabase } from '../../src/adapters/replication/restore.ts';
 import { createFsStorage } from '../../src/adapters/storage/fs.ts';
-import { type HranaServer, RELAY_PATH, startHranaServer } from '../../src/wire/hrana.ts';
-import { SECRET, type TestCluster, testClusters, waitFor } from './support/nodes.ts';
+import { type TestCluster, testClusters, waitFor } from './support/nodes.ts';
 import { tempDirs } from './support/replication.ts';
 
 // Client writes from the network (Hrana on the leader, writes forwarded to it) run in the node's
@@ -22,38 +20,13 @@ const SCHEMA = 'create table if not exists t(id integer primary key, v)';
 const LONG_INSERT =
   'insert into t(v) with recursive c(x) as (select 1 union all select x + 1 from c where x < 30000000) select count(*) from c';
 const LIMIT_MS = 1000;
-const servers: HranaServer[] = [];
-
-afterEach(async () => {
-  await Promise.all(servers.splice(0).map((server) => server.close()));
-});
 
 async function served(c: TestCluster, id: string) {
-  let hrana: HranaServer | undefined;
-  const node: HadbNode = await c.start(id, {
-    statements: { timeoutMs: LIMIT_MS },
-    routes: {
-      [RELAY_PATH]: {
-        method: 'POST',
-        authenticated: true,
-        handle: async (request) => (hrana ? hrana.relay(request) : { status: 503, body: '' }),
-      },
-    },
+  const served = await c.serveOverHrana(id, {
+    schema: SCHEMA,
+    node: { statements: { timeoutMs: LIMIT_MS } },
   });
-  const db = await node.open('db', { schema: SCHEMA });
-  const other = await node.open('other', { schema: SCHEMA });
-  hrana = await startHranaServer({
-    host: '127.0.0.1',
-    port: 0,
-    databases: new Map<string, HadbDatabase>([['db', db]]),
-    authToken: null,
-    secret: SECRET,
-    self: node.address ?? '',
-    leaderAddress: (name) =>
-      node.status().databases.find((status) => status.name === name)?.leaderAddress ?? null,
-  });
-  servers.push(hrana);
-  return { node, db, other, hrana };
+  return { ...served, other: await served.node.open('other', { schema: SCHEMA }) };
 }
 
 /** The longest the event loop stayed blocked while `work` ran, in ms. */

@@ -11,6 +11,12 @@ import { createFsStorage } from '../../../src/adapters/storage/fs.ts';
 import { MemoryStorage } from '../../../src/adapters/storage/memory.ts';
 import { ClosedError } from '../../../src/errors.ts';
 import type { LeaseTiming } from '../../../src/machines/role.ts';
+import {
+  type HranaServer,
+  type HranaServerOptions,
+  RELAY_PATH,
+  startHranaServer,
+} from '../../../src/wire/hrana.ts';
 import { tempDirs } from './replication.ts';
 
 export const SECRET = 'test-cluster-secret-0123456789';
@@ -27,18 +33,34 @@ export const FAST_TIMING: LeaseTiming = {
 export interface TestCluster {
   dir: string;
   start(id: string, extra?: Partial<NodeOptions>): Promise<HadbNode>;
+  /** Node `id` with database `db` served over Hrana, wired as `hadb serve` wires it. */
+  serveOverHrana(id: string, options: HranaNodeOptions): Promise<HranaNode>;
+}
+
+export interface HranaNodeOptions {
+  schema: string;
+  node?: Partial<NodeOptions>;
+  hrana?: Partial<HranaServerOptions>;
+}
+
+export interface HranaNode {
+  node: HadbNode;
+  db: HadbDatabase;
+  hrana: HranaServer;
 }
 
 /** Returns `cluster()`: a fresh shared storage + lease store; every node started is closed after each test. */
 export function testClusters(prefix: string): () => TestCluster {
   const freshDir = tempDirs(prefix);
   const started: HadbNode[] = [];
+  const servers: HranaServer[] = [];
   afterEach(async () => {
+    await Promise.allSettled(servers.splice(0).map((server) => server.close()));
     await Promise.allSettled(started.splice(0).map((node) => node.close()));
   });
   return () => {
     const dir = freshDir('cluster');
-    return {
+    const cluster: TestCluster = {
       dir,
       async start(id, extra = {}) {
         const node = await createNode({
@@ -53,7 +75,35 @@ export function testClusters(prefix: string): () => TestCluster {
         started.push(node);
         return node;
       },
+      async serveOverHrana(id, options) {
+        let hrana: HranaServer | undefined;
+        const node = await cluster.start(id, {
+          ...options.node,
+          routes: {
+            [RELAY_PATH]: {
+              method: 'POST',
+              authenticated: true,
+              handle: async (request) => (hrana ? hrana.relay(request) : { status: 503, body: '' }),
+            },
+          },
+        });
+        const db = await node.open('db', { schema: options.schema });
+        hrana = await startHranaServer({
+          host: '127.0.0.1',
+          port: 0,
+          databases: new Map<string, HadbDatabase>([['db', db]]),
+          authToken: null,
+          secret: SECRET,
+          self: node.address ?? '',
+          leaderAddress: (name) =>
+            node.status().databases.find((status) => status.name === name)?.leaderAddress ?? null,
+          ...options.hrana,
+        });
+        servers.push(hrana);
+        return { node, db, hrana };
+      },
     };
+    return cluster;
   };
 }
 
