@@ -1,39 +1,16 @@
-import path from 'node:path';
-import Database from 'better-sqlite3';
 import { describe, expect, test } from 'vitest';
-import { restoreDatabase } from '../../src/adapters/replication/restore.ts';
-import { createFsStorage } from '../../src/adapters/storage/fs.ts';
-import { type TestCluster, testClusters } from './support/nodes.ts';
-import { tempDirs } from './support/replication.ts';
+import { rowsInStorage, testClusters } from './support/nodes.ts';
 
 // A leader that closes while a client write runs in a statement process: the write is rolled
 // back, its connection closes before the leader's (which must stay the last, or SQLite would
 // checkpoint and drop the WAL behind the replicator), and the reopened copy equals storage.
 
 const cluster = testClusters('hadb-statement-write-close-');
-const scratch = tempDirs('hadb-statement-write-close-restore-');
 const SCHEMA = 'create table if not exists t(id integer primary key, v)';
 const LIMIT_MS = 1500;
 /** Seconds of SQLite work, past the limit. */
 const LONG_INSERT =
   'insert into t(v) with recursive c(x) as (select 1 union all select x + 1 from c where x < 30000000) select count(*) from c';
-
-async function rowsInStorage(c: TestCluster, name: string): Promise<unknown[]> {
-  const target = path.join(scratch('restored'), `${name}.db`);
-  await restoreDatabase({
-    storage: createFsStorage({ root: path.join(c.dir, 'storage') }),
-    prefix: '',
-    db: name,
-    destPath: target,
-  });
-  const copy = new Database(target, { readonly: true });
-  try {
-    expect(copy.pragma('integrity_check', { simple: true })).toBe('ok');
-    return copy.prepare('select id, v from t order by id').all();
-  } finally {
-    copy.close();
-  }
-}
 
 describe('closing a leader during a client write in a statement process', () => {
   test('the write is not committed, the close ends by the time limit, the reopened copy equals storage', async () => {

@@ -2,38 +2,17 @@ import { statSync } from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import { describe, expect, test } from 'vitest';
-import { restoreDatabase } from '../../src/adapters/replication/restore.ts';
-import { createFsStorage } from '../../src/adapters/storage/fs.ts';
-import { type TestCluster, testClusters, waitFor } from './support/nodes.ts';
-import { tempDirs } from './support/replication.ts';
+import { rowsInStorage, testClusters, waitFor } from './support/nodes.ts';
 
 // A client write killed at the time limit has already written frames to the leader's WAL (its
 // page cache spilled): they lie past the last commit, where capture never reads, and the next
 // commit overwrites them. Storage, the follower's copy and later commits stay right.
 
 const cluster = testClusters('hadb-statement-write-killed-');
-const scratch = tempDirs('hadb-statement-write-killed-restore-');
 const SCHEMA = 'create table if not exists t(id integer primary key, v)';
 /** 2 GB of new pages, far more than a 64 KiB page cache holds: they spill to the WAL. */
 const BIG_INSERT =
   'insert into t(v) with recursive c(x) as (select 1 union all select x + 1 from c where x < 1000000) select randomblob(2000) from c';
-
-async function rowsInStorage(c: TestCluster, name: string): Promise<unknown[]> {
-  const target = path.join(scratch('restored'), `${name}.db`);
-  await restoreDatabase({
-    storage: createFsStorage({ root: path.join(c.dir, 'storage') }),
-    prefix: '',
-    db: name,
-    destPath: target,
-  });
-  const copy = new Database(target, { readonly: true });
-  try {
-    expect(copy.pragma('integrity_check', { simple: true })).toBe('ok');
-    return copy.prepare('select id, v from t order by id').all();
-  } finally {
-    copy.close();
-  }
-}
 
 describe('a client write killed at the time limit', () => {
   test('leaves its spilled frames uncommitted: storage, the copy and later commits are right', async () => {

@@ -1,20 +1,14 @@
-import path from 'node:path';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { createClient } from '@libsql/client';
-import Database from 'better-sqlite3';
 import { describe, expect, test } from 'vitest';
 import type { HadbDatabase } from '../../src/actors/hosted-database.ts';
-import { restoreDatabase } from '../../src/adapters/replication/restore.ts';
-import { createFsStorage } from '../../src/adapters/storage/fs.ts';
-import { type TestCluster, testClusters, waitFor } from './support/nodes.ts';
-import { tempDirs } from './support/replication.ts';
+import { rowsInStorage, type TestCluster, testClusters, waitFor } from './support/nodes.ts';
 
 // Client writes from the network (Hrana on the leader, writes forwarded to it) run in the node's
 // statement processes: a long one is ended at the time limit, nothing of it is committed, and the
 // event loop that keeps the node's leases never waits for it.
 
 const cluster = testClusters('hadb-statement-write-limit-');
-const scratch = tempDirs('hadb-statement-write-limit-restore-');
 const SCHEMA = 'create table if not exists t(id integer primary key, v)';
 /** Seconds of SQLite work, far past the 1 s limit. */
 const LONG_INSERT =
@@ -58,23 +52,6 @@ async function duringLongWrite(other: HadbDatabase, write: () => Promise<unknown
 }
 
 /** The rows storage holds for `name`, restored into a fresh file (checked for integrity). */
-async function rowsInStorage(c: TestCluster, name: string): Promise<unknown[]> {
-  const target = path.join(scratch('restored'), `${name}.db`);
-  await restoreDatabase({
-    storage: createFsStorage({ root: path.join(c.dir, 'storage') }),
-    prefix: '',
-    db: name,
-    destPath: target,
-  });
-  const copy = new Database(target, { readonly: true });
-  try {
-    expect(copy.pragma('integrity_check', { simple: true })).toBe('ok');
-    return copy.prepare('select id, v from t order by id').all();
-  } finally {
-    copy.close();
-  }
-}
-
 describe('no client write can stall the node', () => {
   test('a long insert over Hrana on the leader ends with STATEMENT_TIMEOUT at the limit; nothing of it is committed', async () => {
     const c = cluster();

@@ -1,5 +1,7 @@
 /** Several hadb nodes in one process, over filesystem storage and leases (a support module). */
+import fs from 'node:fs';
 import path from 'node:path';
+import Database from 'better-sqlite3';
 import { afterEach, expect } from 'vitest';
 import type { HadbDatabase } from '../../../src/actors/hosted-database.ts';
 import { createNode, type HadbNode, type NodeOptions } from '../../../src/actors/node.ts';
@@ -7,6 +9,7 @@ import type { Transition } from '../../../src/actors/transitions.ts';
 import { createFsLeaseStore } from '../../../src/adapters/lease/fs.ts';
 import { MemoryLeaseStore } from '../../../src/adapters/lease/memory.ts';
 import type { LeaseStore } from '../../../src/adapters/lease/types.ts';
+import { restoreDatabase } from '../../../src/adapters/replication/restore.ts';
 import { createFsStorage } from '../../../src/adapters/storage/fs.ts';
 import { MemoryStorage } from '../../../src/adapters/storage/memory.ts';
 import { ClosedError } from '../../../src/errors.ts';
@@ -204,4 +207,26 @@ export async function leaderAndFollower(c: TestCluster, schema: string) {
   expect(leader.role).toBe('leader');
   expect(follower.role).toBe('follower');
   return { a, b, leader, follower };
+}
+
+/** The rows `sql` reads from `name` restored from the cluster's storage, after an integrity check. */
+export async function rowsInStorage(
+  c: TestCluster,
+  name: string,
+  sql = 'select id, v from t order by id',
+): Promise<unknown[]> {
+  const target = path.join(fs.mkdtempSync(path.join(c.dir, 'restored-')), `${name}.db`);
+  await restoreDatabase({
+    storage: createFsStorage({ root: path.join(c.dir, 'storage') }),
+    prefix: '',
+    db: name,
+    destPath: target,
+  });
+  const copy = new Database(target, { readonly: true });
+  try {
+    expect(copy.pragma('integrity_check', { simple: true })).toBe('ok');
+    return copy.prepare(sql).all();
+  } finally {
+    copy.close();
+  }
 }
