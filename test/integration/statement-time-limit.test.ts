@@ -1,7 +1,6 @@
-import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { createClient } from '@libsql/client';
 import { describe, expect, test } from 'vitest';
-import { type TestCluster, testClusters } from './support/nodes.ts';
+import { longestStall, type TestCluster, testClusters } from './support/nodes.ts';
 
 // Client reads run in the node's statement processes: a long one is ended at the time limit and
 // never blocks the event loop that keeps the node's leases.
@@ -19,18 +18,6 @@ async function served(
 ) {
   const served = await c.serveOverHrana(id, { schema: SCHEMA, node: { statements: limits } });
   return { ...served, other: await served.node.open('other', { schema: SCHEMA }) };
-}
-
-/** The longest the event loop stayed blocked while `work` ran, in ms. */
-async function longestStall<T>(work: () => Promise<T>): Promise<{ result: T; stallMs: number }> {
-  const delay = monitorEventLoopDelay({ resolution: 10 });
-  delay.enable();
-  try {
-    const result = await work();
-    return { result, stallMs: delay.max / 1e6 };
-  } finally {
-    delay.disable();
-  }
 }
 
 describe('no client statement can stall the node', () => {

@@ -1,8 +1,13 @@
-import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { createClient } from '@libsql/client';
 import { describe, expect, test } from 'vitest';
 import type { HadbDatabase } from '../../src/actors/hosted-database.ts';
-import { rowsInStorage, type TestCluster, testClusters, waitFor } from './support/nodes.ts';
+import {
+  longestStall,
+  rowsInStorage,
+  type TestCluster,
+  testClusters,
+  waitFor,
+} from './support/nodes.ts';
 
 // Client writes from the network (Hrana on the leader, writes forwarded to it) run in the node's
 // statement processes: a long one is ended at the time limit, nothing of it is committed, and the
@@ -21,18 +26,6 @@ async function served(c: TestCluster, id: string) {
     node: { statements: { timeoutMs: LIMIT_MS } },
   });
   return { ...served, other: await served.node.open('other', { schema: SCHEMA }) };
-}
-
-/** The longest the event loop stayed blocked while `work` ran, in ms. */
-async function longestStall<T>(work: () => Promise<T>): Promise<{ result: T; stallMs: number }> {
-  const delay = monitorEventLoopDelay({ resolution: 10 });
-  delay.enable();
-  try {
-    const result = await work();
-    return { result, stallMs: delay.max / 1e6 };
-  } finally {
-    delay.disable();
-  }
 }
 
 /** While `write` runs: another database of the node commits and ships; the outcome and timings. */

@@ -1,6 +1,7 @@
 /** Several hadb nodes in one process, over filesystem storage and leases (a support module). */
 import fs from 'node:fs';
 import path from 'node:path';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import Database from 'better-sqlite3';
 import { afterEach, expect } from 'vitest';
 import type { HadbDatabase } from '../../../src/actors/hosted-database.ts';
@@ -228,5 +229,19 @@ export async function rowsInStorage(
     return copy.prepare(sql).all();
   } finally {
     copy.close();
+  }
+}
+
+/** The longest the event loop stayed blocked while `work` ran, in ms. */
+export async function longestStall<T>(
+  work: () => Promise<T>,
+): Promise<{ result: T; stallMs: number }> {
+  const delay = monitorEventLoopDelay({ resolution: 10 });
+  delay.enable();
+  try {
+    const result = await work();
+    return { result, stallMs: delay.max / 1e6 };
+  } finally {
+    delay.disable();
   }
 }
