@@ -134,16 +134,7 @@ function read({ id, path, statements, bigints, maxBytes, cacheKiB }) {
       process.send({ id, ok: false, kind: 'too-large', index, closed });
       return;
     }
-    const sqliteCode = sqliteCodeOf(error);
-    process.send({
-      id,
-      ok: false,
-      kind: sqliteCode === null ? 'error' : 'sql',
-      sqliteCode,
-      message: error instanceof Error ? error.message : String(error),
-      index,
-      closed,
-    });
+    process.send({ ...failure(id, error, index), closed });
   }
 }
 

@@ -212,38 +212,24 @@ export class StatementRunner {
   /** The rows of each statement, read in one process; a statement that would write is refused. */
   async read(request: RunnerRead): Promise<Row[][]> {
     const worker = await this.#acquire();
-    let timer: NodeJS.Timeout | undefined;
     try {
       await worker.started;
       worker.open.add(request.path);
-      let timedOut = false;
-      timer = setTimeout(() => {
-        timedOut = true;
-        this.#kill(worker);
-      }, this.timeoutMs);
-      // A killed process's request fails once it has exited (its connections and locks gone).
-      const answer = await worker
-        .request({
-          type: 'read',
-          path: request.path,
-          statements: request.statements,
-          bigints: request.bigints,
-          maxBytes: this.maxResultBytes,
-          cacheKiB: request.pageCacheKiB,
-        })
-        .catch((error: unknown) => {
-          throw timedOut ? this.#timeoutError() : error;
-        });
+      const { answer } = await this.#withinLimit(worker, {
+        type: 'read',
+        path: request.path,
+        statements: request.statements,
+        bigints: request.bigints,
+        maxBytes: this.maxResultBytes,
+        cacheKiB: request.pageCacheKiB,
+      });
       if (answer.ok) return (answer.results ?? []).map((rows) => rows.map(withBuffers));
       if (answer.kind === 'too-large')
         throw new ResultTooLargeError(
           `the rows are larger than the cap of ${this.maxResultBytes} bytes per response`,
         );
-      const message = answer.message ?? 'the read failed';
-      if (answer.kind === 'sql') throw new SqlError(answer.sqliteCode ?? 'SQLITE_ERROR', message);
-      throw new HadbError('INVALID_ARGUMENT', message);
+      throw failureOf(answer, 'the read failed');
     } finally {
-      clearTimeout(timer);
       this.#release(worker);
     }
   }
@@ -257,31 +243,18 @@ export class StatementRunner {
    */
   async write(request: RunnerWrite): Promise<PendingWrite> {
     const worker = await this.#acquire();
-    let timer: NodeJS.Timeout | undefined;
     let handedOver = false;
     try {
       await worker.started;
-      let timedOut = false;
-      timer = setTimeout(() => {
-        timedOut = true;
-        this.#kill(worker);
-      }, this.timeoutMs);
-      // Failed only once the killed process has exited: it no longer holds the file, so the
-      // leader's connection can be the last to close it as soon as the caller hears.
-      const answer = await worker
-        .request({
-          type: 'write',
-          path: request.path,
-          statements: request.statements,
-          bigints: request.bigints,
-          requestId: request.requestId,
-          requestsTable: request.requestsTable,
-          cacheKiB: request.pageCacheKiB,
-        })
-        .catch((error: unknown) => {
-          throw timedOut ? this.#timeoutError() : error;
-        });
-      clearTimeout(timer);
+      const { answer, timedOut } = await this.#withinLimit(worker, {
+        type: 'write',
+        path: request.path,
+        statements: request.statements,
+        bigints: request.bigints,
+        requestId: request.requestId,
+        requestsTable: request.requestsTable,
+        cacheKiB: request.pageCacheKiB,
+      });
       if (timedOut) {
         // Answered as the kill went out: the process is going, and its write with it.
         await worker.gone;
@@ -312,8 +285,32 @@ export class StatementRunner {
         rollback: () => end({ commit: false }),
       };
     } finally {
-      clearTimeout(timer);
       if (!handedOver) this.#release(worker);
+    }
+  }
+
+  /**
+   * `worker`'s answer to `message` within the time limit. Past it the process is SIGKILLed and
+   * the request fails with STATEMENT_TIMEOUT only once the process has exited (it no longer
+   * holds the file, so the leader's connection can be the last to close it as soon as the caller
+   * hears). `timedOut`: an answer that arrived as the kill went out.
+   */
+  async #withinLimit(
+    worker: StatementProcess,
+    message: Record<string, unknown>,
+  ): Promise<{ answer: ChildAnswer; timedOut: boolean }> {
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      this.#kill(worker);
+    }, this.timeoutMs);
+    try {
+      const answer = await worker.request(message).catch((error: unknown) => {
+        throw timedOut ? this.#timeoutError() : error;
+      });
+      return { answer, timedOut };
+    } finally {
+      clearTimeout(timer);
     }
   }
 
