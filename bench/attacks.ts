@@ -56,6 +56,20 @@ const ATTACKS: Attack[] = [
     run: async (_, { leader }) => ({ read: await outcomeOf(() => leader.execute(LONG_CTE)) }),
   },
   {
+    name: 'longCteInTransaction',
+    run: async (_, { leader }) => ({
+      inWriteTransaction: await outcomeOf(async () => {
+        const tx = await leader.transaction('write');
+        try {
+          await tx.execute(LONG_CTE);
+          await tx.commit();
+        } finally {
+          tx.close();
+        }
+      }),
+    }),
+  },
+  {
     name: 'zeroblob4',
     run: async (cluster) => {
       const url = `${(await cluster.leaderOf('app')).hrana}/app/v3/pipeline`;

@@ -22,7 +22,11 @@ export type {
   Transaction,
   WriteOptions,
 } from './actors/hosted-database.ts';
-export type { InteractiveTransaction } from './actors/interactive.ts';
+export type {
+  InteractiveTransaction,
+  IsolatedTransaction,
+  OpenTransaction,
+} from './actors/interactive.ts';
 export {
   createNode,
   type HadbNode,

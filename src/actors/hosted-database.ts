@@ -67,7 +67,13 @@ import {
 import type { NodeClient } from '../wire/http.ts';
 import { createDatabaseActor, type DatabaseActor, type DatabaseActorOptions } from './database.ts';
 import type { HandleCache } from './handle-cache.ts';
-import { DEFAULT_TRANSACTION_LIFETIME_MS, InteractiveTransaction } from './interactive.ts';
+import {
+  DEFAULT_TRANSACTION_LIFETIME_MS,
+  type InteractiveHooks,
+  InteractiveTransaction,
+  IsolatedTransaction,
+  type OpenTransaction,
+} from './interactive.ts';
 import { LeaseRecordProblem } from './lease-record-problem.ts';
 import type { NodeLeaseServices } from './node-liveness.ts';
 import type { NodeTailFollower, ShipLog, TailedDatabase } from './node-tail.ts';
@@ -114,6 +120,8 @@ export interface BeginOptions {
   waitMs?: number;
   /** Rolled back this long after it began (default: the node's `transactionLifetimeMs`). */
   lifetimeMs?: number;
+  /** In a statement process, each statement time-limited (see {@link HadbDatabase.begin}). */
+  isolated?: boolean;
 }
 
 export interface ExecuteResult extends StatementResult {
@@ -245,7 +253,12 @@ export interface HadbDatabase {
    *   tx.abort('done');
    * }
    * ```
+   *
+   * With `isolated: true` (what network doors use) its connection lives in one of the node's
+   * statement processes: `run` is asynchronous, and each statement is ended at the node's
+   * statement time limit (which rolls the transaction back) instead of stalling the node.
    */
+  begin(options: BeginOptions & { isolated: true }): Promise<IsolatedTransaction>;
   begin(options?: BeginOptions): Promise<InteractiveTransaction>;
   /**
    * Every row of a read. Local by default; see {@link ReadOptions.consistency}.
@@ -443,9 +456,9 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
    * The interactive transaction, or the client write in a statement process, holding the writer:
    * other writes wait for it to end.
    */
-  #writerHeld: InteractiveTransaction | IsolatedWriteHold | null = null;
+  #writerHeld: OpenTransaction | IsolatedWriteHold | null = null;
   readonly #writerWaiters = new Set<() => void>();
-  readonly #interactive = new Set<InteractiveTransaction>();
+  readonly #interactive = new Set<OpenTransaction>();
   /** Storage holds what this copy cannot apply: not served, retried with backoff. */
   #stuck: { error: CatchUpFailedError; since: number; retryAt: number; delayMs: number } | null =
     null;
@@ -1177,8 +1190,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
       }
       return { epoch, results: pending.results };
     } finally {
-      this.#isolatedReads -= 1;
-      if (this.#isolatedReads === 0) for (const wake of [...this.#isolatedReadsDone]) wake();
+      this.#isolatedDone();
       if (this.#writerHeld === hold) {
         this.#writerHeld = null;
         for (const wake of [...this.#writerWaiters]) wake();
@@ -1306,7 +1318,9 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
 
   // ---- interactive transactions ------------------------------------------------------------------
 
-  async begin(options: BeginOptions = {}): Promise<InteractiveTransaction> {
+  begin(options: BeginOptions & { isolated: true }): Promise<IsolatedTransaction>;
+  begin(options?: BeginOptions): Promise<InteractiveTransaction>;
+  async begin(options: BeginOptions = {}): Promise<OpenTransaction> {
     const clock = this.#services.clock;
     const waitMs = options.waitMs ?? this.#settings.forwardTimeoutMs;
     const readOnly = options.readOnly ?? false;
@@ -1327,7 +1341,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
     // would checkpoint its commit out of the WAL before the leader captured it.
     this.#touch();
     void leader.database;
-    const tx = new InteractiveTransaction(this.path, readOnly, {
+    const hooks: InteractiveHooks = {
       mayCommit: () =>
         this.#leader === leader && this.#writerEpoch === epoch && this.#canCommitNow(),
       durable: async () => {
@@ -1342,15 +1356,65 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
         this.#writerHeld = null;
         for (const wake of [...this.#writerWaiters]) wake();
       },
-    });
+    };
+    let tx: OpenTransaction;
+    if (options.isolated) {
+      tx = await this.#beginIsolated(leader, readOnly, hooks);
+    } else {
+      tx = new InteractiveTransaction(this.path, readOnly, hooks);
+      this.#interactive.add(tx);
+      if (!readOnly) this.#writerHeld = tx;
+    }
     tx.expireAfter(
       options.lifetimeMs ?? this.#settings.transactionLifetimeMs ?? DEFAULT_TRANSACTION_LIFETIME_MS,
       clock,
     );
-    this.#interactive.add(tx);
-    if (!readOnly) this.#writerHeld = tx;
     this.#touch();
     return tx;
+  }
+
+  /**
+   * An interactive transaction in a statement process. The writer is taken before its BEGIN
+   * IMMEDIATE (in-process writes never meet SQLITE_BUSY) and given back if BEGIN fails.
+   */
+  async #beginIsolated(
+    leader: SqliteLeader,
+    readOnly: boolean,
+    hooks: InteractiveHooks,
+  ): Promise<IsolatedTransaction> {
+    const runner = this.#services.runner;
+    if (!runner) throw new ClosedError('the statement processes');
+    const placeholder: IsolatedWriteHold = { isolatedWrite: 'begin' };
+    if (!readOnly) this.#writerHeld = placeholder;
+    // Transitions wait for the BEGIN, as for a read; once begun, a demotion aborts it.
+    this.#isolatedReads += 1;
+    let tx: IsolatedTransaction | null = null;
+    try {
+      const began = await runner.begin({
+        path: this.path,
+        readOnly,
+        pageCacheKiB: this.#services.pageCacheKiB,
+        lost: (reason) => tx?.lost(reason),
+      });
+      tx = new IsolatedTransaction(began, readOnly, hooks);
+      // Held before the placeholder is given back: no write slips in while the process holds
+      // SQLite's write lock.
+      this.#interactive.add(tx);
+      if (!readOnly) this.#writerHeld = tx;
+      // Demoted or closed while it began: it may not stay open.
+      if (this.#writableLeader() !== leader) {
+        await tx.abort('this node stopped leading');
+        throw new NotLeaderError(`${this.name}: this node stopped leading`);
+      }
+      if (!began.open) tx.lost('its statement process ended');
+      return tx;
+    } finally {
+      this.#isolatedDone();
+      if (this.#writerHeld === placeholder) {
+        this.#writerHeld = null;
+        for (const wake of [...this.#writerWaiters]) wake();
+      }
+    }
   }
 
   /** Resolves true once no interactive transaction holds the writer; false at `deadline`. */
@@ -1407,8 +1471,9 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
     return leader ? commit(leader) : null;
   }
 
-  #abortInteractive(reason: string): void {
-    for (const tx of [...this.#interactive]) tx.abort(reason);
+  /** Resolves once every one has let go of the file (those in statement processes take a moment). */
+  async #abortInteractive(reason: string): Promise<void> {
+    await Promise.all([...this.#interactive].map((tx) => tx.abort(reason)));
   }
 
   // ---- reads -----------------------------------------------------------------------------------
@@ -1531,12 +1596,17 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
       });
       return { results, position };
     } finally {
-      this.#isolatedReads -= 1;
-      if (this.#isolatedReads === 0) for (const wake of [...this.#isolatedReadsDone]) wake();
+      this.#isolatedDone();
     }
   }
 
   /** Resolves once no read runs in a statement process (new ones wait while serial work is queued). */
+  /** One read, write or BEGIN in a statement process is over: transitions may go once none is left. */
+  #isolatedDone(): void {
+    this.#isolatedReads -= 1;
+    if (this.#isolatedReads === 0) for (const wake of [...this.#isolatedReadsDone]) wake();
+  }
+
   async #isolatedReadsEnded(): Promise<void> {
     while (this.#isolatedReads > 0) {
       await new Promise<void>((resolve) => {
@@ -1760,7 +1830,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
     };
     // Nothing renews its lease any more.
     this.#writerEpoch = null;
-    this.#abortInteractive('its actor failed');
+    void this.#abortInteractive('its actor failed');
     this.#healthChanged();
     for (const wake of this.#roleWaiters) wake();
   }
@@ -1886,7 +1956,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
   /** After writes stopped: ship the rest when the lease still allows it, otherwise park it. */
   async #demote(reason: DemoteReason): Promise<void> {
     this.#writerEpoch = null;
-    this.#abortInteractive(`this node stopped leading (${reason})`);
+    await this.#abortInteractive(`this node stopped leading (${reason})`);
     const leader = this.#leader;
     if (!leader) return;
     this.#leader = null;
@@ -2192,7 +2262,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
   }
 
   async #dropLocalHandles(): Promise<void> {
-    this.#abortInteractive('the local copy was closed');
+    await this.#abortInteractive('the local copy was closed');
     this.#closeReader();
     await this.#forgetIsolated();
     this.#follower?.close();

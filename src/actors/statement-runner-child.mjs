@@ -1,6 +1,7 @@
 // A statement process of the node's StatementRunner (statement-runner.ts). Plain JavaScript, so
 // a forked Node loads it without tsx, under `hadb serve` and vitest alike. It runs client reads
-// on read-only connections of its own: the parent SIGKILLs it when one runs past its time limit,
+// on read-only connections of its own, client writes and interactive transactions on read-write
+// connections opened for each: the parent SIGKILLs it when one runs past its time limit,
 // which no thread can do to a running SQLite statement (better-sqlite3 has no interrupt).
 import { Worker } from 'node:worker_threads';
 import Database from 'better-sqlite3';
@@ -268,6 +269,99 @@ function end({ id, commit, remember }) {
   }
 }
 
+/** Interactive transactions held here, by the node's id for each: one connection each. */
+const transactions = new Map();
+
+/**
+ * Opens an interactive transaction's connection and begins it: IMMEDIATE (SQLite's write lock
+ * for the transaction's whole life) for a writing one, DEFERRED and query_only for a read-only one.
+ */
+function txBegin({ id, tx, path, readOnly, cacheKiB }) {
+  let database = null;
+  try {
+    database = new Database(path, { fileMustExist: true });
+    database.pragma('busy_timeout = 0');
+    database.pragma('wal_autocheckpoint = 0');
+    if (cacheKiB !== undefined) database.pragma(`cache_size = ${-cacheKiB}`);
+    if (readOnly) {
+      database.pragma('query_only = 1');
+      database.exec('BEGIN DEFERRED');
+    } else {
+      beginImmediate(database);
+    }
+    transactions.set(tx, database);
+    process.send({ id, ok: true });
+  } catch (error) {
+    closeRolledBack(database);
+    process.send(failure(id, error, 0));
+  }
+}
+
+/** One statement inside transaction `tx`; rows past `maxBytes` are refused. */
+function txRun({ id, tx, statement, bigints, maxBytes }) {
+  const database = transactions.get(tx);
+  if (database === undefined) {
+    process.send({ id, ok: false, kind: 'error', message: 'no such transaction', index: 0 });
+    return;
+  }
+  try {
+    const prepared = database.prepare(statement.sql);
+    prepared.safeIntegers(bigints);
+    const args = bindable(statement.params);
+    let result;
+    if (prepared.reader) {
+      const budget = { left: maxBytes };
+      const rows = [];
+      for (const row of prepared.iterate(...args)) {
+        for (const key in row) budget.left -= sizeOf(row[key]) + key.length;
+        if (budget.left < 0) throw new TooLarge();
+        rows.push(row);
+      }
+      result = { changes: 0, lastInsertRowid: 0, rows };
+    } else {
+      const { changes, lastInsertRowid } = prepared.run(...args);
+      result = { changes, lastInsertRowid };
+    }
+    process.send({ id, ok: true, written: [result], inTransaction: txStillOpen(tx, database) });
+  } catch (error) {
+    const inTransaction = txStillOpen(tx, database);
+    if (error instanceof TooLarge) {
+      process.send({ id, ok: false, kind: 'too-large', index: 0, inTransaction });
+      return;
+    }
+    process.send({ ...failure(id, error, 0), inTransaction });
+  }
+}
+
+/** Some errors (SQLITE_FULL, an interrupted statement) make SQLite roll the whole thing back. */
+function txStillOpen(tx, database) {
+  if (database.inTransaction) return true;
+  transactions.delete(tx);
+  closeWriteConnection(database);
+  return false;
+}
+
+function txEnd({ id, tx, commit }) {
+  const database = transactions.get(tx);
+  transactions.delete(tx);
+  if (database === undefined) {
+    process.send({ id, ok: false, kind: 'error', message: 'no such transaction', index: 0 });
+    return;
+  }
+  try {
+    if (commit) database.exec('COMMIT');
+    closeRolledBack(database);
+    process.send({ id, ok: true });
+  } catch (error) {
+    try {
+      closeRolledBack(database);
+    } catch {
+      // Closing a connection with a failed commit: the process's exit closes it anyway.
+    }
+    process.send(failure(id, error, 0));
+  }
+}
+
 function forget({ id, path }) {
   const entry = connections.get(path);
   if (entry) {
@@ -282,5 +376,8 @@ process.on('message', (message) => {
   else if (message.type === 'write') write(message);
   else if (message.type === 'end') end(message);
   else if (message.type === 'forget') forget(message);
+  else if (message.type === 'tx-begin') txBegin(message);
+  else if (message.type === 'tx-run') txRun(message);
+  else if (message.type === 'tx-end') txEnd(message);
 });
 process.send({ ready: true });

@@ -58,6 +58,30 @@ export interface PendingWrite {
   rollback(): Promise<void>;
 }
 
+export interface RunnerBegin {
+  /** The leader's database file, opened read-write for this transaction only. */
+  path: string;
+  /** BEGIN DEFERRED with `query_only`; otherwise BEGIN IMMEDIATE (SQLite's write lock). */
+  readOnly: boolean;
+  pageCacheKiB?: number | undefined;
+  /**
+   * Called once if it ends without `end`: SQLite rolled it back, or its process ended (a
+   * statement of any transaction there ran past the time limit, or the process died).
+   */
+  lost(reason: string): void;
+}
+
+/**
+ * An interactive transaction on a connection of its own in a statement process: each statement
+ * is time-limited like a read, and `end` (COMMIT or ROLLBACK) is never cut short.
+ */
+export interface RunnerTransaction {
+  /** False once ended, or lost with its process. */
+  readonly open: boolean;
+  run(statement: Statement, bigints: boolean): Promise<StatementResult>;
+  end(commit: boolean): Promise<void>;
+}
+
 export const DEFAULT_STATEMENT_TIMEOUT_MS = 5000;
 export const DEFAULT_MAX_RESULT_BYTES = 64 * 1024 * 1024;
 
@@ -77,6 +101,7 @@ type ChildAnswer =
       prior?: Uint8Array | null;
       forgot?: string;
       closed?: string[];
+      inTransaction?: boolean;
     }
   | {
       id: number;
@@ -86,18 +111,25 @@ type ChildAnswer =
       message?: string;
       index: number;
       closed?: string[];
+      inTransaction?: boolean;
     };
 
 /** One statement process: one read at a time, and the paths it holds open. */
 class StatementProcess {
   readonly child: ChildProcess;
   readonly open = new Set<string>();
+  /** Interactive transactions whose connection lives here: they end with the process. */
+  readonly transactions = new Set<ProcessTransaction>();
+  /** Requests of those transactions waiting for this process, served before any other request. */
+  readonly waiters: (() => void)[] = [];
   /** Paths whose connection a sent `forget` has not confirmed closed yet. */
   readonly forgetting = new Map<string, number>();
   readonly #pending = new Map<number, Pending>();
   #nextId = 0;
   #exited = false;
   busy = false;
+  /** Why hadb killed it, for the transactions that end with it. */
+  killedBecause: string | null = null;
   /** Resolves once the process listens (its start does not count against the time limit). */
   readonly started: Promise<void>;
   #markStarted: () => void = () => {};
@@ -142,6 +174,10 @@ class StatementProcess {
       this.#pending.clear();
       this.#markStarted();
       this.#markGone();
+      const how =
+        this.killedBecause ?? `its statement process ended (${signal ?? `exit code ${code}`})`;
+      for (const tx of [...this.transactions]) tx.lose(how);
+      for (const wake of this.waiters.splice(0)) wake();
       onExit(this);
     });
   }
@@ -194,6 +230,7 @@ export class StatementRunner {
   readonly #maxConnections: number;
   readonly #processes: StatementProcess[] = [];
   readonly #queue: (() => void)[] = [];
+  #nextTransaction = 0;
   #closed = false;
 
   constructor(options: StatementRunnerOptions = {}) {
@@ -290,6 +327,87 @@ export class StatementRunner {
   }
 
   /**
+   * Begins an interactive transaction in a statement process, where it stays until it ends. A
+   * statement in it past the time limit kills that process, which rolls back every transaction
+   * the process holds (told through `lost`): SQLite leaves their uncommitted frames past the
+   * WAL's last commit, where nothing reads them.
+   */
+  async begin(request: RunnerBegin): Promise<RunnerTransaction> {
+    const worker = await this.#leastLoaded();
+    try {
+      await worker.started;
+      const tx = new ProcessTransaction(
+        this.#nextTransaction++,
+        this.maxResultBytes,
+        request.lost,
+        (message, limited) => this.#inTransaction(worker, message, limited),
+      );
+      const { answer, timedOut } = await this.#withinLimit(worker, {
+        type: 'tx-begin',
+        tx: tx.id,
+        path: request.path,
+        readOnly: request.readOnly,
+        cacheKiB: request.pageCacheKiB,
+      });
+      if (timedOut) {
+        await worker.gone;
+        throw this.#timeoutError();
+      }
+      if (!answer.ok) throw failureOf(answer, 'BEGIN failed');
+      if (worker.exited) throw new StatementProcessExitedError('during BEGIN');
+      worker.transactions.add(tx);
+      tx.onEnd(() => worker.transactions.delete(tx));
+      return tx;
+    } finally {
+      this.#release(worker);
+    }
+  }
+
+  /** A request of a transaction living in `worker`, once the process is free for it. */
+  async #inTransaction(
+    worker: StatementProcess,
+    message: Record<string, unknown>,
+    limited: boolean,
+  ): Promise<ChildAnswer> {
+    if (worker.busy) await new Promise<void>((resolve) => worker.waiters.push(resolve));
+    else worker.busy = true;
+    try {
+      if (worker.exited) throw new StatementProcessExitedError('already exited');
+      if (!limited) return await worker.request(message);
+      const { answer, timedOut } = await this.#withinLimit(worker, {
+        ...message,
+        maxBytes: this.maxResultBytes,
+      });
+      if (timedOut) {
+        await worker.gone;
+        throw this.#timeoutError();
+      }
+      return answer;
+    } finally {
+      this.#release(worker);
+    }
+  }
+
+  /**
+   * A process for a new transaction: a new one while the pool has room, otherwise the one holding
+   * the fewest transactions (a kill then takes as few as it can with it).
+   */
+  async #leastLoaded(): Promise<StatementProcess> {
+    if (this.#closed) throw new ClosedError('the statement runner');
+    const live = this.#processes.filter((worker) => !worker.exited);
+    if (live.length < this.#size) return this.#acquire();
+    const [fewest] = live.sort((a, b) => a.transactions.size - b.transactions.size);
+    if (fewest === undefined) return this.#acquire();
+    if (fewest.busy) await new Promise<void>((resolve) => fewest.waiters.push(resolve));
+    else fewest.busy = true;
+    if (fewest.exited) {
+      this.#release(fewest);
+      return this.#leastLoaded();
+    }
+    return fewest;
+  }
+
+  /**
    * `worker`'s answer to `message` within the time limit. Past it the process is SIGKILLed and
    * the request fails with STATEMENT_TIMEOUT only once the process has exited (it no longer
    * holds the file, so the leader's connection can be the last to close it as soon as the caller
@@ -302,6 +420,7 @@ export class StatementRunner {
     let timedOut = false;
     const timer = setTimeout(() => {
       timedOut = true;
+      worker.killedBecause = `a statement in its statement process ran past the time limit of ${this.timeoutMs} ms`;
       this.#kill(worker);
     }, this.timeoutMs);
     try {
@@ -377,7 +496,13 @@ export class StatementRunner {
     }
   }
 
+  /** Frees `worker`, handed straight to a request of one of its transactions if one waits. */
   #release(worker: StatementProcess): void {
+    const next = worker.waiters.shift();
+    if (next && !worker.exited) {
+      next();
+      return;
+    }
     worker.busy = false;
     this.#queue.shift()?.();
   }
@@ -400,6 +525,81 @@ export class StatementRunner {
     if (index >= 0) this.#processes.splice(index, 1);
     // Its place is taken by a new process at the next read.
     if (!worker.busy) this.#queue.shift()?.();
+  }
+}
+
+/** The node's side of a {@link RunnerTransaction}: what it may still do, and how it ended. */
+class ProcessTransaction implements RunnerTransaction {
+  #open = true;
+  readonly #ends: (() => void)[] = [];
+
+  constructor(
+    readonly id: number,
+    private readonly maxResultBytes: number,
+    private readonly lost: (reason: string) => void,
+    private readonly send: (
+      message: Record<string, unknown>,
+      limited: boolean,
+    ) => Promise<ChildAnswer>,
+  ) {}
+
+  get open(): boolean {
+    return this.#open;
+  }
+
+  onEnd(callback: () => void): void {
+    this.#ends.push(callback);
+  }
+
+  async run(statement: Statement, bigints: boolean): Promise<StatementResult> {
+    this.#live();
+    const answer = await this.send({ type: 'tx-run', tx: this.id, statement, bigints }, true);
+    if (answer.inTransaction === false) this.lose('SQLite rolled the transaction back');
+    if (!answer.ok) {
+      if (answer.kind === 'too-large')
+        throw new ResultTooLargeError(
+          `the rows are larger than the cap of ${this.maxResultBytes} bytes per response`,
+        );
+      throw failureOf(answer, 'the statement failed');
+    }
+    const [result] = answer.written ?? [];
+    if (!result) throw new HadbError('CLOSED', 'the statement process sent no result');
+    return result.rows ? { ...result, rows: result.rows.map(withBuffers) } : result;
+  }
+
+  async end(commit: boolean): Promise<void> {
+    this.#live();
+    try {
+      const ended = await this.send({ type: 'tx-end', tx: this.id, commit }, false).catch(
+        (error: unknown) => {
+          if (!(error instanceof StatementProcessExitedError) || !commit) throw error;
+          throw new HadbError(
+            'CLOSED',
+            `the statement process ended during COMMIT (${error.message}): the transaction may or may not be committed`,
+          );
+        },
+      );
+      if (!ended.ok) throw failureOf(ended, commit ? 'COMMIT failed' : 'ROLLBACK failed');
+    } finally {
+      this.#finish();
+    }
+  }
+
+  /** Ended without `end` (see {@link RunnerBegin.lost}). */
+  lose(reason: string): void {
+    if (!this.#open) return;
+    this.#finish();
+    this.lost(reason);
+  }
+
+  #live(): void {
+    if (!this.#open) throw new HadbError('CLOSED', 'the transaction is no longer open');
+  }
+
+  #finish(): void {
+    if (!this.#open) return;
+    this.#open = false;
+    for (const callback of this.#ends.splice(0)) callback();
   }
 }
 

@@ -2,7 +2,7 @@ import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import http from 'node:http';
 import pino, { type Logger } from 'pino';
 import type { HadbDatabase } from '../actors/hosted-database.ts';
-import type { InteractiveTransaction } from '../actors/interactive.ts';
+import type { IsolatedTransaction } from '../actors/interactive.ts';
 import { checkClientSql, splitSql } from '../actors/statement-gate.ts';
 import { HadbError, InvalidArgumentError, LimitExceededError, SqlError } from '../errors.ts';
 import { withoutAddresses } from './client-errors.ts';
@@ -128,7 +128,7 @@ interface Stream {
   client: string;
   counted: boolean;
   /** The open interactive transaction (only ever on the leader), or a dead one not yet ended. */
-  tx: InteractiveTransaction | null;
+  tx: IsolatedTransaction | null;
   timer: NodeJS.Timeout | undefined;
 }
 
@@ -306,7 +306,7 @@ export async function startHranaServer(options: HranaServerOptions): Promise<Hra
     }
     let baton: string | null = null;
     if (closed) {
-      stream.tx?.abort('the stream was closed');
+      await stream.tx?.abort('the stream was closed');
       forget(stream);
     } else {
       baton = batons.issue(options.self);
@@ -320,7 +320,7 @@ export async function startHranaServer(options: HranaServerOptions): Promise<Hra
     stream.timer = setTimeout(() => {
       streams.delete(baton);
       forget(stream);
-      stream.tx?.abort(`the stream was idle for ${idleMs} ms`);
+      void stream.tx?.abort(`the stream was idle for ${idleMs} ms`);
     }, idleMs);
     stream.timer.unref();
     streams.set(baton, stream);
@@ -465,7 +465,7 @@ export async function startHranaServer(options: HranaServerOptions): Promise<Hra
     close: () => {
       for (const stream of streams.values()) {
         clearTimeout(stream.timer);
-        stream.tx?.abort('the server is closing');
+        void stream.tx?.abort('the server is closing');
       }
       streams.clear();
       streamsOf.clear();
@@ -787,14 +787,14 @@ async function executeOnStream(
       case 'rollback':
         // A transaction already ended (rolled back) ends here for the client too, quietly.
         stream.tx = null;
-        if (tx.open) tx.rollback();
+        if (tx.open) await tx.rollback();
         return EMPTY_RESULT;
       default:
-        return toStmtResult(tx.run(statement, true), wants);
+        return toStmtResult(await tx.run(statement, true), wants);
     }
   }
   if (control?.kind === 'begin') {
-    stream.tx = await db.begin({ readOnly: control.readOnly });
+    stream.tx = await db.begin({ readOnly: control.readOnly, isolated: true });
     return EMPTY_RESULT;
   }
   if (control !== null) {

@@ -7,7 +7,8 @@ import {
 } from './support/expect.ts';
 
 // Finding 4: a recursive CTE of ~10 s blocked the event loop: /health timed out and the node
-// lost the leases of every database it led. Client statements get a time limit (default 5 s).
+// lost the leases of every database it led. Client statements get a time limit (default 5 s),
+// inside interactive transactions too.
 
 const cluster = hostileCluster('long-statement');
 
@@ -62,6 +63,48 @@ describe('hostile client: a statement that runs ~10 s', () => {
     expectNodeUnharmed(report);
     await expectWritesWork(cluster, 'after-long-statement');
     expect(Number((await leader.execute('select count(*) as n from counted')).rows[0]?.n)).toBe(0);
+  }, 90_000);
+
+  it('times out (STATEMENT_TIMEOUT) inside a write transaction, on the leader and relayed by the follower; the transactions are rolled back', async () => {
+    const leader = cluster.client(await cluster.leaderOf('app'), 'app');
+    const follower = cluster.client(await cluster.followerOf('app'), 'app');
+    await leader.execute('create table if not exists in_tx(v text)');
+    const started = Date.now();
+    const settledAfter: number[] = [];
+    /** Inserts a row, then runs the long statement in the same transaction, then commits. */
+    const inTransaction = (client: typeof leader, row: string) => async () => {
+      const tx = await client.transaction('write');
+      try {
+        await tx.execute({ sql: 'insert into in_tx(v) values (?)', args: [row] });
+        try {
+          await tx.execute(`insert into in_tx(v) ${LONG_CTE.replace('as n', '')}`);
+        } finally {
+          settledAfter.push(Date.now() - started);
+        }
+        await tx.commit();
+      } finally {
+        tx.close();
+      }
+    };
+    const report = await cluster.underAttack(() =>
+      outcomes({
+        'transaction on the leader': inTransaction(leader, 'leader'),
+        'transaction via the follower': inTransaction(follower, 'follower'),
+      }),
+    );
+    expect.soft(report.outcome).toEqual({
+      ok: true,
+      value: {
+        'transaction on the leader': 'STATEMENT_TIMEOUT',
+        'transaction via the follower': 'STATEMENT_TIMEOUT',
+      },
+    });
+    // Each answered at the limit (the two ran one after the other), not after the statement.
+    expect.soft(settledAfter[0]).toBeLessThan(LIMIT_MS + 3000);
+    expect.soft((settledAfter[1] ?? 0) - (settledAfter[0] ?? 0)).toBeLessThan(LIMIT_MS + 3000);
+    expectNodeUnharmed(report);
+    await expectWritesWork(cluster, 'after-long-statement-in-transaction');
+    expect((await leader.execute('select count(*) as n from in_tx')).rows[0]?.n).toBe(0);
   }, 90_000);
 
   it('leaves every copy equal to storage and verify clean', async () => {
