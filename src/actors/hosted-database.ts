@@ -1471,9 +1471,13 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
     return leader ? commit(leader) : null;
   }
 
-  /** Resolves once every one has let go of the file (those in statement processes take a moment). */
-  async #abortInteractive(reason: string): Promise<void> {
-    await Promise.all([...this.#interactive].map((tx) => tx.abort(reason)));
+  /**
+   * Null when none was open (the caller goes on in the same turn); otherwise resolves once every
+   * one has let go of the file (those in statement processes take a moment).
+   */
+  #abortInteractive(reason: string): Promise<unknown> | null {
+    if (this.#interactive.size === 0) return null;
+    return Promise.all([...this.#interactive].map((tx) => tx.abort(reason)));
   }
 
   // ---- reads -----------------------------------------------------------------------------------
@@ -1956,7 +1960,8 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
   /** After writes stopped: ship the rest when the lease still allows it, otherwise park it. */
   async #demote(reason: DemoteReason): Promise<void> {
     this.#writerEpoch = null;
-    await this.#abortInteractive(`this node stopped leading (${reason})`);
+    const aborting = this.#abortInteractive(`this node stopped leading (${reason})`);
+    if (aborting) await aborting;
     const leader = this.#leader;
     if (!leader) return;
     this.#leader = null;
@@ -2262,7 +2267,8 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
   }
 
   async #dropLocalHandles(): Promise<void> {
-    await this.#abortInteractive('the local copy was closed');
+    const aborting = this.#abortInteractive('the local copy was closed');
+    if (aborting) await aborting;
     this.#closeReader();
     await this.#forgetIsolated();
     this.#follower?.close();
