@@ -1961,7 +1961,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
   async #demote(reason: DemoteReason): Promise<void> {
     this.#writerEpoch = null;
     const aborting = this.#abortInteractive(`this node stopped leading (${reason})`);
-    if (aborting) await aborting;
+    if (aborting !== null) await aborting;
     const leader = this.#leader;
     if (!leader) return;
     this.#leader = null;
@@ -2268,7 +2268,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
 
   async #dropLocalHandles(): Promise<void> {
     const aborting = this.#abortInteractive('the local copy was closed');
-    if (aborting) await aborting;
+    if (aborting !== null) await aborting;
     this.#closeReader();
     await this.#forgetIsolated();
     this.#follower?.close();
