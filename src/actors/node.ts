@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import nodePath from 'node:path';
-import pino, { type Logger } from 'pino';
+import type { Logger } from 'pino';
 import type { LeaseStore } from '../adapters/lease/types.ts';
 import {
   choosePacer,
@@ -21,6 +21,7 @@ import {
   InvalidArgumentError,
   UnknownDatabaseError,
 } from '../errors.ts';
+import { defaultLogger } from '../log.ts';
 import { assertValidTiming, defaultLeaseTiming, type LeaseTiming } from '../machines/role.ts';
 import { gatherCluster, PEER_STATUS_PATH, PeerSet, provenStatus } from '../wire/cluster-view.ts';
 import {
@@ -796,8 +797,4 @@ function pageCacheKiB(budgetBytes: number, maxOpen: number | false): number | un
 
 function answer(response: ForwardResponse, status: number): HttpAnswer {
   return msgpackAnswer(encodeMessage(response), status);
-}
-
-function defaultLogger(): Logger {
-  return pino({ level: process.env.HADB_LOG_LEVEL ?? 'warn' }, pino.destination(2));
 }
