@@ -6,5 +6,7 @@ export default defineConfig({
     testTimeout: 30_000,
     hookTimeout: 30_000,
     pool: 'forks',
+    // Logs and child processes' stderr are shown for failed tests only.
+    setupFiles: ['test/support/quiet-output.setup.ts'],
   },
 });

@@ -155,8 +155,11 @@ export class DatabaseDivergedError extends HadbError {
 
 /** The log has a hole (or was compacted below the position we need). */
 export class ReplicationGapError extends HadbError {
-  constructor(message: string) {
+  /** When the log was compacted below the point asked for: the earliest one still restorable. */
+  readonly earliest: { seq: number; commitTimeMs: number } | undefined;
+  constructor(message: string, earliest?: { seq: number; commitTimeMs: number }) {
     super('REPLICATION_GAP', message);
+    this.earliest = earliest;
   }
 }
 

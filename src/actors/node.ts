@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import nodePath from 'node:path';
-import pino, { type Logger } from 'pino';
+import type { Logger } from 'pino';
 import type { LeaseStore } from '../adapters/lease/types.ts';
 import {
   choosePacer,
@@ -21,6 +21,7 @@ import {
   InvalidArgumentError,
   UnknownDatabaseError,
 } from '../errors.ts';
+import { defaultLogger } from '../log.ts';
 import { assertValidTiming, defaultLeaseTiming, type LeaseTiming } from '../machines/role.ts';
 import { gatherCluster, PEER_STATUS_PATH, PeerSet, provenStatus } from '../wire/cluster-view.ts';
 import {
@@ -54,6 +55,7 @@ import {
 } from './hosted-database.ts';
 import { MetricsRegistry } from './metrics.ts';
 import { NODE_KEY_PREFIX, NodeLiveness, OwnershipCache } from './node-liveness.ts';
+import { openNodeStores } from './node-stores.ts';
 import { NODE_TAIL_WAIT_MS, NodeTailFollower, ShipLog } from './node-tail.ts';
 import { StatementRunner, type StatementRunnerOptions } from './statement-runner.ts';
 import { StepLimiter } from './step-limiter.ts';
@@ -63,8 +65,18 @@ import { type Transition, TransitionLog } from './transitions.ts';
 export interface NodeOptions {
   /** This node's identity, stable across restarts (a hostname, a pod name). */
   id: string;
-  storage: StorageBackend;
-  leases: LeaseStore;
+  /**
+   * Where the databases live: a backend, or a URL as the CLI takes it (`file:///path`,
+   * `s3://bucket/prefix?endpoint=…&region=…`, `memory:`). A URL holds no credentials: S3 takes
+   * them from the AWS environment. A store opened from a URL is closed by `close()`.
+   */
+  storage: StorageBackend | string;
+  /**
+   * The lease store: an instance, or a URL (`file:///path` for a lease file in that folder, or
+   * the `.sqlite` file itself; `nats://host:4222?bucket=leases`; `s3://…`; `memory:`). A store
+   * opened from a URL is closed by `close()`.
+   */
+  leases: LeaseStore | string;
   /** Where this node keeps its local copies. */
   dataDir: string;
   /** Shared by every node of the cluster; node-to-node requests without it are refused. */
@@ -240,7 +252,15 @@ const BROADCAST_BATCH = 32;
 const PEER_STATUS_TIMEOUT_MS = 800;
 
 export async function createNode(options: NodeOptions): Promise<HadbNode> {
-  const node = new Node(options);
+  const stores = await openNodeStores(options);
+  let node: Node;
+  try {
+    const { storage, leases, backendKinds } = stores;
+    node = new Node({ ...options, storage, leases, backendKinds }, stores.close);
+  } catch (error) {
+    await stores.close();
+    throw error;
+  }
   try {
     // Before any lease is touched: leadership in the wrong lease store splits the cluster.
     await node.bindStores();
@@ -252,9 +272,14 @@ export async function createNode(options: NodeOptions): Promise<HadbNode> {
   return node;
 }
 
+/** The options with both stores opened. */
+type NodeOptionsWithStores = NodeOptions & { storage: StorageBackend; leases: LeaseStore };
+
 class Node implements HadbNode {
   readonly id: string;
-  readonly #options: NodeOptions;
+  readonly #options: NodeOptionsWithStores;
+  /** Closes the stores opened from URLs. */
+  readonly #closeStores: () => Promise<void>;
   readonly #services: NodeServices;
   readonly #databases = new Map<string, HostedDatabase>();
   readonly #opening = new Map<string, Promise<HostedDatabase>>();
@@ -295,7 +320,7 @@ class Node implements HadbNode {
   readonly #peers = new PeerSet();
   #balancer: Balancer | undefined;
 
-  constructor(options: NodeOptions) {
+  constructor(options: NodeOptionsWithStores, closeStores: () => Promise<void>) {
     if (!options.id || !/^[\w.-]{1,100}$/.test(options.id)) {
       throw new InvalidArgumentError(
         `node id must be 1..100 of [A-Za-z0-9_.-], got ${JSON.stringify(options.id)}`,
@@ -307,6 +332,7 @@ class Node implements HadbNode {
     const timing = { ...defaultLeaseTiming, ...options.timing };
     assertValidTiming(timing);
     this.id = options.id;
+    this.#closeStores = closeStores;
     // Counted and paced by default; a store the caller metered already is not wrapped again.
     const storage = meterStorage(options.storage, {
       kind: options.backendKinds?.storage,
@@ -738,6 +764,7 @@ class Node implements HadbNode {
     this.#services.client.close();
     this.#services.runner?.close();
     this.#transitions.close();
+    await this.#closeStores();
   }
 
   async #forwarded(body: Uint8Array): Promise<HttpAnswer> {
@@ -796,8 +823,4 @@ function pageCacheKiB(budgetBytes: number, maxOpen: number | false): number | un
 
 function answer(response: ForwardResponse, status: number): HttpAnswer {
   return msgpackAnswer(encodeMessage(response), status);
-}
-
-function defaultLogger(): Logger {
-  return pino({ level: process.env.HADB_LOG_LEVEL ?? 'warn' }, pino.destination(2));
 }

@@ -75,6 +75,36 @@ export function sharedS3Client(options: S3ClientOptions = {}): S3Client {
   return client;
 }
 
+/**
+ * Resolves the credentials and region a client with `options` would sign with, so that missing
+ * ones are a configuration error when a store is opened rather than a storage outage at its first
+ * request. Nothing is sent to S3; an instance or container role is asked, as the SDK would.
+ */
+export async function checkS3Configuration(options: S3ClientOptions, what: string): Promise<void> {
+  const { config } = sharedS3Client(options);
+  try {
+    await config.region();
+  } catch (error) {
+    // Missing, or not a region ("Region not accepted"): either way, nothing to retry.
+    const why = error instanceof Error ? error.message : String(error);
+    throw new InvalidArgumentError(
+      `${what}: no AWS region (${why}): add ?region=… to the URL or set AWS_REGION`,
+      { cause: error },
+    );
+  }
+  try {
+    await config.credentials();
+  } catch (error) {
+    if (!(error instanceof Error && error.name === 'CredentialsProviderError')) throw error;
+    throw new InvalidArgumentError(
+      `${what}: no AWS credentials (${error.message}): set AWS_ACCESS_KEY_ID and ` +
+        'AWS_SECRET_ACCESS_KEY, or AWS_PROFILE for a profile in ~/.aws, or run with an instance ' +
+        'or container role; credentials never go in the URL',
+      { cause: error },
+    );
+  }
+}
+
 /** What the S3 adapters accept about their connection and its resilience. */
 export interface S3ConnectionOptions {
   /** Used as given; it should not retry by itself (`maxAttempts: 1`). Excludes `clientOptions`. */

@@ -22,6 +22,7 @@ import { redactUrl } from '../redact.ts';
 import { createFsLeaseStore } from './lease/fs.ts';
 import { createMemoryLeaseStore } from './lease/memory.ts';
 import type { LeaseStore } from './lease/types.ts';
+import type { S3ClientOptions } from './s3-client.ts';
 import { createFsStorage } from './storage/fs.ts';
 import { assertValidKey } from './storage/keys.ts';
 import { createMemoryStorage } from './storage/memory.ts';
@@ -134,12 +135,14 @@ export async function openLeaseStoreFromUrl(
 
 async function openS3Storage(config: S3UrlConfig): Promise<StorageBackend> {
   const factory = await loadFactory('s3:// storage', './storage/s3.ts', 'createS3Storage');
+  await checkS3(config, 's3:// storage');
   return checked(await factory(s3Options(config)), 's3:// storage', ['put', 'list']);
 }
 
 async function openS3LeaseStore(config: S3UrlConfig): Promise<LeaseStore> {
   // The opener self-tests conditional writes on the bucket and refuses one that lacks them.
   const factory = await loadFactory('s3:// leases', './lease/s3.ts', 'openS3LeaseStore');
+  await checkS3(config, 's3:// leases');
   return checked(await factory(s3Options(config)), 's3:// leases', ['create', 'update']);
 }
 
@@ -154,6 +157,12 @@ async function openNatsLeaseStore(
     ...(options.timeoutMs === undefined ? {} : { timeoutMs: options.timeoutMs }),
   };
   return checked(await factory(natsOptions), 'nats:// leases', ['create', 'update']);
+}
+
+/** No credentials or no region is a configuration error, found before any request. */
+async function checkS3(config: S3UrlConfig, what: string): Promise<void> {
+  const { checkS3Configuration } = await import('./s3-client.ts');
+  await checkS3Configuration(s3Options(config).clientOptions as S3ClientOptions, what);
 }
 
 /** `S3StorageOptions` of storage/s3.ts and `S3LeaseStoreOptions` of lease/s3.ts. */

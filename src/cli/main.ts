@@ -5,6 +5,7 @@ import { registerOperationsCommands } from './commands/index.ts';
 import { runDemo } from './demo.ts';
 import { inspectOption, inspectUrlOption, transitionsOption } from './observe.ts';
 import { registerServeCommand } from './serve.ts';
+import { packageVersion } from './version.ts';
 import { reportFatal, runWorker } from './worker.ts';
 
 /** Exit codes: 0 ok, 1 an invariant was violated, 2 bad usage. */
@@ -56,7 +57,8 @@ export function buildProgram(): Command {
   const program = new Command()
     .name('hadb')
     .description('Highly available embedded SQLite with object storage as the source of truth')
-    .showHelpAfterError()
+    .version(packageVersion(), '-V, --version', 'print the version of hadb')
+    .showHelpAfterError("Run 'hadb --help' for usage.")
     // Commander quotes a refused argument back: a URL in it may hold a password.
     .configureOutput({ outputError: (text, write) => write(redactUrlsIn(text)) })
     .exitOverride((error) => process.exit(error.exitCode === 0 ? 0 : 2));
@@ -270,6 +272,10 @@ export function buildProgram(): Command {
       },
     );
 
+  // A usage error is one line and where to read more, not the whole help.
+  for (const command of program.commands) {
+    command.showHelpAfterError(`Run 'hadb ${command.name()} --help' for usage.`);
+  }
   return program;
 }
 

@@ -4,7 +4,7 @@ import type { HadbDatabase } from '../actors/hosted-database.ts';
 import { createNode, type HadbNode } from '../actors/node.ts';
 import { backendKindOfUrl } from '../adapters/metered.ts';
 import { listDatabaseNames } from '../adapters/replication/database-names.ts';
-import { listSnapshots } from '../adapters/replication/snapshot.ts';
+import { assertValidDbName, listSnapshots } from '../adapters/replication/snapshot.ts';
 import type { StorageBackend } from '../adapters/storage/types.ts';
 import { openLeaseStoreFromUrl, openStorageFromUrl } from '../adapters/url.ts';
 import { redactUrl, redactUrlsIn } from '../redact.ts';
@@ -18,6 +18,8 @@ import {
 import { assertServableDbName } from '../wire/hrana-routes.ts';
 import { secretLengthProblem } from '../wire/secrets.ts';
 import { listLog } from './commands/inspect.ts';
+import { exitCodeFor } from './commands/shared.ts';
+import { normalizePrefix } from './config.ts';
 import {
   inspectOption,
   inspectUrlOption,
@@ -93,6 +95,17 @@ function parsePositiveInteger(flag: string) {
   };
 }
 
+/** As the operations commands take it: `prod/` is `prod`; what cannot be a key prefix is refused. */
+function parsePrefix(value: string): string {
+  try {
+    return normalizePrefix(value);
+  } catch (error) {
+    throw new InvalidArgumentError(
+      `--prefix: ${(error as Error).message.replace(/^INVALID_ARGUMENT: /, '')}`,
+    );
+  }
+}
+
 export function isLoopback(host: string): boolean {
   if (host === 'localhost') return true;
   if (isIP(host) === 4) return host.startsWith('127.');
@@ -155,7 +168,9 @@ export function registerServeCommand(program: Command): void {
         'the URL other nodes reach this one at (default: --peer-listen)',
       ).argParser(parseAdvertise),
     )
-    .option('--prefix <prefix>', 'key prefix in storage', '')
+    .addOption(
+      new Option('--prefix <prefix>', 'key prefix in storage').default('').argParser(parsePrefix),
+    )
     .option(
       '--init',
       'bind a storage or lease store that has no cluster identity yet to the other one (a new ' +
@@ -219,6 +234,7 @@ export function registerServeCommand(program: Command): void {
         fail('name a database with --db, or --all-databases');
       for (const name of options.db ?? []) {
         try {
+          assertValidDbName(name);
           assertServableDbName(name);
         } catch (error) {
           fail(`--db: ${(error as Error).message.replace(/^INVALID_ARGUMENT: /, '')}`);
@@ -228,7 +244,8 @@ export function registerServeCommand(program: Command): void {
         process.stderr.write(
           `hadb serve: ${redactUrlsIn(error instanceof Error ? error.message : String(error))}\n`,
         );
-        process.exit(1);
+        // As the other commands: 2 for a bad URL, id or prefix, 3 for storage out of reach.
+        process.exit(exitCodeFor(error));
       });
     });
 }

@@ -1,10 +1,11 @@
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import http from 'node:http';
-import pino, { type Logger } from 'pino';
+import type { Logger } from 'pino';
 import type { HadbDatabase } from '../actors/hosted-database.ts';
 import type { IsolatedTransaction } from '../actors/interactive.ts';
 import { checkClientSql, splitSql } from '../actors/statement-gate.ts';
 import { HadbError, InvalidArgumentError, LimitExceededError, SqlError } from '../errors.ts';
+import { defaultLogger } from '../log.ts';
 import { withoutAddresses } from './client-errors.ts';
 import type { Row, SqlValue, Statement, StatementResult, WriteToken } from './forward.ts';
 import { assertServableDbName, hranaRoute } from './hrana-routes.ts';
@@ -193,7 +194,7 @@ export async function startHranaServer(options: HranaServerOptions): Promise<Hra
       }
     }
     if (hidden.length > 0) {
-      logger ??= pino({ level: process.env.HADB_LOG_LEVEL ?? 'warn' }, pino.destination(2));
+      logger ??= defaultLogger();
       logger.warn({ errors: hidden }, 'Hrana error sent without its addresses');
     }
     return body;

@@ -137,6 +137,17 @@ export async function restoreDatabase(options: RestoreOptions): Promise<RestoreR
       const bytes = await storage.get(logKey(prefix, db, seq));
       if (bytes === null) {
         if (await logContinuesAfter(storage, prefix, db, seq)) {
+          // No snapshot at or before the target and no log from the start: retention removed
+          // that history, which is not damage. Say where restoring can start instead.
+          const earliest = base === null ? await oldestSnapshot(storage, prefix, db) : null;
+          if (earliest !== null) {
+            const at = { seq: earliest.seq, commitTimeMs: earliest.commitTimeMs };
+            throw new ReplicationGapError(
+              `${db} cannot be restored to ${describeTarget(target)}: the log was compacted; the ` +
+                `earliest point it can be restored to is seq ${at.seq} (committed ${new Date(at.commitTimeMs).toISOString()})`,
+              at,
+            );
+          }
           throw new ReplicationGapError(
             `changeset ${seq} of ${db} is missing from storage, though later ones exist`,
           );
@@ -250,6 +261,24 @@ async function chooseSnapshot(
     return manifest;
   }
   return null;
+}
+
+/** The oldest snapshot with a readable manifest, or null when there is none. */
+async function oldestSnapshot(
+  storage: StorageBackend,
+  prefix: string,
+  db: string,
+): Promise<SnapshotManifest | null> {
+  for (const seq of await listSnapshots(storage, prefix, db)) {
+    const manifest = await readSnapshotManifest(storage, prefix, db, seq);
+    if (manifest) return manifest;
+  }
+  return null;
+}
+
+function describeTarget(target: RestoreTarget): string {
+  if (target === 'latest') return 'its latest state';
+  return 'seq' in target ? `seq ${target.seq}` : new Date(target.timeMs).toISOString();
 }
 
 async function logContinuesAfter(

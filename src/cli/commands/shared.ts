@@ -6,7 +6,12 @@ import fs from 'node:fs';
 import { type Command, InvalidArgumentError as CommanderArgumentError } from 'commander';
 import type { StorageBackend } from '../../adapters/storage/types.ts';
 import { openStorageFromUrl, parseStorageUrl } from '../../adapters/url.ts';
-import { HadbError, InvalidArgumentError, StorageUnavailableError } from '../../errors.ts';
+import {
+  HadbError,
+  InvalidArgumentError,
+  ReplicationGapError,
+  StorageUnavailableError,
+} from '../../errors.ts';
 import {
   type ConfigFlags,
   normalizePrefix,
@@ -227,9 +232,18 @@ export async function runCommand(
     context.stderr.write(
       `hadb ${name}: ${errorCode === 'ERROR' ? '' : `${errorCode}: `}${message}\n`,
     );
-    if (json) writeJson(context, { ok: false, code: errorCode, message });
+    if (json) writeJson(context, { ok: false, code: errorCode, message, ...errorDetails(error) });
   }
   context.setExitCode(code);
+}
+
+/** What a script needs beyond the message: where a compacted log can still be restored from. */
+function errorDetails(error: unknown): Record<string, unknown> {
+  if (error instanceof ReplicationGapError && error.earliest !== undefined) {
+    const { seq, commitTimeMs } = error.earliest;
+    return { earliest: { seq, commitTimeMs, commitTime: isoTime(commitTimeMs) } };
+  }
+  return {};
 }
 
 /** Closes storage if it has anything to close (S3 sockets would keep the process alive). */

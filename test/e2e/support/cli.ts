@@ -1,6 +1,7 @@
 /** Runs the operations commands in a child process, so exit codes, stdout and stderr are real. */
 import { type ChildProcess, spawn } from 'node:child_process';
 import path from 'node:path';
+import { keepForFailure } from '../../support/test-output.ts';
 
 // The real command, as a user runs it.
 const entry = path.resolve(import.meta.dirname, '../../../bin/hadb.js');
@@ -23,11 +24,16 @@ export function spawnHadb(args: readonly string[], options: CliOptions): ChildPr
   for (const [name, value] of Object.entries(process.env)) {
     if (!name.startsWith('HADB_')) env[name] = value;
   }
-  return spawn(process.execPath, [entry, ...args], {
+  const child = spawn(process.execPath, [entry, ...args], {
     cwd: options.cwd,
     env: { ...env, ...options.env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
+  // Shown if the test fails; a passing test prints nothing of it.
+  child.stderr?.on('data', (chunk: Buffer) => {
+    keepForFailure(`hadb ${args[0] ?? ''} ${child.pid}`, chunk.toString('utf8'));
+  });
+  return child;
 }
 
 /** Runs `hadb <args>` to completion. */

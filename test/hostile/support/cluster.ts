@@ -15,6 +15,7 @@ import { type Client, createClient } from '@libsql/client';
 import Database from 'better-sqlite3';
 import { restoreDatabase } from '../../../src/adapters/replication/restore.ts';
 import { createFsStorage } from '../../../src/adapters/storage/fs.ts';
+import { keepForFailure } from '../../support/test-output.ts';
 
 const ENTRY = path.resolve(import.meta.dirname, '../../../bin/hadb.js');
 
@@ -88,6 +89,7 @@ export async function spawnServe(options: {
   let stderr = '';
   child.stderr?.on('data', (chunk: Buffer) => {
     stderr += chunk.toString('utf8');
+    keepForFailure(`hadb serve ${options.id}`, chunk.toString('utf8'));
   });
   const exited = new Promise<number | null>((resolve) => child.once('exit', resolve));
   const listening = await new Promise<{ hrana: string; peer: string } | null>((resolve) => {
