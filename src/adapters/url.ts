@@ -133,13 +133,13 @@ export async function openLeaseStoreFromUrl(
 // its scheme fail with "not available yet".
 
 async function openS3Storage(config: S3UrlConfig): Promise<StorageBackend> {
-  const factory = await loadFactory('s3:// storage', './storage/s3.ts', 'createS3Storage');
+  const factory = await loadFactory('s3:// storage', './storage/s3', 'createS3Storage');
   return checked(await factory(s3Options(config)), 's3:// storage', ['put', 'list']);
 }
 
 async function openS3LeaseStore(config: S3UrlConfig): Promise<LeaseStore> {
   // The opener self-tests conditional writes on the bucket and refuses one that lacks them.
-  const factory = await loadFactory('s3:// leases', './lease/s3.ts', 'openS3LeaseStore');
+  const factory = await loadFactory('s3:// leases', './lease/s3', 'openS3LeaseStore');
   return checked(await factory(s3Options(config)), 's3:// leases', ['create', 'update']);
 }
 
@@ -147,7 +147,7 @@ async function openNatsLeaseStore(
   config: Extract<LeaseUrlConfig, { kind: 'nats' }>,
   options: OpenLeaseStoreOptions,
 ): Promise<LeaseStore> {
-  const factory = await loadFactory('nats:// leases', './lease/nats.ts', 'openNatsLeaseStore');
+  const factory = await loadFactory('nats:// leases', './lease/nats', 'openNatsLeaseStore');
   const natsOptions = {
     servers: config.servers,
     bucket: config.bucket,
@@ -172,7 +172,11 @@ function s3Options(config: S3UrlConfig): Record<string, unknown> {
 
 type Factory = (options: unknown) => unknown;
 
-async function loadFactory(what: string, specifier: string, name: string): Promise<Factory> {
+/** `.ts` when running the sources (tsx, vitest), `.js` when running the compiled package. */
+const ADAPTER_EXTENSION = path.extname(fileURLToPath(import.meta.url));
+
+async function loadFactory(what: string, stem: string, name: string): Promise<Factory> {
+  const specifier = `${stem}${ADAPTER_EXTENSION}`;
   const href = new URL(specifier, import.meta.url).href;
   let module: Record<string, unknown>;
   try {
