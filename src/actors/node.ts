@@ -60,6 +60,7 @@ import { StepLimiter } from './step-limiter.ts';
 import { Supervisor, type SupervisorEvent } from './supervisor.ts';
 import { type Transition, TransitionLog } from './transitions.ts';
 
+/** Options of `createNode`: identity, storage, leases, local data and tuning. */
 export interface NodeOptions {
   /** This node's identity, stable across restarts (a hostname, a pod name). */
   id: string;
@@ -159,6 +160,7 @@ export interface NodeOptions {
   statements?: StatementRunnerOptions;
 }
 
+/** Options of `node.open`: schema and migrations run on the leader. */
 export interface OpenOptions {
   /**
    * Idempotent SQL (one or several statements) run on the leader in one transaction every time
@@ -209,6 +211,7 @@ export interface HadbNode {
   close(): Promise<void>;
 }
 
+/** A node's view of itself: its databases, transitions, peers and lease. */
 export interface NodeStatus {
   node: string;
   address: string | null;
@@ -239,6 +242,7 @@ const BROADCAST_BATCH = 32;
 /** How long `/cluster` waits for each peer's `/status`. */
 const PEER_STATUS_TIMEOUT_MS = 800;
 
+/** Starts a node: joins the cluster in `storage`/`leases` and serves the databases it opens. */
 export async function createNode(options: NodeOptions): Promise<HadbNode> {
   const node = new Node(options);
   try {

@@ -27,6 +27,7 @@ import { assertValidKey } from './storage/keys.ts';
 import { createMemoryStorage } from './storage/memory.ts';
 import type { StorageBackend } from './storage/types.ts';
 
+/** An `s3://bucket/prefix?...` URL, parsed. */
 export interface S3UrlConfig {
   kind: 's3';
   bucket: string;
@@ -38,8 +39,10 @@ export interface S3UrlConfig {
   forcePathStyle: boolean;
 }
 
+/** A storage URL (`file:`, `memory:`, `s3:`), parsed. */
 export type StorageUrlConfig = { kind: 'file'; path: string } | { kind: 'memory' } | S3UrlConfig;
 
+/** A lease store URL (`file:`, `memory:`, `s3:`, `nats:`), parsed. */
 export type LeaseUrlConfig =
   /** `path` is the SQLite file itself. */
   | { kind: 'file'; path: string }
@@ -47,6 +50,7 @@ export type LeaseUrlConfig =
   | S3UrlConfig
   | { kind: 'nats'; servers: string[]; bucket: string };
 
+/** Options of `openLeaseStoreFromUrl`. */
 export interface OpenLeaseStoreOptions {
   /** File lease store: how long a call may wait for another process's lock (default 5000 ms). */
   busyTimeoutMs?: number;
@@ -63,6 +67,7 @@ const NATS_BUCKET = /^[A-Za-z0-9_-]+$/;
 const REGION = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 const LOOKS_SECRET = /secret|passw|token|credential|signature|key/i;
 
+/** Parses a storage URL; refuses unknown schemes and credentials in the URL. */
 export function parseStorageUrl(url: string): StorageUrlConfig {
   const { scheme, parsed } = parse(url, 'storage', ['file', 'memory', 's3']);
   switch (scheme) {
@@ -75,6 +80,7 @@ export function parseStorageUrl(url: string): StorageUrlConfig {
   }
 }
 
+/** Parses a lease store URL; refuses unknown schemes and credentials in the URL. */
 export function parseLeaseUrl(url: string): LeaseUrlConfig {
   const { scheme, parsed } = parse(url, 'lease store', ['file', 'memory', 's3', 'nats']);
   switch (scheme) {
@@ -94,6 +100,7 @@ export function parseLeaseUrl(url: string): LeaseUrlConfig {
   }
 }
 
+/** Opens the storage backend a URL names (`file:///dir`, `memory:`, `s3://bucket/prefix`). */
 export async function openStorageFromUrl(url: string): Promise<StorageBackend> {
   const config = parseStorageUrl(url);
   switch (config.kind) {
@@ -106,6 +113,7 @@ export async function openStorageFromUrl(url: string): Promise<StorageBackend> {
   }
 }
 
+/** Opens the lease store a URL names (`file:///dir`, `memory:`, `s3://...`, `nats://...`). */
 export async function openLeaseStoreFromUrl(
   url: string,
   options: OpenLeaseStoreOptions = {},
