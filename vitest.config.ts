@@ -8,8 +8,7 @@ export default defineConfig({
   resolve: {
     alias: [
       { find: /^hadb$/, replacement: source('index.ts') },
-      { find: /^hadb\/replication$/, replacement: source('replication.ts') },
-      { find: /^hadb\/testing$/, replacement: source('testing.ts') },
+      { find: /^hadb\/(replication|testing|s3|nats)$/, replacement: source('$1.ts') },
     ],
   },
   test: {

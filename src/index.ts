@@ -2,9 +2,11 @@
  * hadb: highly available embedded SQLite with object storage as the source of truth.
  *
  * The main entry: `createNode` and the database handle it opens, the storage and lease backends
- * (by factory or by URL), the errors and the value types. Replication without HA is in
- * `hadb/replication`, in-memory backends, fault injection and the simulation in `hadb/testing`.
- * Everything else is private; test/package/api-surface.test.ts holds these lists.
+ * by URL and the local-folder ones by factory, the errors and the value types. The S3 and NATS
+ * factories are in `hadb/s3` and `hadb/nats` (so this entry loads without their SDKs),
+ * replication without HA in `hadb/replication`, in-memory backends, fault injection and the
+ * simulation in `hadb/testing`. Everything else is private; test/package/api-surface.test.ts
+ * holds these lists.
  */
 
 export type {
@@ -30,21 +32,9 @@ export {
 } from './actors/node.ts';
 export type { Transition } from './actors/transitions.ts';
 export { createFsLeaseStore } from './adapters/lease/fs.ts';
-export {
-  type NatsLeaseStore,
-  type NatsLeaseStoreOptions,
-  openNatsLeaseStore,
-} from './adapters/lease/nats.ts';
-export {
-  createS3LeaseStore,
-  openS3LeaseStore,
-  type S3LeaseStoreOptions,
-} from './adapters/lease/s3.ts';
 export type { CasResult, LeaseEntry, LeaseStore } from './adapters/lease/types.ts';
 export type { PacingChoice } from './adapters/metered.ts';
-export type { S3ClientOptions } from './adapters/s3-client.ts';
 export { createFsStorage } from './adapters/storage/fs.ts';
-export { createS3Storage, type S3StorageOptions } from './adapters/storage/s3.ts';
 export type {
   ByteRange,
   ListedObject,

@@ -1,5 +1,6 @@
-// The public surface is what `hadb`, `hadb/replication` and `hadb/testing` export: a change to it
+// The public surface is what `hadb` and its subpaths (package.json `exports`) export: a change to it
 // shows as a diff of the snapshots below. Every exported symbol carries TSDoc.
+import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import ts from 'typescript';
 import { describe, expect, it } from 'vitest';
@@ -8,6 +9,8 @@ const ENTRIES = {
   hadb: 'src/index.ts',
   'hadb/replication': 'src/replication.ts',
   'hadb/testing': 'src/testing.ts',
+  'hadb/s3': 'src/s3.ts',
+  'hadb/nats': 'src/nats.ts',
 } as const;
 
 const root = path.resolve(import.meta.dirname, '../..');
@@ -48,6 +51,14 @@ function declaredExports(): Record<string, DeclaredExport[]> {
 describe('public API surface', () => {
   const declared = declaredExports();
 
+  it('covers every entry point package.json exports', () => {
+    const manifest = JSON.parse(readFileSync(path.join(root, 'package.json'), 'utf8'));
+    const subpaths = Object.keys(manifest.exports).filter((key) => key !== './package.json');
+    expect(subpaths.map((key) => key.replace(/^\./, 'hadb')).sort()).toEqual(
+      Object.keys(ENTRIES).sort(),
+    );
+  });
+
   it('lists what each entry point exports', () => {
     const names = Object.fromEntries(
       Object.entries(declared).map(([entry, list]) => [entry, list.map(({ name }) => name)]),
@@ -71,8 +82,6 @@ describe('public API surface', () => {
           "createFsLeaseStore",
           "createFsStorage",
           "createNode",
-          "createS3LeaseStore",
-          "createS3Storage",
           "DatabaseDivergedError",
           "DatabaseEvents",
           "DatabaseFailedError",
@@ -102,17 +111,13 @@ describe('public API surface', () => {
           "ListedObject",
           "ListOptions",
           "ListPage",
-          "NatsLeaseStore",
-          "NatsLeaseStoreOptions",
           "NodeOptions",
           "NodeStatus",
           "NotDurableError",
           "NotLeaderError",
           "openLeaseStoreFromUrl",
           "OpenLeaseStoreOptions",
-          "openNatsLeaseStore",
           "OpenOptions",
-          "openS3LeaseStore",
           "openStorageFromUrl",
           "PacingChoice",
           "parseLeaseUrl",
@@ -122,9 +127,6 @@ describe('public API surface', () => {
           "ResultTooLargeError",
           "Role",
           "Row",
-          "S3ClientOptions",
-          "S3LeaseStoreOptions",
-          "S3StorageOptions",
           "S3UrlConfig",
           "SnapshotInvalidError",
           "SqlError",
@@ -150,6 +152,11 @@ describe('public API surface', () => {
           "WriteOptions",
           "WriteToken",
         ],
+        "hadb/nats": [
+          "NatsLeaseStore",
+          "NatsLeaseStoreOptions",
+          "openNatsLeaseStore",
+        ],
         "hadb/replication": [
           "applyRetention",
           "ChangesetCodec",
@@ -173,6 +180,14 @@ describe('public API surface', () => {
           "SnapshotManifest",
           "SqliteFollower",
           "SqliteLeader",
+        ],
+        "hadb/s3": [
+          "createS3LeaseStore",
+          "createS3Storage",
+          "openS3LeaseStore",
+          "S3ClientOptions",
+          "S3LeaseStoreOptions",
+          "S3StorageOptions",
         ],
         "hadb/testing": [
           "createMemoryLeaseStore",
@@ -204,6 +219,8 @@ describe('public API surface', () => {
       hadb: await import('hadb'),
       'hadb/replication': await import('hadb/replication'),
       'hadb/testing': await import('hadb/testing'),
+      'hadb/s3': await import('hadb/s3'),
+      'hadb/nats': await import('hadb/nats'),
     };
     const values = Object.fromEntries(
       Object.entries(loaded).map(([entry, module]) => [entry, Object.keys(module).sort()]),
@@ -246,16 +263,15 @@ describe('public API surface', () => {
           "createFsLeaseStore",
           "createFsStorage",
           "createNode",
-          "createS3LeaseStore",
-          "createS3Storage",
           "defaultLeaseTiming",
           "openLeaseStoreFromUrl",
-          "openNatsLeaseStore",
-          "openS3LeaseStore",
           "openStorageFromUrl",
           "parseLeaseUrl",
           "parseStorageUrl",
           "systemClock",
+        ],
+        "hadb/nats": [
+          "openNatsLeaseStore",
         ],
         "hadb/replication": [
           "GENESIS_CHECKSUM",
@@ -267,6 +283,11 @@ describe('public API surface', () => {
           "readSnapshotManifest",
           "restoreDatabase",
           "salvageLeaderTail",
+        ],
+        "hadb/s3": [
+          "createS3LeaseStore",
+          "createS3Storage",
+          "openS3LeaseStore",
         ],
         "hadb/testing": [
           "DriftingClock",
