@@ -33,7 +33,12 @@ export {
 export type { Transition } from './actors/transitions.ts';
 export { createFsLeaseStore } from './adapters/lease/fs.ts';
 export type { CasResult, LeaseEntry, LeaseStore } from './adapters/lease/types.ts';
-export type { PacingChoice } from './adapters/metered.ts';
+export type {
+  PacingChoice,
+  RequestCount,
+  RequestCounts,
+  RequestOutcome,
+} from './adapters/metered.ts';
 export { createFsStorage } from './adapters/storage/fs.ts';
 export type {
   ByteRange,

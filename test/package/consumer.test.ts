@@ -170,6 +170,7 @@ describe('the packed package, installed into a fresh app', () => {
       env,
       stdio: ['pipe', 'pipe', 'pipe'],
     });
+    const exited = new Promise<number | null>((resolve) => writer.on('exit', resolve));
     try {
       const written = JSON.parse(await firstLine(writer, 60_000));
       expect(written).toEqual({ node: 'app-1', role: 'leader', rows: [{ id: 1, total: 9.5 }] });
@@ -186,10 +187,9 @@ describe('the packed package, installed into a fresh app', () => {
         rows: [{ id: 1, total: 9.5 }],
       });
     } finally {
-      const exited = new Promise<number | null>((resolve) => writer.on('exit', resolve));
       writer.stdin.end();
-      expect(await exited).toBe(0);
     }
+    expect(await exited).toBe(0);
   }, 120_000);
 
   it.each([
