@@ -41,6 +41,7 @@ export type HadbErrorCode =
   | 'STATEMENT_TIMEOUT'
   | 'RESULT_TOO_LARGE';
 
+/** Base class of every error hadb throws; `code` tells them apart. */
 export class HadbError extends Error {
   readonly code: HadbErrorCode;
 
@@ -65,12 +66,14 @@ export class LeaseRecordInvalidError extends HadbError {
   }
 }
 
+/** Storage could not be reached or failed; the call may be retried. */
 export class StorageUnavailableError extends HadbError {
   constructor(message: string, options?: ErrorOptions) {
     super('STORAGE_UNAVAILABLE', message, options);
   }
 }
 
+/** No object at the key asked for. */
 export class StorageNotFoundError extends HadbError {
   readonly key: string;
   constructor(key: string, options?: ErrorOptions) {
@@ -79,24 +82,28 @@ export class StorageNotFoundError extends HadbError {
   }
 }
 
+/** A storage or lease key that is not allowed. */
 export class InvalidKeyError extends HadbError {
   constructor(key: string, why: string) {
     super('INVALID_KEY', `${JSON.stringify(key)}: ${why}`);
   }
 }
 
+/** An option, argument or configuration value that is not valid. */
 export class InvalidArgumentError extends HadbError {
   constructor(message: string, options?: ErrorOptions) {
     super('INVALID_ARGUMENT', message, options);
   }
 }
 
+/** Something did not finish within its time limit. */
 export class TimeoutError extends HadbError {
   constructor(what: string, ms: number) {
     super('TIMEOUT', `${what} did not finish within ${ms} ms`);
   }
 }
 
+/** The codes of `ChangesetError`. */
 export type ChangesetErrorCode = Extract<HadbErrorCode, `CHANGESET_${string}`>;
 
 /** A changeset that must not be applied: damaged, from elsewhere, or out of chain. */
@@ -114,6 +121,7 @@ export class WalInvalidError extends HadbError {
   }
 }
 
+/** The SQLite library is older than hadb supports. */
 export class SqliteTooOldError extends HadbError {
   constructor(version: string, minimum: string) {
     super(
@@ -123,6 +131,7 @@ export class SqliteTooOldError extends HadbError {
   }
 }
 
+/** A snapshot in storage is damaged or does not match its manifest. */
 export class SnapshotInvalidError extends HadbError {
   constructor(message: string, options?: ErrorOptions) {
     super('SNAPSHOT_INVALID', message, options);
@@ -208,6 +217,7 @@ export class StatementRefusedError extends HadbError {
   }
 }
 
+/** A database that is not open on this node. */
 export class UnknownDatabaseError extends HadbError {
   constructor(db: string) {
     super('UNKNOWN_DATABASE', `database ${JSON.stringify(db)} is not open on this node`);
@@ -228,6 +238,7 @@ export class BadRequestError extends HadbError {
   }
 }
 
+/** A call on a node, database or transaction that was closed. */
 export class ClosedError extends HadbError {
   constructor(what: string) {
     super('CLOSED', `${what} is closed`);

@@ -1,14 +1,14 @@
 /**
  * hadb: highly available embedded SQLite with object storage as the source of truth.
- * The public API is exactly what this file names.
+ *
+ * The main entry: `createNode` and the database handle it opens, the storage and lease backends
+ * by URL and the local-folder ones by factory, the errors and the value types. The S3 and NATS
+ * factories are in `hadb/s3` and `hadb/nats` (so this entry loads without their SDKs),
+ * replication without HA in `hadb/replication`, in-memory backends, fault injection and the
+ * simulation in `hadb/testing`. Everything else is private; test/package/api-surface.test.ts
+ * holds these lists.
  */
 
-export {
-  createDatabaseActor,
-  type DatabaseActor,
-  type DatabaseActorOptions,
-  type DatabaseHooks,
-} from './actors/database.ts';
 export type {
   BatchResult,
   BeginOptions,
@@ -34,93 +34,16 @@ export {
   type NodeStatus,
   type OpenOptions,
 } from './actors/node.ts';
-export {
-  type ActorStatus,
-  defaultRestartPolicy,
-  type RestartPolicy,
-  Supervisor,
-  type SupervisorEvent,
-  type SupervisorOptions,
-} from './actors/supervisor.ts';
 export type { Transition } from './actors/transitions.ts';
-export { type CutOffMode, type FaultOptions, Faults, type Latency } from './adapters/faults.ts';
 export { createFsLeaseStore } from './adapters/lease/fs.ts';
-export {
-  createMemoryLeaseStore,
-  type LeaseWrite,
-  MemoryLeaseStore,
-  type MemoryLeaseStoreOptions,
-} from './adapters/lease/memory.ts';
-export {
-  NatsLeaseStore,
-  type NatsLeaseStoreEvent,
-  type NatsLeaseStoreOptions,
-  openNatsLeaseStore,
-} from './adapters/lease/nats.ts';
-export {
-  createS3LeaseStore,
-  openS3LeaseStore,
-  type S3LeaseStoreOptions,
-  selfTestS3Leases,
-} from './adapters/lease/s3.ts';
 export type { CasResult, LeaseEntry, LeaseStore } from './adapters/lease/types.ts';
-export {
-  backendKindOfUrl,
-  guessBackendKind,
-  MeteredLeaseStore,
-  MeteredStorage,
-  type MeterOptions,
-  meterLeaseStore,
-  meterStorage,
-  type PacingChoice,
-  type RequestCount,
-  type RequestCounts,
-  type RequestOutcome,
-  requestCounts,
-  sharedLeasePacer,
-  totalRequests,
+export type {
+  PacingChoice,
+  RequestCount,
+  RequestCounts,
+  RequestOutcome,
 } from './adapters/metered.ts';
-export {
-  type PacingOptions,
-  RequestPacer,
-  sharedStoragePacer,
-} from './adapters/pacing.ts';
-export {
-  type RestoreOptions,
-  type RestoreProgress,
-  type RestoreResult,
-  type RestoreTarget,
-  restoreDatabase,
-} from './adapters/replication/restore.ts';
-export {
-  applyRetention,
-  planRetention,
-  type RetentionPlan,
-} from './adapters/replication/retention.ts';
-export {
-  listSnapshots,
-  readSnapshotManifest,
-  type SnapshotManifest,
-} from './adapters/replication/snapshot.ts';
-export {
-  type FollowerEvent,
-  type FollowerOptions,
-  SqliteFollower,
-} from './adapters/replication/sqlite/follower.ts';
-export {
-  type LeaderEvent,
-  type LeaderOptions,
-  type ParkedTail,
-  type Position,
-  SqliteLeader,
-  salvageLeaderTail,
-} from './adapters/replication/sqlite/leader.ts';
-export { writeEpochStart } from './adapters/replication/sqlite/promotion.ts';
-export { type BreakerOptions, CircuitBreaker, type RetryOptions } from './adapters/retry.ts';
-export { type S3ClientOptions, sharedS3Client } from './adapters/s3-client.ts';
 export { createFsStorage } from './adapters/storage/fs.ts';
-export { createMemoryStorage, MemoryStorage } from './adapters/storage/memory.ts';
-export { createS3Storage, type S3StorageOptions } from './adapters/storage/s3.ts';
 export type {
   ByteRange,
   ListedObject,
@@ -175,25 +98,7 @@ export {
   UnknownDatabaseError,
   WalInvalidError,
 } from './errors.ts';
-export {
-  canCommit,
-  type DemoteReason,
-  defaultLeaseTiming,
-  type LeaseTiming,
-  type Role,
-  type RoleSnapshot,
-  roleMachine,
-  roleOf,
-} from './machines/role.ts';
-export { runSimulation, type SimulationOptions, type SimulationSummary } from './sim/run.ts';
-export {
-  type ChangedPage,
-  type Changeset,
-  type ChangesetCodec,
-  decodeChangeset,
-  encodeChangeset,
-  GENESIS_CHECKSUM,
-} from './wire/changeset.ts';
+export { defaultLeaseTiming, type LeaseTiming, type Role } from './machines/role.ts';
 export type { ClusterNodeView, ClusterView } from './wire/cluster-view.ts';
 export type {
   Durability,
@@ -204,4 +109,3 @@ export type {
   StatementResult,
   WriteToken,
 } from './wire/forward.ts';
-export { decodeLeaseRecord, encodeLeaseRecord, type LeaseRecord } from './wire/lease-record.ts';

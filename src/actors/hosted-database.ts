@@ -83,8 +83,10 @@ import type { StatementRunner } from './statement-runner.ts';
 import type { StepLimiter } from './step-limiter.ts';
 import { type Transition, transitionOf } from './transitions.ts';
 
+/** How fresh a read must be: this copy as it is, after the handle's (or a given) write, or the leader's latest. */
 export type Consistency = 'local' | 'read-your-writes' | 'strong';
 
+/** Options of a read (`all`, `get`). */
 export interface ReadOptions {
   /** Default `'local'`. */
   consistency?: Consistency;
@@ -101,6 +103,7 @@ export interface ReadOptions {
   isolated?: boolean;
 }
 
+/** Options of a write (`execute`, `batch`). */
 export interface WriteOptions {
   durability?: Durability;
   bigints?: boolean;
@@ -113,6 +116,7 @@ export interface WriteOptions {
   isolated?: boolean;
 }
 
+/** Options of an interactive transaction (`begin`). */
 export interface BeginOptions {
   /** A read-only transaction does not take the writer. */
   readOnly?: boolean;
@@ -124,10 +128,12 @@ export interface BeginOptions {
   isolated?: boolean;
 }
 
+/** A write's result, with the token a `read-your-writes` read can wait for. */
 export interface ExecuteResult extends StatementResult {
   token: WriteToken;
 }
 
+/** The results of a batch, committed as one transaction, and its write token. */
 export interface BatchResult {
   results: StatementResult[];
   token: WriteToken;
@@ -140,6 +146,7 @@ export interface Transaction {
   get(sql: string, params?: SqlParams): Row | undefined;
 }
 
+/** Events a database handle emits, by name, with their arguments. */
 export interface DatabaseEvents {
   role: [{ role: Role; epoch: number | null }];
   /** The same change with where it came from and why, as the node logs it. */
@@ -320,6 +327,7 @@ export interface HadbDatabase {
   close(): Promise<void>;
 }
 
+/** One database's state on one node, as `status()` and the status page show it. */
 export interface DatabaseStatus {
   name: string;
   role: Role;

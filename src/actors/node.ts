@@ -62,6 +62,7 @@ import { StepLimiter } from './step-limiter.ts';
 import { Supervisor, type SupervisorEvent } from './supervisor.ts';
 import { type Transition, TransitionLog } from './transitions.ts';
 
+/** Options of `createNode`: identity, storage, leases, local data and tuning. */
 export interface NodeOptions {
   /** This node's identity, stable across restarts (a hostname, a pod name). */
   id: string;
@@ -171,6 +172,7 @@ export interface NodeOptions {
   statements?: StatementRunnerOptions;
 }
 
+/** Options of `node.open`: schema and migrations run on the leader. */
 export interface OpenOptions {
   /**
    * Idempotent SQL (one or several statements) run on the leader in one transaction every time
@@ -221,6 +223,7 @@ export interface HadbNode {
   close(): Promise<void>;
 }
 
+/** A node's view of itself: its databases, transitions, peers and lease. */
 export interface NodeStatus {
   node: string;
   address: string | null;
@@ -251,6 +254,7 @@ const BROADCAST_BATCH = 32;
 /** How long `/cluster` waits for each peer's `/status`. */
 const PEER_STATUS_TIMEOUT_MS = 800;
 
+/** Starts a node: joins the cluster in `storage`/`leases` and serves the databases it opens. */
 export async function createNode(options: NodeOptions): Promise<HadbNode> {
   const stores = await openNodeStores(options);
   let node: Node;

@@ -3,6 +3,7 @@ import fs from 'node:fs';
 import nodePath from 'node:path';
 import { type Role, type RoleSnapshot, roleOf } from '../machines/role.ts';
 
+/** One role change of one database on one node, with its cause. */
 export interface Transition {
   db: string;
   node: string;

@@ -10,11 +10,13 @@ export type CutOffMode =
   /** Requests and responses are dropped: calls never settle (callers must time out). */
   | 'drop';
 
+/** A delay drawn uniformly between `minMs` and `maxMs`. */
 export interface Latency {
   minMs: number;
   maxMs: number;
 }
 
+/** Fault injection settings of the in-memory backends. */
 export interface FaultOptions {
   clock?: Clock;
   /** Source of randomness for latency, in [0, 1). */
@@ -26,6 +28,7 @@ export interface FaultOptions {
   gate?: (label: string) => Promise<void>;
 }
 
+/** Injected faults around a backend's calls: latency, failures, cut-offs and a gate for reordering. */
 export class Faults {
   readonly #clock: Clock;
   readonly #random: () => number;

@@ -13,8 +13,10 @@ import type { ByteRange, ListOptions, ListPage, StorageBackend } from './storage
  * Counts never name a database.
  */
 
+/** How a storage or lease-store request ended. */
 export type RequestOutcome = 'ok' | 'conflict' | 'not-found' | 'error';
 
+/** How many requests of one operation on one backend ended one way. */
 export interface RequestCount {
   backend: string;
   op: string;
@@ -22,6 +24,7 @@ export interface RequestCount {
   count: number;
 }
 
+/** A node's storage and lease-store requests (`node.requestCounts()`). */
 export interface RequestCounts {
   storage: RequestCount[];
   lease: RequestCount[];

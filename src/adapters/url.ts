@@ -28,6 +28,7 @@ import { assertValidKey } from './storage/keys.ts';
 import { createMemoryStorage } from './storage/memory.ts';
 import type { StorageBackend } from './storage/types.ts';
 
+/** An `s3://bucket/prefix?...` URL, parsed. */
 export interface S3UrlConfig {
   kind: 's3';
   bucket: string;
@@ -39,8 +40,10 @@ export interface S3UrlConfig {
   forcePathStyle: boolean;
 }
 
+/** A storage URL (`file:`, `memory:`, `s3:`), parsed. */
 export type StorageUrlConfig = { kind: 'file'; path: string } | { kind: 'memory' } | S3UrlConfig;
 
+/** A lease store URL (`file:`, `memory:`, `s3:`, `nats:`), parsed. */
 export type LeaseUrlConfig =
   /** `path` is the SQLite file itself. */
   | { kind: 'file'; path: string }
@@ -48,6 +51,7 @@ export type LeaseUrlConfig =
   | S3UrlConfig
   | { kind: 'nats'; servers: string[]; bucket: string };
 
+/** Options of `openLeaseStoreFromUrl`. */
 export interface OpenLeaseStoreOptions {
   /** File lease store: how long a call may wait for another process's lock (default 5000 ms). */
   busyTimeoutMs?: number;
@@ -64,6 +68,7 @@ const NATS_BUCKET = /^[A-Za-z0-9_-]+$/;
 const REGION = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 const LOOKS_SECRET = /secret|passw|token|credential|signature|key/i;
 
+/** Parses a storage URL; refuses unknown schemes and credentials in the URL. */
 export function parseStorageUrl(url: string): StorageUrlConfig {
   const { scheme, parsed } = parse(url, 'storage', ['file', 'memory', 's3']);
   switch (scheme) {
@@ -76,6 +81,7 @@ export function parseStorageUrl(url: string): StorageUrlConfig {
   }
 }
 
+/** Parses a lease store URL; refuses unknown schemes and credentials in the URL. */
 export function parseLeaseUrl(url: string): LeaseUrlConfig {
   const { scheme, parsed } = parse(url, 'lease store', ['file', 'memory', 's3', 'nats']);
   switch (scheme) {
@@ -95,6 +101,7 @@ export function parseLeaseUrl(url: string): LeaseUrlConfig {
   }
 }
 
+/** Opens the storage backend a URL names (`file:///dir`, `memory:`, `s3://bucket/prefix`). */
 export async function openStorageFromUrl(url: string): Promise<StorageBackend> {
   const config = parseStorageUrl(url);
   switch (config.kind) {
@@ -107,6 +114,7 @@ export async function openStorageFromUrl(url: string): Promise<StorageBackend> {
   }
 }
 
+/** Opens the lease store a URL names (`file:///dir`, `memory:`, `s3://...`, `nats://...`). */
 export async function openLeaseStoreFromUrl(
   url: string,
   options: OpenLeaseStoreOptions = {},
@@ -134,14 +142,14 @@ export async function openLeaseStoreFromUrl(
 // its scheme fail with "not available yet".
 
 async function openS3Storage(config: S3UrlConfig): Promise<StorageBackend> {
-  const factory = await loadFactory('s3:// storage', './storage/s3.ts', 'createS3Storage');
+  const factory = await loadFactory('s3:// storage', './storage/s3', 'createS3Storage');
   await checkS3(config, 's3:// storage');
   return checked(await factory(s3Options(config)), 's3:// storage', ['put', 'list']);
 }
 
 async function openS3LeaseStore(config: S3UrlConfig): Promise<LeaseStore> {
   // The opener self-tests conditional writes on the bucket and refuses one that lacks them.
-  const factory = await loadFactory('s3:// leases', './lease/s3.ts', 'openS3LeaseStore');
+  const factory = await loadFactory('s3:// leases', './lease/s3', 'openS3LeaseStore');
   await checkS3(config, 's3:// leases');
   return checked(await factory(s3Options(config)), 's3:// leases', ['create', 'update']);
 }
@@ -150,7 +158,7 @@ async function openNatsLeaseStore(
   config: Extract<LeaseUrlConfig, { kind: 'nats' }>,
   options: OpenLeaseStoreOptions,
 ): Promise<LeaseStore> {
-  const factory = await loadFactory('nats:// leases', './lease/nats.ts', 'openNatsLeaseStore');
+  const factory = await loadFactory('nats:// leases', './lease/nats', 'openNatsLeaseStore');
   const natsOptions = {
     servers: config.servers,
     bucket: config.bucket,
@@ -181,7 +189,11 @@ function s3Options(config: S3UrlConfig): Record<string, unknown> {
 
 type Factory = (options: unknown) => unknown;
 
-async function loadFactory(what: string, specifier: string, name: string): Promise<Factory> {
+/** `.ts` when running the sources (tsx, vitest), `.js` when running the compiled package. */
+const ADAPTER_EXTENSION = path.extname(fileURLToPath(import.meta.url));
+
+async function loadFactory(what: string, stem: string, name: string): Promise<Factory> {
+  const specifier = `${stem}${ADAPTER_EXTENSION}`;
   const href = new URL(specifier, import.meta.url).href;
   let module: Record<string, unknown>;
   try {

@@ -27,6 +27,7 @@ export interface LeaseTiming {
   marginMs: number;
 }
 
+/** Lease durations and intervals used when `NodeOptions.timing` leaves them out. */
 export const defaultLeaseTiming: LeaseTiming = {
   ttlMs: 5000,
   renewIntervalMs: 1000,
@@ -569,6 +570,7 @@ export const roleMachine = setup({
 export type RoleMachine = typeof roleMachine;
 export type RoleSnapshot = SnapshotFrom<RoleMachine>;
 
+/** A database's role on a node. */
 export type Role =
   | 'bootstrapping'
   | 'follower'

@@ -8,6 +8,7 @@ import { canCommit, type LeaseTiming, type RoleSnapshot, roleOf } from '../machi
 import { decodeLeaseRecord } from '../wire/lease-record.ts';
 import { DriftingClock, SimClock } from './clock.ts';
 
+/** Options of `SimCluster`. */
 export interface SimClusterOptions {
   nodes: number;
   dbs: number;
@@ -26,6 +27,7 @@ export interface SimClusterOptions {
   leaseScope?: 'node' | 'database';
 }
 
+/** One simulated node of a `SimCluster`. */
 export interface SimNode {
   id: string;
   clock: DriftingClock;
@@ -37,6 +39,7 @@ export interface SimNode {
   liveness: NodeLiveness | null;
 }
 
+/** An epoch a simulated node claimed for a database. */
 export interface EpochGrant {
   db: string;
   epoch: number;

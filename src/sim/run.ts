@@ -1,6 +1,7 @@
 import { defaultLeaseTiming, type LeaseTiming } from '../machines/role.ts';
 import { SimCluster } from './cluster.ts';
 
+/** Options of `runSimulation`. */
 export interface SimulationOptions {
   nodes: number;
   dbs: number;
@@ -13,6 +14,7 @@ export interface SimulationOptions {
   onProgress?: (done: number) => void;
 }
 
+/** What a simulation did and found: faults, failovers, leaderless time, violations. */
 export interface SimulationSummary {
   nodes: number;
   dbs: number;

@@ -45,9 +45,11 @@ export interface ChangedPage {
   data: Uint8Array;
 }
 
+/** Compression of changesets and snapshot parts; every reader decodes all three. */
 export type ChangesetCodec = 'none' | 'deflate-raw' | 'brotli';
 
 export const CHECKSUM_BYTES = 32;
+/** The checksum a database's log starts from, before its first changeset. */
 export const GENESIS_CHECKSUM: Uint8Array = new Uint8Array(CHECKSUM_BYTES);
 
 /** Version of the changeset content (body `v`, and part of the checksum) without a database checksum. */

@@ -22,6 +22,7 @@ export const PEER_STATUS_PATH = '/hadb/v1/status';
 const MAX_PEER_ANSWER_BYTES = 8 * 1024 * 1024;
 const NONCE = /^[A-Za-z0-9_-]{22,128}$/;
 
+/** One node as another node sees it. */
 export interface ClusterNodeView {
   address: string | null;
   /** `null` for a peer that never answered. */
@@ -34,6 +35,7 @@ export interface ClusterNodeView {
   transitions: Transition[];
 }
 
+/** Every node of a cluster as one node sees them, at one time. */
 export interface ClusterView {
   node: string;
   at: string;

@@ -17,14 +17,18 @@ export const MAX_REQUEST_BYTES = 64 * 1024 * 1024;
 
 /** What SQLite stores, both ways: integers as number or bigint, blobs as Uint8Array. */
 export type SqlValue = null | number | bigint | string | Uint8Array;
+/** Parameters of a statement: positional or named. */
 export type SqlParams = readonly SqlValue[] | Readonly<Record<string, SqlValue>>;
+/** A result row, by column name. */
 export type Row = Record<string, SqlValue>;
 
+/** A statement with its parameters. */
 export interface Statement {
   sql: string;
   params?: SqlParams;
 }
 
+/** When a write resolves: `async` once committed locally, `replicated` once durable in storage. */
 export type Durability = 'async' | 'replicated';
 
 export type ForwardOp = 'write' | 'read' | 'schema' | 'migrate';
@@ -47,6 +51,7 @@ export interface ForwardRequest {
   bigints: boolean;
 }
 
+/** The outcome of one statement: changes, last rowid and any rows. */
 export interface StatementResult {
   changes: number;
   lastInsertRowid: number | bigint;

@@ -2,6 +2,7 @@ import { LeaseStoreUnavailableError } from '../../errors.ts';
 import { type FaultOptions, Faults } from '../faults.ts';
 import { type CasResult, CONFLICT, type LeaseEntry, type LeaseStore } from './types.ts';
 
+/** A lease write as it took effect in a `MemoryLeaseStore`. */
 export interface LeaseWrite {
   key: string;
   value: Uint8Array;
@@ -9,6 +10,7 @@ export interface LeaseWrite {
   node: string | undefined;
 }
 
+/** Options of `createMemoryLeaseStore`. */
 export interface MemoryLeaseStoreOptions extends FaultOptions {
   /** Called synchronously at the instant each write takes effect (model tests keep a history). */
   onWrite?: (write: LeaseWrite) => void;
@@ -112,6 +114,7 @@ export class MemoryLeaseStore implements LeaseStore {
   }
 }
 
+/** An in-process lease store: share one between nodes in one process to make a cluster. */
 export function createMemoryLeaseStore(options: MemoryLeaseStoreOptions = {}): MemoryLeaseStore {
   return new MemoryLeaseStore(options);
 }

@@ -13,6 +13,7 @@ import {
 import { assertValidKey } from '../storage/keys.ts';
 import { type CasResult, CONFLICT, type LeaseEntry, type LeaseStore } from './types.ts';
 
+/** Options of the S3 lease store (conditional writes on a bucket). */
 export interface S3LeaseStoreOptions extends S3ConnectionOptions {
   bucket: string;
   /** Every lease key is stored as `prefix/key`. */

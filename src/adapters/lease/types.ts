@@ -18,12 +18,14 @@ export interface LeaseStore {
   readonly description?: string | undefined;
 }
 
+/** A lease record's value and its revision. */
 export interface LeaseEntry {
   value: Uint8Array;
   /** Opaque: a counter, an ETag, a stream sequence. Compared only for equality. */
   revision: string;
 }
 
+/** The outcome of a conditional lease write: the new revision, or a conflict. */
 export type CasResult = { ok: true; revision: string } | { ok: false; reason: 'conflict' };
 
 export const CONFLICT: CasResult = Object.freeze({ ok: false, reason: 'conflict' });

@@ -28,8 +28,10 @@ import { hashDatabaseFile } from './sqlite/page-hashes.ts';
 
 const PITR_TEMP_INFIX = '.hadb-pitr-';
 
+/** The point to restore: a sequence number, a commit time, or the latest. */
 export type RestoreTarget = { seq: number } | { timeMs: number } | 'latest';
 
+/** Options of `restoreDatabase`. */
 export interface RestoreOptions {
   storage: StorageBackend;
   prefix: string;
@@ -42,10 +44,12 @@ export interface RestoreOptions {
   onProgress?: (progress: RestoreProgress) => void;
 }
 
+/** Progress of a restore: snapshot bytes fetched, then changesets applied. */
 export type RestoreProgress =
   | { phase: 'snapshot'; seq: number; doneBytes: number; totalBytes: number }
   | { phase: 'log'; seq: number };
 
+/** The position a restored file is at. */
 export interface RestoreResult {
   seq: number;
   epoch: number;

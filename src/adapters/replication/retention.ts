@@ -2,6 +2,7 @@ import { InvalidArgumentError } from '../../errors.ts';
 import type { StorageBackend } from '../storage/types.ts';
 import { deleteSnapshot, listSnapshots, logKey, logPrefix } from './snapshot.ts';
 
+/** The snapshots and log a retention pass keeps and deletes. */
 export interface RetentionPlan {
   db: string;
   keptSnapshots: number[];

@@ -85,6 +85,7 @@ export class MemoryStorage implements StorageBackend {
   }
 }
 
+/** An in-process storage backend: share one between nodes in one process. */
 export function createMemoryStorage(options: FaultOptions = {}): MemoryStorage {
   return new MemoryStorage(options);
 }

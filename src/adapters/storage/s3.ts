@@ -23,6 +23,7 @@ import {
   type StorageBackend,
 } from './types.ts';
 
+/** Options of `createS3Storage`. */
 export interface S3StorageOptions extends S3ConnectionOptions {
   bucket: string;
   /** Every key is stored as `prefix/key`, so several deployments can share a bucket. */

@@ -16,11 +16,13 @@ export interface StorageBackend {
   readonly description?: string | undefined;
 }
 
+/** Bytes `start` to `end` (exclusive; absent: to the end) of an object. */
 export interface ByteRange {
   start: number;
   end?: number;
 }
 
+/** Options of `StorageBackend.list`. */
 export interface ListOptions {
   /** Only keys strictly greater than this one. */
   startAfter?: string;
@@ -28,11 +30,13 @@ export interface ListOptions {
   limit?: number;
 }
 
+/** An object's key and size in a listing. */
 export interface ListedObject {
   key: string;
   size: number;
 }
 
+/** One page of a listing. */
 export interface ListPage {
   objects: ListedObject[];
   /** Pass as `startAfter` to get the next page; absent on the last page. */

@@ -1,5 +1,13 @@
-// The capture worker's entry. The sources are TypeScript: tsx compiles them here as in bin/hadb.js.
-import { register } from 'tsx/esm/api';
+// The capture worker's entry. In the installed package the compiled capture-thread.js sits next
+// to this file; running the TypeScript sources (tsx, vitest), tsx compiles them here as in
+// bin/hadb.js. tsx is a devDependency, so it is imported only in that case.
+import { existsSync } from 'node:fs';
 
-register();
-await import('./capture-thread.ts');
+const compiled = new URL('./capture-thread.js', import.meta.url);
+if (existsSync(compiled)) {
+  await import(compiled.href);
+} else {
+  const { register } = await import('tsx/esm/api');
+  register();
+  await import('./capture-thread.ts');
+}

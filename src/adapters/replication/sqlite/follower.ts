@@ -43,6 +43,7 @@ import {
 } from './local-file.ts';
 import { checksumAfterFromFile, hashDatabaseFile } from './page-hashes.ts';
 
+/** Options of `SqliteFollower.open`. */
 export interface FollowerOptions {
   /** The follower's copy. hadb owns it: apps open it read-only. */
   path: string;
@@ -55,6 +56,7 @@ export interface FollowerOptions {
   onOpen?: () => void;
 }
 
+/** What a follower reports: a bootstrap from storage, changesets applied. */
 export type FollowerEvent =
   | { type: 'bootstrapped'; seq: number; fromSnapshot: boolean }
   /** Changesets `fromSeq`..`seq`, applied as one. */

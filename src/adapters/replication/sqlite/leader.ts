@@ -53,6 +53,7 @@ const LIGHT_CAPTURE_MIN_SAVINGS = 1 / 3;
 /** How long a due self-check may wait for a moment when no flush is queued behind it. */
 const SELF_CHECK_MAX_DEFERRAL_MS = 60_000;
 
+/** Where a database's log stands: epoch, last sequence number and its checksum. */
 export interface Position {
   epoch: number;
   seq: number;
@@ -61,6 +62,7 @@ export interface Position {
   dbChecksum?: DbChecksum;
 }
 
+/** Options of `SqliteLeader.open`. */
 export interface LeaderOptions {
   /** The database file. The leader owns it: the app writes through `leader.database`. */
   path: string;
@@ -157,6 +159,7 @@ export interface ParkedTail {
   pages: number;
 }
 
+/** What a leader reports: changesets shipped, failures, fencing, snapshots. */
 export type LeaderEvent =
   | { type: 'shipped'; seq: number; bytes: number; pages: number }
   | { type: 'ship-failed'; seq: number; error: unknown }

@@ -1,0 +1,38 @@
+/**
+ * `hadb/replication`: SQLite replication to object storage without leases or failover. One
+ * `SqliteLeader` ships a database's committed transactions, any number of `SqliteFollower`s apply
+ * them; restore, snapshots and retention work on what storage holds. Storage backends come from
+ * `hadb`.
+ */
+
+export {
+  type RestoreOptions,
+  type RestoreProgress,
+  type RestoreResult,
+  type RestoreTarget,
+  restoreDatabase,
+} from './adapters/replication/restore.ts';
+export {
+  applyRetention,
+  planRetention,
+  type RetentionPlan,
+} from './adapters/replication/retention.ts';
+export {
+  listSnapshots,
+  readSnapshotManifest,
+  type SnapshotManifest,
+} from './adapters/replication/snapshot.ts';
+export {
+  type FollowerEvent,
+  type FollowerOptions,
+  SqliteFollower,
+} from './adapters/replication/sqlite/follower.ts';
+export {
+  type LeaderEvent,
+  type LeaderOptions,
+  type ParkedTail,
+  type Position,
+  SqliteLeader,
+  salvageLeaderTail,
+} from './adapters/replication/sqlite/leader.ts';
+export { type ChangesetCodec, GENESIS_CHECKSUM } from './wire/changeset.ts';
