@@ -223,7 +223,17 @@ describe('the packed package, installed into a fresh app', () => {
     120_000,
   );
 
-  it('runs the CLI from the installed package: npx hadb --help and npx hadb demo', async () => {
+  it('runs the CLI from the installed package: npx hadb --version, --help and demo', async () => {
+    const version = await run('npx', ['--no', '--', 'hadb', '--version'], {
+      cwd: app,
+      timeoutMs: 30_000,
+    });
+    expect(version.code, version.stderr).toBe(0);
+    const manifest = JSON.parse(
+      await readFile(path.join(app, 'node_modules/hadb/package.json'), 'utf8'),
+    );
+    expect(version.stdout.trim()).toBe(manifest.version);
+
     const help = await run('npx', ['--no', '--', 'hadb', '--help'], {
       cwd: app,
       timeoutMs: 30_000,
