@@ -20,7 +20,7 @@
  *   npx tsx bench/forwarding.ts [--quick]
  */
 import path from 'node:path';
-import type { Durability } from '../src/wire/forward.ts';
+import type { Durability } from '../src/api-types.ts';
 import {
   emit,
   latencySummary,

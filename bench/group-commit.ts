@@ -24,7 +24,7 @@ import path from 'node:path';
 import { createNode } from '../src/actors/node.ts';
 import { createFsLeaseStore } from '../src/adapters/lease/fs.ts';
 import { createFsStorage } from '../src/adapters/storage/fs.ts';
-import type { Durability } from '../src/wire/forward.ts';
+import type { Durability } from '../src/api-types.ts';
 import {
   directoryBytes,
   emit,

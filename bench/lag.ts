@@ -28,7 +28,7 @@
  */
 import path from 'node:path';
 import { logKey } from '../src/adapters/replication/snapshot.ts';
-import type { Durability } from '../src/wire/forward.ts';
+import type { Durability } from '../src/api-types.ts';
 import {
   emit,
   latencySummary,

@@ -9,32 +9,7 @@
  * holds these lists.
  */
 
-export type {
-  BatchResult,
-  BeginOptions,
-  Consistency,
-  DatabaseEvents,
-  DatabaseProblem,
-  DatabaseStatus,
-  ExecuteResult,
-  HadbDatabase,
-  ReadOptions,
-  Transaction,
-  WriteOptions,
-} from './actors/hosted-database.ts';
-export type {
-  InteractiveTransaction,
-  IsolatedTransaction,
-  OpenTransaction,
-} from './actors/interactive.ts';
-export {
-  createNode,
-  type HadbNode,
-  type NodeOptions,
-  type NodeStatus,
-  type OpenOptions,
-} from './actors/node.ts';
-export type { Transition } from './actors/transitions.ts';
+export { createNode, type HadbNode, type NodeOptions, type OpenOptions } from './actors/node.ts';
 export { createFsLeaseStore } from './adapters/lease/fs.ts';
 export type { CasResult, LeaseEntry, LeaseStore } from './adapters/lease/types.ts';
 export type {
@@ -61,6 +36,34 @@ export {
   type S3UrlConfig,
   type StorageUrlConfig,
 } from './adapters/url.ts';
+export type {
+  BatchResult,
+  BeginOptions,
+  ClusterNodeView,
+  ClusterView,
+  Consistency,
+  DatabaseEvents,
+  DatabaseProblem,
+  DatabaseStatus,
+  Durability,
+  ExecuteResult,
+  HadbDatabase,
+  InteractiveTransaction,
+  IsolatedTransaction,
+  NodeStatus,
+  OpenTransaction,
+  ReadOptions,
+  Role,
+  Row,
+  SqlParams,
+  SqlValue,
+  Statement,
+  StatementResult,
+  Transaction,
+  Transition,
+  WriteOptions,
+  WriteToken,
+} from './api-types.ts';
 export { type Clock, systemClock } from './clock.ts';
 export {
   BadRequestError,
@@ -98,14 +101,4 @@ export {
   UnknownDatabaseError,
   WalInvalidError,
 } from './errors.ts';
-export { defaultLeaseTiming, type LeaseTiming, type Role } from './machines/role.ts';
-export type { ClusterNodeView, ClusterView } from './wire/cluster-view.ts';
-export type {
-  Durability,
-  Row,
-  SqlParams,
-  SqlValue,
-  Statement,
-  StatementResult,
-  WriteToken,
-} from './wire/forward.ts';
+export { defaultLeaseTiming, type LeaseTiming } from './machines/role.ts';

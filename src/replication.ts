@@ -30,9 +30,8 @@ export {
 export {
   type LeaderEvent,
   type LeaderOptions,
-  type ParkedTail,
-  type Position,
   SqliteLeader,
   salvageLeaderTail,
 } from './adapters/replication/sqlite/leader.ts';
+export type { ParkedTail, Position } from './api-types.ts';
 export { type ChangesetCodec, GENESIS_CHECKSUM } from './wire/changeset.ts';

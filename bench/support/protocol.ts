@@ -1,6 +1,5 @@
 /** What the benchmark parent and its node processes (node-process.ts) say to each other. */
-import type { Role } from '../../src/machines/role.ts';
-import type { Durability, WriteToken } from '../../src/wire/forward.ts';
+import type { Durability, Role, WriteToken } from '../../src/api-types.ts';
 
 export interface ClusterConfig {
   /** Shared folder: storage/ and leases.sqlite, plus nodes/<id>/ for each node's local copies. */

@@ -1,8 +1,8 @@
 import type { Logger } from 'pino';
 import type { LeaseStore } from '../adapters/lease/types.ts';
+import type { Role } from '../api-types.ts';
 import { type Clock, type TimerId, withTimeout } from '../clock.ts';
 import { BadRequestError, InvalidArgumentError } from '../errors.ts';
-import type { Role } from '../machines/role.ts';
 import type { HttpAnswer, NodeClient } from '../wire/http.ts';
 import type { NodeLiveness } from './node-liveness.ts';
 

@@ -10,13 +10,31 @@ import { listSnapshots } from '../adapters/replication/snapshot.ts';
 import { SqliteFollower } from '../adapters/replication/sqlite/follower.ts';
 import {
   leaderSideFiles,
-  type ParkedTail,
   SqliteLeader,
   salvageLeaderTail,
 } from '../adapters/replication/sqlite/leader.ts';
 import { removeFileSync } from '../adapters/replication/sqlite/local-file.ts';
 import { writeEpochStart } from '../adapters/replication/sqlite/promotion.ts';
 import type { StorageBackend } from '../adapters/storage/types.ts';
+import type {
+  BatchResult,
+  BeginOptions,
+  DatabaseProblem,
+  DatabaseStatus,
+  Durability,
+  ExecuteResult,
+  HadbDatabase,
+  ParkedTail,
+  ReadOptions,
+  Role,
+  Row,
+  SqlParams,
+  Statement,
+  StatementResult,
+  Transaction,
+  WriteOptions,
+  WriteToken,
+} from '../api-types.ts';
 import { type Clock, sleep, type TimerId } from '../clock.ts';
 import {
   BadRequestError,
@@ -41,13 +59,11 @@ import {
   canCommit,
   type DemoteReason,
   type LeaseTiming,
-  type Role,
   type RoleEvent,
   type RoleSnapshot,
   roleOf,
 } from '../machines/role.ts';
 import {
-  type Durability,
   decodeForwardResponse,
   decodeStored,
   decodeTailResponse,
@@ -56,13 +72,8 @@ import {
   type ForwardRequest,
   type ForwardResponse,
   PROTOCOL_VERSION,
-  type Row,
-  type SqlParams,
-  type Statement,
-  type StatementResult,
   TAIL_PATH,
   type TailResponse,
-  type WriteToken,
 } from '../wire/forward.ts';
 import type { NodeClient } from '../wire/http.ts';
 import { createDatabaseActor, type DatabaseActor, type DatabaseActorOptions } from './database.ts';
@@ -81,289 +92,7 @@ import { asSqlError, prepare, readRows, runStatement, toSqlError } from './sql.t
 import { checkClientSql, checkClientStatements, type SqlContext } from './statement-gate.ts';
 import type { StatementRunner } from './statement-runner.ts';
 import type { StepLimiter } from './step-limiter.ts';
-import { type Transition, transitionOf } from './transitions.ts';
-
-/** How fresh a read must be: this copy as it is, after the handle's (or a given) write, or the leader's latest. */
-export type Consistency = 'local' | 'read-your-writes' | 'strong';
-
-/** Options of a read (`all`, `get`). */
-export interface ReadOptions {
-  /** Default `'local'`. */
-  consistency?: Consistency;
-  /** For `'read-your-writes'`: the write to wait for (default: this handle's last write). */
-  after?: WriteToken;
-  /** Integers come back as bigint. */
-  bigints?: boolean;
-  /**
-   * Runs the read in one of the node's statement processes, under its time limit and result cap
-   * (`StatementTimeoutError`, `ResultTooLargeError`) and off the event loop: for SQL that comes
-   * from outside the application (`hadb serve` uses it for its clients). Default false: the
-   * application's own reads run in this process, which is faster.
-   */
-  isolated?: boolean;
-}
-
-/** Options of a write (`execute`, `batch`). */
-export interface WriteOptions {
-  durability?: Durability;
-  bigints?: boolean;
-  /**
-   * On the leader, runs the statements in one of the node's statement processes, under its time
-   * limit (`StatementTimeoutError`) and off the event loop: for SQL that comes from outside the
-   * application (`hadb serve` uses it for its clients). A write forwarded to the leader always
-   * runs there. Default false: the application's own writes on the leader run in this process.
-   */
-  isolated?: boolean;
-}
-
-/** Options of an interactive transaction (`begin`). */
-export interface BeginOptions {
-  /** A read-only transaction does not take the writer. */
-  readOnly?: boolean;
-  /** How long to wait for the writer and for a leader (default: `forwardTimeoutMs`). */
-  waitMs?: number;
-  /** Rolled back this long after it began (default: the node's `transactionLifetimeMs`). */
-  lifetimeMs?: number;
-  /** In a statement process, each statement time-limited (see {@link HadbDatabase.begin}). */
-  isolated?: boolean;
-}
-
-/** A write's result, with the token a `read-your-writes` read can wait for. */
-export interface ExecuteResult extends StatementResult {
-  token: WriteToken;
-}
-
-/** The results of a batch, committed as one transaction, and its write token. */
-export interface BatchResult {
-  results: StatementResult[];
-  token: WriteToken;
-}
-
-/** Synchronous access inside {@link HadbDatabase.transaction}, on the leader. */
-export interface Transaction {
-  execute(sql: string, params?: SqlParams): StatementResult;
-  all(sql: string, params?: SqlParams): Row[];
-  get(sql: string, params?: SqlParams): Row | undefined;
-}
-
-/** Events a database handle emits, by name, with their arguments. */
-export interface DatabaseEvents {
-  role: [{ role: Role; epoch: number | null }];
-  /** The same change with where it came from and why, as the node logs it. */
-  transition: [Transition];
-  /** A leader's unshipped commits were set aside: another leader took over. Loud on purpose. */
-  parked: [ParkedTail];
-  /** Something failed in the background (a pull, a promotion); the database keeps trying. */
-  problem: [Error];
-  /** This copy stopped being able to catch up (or its actor failed), or can again (`null`). */
-  health: [DatabaseProblem | null];
-  /** A setting of the leader's connection that replication depends on was found changed and set back. */
-  'setting-reset': [{ pragma: string; expected: string; actual: string }];
-}
-
-/**
- * A database opened on a node: reads are local, writes go to the leader wherever it is.
- *
- * @example
- * ```ts
- * const orders = await node.open('orders', { schema: 'create table if not exists o(id, total)' });
- * const { token } = await orders.execute('insert into o values (?, ?)', [1, 9.5]);
- * orders.all('select * from o', [], { consistency: 'read-your-writes' });
- * ```
- */
-export interface HadbDatabase {
-  readonly name: string;
-  /** `'leader'`, `'follower'`, or a step between (`'candidate'`, `'catching-up'`, `'demoting'`). */
-  readonly role: Role;
-  /** The last change this copy holds. */
-  readonly position: WriteToken;
-  /** True on the leader, and on a follower that holds the newest change it has heard of. */
-  readonly isCaughtUp: boolean;
-  /**
-   * Null, or why this copy cannot catch up with storage (`'stuck'`: retried, local reads refused)
-   * or why the node stopped its actor (`'failed'`). Also in `node.status()` and on `/status`.
-   */
-  readonly problem: DatabaseProblem | null;
-  /**
-   * True while this node leads and can commit: its claim won and its epoch-start record is in
-   * storage. Between role `'leader'` and this, writes here wait for it.
-   */
-  readonly writable: boolean;
-  /**
-   * Resolves once writes have somewhere to go: this node leads and can commit, or it follows a
-   * leader it knows the address of. With `writable: true`, only once this node itself leads and
-   * can commit (what `begin()` and `transaction(fn)` need). `open()` does not wait for either: a
-   * database has no role until its first election ends.
-   *
-   * @example
-   * ```ts
-   * const db = await node.open('orders');
-   * await db.ready({ writable: true }); // this node leads it: begin() may run here
-   * ```
-   * @throws TimeoutError past `timeoutMs` (default: the node's `forwardTimeoutMs`, 15 s);
-   * ClosedError once the database is closed.
-   */
-  ready(options?: { writable?: boolean; timeoutMs?: number }): Promise<void>;
-  /**
-   * One statement on the leader (forwarded from a follower).
-   *
-   * @example
-   * ```ts
-   * const { lastInsertRowid, token } = await db.execute('insert into o(total) values (?)', [9.5]);
-   * await db.execute('update o set total = ? where id = ?', [10, 1], { durability: 'async' });
-   * ```
-   * @throws SqlError when SQLite refuses it (never retried); LeaderUnavailableError when no
-   * leader answered in time; NotDurableError when it committed but its upload was not confirmed.
-   */
-  execute(sql: string, params?: SqlParams, options?: WriteOptions): Promise<ExecuteResult>;
-  /**
-   * Statements applied atomically on the leader, from any node.
-   *
-   * @example
-   * ```ts
-   * await db.batch([
-   *   { sql: 'insert into o(id, total) values (?, ?)', params: [7n, 12] },
-   *   { sql: 'update stock set n = n - 1 where item = ?', params: ['pen'] },
-   * ]);
-   * ```
-   */
-  batch(statements: Statement[], options?: WriteOptions): Promise<BatchResult>;
-  /**
-   * Runs `fn` in one transaction. Only on the leader: from a follower, use `batch`.
-   *
-   * @example
-   * ```ts
-   * if (db.role === 'leader') {
-   *   const id = await db.transaction((tx) => {
-   *     tx.execute('insert into o(total) values (?)', [3]);
-   *     return tx.get('select max(id) as id from o')?.id;
-   *   });
-   * }
-   * ```
-   */
-  transaction<T>(fn: (tx: Transaction) => T, options?: WriteOptions): Promise<T>;
-  /**
-   * A transaction that stays open across awaits (what Hrana's BEGIN … COMMIT needs), on its own
-   * connection: only on the leader. A writing one holds the writer exclusively until it ends
-   * (other writes wait up to `waitMs`, default 15 s, and so does this call). Commit resolves once
-   * durable; end it promptly, and always. Past `lifetimeMs` (default: the node's
-   * `transactionLifetimeMs`, 60 s) it is rolled back whatever its activity, and its next call
-   * fails with {@link TransactionExpiredError}.
-   *
-   * @example
-   * ```ts
-   * const tx = await db.begin();
-   * try {
-   *   tx.run({ sql: 'update o set total = total + 1 where id = ?', params: [1] }, false);
-   *   await tx.commit();
-   * } finally {
-   *   tx.abort('done');
-   * }
-   * ```
-   *
-   * With `isolated: true` (what network doors use) its connection lives in one of the node's
-   * statement processes: `run` is asynchronous, and each statement is ended at the node's
-   * statement time limit (which rolls the transaction back) instead of stalling the node.
-   */
-  begin(options: BeginOptions & { isolated: true }): Promise<IsolatedTransaction>;
-  begin(options?: BeginOptions): Promise<InteractiveTransaction>;
-  /**
-   * Every row of a read. Local by default; see {@link ReadOptions.consistency}.
-   *
-   * @example
-   * ```ts
-   * await db.execute('insert into o(total) values (?)', [1]);
-   * const mine = await db.all('select * from o', [], { consistency: 'read-your-writes' });
-   * ```
-   */
-  all(sql: string, params?: SqlParams, options?: ReadOptions): Promise<Row[]>;
-  /**
-   * The first row of a read, or undefined.
-   *
-   * @example
-   * ```ts
-   * const row = await db.get('select count(*) as n from o', [], { consistency: 'strong' });
-   * ```
-   */
-  get(sql: string, params?: SqlParams, options?: ReadOptions): Promise<Row | undefined>;
-  /**
-   * Rows and the position they were read at.
-   *
-   * @example
-   * ```ts
-   * const { rows, position } = await db.query('select * from o where id = ?', [1n]);
-   * ```
-   */
-  query(
-    sql: string,
-    params?: SqlParams,
-    options?: ReadOptions,
-  ): Promise<{ rows: Row[]; position: WriteToken }>;
-  /**
-   * Gives leadership up gracefully so a caught-up follower takes over at once.
-   *
-   * @example
-   * ```ts
-   * if (db.role === 'leader') db.handoff(); // before draining this server
-   * ```
-   */
-  handoff(): void;
-  /**
-   * @example
-   * ```ts
-   * db.on('role', ({ role, epoch }) => log.info({ role, epoch }, 'role changed'));
-   * db.on('parked', (tail) => alert(`unshipped commits set aside in ${tail.file}`));
-   * ```
-   */
-  on<E extends keyof DatabaseEvents>(
-    event: E,
-    listener: (...args: DatabaseEvents[E]) => void,
-  ): this;
-  off<E extends keyof DatabaseEvents>(
-    event: E,
-    listener: (...args: DatabaseEvents[E]) => void,
-  ): this;
-  /** Stops this database on this node; a held lease is released so a follower takes over. */
-  close(): Promise<void>;
-}
-
-/** One database's state on one node, as `status()` and the status page show it. */
-export interface DatabaseStatus {
-  name: string;
-  role: Role;
-  epoch: number;
-  seq: number;
-  caughtUp: boolean;
-  /** The node that leads it, as far as this node knows. */
-  leader: string | null;
-  /** Why the lease could not be read, if it could not. */
-  leaseProblem: string | null;
-  /** Where the leader takes requests, as far as this node knows. */
-  leaderAddress: string | null;
-  /** Its SQLite handles are closed while idle; the next read, write or apply reopens them. */
-  hibernated: boolean;
-  /** Why this copy cannot catch up with storage, or why its actor stopped; null when neither. */
-  problem: DatabaseProblem | null;
-}
-
-/**
- * `'stuck'`: storage holds something this copy cannot apply (a damaged changeset, a broken chain,
- * another page size); it is retried with backoff and the copy is not served meanwhile.
- * `'failed'`: the node stopped restarting its actor after repeated crashes; not retried.
- * `'lease'`: its lease record is malformed, so no node can lead it; the copy is still served.
- */
-export interface DatabaseProblem {
-  state: 'stuck' | 'failed' | 'lease';
-  /** The code of the error, such as `CHANGESET_CHECKSUM_MISMATCH`. */
-  code: string;
-  message: string;
-  /** Stuck: the changeset it cannot get past. Failed: the position its copy stopped at. */
-  seq: number;
-  /** Since when (ms since the epoch). */
-  since: number;
-  /** Stuck: when the next try is due, in ms from now. */
-  retryInMs: number | null;
-}
+import { transitionOf } from './transitions.ts';
 
 /** What a node gives each of its databases. */
 export interface NodeServices {

@@ -1,7 +1,7 @@
 import Database from 'better-sqlite3';
+import type { Statement, StatementResult, WriteToken } from '../api-types.ts';
 import type { Clock, TimerId } from '../clock.ts';
 import { HadbError, NotLeaderError, TransactionExpiredError } from '../errors.ts';
-import type { Statement, StatementResult, WriteToken } from '../wire/forward.ts';
 import { asSqlError, runStatement } from './sql.ts';
 import { checkClientSql } from './statement-gate.ts';
 import type { RunnerTransaction } from './statement-runner.ts';

@@ -1,6 +1,6 @@
 import type { Logger } from 'pino';
+import type { DatabaseProblem } from '../api-types.ts';
 import { LeaseRecordInvalidError } from '../errors.ts';
-import type { DatabaseProblem } from './hosted-database.ts';
 
 /** A lease record that comes and goes unusable is reported at warn at most this often. */
 const WARN_EVERY_MS = 60_000;

@@ -14,6 +14,7 @@ import {
 import { sharedStoragePacer } from '../adapters/pacing.ts';
 import { assertValidDbName } from '../adapters/replication/snapshot.ts';
 import type { StorageBackend } from '../adapters/storage/types.ts';
+import type { Durability, HadbDatabase, NodeStatus, Transition } from '../api-types.ts';
 import { type Clock, systemClock } from '../clock.ts';
 import {
   BadRequestError,
@@ -25,7 +26,6 @@ import { defaultLogger } from '../log.ts';
 import { assertValidTiming, defaultLeaseTiming, type LeaseTiming } from '../machines/role.ts';
 import { gatherCluster, PEER_STATUS_PATH, PeerSet, provenStatus } from '../wire/cluster-view.ts';
 import {
-  type Durability,
   decodeForwardRequest,
   encodeMessage,
   FORWARD_PATH,
@@ -47,12 +47,7 @@ import { type BalanceOptions, Balancer, COPIES_PATH, MEMBERS_KEY } from './balan
 import { bindStores } from './cluster-identity.ts';
 import type { DatabaseActor, DatabaseActorOptions } from './database.ts';
 import { HandleCache, sweepIntervalMs } from './handle-cache.ts';
-import {
-  type DatabaseStatus,
-  type HadbDatabase,
-  HostedDatabase,
-  type NodeServices,
-} from './hosted-database.ts';
+import { HostedDatabase, type NodeServices } from './hosted-database.ts';
 import { MetricsRegistry } from './metrics.ts';
 import { NODE_KEY_PREFIX, NodeLiveness, OwnershipCache } from './node-liveness.ts';
 import { openNodeStores } from './node-stores.ts';
@@ -60,7 +55,7 @@ import { NODE_TAIL_WAIT_MS, NodeTailFollower, ShipLog } from './node-tail.ts';
 import { StatementRunner, type StatementRunnerOptions } from './statement-runner.ts';
 import { StepLimiter } from './step-limiter.ts';
 import { Supervisor, type SupervisorEvent } from './supervisor.ts';
-import { type Transition, TransitionLog } from './transitions.ts';
+import { TransitionLog } from './transitions.ts';
 
 /** Options of `createNode`: identity, storage, leases, local data and tuning. */
 export interface NodeOptions {
@@ -221,19 +216,6 @@ export interface HadbNode {
   requestCounts(): RequestCounts;
   /** Flushes, hands every lease over (released by CAS, so followers take over at once) and stops. */
   close(): Promise<void>;
-}
-
-/** A node's view of itself: its databases, transitions, peers and lease. */
-export interface NodeStatus {
-  node: string;
-  address: string | null;
-  databases: DatabaseStatus[];
-  /** The last role transitions on this node, oldest first. */
-  transitions: Transition[];
-  /** The other nodes this node knows of. */
-  peers: string[];
-  /** How this node's leadership is leased; under node scope, how long its own lease still holds. */
-  lease: { scope: 'node' | 'database'; validForMs: number | null };
 }
 
 const DEFAULT_LEASE_SCOPE = 'database';

@@ -1,6 +1,6 @@
 import Database from 'better-sqlite3';
+import type { Row, SqlParams, SqlValue, Statement, StatementResult } from '../api-types.ts';
 import { SqlError } from '../errors.ts';
-import type { Row, SqlParams, SqlValue, Statement, StatementResult } from '../wire/forward.ts';
 
 /** Prepared statements per connection, most recently used last. */
 const CACHE_SIZE = 200;

@@ -1,5 +1,6 @@
 import { type ChildProcess, fork } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import type { Row, Statement, StatementResult } from '../api-types.ts';
 import {
   ClosedError,
   HadbError,
@@ -8,7 +9,6 @@ import {
   SqlError,
   StatementTimeoutError,
 } from '../errors.ts';
-import type { Row, Statement, StatementResult } from '../wire/forward.ts';
 
 export interface StatementRunnerOptions {
   /** Statement processes (default 2): this many client reads run at once. */

@@ -1,21 +1,8 @@
 /** Role transitions of the databases on a node: kept in memory for `/status`, written as JSON lines. */
 import fs from 'node:fs';
 import nodePath from 'node:path';
-import { type Role, type RoleSnapshot, roleOf } from '../machines/role.ts';
-
-/** One role change of one database on one node, with its cause. */
-export interface Transition {
-  db: string;
-  node: string;
-  /** `null` for the first state of a database opened on this node. */
-  from: Role | null;
-  to: Role;
-  /** The epoch this node holds, else of the lease it last read, else the one it just left. */
-  epoch: number | null;
-  /** ISO wall-clock time (the node's clock may be monotonic or simulated). */
-  at: string;
-  reason?: string;
-}
+import type { Role, Transition } from '../api-types.ts';
+import { type RoleSnapshot, roleOf } from '../machines/role.ts';
 
 /** How many transitions a node keeps for `/status` (its recent failovers). */
 export const RECENT_TRANSITIONS = 50;

@@ -1,10 +1,21 @@
-import type { Counter, Labels } from '../actors/metrics.ts';
 import { StorageNotFoundError } from '../errors.ts';
 import { MemoryLeaseStore } from './lease/memory.ts';
 import type { CasResult, LeaseEntry, LeaseStore } from './lease/types.ts';
 import { type PacingOptions, RequestPacer } from './pacing.ts';
 import { MemoryStorage } from './storage/memory.ts';
 import type { ByteRange, ListOptions, ListPage, StorageBackend } from './storage/types.ts';
+
+/** The labels of one series of a counter. */
+export type Labels = Readonly<Record<string, string>>;
+
+/**
+ * What a meter needs of a `/metrics` counter: the node's registry (actors/metrics.ts) makes them,
+ * and an adapter must not import the runtime, so it names the shape it uses.
+ */
+export interface Counter {
+  inc(labels?: Labels, by?: number): void;
+  values(): Iterable<[Labels, number]>;
+}
 
 /**
  * Storage and lease-store wrappers that count every request by backend kind, operation and

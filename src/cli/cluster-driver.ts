@@ -12,8 +12,8 @@ import path from 'node:path';
 import type { Readable, Writable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
-import type { LeaseTiming, Role } from '../machines/role.ts';
-import type { Durability, WriteToken } from '../wire/forward.ts';
+import type { Durability, Role, WriteToken } from '../api-types.ts';
+import type { LeaseTiming } from '../machines/role.ts';
 import type { WorkerCommand, WorkerMessage } from './worker.ts';
 
 /** Short leases, so a failover takes about two seconds instead of six. */

@@ -8,7 +8,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { Durability } from '../wire/forward.ts';
+import type { Durability } from '../api-types.ts';
 import {
   ClusterDriver,
   DEMO_TIMING,

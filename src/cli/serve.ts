@@ -1,12 +1,12 @@
 import { isIP } from 'node:net';
 import { type Command, InvalidArgumentError, Option } from 'commander';
-import type { HadbDatabase } from '../actors/hosted-database.ts';
 import { createNode, type HadbNode } from '../actors/node.ts';
 import { backendKindOfUrl } from '../adapters/metered.ts';
 import { listDatabaseNames } from '../adapters/replication/database-names.ts';
 import { assertValidDbName, listSnapshots } from '../adapters/replication/snapshot.ts';
 import type { StorageBackend } from '../adapters/storage/types.ts';
 import { openLeaseStoreFromUrl, openStorageFromUrl } from '../adapters/url.ts';
+import type { HadbDatabase } from '../api-types.ts';
 import { redactUrl, redactUrlsIn } from '../redact.ts';
 import { normalizePeer } from '../wire/cluster-view.ts';
 import {

@@ -1,4 +1,5 @@
 import { assign, fromPromise, raise, type SnapshotFrom, setup } from 'xstate';
+import type { Role } from '../api-types.ts';
 import { InvalidArgumentError } from '../errors.ts';
 import { type LeaseRecord, MAX_TTL_MS } from '../wire/lease-record.ts';
 
@@ -569,16 +570,6 @@ export const roleMachine = setup({
 
 export type RoleMachine = typeof roleMachine;
 export type RoleSnapshot = SnapshotFrom<RoleMachine>;
-
-/** A database's role on a node. */
-export type Role =
-  | 'bootstrapping'
-  | 'follower'
-  | 'catching-up'
-  | 'candidate'
-  | 'leader'
-  | 'demoting'
-  | 'stopped';
 
 export function roleOf(snapshot: RoleSnapshot): Role {
   const value = snapshot.value;

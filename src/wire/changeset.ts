@@ -8,8 +8,9 @@ import {
   constants as zlibConstants,
 } from 'node:zlib';
 import { Packr } from 'msgpackr';
+import type { DbChecksum } from '../api-types.ts';
 import { ChangesetError, InvalidArgumentError } from '../errors.ts';
-import { DB_CHECKSUM_BYTES, type DbChecksum, pageDigest } from './db-checksum.ts';
+import { DB_CHECKSUM_BYTES, pageDigest } from './db-checksum.ts';
 
 /**
  * A changeset: the pages one or more committed SQLite transactions changed, as the leader shipped

@@ -10,9 +10,7 @@
  * and is shown as down, its claims and the addresses it lists ignored.
  */
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
-import type { DatabaseStatus } from '../actors/hosted-database.ts';
-import type { NodeStatus } from '../actors/node.ts';
-import type { Transition } from '../actors/transitions.ts';
+import type { ClusterNodeView, ClusterView, NodeStatus } from '../api-types.ts';
 import { BadRequestError } from '../errors.ts';
 import type { HttpAnswer } from './http.ts';
 
@@ -21,26 +19,6 @@ export const PEER_STATUS_PATH = '/hadb/v1/status';
 /** The most of a peer's answer read: a process that is not a node may send anything. */
 const MAX_PEER_ANSWER_BYTES = 8 * 1024 * 1024;
 const NONCE = /^[A-Za-z0-9_-]{22,128}$/;
-
-/** One node as another node sees it. */
-export interface ClusterNodeView {
-  address: string | null;
-  /** `null` for a peer that never answered. */
-  node: string | null;
-  up: boolean;
-  self: boolean;
-  /** Why a peer is shown as down. */
-  error?: string;
-  databases: DatabaseStatus[];
-  transitions: Transition[];
-}
-
-/** Every node of a cluster as one node sees them, at one time. */
-export interface ClusterView {
-  node: string;
-  at: string;
-  nodes: ClusterNodeView[];
-}
 
 /** Peers a node remembers, at most; beyond that new ones are ignored. */
 export const MAX_PEERS = 100;

@@ -1,4 +1,5 @@
 import { hash } from 'node:crypto';
+import type { DbChecksum } from '../api-types.ts';
 
 /**
  * The end-to-end database checksum every changeset (format 2) and snapshot records: the sum mod
@@ -10,7 +11,6 @@ import { hash } from 'node:crypto';
  * the page-1 header bytes a follower owns set to zero (see {@link FOLLOWER_OWNED_HEADER_BYTES}),
  * so leader and follower copies of one state hash alike.
  */
-export type DbChecksum = bigint;
 
 /**
  * Bytes of page 1 the follower owns, so they differ from the leader's copy:

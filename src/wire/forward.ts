@@ -1,4 +1,5 @@
 import { addExtension, Packr } from 'msgpackr';
+import type { Durability, SqlValue, Statement, StatementResult, WriteToken } from '../api-types.ts';
 import { BadRequestError } from '../errors.ts';
 
 /**
@@ -14,22 +15,6 @@ export const NODE_TAIL_PATH = '/hadb/v1/tail-node';
 export const PROTOCOL_VERSION = 1;
 /** Larger request bodies are refused before they are read in full. */
 export const MAX_REQUEST_BYTES = 64 * 1024 * 1024;
-
-/** What SQLite stores, both ways: integers as number or bigint, blobs as Uint8Array. */
-export type SqlValue = null | number | bigint | string | Uint8Array;
-/** Parameters of a statement: positional or named. */
-export type SqlParams = readonly SqlValue[] | Readonly<Record<string, SqlValue>>;
-/** A result row, by column name. */
-export type Row = Record<string, SqlValue>;
-
-/** A statement with its parameters. */
-export interface Statement {
-  sql: string;
-  params?: SqlParams;
-}
-
-/** When a write resolves: `async` once committed locally, `replicated` once durable in storage. */
-export type Durability = 'async' | 'replicated';
 
 export type ForwardOp = 'write' | 'read' | 'schema' | 'migrate';
 
@@ -49,19 +34,6 @@ export interface ForwardRequest {
   durability: Durability;
   /** Integers come back as bigint. */
   bigints: boolean;
-}
-
-/** The outcome of one statement: changes, last rowid and any rows. */
-export interface StatementResult {
-  changes: number;
-  lastInsertRowid: number | bigint;
-  rows?: Row[];
-}
-
-/** Where a write landed: a reader that has applied `seq` sees it. */
-export interface WriteToken {
-  epoch: number;
-  seq: number;
 }
 
 export type ForwardErrorCode =

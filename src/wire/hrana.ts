@@ -1,13 +1,19 @@
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import http from 'node:http';
 import type { Logger } from 'pino';
-import type { HadbDatabase } from '../actors/hosted-database.ts';
-import type { IsolatedTransaction } from '../actors/interactive.ts';
 import { checkClientSql, splitSql } from '../actors/statement-gate.ts';
+import type {
+  HadbDatabase,
+  IsolatedTransaction,
+  Row,
+  SqlValue,
+  Statement,
+  StatementResult,
+  WriteToken,
+} from '../api-types.ts';
 import { HadbError, InvalidArgumentError, LimitExceededError, SqlError } from '../errors.ts';
 import { defaultLogger } from '../log.ts';
 import { withoutAddresses } from './client-errors.ts';
-import type { Row, SqlValue, Statement, StatementResult, WriteToken } from './forward.ts';
 import { assertServableDbName, hranaRoute } from './hrana-routes.ts';
 import {
   authorized,

@@ -10,7 +10,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { pathToFileURL } from 'node:url';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { WebSocketServer } from 'ws';
-import type { Transition } from '../../src/actors/transitions.ts';
+import type { Transition } from '../../src/api-types.ts';
 import { ClusterDriver } from '../../src/cli/cluster-driver.ts';
 import { hadb, spawnHadb, watch } from './support/cli.ts';
 

@@ -1,6 +1,6 @@
 import pino from 'pino';
 import { afterEach, describe, expect, test } from 'vitest';
-import type { HadbDatabase } from '../../src/actors/hosted-database.ts';
+import type { HadbDatabase } from '../../src/api-types.ts';
 import { withoutAddresses } from '../../src/wire/client-errors.ts';
 import { type HranaServer, startHranaServer } from '../../src/wire/hrana.ts';
 import { freePort } from '../support/relay.ts';

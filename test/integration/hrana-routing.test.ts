@@ -1,7 +1,7 @@
 import http from 'node:http';
 import { createClient, LibsqlError } from '@libsql/client';
 import { afterEach, describe, expect, test } from 'vitest';
-import type { HadbDatabase } from '../../src/actors/hosted-database.ts';
+import type { HadbDatabase } from '../../src/api-types.ts';
 import { InvalidArgumentError } from '../../src/errors.ts';
 import { type HranaServer, startHranaServer } from '../../src/wire/hrana.ts';
 import { SECRET, testClusters } from './support/nodes.ts';

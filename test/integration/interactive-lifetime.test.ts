@@ -1,6 +1,6 @@
 import { createClient, LibsqlError } from '@libsql/client';
 import { afterEach, describe, expect, test } from 'vitest';
-import type { HadbDatabase } from '../../src/actors/hosted-database.ts';
+import type { HadbDatabase } from '../../src/api-types.ts';
 import { TransactionExpiredError } from '../../src/errors.ts';
 import { type HranaServer, startHranaServer } from '../../src/wire/hrana.ts';
 import { SECRET, testClusters, waitFor } from './support/nodes.ts';

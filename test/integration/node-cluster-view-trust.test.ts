@@ -1,7 +1,7 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterEach, describe, expect, test } from 'vitest';
-import type { ClusterView } from '../../src/wire/cluster-view.ts';
+import type { ClusterView } from '../../src/api-types.ts';
 import { SECRET, testClusters, waitFor } from './support/nodes.ts';
 
 // The cluster view trusts only nodes that prove they hold the cluster secret, and learns peers

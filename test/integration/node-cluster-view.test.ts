@@ -1,5 +1,5 @@
 import { describe, expect, test } from 'vitest';
-import type { ClusterView } from '../../src/wire/cluster-view.ts';
+import type { ClusterView } from '../../src/api-types.ts';
 import { freePort } from '../support/relay.ts';
 import { testClusters, waitFor } from './support/nodes.ts';
 

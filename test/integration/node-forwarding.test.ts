@@ -1,5 +1,5 @@
 import { describe, expect, test } from 'vitest';
-import type { HadbDatabase } from '../../src/actors/hosted-database.ts';
+import type { HadbDatabase } from '../../src/api-types.ts';
 import { BadRequestError, NotLeaderError, SqlError } from '../../src/errors.ts';
 import {
   decodeForwardResponse,

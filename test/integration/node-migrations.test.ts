@@ -1,5 +1,5 @@
 import { describe, expect, test } from 'vitest';
-import type { HadbDatabase } from '../../src/actors/hosted-database.ts';
+import type { HadbDatabase } from '../../src/api-types.ts';
 import { InvalidArgumentError } from '../../src/errors.ts';
 import { decodeForwardResponse, encodeMessage, FORWARD_PATH } from '../../src/wire/forward.ts';
 import { SECRET, testClusters } from './support/nodes.ts';

@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { describe, expect, test } from 'vitest';
-import type { Transition } from '../../src/actors/transitions.ts';
+import type { Transition } from '../../src/api-types.ts';
 import { testClusters, waitFor } from './support/nodes.ts';
 
 const cluster = testClusters('hadb-transitions-');

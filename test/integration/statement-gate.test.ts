@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { createClient, LibsqlError } from '@libsql/client';
 import { afterEach, describe, expect, test } from 'vitest';
-import type { HadbDatabase } from '../../src/actors/hosted-database.ts';
+import type { HadbDatabase } from '../../src/api-types.ts';
 import { StatementRefusedError } from '../../src/errors.ts';
 import {
   decodeForwardResponse,

@@ -1,6 +1,6 @@
 import { createClient } from '@libsql/client';
 import { describe, expect, test } from 'vitest';
-import type { HadbDatabase } from '../../src/actors/hosted-database.ts';
+import type { HadbDatabase } from '../../src/api-types.ts';
 import {
   longestStall,
   rowsInStorage,

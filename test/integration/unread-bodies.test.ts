@@ -1,6 +1,6 @@
 import http from 'node:http';
 import { afterEach, describe, expect, test } from 'vitest';
-import type { HadbDatabase } from '../../src/actors/hosted-database.ts';
+import type { HadbDatabase } from '../../src/api-types.ts';
 import { type HranaServer, startHranaServer } from '../../src/wire/hrana.ts';
 import { type NodeListener, startNodeListener } from '../../src/wire/http.ts';
 import { SECRET } from './support/nodes.ts';

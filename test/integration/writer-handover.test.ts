@@ -1,5 +1,5 @@
 import { describe, expect, test } from 'vitest';
-import type { HadbDatabase } from '../../src/actors/hosted-database.ts';
+import type { HadbDatabase } from '../../src/api-types.ts';
 import { testClusters, waitFor } from './support/nodes.ts';
 
 const cluster = testClusters('hadb-writer-handover-');

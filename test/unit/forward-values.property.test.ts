@@ -1,13 +1,13 @@
 import fc from 'fast-check';
 import { Packr } from 'msgpackr';
 import { describe, expect, it } from 'vitest';
+import type { SqlValue } from '../../src/api-types.ts';
 import {
   decodeForwardRequest,
   decodeForwardResponse,
   decodeStored,
   encodeMessage,
   type ForwardRequest,
-  type SqlValue,
 } from '../../src/wire/forward.ts';
 
 /** Every SQL value: doubles with -0, NaN and ±Infinity, 64-bit integers as bigint, any text, blobs. */

@@ -2,8 +2,9 @@ import { describe, expect, it } from 'vitest';
 import { createDatabaseActor, type DatabaseActorOptions } from '../../src/actors/database.ts';
 import { MemoryLeaseStore } from '../../src/adapters/lease/memory.ts';
 import type { LeaseStore } from '../../src/adapters/lease/types.ts';
+import type { Role } from '../../src/api-types.ts';
 import type { Clock } from '../../src/clock.ts';
-import { canCommit, type Role, roleOf } from '../../src/machines/role.ts';
+import { canCommit, roleOf } from '../../src/machines/role.ts';
 import { DriftingClock, SimClock } from '../../src/sim/clock.ts';
 import {
   decodeLeaseRecord,

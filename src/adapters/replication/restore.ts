@@ -1,9 +1,9 @@
 import fs from 'node:fs';
 import path from 'node:path';
+import type { DbChecksum } from '../../api-types.ts';
 import { DatabaseDivergedError, InvalidArgumentError, ReplicationGapError } from '../../errors.ts';
 import { type Changeset, decodeChangeset, GENESIS_CHECKSUM } from '../../wire/changeset.ts';
 import {
-  type DbChecksum,
   dbChecksumHex,
   hashPages,
   PageHashes,

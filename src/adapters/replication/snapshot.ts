@@ -9,14 +9,10 @@ import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
 import * as zlib from 'node:zlib';
+import type { DbChecksum } from '../../api-types.ts';
 import { DatabaseDivergedError, InvalidArgumentError, SnapshotInvalidError } from '../../errors.ts';
 import { brotliOptions, CHECKSUM_BYTES } from '../../wire/changeset.ts';
-import {
-  type DbChecksum,
-  dbChecksumHex,
-  ImageChecksummer,
-  parseDbChecksumHex,
-} from '../../wire/db-checksum.ts';
+import { dbChecksumHex, ImageChecksummer, parseDbChecksumHex } from '../../wire/db-checksum.ts';
 import { syncDirectory } from '../fs-sync.ts';
 import type { StorageBackend } from '../storage/types.ts';
 

@@ -9,13 +9,9 @@ import {
   snapshotPartKey,
 } from '../../adapters/replication/snapshot.ts';
 import type { ListedObject, StorageBackend } from '../../adapters/storage/types.ts';
+import type { DbChecksum } from '../../api-types.ts';
 import { DatabaseDivergedError, SnapshotInvalidError } from '../../errors.ts';
-import {
-  type DbChecksum,
-  dbChecksumHex,
-  ImageChecksummer,
-  parseDbChecksumHex,
-} from '../../wire/db-checksum.ts';
+import { dbChecksumHex, ImageChecksummer, parseDbChecksumHex } from '../../wire/db-checksum.ts';
 import { DatabaseNotFoundError } from './shared.ts';
 
 export interface LogEntry {

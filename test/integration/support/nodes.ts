@@ -4,15 +4,14 @@ import path from 'node:path';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import Database from 'better-sqlite3';
 import { afterEach, expect } from 'vitest';
-import type { HadbDatabase } from '../../../src/actors/hosted-database.ts';
 import { createNode, type HadbNode, type NodeOptions } from '../../../src/actors/node.ts';
-import type { Transition } from '../../../src/actors/transitions.ts';
 import { createFsLeaseStore } from '../../../src/adapters/lease/fs.ts';
 import { MemoryLeaseStore } from '../../../src/adapters/lease/memory.ts';
 import type { LeaseStore } from '../../../src/adapters/lease/types.ts';
 import { restoreDatabase } from '../../../src/adapters/replication/restore.ts';
 import { createFsStorage } from '../../../src/adapters/storage/fs.ts';
 import { MemoryStorage } from '../../../src/adapters/storage/memory.ts';
+import type { HadbDatabase, Transition } from '../../../src/api-types.ts';
 import { ClosedError } from '../../../src/errors.ts';
 import type { LeaseTiming } from '../../../src/machines/role.ts';
 import {

@@ -1,4 +1,5 @@
 import fs from 'node:fs';
+import type { DbChecksum } from '../../../api-types.ts';
 import {
   type ChangesetCodec,
   decodeChangeset,
@@ -6,7 +7,6 @@ import {
   encodeChangeset,
 } from '../../../wire/changeset.ts';
 import {
-  type DbChecksum,
   hashPages,
   PageHashes,
   type PageHashUpdate,

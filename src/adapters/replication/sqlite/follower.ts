@@ -1,4 +1,5 @@
 import fs from 'node:fs';
+import type { DbChecksum, Position } from '../../../api-types.ts';
 import {
   DatabaseDivergedError,
   InvalidArgumentError,
@@ -12,7 +13,6 @@ import {
   GENESIS_CHECKSUM,
 } from '../../../wire/changeset.ts';
 import {
-  type DbChecksum,
   dbChecksumHex,
   hashPages,
   PageHashes,
@@ -33,7 +33,6 @@ import {
   PageApplier,
   REDO_SUFFIX,
 } from './apply.ts';
-import type { Position } from './leader.ts';
 import {
   readJsonFileSync,
   removeFileSync,

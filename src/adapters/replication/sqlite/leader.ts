@@ -1,5 +1,6 @@
 import fs from 'node:fs';
 import Database from 'better-sqlite3';
+import type { ParkedTail, Position } from '../../../api-types.ts';
 import { type Clock, systemClock, type TimerId } from '../../../clock.ts';
 import {
   ClosedError,
@@ -9,7 +10,7 @@ import {
   NotLeaderError,
 } from '../../../errors.ts';
 import { type Changeset, type ChangesetCodec, decodeChangeset } from '../../../wire/changeset.ts';
-import { type DbChecksum, dbChecksumHex, PageHashes } from '../../../wire/db-checksum.ts';
+import { dbChecksumHex, PageHashes } from '../../../wire/db-checksum.ts';
 import type { StorageBackend } from '../../storage/types.ts';
 import { logKey, readDatabaseImage, type SnapshotManifest, writeSnapshot } from '../snapshot.ts';
 import {
@@ -52,15 +53,6 @@ const LIGHT_CAPTURE_BYTES = 4 * 1024 * 1024;
 const LIGHT_CAPTURE_MIN_SAVINGS = 1 / 3;
 /** How long a due self-check may wait for a moment when no flush is queued behind it. */
 const SELF_CHECK_MAX_DEFERRAL_MS = 60_000;
-
-/** Where a database's log stands: epoch, last sequence number and its checksum. */
-export interface Position {
-  epoch: number;
-  seq: number;
-  checksum: Uint8Array;
-  /** Whole-database checksum at `seq`, where known (changesets before format 2 have none). */
-  dbChecksum?: DbChecksum;
-}
 
 /** Options of `SqliteLeader.open`. */
 export interface LeaderOptions {
@@ -148,15 +140,6 @@ export interface LeaderOptions {
    * when no flush is queued behind it. A mismatch stops the leader (see the `diverged` event).
    */
   selfCheckBudget?: number;
-}
-
-/** A leader's unshipped commits, set aside because another leader took over. */
-export interface ParkedTail {
-  file: string;
-  epoch: number;
-  /** The changesets this tail would have become start here. */
-  afterSeq: number;
-  pages: number;
 }
 
 /** What a leader reports: changesets shipped, failures, fencing, snapshots. */

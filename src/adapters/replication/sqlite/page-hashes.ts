@@ -1,7 +1,7 @@
 import fs from 'node:fs';
+import type { DbChecksum } from '../../../api-types.ts';
 import {
   checksumAfter,
-  type DbChecksum,
   type PageHashes as Hashes,
   PageHashes,
   type PageHashUpdate,

@@ -1,0 +1,148 @@
+// Imports point one way (design notes: wire <- machines <- adapters <- runtime <- servers/cli): a
+// lower layer never imports a higher one, and no two folders import each other.
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import {
+  type AllowedException,
+  groupCycles,
+  type LayerRule,
+  layerViolations,
+  readImportGraph,
+  staleExceptions,
+} from '../support/import-layers.ts';
+
+const SRC = path.resolve(import.meta.dirname, '../../src');
+
+const RULES: readonly LayerRule[] = [
+  {
+    layer: 'api-types.ts',
+    allowed: [],
+    why: 'the public API types import nothing, so every layer may import them',
+  },
+  {
+    layer: 'wire',
+    allowed: ['errors.ts', 'api-types.ts'],
+    why: 'wire holds formats and the node protocol: errors and the public types only',
+  },
+  {
+    layer: 'machines',
+    allowed: ['wire', 'errors.ts', 'api-types.ts'],
+    why: 'the role machine is pure: wire, errors and the public types only',
+  },
+  {
+    layer: 'adapters',
+    forbidden: ['actors', 'cli'],
+    why: 'adapters (storage, leases, replication) never import the runtime or the CLI',
+  },
+];
+
+/** Imports the rules forbid that the code still needs; each leaves when its reason does. */
+const EXCEPTIONS: readonly AllowedException[] = [
+  {
+    from: 'wire/hrana.ts',
+    to: 'actors/statement-gate.ts',
+    why:
+      'the Hrana server (a server, not a codec) checks client SQL with the statement gate, a leaf ' +
+      'module (errors only); issue 18 moves the server out of wire',
+  },
+  {
+    from: 'wire/hrana.ts',
+    to: 'log.ts',
+    why: 'the Hrana server makes its default logger (log.ts imports only pino); it leaves with the server',
+  },
+];
+
+describe('import layers of src/', () => {
+  const graph = readImportGraph(SRC);
+
+  it('reads type-only, re-exported and dynamic imports of the real tree', () => {
+    expect(graph).toContainEqual({ from: 'wire/forward.ts', to: 'api-types.ts' });
+    expect(graph).toContainEqual({ from: 'index.ts', to: 'api-types.ts' });
+    expect(graph.length).toBeGreaterThan(200);
+  });
+
+  it('has no import a layer rule forbids, beyond the listed exceptions', () => {
+    expect(layerViolations(graph, RULES, EXCEPTIONS)).toEqual([]);
+  });
+
+  it('has no import cycle between folders', () => {
+    expect(groupCycles(graph, EXCEPTIONS)).toEqual([]);
+  });
+
+  it('lists only exceptions the code still needs', () => {
+    expect(staleExceptions(graph, EXCEPTIONS)).toEqual([]);
+  });
+
+  it('fails when a forbidden import is added to the real tree', () => {
+    const added = [
+      { from: 'adapters/metered.ts', to: 'actors/metrics.ts' },
+      { from: 'machines/role.ts', to: 'actors/node.ts' },
+      { from: 'wire/cluster-view.ts', to: 'actors/node.ts' },
+      { from: 'api-types.ts', to: 'wire/forward.ts' },
+    ];
+    const violations = layerViolations([...graph, ...added], RULES, EXCEPTIONS);
+    expect(violations.map((line) => line.split(':')[0])).toEqual([
+      'adapters/metered.ts imports actors/metrics.ts',
+      'machines/role.ts imports actors/node.ts',
+      'wire/cluster-view.ts imports actors/node.ts',
+      'api-types.ts imports wire/forward.ts',
+    ]);
+    const cycles = groupCycles([...graph, ...added], EXCEPTIONS);
+    expect(cycles.some((cycle) => cycle.includes('actors <-> adapters'))).toBe(true);
+  });
+});
+
+describe('the import checker on a source tree written for it', () => {
+  let root: string | null = null;
+
+  afterEach(() => {
+    if (root) fs.rmSync(root, { recursive: true, force: true });
+    root = null;
+  });
+
+  function tree(files: Record<string, string>): string {
+    root = fs.mkdtempSync(path.join(os.tmpdir(), 'hadb-layers-'));
+    for (const [file, text] of Object.entries(files)) {
+      fs.mkdirSync(path.dirname(path.join(root, file)), { recursive: true });
+      fs.writeFileSync(path.join(root, file), text);
+    }
+    return root;
+  }
+
+  it('finds a wire file importing the runtime, type-only or dynamic, and the cycle it makes', () => {
+    const graph = readImportGraph(
+      tree({
+        'wire/format.ts': [
+          "import type { Node } from '../actors/node.ts';",
+          "export { errorOf } from '../errors.ts';",
+          "export const later = () => import('../cli/main.ts');",
+        ].join('\n'),
+        'actors/node.ts': "import { errorOf } from '../wire/format.ts';\nexport type Node = 1;",
+        'cli/main.ts': 'export {};',
+        'errors.ts': 'export const errorOf = 1;',
+      }),
+    );
+    expect(layerViolations(graph, RULES)).toEqual([
+      `wire/format.ts imports actors/node.ts: ${RULES[1]?.why}`,
+      `wire/format.ts imports cli/main.ts: ${RULES[1]?.why}`,
+    ]);
+    expect(groupCycles(graph)).toEqual([
+      'actors <-> wire (actors/node.ts -> wire/format.ts; wire/format.ts -> actors/node.ts)',
+    ]);
+  });
+
+  it('lets an allowed exception through and reports it once it is gone', () => {
+    const graph = readImportGraph(
+      tree({
+        'wire/server.ts': "import { gate } from '../actors/gate.ts';",
+        'actors/gate.ts': 'export const gate = 1;',
+      }),
+    );
+    const exception = { from: 'wire/server.ts', to: 'actors/gate.ts', why: 'test' };
+    expect(layerViolations(graph, RULES, [exception])).toEqual([]);
+    expect(staleExceptions(graph, [exception])).toEqual([]);
+    expect(staleExceptions([], [exception])).toEqual(['wire/server.ts -> actors/gate.ts']);
+  });
+});
