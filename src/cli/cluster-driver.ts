@@ -12,6 +12,7 @@ import path from 'node:path';
 import type { Readable, Writable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
+import { ClosedError, TimeoutError } from '../errors.ts';
 import type { LeaseTiming, Role } from '../machines/role.ts';
 import type { Durability, WriteToken } from '../wire/forward.ts';
 import type { WorkerCommand, WorkerMessage } from './worker.ts';
@@ -279,8 +280,9 @@ export class ClusterDriver {
       `${id} to start (see ${log.path})`,
     );
     if (!worker.alive) {
-      throw new Error(
-        `${id} exited while starting${worker.fatal ? `: ${worker.fatal}` : ''}; see ${String(log.path)}`,
+      throw new ClosedError(
+        `${id}`,
+        `exited while starting${worker.fatal ? `: ${worker.fatal}` : ''}; see ${String(log.path)}`,
       );
     }
     return worker;
@@ -574,8 +576,7 @@ export class ClusterDriver {
     for (;;) {
       const value = check();
       if (value) return value;
-      if (Date.now() >= deadline)
-        throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+      if (Date.now() >= deadline) throw new TimeoutError(`waiting for ${what}`, timeoutMs);
       await sleep(10);
     }
   }
