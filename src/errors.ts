@@ -39,7 +39,13 @@ export type HadbErrorCode =
   | 'TRANSACTION_EXPIRED'
   | 'STATEMENT_REFUSED'
   | 'STATEMENT_TIMEOUT'
-  | 'RESULT_TOO_LARGE';
+  | 'RESULT_TOO_LARGE'
+  | 'PEER_UNREACHABLE'
+  | 'BREAKER_OPEN'
+  | 'HRANA_REQUEST_REFUSED'
+  | 'ATOMIC_RUN_FAILED'
+  | 'NOTHING_TO_SERVE'
+  | 'INTERNAL';
 
 /** Base class of every error hadb throws; `code` tells them apart. */
 export class HadbError extends Error {
@@ -217,10 +223,12 @@ export class StatementRefusedError extends HadbError {
   }
 }
 
-/** A database that is not open on this node. */
+/** A database that is not open on this node (or, for the CLI, that storage holds nothing of). */
 export class UnknownDatabaseError extends HadbError {
-  constructor(db: string) {
-    super('UNKNOWN_DATABASE', `database ${JSON.stringify(db)} is not open on this node`);
+  readonly db: string;
+  constructor(db: string, message = `database ${JSON.stringify(db)} is not open on this node`) {
+    super('UNKNOWN_DATABASE', message);
+    this.db = db;
   }
 }
 
@@ -238,10 +246,13 @@ export class BadRequestError extends HadbError {
   }
 }
 
-/** A call on a node, database or transaction that was closed. */
+/**
+ * A call on a node, database, transaction or statement process that was closed or ended;
+ * `how` says how, when more than "is closed" (a process that died, a transaction rolled back).
+ */
 export class ClosedError extends HadbError {
-  constructor(what: string) {
-    super('CLOSED', `${what} is closed`);
+  constructor(what: string, how = 'is closed') {
+    super('CLOSED', `${what} ${how}`);
   }
 }
 
@@ -356,4 +367,133 @@ export class ResultTooLargeError extends HadbError {
   constructor(message: string) {
     super('RESULT_TOO_LARGE', message);
   }
+}
+
+/** A node-to-node call that got no usable answer: the peer may or may not have acted on it. */
+export class PeerUnreachableError extends HadbError {
+  constructor(message: string, options?: ErrorOptions) {
+    super('PEER_UNREACHABLE', message, options);
+  }
+}
+
+/** Thrown instead of calling a remote service while its circuit breaker is open. */
+export class BreakerOpenError extends HadbError {
+  /** How long until the breaker lets a probe through, 0 when a probe is already in flight. */
+  readonly retryInMs: number;
+  constructor(retryInMs: number, options?: ErrorOptions) {
+    super(
+      'BREAKER_OPEN',
+      retryInMs > 0
+        ? `circuit open after repeated failures; next probe in ${Math.ceil(retryInMs)} ms`
+        : 'circuit half-open; a probe call is in flight',
+      options,
+    );
+    this.retryInMs = retryInMs;
+  }
+}
+
+/**
+ * A Hrana request the client made wrong, or one the Hrana server cannot honour: one error
+ * result. `hranaCode` is the code the client sees (`SQL_NOT_FOUND`, `STREAM_CLOSED`...).
+ */
+export class HranaRequestError extends HadbError {
+  readonly hranaCode: string;
+  constructor(hranaCode: string, message: string) {
+    super('HRANA_REQUEST_REFUSED', message);
+    this.hranaCode = hranaCode;
+  }
+}
+
+/**
+ * A failed atomic run of Hrana statements: nothing was applied; `index` is the statement that
+ * failed and `error` its error (what the client is told).
+ */
+export class AtomicRunFailedError extends HadbError {
+  readonly index: number;
+  readonly error: unknown;
+  constructor(index: number, error: unknown) {
+    super('ATOMIC_RUN_FAILED', `statement ${index} of an atomic run failed`, { cause: error });
+    this.index = index;
+    this.error = error;
+  }
+}
+
+/** `hadb serve` has no database it can serve: none named or found, or none could be opened. */
+export class NothingToServeError extends HadbError {
+  constructor(message: string) {
+    super('NOTHING_TO_SERVE', message);
+  }
+}
+
+/** Something hadb relies on did not hold (a bug, or a broken installation): not the caller's fault. */
+export class InternalError extends HadbError {
+  constructor(message: string, options?: ErrorOptions) {
+    super('INTERNAL', message, options);
+  }
+}
+
+/** The one class of each code (the `CHANGESET_*` codes are all `ChangesetError`'s). */
+export const errorClasses: {
+  readonly [C in HadbErrorCode]: abstract new (
+    ...args: never[]
+  ) => HadbError;
+} = {
+  LEASE_STORE_UNAVAILABLE: LeaseStoreUnavailableError,
+  LEASE_RECORD_INVALID: LeaseRecordInvalidError,
+  STORAGE_UNAVAILABLE: StorageUnavailableError,
+  STORAGE_NOT_FOUND: StorageNotFoundError,
+  INVALID_KEY: InvalidKeyError,
+  INVALID_ARGUMENT: InvalidArgumentError,
+  TIMEOUT: TimeoutError,
+  CHANGESET_CORRUPT: ChangesetError,
+  CHANGESET_CHECKSUM_MISMATCH: ChangesetError,
+  CHANGESET_CHAIN_BROKEN: ChangesetError,
+  CHANGESET_WRONG_PAGE_SIZE: ChangesetError,
+  CHANGESET_UNKNOWN_VERSION: ChangesetError,
+  CHANGESET_WRONG_DATABASE: ChangesetError,
+  WAL_INVALID: WalInvalidError,
+  SQLITE_TOO_OLD: SqliteTooOldError,
+  SNAPSHOT_INVALID: SnapshotInvalidError,
+  LINEAGE_AHEAD: LineageAheadError,
+  REPLICATION_GAP: ReplicationGapError,
+  FENCED: FencedError,
+  NOT_LEADER: NotLeaderError,
+  LEADER_UNAVAILABLE: LeaderUnavailableError,
+  SQL_ERROR: SqlError,
+  UNKNOWN_DATABASE: UnknownDatabaseError,
+  UNAUTHORIZED: UnauthorizedError,
+  BAD_REQUEST: BadRequestError,
+  CLOSED: ClosedError,
+  NOT_DURABLE: NotDurableError,
+  LEASE_STORE_UNSAFE: LeaseStoreUnsafeError,
+  STORE_MISMATCH: StoreMismatchError,
+  CATCH_UP_FAILED: CatchUpFailedError,
+  DATABASE_FAILED: DatabaseFailedError,
+  DATABASE_DIVERGED: DatabaseDivergedError,
+  LIMIT_EXCEEDED: LimitExceededError,
+  TRANSACTION_EXPIRED: TransactionExpiredError,
+  STATEMENT_REFUSED: StatementRefusedError,
+  STATEMENT_TIMEOUT: StatementTimeoutError,
+  RESULT_TOO_LARGE: ResultTooLargeError,
+  PEER_UNREACHABLE: PeerUnreachableError,
+  BREAKER_OPEN: BreakerOpenError,
+  HRANA_REQUEST_REFUSED: HranaRequestError,
+  ATOMIC_RUN_FAILED: AtomicRunFailedError,
+  NOTHING_TO_SERVE: NothingToServeError,
+  INTERNAL: InternalError,
+};
+
+/**
+ * An error another node reported, rebuilt as the class of its code: `message` is the text after
+ * the `CODE: ` prefix, `fields` the class's own fields the wire carried (SqlError's `sqliteCode`).
+ */
+export function revivedError(
+  code: HadbErrorCode,
+  message: string,
+  fields: Record<string, unknown> = {},
+): HadbError {
+  // HadbError's constructor with the class as new.target: the class's prototype and name, the
+  // message as sent (the class's own constructor would word it again).
+  const error: HadbError = Reflect.construct(HadbError, [code, message], errorClasses[code]);
+  return Object.assign(error, fields);
 }

@@ -1,6 +1,7 @@
 import { createActor, fromPromise, type InspectionEvent, type Observer } from 'xstate';
 import type { LeaseStore } from '../adapters/lease/types.ts';
 import type { Clock } from '../clock.ts';
+import { InternalError } from '../errors.ts';
 import {
   assertValidTiming,
   type CatchUpIntent,
@@ -63,7 +64,7 @@ const implementationsBySystem = new WeakMap<object, Record<ActorName, PromiseCre
 function dispatch<TOutput, TInput>(name: ActorName) {
   return fromPromise<TOutput, TInput>(async (args) => {
     const run = implementationsBySystem.get(args.system)?.[name];
-    if (!run) throw new Error(`actor "${name}" was not provided to this database actor`);
+    if (!run) throw new InternalError(`actor "${name}" was not provided to this database actor`);
     return (await run(args)) as TOutput;
   });
 }

@@ -43,11 +43,14 @@ import {
   DatabaseFailedError,
   FencedError,
   HadbError,
+  type HadbErrorCode,
+  InternalError,
   InvalidArgumentError,
   LeaderUnavailableError,
   NotDurableError,
   NotLeaderError,
   ResultTooLargeError,
+  revivedError,
   SqlError,
   StatementRefusedError,
   StatementTimeoutError,
@@ -467,11 +470,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
       if (this.#failed) throw this.#failed.error;
       if (this.#closed) throw new ClosedError(`database ${this.name}`);
       const left = deadline - this.#services.clock.now();
-      if (left <= 0)
-        throw new HadbError(
-          'TIMEOUT',
-          `${this.name} did not finish bootstrapping in ${timeoutMs} ms`,
-        );
+      if (left <= 0) throw new TimeoutError(`bootstrapping ${this.name}`, timeoutMs);
       await this.#roleChange(left);
     }
   }
@@ -648,12 +647,12 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
             this.#remember(answer.token);
             return { results: answer.results, token: answer.token };
           }
-          if (answer?.code === 'SQL_ERROR') throw sqlErrorOf(answer);
-          if (answer?.code === 'STATEMENT_REFUSED') throw new StatementRefusedError(answer.message);
-          if (answer?.code === 'BAD_REQUEST') throw new BadRequestError(answer.message);
-          if (answer?.code === 'INVALID_ARGUMENT') throw new InvalidArgumentError(answer.message);
-          if (answer?.code === 'STATEMENT_TIMEOUT' || answer?.code === 'RESULT_TOO_LARGE')
-            throw forwardedLimitError(answer.code, answer.message);
+          // The caller's own errors come back as their class; the rest are retried.
+          if (answer && !answer.ok && CALLER_ERRORS.has(answer.code)) {
+            const sqliteCode =
+              answer.code === 'SQL_ERROR' ? (answer.sqliteCode ?? 'SQLITE_ERROR') : null;
+            throw revivedError(answer.code, answer.message, sqliteCode ? { sqliteCode } : {});
+          }
           if (answer) lastProblem = `${answer.code}: ${answer.message}`;
           // Node-level leases are not polled: a leader that says no (or is gone) means re-read.
           if (this.#services.nodeLeases && answer?.code !== 'INTERNAL') this.leaseChanged();
@@ -2027,7 +2026,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
   #problem(error: unknown): void {
     // Reported once when it began (see #stuckOn), not at every retry.
     if (error instanceof CatchUpFailedError) return;
-    const problem = error instanceof Error ? error : new Error(String(error));
+    const problem = error instanceof Error ? error : new InternalError(String(error));
     this.#logger.warn({ err: problem }, 'background step failed');
     if (this.listenerCount('problem') > 0) this.emit('problem', problem);
   }
@@ -2192,15 +2191,12 @@ function withoutCode(error: HadbError): string {
   return error.message.slice(`${error.code}: `.length);
 }
 
-function forwardedLimitError(
-  code: 'STATEMENT_TIMEOUT' | 'RESULT_TOO_LARGE',
-  message: string,
-): HadbError {
-  return code === 'STATEMENT_TIMEOUT'
-    ? new StatementTimeoutError(message)
-    : new ResultTooLargeError(message);
-}
-
-function sqlErrorOf(answer: Extract<ForwardResponse, { ok: false }>): SqlError {
-  return new SqlError(answer.sqliteCode ?? 'SQLITE_ERROR', answer.message);
-}
+/** Forwarded error codes that are the caller's to handle, not a reason to retry elsewhere. */
+const CALLER_ERRORS: ReadonlySet<HadbErrorCode> = new Set([
+  'SQL_ERROR',
+  'STATEMENT_REFUSED',
+  'BAD_REQUEST',
+  'INVALID_ARGUMENT',
+  'STATEMENT_TIMEOUT',
+  'RESULT_TOO_LARGE',
+]);

@@ -1,7 +1,7 @@
 import Database from 'better-sqlite3';
 import type { Statement, StatementResult, WriteToken } from '../api-types.ts';
 import type { Clock, TimerId } from '../clock.ts';
-import { HadbError, NotLeaderError, TransactionExpiredError } from '../errors.ts';
+import { ClosedError, type HadbError, NotLeaderError, TransactionExpiredError } from '../errors.ts';
 import { asSqlError, runStatement } from './sql.ts';
 import { checkClientSql } from './statement-gate.ts';
 import type { RunnerTransaction } from './statement-runner.ts';
@@ -58,7 +58,7 @@ export abstract class OpenTransaction {
   /** The error for a call made after it ended. */
   protected endedError(): HadbError {
     if (this.#expired && this.#lifetime) return new TransactionExpiredError(this.#lifetime.ms);
-    return new HadbError('CLOSED', `the transaction is no longer open: ${this.#endedBecause}`);
+    return new ClosedError('the transaction', `is no longer open: ${this.#endedBecause}`);
   }
 
   /** Records why it ended and releases the writer (once). */

@@ -1,3 +1,4 @@
+import { InvalidArgumentError } from '../errors.ts';
 /**
  * A small Prometheus registry of our own: counters and gauges in the text exposition format.
  * Labels name roles, backends and outcomes, never databases: thousands of databases would mean
@@ -63,7 +64,7 @@ export class MetricsRegistry {
 
   #register(name: string, family: Family): void {
     if (!/^[a-z_][a-z0-9_]*$/.test(name) || this.#families.has(name)) {
-      throw new Error(`bad or duplicate metric name ${name}`);
+      throw new InvalidArgumentError(`bad or duplicate metric name ${name}`);
     }
     this.#families.set(name, family);
   }

@@ -1,5 +1,6 @@
 import type { Logger } from 'pino';
 import { type Clock, sleep, type TimerId } from '../clock.ts';
+import { PeerUnreachableError } from '../errors.ts';
 import {
   decodeNodeTailResponse,
   NODE_TAIL_PATH,
@@ -204,7 +205,7 @@ export class NodeTailFollower {
           NODE_TAIL_WAIT_MS + 5000,
           signal,
         );
-        if (status !== 200) throw new Error(`node tail answered ${status}`);
+        if (status !== 200) throw new PeerUnreachableError(`node tail answered ${status}`);
         const response = decodeNodeTailResponse(body);
         session = response.session;
         cursor = response.cursor;

@@ -3,7 +3,7 @@ import { fileURLToPath } from 'node:url';
 import type { Row, Statement, StatementResult } from '../api-types.ts';
 import {
   ClosedError,
-  HadbError,
+  type HadbError,
   InvalidArgumentError,
   ResultTooLargeError,
   SqlError,
@@ -169,7 +169,7 @@ class StatementProcess {
     this.child.on('exit', (code, signal) => {
       this.#exited = true;
       this.open.clear();
-      const why = new StatementProcessExitedError(signal ?? `exit code ${code}`);
+      const why = processExited(signal ?? `exit code ${code}`);
       for (const pending of this.#pending.values()) pending.reject(why);
       this.#pending.clear();
       this.#markStarted();
@@ -191,14 +191,13 @@ class StatementProcess {
   }
 
   request(message: Record<string, unknown>): Promise<ChildAnswer> {
-    if (this.#exited) return Promise.reject(new StatementProcessExitedError('already exited'));
+    if (this.#exited) return Promise.reject(processExited('already exited'));
     const id = this.#nextId++;
     return new Promise<ChildAnswer>((resolve, reject) => {
       this.#pending.set(id, { resolve: resolve as (value: unknown) => void, reject });
       this.#channel()?.ref();
       this.child.send({ ...message, id }, (error) => {
-        if (error && this.#pending.delete(id))
-          reject(new StatementProcessExitedError(error.message));
+        if (error && this.#pending.delete(id)) reject(processExited(error.message));
       });
     });
   }
@@ -208,11 +207,15 @@ class StatementProcess {
   }
 }
 
-/** A statement process ended while it ran a read (not by hadb's time limit); it was replaced. */
-class StatementProcessExitedError extends HadbError {
-  constructor(how: string) {
-    super('CLOSED', `the statement process running this read ended (${how}); it was replaced`);
-  }
+/**
+ * A statement process ended while it ran a read (not by hadb's time limit); it was replaced.
+ * The only error a process's requests reject with.
+ */
+function processExited(how: string): ClosedError {
+  return new ClosedError(
+    'the statement process running this read',
+    `ended (${how}); it was replaced`,
+  );
 }
 
 /**
@@ -301,10 +304,10 @@ export class StatementRunner {
       const end = async (message: Record<string, unknown>) => {
         try {
           const ended = await worker.request({ type: 'end', ...message }).catch((error) => {
-            if (!(error instanceof StatementProcessExitedError) || !message.commit) throw error;
-            throw new HadbError(
-              'CLOSED',
-              `the statement process ended during COMMIT (${error.message}): the write may or may not be committed`,
+            if (!(error instanceof ClosedError) || !message.commit) throw error;
+            throw new ClosedError(
+              'the statement process',
+              `ended during COMMIT (${error.message}): the write may or may not be committed`,
             );
           });
           if (!ended.ok) throw failureOf(ended, 'the commit failed');
@@ -354,7 +357,7 @@ export class StatementRunner {
         throw this.#timeoutError();
       }
       if (!answer.ok) throw failureOf(answer, 'BEGIN failed');
-      if (worker.exited) throw new StatementProcessExitedError('during BEGIN');
+      if (worker.exited) throw processExited('during BEGIN');
       worker.transactions.add(tx);
       tx.onEnd(() => worker.transactions.delete(tx));
       return tx;
@@ -372,7 +375,7 @@ export class StatementRunner {
     if (worker.busy) await new Promise<void>((resolve) => worker.waiters.push(resolve));
     else worker.busy = true;
     try {
-      if (worker.exited) throw new StatementProcessExitedError('already exited');
+      if (worker.exited) throw processExited('already exited');
       if (!limited) return await worker.request(message);
       const { answer, timedOut } = await this.#withinLimit(worker, {
         ...message,
@@ -563,7 +566,7 @@ class ProcessTransaction implements RunnerTransaction {
       throw failureOf(answer, 'the statement failed');
     }
     const [result] = answer.written ?? [];
-    if (!result) throw new HadbError('CLOSED', 'the statement process sent no result');
+    if (!result) throw new ClosedError('the statement process', 'sent no result');
     return result.rows ? { ...result, rows: result.rows.map(withBuffers) } : result;
   }
 
@@ -572,10 +575,10 @@ class ProcessTransaction implements RunnerTransaction {
     try {
       const ended = await this.send({ type: 'tx-end', tx: this.id, commit }, false).catch(
         (error: unknown) => {
-          if (!(error instanceof StatementProcessExitedError) || !commit) throw error;
-          throw new HadbError(
-            'CLOSED',
-            `the statement process ended during COMMIT (${error.message}): the transaction may or may not be committed`,
+          if (!(error instanceof ClosedError) || !commit) throw error;
+          throw new ClosedError(
+            'the statement process',
+            `ended during COMMIT (${error.message}): the transaction may or may not be committed`,
           );
         },
       );
@@ -593,7 +596,7 @@ class ProcessTransaction implements RunnerTransaction {
   }
 
   #live(): void {
-    if (!this.#open) throw new HadbError('CLOSED', 'the transaction is no longer open');
+    if (!this.#open) throw new ClosedError('the transaction', 'is no longer open');
   }
 
   #finish(): void {
@@ -606,7 +609,7 @@ class ProcessTransaction implements RunnerTransaction {
 function failureOf(answer: Extract<ChildAnswer, { ok: false }>, otherwise: string): HadbError {
   const message = answer.message ?? otherwise;
   if (answer.kind === 'sql') return new SqlError(answer.sqliteCode ?? 'SQLITE_ERROR', message);
-  return new HadbError('INVALID_ARGUMENT', message);
+  return new InvalidArgumentError(message);
 }
 
 /** Blobs cross the process boundary as Uint8Array; callers get Buffers, as in-process. */

@@ -1,5 +1,7 @@
 import { type Clock, sleep, systemClock } from '../clock.ts';
-import { InvalidArgumentError } from '../errors.ts';
+import { BreakerOpenError, InvalidArgumentError } from '../errors.ts';
+
+export { BreakerOpenError };
 
 /**
  * Retries with exponential backoff and full jitter, behind a circuit breaker, for calls to a
@@ -25,22 +27,6 @@ export interface BreakerOptions {
 }
 
 export type BreakerState = 'closed' | 'open' | 'half-open';
-
-/** Thrown instead of calling the service while the breaker is open. */
-export class BreakerOpenError extends Error {
-  /** How long until the breaker lets a probe through, 0 when a probe is already in flight. */
-  readonly retryInMs: number;
-  constructor(retryInMs: number, options?: ErrorOptions) {
-    super(
-      retryInMs > 0
-        ? `circuit open after repeated failures; next probe in ${Math.ceil(retryInMs)} ms`
-        : 'circuit half-open; a probe call is in flight',
-      options,
-    );
-    this.name = 'BreakerOpenError';
-    this.retryInMs = retryInMs;
-  }
-}
 
 /**
  * Counts consecutive transient failures. At the threshold it opens: calls fail fast for the

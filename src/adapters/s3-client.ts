@@ -2,7 +2,7 @@ import { Agent as HttpAgent } from 'node:http';
 import { Agent as HttpsAgent } from 'node:https';
 import { S3Client } from '@aws-sdk/client-s3';
 import type { Clock } from '../clock.ts';
-import { InvalidArgumentError } from '../errors.ts';
+import { HadbError, InvalidArgumentError } from '../errors.ts';
 import { type BreakerOptions, CircuitBreaker, type RetryOptions, retryCall } from './retry.ts';
 
 /**
@@ -208,6 +208,7 @@ export function isTransientS3Error(error: unknown): boolean {
 /** `NoSuchBucket (HTTP 404): The specified bucket does not exist`, for our error messages. */
 export function describeS3Error(error: unknown): string {
   if (!(error instanceof Error)) return String(error);
+  if (error instanceof HadbError) return error.message;
   const status = s3Status(error);
   const code = (error as { code?: unknown }).code;
   const label =

@@ -13,6 +13,7 @@ import type { Readable, Writable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import type { Durability, Role, WriteToken } from '../api-types.ts';
+import { ClosedError, TimeoutError } from '../errors.ts';
 import type { LeaseTiming } from '../machines/role.ts';
 import type { WorkerCommand, WorkerMessage } from './worker.ts';
 
@@ -279,8 +280,9 @@ export class ClusterDriver {
       `${id} to start (see ${log.path})`,
     );
     if (!worker.alive) {
-      throw new Error(
-        `${id} exited while starting${worker.fatal ? `: ${worker.fatal}` : ''}; see ${String(log.path)}`,
+      throw new ClosedError(
+        `${id}`,
+        `exited while starting${worker.fatal ? `: ${worker.fatal}` : ''}; see ${String(log.path)}`,
       );
     }
     return worker;
@@ -574,8 +576,7 @@ export class ClusterDriver {
     for (;;) {
       const value = check();
       if (value) return value;
-      if (Date.now() >= deadline)
-        throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+      if (Date.now() >= deadline) throw new TimeoutError(`waiting for ${what}`, timeoutMs);
       await sleep(10);
     }
   }

@@ -7,6 +7,7 @@ import { assertValidDbName, listSnapshots } from '../adapters/replication/snapsh
 import type { StorageBackend } from '../adapters/storage/types.ts';
 import { openLeaseStoreFromUrl, openStorageFromUrl } from '../adapters/url.ts';
 import type { HadbDatabase } from '../api-types.ts';
+import { NothingToServeError } from '../errors.ts';
 import { redactUrl, redactUrlsIn } from '../redact.ts';
 import { normalizePeer } from '../wire/cluster-view.ts';
 import {
@@ -264,7 +265,7 @@ async function serve(
     }
   }
   if (names.length === 0) {
-    throw new Error(
+    throw new NothingToServeError(
       `no databases under prefix ${JSON.stringify(options.prefix)}; name one with --db`,
     );
   }
@@ -319,7 +320,7 @@ async function serve(
   });
   if (databases.size === 0) {
     await node.close();
-    throw new Error(`no database could be opened (${failures.join('; ')})`);
+    throw new NothingToServeError(`no database could be opened (${failures.join('; ')})`);
   }
   const servedNames = [...databases.keys()];
   hrana = await startHranaServer({

@@ -1,6 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { InternalError } from '../errors.ts';
 
 /**
  * hadb's version, from its own package.json: the nearest one named `hadb` above this module, so
@@ -15,7 +16,7 @@ export function packageVersion(moduleUrl: string = import.meta.url): string {
       return manifest.version;
     }
     const parent = path.dirname(dir);
-    if (parent === dir) throw new Error(`no package.json of hadb above ${moduleUrl}`);
+    if (parent === dir) throw new InternalError(`no package.json of hadb above ${moduleUrl}`);
     dir = parent;
   }
 }

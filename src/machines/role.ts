@@ -1,6 +1,6 @@
 import { assign, fromPromise, raise, type SnapshotFrom, setup } from 'xstate';
 import type { Role } from '../api-types.ts';
-import { InvalidArgumentError } from '../errors.ts';
+import { InternalError, InvalidArgumentError } from '../errors.ts';
 import { type LeaseRecord, MAX_TTL_MS } from '../wire/lease-record.ts';
 
 /**
@@ -163,7 +163,7 @@ export type RoleEvent =
 /** Stands in for an actor the runtime must provide with `roleMachine.provide({ actors })`. */
 function required<TOutput, TInput>(name: string) {
   return fromPromise<TOutput, TInput>(async () => {
-    throw new Error(`actor "${name}" was not provided to the role machine`);
+    throw new InternalError(`actor "${name}" was not provided to the role machine`);
   });
 }
 
@@ -585,7 +585,7 @@ export function roleOf(snapshot: RoleSnapshot): Role {
     case 'stopped':
       return top;
     default:
-      throw new Error(`unknown role state ${JSON.stringify(value)}`);
+      throw new InternalError(`unknown role state ${JSON.stringify(value)}`);
   }
 }
 

@@ -4,6 +4,7 @@ import { NODE_KEY_PREFIX, NodeLiveness, OwnershipCache } from '../actors/node-li
 import { Supervisor } from '../actors/supervisor.ts';
 import type { CutOffMode, Latency } from '../adapters/faults.ts';
 import { type LeaseWrite, MemoryLeaseStore } from '../adapters/lease/memory.ts';
+import { InvalidArgumentError } from '../errors.ts';
 import { canCommit, type LeaseTiming, type RoleSnapshot, roleOf } from '../machines/role.ts';
 import { decodeLeaseRecord } from '../wire/lease-record.ts';
 import { DriftingClock, SimClock } from './clock.ts';
@@ -140,7 +141,7 @@ export class SimCluster {
   drift(index: number, rate: number): void {
     const { maxDrift } = this.#options;
     if (Math.abs(rate - 1) > maxDrift + 1e-9)
-      throw new Error(`drift ${rate} is outside ±${maxDrift}`);
+      throw new InvalidArgumentError(`drift ${rate} is outside ±${maxDrift}`);
     this.#node(index).clock.setRate(rate);
   }
 
@@ -221,7 +222,7 @@ export class SimCluster {
 
   #node(index: number): SimNode {
     const node = this.nodes[index];
-    if (!node) throw new Error(`no node ${index}`);
+    if (!node) throw new InvalidArgumentError(`no node ${index}`);
     return node;
   }
 

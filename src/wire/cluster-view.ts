@@ -11,7 +11,7 @@
  */
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { ClusterNodeView, ClusterView, NodeStatus } from '../api-types.ts';
-import { BadRequestError } from '../errors.ts';
+import { BadRequestError, LimitExceededError } from '../errors.ts';
 import type { HttpAnswer } from './http.ts';
 
 /** Where a node answers its status with a proof that it holds the cluster secret. */
@@ -196,7 +196,7 @@ async function limitedText(response: Response, maxBytes: number): Promise<string
     total += value.length;
     if (total > maxBytes) {
       await reader.cancel();
-      throw new Error(`answer larger than ${maxBytes} bytes`);
+      throw new LimitExceededError(`answer larger than ${maxBytes} bytes`);
     }
     chunks.push(value);
   }

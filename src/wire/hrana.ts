@@ -11,7 +11,15 @@ import type {
   StatementResult,
   WriteToken,
 } from '../api-types.ts';
-import { HadbError, InvalidArgumentError, LimitExceededError, SqlError } from '../errors.ts';
+import {
+  AtomicRunFailedError,
+  BadRequestError,
+  HadbError,
+  HranaRequestError,
+  InvalidArgumentError,
+  LimitExceededError,
+  SqlError,
+} from '../errors.ts';
 import { defaultLogger } from '../log.ts';
 import { withoutAddresses } from './client-errors.ts';
 import { assertServableDbName, hranaRoute } from './hrana-routes.ts';
@@ -114,15 +122,6 @@ type BatchCond =
   | { type: 'and'; conds: BatchCond[] }
   | { type: 'or'; conds: BatchCond[] }
   | { type: 'is_autocommit' };
-
-/** A request the client made wrong, or one this server cannot honour: one error result. */
-class HranaRequestError extends Error {
-  readonly code: string;
-  constructor(code: string, message: string) {
-    super(message);
-    this.code = code;
-  }
-}
 
 // ---- server ------------------------------------------------------------------------------------
 
@@ -420,7 +419,9 @@ export async function startHranaServer(options: HranaServerOptions): Promise<Hra
     try {
       parsed = JSON.parse(body.toString('utf8'));
     } catch {
-      throw new Error(`answered ${status} without JSON: ${body.toString('utf8').slice(0, 200)}`);
+      throw new BadRequestError(
+        `answered ${status} without JSON: ${body.toString('utf8').slice(0, 200)}`,
+      );
     }
     const db = options.databases.get(message.db);
     if (isObject(parsed) && isToken(parsed.hadb_position)) {
@@ -572,12 +573,15 @@ function failure(error: unknown): { type: 'error'; error: HranaError } {
 }
 
 function toHranaError(error: unknown): HranaError {
-  if (error instanceof AtomicFailure) return toHranaError(error.error);
+  if (error instanceof AtomicRunFailedError) return toHranaError(error.error);
   // The client puts the code in front of the message itself.
   if (error instanceof SqlError) {
     return { message: error.message.replace(/^(SQL_ERROR: )+/, ''), code: error.sqliteCode };
   }
-  if (error instanceof HranaRequestError) return { message: error.message, code: error.code };
+  // Hrana's own codes: translated here, at the edge, and only here.
+  if (error instanceof HranaRequestError) {
+    return { message: error.message.slice(`${error.code}: `.length), code: error.hranaCode };
+  }
   // The client puts the code in front of the message itself.
   if (error instanceof HadbError) {
     return { message: error.message.slice(`${error.code}: `.length), code: error.code };
@@ -949,16 +953,6 @@ const EMPTY_RESULT: StmtResult = {
 
 // ---- running statements ------------------------------------------------------------------------
 
-/** A failed atomic run: nothing was applied; `index` is the statement SQLite refused. */
-class AtomicFailure extends Error {
-  constructor(
-    readonly index: number,
-    readonly error: unknown,
-  ) {
-    super('atomic run failed');
-  }
-}
-
 /**
  * Runs the statements as one transaction. Reads are served from the local copy (after this
  * node's last write, so a client sees what it wrote through this node); anything else goes to
@@ -982,7 +976,7 @@ async function runAtomic(
     return results.map((result, i) => toStmtResult(result, wants[i] ?? true));
   } catch (error) {
     if (!(error instanceof SqlError)) throw error;
-    if (statements.length === 1) throw new AtomicFailure(0, error);
+    if (statements.length === 1) throw new AtomicRunFailedError(0, error);
     throw await locateFailure(db, statements, error);
   }
 }
@@ -1004,7 +998,7 @@ async function readOnlyRun(
       });
       results.push(toStmtResult({ changes: 0, lastInsertRowid: 0, rows }, wants[i] ?? true));
     } catch (error) {
-      throw new AtomicFailure(i, error);
+      throw new AtomicRunFailedError(i, error);
     }
   }
   return results;
@@ -1082,7 +1076,7 @@ async function locateFailure(
   db: HadbDatabase,
   statements: Statement[],
   error: SqlError,
-): Promise<AtomicFailure> {
+): Promise<AtomicRunFailedError> {
   let lo = 0;
   let hi = statements.length - 1;
   let found: unknown = error;
@@ -1105,7 +1099,7 @@ async function locateFailure(
       }
     }
   }
-  return new AtomicFailure(lo, found);
+  return new AtomicRunFailedError(lo, found);
 }
 
 // ---- batches -----------------------------------------------------------------------------------
@@ -1283,7 +1277,7 @@ async function runBatch(
       }
       return { step_results: results, step_errors: errors };
     } catch (error) {
-      if (!(error instanceof AtomicFailure)) throw error;
+      if (!(error instanceof AtomicRunFailedError)) throw error;
       const failed = planned[error.index] as number;
       const before = planned.slice(0, error.index);
       // Statements before the transaction the failed one belongs to had autocommitted.

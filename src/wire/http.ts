@@ -1,7 +1,12 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { BadRequestError, HadbError, TimeoutError, UnauthorizedError } from '../errors.ts';
+import {
+  BadRequestError,
+  PeerUnreachableError,
+  TimeoutError,
+  UnauthorizedError,
+} from '../errors.ts';
 import { MAX_REQUEST_BYTES } from './forward.ts';
 
 /** One route of the node's listener: gets the authenticated request's body, returns the answer. */
@@ -143,13 +148,6 @@ function reply(response: http.ServerResponse, answer: HttpAnswer): void {
 
 export function msgpackAnswer(body: Uint8Array, status = 200): HttpAnswer {
   return { status, body, contentType: MSGPACK };
-}
-
-/** A node-to-node call that did not get an answer: the peer may or may not have acted on it. */
-export class PeerUnreachableError extends HadbError {
-  constructor(message: string, options?: ErrorOptions) {
-    super('LEADER_UNAVAILABLE', message, options);
-  }
 }
 
 /** Keep-alive client for node-to-node calls. */

@@ -1,6 +1,11 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import { DeleteObjectsCommand, GetObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3';
-import { HadbError, LeaseStoreUnavailableError, LeaseStoreUnsafeError } from '../../errors.ts';
+import {
+  BreakerOpenError,
+  HadbError,
+  LeaseStoreUnavailableError,
+  LeaseStoreUnsafeError,
+} from '../../errors.ts';
 import {
   describeS3Error,
   isTransientS3Error,
@@ -163,7 +168,8 @@ class S3LeaseStore {
     try {
       return await operation();
     } catch (error) {
-      if (error instanceof HadbError) throw error;
+      // An open breaker is an outage like any other to the caller.
+      if (error instanceof HadbError && !(error instanceof BreakerOpenError)) throw error;
       throw new LeaseStoreUnavailableError(
         `${what} in bucket ${this.#bucket}: ${describeS3Error(error)}`,
         { cause: error },
@@ -179,7 +185,8 @@ class S3LeaseStore {
           new GetObjectCommand({ Bucket: this.#bucket, Key: objectKey }),
         );
         const body = await answer.Body?.transformToByteArray();
-        if (answer.ETag === undefined) throw new Error('the response has no ETag');
+        if (answer.ETag === undefined)
+          throw new LeaseStoreUnavailableError(`${objectKey}: the response has no ETag`);
         return { value: unwrap(body ?? new Uint8Array()), revision: answer.ETag };
       });
     } catch (error) {
@@ -197,7 +204,8 @@ class S3LeaseStore {
           new GetObjectCommand({ Bucket: this.#bucket, Key: objectKey }),
         );
         const body = (await answer.Body?.transformToByteArray()) ?? new Uint8Array();
-        if (answer.ETag === undefined) throw new Error('the response has no ETag');
+        if (answer.ETag === undefined)
+          throw new LeaseStoreUnavailableError(`${objectKey}: the response has no ETag`);
         return { body, etag: answer.ETag };
       });
     } catch (error) {

@@ -5,7 +5,7 @@ import {
   ListObjectsV2Command,
   PutObjectCommand,
 } from '@aws-sdk/client-s3';
-import { HadbError, StorageUnavailableError } from '../../errors.ts';
+import { BreakerOpenError, HadbError, StorageUnavailableError } from '../../errors.ts';
 import {
   describeS3Error,
   isTransientS3Error,
@@ -63,7 +63,8 @@ export function createS3Storage(options: S3StorageOptions): StorageBackend {
     try {
       return await operation();
     } catch (error) {
-      if (error instanceof HadbError) throw error;
+      // An open breaker is an outage like any other to the caller.
+      if (error instanceof HadbError && !(error instanceof BreakerOpenError)) throw error;
       throw new StorageUnavailableError(`${what} in bucket ${bucket}: ${describeS3Error(error)}`, {
         cause: error,
       });

@@ -10,9 +10,8 @@ import {
 } from '../../adapters/replication/snapshot.ts';
 import type { ListedObject, StorageBackend } from '../../adapters/storage/types.ts';
 import type { DbChecksum } from '../../api-types.ts';
-import { DatabaseDivergedError, SnapshotInvalidError } from '../../errors.ts';
+import { DatabaseDivergedError, SnapshotInvalidError, UnknownDatabaseError } from '../../errors.ts';
 import { dbChecksumHex, ImageChecksummer, parseDbChecksumHex } from '../../wire/db-checksum.ts';
-import { DatabaseNotFoundError } from './shared.ts';
 
 export interface LogEntry {
   seq: number;
@@ -63,7 +62,7 @@ export async function* listAll(
   }
 }
 
-/** Throws {@link DatabaseNotFoundError} unless storage holds a changeset or a snapshot of `db`. */
+/** Throws {@link UnknownDatabaseError} unless storage holds a changeset or a snapshot of `db`. */
 export async function assertDatabaseExists(
   storage: StorageBackend,
   prefix: string,
@@ -73,7 +72,10 @@ export async function assertDatabaseExists(
   const log = await storage.list(logPrefix(prefix, db), { limit: 1 });
   if (log.objects.length > 0) return;
   if ((await listSnapshots(storage, prefix, db)).length > 0) return;
-  throw new DatabaseNotFoundError(db, prefix);
+  throw new UnknownDatabaseError(
+    db,
+    `storage holds nothing for database ${JSON.stringify(db)} under prefix ${JSON.stringify(prefix)}`,
+  );
 }
 
 /**

@@ -117,18 +117,6 @@ export function positiveIntegerOption(flag: string, max = Number.MAX_SAFE_INTEGE
   };
 }
 
-/** Storage has nothing at all for the database: no changeset and no snapshot. */
-export class DatabaseNotFoundError extends HadbError {
-  readonly db: string;
-  constructor(db: string, prefix: string) {
-    super(
-      'UNKNOWN_DATABASE',
-      `storage holds nothing for database ${JSON.stringify(db)} under prefix ${JSON.stringify(prefix)}`,
-    );
-    this.db = db;
-  }
-}
-
 export interface OpenedStorage {
   storage: StorageBackend;
   prefix: string;

@@ -1,5 +1,6 @@
 import { parentPort } from 'node:worker_threads';
 import Database from 'better-sqlite3';
+import { InternalError } from '../../../errors.ts';
 import {
   type CaptureJob,
   encodeCapture,
@@ -27,7 +28,7 @@ function checkpoint(path: string): void {
 }
 
 const port = parentPort;
-if (port === null) throw new Error('capture-thread runs only as a worker');
+if (port === null) throw new InternalError('capture-thread runs only as a worker');
 
 port.on('message', (request: CaptureRequest) => {
   const { id } = request;

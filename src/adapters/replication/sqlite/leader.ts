@@ -6,6 +6,7 @@ import {
   ClosedError,
   DatabaseDivergedError,
   FencedError,
+  InternalError,
   InvalidArgumentError,
   NotLeaderError,
 } from '../../../errors.ts';
@@ -831,7 +832,8 @@ export class SqliteLeader {
       onCaptured?.(captured);
       while (!(await this.#ship(captured))) {
         const again: Capture | null = await this.#capture(captured.cursor?.offset ?? until);
-        if (!again) throw new Error('the frames of a changeset vanished before it was shipped');
+        if (!again)
+          throw new InternalError('the frames of a changeset vanished before it was shipped');
         captured = again;
       }
       this.#shipFailed = false;
