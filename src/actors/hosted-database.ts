@@ -16,6 +16,7 @@ import {
 } from '../adapters/replication/sqlite/leader.ts';
 import { removeFileSync } from '../adapters/replication/sqlite/local-file.ts';
 import { writeEpochStart } from '../adapters/replication/sqlite/promotion.ts';
+import { doublingDelay } from '../adapters/retry.ts';
 import type { StorageBackend } from '../adapters/storage/types.ts';
 import { type Clock, sleep, type TimerId } from '../clock.ts';
 import {
@@ -875,7 +876,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
   async #writeWithRetries(request: ForwardRequest, isolated: boolean): Promise<BatchResult> {
     const clock = this.#services.clock;
     const started = clock.now();
-    let delay = 10;
+    let retries = 0;
     let lastProblem = 'no leader is known';
     // Once sent to another node, the write may have been applied there: from then on it is
     // applied here only under its request id, like any forwarded write.
@@ -941,8 +942,8 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
         );
       }
       // A role change (this node took over, or a leader appeared) ends the wait at once.
+      const delay = doublingDelay(++retries, 10, 500);
       await this.#roleChange(Math.min(delay, this.#settings.forwardTimeoutMs - waited));
-      delay = Math.min(delay * 2, 500);
     }
   }
 
@@ -1251,7 +1252,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
       return token;
     }
     const clock = this.#services.clock;
-    let delay = 20;
+    let retries = 0;
     for (;;) {
       try {
         const shipped = await leader.flush();
@@ -1265,6 +1266,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
         return { epoch: shipped.epoch, seq: shipped.seq };
       } catch (error) {
         if (error instanceof FencedError) throw error;
+        const delay = doublingDelay(++retries, 20, 500);
         if (deadline === null || clock.now() + delay > deadline || this.#leader !== leader) {
           throw new NotDurableError(
             `${this.name}: committed on this leader but not confirmed in storage (${(error as Error).message}); it ships if this node keeps the lease, or is parked`,
@@ -1272,7 +1274,6 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
           );
         }
         await sleep(clock, delay);
-        delay = Math.min(delay * 2, 500);
       }
     }
   }
@@ -1671,7 +1672,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
     }
     // Storage being down is not a reason to crash: keep trying until it answers. Nor is a copy
     // that cannot catch up: that is reported, and the pulls that follow retry it.
-    let delay = 100;
+    let retries = 0;
     for (;;) {
       try {
         const follower = await this.#catchingUp(async () => {
@@ -1685,8 +1686,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
         if (error instanceof CatchUpFailedError && !this.#closed) return;
         if (this.#closed || !isTransient(error)) throw error;
         this.#problem(error);
-        await sleep(this.#services.clock, delay);
-        delay = Math.min(delay * 2, 5000);
+        await sleep(this.#services.clock, doublingDelay(++retries, 100, 5000));
       }
     }
   }
@@ -1854,7 +1854,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
 
   #promote(epoch: number): void {
     void this.#serial(async () => {
-      let delay = 50;
+      let retries = 0;
       while (this.#leads(epoch) && this.#writerEpoch !== epoch) {
         try {
           await this.#openLeader(epoch);
@@ -1871,8 +1871,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
             return;
           }
           this.#problem(error);
-          await sleep(this.#services.clock, delay);
-          delay = Math.min(delay * 2, 1000);
+          await sleep(this.#services.clock, doublingDelay(++retries, 50, 1000));
         }
       }
     });

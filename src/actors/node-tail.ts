@@ -1,4 +1,5 @@
 import type { Logger } from 'pino';
+import { doublingDelay } from '../adapters/retry.ts';
 import { type Clock, sleep, type TimerId } from '../clock.ts';
 import {
   decodeNodeTailResponse,
@@ -170,7 +171,8 @@ export class NodeTailFollower {
     }
     // Storage polling only for copies no leader tells about, backing off while it lasts.
     this.#fallbackFailures += 1;
-    const backoff = Math.min(intervalMs * 2 ** Math.min(this.#fallbackFailures - 1, 5), 30_000);
+    // At most 2^5 intervals (and 30 s) apart.
+    const backoff = doublingDelay(Math.min(this.#fallbackFailures, 6), intervalMs, 30_000);
     this.#fallbackDueAt = clock.now() + backoff;
     await forEachLimited(stranded, 8, (database) => database.pullFromStorage());
   }
@@ -220,7 +222,7 @@ export class NodeTailFollower {
         if (signal.aborted) return;
         state.failures += 1;
         logger.debug({ err: error, leader: address }, 'node tail unavailable; storage polling');
-        await sleep(clock, Math.min(this.#options.intervalMs * 2 ** state.failures, 30_000));
+        await sleep(clock, doublingDelay(state.failures + 1, this.#options.intervalMs, 30_000));
       }
     }
   }
