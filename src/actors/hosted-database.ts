@@ -47,6 +47,7 @@ import {
   type RoleSnapshot,
   roleOf,
 } from '../machines/role.ts';
+import { sleepUnlessAborted, Wakeup } from '../wait.ts';
 import {
   type Durability,
   decodeForwardResponse,
@@ -453,8 +454,8 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
   /** A leader's node tail told this copy of the database's newest position at least once. */
   #heardFromTail = false;
   readonly #inflight = new Map<string, Promise<ForwardResponse>>();
-  readonly #shippedWaiters = new Set<() => void>();
-  readonly #roleWaiters = new Set<() => void>();
+  readonly #shippedWaiters = new Wakeup();
+  readonly #roleWaiters = new Wakeup();
   readonly #closing = new AbortController();
   #closed = false;
   /** Transitions and pulls queued or running: the handles are not closed under them. */
@@ -466,7 +467,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
    * other writes wait for it to end.
    */
   #writerHeld: OpenTransaction | IsolatedWriteHold | null = null;
-  readonly #writerWaiters = new Set<() => void>();
+  readonly #writerWaiters = new Wakeup();
   readonly #interactive = new Set<OpenTransaction>();
   /** Storage holds what this copy cannot apply: not served, retried with backoff. */
   #stuck: { error: CatchUpFailedError; since: number; retryAt: number; delayMs: number } | null =
@@ -555,10 +556,10 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
       if (role === 'leader' && snapshot.context.lease) this.#promote(snapshot.context.lease.epoch);
       if (before === 'demoting' || before === 'leader') this.#wakeShippedWaiters();
       if (before === 'leader' && role !== 'leader') this.#noteShipLog(false);
-      for (const wake of this.#roleWaiters) wake();
+      this.#roleWaiters.wake();
     } else if (leaderOf(previous) !== leaderOf(snapshot)) {
       // A new leader became known: writes waiting to retry go to it now.
-      for (const wake of this.#roleWaiters) wake();
+      this.#roleWaiters.wake();
     }
   }
 
@@ -1202,7 +1203,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
       this.#isolatedDone();
       if (this.#writerHeld === hold) {
         this.#writerHeld = null;
-        for (const wake of [...this.#writerWaiters]) wake();
+        this.#writerWaiters.wake();
       }
     }
   }
@@ -1363,7 +1364,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
         this.#interactive.delete(ended);
         if (this.#writerHeld !== ended) return;
         this.#writerHeld = null;
-        for (const wake of [...this.#writerWaiters]) wake();
+        this.#writerWaiters.wake();
       },
     };
     let tx: OpenTransaction;
@@ -1421,7 +1422,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
       this.#isolatedDone();
       if (this.#writerHeld === placeholder) {
         this.#writerHeld = null;
-        for (const wake of [...this.#writerWaiters]) wake();
+        this.#writerWaiters.wake();
       }
     }
   }
@@ -1432,16 +1433,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
     while (this.#writerHeld) {
       const left = deadline - clock.now();
       if (left <= 0 || this.#closed) return false;
-      await new Promise<void>((resolve) => {
-        const waiters = this.#writerWaiters;
-        const timer = clock.setTimeout(done, left);
-        function done() {
-          clock.clearTimeout(timer);
-          waiters.delete(done);
-          resolve();
-        }
-        waiters.add(done);
-      });
+      await this.#writerWaiters.wait(clock, left);
     }
     return true;
   }
@@ -1749,18 +1741,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
     const clock = this.#services.clock;
     const waitMs = (this.#stuck?.retryAt ?? 0) - clock.now();
     if (waitMs > 0) {
-      const closing = this.#closing.signal;
-      await new Promise<void>((resolve) => {
-        const done = () => {
-          clock.clearTimeout(timer);
-          signal.removeEventListener('abort', done);
-          closing.removeEventListener('abort', done);
-          resolve();
-        };
-        const timer = clock.setTimeout(done, waitMs);
-        signal.addEventListener('abort', done, { once: true });
-        closing.addEventListener('abort', done, { once: true });
-      });
+      await sleepUnlessAborted(clock, waitMs, signal, this.#closing.signal);
     }
     signal.throwIfAborted();
     if (this.#closed) throw new ClosedError(`database ${this.name}`);
@@ -1844,7 +1825,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
     this.#writerEpoch = null;
     void this.#abortInteractive('its actor failed');
     this.#healthChanged();
-    for (const wake of this.#roleWaiters) wake();
+    this.#roleWaiters.wake();
   }
 
   /** The leader node's tail told of no changeset past what this copy holds. */
@@ -1960,7 +1941,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
       this.#writerEpoch = epoch;
       this.#noteShipLog(true);
       if (this.#infoEnabled()) this.#logger.info({ epoch, seq: position.seq }, 'leading');
-      for (const wake of this.#roleWaiters) wake();
+      this.#roleWaiters.wake();
     }
   }
 
@@ -2182,27 +2163,13 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
       if (position.seq > after || left <= 0) {
         return { epoch: position.epoch, seq: position.seq, leading: true };
       }
-      await new Promise<void>((resolve) => {
-        const timer = clock.setTimeout(done, left);
-        const closing = () => done();
-        this.#closing.signal.addEventListener('abort', closing, { once: true });
-        function done() {
-          clock.clearTimeout(timer);
-          resolve();
-        }
-        this.#shippedWaiters.add(() => {
-          this.#closing.signal.removeEventListener('abort', closing);
-          done();
-        });
-      });
+      await this.#shippedWaiters.wait(clock, left, this.#closing.signal);
       if (this.#closed) return { ...this.position, leading: false };
     }
   }
 
   #wakeShippedWaiters(): void {
-    const waiters = [...this.#shippedWaiters];
-    this.#shippedWaiters.clear();
-    for (const wake of waiters) wake();
+    this.#shippedWaiters.wake();
   }
 
   /**
@@ -2220,21 +2187,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
   }
 
   #roleChange(timeoutMs: number): Promise<void> {
-    return new Promise((resolve) => {
-      const clock = this.#services.clock;
-      const waiters = this.#roleWaiters;
-      // The waiter itself is removed either way: a timed-out one used to stay in the set.
-      const wake = () => {
-        clock.clearTimeout(timer);
-        done();
-      };
-      const timer = clock.setTimeout(done, timeoutMs);
-      function done() {
-        waiters.delete(wake);
-        resolve();
-      }
-      waiters.add(wake);
-    });
+    return this.#roleWaiters.wait(this.#services.clock, timeoutMs);
   }
 
   // ---- files ------------------------------------------------------------------------------------
@@ -2330,7 +2283,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
     if (this.#stuckTimer !== undefined) this.#services.clock.clearTimeout(this.#stuckTimer);
     this.#closing.abort();
     this.#wakeShippedWaiters();
-    for (const wake of this.#roleWaiters) wake();
+    this.#roleWaiters.wake();
     await this.#chain;
     // A write in a statement process (rolled back now) closes its read-write connection before
     // the leader's: the last connection to close a WAL file checkpoints it and drops the WAL.

@@ -1,6 +1,7 @@
 import type { Logger } from 'pino';
 import { doublingDelay } from '../adapters/retry.ts';
 import { type Clock, sleep, type TimerId } from '../clock.ts';
+import { Wakeup } from '../wait.ts';
 import {
   decodeNodeTailResponse,
   NODE_TAIL_PATH,
@@ -20,7 +21,7 @@ export class ShipLog {
   readonly session: string;
   #cursor = 0;
   readonly #entries = new Map<string, NodeTailChange & { cursor: number }>();
-  readonly #waiters = new Set<() => void>();
+  readonly #waiters = new Wakeup();
 
   constructor(session: string) {
     this.session = session;
@@ -33,9 +34,7 @@ export class ShipLog {
     if (!previous && !leading) return;
     this.#cursor += 1;
     this.#entries.set(db, { db, epoch, seq, leading, cursor: this.#cursor });
-    const waiters = [...this.#waiters];
-    this.#waiters.clear();
-    for (const wake of waiters) wake();
+    this.#waiters.wake();
   }
 
   /** Changes after `after`, or everything when the peer's cursor belongs to another session. */
@@ -58,18 +57,7 @@ export class ShipLog {
   ): Promise<NodeTailResponse> {
     const stale = session !== this.session || after > this.#cursor;
     if (stale || this.#cursor > after || signal.aborted) return this.since(after, session);
-    await new Promise<void>((resolve) => {
-      let timer: TimerId | undefined;
-      const done = () => {
-        if (timer !== undefined) clock.clearTimeout(timer);
-        this.#waiters.delete(done);
-        signal.removeEventListener('abort', done);
-        resolve();
-      };
-      timer = clock.setTimeout(done, timeoutMs);
-      this.#waiters.add(done);
-      signal.addEventListener('abort', done, { once: true });
-    });
+    await this.#waiters.wait(clock, timeoutMs, signal);
     return this.since(after, session);
   }
 }
