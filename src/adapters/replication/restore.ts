@@ -9,6 +9,7 @@ import {
   PageHashes,
   parseDbChecksumHex,
 } from '../../wire/db-checksum.ts';
+import { syncDirectorySync } from '../fs-sync.ts';
 import type { StorageBackend } from '../storage/types.ts';
 import {
   listSnapshots,
@@ -19,11 +20,7 @@ import {
   type SnapshotManifest,
 } from './snapshot.ts';
 import { adoptAsFollowerFile, PageApplier } from './sqlite/apply.ts';
-import {
-  fsyncDirectorySync,
-  removeFileSync,
-  removeLeftoverTempFiles,
-} from './sqlite/local-file.ts';
+import { removeFileSync, removeLeftoverTempFiles } from './sqlite/local-file.ts';
 import { hashDatabaseFile } from './sqlite/page-hashes.ts';
 
 const PITR_TEMP_INFIX = '.hadb-pitr-';
@@ -313,14 +310,14 @@ function replaceDatabaseFile(source: string, destPath: string): void {
     fs.renameSync(file, parked);
     aside.push([file, parked]);
   }
-  fsyncDirectorySync(dir);
+  syncDirectorySync(dir);
   try {
     fs.renameSync(source, destPath);
   } catch (error) {
     for (const [file, parked] of aside) fs.renameSync(parked, file);
-    fsyncDirectorySync(dir);
+    syncDirectorySync(dir);
     throw error;
   }
-  fsyncDirectorySync(dir);
+  syncDirectorySync(dir);
   for (const [, parked] of aside) removeFileSync(parked);
 }

@@ -5,7 +5,8 @@ import * as nodePath from 'node:path';
 import { InvalidArgumentError } from '../../../errors.ts';
 import type { Changeset } from '../../../wire/changeset.ts';
 import { FOLLOWER_OWNED_HEADER_BYTES } from '../../../wire/db-checksum.ts';
-import { fsyncDirectorySync, removeFileSync } from './local-file.ts';
+import { syncDirectorySync, writeFileAtomicSync } from '../../fs-sync.ts';
+import { removeFileSync } from './local-file.ts';
 
 /**
  * Writes a leader's changesets straight into a follower's database file.
@@ -85,7 +86,7 @@ export class PageApplier {
     const existed = fs.existsSync(path);
     const fd = fs.openSync(path, fs.constants.O_RDWR | fs.constants.O_CREAT, 0o644);
     try {
-      if (!existed) fsyncDirectorySync(nodePath.dirname(path));
+      if (!existed) syncDirectorySync(nodePath.dirname(path));
       removeFileSync(`${path}${REDO_SUFFIX}.tmp`);
     } catch (error) {
       fs.closeSync(fd);
@@ -129,7 +130,11 @@ export class PageApplier {
     this.#checkAgainstFile(fd, redo);
     // Set first: if the write fails half way, recover() sorts out whatever is left.
     this.#pendingRedo = true;
-    writeFileAtomic(this.redoPath, encodeRedo(redo));
+    // A fixed temporary name: opening the file again removes one a crash left.
+    writeFileAtomicSync(this.redoPath, encodeRedo(redo), {
+      temp: `${this.redoPath}.tmp`,
+      mode: 0o644,
+    });
     this.#step('redo-written');
     this.#writePages(fd, redo);
     this.#dropRedo();
@@ -209,7 +214,7 @@ export class PageApplier {
   #dropRedo(): void {
     removeFileSync(this.redoPath);
     // Otherwise a crash could bring the deleted redo back; harmless now, but not after a later apply.
-    fsyncDirectorySync(nodePath.dirname(this.redoPath));
+    syncDirectorySync(nodePath.dirname(this.redoPath));
     this.#pendingRedo = false;
   }
 }
@@ -340,19 +345,6 @@ function writeAll(fd: number, data: Uint8Array, position: number): void {
   while (done < data.length) {
     done += fs.writeSync(fd, data, done, data.length - done, position + done);
   }
-}
-
-function writeFileAtomic(target: string, body: Uint8Array): void {
-  const temp = `${target}.tmp`;
-  const fd = fs.openSync(temp, 'w', 0o644);
-  try {
-    writeAll(fd, body, 0);
-    fs.fsyncSync(fd);
-  } finally {
-    fs.closeSync(fd);
-  }
-  fs.renameSync(temp, target);
-  fsyncDirectorySync(nodePath.dirname(target));
 }
 
 /**

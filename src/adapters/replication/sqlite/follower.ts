@@ -18,6 +18,7 @@ import {
   PageHashes,
   parseDbChecksumHex,
 } from '../../../wire/db-checksum.ts';
+import { writeFileAtomic, writeFileAtomicSync } from '../../fs-sync.ts';
 import { urgently } from '../../pacing.ts';
 import type { StorageBackend } from '../../storage/types.ts';
 import {
@@ -34,13 +35,7 @@ import {
   REDO_SUFFIX,
 } from './apply.ts';
 import type { Position } from './leader.ts';
-import {
-  readJsonFileSync,
-  removeFileSync,
-  removeLeftoverTempFilesOnce,
-  writeFileAtomic,
-  writeFileAtomicSync,
-} from './local-file.ts';
+import { readJsonFileSync, removeFileSync, removeLeftoverTempFilesOnce } from './local-file.ts';
 import { checksumAfterFromFile, hashDatabaseFile } from './page-hashes.ts';
 
 /** Options of `SqliteFollower.open`. */

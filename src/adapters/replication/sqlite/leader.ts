@@ -10,6 +10,7 @@ import {
 } from '../../../errors.ts';
 import { type Changeset, type ChangesetCodec, decodeChangeset } from '../../../wire/changeset.ts';
 import { type DbChecksum, dbChecksumHex, PageHashes } from '../../../wire/db-checksum.ts';
+import { writeFileAtomic, writeFileAtomicSync } from '../../fs-sync.ts';
 import type { StorageBackend } from '../../storage/types.ts';
 import { logKey, readDatabaseImage, type SnapshotManifest, writeSnapshot } from '../snapshot.ts';
 import {
@@ -25,13 +26,7 @@ import {
   writeOutboxSegment,
 } from './capture.ts';
 import { captureWorker } from './capture-pool.ts';
-import {
-  readJsonFileSync,
-  removeFileSync,
-  removeLeftoverTempFilesOnce,
-  writeFileAtomic,
-  writeFileAtomicSync,
-} from './local-file.ts';
+import { readJsonFileSync, removeFileSync, removeLeftoverTempFilesOnce } from './local-file.ts';
 import {
   assertSqliteVersion,
   type CommittedFrames,
