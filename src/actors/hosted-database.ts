@@ -19,6 +19,7 @@ import { writeEpochStart } from '../adapters/replication/sqlite/promotion.ts';
 import { doublingDelay } from '../adapters/retry.ts';
 import type { StorageBackend } from '../adapters/storage/types.ts';
 import { type Clock, sleep, type TimerId } from '../clock.ts';
+import { messageOf } from '../error-message.ts';
 import {
   BadRequestError,
   CatchUpFailedError,
@@ -913,7 +914,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
             (error: unknown) => {
               if (error instanceof UnauthorizedError || error instanceof BadRequestError)
                 throw error;
-              lastProblem = error instanceof Error ? error.message : String(error);
+              lastProblem = messageOf(error);
               return null;
             },
           );

@@ -8,6 +8,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { messageOf } from '../error-message.ts';
 import type { Durability } from '../wire/forward.ts';
 import {
   ClusterDriver,
@@ -151,8 +152,7 @@ export async function runDemo(options: DemoOptions): Promise<number> {
     process.off('SIGINT', interrupted);
     await cluster.close(2000);
     process.stderr.write(
-      `hadb demo failed: ${error instanceof Error ? error.message : String(error)}\n` +
-        `the cluster folder is kept for a look: ${dir}\n`,
+      `hadb demo failed: ${messageOf(error)}\n` + `the cluster folder is kept for a look: ${dir}\n`,
     );
     return 1;
   }

@@ -7,6 +7,7 @@ import { listDatabaseNames } from '../adapters/replication/database-names.ts';
 import { assertValidDbName, listSnapshots } from '../adapters/replication/snapshot.ts';
 import type { StorageBackend } from '../adapters/storage/types.ts';
 import { openLeaseStoreFromUrl, openStorageFromUrl } from '../adapters/url.ts';
+import { messageOf } from '../error-message.ts';
 import { redactUrl, redactUrlsIn } from '../redact.ts';
 import { normalizePeer } from '../wire/cluster-view.ts';
 import {
@@ -241,9 +242,7 @@ export function registerServeCommand(program: Command): void {
         }
       }
       await serve(options, secret, authToken).catch((error: unknown) => {
-        process.stderr.write(
-          `hadb serve: ${redactUrlsIn(error instanceof Error ? error.message : String(error))}\n`,
-        );
+        process.stderr.write(`hadb serve: ${redactUrlsIn(messageOf(error))}\n`);
         // As the other commands: 2 for a bad URL, id or prefix, 3 for storage out of reach.
         process.exit(exitCodeFor(error));
       });
@@ -311,8 +310,7 @@ async function serve(
   opened.forEach((result, i) => {
     if (result.status === 'fulfilled') databases.set(result.value.name, result.value);
     else {
-      const message =
-        result.reason instanceof Error ? result.reason.message : String(result.reason);
+      const message = messageOf(result.reason);
       failures.push(message);
       process.stderr.write(`hadb serve: not serving ${names[i]}: ${message}\n`);
     }

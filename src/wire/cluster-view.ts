@@ -13,6 +13,7 @@ import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { DatabaseStatus } from '../actors/hosted-database.ts';
 import type { NodeStatus } from '../actors/node.ts';
 import type { Transition } from '../actors/transitions.ts';
+import { messageOf } from '../error-message.ts';
 import { BadRequestError } from '../errors.ts';
 import type { HttpAnswer } from './http.ts';
 
@@ -200,7 +201,7 @@ async function fetchProvenStatus(
     if (error instanceof SyntaxError) return { error: NOT_PROVEN };
     const code = (error as { cause?: { code?: unknown } } | null)?.cause?.code;
     if (typeof code === 'string') return { error: code };
-    return { error: error instanceof Error ? error.message : String(error) };
+    return { error: messageOf(error) };
   }
 }
 

@@ -4,6 +4,7 @@ import type { Logger } from 'pino';
 import type { HadbDatabase } from '../actors/hosted-database.ts';
 import type { IsolatedTransaction } from '../actors/interactive.ts';
 import { checkClientSql, splitSql } from '../actors/statement-gate.ts';
+import { messageOf } from '../error-message.ts';
 import { HadbError, InvalidArgumentError, LimitExceededError, SqlError } from '../errors.ts';
 import { defaultLogger } from '../log.ts';
 import { withoutAddresses } from './client-errors.ts';
@@ -163,7 +164,7 @@ export async function startHranaServer(options: HranaServerOptions): Promise<Hra
     handle(request).then(
       (answer) => reply(response, answer.status, forClient(answer.body)),
       (error: unknown) => {
-        const message = error instanceof Error ? error.message : String(error);
+        const message = messageOf(error);
         if (!response.headersSent) reply(response, 500, forClient({ message, code: 'INTERNAL' }));
         else response.destroy();
       },
@@ -512,10 +513,6 @@ function problem(status: number, code: string, message: string): Answer {
   return { status, body: { message, code } };
 }
 
-function messageOf(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
-}
-
 /** Per-process tokens no client can guess, standing in for numbers JSON.stringify gets wrong. */
 const TOKEN = randomBytes(16).toString('hex');
 const SPECIAL_NUMBERS = new Map<string, string>([
@@ -576,7 +573,7 @@ function toHranaError(error: unknown): HranaError {
   if (error instanceof HadbError) {
     return { message: error.message.slice(`${error.code}: `.length), code: error.code };
   }
-  const message = error instanceof Error ? error.message : String(error);
+  const message = messageOf(error);
   const code = isObject(error) && typeof error.code === 'string' ? error.code : 'INTERNAL';
   // The client puts the code in front of the message itself (hadb's errors carry it already).
   return {
