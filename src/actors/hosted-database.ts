@@ -48,6 +48,7 @@ import {
   type RoleSnapshot,
   roleOf,
 } from '../machines/role.ts';
+import { sideFiles } from '../side-files.ts';
 import { sleepUnlessAborted, Wakeup } from '../wait.ts';
 import {
   type Durability,
@@ -2216,9 +2217,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
 
   #removeLocalCopy(): void {
     this.#closeReader();
-    for (const suffix of ['', '-wal', '-shm', '-hadb-follower.json', '-hadb-redo']) {
-      removeFileSync(`${this.path}${suffix}`);
-    }
+    for (const file of [this.path, ...sideFiles(this.path)]) removeFileSync(file);
     for (const file of leaderSideFiles(this.path)) removeFileSync(file);
   }
 

@@ -1,6 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { DatabaseDivergedError, InvalidArgumentError, ReplicationGapError } from '../../errors.ts';
+import { PITR_TEMP_INFIX, redoPath, replacedPath, sqliteJournalFiles } from '../../side-files.ts';
 import { type Changeset, decodeChangeset, GENESIS_CHECKSUM } from '../../wire/changeset.ts';
 import {
   type DbChecksum,
@@ -22,8 +23,6 @@ import {
 import { adoptAsFollowerFile, PageApplier } from './sqlite/apply.ts';
 import { removeFileSync, removeLeftoverTempFiles } from './sqlite/local-file.ts';
 import { hashDatabaseFile } from './sqlite/page-hashes.ts';
-
-const PITR_TEMP_INFIX = '.hadb-pitr-';
 
 /** The point to restore: a sequence number, a commit time, or the latest. */
 export type RestoreTarget = { seq: number } | { timeMs: number } | 'latest';
@@ -219,7 +218,7 @@ export async function restoreDatabase(options: RestoreOptions): Promise<RestoreR
   } finally {
     applier?.close();
     removeFileSync(temp);
-    removeFileSync(`${temp}-hadb-redo`);
+    removeFileSync(redoPath(temp));
   }
 }
 
@@ -303,10 +302,9 @@ async function logContinuesAfter(
 function replaceDatabaseFile(source: string, destPath: string): void {
   const dir = path.dirname(destPath);
   const aside: Array<[string, string]> = [];
-  for (const suffix of ['-wal', '-shm', '-journal']) {
-    const file = `${destPath}${suffix}`;
+  for (const file of sqliteJournalFiles(destPath)) {
     if (!fs.existsSync(file)) continue;
-    const parked = `${file}.hadb-replaced`;
+    const parked = replacedPath(file);
     fs.renameSync(file, parked);
     aside.push([file, parked]);
   }

@@ -3,6 +3,7 @@ import * as fs from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import * as nodePath from 'node:path';
 import { InvalidArgumentError } from '../../../errors.ts';
+import { REDO_SUFFIX, redoPath } from '../../../side-files.ts';
 import type { Changeset } from '../../../wire/changeset.ts';
 import { FOLLOWER_OWNED_HEADER_BYTES } from '../../../wire/db-checksum.ts';
 import { syncDirectorySync, writeFileAtomicSync } from '../../fs-sync.ts';
@@ -20,10 +21,8 @@ import { removeFileSync } from './local-file.ts';
  * are idempotent, so {@link PageApplier.recover} re-applies it after a crash.
  */
 
-export const REDO_SUFFIX = '-hadb-redo';
-
 /** Page-1 header bytes the follower owns (see the database checksum, which leaves them out). */
-export { FOLLOWER_OWNED_HEADER_BYTES };
+export { FOLLOWER_OWNED_HEADER_BYTES, REDO_SUFFIX };
 
 /** A copy of page 1 with the follower-owned header bytes zeroed, to compare with the leader's. */
 export function maskFollowerOwnedHeader(page1: Uint8Array): Uint8Array {
@@ -71,7 +70,7 @@ export class PageApplier {
 
   private constructor(path: string, fd: number, options: PageApplierOptions) {
     this.path = path;
-    this.redoPath = `${path}${REDO_SUFFIX}`;
+    this.redoPath = redoPath(path);
     this.#onStep = options.onStep;
     this.#fd = fd;
     this.#pendingRedo = fs.existsSync(this.redoPath);
@@ -87,7 +86,7 @@ export class PageApplier {
     const fd = fs.openSync(path, fs.constants.O_RDWR | fs.constants.O_CREAT, 0o644);
     try {
       if (!existed) syncDirectorySync(nodePath.dirname(path));
-      removeFileSync(`${path}${REDO_SUFFIX}.tmp`);
+      removeFileSync(`${redoPath(path)}.tmp`);
     } catch (error) {
       fs.closeSync(fd);
       throw error;

@@ -5,6 +5,7 @@ import {
   LineageAheadError,
   ReplicationGapError,
 } from '../../../errors.ts';
+import { followerStatePath, redoPath, walPath } from '../../../side-files.ts';
 import {
   type Changeset,
   checksumsEqual,
@@ -28,12 +29,7 @@ import {
   readSnapshotManifest,
   restoreSnapshot,
 } from '../snapshot.ts';
-import {
-  adoptAsFollowerFile,
-  adoptAsFollowerFileAsync,
-  PageApplier,
-  REDO_SUFFIX,
-} from './apply.ts';
+import { adoptAsFollowerFile, adoptAsFollowerFileAsync, PageApplier } from './apply.ts';
 import type { Position } from './leader.ts';
 import { readJsonFileSync, removeFileSync, removeLeftoverTempFilesOnce } from './local-file.ts';
 import { checksumAfterFromFile, hashDatabaseFile } from './page-hashes.ts';
@@ -96,7 +92,7 @@ export class SqliteFollower {
 
   private constructor(options: FollowerOptions, applier: PageApplier | null, state: FollowerState) {
     this.#options = options;
-    this.#statePath = statePathOf(options.path);
+    this.#statePath = followerStatePath(options.path);
     this.#applier = applier;
     this.#state = state;
   }
@@ -135,9 +131,9 @@ export class SqliteFollower {
     position: Position,
     how: { offLoop?: boolean } = {},
   ): Promise<SqliteFollower> {
-    if (fs.existsSync(`${options.path}-wal`)) {
+    if (fs.existsSync(walPath(options.path))) {
       throw new InvalidArgumentError(
-        `${options.path}-wal still exists: the leader did not close cleanly`,
+        `${walPath(options.path)} still exists: the leader did not close cleanly`,
       );
     }
     // `offLoop`: a node whose lease lapsed adopts the files of all its leaders at once; its
@@ -156,12 +152,12 @@ export class SqliteFollower {
         ? {}
         : { dbChecksum: dbChecksumHex(position.dbChecksum) }),
     };
-    if (how.offLoop) await writeFileAtomic(statePathOf(options.path), JSON.stringify(state));
-    else writeFileAtomicSync(statePathOf(options.path), JSON.stringify(state));
+    if (how.offLoop) await writeFileAtomic(followerStatePath(options.path), JSON.stringify(state));
+    else writeFileAtomicSync(followerStatePath(options.path), JSON.stringify(state));
     // Everything up to `position` was shipped from this very file, so its lineage is storage's:
     // no need to ask storage again. It starts hibernated (its descriptor opens with the next
     // apply): a node whose lease lapsed demotes all its leaders at once, and most stay idle.
-    if (fs.existsSync(`${options.path}${REDO_SUFFIX}`)) return SqliteFollower.open(options);
+    if (fs.existsSync(redoPath(options.path))) return SqliteFollower.open(options);
     return new SqliteFollower(options, null, state);
   }
 
@@ -545,12 +541,8 @@ function withoutDbChecksum(state: FollowerState): FollowerState {
   return rest;
 }
 
-function statePathOf(path: string): string {
-  return `${path}-hadb-follower.json`;
-}
-
 function readState(options: FollowerOptions): FollowerState | null {
-  const raw = readJsonFileSync(statePathOf(options.path)) as FollowerState | undefined;
+  const raw = readJsonFileSync(followerStatePath(options.path)) as FollowerState | undefined;
   return raw && raw.db === options.db ? raw : null;
 }
 
@@ -561,7 +553,7 @@ async function bootstrap(options: FollowerOptions): Promise<FollowerState> {
   const latest = snapshots.at(-1);
   const manifest =
     latest === undefined ? null : await readSnapshotManifest(storage, prefix, db, latest);
-  removeFileSync(`${path}${REDO_SUFFIX}`);
+  removeFileSync(redoPath(path));
   let state: FollowerState;
   if (manifest) {
     await restoreSnapshot(
@@ -590,7 +582,7 @@ async function bootstrap(options: FollowerOptions): Promise<FollowerState> {
       pageSize: null,
     };
   }
-  writeFileAtomicSync(statePathOf(path), JSON.stringify(state));
+  writeFileAtomicSync(followerStatePath(path), JSON.stringify(state));
   options.onEvent?.({ type: 'bootstrapped', seq: state.seq, fromSnapshot: manifest !== null });
   return state;
 }

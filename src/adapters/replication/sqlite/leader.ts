@@ -8,6 +8,7 @@ import {
   InvalidArgumentError,
   NotLeaderError,
 } from '../../../errors.ts';
+import { leaderStatePath, outboxBasePath, parkedTailPath, walPath } from '../../../side-files.ts';
 import { type Changeset, type ChangesetCodec, decodeChangeset } from '../../../wire/changeset.ts';
 import { type DbChecksum, dbChecksumHex, PageHashes } from '../../../wire/db-checksum.ts';
 import { writeFileAtomic, writeFileAtomicSync } from '../../fs-sync.ts';
@@ -284,9 +285,9 @@ export class SqliteLeader {
   private constructor(options: LeaderOptions, state: LeaderState | null, openNow: boolean) {
     this.#options = options;
     this.#clock = options.clock ?? systemClock;
-    this.#walPath = `${options.path}-wal`;
-    this.#statePath = `${options.path}-hadb-leader.json`;
-    this.#outboxBase = outboxBaseOf(options.path);
+    this.#walPath = walPath(options.path);
+    this.#statePath = leaderStatePath(options.path);
+    this.#outboxBase = outboxBasePath(options.path);
     this.#db = openNow ? this.#openConnection() : null;
     this.#checkpointer = null;
     this.#position = state
@@ -478,8 +479,8 @@ export class SqliteLeader {
       options.openOnFirstUse !== true ||
       state !== null ||
       options.position.seq === 0 ||
-      fs.existsSync(`${options.path}-wal`) ||
-      outboxSegmentsOf(outboxBaseOf(options.path)).length > 0;
+      fs.existsSync(walPath(options.path)) ||
+      outboxSegmentsOf(outboxBasePath(options.path)).length > 0;
     const leader = new SqliteLeader(options, state, openNow);
     if (!openNow) return leader;
     try {
@@ -1265,7 +1266,7 @@ function checkSqliteVersionOnce(database: Database.Database): void {
 async function resolveLocalState(
   options: Pick<LeaderOptions, 'path' | 'db' | 'storage' | 'prefix' | 'epoch'>,
 ): Promise<LeaderState | null> {
-  const raw = readJsonFileSync(`${options.path}-hadb-leader.json`) as LeaderState | undefined;
+  const raw = readJsonFileSync(leaderStatePath(options.path)) as LeaderState | undefined;
   if (!raw || raw.db !== options.db || raw.epoch !== options.epoch) return null;
   if (!raw.pending) return raw;
   const stored = await options.storage.get(logKey(options.prefix, options.db, raw.pending.seq));
@@ -1316,10 +1317,6 @@ function hex(bytes: Uint8Array): string {
 
 type OutboxPages = Pick<Unshipped, 'pages' | 'dbSizePages' | 'pageSize'>;
 
-function outboxBaseOf(path: string): string {
-  return `${path}-hadb-outbox`;
-}
-
 /** The changeset an outbox segment (or a parked tail) becomes part of: the one after `position`. */
 function segmentPositionOf(db: string, position: Position) {
   return { db, epoch: position.epoch, seq: position.seq + 1, prevChecksum: position.checksum };
@@ -1362,7 +1359,7 @@ function parkTail(
   unshipped: OutboxPages,
 ): ParkedTail {
   fs.mkdirSync(parkDir, { recursive: true });
-  const file = `${parkDir}/${db}.epoch-${position.epoch}.after-seq-${position.seq}.${Date.now()}.hadb-parked`;
+  const file = parkedTailPath(parkDir, db, position.epoch, position.seq, Date.now());
   writeOutboxSegment(file, segmentPositionOf(db, position), unshipped);
   return { file, epoch: position.epoch, afterSeq: position.seq, pages: unshipped.pages.size };
 }
@@ -1375,7 +1372,7 @@ function parkTail(
 export async function salvageLeaderTail(
   options: Pick<LeaderOptions, 'path' | 'db' | 'storage' | 'prefix'> & { parkDir: string },
 ): Promise<ParkedTail | null> {
-  const raw = readJsonFileSync(`${options.path}-hadb-leader.json`) as LeaderState | undefined;
+  const raw = readJsonFileSync(leaderStatePath(options.path)) as LeaderState | undefined;
   if (!raw || raw.db !== options.db) return null;
   let state: LeaderState = raw;
   try {
@@ -1390,9 +1387,9 @@ export async function salvageLeaderTail(
     checksum: Buffer.from(state.checksum, 'hex'),
   };
   const unshipped = collectUnshipped({
-    walPath: `${options.path}-wal`,
+    walPath: walPath(options.path),
     from: state.cursor,
-    outboxPaths: matchingOutboxSegments(outboxBaseOf(options.path), options.db, position),
+    outboxPaths: matchingOutboxSegments(outboxBasePath(options.path), options.db, position),
     db: options.db,
   });
   if (!unshipped || unshipped.pages.size === 0) return null;
@@ -1402,5 +1399,5 @@ export async function salvageLeaderTail(
 /** Every file a leader keeps beside the database. */
 export function leaderSideFiles(path: string): string[] {
   // Newest segment first, like a shipped outbox's removal.
-  return [`${path}-hadb-leader.json`, ...outboxSegmentsOf(outboxBaseOf(path)).reverse()];
+  return [leaderStatePath(path), ...outboxSegmentsOf(outboxBasePath(path)).reverse()];
 }

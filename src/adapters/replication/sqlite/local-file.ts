@@ -1,5 +1,6 @@
 import fs from 'node:fs';
 import path from 'node:path';
+import { TEMP_MARKERS } from '../../../side-files.ts';
 
 export function readJsonFileSync(file: string): unknown {
   // Missing is the common case (a takeover of a follower copy): no exception to build for it.
@@ -15,14 +16,6 @@ export function readJsonFileSync(file: string): unknown {
 export function removeFileSync(file: string): void {
   fs.rmSync(file, { force: true });
 }
-
-/** Name parts of the temporary files hadb writes next to a database file. */
-const TEMP_MARKERS = [
-  '.hadb-restore-',
-  '.hadb-pitr-',
-  '-hadb-leader.json.tmp-',
-  '-hadb-follower.json.tmp-',
-];
 
 /** Leftover temporary files of each directory, as this process found them on its first look. */
 const leftoversByDirectory = new Map<string, Map<string, string[]>>();
