@@ -19,6 +19,7 @@ import { writeEpochStart } from '../adapters/replication/sqlite/promotion.ts';
 import { doublingDelay } from '../adapters/retry.ts';
 import type { StorageBackend } from '../adapters/storage/types.ts';
 import { type Clock, sleep, type TimerId } from '../clock.ts';
+import { TRANSACTION_LIFETIME_MS } from '../defaults.ts';
 import { messageOf } from '../error-message.ts';
 import {
   BadRequestError,
@@ -72,7 +73,6 @@ import type { NodeClient } from '../wire/http.ts';
 import { createDatabaseActor, type DatabaseActor, type DatabaseActorOptions } from './database.ts';
 import type { HandleCache } from './handle-cache.ts';
 import {
-  DEFAULT_TRANSACTION_LIFETIME_MS,
   type InteractiveHooks,
   InteractiveTransaction,
   IsolatedTransaction,
@@ -1378,7 +1378,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
       if (!readOnly) this.#writerHeld = tx;
     }
     tx.expireAfter(
-      options.lifetimeMs ?? this.#settings.transactionLifetimeMs ?? DEFAULT_TRANSACTION_LIFETIME_MS,
+      options.lifetimeMs ?? this.#settings.transactionLifetimeMs ?? TRANSACTION_LIFETIME_MS,
       clock,
     );
     this.#touch();

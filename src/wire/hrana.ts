@@ -4,6 +4,7 @@ import type { Logger } from 'pino';
 import type { HadbDatabase } from '../actors/hosted-database.ts';
 import type { IsolatedTransaction } from '../actors/interactive.ts';
 import { checkClientSql, splitSql } from '../actors/statement-gate.ts';
+import { HRANA_STREAM_IDLE_MS } from '../defaults.ts';
 import { messageOf } from '../error-message.ts';
 import { HadbError, InvalidArgumentError, LimitExceededError, SqlError } from '../errors.ts';
 import { defaultLogger } from '../log.ts';
@@ -34,8 +35,6 @@ import { secretLengthProblem } from './secrets.ts';
 
 export const RELAY_PATH = '/hadb/v1/hrana';
 const MAX_BODY_BYTES = 16 * 1024 * 1024;
-/** A stream left open by a client is dropped (its transaction rolled back) after this idleness. */
-const STREAM_IDLE_MS = 10_000;
 const MAX_STREAMS = 10_000;
 /**
  * Streams one client may hold open at once. A client is its remote address: every client shares
@@ -152,7 +151,7 @@ export async function startHranaServer(options: HranaServerOptions): Promise<Hra
   const streams = new Map<string, Stream>();
   const streamsOf = new Map<string, number>();
   const maxPerClient = options.maxStreamsPerClient ?? MAX_STREAMS_PER_CLIENT;
-  const idleMs = options.streamIdleMs ?? STREAM_IDLE_MS;
+  const idleMs = options.streamIdleMs ?? HRANA_STREAM_IDLE_MS;
   const servedNames = [...options.databases.keys()];
   for (const name of servedNames) assertServableDbName(name);
   const peers = new NodeClient(options.secret);

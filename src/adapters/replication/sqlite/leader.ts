@@ -2,6 +2,14 @@ import fs from 'node:fs';
 import Database from 'better-sqlite3';
 import { type Clock, systemClock, type TimerId } from '../../../clock.ts';
 import {
+  CHECKPOINT_EVERY_BYTES,
+  SELF_CHECK_BUDGET,
+  SHIP_INTERVAL_MS,
+  SNAPSHOT_EVERY_BYTES,
+  SNAPSHOT_EVERY_CHANGESETS,
+  WAL_TRUNCATE_BYTES,
+} from '../../../defaults.ts';
+import {
   ClosedError,
   DatabaseDivergedError,
   FencedError,
@@ -734,7 +742,7 @@ export class SqliteLeader {
 
   #schedule(fn: () => void, elapsedMs = 0): void {
     if (this.#closed || this.#fenced) return;
-    const delay = Math.max(0, (this.#options.shipIntervalMs ?? 100) - elapsedMs);
+    const delay = Math.max(0, (this.#options.shipIntervalMs ?? SHIP_INTERVAL_MS) - elapsedMs);
     this.#timer = this.#clock.setTimeout(fn, delay);
   }
 
@@ -961,7 +969,7 @@ export class SqliteLeader {
    * checkpoint changes the file meanwhile. On the capture worker when it can.
    */
   async #selfCheck(): Promise<void> {
-    const budget = this.#options.selfCheckBudget ?? 0.01;
+    const budget = this.#options.selfCheckBudget ?? SELF_CHECK_BUDGET;
     const expected = this.#position.dbChecksum;
     const hashes = this.#pageHashes;
     if (!(budget > 0) || expected === undefined || hashes === null || this.#db === null) return;
@@ -1006,8 +1014,10 @@ export class SqliteLeader {
   }
 
   #snapshotDue(): boolean {
-    const { snapshotEveryChangesets = 1000, snapshotEveryBytes = 256 * 1024 * 1024 } =
-      this.#options;
+    const {
+      snapshotEveryChangesets = SNAPSHOT_EVERY_CHANGESETS,
+      snapshotEveryBytes = SNAPSHOT_EVERY_BYTES,
+    } = this.#options;
     if (this.#autoSnapshotQueued || this.#checkpointHolds > 0) return false;
     if (this.#changesetsSinceSnapshot >= snapshotEveryChangesets) return true;
     // Never more snapshot than log: a database larger than the threshold waits for its size.
@@ -1176,11 +1186,11 @@ export class SqliteLeader {
   }
 
   get #walTruncateBytes(): number {
-    return this.#options.walTruncateBytes ?? 64 * 1024 * 1024;
+    return this.#options.walTruncateBytes ?? WAL_TRUNCATE_BYTES;
   }
 
   get #checkpointEveryBytes(): number {
-    return this.#options.checkpointEveryBytes ?? 4 * 1024 * 1024;
+    return this.#options.checkpointEveryBytes ?? CHECKPOINT_EVERY_BYTES;
   }
 
   #checkpointHere(restart: boolean): void {
