@@ -15,6 +15,7 @@ import {
 } from '../adapters/replication/sqlite/leader.ts';
 import { removeFileSync } from '../adapters/replication/sqlite/local-file.ts';
 import { writeEpochStart } from '../adapters/replication/sqlite/promotion.ts';
+import { doublingDelay } from '../adapters/retry.ts';
 import type { StorageBackend } from '../adapters/storage/types.ts';
 import type {
   BatchResult,
@@ -36,6 +37,8 @@ import type {
   WriteToken,
 } from '../api-types.ts';
 import { type Clock, sleep, type TimerId } from '../clock.ts';
+import { TRANSACTION_LIFETIME_MS } from '../defaults.ts';
+import { messageOf } from '../error-message.ts';
 import {
   BadRequestError,
   CatchUpFailedError,
@@ -66,6 +69,8 @@ import {
   type RoleSnapshot,
   roleOf,
 } from '../machines/role.ts';
+import { sideFiles } from '../side-files.ts';
+import { sleepUnlessAborted, Wakeup } from '../wait.ts';
 import {
   decodeForwardResponse,
   decodeStored,
@@ -82,7 +87,6 @@ import type { NodeClient } from '../wire/http.ts';
 import { createDatabaseActor, type DatabaseActor, type DatabaseActorOptions } from './database.ts';
 import type { HandleCache } from './handle-cache.ts';
 import {
-  DEFAULT_TRANSACTION_LIFETIME_MS,
   type InteractiveHooks,
   InteractiveTransaction,
   IsolatedTransaction,
@@ -184,8 +188,8 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
   /** A leader's node tail told this copy of the database's newest position at least once. */
   #heardFromTail = false;
   readonly #inflight = new Map<string, Promise<ForwardResponse>>();
-  readonly #shippedWaiters = new Set<() => void>();
-  readonly #roleWaiters = new Set<() => void>();
+  readonly #shippedWaiters = new Wakeup();
+  readonly #roleWaiters = new Wakeup();
   readonly #closing = new AbortController();
   #closed = false;
   /** Transitions and pulls queued or running: the handles are not closed under them. */
@@ -197,7 +201,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
    * other writes wait for it to end.
    */
   #writerHeld: OpenTransaction | IsolatedWriteHold | null = null;
-  readonly #writerWaiters = new Set<() => void>();
+  readonly #writerWaiters = new Wakeup();
   readonly #interactive = new Set<OpenTransaction>();
   /** Storage holds what this copy cannot apply: not served, retried with backoff. */
   #stuck: { error: CatchUpFailedError; since: number; retryAt: number; delayMs: number } | null =
@@ -286,10 +290,10 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
       if (role === 'leader' && snapshot.context.lease) this.#promote(snapshot.context.lease.epoch);
       if (before === 'demoting' || before === 'leader') this.#wakeShippedWaiters();
       if (before === 'leader' && role !== 'leader') this.#noteShipLog(false);
-      for (const wake of this.#roleWaiters) wake();
+      this.#roleWaiters.wake();
     } else if (leaderOf(previous) !== leaderOf(snapshot)) {
       // A new leader became known: writes waiting to retry go to it now.
-      for (const wake of this.#roleWaiters) wake();
+      this.#roleWaiters.wake();
     }
   }
 
@@ -603,7 +607,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
   async #writeWithRetries(request: ForwardRequest, isolated: boolean): Promise<BatchResult> {
     const clock = this.#services.clock;
     const started = clock.now();
-    let delay = 10;
+    let retries = 0;
     let lastProblem = 'no leader is known';
     // Once sent to another node, the write may have been applied there: from then on it is
     // applied here only under its request id, like any forwarded write.
@@ -639,7 +643,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
             (error: unknown) => {
               if (error instanceof UnauthorizedError || error instanceof BadRequestError)
                 throw error;
-              lastProblem = error instanceof Error ? error.message : String(error);
+              lastProblem = messageOf(error);
               return null;
             },
           );
@@ -669,8 +673,8 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
         );
       }
       // A role change (this node took over, or a leader appeared) ends the wait at once.
+      const delay = doublingDelay(++retries, 10, 500);
       await this.#roleChange(Math.min(delay, this.#settings.forwardTimeoutMs - waited));
-      delay = Math.min(delay * 2, 500);
     }
   }
 
@@ -929,7 +933,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
       this.#isolatedDone();
       if (this.#writerHeld === hold) {
         this.#writerHeld = null;
-        for (const wake of [...this.#writerWaiters]) wake();
+        this.#writerWaiters.wake();
       }
     }
   }
@@ -979,7 +983,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
       return token;
     }
     const clock = this.#services.clock;
-    let delay = 20;
+    let retries = 0;
     for (;;) {
       try {
         const shipped = await leader.flush();
@@ -993,6 +997,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
         return { epoch: shipped.epoch, seq: shipped.seq };
       } catch (error) {
         if (error instanceof FencedError) throw error;
+        const delay = doublingDelay(++retries, 20, 500);
         if (deadline === null || clock.now() + delay > deadline || this.#leader !== leader) {
           throw new NotDurableError(
             `${this.name}: committed on this leader but not confirmed in storage (${(error as Error).message}); it ships if this node keeps the lease, or is parked`,
@@ -1000,7 +1005,6 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
           );
         }
         await sleep(clock, delay);
-        delay = Math.min(delay * 2, 500);
       }
     }
   }
@@ -1090,7 +1094,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
         this.#interactive.delete(ended);
         if (this.#writerHeld !== ended) return;
         this.#writerHeld = null;
-        for (const wake of [...this.#writerWaiters]) wake();
+        this.#writerWaiters.wake();
       },
     };
     let tx: OpenTransaction;
@@ -1102,7 +1106,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
       if (!readOnly) this.#writerHeld = tx;
     }
     tx.expireAfter(
-      options.lifetimeMs ?? this.#settings.transactionLifetimeMs ?? DEFAULT_TRANSACTION_LIFETIME_MS,
+      options.lifetimeMs ?? this.#settings.transactionLifetimeMs ?? TRANSACTION_LIFETIME_MS,
       clock,
     );
     this.#touch();
@@ -1148,7 +1152,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
       this.#isolatedDone();
       if (this.#writerHeld === placeholder) {
         this.#writerHeld = null;
-        for (const wake of [...this.#writerWaiters]) wake();
+        this.#writerWaiters.wake();
       }
     }
   }
@@ -1159,16 +1163,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
     while (this.#writerHeld) {
       const left = deadline - clock.now();
       if (left <= 0 || this.#closed) return false;
-      await new Promise<void>((resolve) => {
-        const waiters = this.#writerWaiters;
-        const timer = clock.setTimeout(done, left);
-        function done() {
-          clock.clearTimeout(timer);
-          waiters.delete(done);
-          resolve();
-        }
-        waiters.add(done);
-      });
+      await this.#writerWaiters.wait(clock, left);
     }
     return true;
   }
@@ -1399,7 +1394,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
     }
     // Storage being down is not a reason to crash: keep trying until it answers. Nor is a copy
     // that cannot catch up: that is reported, and the pulls that follow retry it.
-    let delay = 100;
+    let retries = 0;
     for (;;) {
       try {
         const follower = await this.#catchingUp(async () => {
@@ -1413,8 +1408,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
         if (error instanceof CatchUpFailedError && !this.#closed) return;
         if (this.#closed || !isTransient(error)) throw error;
         this.#problem(error);
-        await sleep(this.#services.clock, delay);
-        delay = Math.min(delay * 2, 5000);
+        await sleep(this.#services.clock, doublingDelay(++retries, 100, 5000));
       }
     }
   }
@@ -1477,18 +1471,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
     const clock = this.#services.clock;
     const waitMs = (this.#stuck?.retryAt ?? 0) - clock.now();
     if (waitMs > 0) {
-      const closing = this.#closing.signal;
-      await new Promise<void>((resolve) => {
-        const done = () => {
-          clock.clearTimeout(timer);
-          signal.removeEventListener('abort', done);
-          closing.removeEventListener('abort', done);
-          resolve();
-        };
-        const timer = clock.setTimeout(done, waitMs);
-        signal.addEventListener('abort', done, { once: true });
-        closing.addEventListener('abort', done, { once: true });
-      });
+      await sleepUnlessAborted(clock, waitMs, signal, this.#closing.signal);
     }
     signal.throwIfAborted();
     if (this.#closed) throw new ClosedError(`database ${this.name}`);
@@ -1572,7 +1555,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
     this.#writerEpoch = null;
     void this.#abortInteractive('its actor failed');
     this.#healthChanged();
-    for (const wake of this.#roleWaiters) wake();
+    this.#roleWaiters.wake();
   }
 
   /** The leader node's tail told of no changeset past what this copy holds. */
@@ -1582,7 +1565,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
 
   #promote(epoch: number): void {
     void this.#serial(async () => {
-      let delay = 50;
+      let retries = 0;
       while (this.#leads(epoch) && this.#writerEpoch !== epoch) {
         try {
           await this.#openLeader(epoch);
@@ -1599,8 +1582,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
             return;
           }
           this.#problem(error);
-          await sleep(this.#services.clock, delay);
-          delay = Math.min(delay * 2, 1000);
+          await sleep(this.#services.clock, doublingDelay(++retries, 50, 1000));
         }
       }
     });
@@ -1689,7 +1671,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
       this.#writerEpoch = epoch;
       this.#noteShipLog(true);
       if (this.#infoEnabled()) this.#logger.info({ epoch, seq: position.seq }, 'leading');
-      for (const wake of this.#roleWaiters) wake();
+      this.#roleWaiters.wake();
     }
   }
 
@@ -1911,27 +1893,13 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
       if (position.seq > after || left <= 0) {
         return { epoch: position.epoch, seq: position.seq, leading: true };
       }
-      await new Promise<void>((resolve) => {
-        const timer = clock.setTimeout(done, left);
-        const closing = () => done();
-        this.#closing.signal.addEventListener('abort', closing, { once: true });
-        function done() {
-          clock.clearTimeout(timer);
-          resolve();
-        }
-        this.#shippedWaiters.add(() => {
-          this.#closing.signal.removeEventListener('abort', closing);
-          done();
-        });
-      });
+      await this.#shippedWaiters.wait(clock, left, this.#closing.signal);
       if (this.#closed) return { ...this.position, leading: false };
     }
   }
 
   #wakeShippedWaiters(): void {
-    const waiters = [...this.#shippedWaiters];
-    this.#shippedWaiters.clear();
-    for (const wake of waiters) wake();
+    this.#shippedWaiters.wake();
   }
 
   /**
@@ -1949,21 +1917,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
   }
 
   #roleChange(timeoutMs: number): Promise<void> {
-    return new Promise((resolve) => {
-      const clock = this.#services.clock;
-      const waiters = this.#roleWaiters;
-      // The waiter itself is removed either way: a timed-out one used to stay in the set.
-      const wake = () => {
-        clock.clearTimeout(timer);
-        done();
-      };
-      const timer = clock.setTimeout(done, timeoutMs);
-      function done() {
-        waiters.delete(wake);
-        resolve();
-      }
-      waiters.add(wake);
-    });
+    return this.#roleWaiters.wait(this.#services.clock, timeoutMs);
   }
 
   // ---- files ------------------------------------------------------------------------------------
@@ -1991,9 +1945,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
 
   #removeLocalCopy(): void {
     this.#closeReader();
-    for (const suffix of ['', '-wal', '-shm', '-hadb-follower.json', '-hadb-redo']) {
-      removeFileSync(`${this.path}${suffix}`);
-    }
+    for (const file of [this.path, ...sideFiles(this.path)]) removeFileSync(file);
     for (const file of leaderSideFiles(this.path)) removeFileSync(file);
   }
 
@@ -2059,7 +2011,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
     if (this.#stuckTimer !== undefined) this.#services.clock.clearTimeout(this.#stuckTimer);
     this.#closing.abort();
     this.#wakeShippedWaiters();
-    for (const wake of this.#roleWaiters) wake();
+    this.#roleWaiters.wake();
     await this.#chain;
     // A write in a statement process (rolled back now) closes its read-write connection before
     // the leader's: the last connection to close a WAL file checkpoints it and drops the WAL.

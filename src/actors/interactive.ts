@@ -15,9 +15,6 @@ export interface InteractiveHooks {
   ended(tx: OpenTransaction): void;
 }
 
-/** Default maximum lifetime of an interactive transaction, whatever its activity. */
-export const DEFAULT_TRANSACTION_LIFETIME_MS = 60_000;
-
 /**
  * What both kinds of interactive transaction share: a maximum lifetime, and why it ended, told to
  * every later call.

@@ -1,6 +1,8 @@
 import type { Logger } from 'pino';
+import { doublingDelay } from '../adapters/retry.ts';
 import { type Clock, sleep, type TimerId } from '../clock.ts';
 import { PeerUnreachableError } from '../errors.ts';
+import { Wakeup } from '../wait.ts';
 import {
   decodeNodeTailResponse,
   NODE_TAIL_PATH,
@@ -20,7 +22,7 @@ export class ShipLog {
   readonly session: string;
   #cursor = 0;
   readonly #entries = new Map<string, NodeTailChange & { cursor: number }>();
-  readonly #waiters = new Set<() => void>();
+  readonly #waiters = new Wakeup();
 
   constructor(session: string) {
     this.session = session;
@@ -33,9 +35,7 @@ export class ShipLog {
     if (!previous && !leading) return;
     this.#cursor += 1;
     this.#entries.set(db, { db, epoch, seq, leading, cursor: this.#cursor });
-    const waiters = [...this.#waiters];
-    this.#waiters.clear();
-    for (const wake of waiters) wake();
+    this.#waiters.wake();
   }
 
   /** Changes after `after`, or everything when the peer's cursor belongs to another session. */
@@ -58,18 +58,7 @@ export class ShipLog {
   ): Promise<NodeTailResponse> {
     const stale = session !== this.session || after > this.#cursor;
     if (stale || this.#cursor > after || signal.aborted) return this.since(after, session);
-    await new Promise<void>((resolve) => {
-      let timer: TimerId | undefined;
-      const done = () => {
-        if (timer !== undefined) clock.clearTimeout(timer);
-        this.#waiters.delete(done);
-        signal.removeEventListener('abort', done);
-        resolve();
-      };
-      timer = clock.setTimeout(done, timeoutMs);
-      this.#waiters.add(done);
-      signal.addEventListener('abort', done, { once: true });
-    });
+    await this.#waiters.wait(clock, timeoutMs, signal);
     return this.since(after, session);
   }
 }
@@ -171,7 +160,8 @@ export class NodeTailFollower {
     }
     // Storage polling only for copies no leader tells about, backing off while it lasts.
     this.#fallbackFailures += 1;
-    const backoff = Math.min(intervalMs * 2 ** Math.min(this.#fallbackFailures - 1, 5), 30_000);
+    // At most 2^5 intervals (and 30 s) apart.
+    const backoff = doublingDelay(Math.min(this.#fallbackFailures, 6), intervalMs, 30_000);
     this.#fallbackDueAt = clock.now() + backoff;
     await forEachLimited(stranded, 8, (database) => database.pullFromStorage());
   }
@@ -221,7 +211,7 @@ export class NodeTailFollower {
         if (signal.aborted) return;
         state.failures += 1;
         logger.debug({ err: error, leader: address }, 'node tail unavailable; storage polling');
-        await sleep(clock, Math.min(this.#options.intervalMs * 2 ** state.failures, 30_000));
+        await sleep(clock, doublingDelay(state.failures + 1, this.#options.intervalMs, 30_000));
       }
     }
   }

@@ -17,6 +17,17 @@ import type { StorageBackend } from '../adapters/storage/types.ts';
 import type { Durability, HadbDatabase, NodeStatus, Transition } from '../api-types.ts';
 import { type Clock, systemClock } from '../clock.ts';
 import {
+  FORWARD_TIMEOUT_MS,
+  HIBERNATE_AFTER_MS,
+  MAX_OPEN_DATABASES,
+  OPEN_TIMEOUT_MS,
+  PAGE_CACHE_BYTES,
+  PAGE_SIZE,
+  READ_YOUR_WRITES_TIMEOUT_MS,
+  SHIP_DELAY_MS,
+  SHIP_INTERVAL_MS,
+} from '../defaults.ts';
+import {
   BadRequestError,
   ClosedError,
   InvalidArgumentError,
@@ -335,8 +346,8 @@ class Node implements HadbNode {
     this.#options = { ...options, storage, leases };
     const clock = options.clock ?? systemClock;
     const logger = (options.logger ?? defaultLogger()).child({ node: options.id });
-    const hibernateAfterMs = options.hibernateAfterMs ?? 30_000;
-    const maxOpen = options.maxOpenDatabases ?? 256;
+    const hibernateAfterMs = options.hibernateAfterMs ?? HIBERNATE_AFTER_MS;
+    const maxOpen = options.maxOpenDatabases ?? MAX_OPEN_DATABASES;
     this.#handles = new HandleCache({ clock, hibernateAfterMs, maxOpen });
     if (hibernateAfterMs !== false) this.#handles.start(sweepIntervalMs(hibernateAfterMs));
     this.#services = {
@@ -352,12 +363,12 @@ class Node implements HadbNode {
       timing,
       client: new NodeClient(options.secret),
       logger,
-      shipIntervalMs: options.shipIntervalMs ?? 100,
-      shipDelayMs: options.shipDelayMs ?? 10,
-      pageSize: options.pageSize ?? 4096,
+      shipIntervalMs: options.shipIntervalMs ?? SHIP_INTERVAL_MS,
+      shipDelayMs: options.shipDelayMs ?? SHIP_DELAY_MS,
+      pageSize: options.pageSize ?? PAGE_SIZE,
       handles: this.#handles,
       steps: new StepLimiter(ROLE_STEPS_AT_ONCE),
-      pageCacheKiB: pageCacheKiB(options.pageCacheBytes ?? 256 * 1024 * 1024, maxOpen),
+      pageCacheKiB: pageCacheKiB(options.pageCacheBytes ?? PAGE_CACHE_BYTES, maxOpen),
       runner: new StatementRunner(options.statements),
     };
     const inspect = options.inspect;
@@ -667,8 +678,9 @@ class Node implements HadbNode {
       this.#services,
       {
         durability: options.durability ?? this.#options.durability ?? 'replicated',
-        readYourWritesTimeoutMs: this.#options.readYourWritesTimeoutMs ?? 1000,
-        forwardTimeoutMs: this.#options.forwardTimeoutMs ?? 15_000,
+        readYourWritesTimeoutMs:
+          this.#options.readYourWritesTimeoutMs ?? READ_YOUR_WRITES_TIMEOUT_MS,
+        forwardTimeoutMs: this.#options.forwardTimeoutMs ?? FORWARD_TIMEOUT_MS,
         transactionLifetimeMs: this.#options.transactionLifetimeMs,
       },
       () => this.#closeDatabase(name),
@@ -683,7 +695,7 @@ class Node implements HadbNode {
     this.#supervisor.start(name, () => database.createActor());
     database.start();
     try {
-      await database.bootstrapped(options.timeoutMs ?? 60_000);
+      await database.bootstrapped(options.timeoutMs ?? OPEN_TIMEOUT_MS);
       if (options.schema) await database.runScripts('schema', [options.schema]);
       if (options.migrations?.length) await this.#migrate(database, options.migrations);
     } catch (error) {

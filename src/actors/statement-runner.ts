@@ -2,6 +2,12 @@ import { type ChildProcess, fork } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import type { Row, Statement, StatementResult } from '../api-types.ts';
 import {
+  MAX_RESULT_BYTES,
+  STATEMENT_CONNECTIONS_PER_PROCESS,
+  STATEMENT_PROCESSES,
+  STATEMENT_TIMEOUT_MS,
+} from '../defaults.ts';
+import {
   ClosedError,
   type HadbError,
   InvalidArgumentError,
@@ -81,9 +87,6 @@ export interface RunnerTransaction {
   run(statement: Statement, bigints: boolean): Promise<StatementResult>;
   end(commit: boolean): Promise<void>;
 }
-
-export const DEFAULT_STATEMENT_TIMEOUT_MS = 5000;
-export const DEFAULT_MAX_RESULT_BYTES = 64 * 1024 * 1024;
 
 const CHILD_ENTRY = fileURLToPath(new URL('./statement-runner-child.mjs', import.meta.url));
 
@@ -237,16 +240,19 @@ export class StatementRunner {
   #closed = false;
 
   constructor(options: StatementRunnerOptions = {}) {
-    this.#size = positiveInteger('statement processes', options.processes ?? 2);
+    this.#size = positiveInteger('statement processes', options.processes ?? STATEMENT_PROCESSES);
     this.timeoutMs = positiveInteger(
       'statement timeout (ms)',
-      options.timeoutMs ?? DEFAULT_STATEMENT_TIMEOUT_MS,
+      options.timeoutMs ?? STATEMENT_TIMEOUT_MS,
     );
     this.maxResultBytes = positiveInteger(
       'maximum result bytes',
-      options.maxResultBytes ?? DEFAULT_MAX_RESULT_BYTES,
+      options.maxResultBytes ?? MAX_RESULT_BYTES,
     );
-    this.#maxConnections = positiveInteger('connections per process', options.maxConnections ?? 64);
+    this.#maxConnections = positiveInteger(
+      'connections per process',
+      options.maxConnections ?? STATEMENT_CONNECTIONS_PER_PROCESS,
+    );
   }
 
   /** The rows of each statement, read in one process; a statement that would write is refused. */

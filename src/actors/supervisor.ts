@@ -1,4 +1,5 @@
 import type { AnyActorRef, SnapshotFrom } from 'xstate';
+import { doublingDelay } from '../adapters/retry.ts';
 import { type Clock, systemClock, type TimerId } from '../clock.ts';
 import { InvalidArgumentError } from '../errors.ts';
 
@@ -182,7 +183,7 @@ export class Supervisor<TActor extends AnyActorRef> {
       this.#onEvent({ type: 'gave-up', name, error, crashes });
       return;
     }
-    const restartInMs = Math.min(maxDelayMs, initialDelayMs * 2 ** (crashes - 1));
+    const restartInMs = doublingDelay(crashes, initialDelayMs, maxDelayMs);
     entry.status = 'restarting';
     this.#onEvent({ type: 'crashed', name, error, restartInMs });
     entry.restartTimer = this.#clock.setTimeout(() => {

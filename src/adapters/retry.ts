@@ -142,8 +142,15 @@ export function backoffDelay(
   maxDelayMs: number,
   random: () => number,
 ): number {
-  const cap = Math.min(maxDelayMs, baseDelayMs * 2 ** (attempt - 1));
-  return random() * cap;
+  return random() * doublingDelay(attempt, baseDelayMs, maxDelayMs);
+}
+
+/**
+ * The wait before retry `attempt` (1-based) without jitter: `base` doubled on each retry, never
+ * past `max`. The same sequence as `delay = Math.min(delay * 2, max)` starting at `base`.
+ */
+export function doublingDelay(attempt: number, baseDelayMs: number, maxDelayMs: number): number {
+  return Math.min(maxDelayMs, baseDelayMs * 2 ** (attempt - 1));
 }
 
 function positiveInteger(name: string, value: number): number {

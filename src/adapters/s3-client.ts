@@ -2,6 +2,7 @@ import { Agent as HttpAgent } from 'node:http';
 import { Agent as HttpsAgent } from 'node:https';
 import { S3Client } from '@aws-sdk/client-s3';
 import type { Clock } from '../clock.ts';
+import { messageOf } from '../error-message.ts';
 import { HadbError, InvalidArgumentError } from '../errors.ts';
 import { type BreakerOptions, CircuitBreaker, type RetryOptions, retryCall } from './retry.ts';
 
@@ -86,7 +87,7 @@ export async function checkS3Configuration(options: S3ClientOptions, what: strin
     await config.region();
   } catch (error) {
     // Missing, or not a region ("Region not accepted"): either way, nothing to retry.
-    const why = error instanceof Error ? error.message : String(error);
+    const why = messageOf(error);
     throw new InvalidArgumentError(
       `${what}: no AWS region (${why}): add ?region=… to the URL or set AWS_REGION`,
       { cause: error },

@@ -9,6 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Durability } from '../api-types.ts';
+import { messageOf } from '../error-message.ts';
 import {
   ClusterDriver,
   DEMO_TIMING,
@@ -151,8 +152,7 @@ export async function runDemo(options: DemoOptions): Promise<number> {
     process.off('SIGINT', interrupted);
     await cluster.close(2000);
     process.stderr.write(
-      `hadb demo failed: ${error instanceof Error ? error.message : String(error)}\n` +
-        `the cluster folder is kept for a look: ${dir}\n`,
+      `hadb demo failed: ${messageOf(error)}\n` + `the cluster folder is kept for a look: ${dir}\n`,
     );
     return 1;
   }

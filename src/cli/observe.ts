@@ -5,6 +5,7 @@
 import { InvalidArgumentError, Option } from 'commander';
 import type { NodeOptions } from '../actors/node.ts';
 import { assertValidDbName } from '../adapters/replication/snapshot.ts';
+import { messageOf } from '../error-message.ts';
 import { InvalidArgumentError as BadOptionError } from '../errors.ts';
 import { redactUrl } from '../redact.ts';
 
@@ -46,7 +47,7 @@ function parseDbList(value: string): string[] {
     try {
       assertValidDbName(name);
     } catch (error) {
-      throw new InvalidArgumentError(error instanceof Error ? error.message : String(error));
+      throw new InvalidArgumentError(messageOf(error));
     }
   }
   return names;

@@ -7,6 +7,14 @@ import { assertValidDbName, listSnapshots } from '../adapters/replication/snapsh
 import type { StorageBackend } from '../adapters/storage/types.ts';
 import { openLeaseStoreFromUrl, openStorageFromUrl } from '../adapters/url.ts';
 import type { HadbDatabase } from '../api-types.ts';
+import {
+  HRANA_STREAM_IDLE_MS,
+  MAX_RESULT_BYTES,
+  STATEMENT_PROCESSES,
+  STATEMENT_TIMEOUT_MS,
+  TRANSACTION_LIFETIME_MS,
+} from '../defaults.ts';
+import { messageOf } from '../error-message.ts';
 import { NothingToServeError } from '../errors.ts';
 import { redactUrl, redactUrlsIn } from '../redact.ts';
 import { normalizePeer } from '../wire/cluster-view.ts';
@@ -134,7 +142,7 @@ export function registerServeCommand(program: Command): void {
         '--transaction-timeout <seconds>',
         'an idle interactive transaction is rolled back after this long',
       )
-        .default(10)
+        .default(HRANA_STREAM_IDLE_MS / 1000)
         .argParser(parsePositiveSeconds('--transaction-timeout')),
     )
     .addOption(
@@ -142,7 +150,7 @@ export function registerServeCommand(program: Command): void {
         '--transaction-lifetime <seconds>',
         'an interactive transaction is rolled back this long after it began, however busy',
       )
-        .default(60)
+        .default(TRANSACTION_LIFETIME_MS / 1000)
         .argParser(parsePositiveSeconds('--transaction-lifetime')),
     )
     .addOption(
@@ -188,7 +196,7 @@ export function registerServeCommand(program: Command): void {
         '--statement-timeout <seconds>',
         "a client's read still running after this long is ended (STATEMENT_TIMEOUT)",
       )
-        .default(5)
+        .default(STATEMENT_TIMEOUT_MS / 1000)
         .argParser(parsePositiveSeconds('--statement-timeout')),
     )
     .addOption(
@@ -196,12 +204,12 @@ export function registerServeCommand(program: Command): void {
         '--max-result-bytes <n>',
         'a read whose rows come to more bytes is refused (RESULT_TOO_LARGE); default 64 MiB',
       )
-        .default(64 * 1024 * 1024)
+        .default(MAX_RESULT_BYTES)
         .argParser(parsePositiveInteger('--max-result-bytes')),
     )
     .addOption(
       new Option('--statement-processes <n>', 'processes running client reads at once')
-        .default(2)
+        .default(STATEMENT_PROCESSES)
         .argParser(parsePositiveInteger('--statement-processes')),
     )
     .option('--no-auth', 'accept clients without a token (only on a loopback --listen address)')
@@ -242,9 +250,7 @@ export function registerServeCommand(program: Command): void {
         }
       }
       await serve(options, secret, authToken).catch((error: unknown) => {
-        process.stderr.write(
-          `hadb serve: ${redactUrlsIn(error instanceof Error ? error.message : String(error))}\n`,
-        );
+        process.stderr.write(`hadb serve: ${redactUrlsIn(messageOf(error))}\n`);
         // As the other commands: 2 for a bad URL, id or prefix, 3 for storage out of reach.
         process.exit(exitCodeFor(error));
       });
@@ -312,8 +318,7 @@ async function serve(
   opened.forEach((result, i) => {
     if (result.status === 'fulfilled') databases.set(result.value.name, result.value);
     else {
-      const message =
-        result.reason instanceof Error ? result.reason.message : String(result.reason);
+      const message = messageOf(result.reason);
       failures.push(message);
       process.stderr.write(`hadb serve: not serving ${names[i]}: ${message}\n`);
     }

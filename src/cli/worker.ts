@@ -14,6 +14,7 @@ import { createFsLeaseStore } from '../adapters/lease/fs.ts';
 import { createFsStorage } from '../adapters/storage/fs.ts';
 import { openLeaseStoreFromUrl, openStorageFromUrl } from '../adapters/url.ts';
 import type { Consistency, Durability, HadbDatabase, Role, WriteToken } from '../api-types.ts';
+import { messageOf } from '../error-message.ts';
 import type { LeaseTiming } from '../machines/role.ts';
 import { type ObserveFlags, observeOptions } from './observe.ts';
 
@@ -127,7 +128,7 @@ function print(message: WorkerMessage): void {
 
 /** The node could not start or run on: said on stdout for the driver, in full on stderr. */
 export function reportFatal(node: string, error: unknown): void {
-  print({ type: 'fatal', node, message: errorMessage(error), at: Date.now() });
+  print({ type: 'fatal', node, message: messageOf(error), at: Date.now() });
   process.stderr.write(
     `${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`,
   );
@@ -136,10 +137,6 @@ export function reportFatal(node: string, error: unknown): void {
 function errorCode(error: unknown): string {
   const code = (error as { code?: unknown } | null)?.code;
   return typeof code === 'string' ? code : 'ERROR';
-}
-
-function errorMessage(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
 }
 
 interface DatabaseState {
@@ -246,7 +243,7 @@ export async function runWorker(options: WorkerOptions): Promise<void> {
           db: name,
           key,
           code: errorCode(error),
-          message: errorMessage(error),
+          message: messageOf(error),
           at: Date.now(),
         });
         // A write fails after the leader stayed unreachable for a while: no need to hammer.
@@ -412,7 +409,7 @@ export async function runWorker(options: WorkerOptions): Promise<void> {
       return;
     }
     handle(command).catch((error: unknown) =>
-      print({ type: 'problem', node, db: '', message: errorMessage(error), at: Date.now() }),
+      print({ type: 'problem', node, db: '', message: messageOf(error), at: Date.now() }),
     );
   });
   // The driver went away: nobody reads what this node reports any more.

@@ -11,6 +11,7 @@
  */
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { ClusterNodeView, ClusterView, NodeStatus } from '../api-types.ts';
+import { messageOf } from '../error-message.ts';
 import { BadRequestError, LimitExceededError } from '../errors.ts';
 import type { HttpAnswer } from './http.ts';
 
@@ -178,7 +179,7 @@ async function fetchProvenStatus(
     if (error instanceof SyntaxError) return { error: NOT_PROVEN };
     const code = (error as { cause?: { code?: unknown } } | null)?.cause?.code;
     if (typeof code === 'string') return { error: code };
-    return { error: error instanceof Error ? error.message : String(error) };
+    return { error: messageOf(error) };
   }
 }
 

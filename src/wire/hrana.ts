@@ -11,6 +11,8 @@ import type {
   StatementResult,
   WriteToken,
 } from '../api-types.ts';
+import { HRANA_STREAM_IDLE_MS } from '../defaults.ts';
+import { messageOf } from '../error-message.ts';
 import {
   AtomicRunFailedError,
   BadRequestError,
@@ -47,8 +49,6 @@ import { secretLengthProblem } from './secrets.ts';
 
 export const RELAY_PATH = '/hadb/v1/hrana';
 const MAX_BODY_BYTES = 16 * 1024 * 1024;
-/** A stream left open by a client is dropped (its transaction rolled back) after this idleness. */
-const STREAM_IDLE_MS = 10_000;
 const MAX_STREAMS = 10_000;
 /**
  * Streams one client may hold open at once. A client is its remote address: every client shares
@@ -156,7 +156,7 @@ export async function startHranaServer(options: HranaServerOptions): Promise<Hra
   const streams = new Map<string, Stream>();
   const streamsOf = new Map<string, number>();
   const maxPerClient = options.maxStreamsPerClient ?? MAX_STREAMS_PER_CLIENT;
-  const idleMs = options.streamIdleMs ?? STREAM_IDLE_MS;
+  const idleMs = options.streamIdleMs ?? HRANA_STREAM_IDLE_MS;
   const servedNames = [...options.databases.keys()];
   for (const name of servedNames) assertServableDbName(name);
   const peers = new NodeClient(options.secret);
@@ -168,7 +168,7 @@ export async function startHranaServer(options: HranaServerOptions): Promise<Hra
     handle(request).then(
       (answer) => reply(response, answer.status, forClient(answer.body)),
       (error: unknown) => {
-        const message = error instanceof Error ? error.message : String(error);
+        const message = messageOf(error);
         if (!response.headersSent) reply(response, 500, forClient({ message, code: 'INTERNAL' }));
         else response.destroy();
       },
@@ -519,10 +519,6 @@ function problem(status: number, code: string, message: string): Answer {
   return { status, body: { message, code } };
 }
 
-function messageOf(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
-}
-
 /** Per-process tokens no client can guess, standing in for numbers JSON.stringify gets wrong. */
 const TOKEN = randomBytes(16).toString('hex');
 const SPECIAL_NUMBERS = new Map<string, string>([
@@ -586,7 +582,7 @@ function toHranaError(error: unknown): HranaError {
   if (error instanceof HadbError) {
     return { message: error.message.slice(`${error.code}: `.length), code: error.code };
   }
-  const message = error instanceof Error ? error.message : String(error);
+  const message = messageOf(error);
   const code = isObject(error) && typeof error.code === 'string' ? error.code : 'INTERNAL';
   // The client puts the code in front of the message itself (hadb's errors carry it already).
   return {

@@ -1,6 +1,7 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { messageOf } from '../error-message.ts';
 import {
   BadRequestError,
   PeerUnreachableError,
@@ -131,7 +132,7 @@ export async function readBody(
 function answerForError(error: unknown): HttpAnswer {
   if (error instanceof BadRequestError) return { status: 400, body: error.message };
   if (error instanceof UnauthorizedError) return { status: 401, body: error.message };
-  const message = error instanceof Error ? error.message : String(error);
+  const message = messageOf(error);
   return { status: 500, body: message };
 }
 

@@ -2,6 +2,7 @@ import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import Database from 'better-sqlite3';
+import { messageOf } from '../../error-message.ts';
 import { HadbError, LeaseRecordInvalidError, LeaseStoreUnavailableError } from '../../errors.ts';
 import { type CasResult, CONFLICT, type LeaseEntry, type LeaseStore } from './types.ts';
 
@@ -100,7 +101,7 @@ export function createFsLeaseStore(options: {
 
   function unavailable(what: string, error: unknown): Error {
     if (error instanceof HadbError) return error;
-    const message = error instanceof Error ? error.message : String(error);
+    const message = messageOf(error);
     return new LeaseStoreUnavailableError(`${what} at ${options.path}: ${message}`, {
       cause: error,
     });

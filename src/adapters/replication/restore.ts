@@ -2,6 +2,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { DbChecksum } from '../../api-types.ts';
 import { DatabaseDivergedError, InvalidArgumentError, ReplicationGapError } from '../../errors.ts';
+import { PITR_TEMP_INFIX, redoPath, replacedPath, sqliteJournalFiles } from '../../side-files.ts';
 import { type Changeset, decodeChangeset, GENESIS_CHECKSUM } from '../../wire/changeset.ts';
 import {
   dbChecksumHex,
@@ -9,6 +10,7 @@ import {
   PageHashes,
   parseDbChecksumHex,
 } from '../../wire/db-checksum.ts';
+import { syncDirectorySync } from '../fs-sync.ts';
 import type { StorageBackend } from '../storage/types.ts';
 import {
   listSnapshots,
@@ -19,14 +21,8 @@ import {
   type SnapshotManifest,
 } from './snapshot.ts';
 import { adoptAsFollowerFile, PageApplier } from './sqlite/apply.ts';
-import {
-  fsyncDirectorySync,
-  removeFileSync,
-  removeLeftoverTempFiles,
-} from './sqlite/local-file.ts';
+import { removeFileSync, removeLeftoverTempFiles } from './sqlite/local-file.ts';
 import { hashDatabaseFile } from './sqlite/page-hashes.ts';
-
-const PITR_TEMP_INFIX = '.hadb-pitr-';
 
 /** The point to restore: a sequence number, a commit time, or the latest. */
 export type RestoreTarget = { seq: number } | { timeMs: number } | 'latest';
@@ -222,7 +218,7 @@ export async function restoreDatabase(options: RestoreOptions): Promise<RestoreR
   } finally {
     applier?.close();
     removeFileSync(temp);
-    removeFileSync(`${temp}-hadb-redo`);
+    removeFileSync(redoPath(temp));
   }
 }
 
@@ -306,21 +302,20 @@ async function logContinuesAfter(
 function replaceDatabaseFile(source: string, destPath: string): void {
   const dir = path.dirname(destPath);
   const aside: Array<[string, string]> = [];
-  for (const suffix of ['-wal', '-shm', '-journal']) {
-    const file = `${destPath}${suffix}`;
+  for (const file of sqliteJournalFiles(destPath)) {
     if (!fs.existsSync(file)) continue;
-    const parked = `${file}.hadb-replaced`;
+    const parked = replacedPath(file);
     fs.renameSync(file, parked);
     aside.push([file, parked]);
   }
-  fsyncDirectorySync(dir);
+  syncDirectorySync(dir);
   try {
     fs.renameSync(source, destPath);
   } catch (error) {
     for (const [file, parked] of aside) fs.renameSync(parked, file);
-    fsyncDirectorySync(dir);
+    syncDirectorySync(dir);
     throw error;
   }
-  fsyncDirectorySync(dir);
+  syncDirectorySync(dir);
   for (const [, parked] of aside) removeFileSync(parked);
 }

@@ -11,6 +11,7 @@ import { promisify } from 'node:util';
 import * as zlib from 'node:zlib';
 import type { DbChecksum } from '../../api-types.ts';
 import { DatabaseDivergedError, InvalidArgumentError, SnapshotInvalidError } from '../../errors.ts';
+import { RESTORE_TEMP_INFIX, sqliteJournalFiles } from '../../side-files.ts';
 import { brotliOptions, CHECKSUM_BYTES } from '../../wire/changeset.ts';
 import { dbChecksumHex, ImageChecksummer, parseDbChecksumHex } from '../../wire/db-checksum.ts';
 import { syncDirectory } from '../fs-sync.ts';
@@ -579,7 +580,7 @@ export async function restoreSnapshot(
   const where = `snapshot ${manifest.seq} of ${manifest.db}`;
   const checked = parseManifest(manifest, where);
   const { db, seq, rawBytes } = checked;
-  const temp = `${destPath}.hadb-restore-${randomBytes(6).toString('hex')}`;
+  const temp = `${destPath}${RESTORE_TEMP_INFIX}${randomBytes(6).toString('hex')}`;
   const handle = await fsp.open(temp, 'wx');
   let closed = false;
   try {
@@ -618,8 +619,8 @@ export async function restoreSnapshot(
 
     const directory = path.dirname(destPath);
     let removed = false;
-    for (const suffix of ['-wal', '-shm', '-journal']) {
-      removed = (await unlinkIfExists(`${destPath}${suffix}`)) || removed;
+    for (const file of sqliteJournalFiles(destPath)) {
+      removed = (await unlinkIfExists(file)) || removed;
     }
     // The deletions must be durable before the new file appears, or a crash pairs it with a stale WAL.
     if (removed) await syncDirectory(directory);

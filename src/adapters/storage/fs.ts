@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import type { Dirent, Stats } from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
+import { messageOf } from '../../error-message.ts';
 import { HadbError, InvalidKeyError, StorageUnavailableError } from '../../errors.ts';
 import {
   closeFile,
@@ -435,7 +436,7 @@ async function mapErrors<T>(what: string, operation: () => Promise<T>): Promise<
     return await operation();
   } catch (error) {
     if (error instanceof HadbError) throw error;
-    const message = error instanceof Error ? error.message : String(error);
+    const message = messageOf(error);
     throw new StorageUnavailableError(`${what}: ${message}`, { cause: error });
   }
 }

@@ -4,6 +4,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { Command } from 'commander';
 import { SqliteFollower } from '../../adapters/replication/sqlite/follower.ts';
 import { InvalidArgumentError, StorageUnavailableError } from '../../errors.ts';
+import { followerStatePath } from '../../side-files.ts';
 import { Progress } from '../progress.ts';
 import { assertDatabaseExists } from './inspect.ts';
 import {
@@ -170,7 +171,7 @@ function checkReplicaPath(
   if (fs.statSync(output).isDirectory()) {
     throw new InvalidArgumentError(`${output} is a folder; give the path of a file`);
   }
-  const state = `${output}-hadb-follower.json`;
+  const state = followerStatePath(output);
   let replicaOf: unknown = null;
   try {
     replicaOf = (JSON.parse(fs.readFileSync(state, 'utf8')) as { db?: unknown }).db;

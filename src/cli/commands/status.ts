@@ -4,6 +4,7 @@
  * Unlike the other operations commands it talks to nodes, not to storage.
  */
 import type { Command } from 'commander';
+import { messageOf } from '../../error-message.ts';
 import { InvalidArgumentError } from '../../errors.ts';
 import { redactUrl, resolveConfig } from '../config.ts';
 import {
@@ -288,7 +289,7 @@ function describeFetchError(error: unknown, timeoutMs: number): string {
       ? `${code}: ${cause.message}`
       : cause.message;
   }
-  return error instanceof Error ? error.message : String(error);
+  return messageOf(error);
 }
 
 function parseNodeStatus(body: unknown): { node: string; databases: ReportedDatabase[] } | null {

@@ -3,9 +3,11 @@ import * as fs from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import * as nodePath from 'node:path';
 import { InvalidArgumentError } from '../../../errors.ts';
+import { REDO_SUFFIX, redoPath } from '../../../side-files.ts';
 import type { Changeset } from '../../../wire/changeset.ts';
 import { FOLLOWER_OWNED_HEADER_BYTES } from '../../../wire/db-checksum.ts';
-import { fsyncDirectorySync, removeFileSync } from './local-file.ts';
+import { syncDirectorySync, writeFileAtomicSync } from '../../fs-sync.ts';
+import { removeFileSync } from './local-file.ts';
 
 /**
  * Writes a leader's changesets straight into a follower's database file.
@@ -19,10 +21,8 @@ import { fsyncDirectorySync, removeFileSync } from './local-file.ts';
  * are idempotent, so {@link PageApplier.recover} re-applies it after a crash.
  */
 
-export const REDO_SUFFIX = '-hadb-redo';
-
 /** Page-1 header bytes the follower owns (see the database checksum, which leaves them out). */
-export { FOLLOWER_OWNED_HEADER_BYTES };
+export { FOLLOWER_OWNED_HEADER_BYTES, REDO_SUFFIX };
 
 /** A copy of page 1 with the follower-owned header bytes zeroed, to compare with the leader's. */
 export function maskFollowerOwnedHeader(page1: Uint8Array): Uint8Array {
@@ -70,7 +70,7 @@ export class PageApplier {
 
   private constructor(path: string, fd: number, options: PageApplierOptions) {
     this.path = path;
-    this.redoPath = `${path}${REDO_SUFFIX}`;
+    this.redoPath = redoPath(path);
     this.#onStep = options.onStep;
     this.#fd = fd;
     this.#pendingRedo = fs.existsSync(this.redoPath);
@@ -85,8 +85,8 @@ export class PageApplier {
     const existed = fs.existsSync(path);
     const fd = fs.openSync(path, fs.constants.O_RDWR | fs.constants.O_CREAT, 0o644);
     try {
-      if (!existed) fsyncDirectorySync(nodePath.dirname(path));
-      removeFileSync(`${path}${REDO_SUFFIX}.tmp`);
+      if (!existed) syncDirectorySync(nodePath.dirname(path));
+      removeFileSync(`${redoPath(path)}.tmp`);
     } catch (error) {
       fs.closeSync(fd);
       throw error;
@@ -129,7 +129,11 @@ export class PageApplier {
     this.#checkAgainstFile(fd, redo);
     // Set first: if the write fails half way, recover() sorts out whatever is left.
     this.#pendingRedo = true;
-    writeFileAtomic(this.redoPath, encodeRedo(redo));
+    // A fixed temporary name: opening the file again removes one a crash left.
+    writeFileAtomicSync(this.redoPath, encodeRedo(redo), {
+      temp: `${this.redoPath}.tmp`,
+      mode: 0o644,
+    });
     this.#step('redo-written');
     this.#writePages(fd, redo);
     this.#dropRedo();
@@ -209,7 +213,7 @@ export class PageApplier {
   #dropRedo(): void {
     removeFileSync(this.redoPath);
     // Otherwise a crash could bring the deleted redo back; harmless now, but not after a later apply.
-    fsyncDirectorySync(nodePath.dirname(this.redoPath));
+    syncDirectorySync(nodePath.dirname(this.redoPath));
     this.#pendingRedo = false;
   }
 }
@@ -340,19 +344,6 @@ function writeAll(fd: number, data: Uint8Array, position: number): void {
   while (done < data.length) {
     done += fs.writeSync(fd, data, done, data.length - done, position + done);
   }
-}
-
-function writeFileAtomic(target: string, body: Uint8Array): void {
-  const temp = `${target}.tmp`;
-  const fd = fs.openSync(temp, 'w', 0o644);
-  try {
-    writeAll(fd, body, 0);
-    fs.fsyncSync(fd);
-  } finally {
-    fs.closeSync(fd);
-  }
-  fs.renameSync(temp, target);
-  fsyncDirectorySync(nodePath.dirname(target));
 }
 
 /**

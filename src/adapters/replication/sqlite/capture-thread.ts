@@ -1,5 +1,6 @@
 import { parentPort } from 'node:worker_threads';
 import Database from 'better-sqlite3';
+import { messageOf } from '../../../error-message.ts';
 import { InternalError } from '../../../errors.ts';
 import {
   type CaptureJob,
@@ -50,6 +51,6 @@ port.on('message', (request: CaptureRequest) => {
     // The frame owns its buffer: handing it over costs no copy.
     port.postMessage({ id, capture }, capture ? [capture.bytes.buffer as ArrayBuffer] : []);
   } catch (error) {
-    port.postMessage({ id, error: error instanceof Error ? error.message : String(error) });
+    port.postMessage({ id, error: messageOf(error) });
   }
 });

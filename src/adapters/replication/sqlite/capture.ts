@@ -12,7 +12,7 @@ import {
   type PageHashUpdate,
   type SharedPageHashes,
 } from '../../../wire/db-checksum.ts';
-import { writeFileAtomicSync } from './local-file.ts';
+import { writeFileAtomicSync } from '../../fs-sync.ts';
 import { hashDatabaseFile } from './page-hashes.ts';
 import { readCommittedFrames, WAL_HEADER_SIZE, type WalCursor } from './wal.ts';
 

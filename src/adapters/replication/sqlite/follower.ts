@@ -6,6 +6,7 @@ import {
   LineageAheadError,
   ReplicationGapError,
 } from '../../../errors.ts';
+import { followerStatePath, redoPath, walPath } from '../../../side-files.ts';
 import {
   type Changeset,
   checksumsEqual,
@@ -18,6 +19,7 @@ import {
   PageHashes,
   parseDbChecksumHex,
 } from '../../../wire/db-checksum.ts';
+import { writeFileAtomic, writeFileAtomicSync } from '../../fs-sync.ts';
 import { urgently } from '../../pacing.ts';
 import type { StorageBackend } from '../../storage/types.ts';
 import {
@@ -27,19 +29,8 @@ import {
   readSnapshotManifest,
   restoreSnapshot,
 } from '../snapshot.ts';
-import {
-  adoptAsFollowerFile,
-  adoptAsFollowerFileAsync,
-  PageApplier,
-  REDO_SUFFIX,
-} from './apply.ts';
-import {
-  readJsonFileSync,
-  removeFileSync,
-  removeLeftoverTempFilesOnce,
-  writeFileAtomic,
-  writeFileAtomicSync,
-} from './local-file.ts';
+import { adoptAsFollowerFile, adoptAsFollowerFileAsync, PageApplier } from './apply.ts';
+import { readJsonFileSync, removeFileSync, removeLeftoverTempFilesOnce } from './local-file.ts';
 import { checksumAfterFromFile, hashDatabaseFile } from './page-hashes.ts';
 
 /** Options of `SqliteFollower.open`. */
@@ -100,7 +91,7 @@ export class SqliteFollower {
 
   private constructor(options: FollowerOptions, applier: PageApplier | null, state: FollowerState) {
     this.#options = options;
-    this.#statePath = statePathOf(options.path);
+    this.#statePath = followerStatePath(options.path);
     this.#applier = applier;
     this.#state = state;
   }
@@ -139,9 +130,9 @@ export class SqliteFollower {
     position: Position,
     how: { offLoop?: boolean } = {},
   ): Promise<SqliteFollower> {
-    if (fs.existsSync(`${options.path}-wal`)) {
+    if (fs.existsSync(walPath(options.path))) {
       throw new InvalidArgumentError(
-        `${options.path}-wal still exists: the leader did not close cleanly`,
+        `${walPath(options.path)} still exists: the leader did not close cleanly`,
       );
     }
     // `offLoop`: a node whose lease lapsed adopts the files of all its leaders at once; its
@@ -160,12 +151,12 @@ export class SqliteFollower {
         ? {}
         : { dbChecksum: dbChecksumHex(position.dbChecksum) }),
     };
-    if (how.offLoop) await writeFileAtomic(statePathOf(options.path), JSON.stringify(state));
-    else writeFileAtomicSync(statePathOf(options.path), JSON.stringify(state));
+    if (how.offLoop) await writeFileAtomic(followerStatePath(options.path), JSON.stringify(state));
+    else writeFileAtomicSync(followerStatePath(options.path), JSON.stringify(state));
     // Everything up to `position` was shipped from this very file, so its lineage is storage's:
     // no need to ask storage again. It starts hibernated (its descriptor opens with the next
     // apply): a node whose lease lapsed demotes all its leaders at once, and most stay idle.
-    if (fs.existsSync(`${options.path}${REDO_SUFFIX}`)) return SqliteFollower.open(options);
+    if (fs.existsSync(redoPath(options.path))) return SqliteFollower.open(options);
     return new SqliteFollower(options, null, state);
   }
 
@@ -549,12 +540,8 @@ function withoutDbChecksum(state: FollowerState): FollowerState {
   return rest;
 }
 
-function statePathOf(path: string): string {
-  return `${path}-hadb-follower.json`;
-}
-
 function readState(options: FollowerOptions): FollowerState | null {
-  const raw = readJsonFileSync(statePathOf(options.path)) as FollowerState | undefined;
+  const raw = readJsonFileSync(followerStatePath(options.path)) as FollowerState | undefined;
   return raw && raw.db === options.db ? raw : null;
 }
 
@@ -565,7 +552,7 @@ async function bootstrap(options: FollowerOptions): Promise<FollowerState> {
   const latest = snapshots.at(-1);
   const manifest =
     latest === undefined ? null : await readSnapshotManifest(storage, prefix, db, latest);
-  removeFileSync(`${path}${REDO_SUFFIX}`);
+  removeFileSync(redoPath(path));
   let state: FollowerState;
   if (manifest) {
     await restoreSnapshot(
@@ -594,7 +581,7 @@ async function bootstrap(options: FollowerOptions): Promise<FollowerState> {
       pageSize: null,
     };
   }
-  writeFileAtomicSync(statePathOf(path), JSON.stringify(state));
+  writeFileAtomicSync(followerStatePath(path), JSON.stringify(state));
   options.onEvent?.({ type: 'bootstrapped', seq: state.seq, fromSnapshot: manifest !== null });
   return state;
 }

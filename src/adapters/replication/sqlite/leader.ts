@@ -3,6 +3,14 @@ import Database from 'better-sqlite3';
 import type { ParkedTail, Position } from '../../../api-types.ts';
 import { type Clock, systemClock, type TimerId } from '../../../clock.ts';
 import {
+  CHECKPOINT_EVERY_BYTES,
+  SELF_CHECK_BUDGET,
+  SHIP_INTERVAL_MS,
+  SNAPSHOT_EVERY_BYTES,
+  SNAPSHOT_EVERY_CHANGESETS,
+  WAL_TRUNCATE_BYTES,
+} from '../../../defaults.ts';
+import {
   ClosedError,
   DatabaseDivergedError,
   FencedError,
@@ -10,8 +18,10 @@ import {
   InvalidArgumentError,
   NotLeaderError,
 } from '../../../errors.ts';
+import { leaderStatePath, outboxBasePath, parkedTailPath, walPath } from '../../../side-files.ts';
 import { type Changeset, type ChangesetCodec, decodeChangeset } from '../../../wire/changeset.ts';
 import { dbChecksumHex, PageHashes } from '../../../wire/db-checksum.ts';
+import { writeFileAtomic, writeFileAtomicSync } from '../../fs-sync.ts';
 import type { StorageBackend } from '../../storage/types.ts';
 import { logKey, readDatabaseImage, type SnapshotManifest, writeSnapshot } from '../snapshot.ts';
 import {
@@ -27,13 +37,7 @@ import {
   writeOutboxSegment,
 } from './capture.ts';
 import { captureWorker } from './capture-pool.ts';
-import {
-  readJsonFileSync,
-  removeFileSync,
-  removeLeftoverTempFilesOnce,
-  writeFileAtomic,
-  writeFileAtomicSync,
-} from './local-file.ts';
+import { readJsonFileSync, removeFileSync, removeLeftoverTempFilesOnce } from './local-file.ts';
 import {
   assertSqliteVersion,
   type CommittedFrames,
@@ -273,9 +277,9 @@ export class SqliteLeader {
   private constructor(options: LeaderOptions, state: LeaderState | null, openNow: boolean) {
     this.#options = options;
     this.#clock = options.clock ?? systemClock;
-    this.#walPath = `${options.path}-wal`;
-    this.#statePath = `${options.path}-hadb-leader.json`;
-    this.#outboxBase = outboxBaseOf(options.path);
+    this.#walPath = walPath(options.path);
+    this.#statePath = leaderStatePath(options.path);
+    this.#outboxBase = outboxBasePath(options.path);
     this.#db = openNow ? this.#openConnection() : null;
     this.#checkpointer = null;
     this.#position = state
@@ -467,8 +471,8 @@ export class SqliteLeader {
       options.openOnFirstUse !== true ||
       state !== null ||
       options.position.seq === 0 ||
-      fs.existsSync(`${options.path}-wal`) ||
-      outboxSegmentsOf(outboxBaseOf(options.path)).length > 0;
+      fs.existsSync(walPath(options.path)) ||
+      outboxSegmentsOf(outboxBasePath(options.path)).length > 0;
     const leader = new SqliteLeader(options, state, openNow);
     if (!openNow) return leader;
     try {
@@ -722,7 +726,7 @@ export class SqliteLeader {
 
   #schedule(fn: () => void, elapsedMs = 0): void {
     if (this.#closed || this.#fenced) return;
-    const delay = Math.max(0, (this.#options.shipIntervalMs ?? 100) - elapsedMs);
+    const delay = Math.max(0, (this.#options.shipIntervalMs ?? SHIP_INTERVAL_MS) - elapsedMs);
     this.#timer = this.#clock.setTimeout(fn, delay);
   }
 
@@ -950,7 +954,7 @@ export class SqliteLeader {
    * checkpoint changes the file meanwhile. On the capture worker when it can.
    */
   async #selfCheck(): Promise<void> {
-    const budget = this.#options.selfCheckBudget ?? 0.01;
+    const budget = this.#options.selfCheckBudget ?? SELF_CHECK_BUDGET;
     const expected = this.#position.dbChecksum;
     const hashes = this.#pageHashes;
     if (!(budget > 0) || expected === undefined || hashes === null || this.#db === null) return;
@@ -995,8 +999,10 @@ export class SqliteLeader {
   }
 
   #snapshotDue(): boolean {
-    const { snapshotEveryChangesets = 1000, snapshotEveryBytes = 256 * 1024 * 1024 } =
-      this.#options;
+    const {
+      snapshotEveryChangesets = SNAPSHOT_EVERY_CHANGESETS,
+      snapshotEveryBytes = SNAPSHOT_EVERY_BYTES,
+    } = this.#options;
     if (this.#autoSnapshotQueued || this.#checkpointHolds > 0) return false;
     if (this.#changesetsSinceSnapshot >= snapshotEveryChangesets) return true;
     // Never more snapshot than log: a database larger than the threshold waits for its size.
@@ -1165,11 +1171,11 @@ export class SqliteLeader {
   }
 
   get #walTruncateBytes(): number {
-    return this.#options.walTruncateBytes ?? 64 * 1024 * 1024;
+    return this.#options.walTruncateBytes ?? WAL_TRUNCATE_BYTES;
   }
 
   get #checkpointEveryBytes(): number {
-    return this.#options.checkpointEveryBytes ?? 4 * 1024 * 1024;
+    return this.#options.checkpointEveryBytes ?? CHECKPOINT_EVERY_BYTES;
   }
 
   #checkpointHere(restart: boolean): void {
@@ -1255,7 +1261,7 @@ function checkSqliteVersionOnce(database: Database.Database): void {
 async function resolveLocalState(
   options: Pick<LeaderOptions, 'path' | 'db' | 'storage' | 'prefix' | 'epoch'>,
 ): Promise<LeaderState | null> {
-  const raw = readJsonFileSync(`${options.path}-hadb-leader.json`) as LeaderState | undefined;
+  const raw = readJsonFileSync(leaderStatePath(options.path)) as LeaderState | undefined;
   if (!raw || raw.db !== options.db || raw.epoch !== options.epoch) return null;
   if (!raw.pending) return raw;
   const stored = await options.storage.get(logKey(options.prefix, options.db, raw.pending.seq));
@@ -1306,10 +1312,6 @@ function hex(bytes: Uint8Array): string {
 
 type OutboxPages = Pick<Unshipped, 'pages' | 'dbSizePages' | 'pageSize'>;
 
-function outboxBaseOf(path: string): string {
-  return `${path}-hadb-outbox`;
-}
-
 /** The changeset an outbox segment (or a parked tail) becomes part of: the one after `position`. */
 function segmentPositionOf(db: string, position: Position) {
   return { db, epoch: position.epoch, seq: position.seq + 1, prevChecksum: position.checksum };
@@ -1352,7 +1354,7 @@ function parkTail(
   unshipped: OutboxPages,
 ): ParkedTail {
   fs.mkdirSync(parkDir, { recursive: true });
-  const file = `${parkDir}/${db}.epoch-${position.epoch}.after-seq-${position.seq}.${Date.now()}.hadb-parked`;
+  const file = parkedTailPath(parkDir, db, position.epoch, position.seq, Date.now());
   writeOutboxSegment(file, segmentPositionOf(db, position), unshipped);
   return { file, epoch: position.epoch, afterSeq: position.seq, pages: unshipped.pages.size };
 }
@@ -1365,7 +1367,7 @@ function parkTail(
 export async function salvageLeaderTail(
   options: Pick<LeaderOptions, 'path' | 'db' | 'storage' | 'prefix'> & { parkDir: string },
 ): Promise<ParkedTail | null> {
-  const raw = readJsonFileSync(`${options.path}-hadb-leader.json`) as LeaderState | undefined;
+  const raw = readJsonFileSync(leaderStatePath(options.path)) as LeaderState | undefined;
   if (!raw || raw.db !== options.db) return null;
   let state: LeaderState = raw;
   try {
@@ -1380,9 +1382,9 @@ export async function salvageLeaderTail(
     checksum: Buffer.from(state.checksum, 'hex'),
   };
   const unshipped = collectUnshipped({
-    walPath: `${options.path}-wal`,
+    walPath: walPath(options.path),
     from: state.cursor,
-    outboxPaths: matchingOutboxSegments(outboxBaseOf(options.path), options.db, position),
+    outboxPaths: matchingOutboxSegments(outboxBasePath(options.path), options.db, position),
     db: options.db,
   });
   if (!unshipped || unshipped.pages.size === 0) return null;
@@ -1392,5 +1394,5 @@ export async function salvageLeaderTail(
 /** Every file a leader keeps beside the database. */
 export function leaderSideFiles(path: string): string[] {
   // Newest segment first, like a shipped outbox's removal.
-  return [`${path}-hadb-leader.json`, ...outboxSegmentsOf(outboxBaseOf(path)).reverse()];
+  return [leaderStatePath(path), ...outboxSegmentsOf(outboxBasePath(path)).reverse()];
 }

@@ -1,67 +1,6 @@
 import fs from 'node:fs';
-import fsp from 'node:fs/promises';
 import path from 'node:path';
-
-/** Replaces `file` with `data` so that a crash leaves either the old or the new content. */
-export function writeFileAtomicSync(file: string, data: Uint8Array | string): void {
-  const temp = tempPathFor(file);
-  try {
-    const fd = fs.openSync(temp, 'w');
-    try {
-      fs.writeFileSync(fd, data);
-      fs.fsyncSync(fd);
-    } finally {
-      fs.closeSync(fd);
-    }
-    fs.renameSync(temp, file);
-  } catch (error) {
-    fs.rmSync(temp, { force: true });
-    throw error;
-  }
-  fsyncDirectorySync(path.dirname(file));
-}
-
-/** Beside `file`, named so no other writer (thread or process) picks the same one. */
-function tempPathFor(file: string): string {
-  return `${file}.tmp-${process.pid}-${Math.random().toString(36).slice(2)}`;
-}
-
-/** {@link writeFileAtomicSync} with the writes and fsyncs on libuv's threadpool. */
-export async function writeFileAtomic(file: string, data: string): Promise<void> {
-  const temp = tempPathFor(file);
-  try {
-    const handle = await fsp.open(temp, 'w');
-    try {
-      await handle.writeFile(data);
-      await handle.sync();
-    } finally {
-      await handle.close();
-    }
-    await fsp.rename(temp, file);
-  } catch (error) {
-    await fsp.rm(temp, { force: true });
-    throw error;
-  }
-  // Windows cannot open a directory for fsync.
-  if (process.platform === 'win32') return;
-  const directory = await fsp.open(path.dirname(file), 'r');
-  try {
-    await directory.sync();
-  } finally {
-    await directory.close();
-  }
-}
-
-export function fsyncDirectorySync(dir: string): void {
-  // Windows cannot open a directory for fsync.
-  if (process.platform === 'win32') return;
-  const fd = fs.openSync(dir, 'r');
-  try {
-    fs.fsyncSync(fd);
-  } finally {
-    fs.closeSync(fd);
-  }
-}
+import { TEMP_MARKERS } from '../../../side-files.ts';
 
 export function readJsonFileSync(file: string): unknown {
   // Missing is the common case (a takeover of a follower copy): no exception to build for it.
@@ -77,14 +16,6 @@ export function readJsonFileSync(file: string): unknown {
 export function removeFileSync(file: string): void {
   fs.rmSync(file, { force: true });
 }
-
-/** Name parts of the temporary files hadb writes next to a database file. */
-const TEMP_MARKERS = [
-  '.hadb-restore-',
-  '.hadb-pitr-',
-  '-hadb-leader.json.tmp-',
-  '-hadb-follower.json.tmp-',
-];
 
 /** Leftover temporary files of each directory, as this process found them on its first look. */
 const leftoversByDirectory = new Map<string, Map<string, string[]>>();
