@@ -22,13 +22,18 @@ const RULES: readonly LayerRule[] = [
     why: 'the public API types import nothing, so every layer may import them',
   },
   {
+    layer: 'error-message.ts',
+    allowed: [],
+    why: 'the error-message helper imports nothing, so every layer may use it',
+  },
+  {
     layer: 'wire',
-    allowed: ['errors.ts', 'api-types.ts'],
+    allowed: ['errors.ts', 'api-types.ts', 'error-message.ts'],
     why: 'wire holds formats and the node protocol: errors and the public types only',
   },
   {
     layer: 'machines',
-    allowed: ['wire', 'errors.ts', 'api-types.ts'],
+    allowed: ['wire', 'errors.ts', 'api-types.ts', 'error-message.ts'],
     why: 'the role machine is pure: wire, errors and the public types only',
   },
   {
@@ -46,6 +51,11 @@ const EXCEPTIONS: readonly AllowedException[] = [
     why:
       'the Hrana server (a server, not a codec) checks client SQL with the statement gate, a leaf ' +
       'module (errors only); issue 18 moves the server out of wire',
+  },
+  {
+    from: 'wire/hrana.ts',
+    to: 'defaults.ts',
+    why: "the Hrana server's stream idle timeout default (defaults.ts imports nothing); it leaves with the server",
   },
   {
     from: 'wire/hrana.ts',
@@ -125,8 +135,8 @@ describe('the import checker on a source tree written for it', () => {
       }),
     );
     expect(layerViolations(graph, RULES)).toEqual([
-      `wire/format.ts imports actors/node.ts: ${RULES[1]?.why}`,
-      `wire/format.ts imports cli/main.ts: ${RULES[1]?.why}`,
+      `wire/format.ts imports actors/node.ts: ${RULES.find((rule) => rule.layer === 'wire')?.why}`,
+      `wire/format.ts imports cli/main.ts: ${RULES.find((rule) => rule.layer === 'wire')?.why}`,
     ]);
     expect(groupCycles(graph)).toEqual([
       'actors <-> wire (actors/node.ts -> wire/format.ts; wire/format.ts -> actors/node.ts)',
