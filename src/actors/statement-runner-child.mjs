@@ -245,16 +245,25 @@ function end({ id, commit, remember }) {
     return;
   }
   const { database, requestsTable } = current;
+  finish(id, database, commit, () => {
+    if (!remember) return;
+    database
+      .prepare(`insert into ${requestsTable}(id, at, results) values (?, ?, ?)`)
+      .run(remember.id, remember.at, toSqlite(remember.results));
+    if (remember.pruneBefore !== undefined) {
+      database.prepare(`delete from ${requestsTable} where at < ?`).run(remember.pruneBefore);
+    }
+  });
+}
+
+/**
+ * Ends a write's or a transaction's connection: `beforeCommit` then COMMIT when `commit`, and the
+ * connection closed (rolled back if still open) whatever happens; answers request `id`.
+ */
+function finish(id, database, commit, beforeCommit = () => {}) {
   try {
     if (commit) {
-      if (remember) {
-        database
-          .prepare(`insert into ${requestsTable}(id, at, results) values (?, ?, ?)`)
-          .run(remember.id, remember.at, toSqlite(remember.results));
-        if (remember.pruneBefore !== undefined) {
-          database.prepare(`delete from ${requestsTable} where at < ?`).run(remember.pruneBefore);
-        }
-      }
+      beforeCommit();
       database.exec('COMMIT');
     }
     closeRolledBack(database);
@@ -348,18 +357,7 @@ function txEnd({ id, tx, commit }) {
     process.send({ id, ok: false, kind: 'error', message: 'no such transaction', index: 0 });
     return;
   }
-  try {
-    if (commit) database.exec('COMMIT');
-    closeRolledBack(database);
-    process.send({ id, ok: true });
-  } catch (error) {
-    try {
-      closeRolledBack(database);
-    } catch {
-      // Closing a connection with a failed commit: the process's exit closes it anyway.
-    }
-    process.send(failure(id, error, 0));
-  }
+  finish(id, database, commit);
 }
 
 function forget({ id, path }) {

@@ -292,7 +292,8 @@ export class StatementRunner {
     let handedOver = false;
     try {
       await worker.started;
-      const { answer, timedOut } = await this.#withinLimit(worker, {
+      // An answer that came as the kill went out does not count: the write goes with the process.
+      const answer = await this.#answerWithinLimit(worker, {
         type: 'write',
         path: request.path,
         statements: request.statements,
@@ -301,21 +302,12 @@ export class StatementRunner {
         requestsTable: request.requestsTable,
         cacheKiB: request.pageCacheKiB,
       });
-      if (timedOut) {
-        // Answered as the kill went out: the process is going, and its write with it.
-        await worker.gone;
-        throw this.#timeoutError();
-      }
       if (!answer.ok) throw failureOf(answer, 'the write failed');
       const end = async (message: Record<string, unknown>) => {
         try {
-          const ended = await worker.request({ type: 'end', ...message }).catch((error) => {
-            if (!(error instanceof ClosedError) || !message.commit) throw error;
-            throw new ClosedError(
-              'the statement process',
-              `ended during COMMIT (${error.message}): the write may or may not be committed`,
-            );
-          });
+          const ended = await worker
+            .request({ type: 'end', ...message })
+            .catch(diedDuringCommit(message.commit === true, 'write'));
           if (!ended.ok) throw failureOf(ended, 'the commit failed');
         } finally {
           this.#release(worker);
@@ -351,17 +343,13 @@ export class StatementRunner {
         request.lost,
         (message, limited) => this.#inTransaction(worker, message, limited),
       );
-      const { answer, timedOut } = await this.#withinLimit(worker, {
+      const answer = await this.#answerWithinLimit(worker, {
         type: 'tx-begin',
         tx: tx.id,
         path: request.path,
         readOnly: request.readOnly,
         cacheKiB: request.pageCacheKiB,
       });
-      if (timedOut) {
-        await worker.gone;
-        throw this.#timeoutError();
-      }
       if (!answer.ok) throw failureOf(answer, 'BEGIN failed');
       if (worker.exited) throw processExited('during BEGIN');
       worker.transactions.add(tx);
@@ -383,15 +371,7 @@ export class StatementRunner {
     try {
       if (worker.exited) throw processExited('already exited');
       if (!limited) return await worker.request(message);
-      const { answer, timedOut } = await this.#withinLimit(worker, {
-        ...message,
-        maxBytes: this.maxResultBytes,
-      });
-      if (timedOut) {
-        await worker.gone;
-        throw this.#timeoutError();
-      }
-      return answer;
+      return await this.#answerWithinLimit(worker, { ...message, maxBytes: this.maxResultBytes });
     } finally {
       this.#release(worker);
     }
@@ -414,6 +394,22 @@ export class StatementRunner {
       return this.#leastLoaded();
     }
     return fewest;
+  }
+
+  /**
+   * {@link #withinLimit} for requests that leave state in the process (a write, a transaction): an
+   * answer that arrived as the kill went out is a timeout too, reported once the process is gone.
+   */
+  async #answerWithinLimit(
+    worker: StatementProcess,
+    message: Record<string, unknown>,
+  ): Promise<ChildAnswer> {
+    const { answer, timedOut } = await this.#withinLimit(worker, message);
+    if (timedOut) {
+      await worker.gone;
+      throw this.#timeoutError();
+    }
+    return answer;
   }
 
   /**
@@ -580,13 +576,7 @@ class ProcessTransaction implements RunnerTransaction {
     this.#live();
     try {
       const ended = await this.send({ type: 'tx-end', tx: this.id, commit }, false).catch(
-        (error: unknown) => {
-          if (!(error instanceof ClosedError) || !commit) throw error;
-          throw new ClosedError(
-            'the statement process',
-            `ended during COMMIT (${error.message}): the transaction may or may not be committed`,
-          );
-        },
+        diedDuringCommit(commit, 'transaction'),
       );
       if (!ended.ok) throw failureOf(ended, commit ? 'COMMIT failed' : 'ROLLBACK failed');
     } finally {
@@ -610,6 +600,17 @@ class ProcessTransaction implements RunnerTransaction {
     this.#open = false;
     for (const callback of this.#ends.splice(0)) callback();
   }
+}
+
+/** Rethrows; a process that died during COMMIT leaves the outcome unknown, and says so. */
+function diedDuringCommit(commit: boolean, what: string): (error: unknown) => never {
+  return (error) => {
+    if (!(error instanceof ClosedError) || !commit) throw error;
+    throw new ClosedError(
+      'the statement process',
+      `ended during COMMIT (${error.message}): the ${what} may or may not be committed`,
+    );
+  };
 }
 
 function failureOf(answer: Extract<ChildAnswer, { ok: false }>, otherwise: string): HadbError {

@@ -2,8 +2,9 @@ import { createClient, type Transaction } from '@libsql/client';
 import { describe, expect, test } from 'vitest';
 import type { HadbDatabase } from '../../src/api-types.ts';
 import {
-  longestStall,
+  duringOtherWrite,
   rowsInStorage,
+  servedWithOther,
   type TestCluster,
   testClusters,
   waitFor,
@@ -22,31 +23,16 @@ const LONG_SELECT =
 const LONG_INSERT = `insert into t(v) ${LONG_SELECT.replace('count(*) as n', 'count(*)')}`;
 const LIMIT_MS = 1000;
 
-async function served(c: TestCluster, id: string, processes?: number) {
-  const served = await c.serveOverHrana(id, {
-    schema: SCHEMA,
-    node: { statements: { timeoutMs: LIMIT_MS, ...(processes ? { processes } : {}) } },
+function served(c: TestCluster, id: string, processes?: number) {
+  return servedWithOther(c, id, SCHEMA, {
+    timeoutMs: LIMIT_MS,
+    ...(processes ? { processes } : {}),
   });
-  return { ...served, other: await served.node.open('other', { schema: SCHEMA }) };
 }
 
-/**
- * Runs `attempt` while another database of the node commits and ships: the error it ended with,
- * how long it took, how long the other write took, and the node's longest event-loop stall.
- */
+/** `attempt` while the node's other database writes, flattened: outcome, timings, stall. */
 async function whileOtherWrites(other: HadbDatabase, attempt: () => Promise<unknown>) {
-  const started = Date.now();
-  const { result, stallMs } = await longestStall(async () => {
-    const outcome = attempt().then(
-      () => null,
-      (error: unknown) => error,
-    );
-    await new Promise((resolve) => setTimeout(resolve, 200));
-    const otherStarted = Date.now();
-    await other.execute('insert into t(v) values (?)', ['during'], { durability: 'replicated' });
-    const otherWriteMs = Date.now() - otherStarted;
-    return { error: await outcome, otherWriteMs, endedAfterMs: Date.now() - started };
-  });
+  const { result, stallMs } = await duringOtherWrite(other, attempt);
   return { ...result, stallMs };
 }
 

@@ -1,9 +1,9 @@
 import { createClient } from '@libsql/client';
 import { describe, expect, test } from 'vitest';
-import type { HadbDatabase } from '../../src/api-types.ts';
 import {
-  longestStall,
+  duringOtherWrite,
   rowsInStorage,
+  servedWithOther,
   type TestCluster,
   testClusters,
   waitFor,
@@ -20,28 +20,8 @@ const LONG_INSERT =
   'insert into t(v) with recursive c(x) as (select 1 union all select x + 1 from c where x < 30000000) select count(*) from c';
 const LIMIT_MS = 1000;
 
-async function served(c: TestCluster, id: string) {
-  const served = await c.serveOverHrana(id, {
-    schema: SCHEMA,
-    node: { statements: { timeoutMs: LIMIT_MS } },
-  });
-  return { ...served, other: await served.node.open('other', { schema: SCHEMA }) };
-}
-
-/** While `write` runs: another database of the node commits and ships; the outcome and timings. */
-async function duringLongWrite(other: HadbDatabase, write: () => Promise<unknown>) {
-  const started = Date.now();
-  return longestStall(async () => {
-    const attempt = write().then(
-      () => null,
-      (error: unknown) => error,
-    );
-    await new Promise((resolve) => setTimeout(resolve, 200));
-    const writeStarted = Date.now();
-    await other.execute('insert into t(v) values (?)', ['during'], { durability: 'replicated' });
-    const otherWriteMs = Date.now() - writeStarted;
-    return { error: await attempt, otherWriteMs, endedAfterMs: Date.now() - started };
-  });
+function served(c: TestCluster, id: string) {
+  return servedWithOther(c, id, SCHEMA, { timeoutMs: LIMIT_MS });
 }
 
 /** The rows storage holds for `name`, restored into a fresh file (checked for integrity). */
@@ -54,7 +34,7 @@ describe('no client write can stall the node', () => {
     const client = createClient({ url: `${hrana.address}/db/` });
     try {
       await client.execute({ sql: 'insert into t(v) values (?)', args: ['before'] });
-      const { result, stallMs } = await duringLongWrite(other, () => client.execute(LONG_INSERT));
+      const { result, stallMs } = await duringOtherWrite(other, () => client.execute(LONG_INSERT));
       expect(result.error).toMatchObject({
         code: 'STATEMENT_TIMEOUT',
         message:
@@ -85,7 +65,7 @@ describe('no client write can stall the node', () => {
     await leader.other.ready({ writable: true });
     expect(follower.db.role).toBe('follower');
     await follower.db.execute('insert into t(v) values (?)', ['before']);
-    const { result, stallMs } = await duringLongWrite(leader.other, () =>
+    const { result, stallMs } = await duringOtherWrite(leader.other, () =>
       follower.db.execute(LONG_INSERT),
     );
     expect(result.error).toMatchObject({

@@ -244,3 +244,37 @@ export async function longestStall<T>(
     delay.disable();
   }
 }
+
+/**
+ * While `attempt` runs (a long client statement): 200 ms in, another database of the node commits
+ * and ships. The error `attempt` ended with (null if none), how long the other write took, when
+ * `attempt` ended, and the node's longest event-loop stall meanwhile.
+ */
+export function duringOtherWrite(other: HadbDatabase, attempt: () => Promise<unknown>) {
+  const started = Date.now();
+  return longestStall(async () => {
+    const outcome = attempt().then(
+      () => null,
+      (error: unknown) => error,
+    );
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    const otherStarted = Date.now();
+    await other.execute('insert into t(v) values (?)', ['during'], { durability: 'replicated' });
+    const otherWriteMs = Date.now() - otherStarted;
+    return { error: await outcome, otherWriteMs, endedAfterMs: Date.now() - started };
+  });
+}
+
+/**
+ * {@link TestCluster.serveOverHrana} with a statement time limit of `timeoutMs`, plus a second
+ * database `other` on the same node (to show the node keeps working).
+ */
+export async function servedWithOther(
+  c: TestCluster,
+  id: string,
+  schema: string,
+  statements: { timeoutMs: number; processes?: number },
+) {
+  const served = await c.serveOverHrana(id, { schema, node: { statements } });
+  return { ...served, other: await served.node.open('other', { schema }) };
+}
