@@ -2,7 +2,7 @@ import type fc from 'fast-check';
 
 /**
  * Runs: HADB_MODEL_RUNS (default 200), within HADB_MODEL_TIME_LIMIT_MS of search per property
- * (default 45 s, 0 for none): a scenario's cost varies tenfold with its seed, and the suite must
+ * (default 25 s, 0 for none): a scenario's cost varies tenfold with its seed, and the suite must
  * stay bounded on a 2-core CI; runs already done still count, and a failure still fails. A
  * failure prints its seed and path; replay it exactly with
  * HADB_MODEL_SEED=<seed> HADB_MODEL_PATH=<path> npm run test:model
@@ -15,7 +15,7 @@ export function modelRunParameters<T>(): fc.Parameters<T> {
   if (seed !== undefined) {
     return { ...base, seed: Number(seed), ...(path ? { path } : {}), endOnFailure: true };
   }
-  const timeLimitMs = Number(process.env.HADB_MODEL_TIME_LIMIT_MS ?? 45_000);
+  const timeLimitMs = Number(process.env.HADB_MODEL_TIME_LIMIT_MS ?? 25_000);
   if (timeLimitMs <= 0) return base;
   return { ...base, interruptAfterTimeLimit: timeLimitMs, markInterruptAsFailure: false };
 }
