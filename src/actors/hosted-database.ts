@@ -931,10 +931,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
       return { epoch, results: pending.results };
     } finally {
       this.#isolatedDone();
-      if (this.#writerHeld === hold) {
-        this.#writerHeld = null;
-        this.#writerWaiters.wake();
-      }
+      this.#releaseWriter(hold);
     }
   }
 
@@ -1092,9 +1089,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
       },
       ended: (ended) => {
         this.#interactive.delete(ended);
-        if (this.#writerHeld !== ended) return;
-        this.#writerHeld = null;
-        this.#writerWaiters.wake();
+        this.#releaseWriter(ended);
       },
     };
     let tx: OpenTransaction;
@@ -1150,11 +1145,15 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
       return tx;
     } finally {
       this.#isolatedDone();
-      if (this.#writerHeld === placeholder) {
-        this.#writerHeld = null;
-        this.#writerWaiters.wake();
-      }
+      this.#releaseWriter(placeholder);
     }
+  }
+
+  /** Frees the writer if `holder` holds it, and wakes the writes waiting for it. */
+  #releaseWriter(holder: OpenTransaction | IsolatedWriteHold): void {
+    if (this.#writerHeld !== holder) return;
+    this.#writerHeld = null;
+    this.#writerWaiters.wake();
   }
 
   /** Resolves true once no interactive transaction holds the writer; false at `deadline`. */

@@ -366,8 +366,7 @@ export class StatementRunner {
     message: Record<string, unknown>,
     limited: boolean,
   ): Promise<ChildAnswer> {
-    if (worker.busy) await new Promise<void>((resolve) => worker.waiters.push(resolve));
-    else worker.busy = true;
+    await this.#take(worker);
     try {
       if (worker.exited) throw processExited('already exited');
       if (!limited) return await worker.request(message);
@@ -387,8 +386,7 @@ export class StatementRunner {
     if (live.length < this.#size) return this.#acquire();
     const [fewest] = live.sort((a, b) => a.transactions.size - b.transactions.size);
     if (fewest === undefined) return this.#acquire();
-    if (fewest.busy) await new Promise<void>((resolve) => fewest.waiters.push(resolve));
-    else fewest.busy = true;
+    await this.#take(fewest);
     if (fewest.exited) {
       this.#release(fewest);
       return this.#leastLoaded();
@@ -499,6 +497,12 @@ export class StatementRunner {
       }
       await new Promise<void>((resolve) => this.#queue.push(resolve));
     }
+  }
+
+  /** Takes `worker` for one request: at once when free, else when {@link #release} hands it over. */
+  async #take(worker: StatementProcess): Promise<void> {
+    if (worker.busy) await new Promise<void>((resolve) => worker.waiters.push(resolve));
+    else worker.busy = true;
   }
 
   /** Frees `worker`, handed straight to a request of one of its transactions if one waits. */
