@@ -58,6 +58,11 @@ export class HadbError extends Error {
   }
 }
 
+/** `error`'s message without its code prefix: for a receiver that puts the code back itself. */
+export function withoutCode(error: HadbError): string {
+  return error.message.slice(`${error.code}: `.length);
+}
+
 /** The lease store could not be reached or failed; the outcome of a write is unknown. */
 export class LeaseStoreUnavailableError extends HadbError {
   constructor(message: string, options?: ErrorOptions) {

@@ -59,6 +59,7 @@ import {
   StatementTimeoutError,
   TimeoutError,
   UnauthorizedError,
+  withoutCode,
 } from '../errors.ts';
 import {
   type CatchUpOutput,
@@ -762,7 +763,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
       return {
         ok: false,
         code: 'STATEMENT_REFUSED',
-        message: error.message.slice(`${error.code}: `.length),
+        message: withoutCode(error),
       };
     }
     const leader = this.#writableLeader() ?? (await this.#promoted(PROMOTION_WAIT_MS));
@@ -810,7 +811,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
         return {
           ok: false,
           code: 'INVALID_ARGUMENT',
-          message: mapped.message.slice(`${mapped.code}: `.length),
+          message: withoutCode(mapped),
         };
       this.#logger.warn({ err: mapped }, 'write failed');
       return { ok: false, code: 'INTERNAL', message: (mapped as Error).message };
@@ -2135,11 +2136,6 @@ function notLeader(db: string, role: Role): ForwardResponse {
     code: 'NOT_LEADER',
     message: `this node does not lead ${db} (it is ${role})`,
   };
-}
-
-/** A limit error's message without the code prefix, which the receiving side adds again. */
-function withoutCode(error: HadbError): string {
-  return error.message.slice(`${error.code}: `.length);
 }
 
 /** Forwarded error codes that are the caller's to handle, not a reason to retry elsewhere. */

@@ -21,6 +21,7 @@ import {
   InvalidArgumentError,
   LimitExceededError,
   SqlError,
+  withoutCode,
 } from '../errors.ts';
 import { defaultLogger } from '../log.ts';
 import { withoutAddresses } from './client-errors.ts';
@@ -576,11 +577,11 @@ function toHranaError(error: unknown): HranaError {
   }
   // Hrana's own codes: translated here, at the edge, and only here.
   if (error instanceof HranaRequestError) {
-    return { message: error.message.slice(`${error.code}: `.length), code: error.hranaCode };
+    return { message: withoutCode(error), code: error.hranaCode };
   }
   // The client puts the code in front of the message itself.
   if (error instanceof HadbError) {
-    return { message: error.message.slice(`${error.code}: `.length), code: error.code };
+    return { message: withoutCode(error), code: error.code };
   }
   const message = messageOf(error);
   const code = isObject(error) && typeof error.code === 'string' ? error.code : 'INTERNAL';
