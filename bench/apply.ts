@@ -18,7 +18,7 @@ import {
   type ApplyStep,
   FOLLOWER_OWNED_HEADER_BYTES,
   PageApplier,
-} from '../src/adapters/replication/sqlite/apply.ts';
+} from '../src/replication/sqlite/apply.ts';
 import {
   type Changeset,
   decodeChangeset,

@@ -21,10 +21,10 @@
  *   npx tsx bench/group-commit.ts [--quick]
  */
 import path from 'node:path';
-import { createNode } from '../src/actors/node.ts';
 import { createFsLeaseStore } from '../src/adapters/lease/fs.ts';
 import { createFsStorage } from '../src/adapters/storage/fs.ts';
 import type { Durability } from '../src/api-types.ts';
+import { createNode } from '../src/runtime/node.ts';
 import {
   directoryBytes,
   emit,

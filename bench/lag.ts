@@ -27,8 +27,8 @@
  *   npx tsx bench/lag.ts [--quick]
  */
 import path from 'node:path';
-import { logKey } from '../src/adapters/replication/snapshot.ts';
 import type { Durability } from '../src/api-types.ts';
+import { logKey } from '../src/replication/snapshot.ts';
 import {
   emit,
   latencySummary,

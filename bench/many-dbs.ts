@@ -16,13 +16,13 @@ import fs from 'node:fs';
 import { Session } from 'node:inspector/promises';
 import path from 'node:path';
 import Database from 'better-sqlite3';
-import { createNode, type HadbNode, type NodeOptions } from '../src/actors/node.ts';
 import { createFsLeaseStore } from '../src/adapters/lease/fs.ts';
 import { MemoryLeaseStore } from '../src/adapters/lease/memory.ts';
 import type { LeaseStore } from '../src/adapters/lease/types.ts';
 import { createFsStorage } from '../src/adapters/storage/fs.ts';
 import type { HadbDatabase } from '../src/api-types.ts';
 import type { LeaseTiming } from '../src/machines/role.ts';
+import { createNode, type HadbNode, type NodeOptions } from '../src/runtime/node.ts';
 import {
   argValue,
   emit,

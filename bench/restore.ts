@@ -16,10 +16,10 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import Database from 'better-sqlite3';
-import { restoreDatabase } from '../src/adapters/replication/restore.ts';
-import { FOLLOWER_OWNED_HEADER_BYTES } from '../src/adapters/replication/sqlite/apply.ts';
-import { SqliteLeader } from '../src/adapters/replication/sqlite/leader.ts';
 import { createFsStorage } from '../src/adapters/storage/fs.ts';
+import { restoreDatabase } from '../src/replication/restore.ts';
+import { FOLLOWER_OWNED_HEADER_BYTES } from '../src/replication/sqlite/apply.ts';
+import { SqliteLeader } from '../src/replication/sqlite/leader.ts';
 import { GENESIS_CHECKSUM } from '../src/wire/changeset.ts';
 import {
   directoryBytes,

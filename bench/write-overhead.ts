@@ -19,8 +19,8 @@
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import Database from 'better-sqlite3';
-import { SqliteLeader } from '../src/adapters/replication/sqlite/leader.ts';
 import { createFsStorage } from '../src/adapters/storage/fs.ts';
+import { SqliteLeader } from '../src/replication/sqlite/leader.ts';
 import { type ChangesetCodec, GENESIS_CHECKSUM } from '../src/wire/changeset.ts';
 import {
   argValue,

@@ -86,7 +86,7 @@ export interface Transition {
   reason?: string;
 }
 
-// Transaction handles (the runtime's classes in actors/interactive.ts have this shape)
+// Transaction handles (the runtime's classes in statements/interactive.ts have this shape)
 
 /**
  * What both kinds of interactive transaction share: a maximum lifetime, and why it ended, told to

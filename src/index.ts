@@ -9,7 +9,6 @@
  * holds these lists.
  */
 
-export { createNode, type HadbNode, type NodeOptions, type OpenOptions } from './actors/node.ts';
 export { createFsLeaseStore } from './adapters/lease/fs.ts';
 export type { CasResult, LeaseEntry, LeaseStore } from './adapters/lease/types.ts';
 export type {
@@ -102,3 +101,4 @@ export {
   WalInvalidError,
 } from './errors.ts';
 export { defaultLeaseTiming, type LeaseTiming } from './machines/role.ts';
+export { createNode, type HadbNode, type NodeOptions, type OpenOptions } from './runtime/node.ts';

@@ -5,33 +5,33 @@
  * `hadb`.
  */
 
+export type { ParkedTail, Position } from './api-types.ts';
 export {
   type RestoreOptions,
   type RestoreProgress,
   type RestoreResult,
   type RestoreTarget,
   restoreDatabase,
-} from './adapters/replication/restore.ts';
+} from './replication/restore.ts';
 export {
   applyRetention,
   planRetention,
   type RetentionPlan,
-} from './adapters/replication/retention.ts';
+} from './replication/retention.ts';
 export {
   listSnapshots,
   readSnapshotManifest,
   type SnapshotManifest,
-} from './adapters/replication/snapshot.ts';
+} from './replication/snapshot.ts';
 export {
   type FollowerEvent,
   type FollowerOptions,
   SqliteFollower,
-} from './adapters/replication/sqlite/follower.ts';
+} from './replication/sqlite/follower.ts';
 export {
   type LeaderEvent,
   type LeaderOptions,
   SqliteLeader,
   salvageLeaderTail,
-} from './adapters/replication/sqlite/leader.ts';
-export type { ParkedTail, Position } from './api-types.ts';
+} from './replication/sqlite/leader.ts';
 export { type ChangesetCodec, GENESIS_CHECKSUM } from './wire/changeset.ts';

@@ -11,11 +11,11 @@
 import http from 'node:http';
 import path from 'node:path';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
-import { createNode, type HadbNode } from '../../src/actors/node.ts';
 import { createFsLeaseStore } from '../../src/adapters/lease/fs.ts';
 import { createFsStorage } from '../../src/adapters/storage/fs.ts';
 import type { StorageBackend } from '../../src/adapters/storage/types.ts';
 import type { HadbDatabase } from '../../src/api-types.ts';
+import { createNode, type HadbNode } from '../../src/runtime/node.ts';
 import {
   type ClusterConfig,
   monoMs,

@@ -13,8 +13,8 @@
 import fs from 'node:fs';
 import { syncBuiltinESMExports } from 'node:module';
 import path from 'node:path';
-import { SqliteLeader } from '../../src/adapters/replication/sqlite/leader.ts';
 import { createFsStorage } from '../../src/adapters/storage/fs.ts';
+import { SqliteLeader } from '../../src/replication/sqlite/leader.ts';
 import { GENESIS_CHECKSUM } from '../../src/wire/changeset.ts';
 import { log, makeTempDir, median, nowMs, removeDir, round } from '../lib.ts';
 

@@ -9,7 +9,7 @@ import type { ByteRange, ListOptions, ListPage, StorageBackend } from './storage
 export type Labels = Readonly<Record<string, string>>;
 
 /**
- * What a meter needs of a `/metrics` counter: the node's registry (actors/metrics.ts) makes them,
+ * What a meter needs of a `/metrics` counter: the node's registry (runtime/metrics.ts) makes them,
  * and an adapter must not import the runtime, so it names the shape it uses.
  */
 export interface Counter {

@@ -3,11 +3,11 @@
  * they add to a node's options, and the inspector connection to stop on exit.
  */
 import { InvalidArgumentError, Option } from 'commander';
-import type { NodeOptions } from '../actors/node.ts';
-import { assertValidDbName } from '../adapters/replication/snapshot.ts';
 import { messageOf } from '../error-message.ts';
 import { InvalidArgumentError as BadOptionError } from '../errors.ts';
 import { redactUrl } from '../redact.ts';
+import { assertValidDbName } from '../replication/snapshot.ts';
+import type { NodeOptions } from '../runtime/node.ts';
 
 export const DEFAULT_INSPECT_URL = 'ws://localhost:8080';
 

@@ -1,9 +1,6 @@
 import { isIP } from 'node:net';
 import { type Command, InvalidArgumentError, Option } from 'commander';
-import { createNode, type HadbNode } from '../actors/node.ts';
 import { backendKindOfUrl } from '../adapters/metered.ts';
-import { listDatabaseNames } from '../adapters/replication/database-names.ts';
-import { assertValidDbName, listSnapshots } from '../adapters/replication/snapshot.ts';
 import type { StorageBackend } from '../adapters/storage/types.ts';
 import { openLeaseStoreFromUrl, openStorageFromUrl } from '../adapters/url.ts';
 import type { HadbDatabase } from '../api-types.ts';
@@ -16,16 +13,19 @@ import {
 } from '../defaults.ts';
 import { messageOf } from '../error-message.ts';
 import { NothingToServeError } from '../errors.ts';
-import { redactUrl, redactUrlsIn } from '../redact.ts';
-import { normalizePeer } from '../wire/cluster-view.ts';
+import { assertServableDbName } from '../hrana/routes.ts';
 import {
   type HranaServer,
   MAX_STREAMS_PER_CLIENT,
   RELAY_PATH,
   startHranaServer,
-} from '../wire/hrana.ts';
-import { assertServableDbName } from '../wire/hrana-routes.ts';
-import { secretLengthProblem } from '../wire/secrets.ts';
+} from '../hrana/server.ts';
+import { normalizePeer } from '../http/cluster-view.ts';
+import { secretLengthProblem } from '../http/secrets.ts';
+import { redactUrl, redactUrlsIn } from '../redact.ts';
+import { listDatabaseNames } from '../replication/database-names.ts';
+import { assertValidDbName, listSnapshots } from '../replication/snapshot.ts';
+import { createNode, type HadbNode } from '../runtime/node.ts';
 import { listLog } from './commands/inspect.ts';
 import { exitCodeFor } from './commands/shared.ts';
 import { normalizePrefix } from './config.ts';

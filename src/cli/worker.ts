@@ -9,13 +9,13 @@ import { createHash } from 'node:crypto';
 import path from 'node:path';
 import readline from 'node:readline';
 import { setImmediate as nextTurn, setTimeout as sleep } from 'node:timers/promises';
-import { createNode } from '../actors/node.ts';
 import { createFsLeaseStore } from '../adapters/lease/fs.ts';
 import { createFsStorage } from '../adapters/storage/fs.ts';
 import { openLeaseStoreFromUrl, openStorageFromUrl } from '../adapters/url.ts';
 import type { Consistency, Durability, HadbDatabase, Role, WriteToken } from '../api-types.ts';
 import { messageOf } from '../error-message.ts';
 import type { LeaseTiming } from '../machines/role.ts';
+import { createNode } from '../runtime/node.ts';
 import { type ObserveFlags, observeOptions } from './observe.ts';
 
 export const KV_SCHEMA =

@@ -14,6 +14,9 @@ export const TAIL_PATH = '/hadb/v1/tail';
 export const NODE_TAIL_PATH = '/hadb/v1/tail-node';
 export const PROTOCOL_VERSION = 1;
 /** Larger request bodies are refused before they are read in full. */
+/** The content type of every node-to-node body. */
+export const MSGPACK = 'application/msgpack';
+
 export const MAX_REQUEST_BYTES = 64 * 1024 * 1024;
 
 export type ForwardOp = 'write' | 'read' | 'schema' | 'migrate';

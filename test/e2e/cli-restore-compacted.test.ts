@@ -3,8 +3,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { applyRetention, planRetention } from '../../src/adapters/replication/retention.ts';
 import { createFsStorage } from '../../src/adapters/storage/fs.ts';
+import { applyRetention, planRetention } from '../../src/replication/retention.ts';
 import { openNewLeader } from '../integration/support/replication.ts';
 import { type CliRun, hadb } from './support/cli.ts';
 

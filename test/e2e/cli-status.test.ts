@@ -3,8 +3,8 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import type { HadbNode } from '../../src/actors/node.ts';
 import type { ClusterStatus } from '../../src/cli/commands/status.ts';
+import type { HadbNode } from '../../src/runtime/node.ts';
 import { testClusters, waitFor } from '../integration/support/nodes.ts';
 import { type CliRun, hadb } from './support/cli.ts';
 

@@ -4,7 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { InvalidArgumentError } from '../../src/errors.ts';
-import { startHranaServer } from '../../src/wire/hrana.ts';
+import { startHranaServer } from '../../src/hrana/server.ts';
 import { spawnHadb, watch } from './support/cli.ts';
 
 // A token or secret short enough to guess is refused at start, naming the setting.

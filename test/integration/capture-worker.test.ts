@@ -2,10 +2,10 @@ import fs from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import { describe, expect, it } from 'vitest';
-import { encodeCapture } from '../../src/adapters/replication/sqlite/capture.ts';
-import { captureWorker } from '../../src/adapters/replication/sqlite/capture-pool.ts';
 import { createMemoryStorage } from '../../src/adapters/storage/memory.ts';
 import { WalInvalidError } from '../../src/errors.ts';
+import { encodeCapture } from '../../src/replication/sqlite/capture.ts';
+import { captureWorker } from '../../src/replication/sqlite/capture-pool.ts';
 import { decodeChangeset, GENESIS_CHECKSUM } from '../../src/wire/changeset.ts';
 import { expectFollowerMatches, openNewLeader, tempDirs } from './support/replication.ts';
 

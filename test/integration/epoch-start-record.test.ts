@@ -1,8 +1,8 @@
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { SqliteFollower } from '../../src/adapters/replication/sqlite/follower.ts';
-import { writeEpochStart } from '../../src/adapters/replication/sqlite/promotion.ts';
 import { createMemoryStorage } from '../../src/adapters/storage/memory.ts';
+import { SqliteFollower } from '../../src/replication/sqlite/follower.ts';
+import { writeEpochStart } from '../../src/replication/sqlite/promotion.ts';
 import { countedCluster } from './support/counted-cluster.ts';
 import { tempDirs, withReadOnly } from './support/replication.ts';
 

@@ -3,9 +3,6 @@ import path from 'node:path';
 import { brotliCompressSync, brotliDecompressSync, crc32 } from 'node:zlib';
 import type Database from 'better-sqlite3';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { logKey } from '../../src/adapters/replication/snapshot.ts';
-import { SqliteFollower } from '../../src/adapters/replication/sqlite/follower.ts';
-import type { SqliteLeader } from '../../src/adapters/replication/sqlite/leader.ts';
 import { createMemoryStorage, type MemoryStorage } from '../../src/adapters/storage/memory.ts';
 import type { StorageBackend } from '../../src/adapters/storage/types.ts';
 import {
@@ -14,6 +11,9 @@ import {
   LineageAheadError,
   ReplicationGapError,
 } from '../../src/errors.ts';
+import { logKey } from '../../src/replication/snapshot.ts';
+import { SqliteFollower } from '../../src/replication/sqlite/follower.ts';
+import type { SqliteLeader } from '../../src/replication/sqlite/leader.ts';
 import { decodeChangeset, encodeChangeset } from '../../src/wire/changeset.ts';
 import {
   logicalContent,

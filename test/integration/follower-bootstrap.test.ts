@@ -2,9 +2,9 @@ import fs from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import { describe, expect, it } from 'vitest';
-import { SqliteFollower } from '../../src/adapters/replication/sqlite/follower.ts';
 import { createMemoryStorage } from '../../src/adapters/storage/memory.ts';
 import { LineageAheadError } from '../../src/errors.ts';
+import { SqliteFollower } from '../../src/replication/sqlite/follower.ts';
 import { openNewLeader, tempDirs } from './support/replication.ts';
 
 const freshDir = tempDirs('hadb-bootstrap-');

@@ -2,11 +2,11 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type Database from 'better-sqlite3';
 import { describe, expect, it } from 'vitest';
-import { logKey } from '../../src/adapters/replication/snapshot.ts';
-import { SqliteFollower } from '../../src/adapters/replication/sqlite/follower.ts';
-import type { SqliteLeader } from '../../src/adapters/replication/sqlite/leader.ts';
 import { createMemoryStorage, type MemoryStorage } from '../../src/adapters/storage/memory.ts';
 import { DatabaseDivergedError } from '../../src/errors.ts';
+import { logKey } from '../../src/replication/snapshot.ts';
+import { SqliteFollower } from '../../src/replication/sqlite/follower.ts';
+import type { SqliteLeader } from '../../src/replication/sqlite/leader.ts';
 import { decodeChangeset, encodeChangeset } from '../../src/wire/changeset.ts';
 import { openNewLeader, rejection, tempDirs } from './support/replication.ts';
 

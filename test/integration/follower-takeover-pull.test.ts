@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { logKey } from '../../src/adapters/replication/snapshot.ts';
+import { logKey } from '../../src/replication/snapshot.ts';
 import { countedCluster } from './support/counted-cluster.ts';
 import { tempDirs } from './support/replication.ts';
 

@@ -1,8 +1,8 @@
 import pino from 'pino';
 import { afterEach, describe, expect, test } from 'vitest';
 import type { HadbDatabase } from '../../src/api-types.ts';
+import { type HranaServer, startHranaServer } from '../../src/hrana/server.ts';
 import { withoutAddresses } from '../../src/wire/client-errors.ts';
-import { type HranaServer, startHranaServer } from '../../src/wire/hrana.ts';
 import { freePort } from '../support/relay.ts';
 import { SECRET, testClusters } from './support/nodes.ts';
 

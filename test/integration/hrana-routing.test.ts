@@ -3,7 +3,7 @@ import { createClient, LibsqlError } from '@libsql/client';
 import { afterEach, describe, expect, test } from 'vitest';
 import type { HadbDatabase } from '../../src/api-types.ts';
 import { InvalidArgumentError } from '../../src/errors.ts';
-import { type HranaServer, startHranaServer } from '../../src/wire/hrana.ts';
+import { type HranaServer, startHranaServer } from '../../src/hrana/server.ts';
 import { SECRET, testClusters } from './support/nodes.ts';
 
 // Each path names exactly one database, or none: a request never lands in another database.

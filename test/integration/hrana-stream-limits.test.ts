@@ -4,7 +4,7 @@ import {
   type HranaServer,
   MAX_STORED_SQL_BYTES,
   MAX_STORED_SQL_COUNT,
-} from '../../src/wire/hrana.ts';
+} from '../../src/hrana/server.ts';
 import { type TestCluster, testClusters, waitFor } from './support/nodes.ts';
 
 // What one client can make a node keep: SQL texts stored on a stream, and open streams.

@@ -1,9 +1,9 @@
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import { describe, expect, test } from 'vitest';
-import { restoreDatabase } from '../../src/adapters/replication/restore.ts';
 import { createFsStorage } from '../../src/adapters/storage/fs.ts';
 import type { HadbDatabase } from '../../src/api-types.ts';
+import { restoreDatabase } from '../../src/replication/restore.ts';
 import { testClusters, waitFor } from './support/nodes.ts';
 import { tempDirs } from './support/replication.ts';
 

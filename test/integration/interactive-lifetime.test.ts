@@ -2,7 +2,7 @@ import { createClient, LibsqlError } from '@libsql/client';
 import { afterEach, describe, expect, test } from 'vitest';
 import type { HadbDatabase } from '../../src/api-types.ts';
 import { TransactionExpiredError } from '../../src/errors.ts';
-import { type HranaServer, startHranaServer } from '../../src/wire/hrana.ts';
+import { type HranaServer, startHranaServer } from '../../src/hrana/server.ts';
 import { SECRET, testClusters, waitFor } from './support/nodes.ts';
 
 // A transaction kept busy (a `select 1` every 100 ms, well inside the idle timeout) is rolled back

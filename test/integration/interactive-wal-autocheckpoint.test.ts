@@ -1,8 +1,8 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { InteractiveTransaction } from '../../src/actors/interactive.ts';
 import { createMemoryStorage } from '../../src/adapters/storage/memory.ts';
+import { InteractiveTransaction } from '../../src/statements/interactive.ts';
 import { expectFollowerMatches, openNewLeader, tempDirs } from './support/replication.ts';
 
 const freshDir = tempDirs('hadb-interactive-autocheckpoint-');

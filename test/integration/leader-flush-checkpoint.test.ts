@@ -1,9 +1,9 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import type { LeaderEvent } from '../../src/adapters/replication/sqlite/leader.ts';
 import { createMemoryStorage } from '../../src/adapters/storage/memory.ts';
 import type { StorageBackend } from '../../src/adapters/storage/types.ts';
+import type { LeaderEvent } from '../../src/replication/sqlite/leader.ts';
 import { expectFollowerMatches, openNewLeader, tempDirs } from './support/replication.ts';
 import { withUploadHook } from './support/upload-hook.ts';
 

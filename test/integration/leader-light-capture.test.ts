@@ -1,8 +1,8 @@
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { logKey } from '../../src/adapters/replication/snapshot.ts';
 import { createMemoryStorage } from '../../src/adapters/storage/memory.ts';
+import { logKey } from '../../src/replication/snapshot.ts';
 import { expectFollowerMatches, openNewLeader, tempDirs } from './support/replication.ts';
 
 const freshDir = tempDirs('hadb-light-capture-');

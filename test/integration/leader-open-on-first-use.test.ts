@@ -2,10 +2,10 @@ import fs from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import { describe, expect, it } from 'vitest';
-import { SqliteFollower } from '../../src/adapters/replication/sqlite/follower.ts';
-import { type LeaderOptions, SqliteLeader } from '../../src/adapters/replication/sqlite/leader.ts';
-import { writeEpochStart } from '../../src/adapters/replication/sqlite/promotion.ts';
 import { InvalidArgumentError } from '../../src/errors.ts';
+import { SqliteFollower } from '../../src/replication/sqlite/follower.ts';
+import { type LeaderOptions, SqliteLeader } from '../../src/replication/sqlite/leader.ts';
+import { writeEpochStart } from '../../src/replication/sqlite/promotion.ts';
 import { countedCluster } from './support/counted-cluster.ts';
 import { rejection, tempDirs, withReadOnly } from './support/replication.ts';
 

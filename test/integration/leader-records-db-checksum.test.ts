@@ -1,11 +1,11 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { logKey } from '../../src/adapters/replication/snapshot.ts';
-import { SqliteLeader } from '../../src/adapters/replication/sqlite/leader.ts';
-import { hashDatabaseFile } from '../../src/adapters/replication/sqlite/page-hashes.ts';
-import { readCommittedFrames } from '../../src/adapters/replication/sqlite/wal.ts';
 import { createMemoryStorage } from '../../src/adapters/storage/memory.ts';
+import { logKey } from '../../src/replication/snapshot.ts';
+import { SqliteLeader } from '../../src/replication/sqlite/leader.ts';
+import { hashDatabaseFile } from '../../src/replication/sqlite/page-hashes.ts';
+import { readCommittedFrames } from '../../src/replication/sqlite/wal.ts';
 import { decodeChangeset } from '../../src/wire/changeset.ts';
 import { openNewLeader, tempDirs } from './support/replication.ts';
 

@@ -1,9 +1,9 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import type { LeaderEvent } from '../../src/adapters/replication/sqlite/leader.ts';
 import { createMemoryStorage } from '../../src/adapters/storage/memory.ts';
 import { DatabaseDivergedError } from '../../src/errors.ts';
+import type { LeaderEvent } from '../../src/replication/sqlite/leader.ts';
 import { openNewLeader, rejection, tempDirs } from './support/replication.ts';
 
 const freshDir = tempDirs('hadb-leader-self-check-');

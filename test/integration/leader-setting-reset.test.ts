@@ -1,7 +1,7 @@
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import type { LeaderEvent } from '../../src/adapters/replication/sqlite/leader.ts';
 import { createMemoryStorage } from '../../src/adapters/storage/memory.ts';
+import type { LeaderEvent } from '../../src/replication/sqlite/leader.ts';
 import { expectFollowerMatches, openNewLeader, tempDirs } from './support/replication.ts';
 
 const freshDir = tempDirs('hadb-leader-setting-reset-');

@@ -1,7 +1,7 @@
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { listSnapshots } from '../../src/adapters/replication/snapshot.ts';
 import { createMemoryStorage } from '../../src/adapters/storage/memory.ts';
+import { listSnapshots } from '../../src/replication/snapshot.ts';
 import { openNewLeader, tempDirs } from './support/replication.ts';
 
 const freshDir = tempDirs('hadb-snapshot-cadence-');

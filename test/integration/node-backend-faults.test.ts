@@ -2,7 +2,6 @@ import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest';
-import { createNode, type HadbNode, type NodeOptions } from '../../src/actors/node.ts';
 import { openNatsLeaseStore } from '../../src/adapters/lease/nats.ts';
 import { openS3LeaseStore } from '../../src/adapters/lease/s3.ts';
 import type { LeaseStore } from '../../src/adapters/lease/types.ts';
@@ -11,6 +10,7 @@ import { createS3Storage } from '../../src/adapters/storage/s3.ts';
 import type { StorageBackend } from '../../src/adapters/storage/types.ts';
 import type { HadbDatabase } from '../../src/api-types.ts';
 import { LeaderUnavailableError, NotDurableError } from '../../src/errors.ts';
+import { createNode, type HadbNode, type NodeOptions } from '../../src/runtime/node.ts';
 import { NATS_SERVER, PrivateNatsServer } from '../support/nats.ts';
 import {
   createTestBucket,

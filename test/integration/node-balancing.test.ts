@@ -1,10 +1,10 @@
 import { describe, expect, test } from 'vitest';
-import { planMoves, shareOf } from '../../src/actors/balancer.ts';
-import type { HadbNode, NodeOptions } from '../../src/actors/node.ts';
 import type { MemoryLeaseStore } from '../../src/adapters/lease/memory.ts';
 import { totalRequests } from '../../src/adapters/metered.ts';
 import type { HadbDatabase, Transition } from '../../src/api-types.ts';
 import { ClosedError } from '../../src/errors.ts';
+import { planMoves, shareOf } from '../../src/runtime/balancer.ts';
+import type { HadbNode, NodeOptions } from '../../src/runtime/node.ts';
 import { decodeLeaseRecord } from '../../src/wire/lease-record.ts';
 import {
   FAST_TIMING,

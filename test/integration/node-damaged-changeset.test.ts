@@ -2,11 +2,11 @@ import fs from 'node:fs';
 import path from 'node:path';
 import pino from 'pino';
 import { describe, expect, test } from 'vitest';
-import type { HadbNode } from '../../src/actors/node.ts';
-import { logKey } from '../../src/adapters/replication/snapshot.ts';
 import { createFsStorage } from '../../src/adapters/storage/fs.ts';
 import type { StorageBackend } from '../../src/adapters/storage/types.ts';
 import { HadbError } from '../../src/errors.ts';
+import { logKey } from '../../src/replication/snapshot.ts';
+import type { HadbNode } from '../../src/runtime/node.ts';
 import { type TestCluster, testClusters, waitFor } from './support/nodes.ts';
 
 const cluster = testClusters('hadb-damaged-');

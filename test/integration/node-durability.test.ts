@@ -1,11 +1,11 @@
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import { describe, expect, test } from 'vitest';
-import { createNode, type HadbNode, type NodeOptions } from '../../src/actors/node.ts';
 import { MemoryLeaseStore } from '../../src/adapters/lease/memory.ts';
-import { restoreDatabase } from '../../src/adapters/replication/restore.ts';
 import { MemoryStorage } from '../../src/adapters/storage/memory.ts';
 import { NotDurableError } from '../../src/errors.ts';
+import { restoreDatabase } from '../../src/replication/restore.ts';
+import { createNode, type HadbNode, type NodeOptions } from '../../src/runtime/node.ts';
 import { FAST_TIMING, SECRET, waitFor } from './support/nodes.ts';
 import { tempDirs } from './support/replication.ts';
 

@@ -1,10 +1,10 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { describe, expect, test } from 'vitest';
-import { createNode, type HadbNode } from '../../src/actors/node.ts';
 import { MemoryLeaseStore } from '../../src/adapters/lease/memory.ts';
 import { MemoryStorage } from '../../src/adapters/storage/memory.ts';
 import type { HadbDatabase, ParkedTail } from '../../src/api-types.ts';
+import { createNode, type HadbNode } from '../../src/runtime/node.ts';
 import { decodeChangeset } from '../../src/wire/changeset.ts';
 import { FAST_TIMING, SECRET, testClusters, waitFor, writeLoop } from './support/nodes.ts';
 import { tempDirs } from './support/replication.ts';

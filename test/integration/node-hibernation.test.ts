@@ -1,11 +1,11 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { describe, expect, test } from 'vitest';
-import type { HostedDatabase } from '../../src/actors/hosted-database.ts';
-import { createNode, type HadbNode } from '../../src/actors/node.ts';
 import { MemoryLeaseStore } from '../../src/adapters/lease/memory.ts';
 import { MemoryStorage } from '../../src/adapters/storage/memory.ts';
 import type { HadbDatabase } from '../../src/api-types.ts';
+import type { HostedDatabase } from '../../src/runtime/hosted-database.ts';
+import { createNode, type HadbNode } from '../../src/runtime/node.ts';
 import { FAST_TIMING, SECRET, testClusters, waitFor } from './support/nodes.ts';
 
 const cluster = testClusters('hadb-hibernation-');

@@ -2,8 +2,8 @@ import path from 'node:path';
 import Database from 'better-sqlite3';
 import pino from 'pino';
 import { describe, expect, test } from 'vitest';
-import type { HadbNode } from '../../src/actors/node.ts';
 import { MemoryLeaseStore } from '../../src/adapters/lease/memory.ts';
+import type { HadbNode } from '../../src/runtime/node.ts';
 import { testClusters, waitFor } from './support/nodes.ts';
 
 // A lease record hadb cannot use (a garbage value, a revision that is not a number) is a

@@ -1,9 +1,9 @@
 import { describe, expect, test } from 'vitest';
-import type { HadbNode } from '../../src/actors/node.ts';
 import { nodeLeaseKey } from '../../src/actors/node-liveness.ts';
 import type { LeaseStore } from '../../src/adapters/lease/types.ts';
 import type { StorageBackend } from '../../src/adapters/storage/types.ts';
 import type { HadbDatabase } from '../../src/api-types.ts';
+import type { HadbNode } from '../../src/runtime/node.ts';
 import { decodeLeaseRecord } from '../../src/wire/lease-record.ts';
 import {
   FAST_TIMING,

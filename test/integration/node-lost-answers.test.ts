@@ -4,11 +4,11 @@
  */
 import path from 'node:path';
 import { afterEach, describe, expect, test } from 'vitest';
-import { createNode, type HadbNode } from '../../src/actors/node.ts';
 import { MemoryLeaseStore } from '../../src/adapters/lease/memory.ts';
 import { MemoryStorage } from '../../src/adapters/storage/memory.ts';
 import type { StorageBackend } from '../../src/adapters/storage/types.ts';
 import { StorageUnavailableError } from '../../src/errors.ts';
+import { createNode, type HadbNode } from '../../src/runtime/node.ts';
 import { FAST_TIMING, SECRET, waitFor } from './support/nodes.ts';
 import { tempDirs } from './support/replication.ts';
 

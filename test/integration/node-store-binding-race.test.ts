@@ -1,14 +1,14 @@
 import path from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import { afterEach, describe, expect, it } from 'vitest';
-import { IDENTITY_LEASE_KEY, identityObjectKey } from '../../src/actors/cluster-identity.ts';
-import { createNode, type HadbNode } from '../../src/actors/node.ts';
 import { createFsLeaseStore } from '../../src/adapters/lease/fs.ts';
 import { type LeaseWrite, MemoryLeaseStore } from '../../src/adapters/lease/memory.ts';
 import type { LeaseStore } from '../../src/adapters/lease/types.ts';
 import { createFsStorage } from '../../src/adapters/storage/fs.ts';
 import { MemoryStorage } from '../../src/adapters/storage/memory.ts';
 import type { StorageBackend } from '../../src/adapters/storage/types.ts';
+import { IDENTITY_LEASE_KEY, identityObjectKey } from '../../src/runtime/cluster-identity.ts';
+import { createNode, type HadbNode } from '../../src/runtime/node.ts';
 import { FAST_TIMING, SECRET } from './support/nodes.ts';
 import { tempDirs } from './support/replication.ts';
 

@@ -2,14 +2,14 @@ import fs from 'node:fs';
 import path from 'node:path';
 import pino from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
-import { IDENTITY_LEASE_KEY, identityObjectKey } from '../../src/actors/cluster-identity.ts';
-import { createNode, type HadbNode, type NodeOptions } from '../../src/actors/node.ts';
 import { createFsLeaseStore } from '../../src/adapters/lease/fs.ts';
 import { MemoryLeaseStore } from '../../src/adapters/lease/memory.ts';
 import type { LeaseStore } from '../../src/adapters/lease/types.ts';
 import { createFsStorage } from '../../src/adapters/storage/fs.ts';
 import type { StorageBackend } from '../../src/adapters/storage/types.ts';
 import { LeaseStoreUnavailableError, StoreMismatchError } from '../../src/errors.ts';
+import { IDENTITY_LEASE_KEY, identityObjectKey } from '../../src/runtime/cluster-identity.ts';
+import { createNode, type HadbNode, type NodeOptions } from '../../src/runtime/node.ts';
 import { FAST_TIMING, SECRET, waitFor } from './support/nodes.ts';
 import { tempDirs } from './support/replication.ts';
 

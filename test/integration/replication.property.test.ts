@@ -4,8 +4,8 @@ import path from 'node:path';
 import Database from 'better-sqlite3';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { SqliteFollower } from '../../src/adapters/replication/sqlite/follower.ts';
 import { createMemoryStorage } from '../../src/adapters/storage/memory.ts';
+import { SqliteFollower } from '../../src/replication/sqlite/follower.ts';
 import { expectSamePages, openNewLeader, tempDirs } from './support/replication.ts';
 
 const freshDir = tempDirs('hadb-repl-prop-');

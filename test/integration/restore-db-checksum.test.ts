@@ -1,8 +1,8 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { restoreDatabase } from '../../src/adapters/replication/restore.ts';
 import { DatabaseDivergedError } from '../../src/errors.ts';
+import { restoreDatabase } from '../../src/replication/restore.ts';
 import { dbChecksumHex } from '../../src/wire/db-checksum.ts';
 import { rejection, tempDirs } from './support/replication.ts';
 import {

@@ -2,13 +2,6 @@ import fs from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import { beforeAll, describe, expect, it, vi } from 'vitest';
-import {
-  type RestoreProgress,
-  type RestoreResult,
-  type RestoreTarget,
-  restoreDatabase,
-} from '../../src/adapters/replication/restore.ts';
-import { listSnapshots, logKey, snapshotPartKey } from '../../src/adapters/replication/snapshot.ts';
 import type { StorageBackend } from '../../src/adapters/storage/types.ts';
 import {
   ChangesetError,
@@ -16,6 +9,13 @@ import {
   ReplicationGapError,
   SnapshotInvalidError,
 } from '../../src/errors.ts';
+import {
+  type RestoreProgress,
+  type RestoreResult,
+  type RestoreTarget,
+  restoreDatabase,
+} from '../../src/replication/restore.ts';
+import { listSnapshots, logKey, snapshotPartKey } from '../../src/replication/snapshot.ts';
 import {
   allKeys,
   logicalContent,

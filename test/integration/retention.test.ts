@@ -2,25 +2,22 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type Database from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type RestoreTarget, restoreDatabase } from '../../src/adapters/replication/restore.ts';
+import { InvalidArgumentError, ReplicationGapError } from '../../src/errors.ts';
+import { type RestoreTarget, restoreDatabase } from '../../src/replication/restore.ts';
 import {
   applyRetention,
   planRetention,
   type RetentionPlan,
-} from '../../src/adapters/replication/retention.ts';
+} from '../../src/replication/retention.ts';
 import {
   deleteSnapshot,
   listSnapshots,
   logKey,
   snapshotPartKey,
   snapshotPrefix,
-} from '../../src/adapters/replication/snapshot.ts';
-import {
-  type FollowerEvent,
-  SqliteFollower,
-} from '../../src/adapters/replication/sqlite/follower.ts';
-import type { SqliteLeader } from '../../src/adapters/replication/sqlite/leader.ts';
-import { InvalidArgumentError, ReplicationGapError } from '../../src/errors.ts';
+} from '../../src/replication/snapshot.ts';
+import { type FollowerEvent, SqliteFollower } from '../../src/replication/sqlite/follower.ts';
+import type { SqliteLeader } from '../../src/replication/sqlite/leader.ts';
 import {
   allKeys,
   logicalContent,

@@ -4,6 +4,7 @@ import { createClient, LibsqlError } from '@libsql/client';
 import { afterEach, describe, expect, test } from 'vitest';
 import type { HadbDatabase } from '../../src/api-types.ts';
 import { StatementRefusedError } from '../../src/errors.ts';
+import { NodeClient } from '../../src/http/node-client.ts';
 import {
   decodeForwardResponse,
   encodeMessage,
@@ -11,7 +12,6 @@ import {
   type ForwardRequest,
   PROTOCOL_VERSION,
 } from '../../src/wire/forward.ts';
-import { NodeClient } from '../../src/wire/http.ts';
 import { SECRET, type TestCluster, testClusters } from './support/nodes.ts';
 
 // Client SQL through every door (the embedded API on the leader and on a follower, a forwarded

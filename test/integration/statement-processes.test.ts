@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import { afterEach, describe, expect, test } from 'vitest';
-import { StatementRunner } from '../../src/actors/statement-runner.ts';
+import { StatementRunner } from '../../src/statements/statement-runner.ts';
 import { waitFor } from './support/nodes.ts';
 import { tempDirs } from './support/replication.ts';
 
@@ -84,7 +84,7 @@ describe('statement processes', () => {
   test('they end when their node process is SIGKILLed, even in the middle of a statement', async () => {
     const file = database();
     const script = path.join(freshDir('script'), 'node.mts');
-    const runnerModule = new URL('../../src/actors/statement-runner.ts', import.meta.url).href;
+    const runnerModule = new URL('../../src/statements/statement-runner.ts', import.meta.url).href;
     fs.writeFileSync(
       script,
       `import { StatementRunner } from ${JSON.stringify(runnerModule)};

@@ -1,8 +1,8 @@
 import http from 'node:http';
 import { afterEach, describe, expect, test } from 'vitest';
 import type { HadbDatabase } from '../../src/api-types.ts';
-import { type HranaServer, startHranaServer } from '../../src/wire/hrana.ts';
-import { type NodeListener, startNodeListener } from '../../src/wire/http.ts';
+import { type HranaServer, startHranaServer } from '../../src/hrana/server.ts';
+import { type NodeListener, startNodeListener } from '../../src/http/listener.ts';
 import { SECRET } from './support/nodes.ts';
 
 // A client announces a 60 MB body and sends none of it: a server that reads bodies it does not

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { logKey } from '../../src/adapters/replication/snapshot.ts';
 import { verifyDatabase } from '../../src/cli/commands/verify.ts';
+import { logKey } from '../../src/replication/snapshot.ts';
 import { tempDirs } from './support/replication.ts';
 import {
   DB,

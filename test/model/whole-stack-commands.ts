@@ -3,8 +3,8 @@
  * nodes of a {@link WholeStackCluster} (a support module: vitest does not run it).
  */
 import fc from 'fast-check';
-import type { HostedDatabase } from '../../src/actors/hosted-database.ts';
 import { HadbError, SqlError } from '../../src/errors.ts';
+import type { HostedDatabase } from '../../src/runtime/hosted-database.ts';
 import {
   MIGRATIONS,
   type ServedNode,

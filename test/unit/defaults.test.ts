@@ -29,7 +29,7 @@ const read = (file: string) =>
 // The option docs and the README state these defaults: a changed default must change them too.
 describe('defaults as documented', () => {
   it('match the node options', () => {
-    const docs = read('src/actors/node.ts');
+    const docs = read('src/runtime/node.ts');
     for (const stated of [
       `(default ${SHIP_INTERVAL_MS} ms)`,
       `(default ${SHIP_DELAY_MS} ms)`,
@@ -48,7 +48,7 @@ describe('defaults as documented', () => {
   });
 
   it('match the leader options', () => {
-    const docs = read('src/adapters/replication/sqlite/leader.ts');
+    const docs = read('src/replication/sqlite/leader.ts');
     for (const stated of [
       `(default ${SHIP_INTERVAL_MS} ms)`,
       `last checkpoint (default ${CHECKPOINT_EVERY_BYTES / MiB} MiB)`,

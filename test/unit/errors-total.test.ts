@@ -11,17 +11,17 @@ const SRC = path.resolve(import.meta.dirname, '../../src');
  */
 const ALLOWED: { file: string; line: string; why: string }[] = [
   {
-    file: 'actors/statement-runner-child.mjs',
+    file: 'statements/statement-runner-child.mjs',
     line: 'class TooLarge extends Error {}',
     why: 'a plain Node child process (no TypeScript loader): its failures cross to the parent as data and are rebuilt there as HadbErrors',
   },
   {
-    file: 'actors/statement-runner-child.mjs',
+    file: 'statements/statement-runner-child.mjs',
     line: 'new Error(`a read may not write: ',
     why: 'as above',
   },
   {
-    file: 'wire/status-page.ts',
+    file: 'http/status-page.ts',
     line: "if (!response.ok) throw new Error('HTTP ' + response.status);",
     why: "the status page's script, run by the browser, caught on the next line of that script",
   },

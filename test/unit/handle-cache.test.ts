@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { SimulatedClock } from 'xstate';
-import { HandleCache, type Hibernatable } from '../../src/actors/handle-cache.ts';
+import { HandleCache, type Hibernatable } from '../../src/runtime/handle-cache.ts';
 
 /** A database that records being closed; `busy` ones refuse. */
 function fakeDb(name: string, closed: string[], busy = () => false): Hibernatable {

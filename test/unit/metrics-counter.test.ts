@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { MetricsRegistry } from '../../src/actors/metrics.ts';
+import { MetricsRegistry } from '../../src/runtime/metrics.ts';
 
 describe('a counter of the metrics registry', () => {
   it('counts labels written in any order into one series', () => {

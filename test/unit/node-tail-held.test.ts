@@ -1,9 +1,9 @@
 import pino from 'pino';
 import { describe, expect, it } from 'vitest';
-import { NodeTailFollower, type TailedDatabase } from '../../src/actors/node-tail.ts';
 import { systemClock } from '../../src/clock.ts';
+import type { NodeClient } from '../../src/http/node-client.ts';
+import { NodeTailFollower, type TailedDatabase } from '../../src/runtime/node-tail.ts';
 import { encodeMessage, type NodeTailChange } from '../../src/wire/forward.ts';
-import type { NodeClient } from '../../src/wire/http.ts';
 
 const LEADER = 'http://leader-node';
 

@@ -3,14 +3,14 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import Database from 'better-sqlite3';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { InvalidArgumentError } from '../../src/errors.ts';
 import {
   type ApplyStep,
   FOLLOWER_OWNED_HEADER_BYTES,
   maskFollowerOwnedHeader,
   PageApplier,
   REDO_SUFFIX,
-} from '../../src/adapters/replication/sqlite/apply.ts';
-import { InvalidArgumentError } from '../../src/errors.ts';
+} from '../../src/replication/sqlite/apply.ts';
 import { seededRandom } from '../../src/sim/run.ts';
 import type { ChangedPage, Changeset } from '../../src/wire/changeset.ts';
 

@@ -2,7 +2,6 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { createNode } from '../../src/actors/node.ts';
 import { MemoryLeaseStore } from '../../src/adapters/lease/memory.ts';
 import type { LeaseStore } from '../../src/adapters/lease/types.ts';
 import {
@@ -27,6 +26,7 @@ import {
   StorageNotFoundError,
   StorageUnavailableError,
 } from '../../src/errors.ts';
+import { createNode } from '../../src/runtime/node.ts';
 
 const bytes = (text: string) => new TextEncoder().encode(text);
 

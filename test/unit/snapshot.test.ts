@@ -7,6 +7,10 @@ import { pathToFileURL } from 'node:url';
 import { promisify } from 'node:util';
 import Database from 'better-sqlite3';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { createFsStorage } from '../../src/adapters/storage/fs.ts';
+import { createMemoryStorage } from '../../src/adapters/storage/memory.ts';
+import type { StorageBackend } from '../../src/adapters/storage/types.ts';
+import { InvalidArgumentError, SnapshotInvalidError } from '../../src/errors.ts';
 import {
   assertValidDbName,
   deleteSnapshot,
@@ -22,11 +26,7 @@ import {
   snapshotPartKey,
   snapshotPrefix,
   writeSnapshot,
-} from '../../src/adapters/replication/snapshot.ts';
-import { createFsStorage } from '../../src/adapters/storage/fs.ts';
-import { createMemoryStorage } from '../../src/adapters/storage/memory.ts';
-import type { StorageBackend } from '../../src/adapters/storage/types.ts';
-import { InvalidArgumentError, SnapshotInvalidError } from '../../src/errors.ts';
+} from '../../src/replication/snapshot.ts';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -587,7 +587,7 @@ async function peakGrowthOf(mode: 'write' | 'restore', args: Record<string, unkn
   fs.writeFileSync(
     script,
     `
-const snap = await import(${JSON.stringify(moduleUrl('src/adapters/replication/snapshot.ts'))});
+const snap = await import(${JSON.stringify(moduleUrl('src/replication/snapshot.ts'))});
 const { createFsStorage } = await import(${JSON.stringify(moduleUrl('src/adapters/storage/fs.ts'))});
 const args = JSON.parse(process.argv[2]);
 const storage = createFsStorage({ root: args.root });

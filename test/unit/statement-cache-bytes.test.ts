@@ -4,7 +4,7 @@ import {
   prepare,
   STATEMENT_CACHE_BYTES,
   STATEMENT_CACHE_ENTRY_BYTES,
-} from '../../src/actors/sql.ts';
+} from '../../src/statements/sql.ts';
 
 // The cache is seen through identity: a cached statement comes back as the same object.
 

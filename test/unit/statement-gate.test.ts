@@ -1,12 +1,12 @@
 import Database from 'better-sqlite3';
 import { describe, expect, test } from 'vitest';
+import { StatementRefusedError } from '../../src/errors.ts';
 import {
   ALLOWED_PRAGMAS,
   checkClientSql,
   refusalOf,
   splitSql,
-} from '../../src/actors/statement-gate.ts';
-import { StatementRefusedError } from '../../src/errors.ts';
+} from '../../src/statements/statement-gate.ts';
 
 const REFUSED: string[] = [
   // ATTACH / DETACH, however written

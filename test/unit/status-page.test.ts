@@ -1,6 +1,6 @@
 import { describe, expect, test } from 'vitest';
-import { normalizePeer } from '../../src/wire/cluster-view.ts';
-import { escapeHtml, renderStatusPage } from '../../src/wire/status-page.ts';
+import { normalizePeer } from '../../src/http/cluster-view.ts';
+import { escapeHtml, renderStatusPage } from '../../src/http/status-page.ts';
 
 describe('the status page', () => {
   test('escapes what it puts in the markup, and builds the rest as text nodes', () => {

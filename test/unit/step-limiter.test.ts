@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { StepLimiter } from '../../src/actors/step-limiter.ts';
 import { InvalidArgumentError } from '../../src/errors.ts';
+import { StepLimiter } from '../../src/runtime/step-limiter.ts';
 
 describe('step limiter (heavy role-change steps of a node)', () => {
   it('runs at most `limit` steps at once, in arrival order, and settles as each step does', async () => {

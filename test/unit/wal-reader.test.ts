@@ -4,6 +4,7 @@ import * as path from 'node:path';
 import Database from 'better-sqlite3';
 import fc from 'fast-check';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { InvalidArgumentError, SqliteTooOldError, WalInvalidError } from '../../src/errors.ts';
 import {
   assertSqliteVersion,
   type CommittedFrames,
@@ -14,8 +15,7 @@ import {
   WAL_HEADER_SIZE,
   type WalCursor,
   walChecksum,
-} from '../../src/adapters/replication/sqlite/wal.ts';
-import { InvalidArgumentError, SqliteTooOldError, WalInvalidError } from '../../src/errors.ts';
+} from '../../src/replication/sqlite/wal.ts';
 
 type Db = Database.Database;
 

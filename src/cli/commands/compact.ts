@@ -1,12 +1,8 @@
 import type { Command } from 'commander';
-import {
-  applyRetention,
-  planRetention,
-  type RetentionPlan,
-} from '../../adapters/replication/retention.ts';
-import { readSnapshotManifest } from '../../adapters/replication/snapshot.ts';
 import type { StorageBackend } from '../../adapters/storage/types.ts';
 import { SnapshotInvalidError } from '../../errors.ts';
+import { applyRetention, planRetention, type RetentionPlan } from '../../replication/retention.ts';
+import { readSnapshotManifest } from '../../replication/snapshot.ts';
 import { formatBytes, Progress } from '../progress.ts';
 import { assertDatabaseExists, checkSnapshotImage, listLog } from './inspect.ts';
 import {

@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
-import { databasesRoot } from '../../adapters/replication/database-names.ts';
 import { parseStorageUrl } from '../../adapters/url.ts';
+import { databasesRoot } from '../../replication/database-names.ts';
 import {
   normalizePrefix,
   type ResolvedConfig,

@@ -1,5 +1,8 @@
 /** Read-only views of a database's objects in storage, shared by the operations commands. */
 import { createHash } from 'node:crypto';
+import type { ListedObject, StorageBackend } from '../../adapters/storage/types.ts';
+import type { DbChecksum } from '../../api-types.ts';
+import { DatabaseDivergedError, SnapshotInvalidError, UnknownDatabaseError } from '../../errors.ts';
 import {
   assertValidDbName,
   decompressSnapshotPart,
@@ -7,10 +10,7 @@ import {
   logPrefix,
   type SnapshotManifest,
   snapshotPartKey,
-} from '../../adapters/replication/snapshot.ts';
-import type { ListedObject, StorageBackend } from '../../adapters/storage/types.ts';
-import type { DbChecksum } from '../../api-types.ts';
-import { DatabaseDivergedError, SnapshotInvalidError, UnknownDatabaseError } from '../../errors.ts';
+} from '../../replication/snapshot.ts';
 import { dbChecksumHex, ImageChecksummer, parseDbChecksumHex } from '../../wire/db-checksum.ts';
 
 export interface LogEntry {

@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
-import { listDatabaseNames } from '../../adapters/replication/database-names.ts';
-import { listSnapshots } from '../../adapters/replication/snapshot.ts';
 import type { StorageBackend } from '../../adapters/storage/types.ts';
+import { listDatabaseNames } from '../../replication/database-names.ts';
+import { listSnapshots } from '../../replication/snapshot.ts';
 import { formatBytes } from '../progress.ts';
 import { listLog } from './inspect.ts';
 import {

@@ -1,14 +1,14 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { type Command, InvalidArgumentError as CommanderArgumentError, Option } from 'commander';
+import type { StorageBackend } from '../../adapters/storage/types.ts';
+import { InvalidArgumentError } from '../../errors.ts';
 import {
   type RestoreProgress,
   type RestoreResult,
   type RestoreTarget,
   restoreDatabase,
-} from '../../adapters/replication/restore.ts';
-import type { StorageBackend } from '../../adapters/storage/types.ts';
-import { InvalidArgumentError } from '../../errors.ts';
+} from '../../replication/restore.ts';
 import { Progress } from '../progress.ts';
 import { assertDatabaseExists, listLog } from './inspect.ts';
 import {

@@ -2,7 +2,9 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { Command } from 'commander';
-import { restoreDatabase } from '../../adapters/replication/restore.ts';
+import type { StorageBackend } from '../../adapters/storage/types.ts';
+import { InvalidArgumentError, ReplicationGapError, SnapshotInvalidError } from '../../errors.ts';
+import { restoreDatabase } from '../../replication/restore.ts';
 import {
   listSnapshots,
   logKey,
@@ -10,10 +12,8 @@ import {
   readSnapshotManifest,
   type SnapshotManifest,
   writeSnapshot,
-} from '../../adapters/replication/snapshot.ts';
-import { maskFollowerOwnedHeader } from '../../adapters/replication/sqlite/apply.ts';
-import type { StorageBackend } from '../../adapters/storage/types.ts';
-import { InvalidArgumentError, ReplicationGapError, SnapshotInvalidError } from '../../errors.ts';
+} from '../../replication/snapshot.ts';
+import { maskFollowerOwnedHeader } from '../../replication/sqlite/apply.ts';
 import { type Changeset, decodeChangeset } from '../../wire/changeset.ts';
 import { formatBytes, Progress } from '../progress.ts';
 import { assertDatabaseExists, checkSnapshotImage, listLog, readSnapshotPage1 } from './inspect.ts';

@@ -2,12 +2,6 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { Command } from 'commander';
-import { restoreDatabase } from '../../adapters/replication/restore.ts';
-import {
-  listSnapshots,
-  readSnapshotManifest,
-  type SnapshotManifest,
-} from '../../adapters/replication/snapshot.ts';
 import type { StorageBackend } from '../../adapters/storage/types.ts';
 import {
   ChangesetError,
@@ -16,6 +10,12 @@ import {
   HadbError,
   SnapshotInvalidError,
 } from '../../errors.ts';
+import { restoreDatabase } from '../../replication/restore.ts';
+import {
+  listSnapshots,
+  readSnapshotManifest,
+  type SnapshotManifest,
+} from '../../replication/snapshot.ts';
 import { type Changeset, decodeChangeset, GENESIS_CHECKSUM } from '../../wire/changeset.ts';
 import {
   dbChecksumHex,

@@ -1,11 +1,11 @@
 /** Reads a cluster folder's storage the way a restore would, to check what the nodes reported. */
 import fs from 'node:fs';
 import Database from 'better-sqlite3';
-import { restoreDatabase } from '../../../src/adapters/replication/restore.ts';
-import { logKey } from '../../../src/adapters/replication/snapshot.ts';
-import { PageApplier } from '../../../src/adapters/replication/sqlite/apply.ts';
 import { createFsStorage } from '../../../src/adapters/storage/fs.ts';
 import { clusterPaths } from '../../../src/cli/worker.ts';
+import { restoreDatabase } from '../../../src/replication/restore.ts';
+import { logKey } from '../../../src/replication/snapshot.ts';
+import { PageApplier } from '../../../src/replication/sqlite/apply.ts';
 import { decodeChangeset } from '../../../src/wire/changeset.ts';
 
 /** The epoch of the changeset at `seq` in the log, or null when there is none. */

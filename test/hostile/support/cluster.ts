@@ -13,8 +13,8 @@ import { pathToFileURL } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { type Client, createClient } from '@libsql/client';
 import Database from 'better-sqlite3';
-import { restoreDatabase } from '../../../src/adapters/replication/restore.ts';
 import { createFsStorage } from '../../../src/adapters/storage/fs.ts';
+import { restoreDatabase } from '../../../src/replication/restore.ts';
 import { keepForFailure } from '../../support/test-output.ts';
 
 const ENTRY = path.resolve(import.meta.dirname, '../../../bin/hadb.js');

@@ -1,8 +1,8 @@
 /** A leader and a follower over storage that counts the follower's requests (support module). */
 import path from 'node:path';
-import { SqliteFollower } from '../../../src/adapters/replication/sqlite/follower.ts';
 import { createMemoryStorage } from '../../../src/adapters/storage/memory.ts';
 import type { StorageBackend } from '../../../src/adapters/storage/types.ts';
+import { SqliteFollower } from '../../../src/replication/sqlite/follower.ts';
 import { openNewLeader } from './replication.ts';
 
 /** Storage that records every request it is asked: by operation, and with the key or prefix. */

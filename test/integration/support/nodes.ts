@@ -4,22 +4,22 @@ import path from 'node:path';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import Database from 'better-sqlite3';
 import { afterEach, expect } from 'vitest';
-import { createNode, type HadbNode, type NodeOptions } from '../../../src/actors/node.ts';
 import { createFsLeaseStore } from '../../../src/adapters/lease/fs.ts';
 import { MemoryLeaseStore } from '../../../src/adapters/lease/memory.ts';
 import type { LeaseStore } from '../../../src/adapters/lease/types.ts';
-import { restoreDatabase } from '../../../src/adapters/replication/restore.ts';
 import { createFsStorage } from '../../../src/adapters/storage/fs.ts';
 import { MemoryStorage } from '../../../src/adapters/storage/memory.ts';
 import type { HadbDatabase, Transition } from '../../../src/api-types.ts';
 import { ClosedError } from '../../../src/errors.ts';
-import type { LeaseTiming } from '../../../src/machines/role.ts';
 import {
   type HranaServer,
   type HranaServerOptions,
   RELAY_PATH,
   startHranaServer,
-} from '../../../src/wire/hrana.ts';
+} from '../../../src/hrana/server.ts';
+import type { LeaseTiming } from '../../../src/machines/role.ts';
+import { restoreDatabase } from '../../../src/replication/restore.ts';
+import { createNode, type HadbNode, type NodeOptions } from '../../../src/runtime/node.ts';
 import { tempDirs } from './replication.ts';
 
 export const SECRET = 'test-cluster-secret-0123456789';

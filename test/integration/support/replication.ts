@@ -4,15 +4,12 @@ import os from 'node:os';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import { afterAll, expect } from 'vitest';
-import { maskFollowerOwnedHeader } from '../../../src/adapters/replication/sqlite/apply.ts';
-import { SqliteFollower } from '../../../src/adapters/replication/sqlite/follower.ts';
-import {
-  type LeaderOptions,
-  SqliteLeader,
-} from '../../../src/adapters/replication/sqlite/leader.ts';
 import { createFsStorage } from '../../../src/adapters/storage/fs.ts';
 import { createMemoryStorage } from '../../../src/adapters/storage/memory.ts';
 import type { StorageBackend } from '../../../src/adapters/storage/types.ts';
+import { maskFollowerOwnedHeader } from '../../../src/replication/sqlite/apply.ts';
+import { SqliteFollower } from '../../../src/replication/sqlite/follower.ts';
+import { type LeaderOptions, SqliteLeader } from '../../../src/replication/sqlite/leader.ts';
 import { GENESIS_CHECKSUM } from '../../../src/wire/changeset.ts';
 
 /** Returns `freshDir(label)`: a new folder in a temporary one removed after the file's tests. */

@@ -1,13 +1,13 @@
 import path from 'node:path';
-import { restoreDatabase } from '../../../src/adapters/replication/restore.ts';
+import { createMemoryStorage, type MemoryStorage } from '../../../src/adapters/storage/memory.ts';
+import { restoreDatabase } from '../../../src/replication/restore.ts';
 import {
   deleteSnapshot,
   logKey,
   readSnapshotManifest,
   writeSnapshot,
-} from '../../../src/adapters/replication/snapshot.ts';
-import type { SqliteLeader } from '../../../src/adapters/replication/sqlite/leader.ts';
-import { createMemoryStorage, type MemoryStorage } from '../../../src/adapters/storage/memory.ts';
+} from '../../../src/replication/snapshot.ts';
+import type { SqliteLeader } from '../../../src/replication/sqlite/leader.ts';
 import { decodeChangeset, encodeChangeset } from '../../../src/wire/changeset.ts';
 import { openNewLeader } from './replication.ts';
 

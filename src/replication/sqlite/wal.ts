@@ -1,6 +1,6 @@
 import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
 import { endianness } from 'node:os';
-import { InvalidArgumentError, SqliteTooOldError, WalInvalidError } from '../../../errors.ts';
+import { InvalidArgumentError, SqliteTooOldError, WalInvalidError } from '../../errors.ts';
 
 /**
  * Leader-side reader of SQLite's `-wal` file (https://www.sqlite.org/fileformat2.html#walformat).

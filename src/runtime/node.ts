@@ -1,6 +1,10 @@
 import { randomUUID } from 'node:crypto';
 import nodePath from 'node:path';
 import type { Logger } from 'pino';
+import type { DatabaseActor, DatabaseActorOptions } from '../actors/database.ts';
+import { NODE_KEY_PREFIX, NodeLiveness, OwnershipCache } from '../actors/node-liveness.ts';
+import { Supervisor, type SupervisorEvent } from '../actors/supervisor.ts';
+import { TransitionLog } from '../actors/transitions.ts';
 import type { LeaseStore } from '../adapters/lease/types.ts';
 import {
   choosePacer,
@@ -12,7 +16,6 @@ import {
   sharedLeasePacer,
 } from '../adapters/metered.ts';
 import { sharedStoragePacer } from '../adapters/pacing.ts';
-import { assertValidDbName } from '../adapters/replication/snapshot.ts';
 import type { StorageBackend } from '../adapters/storage/types.ts';
 import type { Durability, HadbDatabase, NodeStatus, Transition } from '../api-types.ts';
 import { type Clock, systemClock } from '../clock.ts';
@@ -33,9 +36,21 @@ import {
   InvalidArgumentError,
   UnknownDatabaseError,
 } from '../errors.ts';
+import { assertServableDbName } from '../hrana/routes.ts';
+import { gatherCluster, PEER_STATUS_PATH, PeerSet, provenStatus } from '../http/cluster-view.ts';
+import {
+  type HttpAnswer,
+  msgpackAnswer,
+  type NodeListener,
+  type NodeListenerOptions,
+  startNodeListener,
+} from '../http/listener.ts';
+import { NodeClient } from '../http/node-client.ts';
+import { renderStatusPage } from '../http/status-page.ts';
 import { defaultLogger } from '../log.ts';
 import { assertValidTiming, defaultLeaseTiming, type LeaseTiming } from '../machines/role.ts';
-import { gatherCluster, PEER_STATUS_PATH, PeerSet, provenStatus } from '../wire/cluster-view.ts';
+import { assertValidDbName } from '../replication/snapshot.ts';
+import { StatementRunner, type StatementRunnerOptions } from '../statements/statement-runner.ts';
 import {
   decodeForwardRequest,
   encodeMessage,
@@ -44,29 +59,14 @@ import {
   NODE_TAIL_PATH,
   TAIL_PATH,
 } from '../wire/forward.ts';
-import { assertServableDbName } from '../wire/hrana-routes.ts';
-import {
-  type HttpAnswer,
-  msgpackAnswer,
-  NodeClient,
-  type NodeListener,
-  type NodeListenerOptions,
-  startNodeListener,
-} from '../wire/http.ts';
-import { renderStatusPage } from '../wire/status-page.ts';
 import { type BalanceOptions, Balancer, COPIES_PATH, MEMBERS_KEY } from './balancer.ts';
 import { bindStores } from './cluster-identity.ts';
-import type { DatabaseActor, DatabaseActorOptions } from './database.ts';
 import { HandleCache, sweepIntervalMs } from './handle-cache.ts';
 import { HostedDatabase, type NodeServices } from './hosted-database.ts';
 import { MetricsRegistry } from './metrics.ts';
-import { NODE_KEY_PREFIX, NodeLiveness, OwnershipCache } from './node-liveness.ts';
 import { openNodeStores } from './node-stores.ts';
 import { NODE_TAIL_WAIT_MS, NodeTailFollower, ShipLog } from './node-tail.ts';
-import { StatementRunner, type StatementRunnerOptions } from './statement-runner.ts';
 import { StepLimiter } from './step-limiter.ts';
-import { Supervisor, type SupervisorEvent } from './supervisor.ts';
-import { TransitionLog } from './transitions.ts';
 
 /** Options of `createNode`: identity, storage, leases, local data and tuning. */
 export interface NodeOptions {

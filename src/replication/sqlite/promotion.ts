@@ -2,12 +2,12 @@ import fs from 'node:fs';
 import os from 'node:os';
 import nodePath from 'node:path';
 import Database from 'better-sqlite3';
-import type { Position } from '../../../api-types.ts';
-import { FencedError } from '../../../errors.ts';
-import { encodeChangeset } from '../../../wire/changeset.ts';
-import { imageChecksum } from '../../../wire/db-checksum.ts';
-import { urgently } from '../../pacing.ts';
-import type { StorageBackend } from '../../storage/types.ts';
+import { urgently } from '../../adapters/pacing.ts';
+import type { StorageBackend } from '../../adapters/storage/types.ts';
+import type { Position } from '../../api-types.ts';
+import { FencedError } from '../../errors.ts';
+import { encodeChangeset } from '../../wire/changeset.ts';
+import { imageChecksum } from '../../wire/db-checksum.ts';
 import { logKey } from '../snapshot.ts';
 import type { SqliteFollower } from './follower.ts';
 

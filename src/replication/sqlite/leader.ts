@@ -1,7 +1,9 @@
 import fs from 'node:fs';
 import Database from 'better-sqlite3';
-import type { ParkedTail, Position } from '../../../api-types.ts';
-import { type Clock, systemClock, type TimerId } from '../../../clock.ts';
+import { writeFileAtomic, writeFileAtomicSync } from '../../adapters/fs-sync.ts';
+import type { StorageBackend } from '../../adapters/storage/types.ts';
+import type { ParkedTail, Position } from '../../api-types.ts';
+import { type Clock, systemClock, type TimerId } from '../../clock.ts';
 import {
   CHECKPOINT_EVERY_BYTES,
   SELF_CHECK_BUDGET,
@@ -9,7 +11,7 @@ import {
   SNAPSHOT_EVERY_BYTES,
   SNAPSHOT_EVERY_CHANGESETS,
   WAL_TRUNCATE_BYTES,
-} from '../../../defaults.ts';
+} from '../../defaults.ts';
 import {
   ClosedError,
   DatabaseDivergedError,
@@ -17,12 +19,10 @@ import {
   InternalError,
   InvalidArgumentError,
   NotLeaderError,
-} from '../../../errors.ts';
-import { leaderStatePath, outboxBasePath, parkedTailPath, walPath } from '../../../side-files.ts';
-import { type Changeset, type ChangesetCodec, decodeChangeset } from '../../../wire/changeset.ts';
-import { dbChecksumHex, PageHashes } from '../../../wire/db-checksum.ts';
-import { writeFileAtomic, writeFileAtomicSync } from '../../fs-sync.ts';
-import type { StorageBackend } from '../../storage/types.ts';
+} from '../../errors.ts';
+import { leaderStatePath, outboxBasePath, parkedTailPath, walPath } from '../../side-files.ts';
+import { type Changeset, type ChangesetCodec, decodeChangeset } from '../../wire/changeset.ts';
+import { dbChecksumHex, PageHashes } from '../../wire/db-checksum.ts';
 import { logKey, readDatabaseImage, type SnapshotManifest, writeSnapshot } from '../snapshot.ts';
 import {
   type Capture,

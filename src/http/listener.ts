@@ -2,13 +2,8 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { messageOf } from '../error-message.ts';
-import {
-  BadRequestError,
-  PeerUnreachableError,
-  TimeoutError,
-  UnauthorizedError,
-} from '../errors.ts';
-import { MAX_REQUEST_BYTES } from './forward.ts';
+import { BadRequestError, UnauthorizedError } from '../errors.ts';
+import { MAX_REQUEST_BYTES, MSGPACK } from '../wire/forward.ts';
 
 /** One route of the node's listener: gets the authenticated request's body, returns the answer. */
 export type RouteHandler = (request: {
@@ -37,7 +32,6 @@ export interface NodeListener {
   close(): Promise<void>;
 }
 
-const MSGPACK = 'application/msgpack';
 const NO_BODY = new Uint8Array(0);
 
 /** Starts the node's HTTP listener. Unauthenticated requests get 401 before their body is read. */
@@ -149,64 +143,4 @@ function reply(response: http.ServerResponse, answer: HttpAnswer): void {
 
 export function msgpackAnswer(body: Uint8Array, status = 200): HttpAnswer {
   return { status, body, contentType: MSGPACK };
-}
-
-/** Keep-alive client for node-to-node calls. */
-export class NodeClient {
-  readonly #agent = new http.Agent({ keepAlive: true, maxSockets: 64 });
-  readonly #authorization: string;
-
-  constructor(secret: string) {
-    this.#authorization = `Bearer ${secret}`;
-  }
-
-  /** Resolves with the status and body; rejects with PeerUnreachableError or TimeoutError. */
-  request(
-    method: 'GET' | 'POST',
-    url: string,
-    body: Uint8Array | null,
-    timeoutMs: number,
-    signal?: AbortSignal,
-  ): Promise<{ status: number; body: Buffer }> {
-    return new Promise((resolve, reject) => {
-      const request = http.request(url, {
-        method,
-        agent: this.#agent,
-        headers: {
-          authorization: this.#authorization,
-          'content-type': MSGPACK,
-          ...(body ? { 'content-length': body.length } : {}),
-        },
-        ...(signal ? { signal } : {}),
-      });
-      const timer = setTimeout(() => {
-        request.destroy(new TimeoutError(`${method} ${url}`, timeoutMs));
-      }, timeoutMs);
-      request.on('response', (response) => {
-        const chunks: Buffer[] = [];
-        response.on('data', (chunk: Buffer) => chunks.push(chunk));
-        response.on('end', () => {
-          clearTimeout(timer);
-          resolve({ status: response.statusCode ?? 0, body: Buffer.concat(chunks) });
-        });
-        response.on('error', (error) => {
-          clearTimeout(timer);
-          reject(new PeerUnreachableError(`${method} ${url}: ${error.message}`, { cause: error }));
-        });
-      });
-      request.on('error', (error) => {
-        clearTimeout(timer);
-        reject(
-          error instanceof TimeoutError
-            ? error
-            : new PeerUnreachableError(`${method} ${url}: ${error.message}`, { cause: error }),
-        );
-      });
-      request.end(body ?? undefined);
-    });
-  }
-
-  close(): void {
-    this.#agent.destroy();
-  }
 }

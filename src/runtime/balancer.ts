@@ -1,10 +1,11 @@
 import type { Logger } from 'pino';
+import type { NodeLiveness } from '../actors/node-liveness.ts';
 import type { LeaseStore } from '../adapters/lease/types.ts';
 import type { Role } from '../api-types.ts';
 import { type Clock, type TimerId, withTimeout } from '../clock.ts';
 import { BadRequestError, InvalidArgumentError } from '../errors.ts';
-import type { HttpAnswer, NodeClient } from '../wire/http.ts';
-import type { NodeLiveness } from './node-liveness.ts';
+import type { HttpAnswer } from '../http/listener.ts';
+import type { NodeClient } from '../http/node-client.ts';
 
 export interface BalanceOptions {
   /** How often a node compares its share of leaders with its peers' (default 3000 ms). */

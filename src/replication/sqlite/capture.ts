@@ -1,18 +1,18 @@
 import fs from 'node:fs';
-import type { DbChecksum } from '../../../api-types.ts';
+import { writeFileAtomicSync } from '../../adapters/fs-sync.ts';
+import type { DbChecksum } from '../../api-types.ts';
 import {
   type ChangesetCodec,
   decodeChangeset,
   type EncodeChangesetOptions,
   encodeChangeset,
-} from '../../../wire/changeset.ts';
+} from '../../wire/changeset.ts';
 import {
   hashPages,
   PageHashes,
   type PageHashUpdate,
   type SharedPageHashes,
-} from '../../../wire/db-checksum.ts';
-import { writeFileAtomicSync } from '../../fs-sync.ts';
+} from '../../wire/db-checksum.ts';
 import { hashDatabaseFile } from './page-hashes.ts';
 import { readCommittedFrames, WAL_HEADER_SIZE, type WalCursor } from './wal.ts';
 

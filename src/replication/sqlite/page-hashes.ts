@@ -1,12 +1,12 @@
 import fs from 'node:fs';
-import type { DbChecksum } from '../../../api-types.ts';
+import type { DbChecksum } from '../../api-types.ts';
 import {
   checksumAfter,
   type PageHashes as Hashes,
   PageHashes,
   type PageHashUpdate,
   pageHash,
-} from '../../../wire/db-checksum.ts';
+} from '../../wire/db-checksum.ts';
 
 /** Pages read per system call while hashing a whole file. */
 const READ_PAGES = 256;

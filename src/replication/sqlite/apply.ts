@@ -2,11 +2,11 @@ import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import * as nodePath from 'node:path';
-import { InvalidArgumentError } from '../../../errors.ts';
-import { REDO_SUFFIX, redoPath } from '../../../side-files.ts';
-import type { Changeset } from '../../../wire/changeset.ts';
-import { FOLLOWER_OWNED_HEADER_BYTES } from '../../../wire/db-checksum.ts';
-import { syncDirectorySync, writeFileAtomicSync } from '../../fs-sync.ts';
+import { syncDirectorySync, writeFileAtomicSync } from '../../adapters/fs-sync.ts';
+import { InvalidArgumentError } from '../../errors.ts';
+import { REDO_SUFFIX, redoPath } from '../../side-files.ts';
+import type { Changeset } from '../../wire/changeset.ts';
+import { FOLLOWER_OWNED_HEADER_BYTES } from '../../wire/db-checksum.ts';
 import { removeFileSync } from './local-file.ts';
 
 /**

@@ -2,6 +2,7 @@ import type { Logger } from 'pino';
 import { doublingDelay } from '../adapters/retry.ts';
 import { type Clock, sleep, type TimerId } from '../clock.ts';
 import { PeerUnreachableError } from '../errors.ts';
+import type { NodeClient } from '../http/node-client.ts';
 import { Wakeup } from '../wait.ts';
 import {
   decodeNodeTailResponse,
@@ -9,7 +10,6 @@ import {
   type NodeTailChange,
   type NodeTailResponse,
 } from '../wire/forward.ts';
-import type { NodeClient } from '../wire/http.ts';
 
 /** How long the leader side holds a node tail request open when nothing changes. */
 export const NODE_TAIL_WAIT_MS = 20_000;

@@ -1,5 +1,5 @@
 /** The databases a storage prefix holds, as folders of keys (storage itself lists no folders). */
-import type { StorageBackend } from '../storage/types.ts';
+import type { StorageBackend } from '../adapters/storage/types.ts';
 import { assertValidDbName } from './snapshot.ts';
 
 /** The storage folder of all databases under `prefix`, with its trailing `/` ('' for none). */

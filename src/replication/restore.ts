@@ -1,17 +1,12 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import type { DbChecksum } from '../../api-types.ts';
-import { DatabaseDivergedError, InvalidArgumentError, ReplicationGapError } from '../../errors.ts';
-import { PITR_TEMP_INFIX, redoPath, replacedPath, sqliteJournalFiles } from '../../side-files.ts';
-import { type Changeset, decodeChangeset, GENESIS_CHECKSUM } from '../../wire/changeset.ts';
-import {
-  dbChecksumHex,
-  hashPages,
-  PageHashes,
-  parseDbChecksumHex,
-} from '../../wire/db-checksum.ts';
-import { syncDirectorySync } from '../fs-sync.ts';
-import type { StorageBackend } from '../storage/types.ts';
+import { syncDirectorySync } from '../adapters/fs-sync.ts';
+import type { StorageBackend } from '../adapters/storage/types.ts';
+import type { DbChecksum } from '../api-types.ts';
+import { DatabaseDivergedError, InvalidArgumentError, ReplicationGapError } from '../errors.ts';
+import { PITR_TEMP_INFIX, redoPath, replacedPath, sqliteJournalFiles } from '../side-files.ts';
+import { type Changeset, decodeChangeset, GENESIS_CHECKSUM } from '../wire/changeset.ts';
+import { dbChecksumHex, hashPages, PageHashes, parseDbChecksumHex } from '../wire/db-checksum.ts';
 import {
   listSnapshots,
   logKey,

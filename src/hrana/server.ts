@@ -1,7 +1,6 @@
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import http from 'node:http';
 import type { Logger } from 'pino';
-import { checkClientSql, splitSql } from '../actors/statement-gate.ts';
 import type {
   HadbDatabase,
   IsolatedTransaction,
@@ -23,20 +22,21 @@ import {
   SqlError,
   withoutCode,
 } from '../errors.ts';
-import { defaultLogger } from '../log.ts';
-import { withoutAddresses } from './client-errors.ts';
-import { assertServableDbName, hranaRoute } from './hrana-routes.ts';
 import {
   authorized,
   close,
   digest,
   type HttpAnswer,
   listen,
-  NodeClient,
   type RouteHandler,
   readBody,
-} from './http.ts';
-import { secretLengthProblem } from './secrets.ts';
+} from '../http/listener.ts';
+import { NodeClient } from '../http/node-client.ts';
+import { secretLengthProblem } from '../http/secrets.ts';
+import { defaultLogger } from '../log.ts';
+import { checkClientSql, splitSql } from '../statements/statement-gate.ts';
+import { withoutAddresses } from '../wire/client-errors.ts';
+import { assertServableDbName, hranaRoute } from './routes.ts';
 
 /**
  * Hrana over HTTP (JSON, versions 2 and 3: the pipeline bodies are the same), so that libSQL

@@ -13,7 +13,7 @@ import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { ClusterNodeView, ClusterView, NodeStatus } from '../api-types.ts';
 import { messageOf } from '../error-message.ts';
 import { BadRequestError, LimitExceededError } from '../errors.ts';
-import type { HttpAnswer } from './http.ts';
+import type { HttpAnswer } from './listener.ts';
 
 /** Where a node answers its status with a proof that it holds the cluster secret. */
 export const PEER_STATUS_PATH = '/hadb/v1/status';

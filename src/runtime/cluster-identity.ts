@@ -6,9 +6,9 @@
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { LeaseStore } from '../adapters/lease/types.ts';
-import { listDatabaseNames } from '../adapters/replication/database-names.ts';
 import type { StorageBackend } from '../adapters/storage/types.ts';
 import { StoreMismatchError } from '../errors.ts';
+import { listDatabaseNames } from '../replication/database-names.ts';
 
 /** Database names cannot start with `.`: no database folder can be this object. */
 export const IDENTITY_OBJECT = '.hadb-cluster';

@@ -5,16 +5,14 @@ import fsp from 'node:fs/promises';
 import nodePath from 'node:path';
 import Database from 'better-sqlite3';
 import type { Logger } from 'pino';
-import type { LeaseStore } from '../adapters/lease/types.ts';
-import { listSnapshots } from '../adapters/replication/snapshot.ts';
-import { SqliteFollower } from '../adapters/replication/sqlite/follower.ts';
 import {
-  leaderSideFiles,
-  SqliteLeader,
-  salvageLeaderTail,
-} from '../adapters/replication/sqlite/leader.ts';
-import { removeFileSync } from '../adapters/replication/sqlite/local-file.ts';
-import { writeEpochStart } from '../adapters/replication/sqlite/promotion.ts';
+  createDatabaseActor,
+  type DatabaseActor,
+  type DatabaseActorOptions,
+} from '../actors/database.ts';
+import type { NodeLeaseServices } from '../actors/node-liveness.ts';
+import { transitionOf } from '../actors/transitions.ts';
+import type { LeaseStore } from '../adapters/lease/types.ts';
 import { doublingDelay } from '../adapters/retry.ts';
 import type { StorageBackend } from '../adapters/storage/types.ts';
 import type {
@@ -61,6 +59,7 @@ import {
   UnauthorizedError,
   withoutCode,
 } from '../errors.ts';
+import type { NodeClient } from '../http/node-client.ts';
 import {
   type CatchUpOutput,
   canCommit,
@@ -70,7 +69,25 @@ import {
   type RoleSnapshot,
   roleOf,
 } from '../machines/role.ts';
+import { listSnapshots } from '../replication/snapshot.ts';
+import { SqliteFollower } from '../replication/sqlite/follower.ts';
+import { leaderSideFiles, SqliteLeader, salvageLeaderTail } from '../replication/sqlite/leader.ts';
+import { removeFileSync } from '../replication/sqlite/local-file.ts';
+import { writeEpochStart } from '../replication/sqlite/promotion.ts';
 import { sideFiles } from '../side-files.ts';
+import {
+  type InteractiveHooks,
+  InteractiveTransaction,
+  IsolatedTransaction,
+  type OpenTransaction,
+} from '../statements/interactive.ts';
+import { asSqlError, prepare, readRows, runStatement, toSqlError } from '../statements/sql.ts';
+import {
+  checkClientSql,
+  checkClientStatements,
+  type SqlContext,
+} from '../statements/statement-gate.ts';
+import type { StatementRunner } from '../statements/statement-runner.ts';
 import { sleepUnlessAborted, Wakeup } from '../wait.ts';
 import {
   decodeForwardResponse,
@@ -84,23 +101,10 @@ import {
   TAIL_PATH,
   type TailResponse,
 } from '../wire/forward.ts';
-import type { NodeClient } from '../wire/http.ts';
-import { createDatabaseActor, type DatabaseActor, type DatabaseActorOptions } from './database.ts';
 import type { HandleCache } from './handle-cache.ts';
-import {
-  type InteractiveHooks,
-  InteractiveTransaction,
-  IsolatedTransaction,
-  type OpenTransaction,
-} from './interactive.ts';
 import { LeaseRecordProblem } from './lease-record-problem.ts';
-import type { NodeLeaseServices } from './node-liveness.ts';
 import type { NodeTailFollower, ShipLog, TailedDatabase } from './node-tail.ts';
-import { asSqlError, prepare, readRows, runStatement, toSqlError } from './sql.ts';
-import { checkClientSql, checkClientStatements, type SqlContext } from './statement-gate.ts';
-import type { StatementRunner } from './statement-runner.ts';
 import type { StepLimiter } from './step-limiter.ts';
-import { transitionOf } from './transitions.ts';
 
 /** What a node gives each of its databases. */
 export interface NodeServices {

@@ -1,27 +1,27 @@
 import fs from 'node:fs';
-import type { DbChecksum, Position } from '../../../api-types.ts';
+import { writeFileAtomic, writeFileAtomicSync } from '../../adapters/fs-sync.ts';
+import { urgently } from '../../adapters/pacing.ts';
+import type { StorageBackend } from '../../adapters/storage/types.ts';
+import type { DbChecksum, Position } from '../../api-types.ts';
 import {
   DatabaseDivergedError,
   InvalidArgumentError,
   LineageAheadError,
   ReplicationGapError,
-} from '../../../errors.ts';
-import { followerStatePath, redoPath, walPath } from '../../../side-files.ts';
+} from '../../errors.ts';
+import { followerStatePath, redoPath, walPath } from '../../side-files.ts';
 import {
   type Changeset,
   checksumsEqual,
   decodeChangeset,
   GENESIS_CHECKSUM,
-} from '../../../wire/changeset.ts';
+} from '../../wire/changeset.ts';
 import {
   dbChecksumHex,
   hashPages,
   PageHashes,
   parseDbChecksumHex,
-} from '../../../wire/db-checksum.ts';
-import { writeFileAtomic, writeFileAtomicSync } from '../../fs-sync.ts';
-import { urgently } from '../../pacing.ts';
-import type { StorageBackend } from '../../storage/types.ts';
+} from '../../wire/db-checksum.ts';
 import {
   listSnapshots,
   logKey,

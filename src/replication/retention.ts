@@ -1,5 +1,5 @@
-import { InvalidArgumentError } from '../../errors.ts';
-import type { StorageBackend } from '../storage/types.ts';
+import type { StorageBackend } from '../adapters/storage/types.ts';
+import { InvalidArgumentError } from '../errors.ts';
 import { deleteSnapshot, listSnapshots, logKey, logPrefix } from './snapshot.ts';
 
 /** The snapshots and log a retention pass keeps and deletes. */

@@ -1,7 +1,7 @@
 import { parentPort } from 'node:worker_threads';
 import Database from 'better-sqlite3';
-import { messageOf } from '../../../error-message.ts';
-import { InternalError } from '../../../errors.ts';
+import { messageOf } from '../../error-message.ts';
+import { InternalError } from '../../errors.ts';
 import {
   type CaptureJob,
   encodeCapture,

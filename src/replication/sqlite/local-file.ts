@@ -1,6 +1,6 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import { TEMP_MARKERS } from '../../../side-files.ts';
+import { TEMP_MARKERS } from '../../side-files.ts';
 
 export function readJsonFileSync(file: string): unknown {
   // Missing is the common case (a takeover of a follower copy): no exception to build for it.
