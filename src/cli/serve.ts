@@ -14,18 +14,14 @@ import {
 import { messageOf } from '../error-message.ts';
 import { NothingToServeError } from '../errors.ts';
 import { assertServableDbName } from '../hrana/routes.ts';
-import {
-  type HranaServer,
-  MAX_STREAMS_PER_CLIENT,
-  RELAY_PATH,
-  startHranaServer,
-} from '../hrana/server.ts';
+import { type HranaServer, MAX_STREAMS_PER_CLIENT, startHranaServer } from '../hrana/server.ts';
 import { normalizePeer } from '../http/cluster-view.ts';
 import { secretLengthProblem } from '../http/secrets.ts';
 import { redactUrl, redactUrlsIn } from '../redact.ts';
 import { listDatabaseNames } from '../replication/database-names.ts';
 import { assertValidDbName, listSnapshots } from '../replication/snapshot.ts';
 import { createNode, type HadbNode } from '../runtime/node.ts';
+import { RELAY_PATH } from '../wire/node-protocol.ts';
 import { listLog } from './commands/inspect.ts';
 import { exitCodeFor } from './commands/shared.ts';
 import { normalizePrefix } from './config.ts';

@@ -36,6 +36,7 @@ import { secretLengthProblem } from '../http/secrets.ts';
 import { defaultLogger } from '../log.ts';
 import { checkClientSql, splitSql } from '../statements/statement-gate.ts';
 import { withoutAddresses } from '../wire/client-errors.ts';
+import { RELAY_PATH } from '../wire/node-protocol.ts';
 import { assertServableDbName, hranaRoute } from './routes.ts';
 
 /**
@@ -48,7 +49,6 @@ import { assertServableDbName, hranaRoute } from './routes.ts';
  * follower relays such a stream to the leader, and the baton says which node holds the stream.
  */
 
-export const RELAY_PATH = '/hadb/v1/hrana';
 const MAX_BODY_BYTES = 16 * 1024 * 1024;
 const MAX_STREAMS = 10_000;
 /**

@@ -94,13 +94,12 @@ import {
   decodeStored,
   decodeTailResponse,
   encodeMessage,
-  FORWARD_PATH,
   type ForwardRequest,
   type ForwardResponse,
   PROTOCOL_VERSION,
-  TAIL_PATH,
   type TailResponse,
 } from '../wire/forward.ts';
+import { encodeTailQuery, FORWARD_PATH, TAIL_PATH } from '../wire/node-protocol.ts';
 import type { HandleCache } from './handle-cache.ts';
 import { LeaseRecordProblem } from './lease-record-problem.ts';
 import type { NodeTailFollower, ShipLog, TailedDatabase } from './node-tail.ts';
@@ -1846,9 +1845,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
           const { status, body } = await client.request(
             'GET',
             // `from` tells the leader where this follower is, for its cluster view.
-            `${address}${TAIL_PATH}?db=${encodeURIComponent(this.name)}&after=${after}${
-              this.#services.address ? `&from=${encodeURIComponent(this.#services.address)}` : ''
-            }`,
+            `${address}${TAIL_PATH}?${encodeTailQuery({ db: this.name, after, from: this.#services.address ?? null })}`,
             null,
             TAIL_WAIT_MS + 5000,
             signal,

@@ -30,14 +30,9 @@ import {
   SHIP_DELAY_MS,
   SHIP_INTERVAL_MS,
 } from '../defaults.ts';
-import {
-  BadRequestError,
-  ClosedError,
-  InvalidArgumentError,
-  UnknownDatabaseError,
-} from '../errors.ts';
+import { ClosedError, InvalidArgumentError, UnknownDatabaseError } from '../errors.ts';
 import { assertServableDbName } from '../hrana/routes.ts';
-import { gatherCluster, PEER_STATUS_PATH, PeerSet, provenStatus } from '../http/cluster-view.ts';
+import { gatherCluster, PeerSet, provenStatus } from '../http/cluster-view.ts';
 import {
   type HttpAnswer,
   msgpackAnswer,
@@ -51,15 +46,17 @@ import { defaultLogger } from '../log.ts';
 import { assertValidTiming, defaultLeaseTiming, type LeaseTiming } from '../machines/role.ts';
 import { assertValidDbName } from '../replication/snapshot.ts';
 import { StatementRunner, type StatementRunnerOptions } from '../statements/statement-runner.ts';
+import { decodeForwardRequest, encodeMessage, type ForwardResponse } from '../wire/forward.ts';
 import {
-  decodeForwardRequest,
-  encodeMessage,
+  COPIES_PATH,
+  decodeNodeTailQuery,
+  decodeTailQuery,
   FORWARD_PATH,
-  type ForwardResponse,
   NODE_TAIL_PATH,
+  PEER_STATUS_PATH,
   TAIL_PATH,
-} from '../wire/forward.ts';
-import { type BalanceOptions, Balancer, COPIES_PATH, MEMBERS_KEY } from './balancer.ts';
+} from '../wire/node-protocol.ts';
+import { type BalanceOptions, Balancer, MEMBERS_KEY } from './balancer.ts';
 import { bindStores } from './cluster-identity.ts';
 import { HandleCache, sweepIntervalMs } from './handle-cache.ts';
 import { HostedDatabase, type NodeServices } from './hosted-database.ts';
@@ -644,11 +641,8 @@ class Node implements HadbNode {
   async #nodeTailAnswer(url: URL): Promise<HttpAnswer> {
     const shipLog = this.#services.shipLog;
     if (!shipLog) return { status: 404, body: 'this node uses per-database leases' };
-    const after = Number(url.searchParams.get('after'));
-    if (!Number.isSafeInteger(after) || after < 0)
-      throw new BadRequestError('after must be a cursor');
-    this.#peers.add(url.searchParams.get('from'));
-    const session = url.searchParams.get('session') ?? '';
+    const { after, session, from } = decodeNodeTailQuery(url.searchParams);
+    this.#peers.add(from);
     const answer = await shipLog.wait(
       after,
       session,
@@ -796,12 +790,9 @@ class Node implements HadbNode {
   }
 
   async #tail(url: URL): Promise<HttpAnswer> {
-    const db = url.searchParams.get('db') ?? '';
-    const after = Number(url.searchParams.get('after'));
-    if (!Number.isSafeInteger(after) || after < 0)
-      throw new BadRequestError('after must be a sequence number');
+    const { db, after, from } = decodeTailQuery(url.searchParams);
     // A follower says where it is: the cluster view shows it (the request is authenticated).
-    this.#peers.add(url.searchParams.get('from'));
+    this.#peers.add(from);
     const database = this.#databases.get(db);
     if (!database) {
       return { status: 404, body: new UnknownDatabaseError(db).message };

@@ -5,13 +5,10 @@ import { BadRequestError } from '../errors.ts';
 /**
  * The node-to-node protocol: msgpack bodies over the node's HTTP listener. A follower forwards
  * writes (and reads that must see the leader) to the leader; a follower long-polls the leader for
- * each newly durable sequence. Every request carries the cluster secret.
+ * each newly durable sequence. Every request carries the cluster secret. The paths and query
+ * strings are in node-protocol.ts.
  */
 
-export const FORWARD_PATH = '/hadb/v1/forward';
-export const TAIL_PATH = '/hadb/v1/tail';
-/** One long poll per pair of nodes for every database the answering node leads (node-level leases). */
-export const NODE_TAIL_PATH = '/hadb/v1/tail-node';
 export const PROTOCOL_VERSION = 1;
 /** Larger request bodies are refused before they are read in full. */
 /** The content type of every node-to-node body. */
