@@ -16,7 +16,9 @@ import {
   AtomicRunFailedError,
   BadRequestError,
   HadbError,
+  type HadbErrorCode,
   HranaRequestError,
+  httpStatusOf,
   InvalidArgumentError,
   LimitExceededError,
   SqlError,
@@ -36,7 +38,7 @@ import { secretLengthProblem } from '../http/secrets.ts';
 import { defaultLogger } from '../log.ts';
 import { checkClientSql, splitSql } from '../statements/statement-gate.ts';
 import { withoutAddresses } from '../wire/client-errors.ts';
-import { RELAY_PATH } from '../wire/node-protocol.ts';
+import { FAILED_STATUS, RELAY_PATH } from '../wire/node-protocol.ts';
 import { assertServableDbName, hranaRoute } from './routes.ts';
 
 /**
@@ -170,8 +172,9 @@ export async function startHranaServer(options: HranaServerOptions): Promise<Hra
       (answer) => reply(response, answer.status, forClient(answer.body)),
       (error: unknown) => {
         const message = messageOf(error);
-        if (!response.headersSent) reply(response, 500, forClient({ message, code: 'INTERNAL' }));
-        else response.destroy();
+        if (!response.headersSent) {
+          reply(response, FAILED_STATUS, forClient({ message, code: 'INTERNAL' }));
+        } else response.destroy();
       },
     );
   });
@@ -210,32 +213,32 @@ export async function startHranaServer(options: HranaServerOptions): Promise<Hra
   async function handle(request: http.IncomingMessage): Promise<Answer> {
     if (expected !== null && !authorized(request.headers.authorization, expected)) {
       request.resume();
-      return problem(401, 'UNAUTHORIZED', 'missing or wrong auth token');
+      return problem('UNAUTHORIZED', 'missing or wrong auth token');
     }
     const route = hranaRoute(request.url ?? '/', servedNames);
     if (!route.found) {
       request.resume();
-      return problem(404, route.code, route.message);
+      return problem(route.code, route.message);
     }
     const db = route.db;
     if (!route.pipeline) {
       request.resume();
       return request.method === 'GET'
         ? { status: 200, body: { ok: true } }
-        : problem(405, 'METHOD_NOT_ALLOWED', 'use GET');
+        : problem('METHOD_NOT_ALLOWED', 'use GET');
     }
     if (request.method !== 'POST') {
       request.resume();
-      return problem(405, 'METHOD_NOT_ALLOWED', 'use POST');
+      return problem('METHOD_NOT_ALLOWED', 'use POST');
     }
     let body: unknown;
     try {
       body = JSON.parse((await readBody(request, MAX_BODY_BYTES)).toString('utf8'));
     } catch (error) {
-      return problem(400, 'BAD_REQUEST', `bad pipeline body: ${messageOf(error)}`);
+      return problem('BAD_REQUEST', `bad pipeline body: ${messageOf(error)}`);
     }
     const pipelineBody = checkPipeline(body);
-    if (typeof pipelineBody === 'string') return problem(400, 'BAD_REQUEST', pipelineBody);
+    if (typeof pipelineBody === 'string') return problem('BAD_REQUEST', pipelineBody);
     return pipeline(db, pipelineBody, null, request.socket.remoteAddress ?? 'unknown');
   }
 
@@ -250,19 +253,18 @@ export async function startHranaServer(options: HranaServerOptions): Promise<Hra
     client: string,
   ): Promise<Answer> {
     const db = options.databases.get(name);
-    if (!db) return problem(404, 'UNKNOWN_DATABASE', `no database ${JSON.stringify(name)} here`);
+    if (!db) return problem('UNKNOWN_DATABASE', `no database ${JSON.stringify(name)} here`);
     let stream: Stream;
     if (body.baton !== null) {
       const holder = batons.holder(body.baton);
-      if (holder === null) return problem(400, 'STREAM_EXPIRED', 'the baton is not one of ours');
+      if (holder === null) return problem('STREAM_EXPIRED', 'the baton is not one of ours');
       if (holder !== options.self) {
-        if (relayed) return problem(400, 'STREAM_EXPIRED', 'this node does not hold the stream');
+        if (relayed) return problem('STREAM_EXPIRED', 'this node does not hold the stream');
         return relayHeld(holder, name, body, client);
       }
       const found = streams.get(body.baton);
       if (!found || found.db !== name) {
         return problem(
-          400,
           'STREAM_EXPIRED',
           `the stream expired (idle for more than ${idleMs} ms, or its node restarted); an ` +
             'open transaction on it was rolled back',
@@ -278,7 +280,7 @@ export async function startHranaServer(options: HranaServerOptions): Promise<Hra
       stream = { db: name, sqls, sqlBytes, client, counted: false, tx: null, timer: undefined };
     }
     if (stream.tx === null && db.role !== 'leader' && needsLeader(stream, body.requests)) {
-      if (relayed) return problem(409, 'NOT_LEADER', `this node does not lead ${name}`);
+      if (relayed) return problem('NOT_LEADER', `this node does not lead ${name}`);
       // The stream moves to the leader with its stored SQL; its baton here is dropped.
       forget(stream);
       return relayFresh(db, stream, body);
@@ -287,11 +289,10 @@ export async function startHranaServer(options: HranaServerOptions): Promise<Hra
     if (!closes && streams.size >= MAX_STREAMS) {
       // Refused before anything runs; the stream, if it was one, stays as it was.
       if (body.baton !== null) park(body.baton, stream);
-      return problem(503, 'OVERLOADED', 'too many open streams');
+      return problem('OVERLOADED', 'too many open streams');
     }
     if (!closes && !stream.counted && (streamsOf.get(stream.client) ?? 0) >= maxPerClient) {
       return problem(
-        429,
         'LIMIT_EXCEEDED',
         `this client already holds ${maxPerClient} open streams (transactions); end one first`,
       );
@@ -357,7 +358,6 @@ export async function startHranaServer(options: HranaServerOptions): Promise<Hra
       return await relayTo(holder, { db: name, sqls: [], client, ...body });
     } catch (error) {
       return problem(
-        400,
         'STREAM_EXPIRED',
         `the node that held this stream (${holder}) did not answer (${messageOf(error)}): it may ` +
           'have stopped or lost the lead. A transaction open there was rolled back (a COMMIT ' +
@@ -382,19 +382,19 @@ export async function startHranaServer(options: HranaServerOptions): Promise<Hra
             baton: null,
             requests: body.requests,
           });
-          // 409: it no longer leads; 503: it is starting (or full). Either way, try again.
-          if (answer.status !== 409 && answer.status !== 503) return answer;
+          // It no longer leads, or it is starting (or full): either way, try again.
+          if (
+            answer.status !== hranaStatus('NOT_LEADER') &&
+            answer.status !== hranaStatus('OVERLOADED')
+          )
+            return answer;
           last = `${address} answered ${answer.status}`;
         } catch (error) {
           last = `${address}: ${messageOf(error)}`;
         }
       }
       if (Date.now() >= deadline) {
-        return problem(
-          503,
-          'LEADER_UNAVAILABLE',
-          `${db.name}: no leader to run the stream (${last})`,
-        );
+        return problem('LEADER_UNAVAILABLE', `${db.name}: no leader to run the stream (${last})`);
       }
       await new Promise((resolve) => setTimeout(resolve, 100));
     }
@@ -443,7 +443,7 @@ export async function startHranaServer(options: HranaServerOptions): Promise<Hra
     }
     const checked = checkPipeline(message);
     if (!isObject(message) || typeof message.db !== 'string' || typeof checked === 'string') {
-      answer = problem(400, 'BAD_REQUEST', 'bad relayed pipeline');
+      answer = problem('BAD_REQUEST', 'bad relayed pipeline');
     } else {
       const sqls = Array.isArray(message.sqls)
         ? (message.sqls as unknown[]).filter(
@@ -516,8 +516,24 @@ function batonSigner(secret: string) {
   };
 }
 
-function problem(status: number, code: string, message: string): Answer {
-  return { status, body: { message, code } };
+/** The codes of Hrana's own that answer a whole request, beside hadb's, and their statuses. */
+const HRANA_STATUSES = {
+  NOT_FOUND: 404,
+  METHOD_NOT_ALLOWED: 405,
+  STREAM_EXPIRED: 400,
+  OVERLOADED: 503,
+} as const;
+type ProblemCode = keyof typeof HRANA_STATUSES | HadbErrorCode;
+
+/** The status of a whole-request error answer: a Hrana code's own, a hadb code's from the table. */
+function hranaStatus(code: ProblemCode): number {
+  return code in HRANA_STATUSES
+    ? HRANA_STATUSES[code as keyof typeof HRANA_STATUSES]
+    : httpStatusOf(code as HadbErrorCode);
+}
+
+function problem(code: ProblemCode, message: string): Answer {
+  return { status: hranaStatus(code), body: { message, code } };
 }
 
 /** Per-process tokens no client can guess, standing in for numbers JSON.stringify gets wrong. */

@@ -90,13 +90,13 @@ import {
 import type { StatementRunner } from '../statements/statement-runner.ts';
 import { sleepUnlessAborted, Wakeup } from '../wait.ts';
 import {
-  decodeForwardResponse,
   decodeStored,
   decodeTailResponse,
   encodeMessage,
   type ForwardRequest,
   type ForwardResponse,
   PROTOCOL_VERSION,
+  readForwardAnswer,
   type TailResponse,
 } from '../wire/forward.ts';
 import { encodeTailQuery, FORWARD_PATH, TAIL_PATH } from '../wire/node-protocol.ts';
@@ -738,11 +738,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
       timeoutMs,
       this.#closing.signal,
     );
-    if (status === 401) throw new UnauthorizedError(`${address} refused the cluster secret`);
-    if (status === 400) throw new BadRequestError(`${address}: ${body.toString()}`);
-    if (status >= 500 && status !== 503)
-      return { ok: false, code: 'INTERNAL', message: body.toString() };
-    return decodeForwardResponse(body);
+    return readForwardAnswer(status, body, address);
   }
 
   /** The leader side of a write: applies it once per request id, whoever sends it. */

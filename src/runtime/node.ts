@@ -30,7 +30,12 @@ import {
   SHIP_DELAY_MS,
   SHIP_INTERVAL_MS,
 } from '../defaults.ts';
-import { ClosedError, InvalidArgumentError, UnknownDatabaseError } from '../errors.ts';
+import {
+  ClosedError,
+  httpStatusOf,
+  InvalidArgumentError,
+  UnknownDatabaseError,
+} from '../errors.ts';
 import { assertServableDbName } from '../hrana/routes.ts';
 import { gatherCluster, PeerSet, provenStatus } from '../http/cluster-view.ts';
 import {
@@ -46,7 +51,12 @@ import { defaultLogger } from '../log.ts';
 import { assertValidTiming, defaultLeaseTiming, type LeaseTiming } from '../machines/role.ts';
 import { assertValidDbName } from '../replication/snapshot.ts';
 import { StatementRunner, type StatementRunnerOptions } from '../statements/statement-runner.ts';
-import { decodeForwardRequest, encodeMessage, type ForwardResponse } from '../wire/forward.ts';
+import {
+  decodeForwardRequest,
+  encodeMessage,
+  type ForwardResponse,
+  forwardAnswerStatus,
+} from '../wire/forward.ts';
 import {
   COPIES_PATH,
   decodeNodeTailQuery,
@@ -763,30 +773,18 @@ class Node implements HadbNode {
     const request = decodeForwardRequest(body);
     const database = this.#databases.get(request.db);
     if (!database) {
-      return answer(
-        {
-          ok: false,
-          code: 'UNKNOWN_DATABASE',
-          message: new UnknownDatabaseError(request.db).message,
-        },
-        404,
-      );
+      return answer({
+        ok: false,
+        code: 'UNKNOWN_DATABASE',
+        message: new UnknownDatabaseError(request.db).message,
+      });
     }
     const response = await database.serveWrite(request);
     this.#forwardedRequests.inc({
       op: request.op,
       outcome: response.ok ? 'ok' : response.code.toLowerCase(),
     });
-    if (response.ok) return answer(response, 200);
-    const status =
-      response.code === 'SQL_ERROR' ||
-      response.code === 'INVALID_ARGUMENT' ||
-      response.code === 'STATEMENT_REFUSED'
-        ? 422
-        : response.code === 'INTERNAL'
-          ? 503
-          : 409;
-    return answer(response, status);
+    return answer(response);
   }
 
   async #tail(url: URL): Promise<HttpAnswer> {
@@ -795,7 +793,10 @@ class Node implements HadbNode {
     this.#peers.add(from);
     const database = this.#databases.get(db);
     if (!database) {
-      return { status: 404, body: new UnknownDatabaseError(db).message };
+      return {
+        status: httpStatusOf('UNKNOWN_DATABASE'),
+        body: new UnknownDatabaseError(db).message,
+      };
     }
     return msgpackAnswer(encodeMessage(await database.waitForShipped(after)));
   }
@@ -810,6 +811,6 @@ function pageCacheKiB(budgetBytes: number, maxOpen: number | false): number | un
   return Math.max(64, Math.floor(budgetBytes / 1024 / maxOpen) - 64);
 }
 
-function answer(response: ForwardResponse, status: number): HttpAnswer {
-  return msgpackAnswer(encodeMessage(response), status);
+function answer(response: ForwardResponse): HttpAnswer {
+  return msgpackAnswer(encodeMessage(response), forwardAnswerStatus(response));
 }

@@ -1,6 +1,7 @@
 import { addExtension, Packr } from 'msgpackr';
 import type { Durability, SqlValue, Statement, StatementResult, WriteToken } from '../api-types.ts';
-import { BadRequestError } from '../errors.ts';
+import { BadRequestError, httpStatusOf, UnauthorizedError } from '../errors.ts';
+import { codeOfTextAnswer } from './node-protocol.ts';
 
 /**
  * The node-to-node protocol: msgpack bodies over the node's HTTP listener. A follower forwards
@@ -41,7 +42,6 @@ export type ForwardErrorCode =
   | 'SQL_ERROR'
   | 'UNKNOWN_DATABASE'
   | 'FENCED'
-  | 'BAD_REQUEST'
   | 'INVALID_ARGUMENT'
   | 'STATEMENT_REFUSED'
   | 'STATEMENT_TIMEOUT'
@@ -56,6 +56,25 @@ export type ForwardResponse =
       message: string;
       sqliteCode?: string;
     };
+
+/** The status the leader answers `response` with: 200, or the status of its error's code. */
+export function forwardAnswerStatus(response: ForwardResponse): number {
+  return response.ok ? 200 : httpStatusOf(response.code);
+}
+
+/**
+ * The leader's answer as the sender reads it. An answer the listener gave as text: a malformed
+ * request or a refused secret is thrown (asking again will not help); a node that failed is an
+ * INTERNAL answer, asked again. `peer` is the leader's address, for the messages.
+ */
+export function readForwardAnswer(status: number, body: Uint8Array, peer: string): ForwardResponse {
+  const text = codeOfTextAnswer(status);
+  if (text === 'UNAUTHORIZED') throw new UnauthorizedError(`${peer} refused the cluster secret`);
+  if (text === 'BAD_REQUEST') throw new BadRequestError(`${peer}: ${Buffer.from(body).toString()}`);
+  if (text === 'INTERNAL')
+    return { ok: false, code: 'INTERNAL', message: Buffer.from(body).toString() };
+  return decodeForwardResponse(body);
+}
 
 export interface TailResponse {
   epoch: number;

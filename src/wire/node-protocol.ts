@@ -1,4 +1,4 @@
-import { BadRequestError } from '../errors.ts';
+import { BadRequestError, type HadbErrorCode, httpStatusOf, UnauthorizedError } from '../errors.ts';
 
 /**
  * Where nodes reach each other on their listeners, and the query strings of the long polls. The
@@ -20,6 +20,34 @@ export const RELAY_PATH = '/hadb/v1/hrana';
  * node leads more than its share, of the nodes under theirs.
  */
 export const COPIES_PATH = '/balance/copies';
+
+/** The status of a route that failed outright: its answer is the error's text, not a format. */
+export const FAILED_STATUS = 500;
+
+/**
+ * The status a node's listener answers an error a route threw with, as text: a malformed request
+ * and a wrong secret by their codes ({@link httpStatusOf}); anything else means the route failed.
+ */
+export function thrownErrorStatus(error: unknown): number {
+  if (error instanceof BadRequestError || error instanceof UnauthorizedError) {
+    return httpStatusOf(error.code);
+  }
+  return FAILED_STATUS;
+}
+
+/**
+ * What an answer given as text (by {@link thrownErrorStatus}) stands for, read from its status;
+ * null for an answer in the route's own format. A 5xx other than the status of an INTERNAL answer
+ * (which carries its code) is a node that failed, whatever stood between.
+ */
+export function codeOfTextAnswer(
+  status: number,
+): Extract<HadbErrorCode, 'BAD_REQUEST' | 'UNAUTHORIZED' | 'INTERNAL'> | null {
+  if (status === httpStatusOf('BAD_REQUEST')) return 'BAD_REQUEST';
+  if (status === httpStatusOf('UNAUTHORIZED')) return 'UNAUTHORIZED';
+  if (status >= 500 && status !== httpStatusOf('INTERNAL')) return 'INTERNAL';
+  return null;
+}
 
 /** The query of {@link TAIL_PATH}. */
 export interface TailQuery {
