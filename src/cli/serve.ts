@@ -13,8 +13,10 @@ import {
 } from '../defaults.ts';
 import { messageOf } from '../error-message.ts';
 import { NothingToServeError } from '../errors.ts';
+import { hranaStatus } from '../hrana/codec.ts';
 import { assertServableDbName } from '../hrana/routes.ts';
-import { type HranaServer, MAX_STREAMS_PER_CLIENT, startHranaServer } from '../hrana/server.ts';
+import { type HranaServer, startHranaServer } from '../hrana/server.ts';
+import { MAX_STREAMS_PER_CLIENT } from '../hrana/streams.ts';
 import { normalizePeer } from '../http/cluster-view.ts';
 import { secretLengthProblem } from '../http/secrets.ts';
 import { redactUrl, redactUrlsIn } from '../redact.ts';
@@ -303,7 +305,10 @@ async function serve(
         handle: async (request) =>
           hrana
             ? hrana.relay(request)
-            : { status: 503, body: JSON.stringify({ message: 'starting', code: 'STARTING' }) },
+            : {
+                status: hranaStatus('STARTING'),
+                body: JSON.stringify({ message: 'starting', code: 'STARTING' }),
+              },
       },
     },
   });
