@@ -437,56 +437,73 @@ export class InternalError extends HadbError {
   }
 }
 
-/** The one class of each code (the `CHANGESET_*` codes are all `ChangesetError`'s). */
-export const errorClasses: {
-  readonly [C in HadbErrorCode]: abstract new (
-    ...args: never[]
-  ) => HadbError;
+type ErrorClass = abstract new (...args: never[]) => HadbError;
+
+/**
+ * Each code's one class (the `CHANGESET_*` codes are all `ChangesetError`'s) and the HTTP status
+ * of an answer that carries the code, on the node protocol and Hrana alike: 400 a malformed
+ * request, 401 a wrong secret or token, 404 no such database, 409 refused in the state the node
+ * is in (it does not lead, the write was fenced, the statement ran too long), 422 the caller's
+ * own SQL or arguments, 429 a bound a client reached, 503 not now (try again), 500 a fault that
+ * asking again does not mend. A route that fails outright is answered 500 whatever the error.
+ */
+export const errorTable: {
+  readonly [C in HadbErrorCode]: { readonly class: ErrorClass; readonly status: number };
 } = {
-  LEASE_STORE_UNAVAILABLE: LeaseStoreUnavailableError,
-  LEASE_RECORD_INVALID: LeaseRecordInvalidError,
-  STORAGE_UNAVAILABLE: StorageUnavailableError,
-  STORAGE_NOT_FOUND: StorageNotFoundError,
-  INVALID_KEY: InvalidKeyError,
-  INVALID_ARGUMENT: InvalidArgumentError,
-  TIMEOUT: TimeoutError,
-  CHANGESET_CORRUPT: ChangesetError,
-  CHANGESET_CHECKSUM_MISMATCH: ChangesetError,
-  CHANGESET_CHAIN_BROKEN: ChangesetError,
-  CHANGESET_WRONG_PAGE_SIZE: ChangesetError,
-  CHANGESET_UNKNOWN_VERSION: ChangesetError,
-  CHANGESET_WRONG_DATABASE: ChangesetError,
-  WAL_INVALID: WalInvalidError,
-  SQLITE_TOO_OLD: SqliteTooOldError,
-  SNAPSHOT_INVALID: SnapshotInvalidError,
-  LINEAGE_AHEAD: LineageAheadError,
-  REPLICATION_GAP: ReplicationGapError,
-  FENCED: FencedError,
-  NOT_LEADER: NotLeaderError,
-  LEADER_UNAVAILABLE: LeaderUnavailableError,
-  SQL_ERROR: SqlError,
-  UNKNOWN_DATABASE: UnknownDatabaseError,
-  UNAUTHORIZED: UnauthorizedError,
-  BAD_REQUEST: BadRequestError,
-  CLOSED: ClosedError,
-  NOT_DURABLE: NotDurableError,
-  LEASE_STORE_UNSAFE: LeaseStoreUnsafeError,
-  STORE_MISMATCH: StoreMismatchError,
-  CATCH_UP_FAILED: CatchUpFailedError,
-  DATABASE_FAILED: DatabaseFailedError,
-  DATABASE_DIVERGED: DatabaseDivergedError,
-  LIMIT_EXCEEDED: LimitExceededError,
-  TRANSACTION_EXPIRED: TransactionExpiredError,
-  STATEMENT_REFUSED: StatementRefusedError,
-  STATEMENT_TIMEOUT: StatementTimeoutError,
-  RESULT_TOO_LARGE: ResultTooLargeError,
-  PEER_UNREACHABLE: PeerUnreachableError,
-  BREAKER_OPEN: BreakerOpenError,
-  HRANA_REQUEST_REFUSED: HranaRequestError,
-  ATOMIC_RUN_FAILED: AtomicRunFailedError,
-  NOTHING_TO_SERVE: NothingToServeError,
-  INTERNAL: InternalError,
+  LEASE_STORE_UNAVAILABLE: { class: LeaseStoreUnavailableError, status: 503 },
+  LEASE_RECORD_INVALID: { class: LeaseRecordInvalidError, status: 500 },
+  STORAGE_UNAVAILABLE: { class: StorageUnavailableError, status: 503 },
+  STORAGE_NOT_FOUND: { class: StorageNotFoundError, status: 500 },
+  INVALID_KEY: { class: InvalidKeyError, status: 422 },
+  INVALID_ARGUMENT: { class: InvalidArgumentError, status: 422 },
+  TIMEOUT: { class: TimeoutError, status: 503 },
+  CHANGESET_CORRUPT: { class: ChangesetError, status: 500 },
+  CHANGESET_CHECKSUM_MISMATCH: { class: ChangesetError, status: 500 },
+  CHANGESET_CHAIN_BROKEN: { class: ChangesetError, status: 500 },
+  CHANGESET_WRONG_PAGE_SIZE: { class: ChangesetError, status: 500 },
+  CHANGESET_UNKNOWN_VERSION: { class: ChangesetError, status: 500 },
+  CHANGESET_WRONG_DATABASE: { class: ChangesetError, status: 500 },
+  WAL_INVALID: { class: WalInvalidError, status: 500 },
+  SQLITE_TOO_OLD: { class: SqliteTooOldError, status: 500 },
+  SNAPSHOT_INVALID: { class: SnapshotInvalidError, status: 500 },
+  LINEAGE_AHEAD: { class: LineageAheadError, status: 500 },
+  REPLICATION_GAP: { class: ReplicationGapError, status: 500 },
+  FENCED: { class: FencedError, status: 409 },
+  NOT_LEADER: { class: NotLeaderError, status: 409 },
+  LEADER_UNAVAILABLE: { class: LeaderUnavailableError, status: 503 },
+  SQL_ERROR: { class: SqlError, status: 422 },
+  UNKNOWN_DATABASE: { class: UnknownDatabaseError, status: 404 },
+  UNAUTHORIZED: { class: UnauthorizedError, status: 401 },
+  BAD_REQUEST: { class: BadRequestError, status: 400 },
+  CLOSED: { class: ClosedError, status: 503 },
+  NOT_DURABLE: { class: NotDurableError, status: 503 },
+  LEASE_STORE_UNSAFE: { class: LeaseStoreUnsafeError, status: 500 },
+  STORE_MISMATCH: { class: StoreMismatchError, status: 500 },
+  CATCH_UP_FAILED: { class: CatchUpFailedError, status: 503 },
+  DATABASE_FAILED: { class: DatabaseFailedError, status: 503 },
+  DATABASE_DIVERGED: { class: DatabaseDivergedError, status: 500 },
+  LIMIT_EXCEEDED: { class: LimitExceededError, status: 429 },
+  TRANSACTION_EXPIRED: { class: TransactionExpiredError, status: 409 },
+  STATEMENT_REFUSED: { class: StatementRefusedError, status: 422 },
+  STATEMENT_TIMEOUT: { class: StatementTimeoutError, status: 409 },
+  RESULT_TOO_LARGE: { class: ResultTooLargeError, status: 409 },
+  PEER_UNREACHABLE: { class: PeerUnreachableError, status: 503 },
+  BREAKER_OPEN: { class: BreakerOpenError, status: 503 },
+  HRANA_REQUEST_REFUSED: { class: HranaRequestError, status: 400 },
+  ATOMIC_RUN_FAILED: { class: AtomicRunFailedError, status: 422 },
+  NOTHING_TO_SERVE: { class: NothingToServeError, status: 500 },
+  INTERNAL: { class: InternalError, status: 503 },
 };
+
+/** The one class of each code, from {@link errorTable}. */
+export const errorClasses = Object.fromEntries(
+  Object.entries(errorTable).map(([code, entry]) => [code, entry.class]),
+) as { readonly [C in HadbErrorCode]: ErrorClass };
+
+/** The HTTP status of an answer that carries `code`, from {@link errorTable}. */
+export function httpStatusOf(code: HadbErrorCode): number {
+  return errorTable[code].status;
+}
 
 /**
  * An error another node reported, rebuilt as the class of its code: `message` is the text after

@@ -13,19 +13,17 @@ import {
 } from '../defaults.ts';
 import { messageOf } from '../error-message.ts';
 import { NothingToServeError } from '../errors.ts';
+import { hranaStatus } from '../hrana/codec.ts';
 import { assertServableDbName } from '../hrana/routes.ts';
-import {
-  type HranaServer,
-  MAX_STREAMS_PER_CLIENT,
-  RELAY_PATH,
-  startHranaServer,
-} from '../hrana/server.ts';
+import { type HranaServer, startHranaServer } from '../hrana/server.ts';
+import { MAX_STREAMS_PER_CLIENT } from '../hrana/streams.ts';
 import { normalizePeer } from '../http/cluster-view.ts';
 import { secretLengthProblem } from '../http/secrets.ts';
 import { redactUrl, redactUrlsIn } from '../redact.ts';
 import { listDatabaseNames } from '../replication/database-names.ts';
 import { assertValidDbName, listSnapshots } from '../replication/snapshot.ts';
 import { createNode, type HadbNode } from '../runtime/node.ts';
+import { RELAY_PATH } from '../wire/node-protocol.ts';
 import { listLog } from './commands/inspect.ts';
 import { exitCodeFor } from './commands/shared.ts';
 import { normalizePrefix } from './config.ts';
@@ -307,7 +305,10 @@ async function serve(
         handle: async (request) =>
           hrana
             ? hrana.relay(request)
-            : { status: 503, body: JSON.stringify({ message: 'starting', code: 'STARTING' }) },
+            : {
+                status: hranaStatus('STARTING'),
+                body: JSON.stringify({ message: 'starting', code: 'STARTING' }),
+              },
       },
     },
   });

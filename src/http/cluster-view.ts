@@ -13,10 +13,9 @@ import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { ClusterNodeView, ClusterView, NodeStatus } from '../api-types.ts';
 import { messageOf } from '../error-message.ts';
 import { BadRequestError, LimitExceededError } from '../errors.ts';
+import { PEER_STATUS_PATH } from '../wire/node-protocol.ts';
 import type { HttpAnswer } from './listener.ts';
 
-/** Where a node answers its status with a proof that it holds the cluster secret. */
-export const PEER_STATUS_PATH = '/hadb/v1/status';
 /** The most of a peer's answer read: a process that is not a node may send anything. */
 const MAX_PEER_ANSWER_BYTES = 8 * 1024 * 1024;
 const NONCE = /^[A-Za-z0-9_-]{22,128}$/;

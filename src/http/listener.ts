@@ -2,8 +2,9 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { messageOf } from '../error-message.ts';
-import { BadRequestError, UnauthorizedError } from '../errors.ts';
+import { BadRequestError, httpStatusOf } from '../errors.ts';
 import { MAX_REQUEST_BYTES, MSGPACK } from '../wire/forward.ts';
+import { thrownErrorStatus } from '../wire/node-protocol.ts';
 
 /** One route of the node's listener: gets the authenticated request's body, returns the answer. */
 export type RouteHandler = (request: {
@@ -57,7 +58,10 @@ export async function startNodeListener(options: NodeListenerOptions): Promise<N
     if (!route) return reply(response, { status: 404, body: 'no such route' });
     if (route.authenticated && !authorized(request.headers.authorization, expected)) {
       request.resume();
-      return reply(response, { status: 401, body: 'the cluster secret is missing or wrong' });
+      return reply(response, {
+        status: httpStatusOf('UNAUTHORIZED'),
+        body: 'the cluster secret is missing or wrong',
+      });
     }
     if (request.method !== route.method) {
       request.resume();
@@ -124,10 +128,7 @@ export async function readBody(
 }
 
 function answerForError(error: unknown): HttpAnswer {
-  if (error instanceof BadRequestError) return { status: 400, body: error.message };
-  if (error instanceof UnauthorizedError) return { status: 401, body: error.message };
-  const message = messageOf(error);
-  return { status: 500, body: message };
+  return { status: thrownErrorStatus(error), body: messageOf(error) };
 }
 
 function reply(response: http.ServerResponse, answer: HttpAnswer): void {

@@ -6,6 +6,7 @@ import { type Clock, type TimerId, withTimeout } from '../clock.ts';
 import { BadRequestError, InvalidArgumentError } from '../errors.ts';
 import type { HttpAnswer } from '../http/listener.ts';
 import type { NodeClient } from '../http/node-client.ts';
+import { COPIES_PATH } from '../wire/node-protocol.ts';
 
 export interface BalanceOptions {
   /** How often a node compares its share of leaders with its peers' (default 3000 ms). */
@@ -27,12 +28,6 @@ export interface BalanceOptions {
 export const MEMBERS_KEY = '_cluster/members';
 
 const MEMBERS_FORMAT = 'hadb-members';
-
-/**
- * Node-to-node: which of these databases the receiving node follows, and at what sequence. Asked
- * only while a node leads more than its share, of the nodes under theirs.
- */
-export const COPIES_PATH = '/balance/copies';
 
 /** Under a store that watches, the members record is read every this many intervals. */
 const MEMBERS_READS_WATCHED = 10;

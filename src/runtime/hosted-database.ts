@@ -90,17 +90,16 @@ import {
 import type { StatementRunner } from '../statements/statement-runner.ts';
 import { sleepUnlessAborted, Wakeup } from '../wait.ts';
 import {
-  decodeForwardResponse,
   decodeStored,
   decodeTailResponse,
   encodeMessage,
-  FORWARD_PATH,
   type ForwardRequest,
   type ForwardResponse,
   PROTOCOL_VERSION,
-  TAIL_PATH,
+  readForwardAnswer,
   type TailResponse,
 } from '../wire/forward.ts';
+import { encodeTailQuery, FORWARD_PATH, TAIL_PATH } from '../wire/node-protocol.ts';
 import type { HandleCache } from './handle-cache.ts';
 import { LeaseRecordProblem } from './lease-record-problem.ts';
 import type { NodeTailFollower, ShipLog, TailedDatabase } from './node-tail.ts';
@@ -739,11 +738,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
       timeoutMs,
       this.#closing.signal,
     );
-    if (status === 401) throw new UnauthorizedError(`${address} refused the cluster secret`);
-    if (status === 400) throw new BadRequestError(`${address}: ${body.toString()}`);
-    if (status >= 500 && status !== 503)
-      return { ok: false, code: 'INTERNAL', message: body.toString() };
-    return decodeForwardResponse(body);
+    return readForwardAnswer(status, body, address);
   }
 
   /** The leader side of a write: applies it once per request id, whoever sends it. */
@@ -1846,9 +1841,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
           const { status, body } = await client.request(
             'GET',
             // `from` tells the leader where this follower is, for its cluster view.
-            `${address}${TAIL_PATH}?db=${encodeURIComponent(this.name)}&after=${after}${
-              this.#services.address ? `&from=${encodeURIComponent(this.#services.address)}` : ''
-            }`,
+            `${address}${TAIL_PATH}?${encodeTailQuery({ db: this.name, after, from: this.#services.address ?? null })}`,
             null,
             TAIL_WAIT_MS + 5000,
             signal,

@@ -6,10 +6,10 @@ import type { NodeClient } from '../http/node-client.ts';
 import { Wakeup } from '../wait.ts';
 import {
   decodeNodeTailResponse,
-  NODE_TAIL_PATH,
   type NodeTailChange,
   type NodeTailResponse,
 } from '../wire/forward.ts';
+import { encodeNodeTailQuery, NODE_TAIL_PATH } from '../wire/node-protocol.ts';
 
 /** How long the leader side holds a node tail request open when nothing changes. */
 export const NODE_TAIL_WAIT_MS = 20_000;
@@ -186,8 +186,11 @@ export class NodeTailFollower {
     let cursor = 0;
     while (!signal.aborted && this.#inUse(address)) {
       try {
-        const from = this.#options.self();
-        const query = `after=${cursor}&session=${encodeURIComponent(session)}${from ? `&from=${encodeURIComponent(from)}` : ''}`;
+        const query = encodeNodeTailQuery({
+          after: cursor,
+          session,
+          from: this.#options.self() ?? null,
+        });
         const { status, body } = await client.request(
           'GET',
           `${address}${NODE_TAIL_PATH}?${query}`,

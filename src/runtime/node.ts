@@ -31,13 +31,13 @@ import {
   SHIP_INTERVAL_MS,
 } from '../defaults.ts';
 import {
-  BadRequestError,
   ClosedError,
+  httpStatusOf,
   InvalidArgumentError,
   UnknownDatabaseError,
 } from '../errors.ts';
 import { assertServableDbName } from '../hrana/routes.ts';
-import { gatherCluster, PEER_STATUS_PATH, PeerSet, provenStatus } from '../http/cluster-view.ts';
+import { gatherCluster, PeerSet, provenStatus } from '../http/cluster-view.ts';
 import {
   type HttpAnswer,
   msgpackAnswer,
@@ -54,12 +54,19 @@ import { StatementRunner, type StatementRunnerOptions } from '../statements/stat
 import {
   decodeForwardRequest,
   encodeMessage,
-  FORWARD_PATH,
   type ForwardResponse,
-  NODE_TAIL_PATH,
-  TAIL_PATH,
+  forwardAnswerStatus,
 } from '../wire/forward.ts';
-import { type BalanceOptions, Balancer, COPIES_PATH, MEMBERS_KEY } from './balancer.ts';
+import {
+  COPIES_PATH,
+  decodeNodeTailQuery,
+  decodeTailQuery,
+  FORWARD_PATH,
+  NODE_TAIL_PATH,
+  PEER_STATUS_PATH,
+  TAIL_PATH,
+} from '../wire/node-protocol.ts';
+import { type BalanceOptions, Balancer, MEMBERS_KEY } from './balancer.ts';
 import { bindStores } from './cluster-identity.ts';
 import { HandleCache, sweepIntervalMs } from './handle-cache.ts';
 import { HostedDatabase, type NodeServices } from './hosted-database.ts';
@@ -644,11 +651,8 @@ class Node implements HadbNode {
   async #nodeTailAnswer(url: URL): Promise<HttpAnswer> {
     const shipLog = this.#services.shipLog;
     if (!shipLog) return { status: 404, body: 'this node uses per-database leases' };
-    const after = Number(url.searchParams.get('after'));
-    if (!Number.isSafeInteger(after) || after < 0)
-      throw new BadRequestError('after must be a cursor');
-    this.#peers.add(url.searchParams.get('from'));
-    const session = url.searchParams.get('session') ?? '';
+    const { after, session, from } = decodeNodeTailQuery(url.searchParams);
+    this.#peers.add(from);
     const answer = await shipLog.wait(
       after,
       session,
@@ -769,42 +773,30 @@ class Node implements HadbNode {
     const request = decodeForwardRequest(body);
     const database = this.#databases.get(request.db);
     if (!database) {
-      return answer(
-        {
-          ok: false,
-          code: 'UNKNOWN_DATABASE',
-          message: new UnknownDatabaseError(request.db).message,
-        },
-        404,
-      );
+      return answer({
+        ok: false,
+        code: 'UNKNOWN_DATABASE',
+        message: new UnknownDatabaseError(request.db).message,
+      });
     }
     const response = await database.serveWrite(request);
     this.#forwardedRequests.inc({
       op: request.op,
       outcome: response.ok ? 'ok' : response.code.toLowerCase(),
     });
-    if (response.ok) return answer(response, 200);
-    const status =
-      response.code === 'SQL_ERROR' ||
-      response.code === 'INVALID_ARGUMENT' ||
-      response.code === 'STATEMENT_REFUSED'
-        ? 422
-        : response.code === 'INTERNAL'
-          ? 503
-          : 409;
-    return answer(response, status);
+    return answer(response);
   }
 
   async #tail(url: URL): Promise<HttpAnswer> {
-    const db = url.searchParams.get('db') ?? '';
-    const after = Number(url.searchParams.get('after'));
-    if (!Number.isSafeInteger(after) || after < 0)
-      throw new BadRequestError('after must be a sequence number');
+    const { db, after, from } = decodeTailQuery(url.searchParams);
     // A follower says where it is: the cluster view shows it (the request is authenticated).
-    this.#peers.add(url.searchParams.get('from'));
+    this.#peers.add(from);
     const database = this.#databases.get(db);
     if (!database) {
-      return { status: 404, body: new UnknownDatabaseError(db).message };
+      return {
+        status: httpStatusOf('UNKNOWN_DATABASE'),
+        body: new UnknownDatabaseError(db).message,
+      };
     }
     return msgpackAnswer(encodeMessage(await database.waitForShipped(after)));
   }
@@ -819,6 +811,6 @@ function pageCacheKiB(budgetBytes: number, maxOpen: number | false): number | un
   return Math.max(64, Math.floor(budgetBytes / 1024 / maxOpen) - 64);
 }
 
-function answer(response: ForwardResponse, status: number): HttpAnswer {
-  return msgpackAnswer(encodeMessage(response), status);
+function answer(response: ForwardResponse): HttpAnswer {
+  return msgpackAnswer(encodeMessage(response), forwardAnswerStatus(response));
 }

@@ -1,17 +1,15 @@
 import { addExtension, Packr } from 'msgpackr';
 import type { Durability, SqlValue, Statement, StatementResult, WriteToken } from '../api-types.ts';
-import { BadRequestError } from '../errors.ts';
+import { BadRequestError, httpStatusOf, UnauthorizedError } from '../errors.ts';
+import { codeOfTextAnswer } from './node-protocol.ts';
 
 /**
  * The node-to-node protocol: msgpack bodies over the node's HTTP listener. A follower forwards
  * writes (and reads that must see the leader) to the leader; a follower long-polls the leader for
- * each newly durable sequence. Every request carries the cluster secret.
+ * each newly durable sequence. Every request carries the cluster secret. The paths and query
+ * strings are in node-protocol.ts.
  */
 
-export const FORWARD_PATH = '/hadb/v1/forward';
-export const TAIL_PATH = '/hadb/v1/tail';
-/** One long poll per pair of nodes for every database the answering node leads (node-level leases). */
-export const NODE_TAIL_PATH = '/hadb/v1/tail-node';
 export const PROTOCOL_VERSION = 1;
 /** Larger request bodies are refused before they are read in full. */
 /** The content type of every node-to-node body. */
@@ -44,7 +42,6 @@ export type ForwardErrorCode =
   | 'SQL_ERROR'
   | 'UNKNOWN_DATABASE'
   | 'FENCED'
-  | 'BAD_REQUEST'
   | 'INVALID_ARGUMENT'
   | 'STATEMENT_REFUSED'
   | 'STATEMENT_TIMEOUT'
@@ -59,6 +56,25 @@ export type ForwardResponse =
       message: string;
       sqliteCode?: string;
     };
+
+/** The status the leader answers `response` with: 200, or the status of its error's code. */
+export function forwardAnswerStatus(response: ForwardResponse): number {
+  return response.ok ? 200 : httpStatusOf(response.code);
+}
+
+/**
+ * The leader's answer as the sender reads it. An answer the listener gave as text: a malformed
+ * request or a refused secret is thrown (asking again will not help); a node that failed is an
+ * INTERNAL answer, asked again. `peer` is the leader's address, for the messages.
+ */
+export function readForwardAnswer(status: number, body: Uint8Array, peer: string): ForwardResponse {
+  const text = codeOfTextAnswer(status);
+  if (text === 'UNAUTHORIZED') throw new UnauthorizedError(`${peer} refused the cluster secret`);
+  if (text === 'BAD_REQUEST') throw new BadRequestError(`${peer}: ${Buffer.from(body).toString()}`);
+  if (text === 'INTERNAL')
+    return { ok: false, code: 'INTERNAL', message: Buffer.from(body).toString() };
+  return decodeForwardResponse(body);
+}
 
 export interface TailResponse {
   epoch: number;

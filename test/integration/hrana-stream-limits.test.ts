@@ -1,10 +1,7 @@
 import { type Client, createClient, LibsqlError, type Transaction } from '@libsql/client';
 import { describe, expect, test } from 'vitest';
-import {
-  type HranaServer,
-  MAX_STORED_SQL_BYTES,
-  MAX_STORED_SQL_COUNT,
-} from '../../src/hrana/server.ts';
+import type { HranaServer } from '../../src/hrana/server.ts';
+import { MAX_STORED_SQL_BYTES, MAX_STORED_SQL_COUNT } from '../../src/hrana/streams.ts';
 import { type TestCluster, testClusters, waitFor } from './support/nodes.ts';
 
 // What one client can make a node keep: SQL texts stored on a stream, and open streams.

@@ -2,9 +2,9 @@ import { describe, expect, test } from 'vitest';
 import {
   decodeForwardResponse,
   encodeMessage,
-  FORWARD_PATH,
   type ForwardResponse,
 } from '../../src/wire/forward.ts';
+import { FORWARD_PATH } from '../../src/wire/node-protocol.ts';
 import { SECRET, testClusters, leaderAndFollower as twoNodes } from './support/nodes.ts';
 
 const cluster = testClusters('hadb-negative-zero-');

@@ -4,9 +4,9 @@ import { BadRequestError, NotLeaderError, SqlError } from '../../src/errors.ts';
 import {
   decodeForwardResponse,
   encodeMessage,
-  FORWARD_PATH,
   type ForwardRequest,
 } from '../../src/wire/forward.ts';
+import { FORWARD_PATH } from '../../src/wire/node-protocol.ts';
 import { SECRET, testClusters, leaderAndFollower as twoNodes } from './support/nodes.ts';
 
 const cluster = testClusters('hadb-forwarding-');

@@ -1,7 +1,8 @@
 import { describe, expect, test } from 'vitest';
 import type { HadbDatabase } from '../../src/api-types.ts';
 import { InvalidArgumentError } from '../../src/errors.ts';
-import { decodeForwardResponse, encodeMessage, FORWARD_PATH } from '../../src/wire/forward.ts';
+import { decodeForwardResponse, encodeMessage } from '../../src/wire/forward.ts';
+import { FORWARD_PATH } from '../../src/wire/node-protocol.ts';
 import { SECRET, testClusters } from './support/nodes.ts';
 
 const cluster = testClusters('hadb-migrations-');

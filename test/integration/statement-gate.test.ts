@@ -8,10 +8,10 @@ import { NodeClient } from '../../src/http/node-client.ts';
 import {
   decodeForwardResponse,
   encodeMessage,
-  FORWARD_PATH,
   type ForwardRequest,
   PROTOCOL_VERSION,
 } from '../../src/wire/forward.ts';
+import { FORWARD_PATH } from '../../src/wire/node-protocol.ts';
 import { SECRET, type TestCluster, testClusters } from './support/nodes.ts';
 
 // Client SQL through every door (the embedded API on the leader and on a follower, a forwarded

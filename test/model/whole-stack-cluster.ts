@@ -11,7 +11,7 @@ import { MemoryLeaseStore } from '../../src/adapters/lease/memory.ts';
 import { MemoryStorage } from '../../src/adapters/storage/memory.ts';
 import type { ListOptions, StorageBackend } from '../../src/adapters/storage/types.ts';
 import type { HadbDatabase } from '../../src/api-types.ts';
-import { type HranaServer, RELAY_PATH, startHranaServer } from '../../src/hrana/server.ts';
+import { type HranaServer, startHranaServer } from '../../src/hrana/server.ts';
 import type { LeaseTiming } from '../../src/machines/role.ts';
 import { restoreDatabase } from '../../src/replication/restore.ts';
 import { logKey, logPrefix } from '../../src/replication/snapshot.ts';
@@ -20,6 +20,7 @@ import type { HostedDatabase } from '../../src/runtime/hosted-database.ts';
 import { createNode, type HadbNode, type OpenOptions } from '../../src/runtime/node.ts';
 import { type Changeset, decodeChangeset } from '../../src/wire/changeset.ts';
 import { decodeLeaseRecord } from '../../src/wire/lease-record.ts';
+import { RELAY_PATH } from '../../src/wire/node-protocol.ts';
 
 export const DB = 'db';
 export const SCHEMA = 'create table if not exists t(k text primary key, via text, x)';

@@ -14,12 +14,12 @@ import { ClosedError } from '../../../src/errors.ts';
 import {
   type HranaServer,
   type HranaServerOptions,
-  RELAY_PATH,
   startHranaServer,
 } from '../../../src/hrana/server.ts';
 import type { LeaseTiming } from '../../../src/machines/role.ts';
 import { restoreDatabase } from '../../../src/replication/restore.ts';
 import { createNode, type HadbNode, type NodeOptions } from '../../../src/runtime/node.ts';
+import { RELAY_PATH } from '../../../src/wire/node-protocol.ts';
 import { tempDirs } from './replication.ts';
 
 export const SECRET = 'test-cluster-secret-0123456789';
