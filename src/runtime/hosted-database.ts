@@ -81,7 +81,7 @@ import {
   IsolatedTransaction,
   type OpenTransaction,
 } from '../statements/interactive.ts';
-import { asSqlError, prepare, readRows, runStatement, toSqlError } from '../statements/sql.ts';
+import { asSqlError, readRows, runStatement, toSqlError } from '../statements/sql.ts';
 import {
   checkClientSql,
   checkClientStatements,
@@ -104,6 +104,7 @@ import {
 import type { HandleCache } from './handle-cache.ts';
 import { LeaseRecordProblem } from './lease-record-problem.ts';
 import type { NodeTailFollower, ShipLog, TailedDatabase } from './node-tail.ts';
+import { REQUESTS_TABLE, type RememberedAnswer, RequestLog } from './request-log.ts';
 import type { StepLimiter } from './step-limiter.ts';
 
 /** What a node gives each of its databases. */
@@ -151,15 +152,11 @@ export interface DatabaseSettings {
   transactionLifetimeMs?: number | undefined;
 }
 
-const REQUESTS_TABLE = '_hadb_requests';
 /** How long a forwarded request waits for a claimed leadership to become writable here. */
 const PROMOTION_WAIT_MS = 2000;
-const REQUEST_RETENTION_MS = 15 * 60_000;
 const TAIL_WAIT_MS = 20_000;
 /** A copy stuck behind storage tries again at most this rarely (from the poll interval up). */
 const STUCK_RETRY_MAX_MS = 30_000;
-/** Leader connections whose request table is known to exist. */
-const tablesReady = new WeakSet<Database.Database>();
 
 /**
  * One database on one node: the role machine joined to its lease, its storage and its SQLite
@@ -199,7 +196,6 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
   #closed = false;
   /** Transitions and pulls queued or running: the handles are not closed under them. */
   #serialPending = 0;
-  #forwardedSincePrune = 0;
   #lastYield = 0;
   /**
    * The interactive transaction, or the client write in a statement process, holding the writer:
@@ -215,6 +211,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
   /** The node gave up restarting the role actor. */
   #failed: { error: DatabaseFailedError; since: number; seq: number } | null = null;
   readonly #leaseRecord = new LeaseRecordProblem();
+  readonly #requests = new RequestLog();
 
   constructor(
     name: string,
@@ -837,16 +834,17 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
   ): { epoch: number; results: StatementResult[] } {
     let results: StatementResult[] = [];
     const epoch = this.#commit(leader, () => {
-      const prior = remembered ? this.#priorAnswer(leader.database, request.requestId) : null;
+      const prior = remembered
+        ? this.#requests.priorAnswer(leader.database, request.requestId)
+        : null;
       if (prior) {
         results = prior;
         return;
       }
       results = applyWrite(leader.database, request);
-      if (remembered) this.#rememberRequest(leader.database, request.requestId, results);
+      if (remembered) this.#requests.remember(leader.database, request.requestId, results);
     });
-    // Only once committed: a rolled-back transaction takes the new table with it.
-    if (remembered) tablesReady.add(leader.database);
+    if (remembered) this.#requests.committed(leader.database);
     return { epoch, results };
   }
 
@@ -904,20 +902,9 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
         await pending.rollback().catch(() => {});
         throw new NotLeaderError(`${this.name}: the lease lapsed before the commit; rolled back`);
       }
-      const now = Date.now();
-      this.#forwardedSincePrune += remembered ? 1 : 0;
-      const prune = this.#forwardedSincePrune >= 1000;
-      if (prune) this.#forwardedSincePrune = 0;
-      let remember: Parameters<typeof pending.commit>[0] = null;
+      let remember: RememberedAnswer | null = null;
       try {
-        if (remembered) {
-          remember = {
-            id: request.requestId,
-            at: now,
-            results: encodeMessage(pending.results),
-            ...(prune ? { pruneBefore: now - REQUEST_RETENTION_MS } : {}),
-          };
-        }
+        if (remembered) remember = this.#requests.answerToKeep(request.requestId, pending.results);
       } catch (error) {
         // The process holds SQLite's write lock until told: never leave it waiting.
         await pending.rollback().catch(() => {});
@@ -929,7 +916,9 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
         if (!(error instanceof HadbError) || error.code !== 'CLOSED') throw error;
         // The process died during COMMIT. Remembered: whether it committed is in the file, under
         // the id. Otherwise the caller hears the outcome is unknown (a CLOSED error).
-        const kept = remembered ? this.#keptAnswer(leader, request.requestId) : null;
+        const kept = remembered
+          ? this.#requests.keptAnswer(leader.database, request.requestId)
+          : null;
         if (!kept) throw error;
         return { epoch, results: kept };
       }
@@ -938,19 +927,6 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
       this.#isolatedDone();
       this.#releaseWriter(hold);
     }
-  }
-
-  /** The answer kept under `requestId`, read on the leader's connection (no table: none). */
-  #keptAnswer(leader: SqliteLeader, requestId: string): StatementResult[] | null {
-    const connection = leader.database;
-    const table = connection
-      .prepare('select 1 from sqlite_master where type = ? and name = ?')
-      .get('table', REQUESTS_TABLE);
-    if (!table) return null;
-    const row = prepare(connection, `select results from ${REQUESTS_TABLE} where id = ?`).get(
-      requestId,
-    ) as { results: Buffer } | undefined;
-    return row ? (decodeStored(row.results) as StatementResult[]) : null;
   }
 
   #commit(leader: SqliteLeader, work: () => void): number {
@@ -1020,42 +996,6 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
     if (now - this.#lastYield < 5) return;
     await new Promise<void>((resolve) => setImmediate(resolve));
     this.#lastYield = this.#services.clock.now();
-  }
-
-  #priorAnswer(connection: Database.Database, requestId: string): StatementResult[] | null {
-    this.#ensureRequestsTable(connection);
-    const row = prepare(connection, `select results from ${REQUESTS_TABLE} where id = ?`).get(
-      requestId,
-    ) as { results: Buffer } | undefined;
-    return row ? (decodeStored(row.results) as StatementResult[]) : null;
-  }
-
-  /** Kept in the database itself, so a retry that reaches the next leader is still answered once. */
-  #rememberRequest(
-    connection: Database.Database,
-    requestId: string,
-    results: StatementResult[],
-  ): void {
-    const now = Date.now();
-    prepare(connection, `insert into ${REQUESTS_TABLE}(id, at, results) values (?, ?, ?)`).run(
-      requestId,
-      now,
-      encodeMessage(results),
-    );
-    this.#forwardedSincePrune += 1;
-    if (this.#forwardedSincePrune >= 1000) {
-      this.#forwardedSincePrune = 0;
-      connection
-        .prepare(`delete from ${REQUESTS_TABLE} where at < ?`)
-        .run(now - REQUEST_RETENTION_MS);
-    }
-  }
-
-  #ensureRequestsTable(connection: Database.Database): void {
-    if (tablesReady.has(connection)) return;
-    connection.exec(
-      `create table if not exists ${REQUESTS_TABLE}(id text primary key, at integer not null, results blob not null) without rowid`,
-    );
   }
 
   // ---- interactive transactions ------------------------------------------------------------------
