@@ -106,6 +106,7 @@ import { LeaseRecordProblem } from './lease-record-problem.ts';
 import type { NodeTailFollower, ShipLog, TailedDatabase } from './node-tail.ts';
 import { REQUESTS_TABLE, type RememberedAnswer, RequestLog } from './request-log.ts';
 import type { StepLimiter } from './step-limiter.ts';
+import { type IsolatedWriteHold, WriterLock } from './writer-lock.ts';
 
 /** What a node gives each of its databases. */
 export interface NodeServices {
@@ -197,13 +198,8 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
   /** Transitions and pulls queued or running: the handles are not closed under them. */
   #serialPending = 0;
   #lastYield = 0;
-  /**
-   * The interactive transaction, or the client write in a statement process, holding the writer:
-   * other writes wait for it to end.
-   */
-  #writerHeld: OpenTransaction | IsolatedWriteHold | null = null;
-  readonly #writerWaiters = new Wakeup();
-  readonly #interactive = new Set<OpenTransaction>();
+  /** One holder at a time among interactive transactions, isolated writes and commits. */
+  readonly #writer: WriterLock;
   /** Storage holds what this copy cannot apply: not served, retried with backoff. */
   #stuck: { error: CatchUpFailedError; since: number; retryAt: number; delayMs: number } | null =
     null;
@@ -225,6 +221,12 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
     this.path = nodePath.join(services.dataDir, `${name}.db`);
     this.#services = services;
     this.#settings = settings;
+    this.#writer = new WriterLock({
+      name,
+      clock: services.clock,
+      closed: () => this.#closed,
+      writableLeader: () => this.#writableLeader(),
+    });
   }
 
   get #logger(): Logger {
@@ -405,7 +407,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
 
   /** An interactive transaction is open here: balancing does not move this database now. */
   get inTransaction(): boolean {
-    return this.#interactive.size > 0;
+    return this.#writer.openTransactions > 0;
   }
 
   // ---- hibernation -----------------------------------------------------------------------------
@@ -425,7 +427,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
    */
   hibernate(): boolean {
     if (this.#closed) return true;
-    if (this.#interactive.size > 0 || this.#serialPending > 0) return false;
+    if (this.#writer.openTransactions > 0 || this.#serialPending > 0) return false;
     if (this.#isolatedReads > 0) return false;
     // A statement process's connection would outlive the leader's close (which then keeps the
     // WAL): closed first, and asked again at the next sweep.
@@ -532,7 +534,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
     const deadline = this.#services.clock.now() + this.#settings.forwardTimeoutMs;
     await this.#roleSettled(deadline);
     let value: T | undefined;
-    const committed = await this.#withWriter(deadline, (leader) => {
+    const committed = await this.#writer.withWriter(deadline, (leader) => {
       this.#touch();
       const connection = leader.database;
       const tx: Transaction = {
@@ -705,7 +707,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
     try {
       committed = runner
         ? await this.#isolatedWrite(runner, leader, request, deadline, remembered)
-        : await this.#withWriter(deadline, (current) =>
+        : await this.#writer.withWriter(deadline, (current) =>
             current === leader ? this.#commitStatements(leader, request, remembered) : null,
           );
     } catch (error) {
@@ -777,7 +779,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
       const runner = request.op === 'write' ? this.#services.runner : undefined;
       const committed = runner
         ? await this.#isolatedWrite(runner, leader, request, deadline, true)
-        : await this.#withWriter(deadline, (current) =>
+        : await this.#writer.withWriter(deadline, (current) =>
             current === leader ? this.#commitStatements(leader, request, true) : null,
           );
       if (!committed) return notLeader(this.name, this.role);
@@ -867,8 +869,8 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
     // Transitions and applies first (they wait for it once it counts), then the writer.
     for (;;) {
       while (this.#serialPending > 0) await this.#chain;
-      if (!this.#writerHeld) break;
-      if (!(await this.#writerFree(deadline))) {
+      if (!this.#writer.held) break;
+      if (!(await this.#writer.free(deadline))) {
         throw new TimeoutError(
           `${this.name}: waiting for an interactive transaction to end`,
           waitMs,
@@ -878,7 +880,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
     const epoch = this.#writerEpoch;
     if (this.#writableLeader() !== leader || epoch === null) return null;
     const hold: IsolatedWriteHold = { isolatedWrite: request.requestId };
-    this.#writerHeld = hold;
+    this.#writer.take(hold);
     // Transitions and hibernation wait for it, as for a read: the leader's connection stays open
     // (it opens first, switching the file to WAL) and outlives the statement process's one.
     this.#isolatedReads += 1;
@@ -925,7 +927,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
       return { epoch, results: pending.results };
     } finally {
       this.#isolatedDone();
-      this.#releaseWriter(hold);
+      this.#writer.release(hold);
     }
   }
 
@@ -1009,8 +1011,8 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
     const deadline = clock.now() + waitMs;
     // Like a write: an election or a takeover still under way is waited for, and so is the writer.
     await this.#roleSettled(deadline);
-    while (!readOnly && this.#writerHeld) {
-      if (!(await this.#writerFree(deadline))) {
+    while (!readOnly && this.#writer.held) {
+      if (!(await this.#writer.free(deadline))) {
         throw new TimeoutError(`${this.name}: waiting for another transaction to end`, waitMs);
       }
     }
@@ -1033,8 +1035,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
         return token;
       },
       ended: (ended) => {
-        this.#interactive.delete(ended);
-        this.#releaseWriter(ended);
+        this.#writer.ended(ended);
       },
     };
     let tx: OpenTransaction;
@@ -1042,8 +1043,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
       tx = await this.#beginIsolated(leader, readOnly, hooks);
     } else {
       tx = new InteractiveTransaction(this.path, readOnly, hooks);
-      this.#interactive.add(tx);
-      if (!readOnly) this.#writerHeld = tx;
+      this.#writer.opened(tx, !readOnly);
     }
     tx.expireAfter(
       options.lifetimeMs ?? this.#settings.transactionLifetimeMs ?? TRANSACTION_LIFETIME_MS,
@@ -1065,7 +1065,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
     const runner = this.#services.runner;
     if (!runner) throw new ClosedError('the statement processes');
     const placeholder: IsolatedWriteHold = { isolatedWrite: 'begin' };
-    if (!readOnly) this.#writerHeld = placeholder;
+    if (!readOnly) this.#writer.take(placeholder);
     // Transitions wait for the BEGIN, as for a read; once begun, a demotion aborts it.
     this.#isolatedReads += 1;
     let tx: IsolatedTransaction | null = null;
@@ -1079,8 +1079,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
       tx = new IsolatedTransaction(began, readOnly, hooks);
       // Held before the placeholder is given back: no write slips in while the process holds
       // SQLite's write lock.
-      this.#interactive.add(tx);
-      if (!readOnly) this.#writerHeld = tx;
+      this.#writer.opened(tx, !readOnly);
       // Demoted or closed while it began: it may not stay open.
       if (this.#writableLeader() !== leader) {
         await tx.abort('this node stopped leading');
@@ -1090,26 +1089,8 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
       return tx;
     } finally {
       this.#isolatedDone();
-      this.#releaseWriter(placeholder);
+      this.#writer.release(placeholder);
     }
-  }
-
-  /** Frees the writer if `holder` holds it, and wakes the writes waiting for it. */
-  #releaseWriter(holder: OpenTransaction | IsolatedWriteHold): void {
-    if (this.#writerHeld !== holder) return;
-    this.#writerHeld = null;
-    this.#writerWaiters.wake();
-  }
-
-  /** Resolves true once no interactive transaction holds the writer; false at `deadline`. */
-  async #writerFree(deadline: number): Promise<boolean> {
-    const clock = this.#services.clock;
-    while (this.#writerHeld) {
-      const left = deadline - clock.now();
-      if (left <= 0 || this.#closed) return false;
-      await this.#writerWaiters.wait(clock, left);
-    }
-    return true;
   }
 
   /**
@@ -1126,33 +1107,11 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
   }
 
   /**
-   * Runs `commit` on this node's writable leader once no interactive transaction holds the
-   * writer, in the same turn as the last look at it: a BEGIN woken at the same time cannot take
-   * the writer in between and leave the commit to meet SQLITE_BUSY. Null when this node does not
-   * lead; {@link TimeoutError} when the writer stays held past `deadline`.
-   */
-  async #withWriter<R>(deadline: number, commit: (leader: SqliteLeader) => R): Promise<R | null> {
-    const clock = this.#services.clock;
-    const waitMs = Math.max(0, deadline - clock.now());
-    while (this.#writerHeld) {
-      if (!(await this.#writerFree(deadline))) {
-        throw new TimeoutError(
-          `${this.name}: waiting for an interactive transaction to end`,
-          waitMs,
-        );
-      }
-    }
-    const leader = this.#writableLeader();
-    return leader ? commit(leader) : null;
-  }
-
-  /**
    * Null when none was open (the caller goes on in the same turn); otherwise resolves once every
    * one has let go of the file (those in statement processes take a moment).
    */
   #abortInteractive(reason: string): Promise<unknown> | null {
-    if (this.#interactive.size === 0) return null;
-    return Promise.all([...this.#interactive].map((tx) => tx.abort(reason)));
+    return this.#writer.abortInteractive(reason);
   }
 
   // ---- reads -----------------------------------------------------------------------------------
@@ -2007,11 +1966,6 @@ function readOnLeader(
   }));
   const { epoch, seq } = leader.position;
   return { results, token: { epoch, seq } };
-}
-
-/** hadb's writer, taken by a client write running in a statement process (by its request id). */
-interface IsolatedWriteHold {
-  isolatedWrite: string;
 }
 
 /** What a write-like request does inside the leader's transaction. */
