@@ -92,17 +92,16 @@ import { sleepUnlessAborted, Wakeup } from '../wait.ts';
 import {
   decodeForwardResponse,
   decodeStored,
-  decodeTailResponse,
   encodeMessage,
   FORWARD_PATH,
   type ForwardRequest,
   type ForwardResponse,
   PROTOCOL_VERSION,
-  TAIL_PATH,
   type TailResponse,
 } from '../wire/forward.ts';
 import type { HandleCache } from './handle-cache.ts';
 import { LeaseRecordProblem } from './lease-record-problem.ts';
+import { followLiveTail, ShippedWaiters } from './live-tail.ts';
 import type { NodeTailFollower, ShipLog, TailedDatabase } from './node-tail.ts';
 import { REQUESTS_TABLE, type RememberedAnswer, RequestLog } from './request-log.ts';
 import type { StepLimiter } from './step-limiter.ts';
@@ -155,7 +154,6 @@ export interface DatabaseSettings {
 
 /** How long a forwarded request waits for a claimed leadership to become writable here. */
 const PROMOTION_WAIT_MS = 2000;
-const TAIL_WAIT_MS = 20_000;
 /** A copy stuck behind storage tries again at most this rarely (from the poll interval up). */
 const STUCK_RETRY_MAX_MS = 30_000;
 
@@ -191,7 +189,8 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
   /** A leader's node tail told this copy of the database's newest position at least once. */
   #heardFromTail = false;
   readonly #inflight = new Map<string, Promise<ForwardResponse>>();
-  readonly #shippedWaiters = new Wakeup();
+  /** Live tail requests from followers, waiting for the next shipped changeset. */
+  readonly #shipped: ShippedWaiters;
   readonly #roleWaiters = new Wakeup();
   readonly #closing = new AbortController();
   #closed = false;
@@ -226,6 +225,13 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
       clock: services.clock,
       closed: () => this.#closed,
       writableLeader: () => this.#writableLeader(),
+    });
+    this.#shipped = new ShippedWaiters({
+      clock: services.clock,
+      signal: this.#closing.signal,
+      closed: () => this.#closed,
+      leading: () => (this.#writerEpoch !== null ? this.#leader : null),
+      position: () => this.position,
     });
   }
 
@@ -1729,80 +1735,38 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
     });
   }
 
-  /**
-   * Learns of each new durable sequence from the leader at once (a long poll on its listener) and
-   * falls back to polling storage when no leader answers. Only storage is ever applied.
-   */
-  async #tailLoop(): Promise<void> {
-    const { clock, client, timing } = this.#services;
-    const signal = this.#closing.signal;
-    while (!this.#closed) {
-      const address =
-        this.role === 'follower' || this.role === 'catching-up' ? this.#leaderAddress() : null;
-      if (address && this.#follower) {
-        try {
-          const after = this.position.seq;
-          const { status, body } = await client.request(
-            'GET',
-            // `from` tells the leader where this follower is, for its cluster view.
-            `${address}${TAIL_PATH}?db=${encodeURIComponent(this.name)}&after=${after}${
-              this.#services.address ? `&from=${encodeURIComponent(this.#services.address)}` : ''
-            }`,
-            null,
-            TAIL_WAIT_MS + 5000,
-            signal,
-          );
-          if (status === 200) {
-            const tail = decodeTailResponse(body);
-            this.#noteSeq(tail.seq);
-            if (tail.seq > this.position.seq) await this.#pull();
-            if (!tail.leading) {
-              this.leaseChanged();
-              await sleep(clock, 20);
-            } else if (this.#stuck) {
-              // Behind storage: the leader would answer at once again; wait as a poll would.
-              await Promise.race([
-                sleep(clock, timing.pollIntervalMs),
-                this.#roleChange(timing.pollIntervalMs),
-              ]);
-            }
-            continue;
-          }
-        } catch (error) {
-          if (this.#closed) return;
-          this.#logger.debug({ err: error }, 'live tail unavailable; polling storage');
-        }
-      }
-      if (this.role !== 'leader')
-        await this.#pull().catch((error: unknown) => this.#problem(error));
-      await Promise.race([
-        sleep(clock, timing.pollIntervalMs),
-        this.#roleChange(timing.pollIntervalMs),
-      ]);
-    }
+  /** The follower side of the live tail (one loop per database without node-level leases). */
+  #tailLoop(): Promise<void> {
+    const services = this.#services;
+    return followLiveTail({
+      name: this.name,
+      clock: services.clock,
+      client: services.client,
+      pollIntervalMs: services.timing.pollIntervalMs,
+      address: services.address,
+      signal: this.#closing.signal,
+      closed: () => this.#closed,
+      role: () => this.role,
+      leaderAddress: () => this.#leaderAddress(),
+      hasCopy: () => this.#follower !== null,
+      seq: () => this.position.seq,
+      stuck: () => this.#stuck !== null,
+      noteSeq: (seq) => this.#noteSeq(seq),
+      pull: () => this.#pull(),
+      leaseChanged: () => this.leaseChanged(),
+      roleChange: (timeoutMs) => this.#roleChange(timeoutMs),
+      problem: (error) => this.#problem(error),
+      logger: () => this.#logger,
+    });
   }
 
   /** The leader side of the live tail: answers once a sequence above `after` is durable. */
-  async waitForShipped(after: number): Promise<TailResponse> {
-    const clock = this.#services.clock;
-    const deadline = clock.now() + TAIL_WAIT_MS;
-    for (;;) {
-      const leader = this.#writerEpoch !== null ? this.#leader : null;
-      if (!leader) {
-        return { ...this.position, leading: false };
-      }
-      const position = leader.position;
-      const left = deadline - clock.now();
-      if (position.seq > after || left <= 0) {
-        return { epoch: position.epoch, seq: position.seq, leading: true };
-      }
-      await this.#shippedWaiters.wait(clock, left, this.#closing.signal);
-      if (this.#closed) return { ...this.position, leading: false };
-    }
+  waitForShipped(after: number): Promise<TailResponse> {
+    return this.#shipped.waitForShipped(after);
   }
 
   #wakeShippedWaiters(): void {
-    this.#shippedWaiters.wake();
+    this.#shipped.wake();
   }
 
   /**
