@@ -36,7 +36,6 @@ import type {
 } from '../api-types.ts';
 import { type Clock, sleep, type TimerId } from '../clock.ts';
 import { TRANSACTION_LIFETIME_MS } from '../defaults.ts';
-import { messageOf } from '../error-message.ts';
 import {
   BadRequestError,
   CatchUpFailedError,
@@ -44,19 +43,15 @@ import {
   DatabaseFailedError,
   FencedError,
   HadbError,
-  type HadbErrorCode,
   InternalError,
   InvalidArgumentError,
-  LeaderUnavailableError,
   NotDurableError,
   NotLeaderError,
   ResultTooLargeError,
-  revivedError,
   SqlError,
   StatementRefusedError,
   StatementTimeoutError,
   TimeoutError,
-  UnauthorizedError,
   withoutCode,
 } from '../errors.ts';
 import type { NodeClient } from '../http/node-client.ts';
@@ -82,18 +77,11 @@ import {
   type OpenTransaction,
 } from '../statements/interactive.ts';
 import { asSqlError, readRows, runStatement, toSqlError } from '../statements/sql.ts';
-import {
-  checkClientSql,
-  checkClientStatements,
-  type SqlContext,
-} from '../statements/statement-gate.ts';
+import { checkClientSql, checkClientStatements } from '../statements/statement-gate.ts';
 import type { StatementRunner } from '../statements/statement-runner.ts';
 import { sleepUnlessAborted, Wakeup } from '../wait.ts';
 import {
-  decodeForwardResponse,
   decodeStored,
-  encodeMessage,
-  FORWARD_PATH,
   type ForwardRequest,
   type ForwardResponse,
   PROTOCOL_VERSION,
@@ -105,6 +93,7 @@ import { followLiveTail, ShippedWaiters } from './live-tail.ts';
 import type { NodeTailFollower, ShipLog, TailedDatabase } from './node-tail.ts';
 import { REQUESTS_TABLE, type RememberedAnswer, RequestLog } from './request-log.ts';
 import type { StepLimiter } from './step-limiter.ts';
+import { gateContextOf, WriteClient } from './write-client.ts';
 import { type IsolatedWriteHold, WriterLock } from './writer-lock.ts';
 
 /** What a node gives each of its databases. */
@@ -189,6 +178,8 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
   /** A leader's node tail told this copy of the database's newest position at least once. */
   #heardFromTail = false;
   readonly #inflight = new Map<string, Promise<ForwardResponse>>();
+  /** Writes from this node: here while it leads, otherwise forwarded to the leader. */
+  readonly #writes: WriteClient;
   /** Live tail requests from followers, waiting for the next shipped changeset. */
   readonly #shipped: ShippedWaiters;
   readonly #roleWaiters = new Wakeup();
@@ -225,6 +216,25 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
       clock: services.clock,
       closed: () => this.#closed,
       writableLeader: () => this.#writableLeader(),
+    });
+    this.#writes = new WriteClient({
+      name,
+      clock: services.clock,
+      client: services.client,
+      timing: services.timing,
+      forwardTimeoutMs: settings.forwardTimeoutMs,
+      nodeLeases: services.nodeLeases !== undefined,
+      signal: this.#closing.signal,
+      closed: () => this.#closed,
+      role: () => this.role,
+      writableLeader: () => this.#writableLeader(),
+      leaderAddress: () => this.#leaderAddress(),
+      writeHere: (leader, request, deadline, remembered, isolated) =>
+        this.#writeHere(leader, request, deadline, remembered, isolated),
+      remember: (token) => this.#remember(token),
+      roleChange: (timeoutMs) => this.#roleChange(timeoutMs),
+      leaseChanged: () => this.leaseChanged(),
+      cannotTakeOver: () => this.#stuck?.error ?? this.#failed?.error,
     });
     this.#shipped = new ShippedWaiters({
       clock: services.clock,
@@ -503,7 +513,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
 
   async batch(statements: Statement[], options: WriteOptions = {}): Promise<BatchResult> {
     if (statements.length === 0) throw new BadRequestError('a batch needs at least one statement');
-    return this.#write(
+    return this.#writes.write(
       {
         v: PROTOCOL_VERSION,
         db: this.name,
@@ -524,7 +534,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
    */
   async runScripts(op: 'schema' | 'migrate', scripts: readonly string[]): Promise<BatchResult> {
     if (scripts.length === 0) throw new BadRequestError(`${op} needs at least one script`);
-    return this.#write({
+    return this.#writes.write({
       v: PROTOCOL_VERSION,
       db: this.name,
       requestId: randomUUID(),
@@ -602,92 +612,6 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
     this.#actor?.send({ type: 'handoff' });
   }
 
-  async #write(request: ForwardRequest, isolated = false): Promise<BatchResult> {
-    // Refused here, before anything is sent or run; the leader checks again.
-    checkClientStatements(request.statements, gateContextOf(request));
-    // The clock's timers do not hold the process open; a caller awaiting this write must.
-    const keepAlive = setInterval(() => {}, 60_000);
-    try {
-      return await this.#writeWithRetries(request, isolated);
-    } finally {
-      clearInterval(keepAlive);
-    }
-  }
-
-  async #writeWithRetries(request: ForwardRequest, isolated: boolean): Promise<BatchResult> {
-    const clock = this.#services.clock;
-    const started = clock.now();
-    let retries = 0;
-    let lastProblem = 'no leader is known';
-    // Once sent to another node, the write may have been applied there: from then on it is
-    // applied here only under its request id, like any forwarded write.
-    let forwarded = false;
-    for (;;) {
-      if (this.#closed) throw new ClosedError(`database ${this.name}`);
-      const local = this.#writableLeader();
-      if (local) {
-        const done = await this.#writeHere(
-          local,
-          request,
-          started + this.#settings.forwardTimeoutMs,
-          forwarded,
-          isolated,
-        );
-        if (done) {
-          this.#remember(done.token);
-          return done;
-        }
-        lastProblem = 'this node stopped leading during the write';
-      } else if (this.role === 'leader') {
-        lastProblem = 'this node is still taking over';
-        await this.#roleChange(50);
-        continue;
-      } else {
-        const address = this.#leaderAddress();
-        if (address) {
-          const { ttlMs, marginMs } = this.#services.timing;
-          const left = this.#settings.forwardTimeoutMs - (clock.now() - started);
-          const attemptMs = Math.max(1, Math.min(left, ttlMs + marginMs));
-          forwarded = true;
-          const answer = await this.#forward(address, request, attemptMs).catch(
-            (error: unknown) => {
-              if (error instanceof UnauthorizedError || error instanceof BadRequestError)
-                throw error;
-              lastProblem = messageOf(error);
-              return null;
-            },
-          );
-          if (answer?.ok) {
-            this.#remember(answer.token);
-            return { results: answer.results, token: answer.token };
-          }
-          // The caller's own errors come back as their class; the rest are retried.
-          if (answer && !answer.ok && CALLER_ERRORS.has(answer.code)) {
-            const sqliteCode =
-              answer.code === 'SQL_ERROR' ? (answer.sqliteCode ?? 'SQLITE_ERROR') : null;
-            throw revivedError(answer.code, answer.message, sqliteCode ? { sqliteCode } : {});
-          }
-          if (answer) lastProblem = `${answer.code}: ${answer.message}`;
-          // Node-level leases are not polled: a leader that says no (or is gone) means re-read.
-          if (this.#services.nodeLeases && answer?.code !== 'INTERNAL') this.leaseChanged();
-        }
-      }
-      const waited = clock.now() - started;
-      if (waited >= this.#settings.forwardTimeoutMs) {
-        // No leader, and this copy cannot become one: say why.
-        const stuck = this.#stuck?.error ?? this.#failed?.error;
-        throw new LeaderUnavailableError(
-          `${this.name}: ${lastProblem}${stuck ? `; this node cannot take over: ${stuck.message}` : ''}`,
-          Math.round(waited),
-          stuck ? { cause: stuck } : undefined,
-        );
-      }
-      // A role change (this node took over, or a leader appeared) ends the wait at once.
-      const delay = doublingDelay(++retries, 10, 500);
-      await this.#roleChange(Math.min(delay, this.#settings.forwardTimeoutMs - waited));
-    }
-  }
-
   /**
    * A write on this node as leader. Null when it was not committed, or committed but fenced (then
    * it is parked, never in the log): either way it may run again elsewhere. Once committed it is
@@ -728,27 +652,6 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
       if (error instanceof FencedError) return null;
       throw error;
     }
-  }
-
-  async #forward(
-    address: string,
-    request: ForwardRequest,
-    timeoutMs: number,
-  ): Promise<ForwardResponse> {
-    const { status, body } = await this.#services.client.request(
-      'POST',
-      `${address}${FORWARD_PATH}`,
-      encodeMessage(request),
-      // A frozen leader is replaced within ttl + margin; waiting longer on it only delays the
-      // retry that reaches the next one (retries are safe: the request id deduplicates).
-      timeoutMs,
-      this.#closing.signal,
-    );
-    if (status === 401) throw new UnauthorizedError(`${address} refused the cluster secret`);
-    if (status === 400) throw new BadRequestError(`${address}: ${body.toString()}`);
-    if (status >= 500 && status !== 503)
-      return { ok: false, code: 'INTERNAL', message: body.toString() };
-    return decodeForwardResponse(body);
   }
 
   /** The leader side of a write: applies it once per request id, whoever sends it. */
@@ -1169,7 +1072,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
     statement: Statement,
     bigints: boolean,
   ): Promise<{ rows: Row[]; position: WriteToken }> {
-    const { results, token } = await this.#write({
+    const { results, token } = await this.#writes.write({
       v: PROTOCOL_VERSION,
       db: this.name,
       requestId: randomUUID(),
@@ -1986,12 +1889,6 @@ function gated(sql: string, params: SqlParams | undefined): Statement {
   return statementOf(sql, params);
 }
 
-function gateContextOf(request: ForwardRequest): SqlContext {
-  if (request.op === 'schema') return 'script';
-  if (request.op === 'migrate') return 'migration';
-  return 'statement';
-}
-
 function notLeader(db: string, role: Role): ForwardResponse {
   return {
     ok: false,
@@ -1999,13 +1896,3 @@ function notLeader(db: string, role: Role): ForwardResponse {
     message: `this node does not lead ${db} (it is ${role})`,
   };
 }
-
-/** Forwarded error codes that are the caller's to handle, not a reason to retry elsewhere. */
-const CALLER_ERRORS: ReadonlySet<HadbErrorCode> = new Set([
-  'SQL_ERROR',
-  'STATEMENT_REFUSED',
-  'BAD_REQUEST',
-  'INVALID_ARGUMENT',
-  'STATEMENT_TIMEOUT',
-  'RESULT_TOO_LARGE',
-]);
