@@ -44,15 +44,8 @@ import {
   FencedError,
   HadbError,
   InternalError,
-  InvalidArgumentError,
-  NotDurableError,
   NotLeaderError,
-  ResultTooLargeError,
-  SqlError,
-  StatementRefusedError,
-  StatementTimeoutError,
   TimeoutError,
-  withoutCode,
 } from '../errors.ts';
 import type { NodeClient } from '../http/node-client.ts';
 import {
@@ -76,24 +69,24 @@ import {
   IsolatedTransaction,
   type OpenTransaction,
 } from '../statements/interactive.ts';
-import { asSqlError, readRows, runStatement, toSqlError } from '../statements/sql.ts';
-import { checkClientSql, checkClientStatements } from '../statements/statement-gate.ts';
+import { readRows, runStatement } from '../statements/sql.ts';
+import { checkClientSql } from '../statements/statement-gate.ts';
 import type { StatementRunner } from '../statements/statement-runner.ts';
 import { sleepUnlessAborted, Wakeup } from '../wait.ts';
 import {
-  decodeStored,
   type ForwardRequest,
   type ForwardResponse,
   PROTOCOL_VERSION,
   type TailResponse,
 } from '../wire/forward.ts';
 import type { HandleCache } from './handle-cache.ts';
+import { LeaderWrites } from './leader-writes.ts';
 import { LeaseRecordProblem } from './lease-record-problem.ts';
 import { followLiveTail, ShippedWaiters } from './live-tail.ts';
 import type { NodeTailFollower, ShipLog, TailedDatabase } from './node-tail.ts';
-import { REQUESTS_TABLE, type RememberedAnswer, RequestLog } from './request-log.ts';
+import { RequestLog } from './request-log.ts';
 import type { StepLimiter } from './step-limiter.ts';
-import { gateContextOf, WriteClient } from './write-client.ts';
+import { WriteClient } from './write-client.ts';
 import { type IsolatedWriteHold, WriterLock } from './writer-lock.ts';
 
 /** What a node gives each of its databases. */
@@ -141,8 +134,6 @@ export interface DatabaseSettings {
   transactionLifetimeMs?: number | undefined;
 }
 
-/** How long a forwarded request waits for a claimed leadership to become writable here. */
-const PROMOTION_WAIT_MS = 2000;
 /** A copy stuck behind storage tries again at most this rarely (from the poll interval up). */
 const STUCK_RETRY_MAX_MS = 30_000;
 
@@ -177,7 +168,8 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
   #knownSeq = 0;
   /** A leader's node tail told this copy of the database's newest position at least once. */
   #heardFromTail = false;
-  readonly #inflight = new Map<string, Promise<ForwardResponse>>();
+  /** Writes on this node as leader, local or forwarded. */
+  readonly #leaderWrites: LeaderWrites;
   /** Writes from this node: here while it leads, otherwise forwarded to the leader. */
   readonly #writes: WriteClient;
   /** Live tail requests from followers, waiting for the next shipped changeset. */
@@ -187,7 +179,6 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
   #closed = false;
   /** Transitions and pulls queued or running: the handles are not closed under them. */
   #serialPending = 0;
-  #lastYield = 0;
   /** One holder at a time among interactive transactions, isolated writes and commits. */
   readonly #writer: WriterLock;
   /** Storage holds what this copy cannot apply: not served, retried with backoff. */
@@ -217,6 +208,32 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
       closed: () => this.#closed,
       writableLeader: () => this.#writableLeader(),
     });
+    this.#leaderWrites = new LeaderWrites({
+      name,
+      path: this.path,
+      clock: services.clock,
+      forwardTimeoutMs: settings.forwardTimeoutMs,
+      shipDelayMs: services.shipDelayMs,
+      pageCacheKiB: services.pageCacheKiB,
+      runner: services.runner,
+      writer: this.#writer,
+      requests: this.#requests,
+      logger: () => this.#logger,
+      role: () => this.role,
+      leader: () => this.#leader,
+      writerEpoch: () => this.#writerEpoch,
+      writableLeader: () => this.#writableLeader(),
+      mayCommit: () => this.#canCommitNow(),
+      promoted: (timeoutMs) => this.#promoted(timeoutMs),
+      touch: () => this.#touch(),
+      serialPending: () => this.#serialPending > 0,
+      serialChain: () => this.#chain,
+      isolatedBegun: () => {
+        this.#isolatedReads += 1;
+      },
+      isolatedDone: () => this.#isolatedDone(),
+      serveRead: (leader, request) => this.#serveRead(leader, request),
+    });
     this.#writes = new WriteClient({
       name,
       clock: services.clock,
@@ -230,7 +247,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
       writableLeader: () => this.#writableLeader(),
       leaderAddress: () => this.#leaderAddress(),
       writeHere: (leader, request, deadline, remembered, isolated) =>
-        this.#writeHere(leader, request, deadline, remembered, isolated),
+        this.#leaderWrites.writeHere(leader, request, deadline, remembered, isolated),
       remember: (token) => this.#remember(token),
       roleChange: (timeoutMs) => this.#roleChange(timeoutMs),
       leaseChanged: () => this.leaseChanged(),
@@ -558,7 +575,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
         all: (sql, params) => readRows(connection, gated(sql, params), bigints),
         get: (sql, params) => readRows(connection, gated(sql, params), bigints)[0],
       };
-      const epoch = this.#commit(leader, () => {
+      const epoch = this.#leaderWrites.commit(leader, () => {
         value = fn(tx);
       });
       return { leader, epoch };
@@ -571,7 +588,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
     const { leader, epoch } = committed;
     const durableBy = this.#services.clock.now() + this.#settings.forwardTimeoutMs;
     this.#remember(
-      await this.#durable(
+      await this.#leaderWrites.durable(
         leader,
         options.durability ?? this.#settings.durability,
         epoch,
@@ -612,301 +629,9 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
     this.#actor?.send({ type: 'handoff' });
   }
 
-  /**
-   * A write on this node as leader. Null when it was not committed, or committed but fenced (then
-   * it is parked, never in the log): either way it may run again elsewhere. Once committed it is
-   * never run again here: a slow upload is waited for, and past the deadline the caller hears
-   * that it may or may not become durable.
-   */
-  async #writeHere(
-    leader: SqliteLeader,
-    request: ForwardRequest,
-    deadline: number,
-    remembered: boolean,
-    isolated = false,
-  ): Promise<BatchResult | null> {
-    this.#touch();
-    if (request.op === 'read') {
-      return this.#serveRead(leader, request).catch((error: unknown) => {
-        if (error instanceof NotLeaderError) return null;
-        throw error;
-      });
-    }
-    let committed: { epoch: number; results: StatementResult[] } | null;
-    const runner = isolated && request.op === 'write' ? this.#services.runner : undefined;
-    try {
-      committed = runner
-        ? await this.#isolatedWrite(runner, leader, request, deadline, remembered)
-        : await this.#writer.withWriter(deadline, (current) =>
-            current === leader ? this.#commitStatements(leader, request, remembered) : null,
-          );
-    } catch (error) {
-      if (error instanceof NotLeaderError) return null;
-      throw toSqlError(error);
-    }
-    if (!committed) return null;
-    const { epoch, results } = committed;
-    try {
-      return { results, token: await this.#durable(leader, request.durability, epoch, deadline) };
-    } catch (error) {
-      if (error instanceof FencedError) return null;
-      throw error;
-    }
-  }
-
   /** The leader side of a write: applies it once per request id, whoever sends it. */
   serveWrite(request: ForwardRequest): Promise<ForwardResponse> {
-    const running = this.#inflight.get(request.requestId);
-    if (running !== undefined) return running;
-    const answer = this.#serveWrite(request).finally(() =>
-      this.#inflight.delete(request.requestId),
-    );
-    this.#inflight.set(request.requestId, answer);
-    return answer;
-  }
-
-  async #serveWrite(request: ForwardRequest): Promise<ForwardResponse> {
-    // The sender checked too, but a leader trusts no other node's judgement of client SQL.
-    try {
-      checkClientStatements(request.statements, gateContextOf(request));
-    } catch (error) {
-      if (!(error instanceof StatementRefusedError)) throw error;
-      // Without the code prefix: the sender's StatementRefusedError adds it again.
-      return {
-        ok: false,
-        code: 'STATEMENT_REFUSED',
-        message: withoutCode(error),
-      };
-    }
-    const leader = this.#writableLeader() ?? (await this.#promoted(PROMOTION_WAIT_MS));
-    if (!leader) return notLeader(this.name, this.role);
-    this.#touch();
-    try {
-      if (request.op === 'read') return { ok: true, ...(await this.#serveRead(leader, request)) };
-      const deadline = this.#services.clock.now() + this.#settings.forwardTimeoutMs;
-      // Client SQL from another node: in a statement process, like the reads.
-      const runner = request.op === 'write' ? this.#services.runner : undefined;
-      const committed = runner
-        ? await this.#isolatedWrite(runner, leader, request, deadline, true)
-        : await this.#writer.withWriter(deadline, (current) =>
-            current === leader ? this.#commitStatements(leader, request, true) : null,
-          );
-      if (!committed) return notLeader(this.name, this.role);
-      const { epoch, results } = committed;
-      // One attempt: the sender retries with the same request id, which finds this commit.
-      const token = await this.#durable(leader, request.durability, epoch, null);
-      return { ok: true, results, token };
-    } catch (error) {
-      const mapped = toSqlError(error);
-      if (mapped instanceof SqlError) {
-        return {
-          ok: false,
-          code: 'SQL_ERROR',
-          message: mapped.message,
-          sqliteCode: mapped.sqliteCode,
-        };
-      }
-      if (mapped instanceof NotLeaderError)
-        return { ok: false, code: 'NOT_LEADER', message: mapped.message };
-      if (mapped instanceof FencedError)
-        return { ok: false, code: 'FENCED', message: mapped.message };
-      if (mapped instanceof TimeoutError)
-        return { ok: false, code: 'INTERNAL', message: `${this.name}: the writer stayed held` };
-      if (mapped instanceof StatementTimeoutError || mapped instanceof ResultTooLargeError)
-        return {
-          ok: false,
-          code: mapped instanceof StatementTimeoutError ? 'STATEMENT_TIMEOUT' : 'RESULT_TOO_LARGE',
-          message: withoutCode(mapped),
-        };
-      if (mapped instanceof InvalidArgumentError)
-        // Without the code prefix: the sender's InvalidArgumentError adds it again.
-        return {
-          ok: false,
-          code: 'INVALID_ARGUMENT',
-          message: withoutCode(mapped),
-        };
-      this.#logger.warn({ err: mapped }, 'write failed');
-      return { ok: false, code: 'INTERNAL', message: (mapped as Error).message };
-    }
-  }
-
-  /**
-   * Runs `work` in one transaction that commits only while this node may commit (checked at
-   * the end, so a long statement cannot outlive the lease), then waits as the durability asks.
-   */
-  /**
-   * The request's statements in one committed transaction. `remembered`: applied once per request
-   * id, whoever asks (an earlier answer recorded in the database is returned instead).
-   */
-  #commitStatements(
-    leader: SqliteLeader,
-    request: ForwardRequest,
-    remembered: boolean,
-  ): { epoch: number; results: StatementResult[] } {
-    let results: StatementResult[] = [];
-    const epoch = this.#commit(leader, () => {
-      const prior = remembered
-        ? this.#requests.priorAnswer(leader.database, request.requestId)
-        : null;
-      if (prior) {
-        results = prior;
-        return;
-      }
-      results = applyWrite(leader.database, request);
-      if (remembered) this.#requests.remember(leader.database, request.requestId, results);
-    });
-    if (remembered) this.#requests.committed(leader.database);
-    return { epoch, results };
-  }
-
-  /**
-   * A client write in a statement process: it runs the statements in its own BEGIN IMMEDIATE and
-   * waits, while this node holds hadb's writer (in-process writes and BEGINs wait, as for an
-   * interactive transaction); the commit is then decided here as {@link #commit} decides it.
-   * `remembered`: applied once per request id, as {@link #commitStatements}; then a process that
-   * dies during COMMIT leaves no doubt: the id is in the file or not. Null when this node does
-   * not lead.
-   */
-  async #isolatedWrite(
-    runner: StatementRunner,
-    leader: SqliteLeader,
-    request: ForwardRequest,
-    deadline: number,
-    remembered: boolean,
-  ): Promise<{ epoch: number; results: StatementResult[] } | null> {
-    const waitMs = Math.max(0, deadline - this.#services.clock.now());
-    // Transitions and applies first (they wait for it once it counts), then the writer.
-    for (;;) {
-      while (this.#serialPending > 0) await this.#chain;
-      if (!this.#writer.held) break;
-      if (!(await this.#writer.free(deadline))) {
-        throw new TimeoutError(
-          `${this.name}: waiting for an interactive transaction to end`,
-          waitMs,
-        );
-      }
-    }
-    const epoch = this.#writerEpoch;
-    if (this.#writableLeader() !== leader || epoch === null) return null;
-    const hold: IsolatedWriteHold = { isolatedWrite: request.requestId };
-    this.#writer.take(hold);
-    // Transitions and hibernation wait for it, as for a read: the leader's connection stays open
-    // (it opens first, switching the file to WAL) and outlives the statement process's one.
-    this.#isolatedReads += 1;
-    this.#touch();
-    void leader.database;
-    try {
-      const pending = await runner.write({
-        path: this.path,
-        statements: request.statements,
-        bigints: request.bigints,
-        requestId: remembered ? request.requestId : null,
-        requestsTable: REQUESTS_TABLE,
-        pageCacheKiB: this.#services.pageCacheKiB,
-      });
-      // A rollback that fails means the process died: its transaction went with it.
-      if (pending.prior) {
-        await pending.rollback().catch(() => {});
-        return { epoch, results: decodeStored(pending.prior) as StatementResult[] };
-      }
-      if (this.#leader !== leader || !this.#canCommitNow() || this.#writerEpoch !== epoch) {
-        await pending.rollback().catch(() => {});
-        throw new NotLeaderError(`${this.name}: the lease lapsed before the commit; rolled back`);
-      }
-      let remember: RememberedAnswer | null = null;
-      try {
-        if (remembered) remember = this.#requests.answerToKeep(request.requestId, pending.results);
-      } catch (error) {
-        // The process holds SQLite's write lock until told: never leave it waiting.
-        await pending.rollback().catch(() => {});
-        throw error;
-      }
-      try {
-        await pending.commit(remember);
-      } catch (error) {
-        if (!(error instanceof HadbError) || error.code !== 'CLOSED') throw error;
-        // The process died during COMMIT. Remembered: whether it committed is in the file, under
-        // the id. Otherwise the caller hears the outcome is unknown (a CLOSED error).
-        const kept = remembered
-          ? this.#requests.keptAnswer(leader.database, request.requestId)
-          : null;
-        if (!kept) throw error;
-        return { epoch, results: kept };
-      }
-      return { epoch, results: pending.results };
-    } finally {
-      this.#isolatedDone();
-      this.#writer.release(hold);
-    }
-  }
-
-  #commit(leader: SqliteLeader, work: () => void): number {
-    const epoch = this.#writerEpoch;
-    if (epoch === null) throw new NotLeaderError(`${this.name}: not the leader`);
-    leader.database
-      .transaction(() => {
-        work();
-        if (!this.#canCommitNow() || this.#writerEpoch !== epoch) {
-          throw new NotLeaderError(`${this.name}: the lease lapsed before the commit; rolled back`);
-        }
-      })
-      .immediate();
-    return epoch;
-  }
-
-  /**
-   * Waits as `durability` asks for what was just committed. 'replicated': until the changeset
-   * holding it is in storage under `epoch`; failed uploads are retried until `deadline` (once
-   * when null), then {@link NotDurableError}. A {@link FencedError} means it never will be.
-   */
-  async #durable(
-    leader: SqliteLeader,
-    durability: Durability,
-    epoch: number,
-    deadline: number | null,
-  ): Promise<WriteToken> {
-    if (durability === 'async') {
-      const token = { epoch: leader.position.epoch, seq: leader.commitSeqBound };
-      leader.shipSoon(this.#services.shipDelayMs);
-      await this.#yieldNow();
-      return token;
-    }
-    const clock = this.#services.clock;
-    let retries = 0;
-    for (;;) {
-      try {
-        const shipped = await leader.flush();
-        // In storage; make sure it went out under the epoch it was committed in.
-        if (shipped.epoch !== epoch) {
-          throw new FencedError(
-            shipped.seq,
-            `${this.name}: shipped under epoch ${shipped.epoch}, not ${epoch}`,
-          );
-        }
-        return { epoch: shipped.epoch, seq: shipped.seq };
-      } catch (error) {
-        if (error instanceof FencedError) throw error;
-        const delay = doublingDelay(++retries, 20, 500);
-        if (deadline === null || clock.now() + delay > deadline || this.#leader !== leader) {
-          throw new NotDurableError(
-            `${this.name}: committed on this leader but not confirmed in storage (${(error as Error).message}); it ships if this node keeps the lease, or is parked`,
-            { cause: error },
-          );
-        }
-        await sleep(clock, delay);
-      }
-    }
-  }
-
-  /**
-   * Lets timers run (lease renewal, shipping) when a caller awaits writes in a tight loop: an
-   * already-settled promise alone never yields to the event loop.
-   */
-  async #yieldNow(): Promise<void> {
-    const now = this.#services.clock.now();
-    if (now - this.#lastYield < 5) return;
-    await new Promise<void>((resolve) => setImmediate(resolve));
-    this.#lastYield = this.#services.clock.now();
+    return this.#leaderWrites.serveWrite(request);
   }
 
   // ---- interactive transactions ------------------------------------------------------------------
@@ -939,7 +664,12 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
         this.#leader === leader && this.#writerEpoch === epoch && this.#canCommitNow(),
       durable: async () => {
         const deadline = clock.now() + this.#settings.forwardTimeoutMs;
-        const token = await this.#durable(leader, this.#settings.durability, epoch, deadline);
+        const token = await this.#leaderWrites.durable(
+          leader,
+          this.#settings.durability,
+          epoch,
+          deadline,
+        );
         this.#remember(token);
         return token;
       },
@@ -1835,50 +1565,6 @@ function readOnLeader(
   return { results, token: { epoch, seq } };
 }
 
-/** What a write-like request does inside the leader's transaction. */
-function applyWrite(connection: Database.Database, request: ForwardRequest): StatementResult[] {
-  const scripts = request.statements.map((statement) => statement.sql);
-  if (request.op === 'schema') {
-    for (const script of scripts) execScript(connection, script);
-    return [];
-  }
-  if (request.op === 'migrate') return [migrate(connection, request.db, scripts)];
-  return request.statements.map((statement) =>
-    runStatement(connection, statement, request.bigints),
-  );
-}
-
-/**
- * The migrations past this database's `user_version`, then the new version, in the caller's
- * transaction. `changes` is how many were applied.
- */
-function migrate(
-  connection: Database.Database,
-  db: string,
-  migrations: readonly string[],
-): StatementResult {
-  const version = Number(connection.pragma('user_version', { simple: true }));
-  if (version > migrations.length) {
-    throw new InvalidArgumentError(
-      `${db} is at schema version ${version}, newer than the ${migrations.length} migrations given`,
-    );
-  }
-  for (const script of migrations.slice(version)) execScript(connection, script);
-  if (version < migrations.length) connection.pragma(`user_version = ${migrations.length}`);
-  return { changes: migrations.length - version, lastInsertRowid: 0 };
-}
-
-/** One script in the caller's transaction, which it must not end (its commit would skip the lease check). */
-function execScript(connection: Database.Database, script: string): void {
-  asSqlError(() => connection.exec(script));
-  if (!connection.inTransaction) {
-    throw new SqlError(
-      'SQLITE_MISUSE',
-      'a schema or migration script ended the transaction hadb runs it in: leave out BEGIN, COMMIT and ROLLBACK',
-    );
-  }
-}
-
 function statementOf(sql: string, params: SqlParams | undefined): Statement {
   return params === undefined ? { sql } : { sql, params };
 }
@@ -1887,12 +1573,4 @@ function statementOf(sql: string, params: SqlParams | undefined): Statement {
 function gated(sql: string, params: SqlParams | undefined): Statement {
   checkClientSql(sql, 'statement');
   return statementOf(sql, params);
-}
-
-function notLeader(db: string, role: Role): ForwardResponse {
-  return {
-    ok: false,
-    code: 'NOT_LEADER',
-    message: `this node does not lead ${db} (it is ${role})`,
-  };
 }
