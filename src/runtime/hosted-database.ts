@@ -70,7 +70,6 @@ import {
   type OpenTransaction,
 } from '../statements/interactive.ts';
 import { readRows, runStatement } from '../statements/sql.ts';
-import { checkClientSql } from '../statements/statement-gate.ts';
 import type { StatementRunner } from '../statements/statement-runner.ts';
 import { sleepUnlessAborted, Wakeup } from '../wait.ts';
 import {
@@ -84,6 +83,7 @@ import { LeaderWrites } from './leader-writes.ts';
 import { LeaseRecordProblem } from './lease-record-problem.ts';
 import { followLiveTail, ShippedWaiters } from './live-tail.ts';
 import type { NodeTailFollower, ShipLog, TailedDatabase } from './node-tail.ts';
+import { gated, Reads } from './reads.ts';
 import { RequestLog } from './request-log.ts';
 import type { StepLimiter } from './step-limiter.ts';
 import { WriteClient } from './write-client.ts';
@@ -155,9 +155,6 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
   #follower: SqliteFollower | null = null;
   /** Read-only connection for local reads, on the follower's or the leader's file (never the writer). */
   #reader: Database.Database | null = null;
-  /** Reads running in the node's statement processes: transitions and applies wait for them. */
-  #isolatedReads = 0;
-  readonly #isolatedReadsDone = new Set<() => void>();
   #leader: SqliteLeader | null = null;
   /** Epoch whose leader file is open and accepting writes. */
   #writerEpoch: number | null = null;
@@ -168,6 +165,8 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
   #knownSeq = 0;
   /** A leader's node tail told this copy of the database's newest position at least once. */
   #heardFromTail = false;
+  /** Reads of the local copy, or of the leader when the consistency asks. */
+  readonly #reads: Reads;
   /** Writes on this node as leader, local or forwarded. */
   readonly #leaderWrites: LeaderWrites;
   /** Writes from this node: here while it leads, otherwise forwarded to the leader. */
@@ -208,6 +207,26 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
       closed: () => this.#closed,
       writableLeader: () => this.#writableLeader(),
     });
+    this.#reads = new Reads({
+      name,
+      path: this.path,
+      clock: services.clock,
+      readYourWritesTimeoutMs: settings.readYourWritesTimeoutMs,
+      pageCacheKiB: services.pageCacheKiB,
+      runner: services.runner,
+      leader: () => this.#leader,
+      hasFollower: () => this.#follower !== null,
+      writableLeader: () => this.#writableLeader(),
+      unusable: () => this.#failed?.error ?? this.#stuck?.error,
+      position: () => this.position,
+      lastToken: () => this.#lastToken,
+      localConnection: () => this.#localConnection(),
+      serialPending: () => this.#serialPending > 0,
+      serialChain: () => this.#chain,
+      pull: () => this.#pull(),
+      touch: () => this.#touch(),
+      forward: (request) => this.#writes.write(request),
+    });
     this.#leaderWrites = new LeaderWrites({
       name,
       path: this.path,
@@ -228,11 +247,9 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
       touch: () => this.#touch(),
       serialPending: () => this.#serialPending > 0,
       serialChain: () => this.#chain,
-      isolatedBegun: () => {
-        this.#isolatedReads += 1;
-      },
-      isolatedDone: () => this.#isolatedDone(),
-      serveRead: (leader, request) => this.#serveRead(leader, request),
+      isolatedBegun: () => this.#reads.isolatedBegun(),
+      isolatedDone: () => this.#reads.isolatedDone(),
+      serveRead: (leader, request) => this.#reads.serveRead(leader, request),
     });
     this.#writes = new WriteClient({
       name,
@@ -461,7 +478,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
   hibernate(): boolean {
     if (this.#closed) return true;
     if (this.#writer.openTransactions > 0 || this.#serialPending > 0) return false;
-    if (this.#isolatedReads > 0) return false;
+    if (this.#reads.isolatedRunning > 0) return false;
     // A statement process's connection would outlive the leader's close (which then keeps the
     // WAL): closed first, and asked again at the next sweep.
     const runner = this.#services.runner;
@@ -706,7 +723,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
     const placeholder: IsolatedWriteHold = { isolatedWrite: 'begin' };
     if (!readOnly) this.#writer.take(placeholder);
     // Transitions wait for the BEGIN, as for a read; once begun, a demotion aborts it.
-    this.#isolatedReads += 1;
+    this.#reads.isolatedBegun();
     let tx: IsolatedTransaction | null = null;
     try {
       const began = await runner.begin({
@@ -727,7 +744,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
       if (!began.open) tx.lost('its statement process ended');
       return tx;
     } finally {
-      this.#isolatedDone();
+      this.#reads.isolatedDone();
       this.#writer.release(placeholder);
     }
   }
@@ -763,55 +780,12 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
     return (await this.query(sql, params, options)).rows[0];
   }
 
-  async query(
+  query(
     sql: string,
     params?: SqlParams,
     options: ReadOptions = {},
   ): Promise<{ rows: Row[]; position: WriteToken }> {
-    const statement = gated(sql, params);
-    const bigints = options.bigints ?? false;
-    const consistency = options.consistency ?? 'local';
-    if (consistency === 'strong' && !this.#writableLeader()) {
-      return this.#readOnLeader(statement, bigints);
-    }
-    if (consistency === 'read-your-writes') {
-      const after = options.after ?? this.#lastToken;
-      if (after && !(await this.#reached(after.seq, this.#settings.readYourWritesTimeoutMs))) {
-        return this.#readOnLeader(statement, bigints);
-      }
-    }
-    const runner = options.isolated ? this.#services.runner : undefined;
-    if (runner) {
-      const read = await this.#isolatedRead(runner, [statement], bigints);
-      if (!read) return this.#readOnLeader(statement, bigints);
-      return { rows: read.results[0] ?? [], position: read.position };
-    }
-    await this.#chain;
-    // A copy stuck behind storage would answer from an ever older state.
-    if (!this.#leader) {
-      const unusable = this.#failed?.error ?? this.#stuck?.error;
-      if (unusable) throw unusable;
-    }
-    this.#touch();
-    const connection = this.#localConnection();
-    if (!connection) return this.#readOnLeader(statement, bigints);
-    return { rows: readRows(connection, statement, bigints), position: this.position };
-  }
-
-  async #readOnLeader(
-    statement: Statement,
-    bigints: boolean,
-  ): Promise<{ rows: Row[]; position: WriteToken }> {
-    const { results, token } = await this.#writes.write({
-      v: PROTOCOL_VERSION,
-      db: this.name,
-      requestId: randomUUID(),
-      op: 'read',
-      statements: [statement],
-      durability: 'async',
-      bigints,
-    });
-    return { rows: results[0]?.rows ?? [], position: token };
+    return this.#reads.query(sql, params, options);
   }
 
   /**
@@ -831,88 +805,9 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
     return this.#reader;
   }
 
-  /** A forwarded read on the leader: in a statement process when the node has them. */
-  async #serveRead(leader: SqliteLeader, request: ForwardRequest): Promise<BatchResult> {
-    const runner = this.#services.runner;
-    if (!runner) return readOnLeader(leader, this.#localConnection(), request);
-    const read = await this.#isolatedRead(runner, request.statements, request.bigints);
-    if (!read || this.#leader !== leader) throw new NotLeaderError(`${this.name}: not the leader`);
-    return {
-      results: read.results.map((rows) => ({ changes: 0, lastInsertRowid: 0, rows })),
-      token: read.position,
-    };
-  }
-
-  /**
-   * The statements read in one of the node's statement processes, off the event loop. Transitions
-   * and applies (which change the file under a reader) wait for it, and it waits for them. Null
-   * when there is no local copy to read.
-   */
-  async #isolatedRead(
-    runner: StatementRunner,
-    statements: Statement[],
-    bigints: boolean,
-  ): Promise<{ results: Row[][]; position: WriteToken } | null> {
-    while (this.#serialPending > 0) await this.#chain;
-    if (!this.#leader) {
-      const unusable = this.#failed?.error ?? this.#stuck?.error;
-      if (unusable) throw unusable;
-      if (!this.#follower) return null;
-    }
-    this.#touch();
-    // The leader's writer opens first: it switches the file to WAL and keeps the WAL open.
-    if (this.#leader) void this.#leader.database;
-    const position = this.position;
-    this.#isolatedReads += 1;
-    try {
-      const results = await runner.read({
-        path: this.path,
-        statements,
-        bigints,
-        pageCacheKiB: this.#services.pageCacheKiB,
-      });
-      return { results, position };
-    } finally {
-      this.#isolatedDone();
-    }
-  }
-
-  /** Resolves once no read runs in a statement process (new ones wait while serial work is queued). */
-  /** One read, write or BEGIN in a statement process is over: transitions may go once none is left. */
-  #isolatedDone(): void {
-    this.#isolatedReads -= 1;
-    if (this.#isolatedReads === 0) for (const wake of [...this.#isolatedReadsDone]) wake();
-  }
-
-  async #isolatedReadsEnded(): Promise<void> {
-    while (this.#isolatedReads > 0) {
-      await new Promise<void>((resolve) => {
-        const done = () => {
-          this.#isolatedReadsDone.delete(done);
-          resolve();
-        };
-        this.#isolatedReadsDone.add(done);
-      });
-    }
-  }
-
   /** Statement processes close their connections on this file (it changes mode or is replaced). */
-  async #forgetIsolated(): Promise<void> {
-    await this.#services.runner?.forget(this.path);
-  }
-
-  /** Waits until this copy holds `seq`, pulling from storage; false if it did not in time. */
-  async #reached(seq: number, timeoutMs: number): Promise<boolean> {
-    const clock = this.#services.clock;
-    const deadline = clock.now() + timeoutMs;
-    while (this.position.seq < seq) {
-      if (this.#writableLeader()) return true;
-      if (clock.now() >= deadline) return false;
-      await this.#pull().catch(() => {});
-      if (this.position.seq >= seq) break;
-      await sleep(clock, Math.min(10, Math.max(0, deadline - clock.now())));
-    }
-    return true;
+  #forgetIsolated(): Promise<void> {
+    return this.#reads.forgetIsolated();
   }
 
   // ---- role transitions -------------------------------------------------------------------------
@@ -1495,7 +1390,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
     this.#serialPending += 1;
     // Reads running in statement processes end first: an apply or a transition changes the file.
     const run = this.#chain
-      .then(() => this.#isolatedReadsEnded())
+      .then(() => this.#reads.isolatedReadsEnded())
       .then(work)
       .finally(() => {
         this.#serialPending -= 1;
@@ -1515,7 +1410,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
     await this.#chain;
     // A write in a statement process (rolled back now) closes its read-write connection before
     // the leader's: the last connection to close a WAL file checkpoints it and drops the WAL.
-    await this.#isolatedReadsEnded();
+    await this.#reads.isolatedReadsEnded();
     await this.#dropLocalHandles();
     this.#services.handles?.forget(this);
   }
@@ -1547,30 +1442,4 @@ function codeOf(error: unknown): string {
 function leaderOf(snapshot: RoleSnapshot | undefined): string {
   const record = snapshot?.context.observed?.record;
   return record && !record.released ? `${record.holder}@${record.epoch}` : '';
-}
-
-/** A forwarded read, answered from the leader's copy (its read-only connection) at its current position. */
-function readOnLeader(
-  leader: SqliteLeader,
-  connection: Database.Database | null,
-  request: ForwardRequest,
-): BatchResult {
-  if (!connection) throw new NotLeaderError(`${request.db}: no local copy to read`);
-  const results = request.statements.map((statement) => ({
-    changes: 0,
-    lastInsertRowid: 0,
-    rows: readRows(connection, statement, request.bigints),
-  }));
-  const { epoch, seq } = leader.position;
-  return { results, token: { epoch, seq } };
-}
-
-function statementOf(sql: string, params: SqlParams | undefined): Statement {
-  return params === undefined ? { sql } : { sql, params };
-}
-
-/** A client statement that passed the statement gate. */
-function gated(sql: string, params: SqlParams | undefined): Statement {
-  checkClientSql(sql, 'statement');
-  return statementOf(sql, params);
 }
