@@ -34,7 +34,7 @@ import type {
   WriteOptions,
   WriteToken,
 } from '../api-types.ts';
-import { type Clock, sleep, type TimerId } from '../clock.ts';
+import { type Clock, sleep } from '../clock.ts';
 import { TRANSACTION_LIFETIME_MS } from '../defaults.ts';
 import {
   BadRequestError,
@@ -42,7 +42,6 @@ import {
   ClosedError,
   DatabaseFailedError,
   FencedError,
-  HadbError,
   InternalError,
   NotLeaderError,
   TimeoutError,
@@ -71,7 +70,7 @@ import {
 } from '../statements/interactive.ts';
 import { readRows, runStatement } from '../statements/sql.ts';
 import type { StatementRunner } from '../statements/statement-runner.ts';
-import { sleepUnlessAborted, Wakeup } from '../wait.ts';
+import { Wakeup } from '../wait.ts';
 import {
   type ForwardRequest,
   type ForwardResponse,
@@ -86,6 +85,7 @@ import type { NodeTailFollower, ShipLog, TailedDatabase } from './node-tail.ts';
 import { gated, Reads } from './reads.ts';
 import { RequestLog } from './request-log.ts';
 import type { StepLimiter } from './step-limiter.ts';
+import { codeOf, isTransient, StuckCopy } from './stuck-copy.ts';
 import { WriteClient } from './write-client.ts';
 import { type IsolatedWriteHold, WriterLock } from './writer-lock.ts';
 
@@ -134,9 +134,6 @@ export interface DatabaseSettings {
   transactionLifetimeMs?: number | undefined;
 }
 
-/** A copy stuck behind storage tries again at most this rarely (from the poll interval up). */
-const STUCK_RETRY_MAX_MS = 30_000;
-
 /**
  * One database on one node: the role machine joined to its lease, its storage and its SQLite
  * copy, which is a follower file (pages applied from storage) or a leader file (WAL captured
@@ -181,9 +178,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
   /** One holder at a time among interactive transactions, isolated writes and commits. */
   readonly #writer: WriterLock;
   /** Storage holds what this copy cannot apply: not served, retried with backoff. */
-  #stuck: { error: CatchUpFailedError; since: number; retryAt: number; delayMs: number } | null =
-    null;
-  #stuckTimer: TimerId | undefined;
+  readonly #stuckCopy: StuckCopy;
   /** The node gave up restarting the role actor. */
   #failed: { error: DatabaseFailedError; since: number; seq: number } | null = null;
   readonly #leaseRecord = new LeaseRecordProblem();
@@ -207,6 +202,17 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
       closed: () => this.#closed,
       writableLeader: () => this.#writableLeader(),
     });
+    this.#stuckCopy = new StuckCopy({
+      name,
+      clock: services.clock,
+      pollIntervalMs: services.timing.pollIntervalMs,
+      signal: this.#closing.signal,
+      closed: () => this.#closed,
+      seq: () => this.position.seq,
+      retry: () => this.pullFromStorage(),
+      healthChanged: () => this.#healthChanged(),
+      logger: () => this.#logger,
+    });
     this.#reads = new Reads({
       name,
       path: this.path,
@@ -217,7 +223,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
       leader: () => this.#leader,
       hasFollower: () => this.#follower !== null,
       writableLeader: () => this.#writableLeader(),
-      unusable: () => this.#failed?.error ?? this.#stuck?.error,
+      unusable: () => this.#failed?.error ?? this.#stuckCopy.state?.error,
       position: () => this.position,
       lastToken: () => this.#lastToken,
       localConnection: () => this.#localConnection(),
@@ -268,7 +274,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
       remember: (token) => this.#remember(token),
       roleChange: (timeoutMs) => this.#roleChange(timeoutMs),
       leaseChanged: () => this.leaseChanged(),
-      cannotTakeOver: () => this.#stuck?.error ?? this.#failed?.error,
+      cannotTakeOver: () => this.#stuckCopy.state?.error ?? this.#failed?.error,
     });
     this.#shipped = new ShippedWaiters({
       clock: services.clock,
@@ -401,7 +407,9 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
   get isCaughtUp(): boolean {
     return (
       this.#writerEpoch !== null ||
-      (this.#stuck === null && this.#failed === null && this.position.seq >= this.#knownSeq)
+      (this.#stuckCopy.state === null &&
+        this.#failed === null &&
+        this.position.seq >= this.#knownSeq)
     );
   }
 
@@ -413,8 +421,9 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
       const code = codeOf(error.cause);
       return { state: 'failed', code, message: error.message, seq, since, retryInMs: null };
     }
-    if (this.#stuck) {
-      const { error, since, retryAt } = this.#stuck;
+    const stuck = this.#stuckCopy.state;
+    if (stuck) {
+      const { error, since, retryAt } = stuck;
       return {
         state: 'stuck',
         code: error.reason,
@@ -866,7 +875,12 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
     return this.#catchingUp(async () => {
       const follower = await this.#ensureFollower();
       // Not for a stuck copy: only a pull tells whether it got past what it could not apply.
-      if (claim && this.#stuck === null && this.#knownAtTip(follower) && this.#services.shipLog) {
+      if (
+        claim &&
+        this.#stuckCopy.state === null &&
+        this.#knownAtTip(follower) &&
+        this.#services.shipLog
+      ) {
         return { epochFloor: follower.position.epoch };
       }
       await follower.pull({ urgent: claim });
@@ -875,108 +889,24 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
     });
   }
 
-  /**
-   * Runs a step that brings the copy up to storage. One that fails for good (not storage or a
-   * lease store being unreachable) leaves the copy stuck: reported once, refused until its retry
-   * is due (with backoff), cleared by the first step that succeeds.
-   */
-  async #catchingUp<T>(work: () => Promise<T>): Promise<T> {
-    const stuck = this.#stuck;
-    if (stuck && this.#services.clock.now() < stuck.retryAt) throw stuck.error;
-    let result: T;
-    try {
-      result = await work();
-    } catch (error) {
-      if (
-        this.#closed ||
-        isTransient(error) ||
-        error instanceof ClosedError ||
-        error instanceof FencedError
-      )
-        throw error;
-      throw this.#stuckOn(error);
-    }
-    if (this.#stuck) this.#unstuck();
-    return result;
+  /** See {@link StuckCopy.catchingUp}. */
+  #catchingUp<T>(work: () => Promise<T>): Promise<T> {
+    return this.#stuckCopy.catchingUp(work);
   }
 
-  /**
-   * A stuck copy's catch-up waits here for its retry (the role shows catching-up) rather than fail
-   * at once and come back with every lease poll, flapping between roles until storage is repaired.
-   */
-  async #stuckRetryDue(signal: AbortSignal): Promise<void> {
-    const clock = this.#services.clock;
-    const waitMs = (this.#stuck?.retryAt ?? 0) - clock.now();
-    if (waitMs > 0) {
-      await sleepUnlessAborted(clock, waitMs, signal, this.#closing.signal);
-    }
-    signal.throwIfAborted();
-    if (this.#closed) throw new ClosedError(`database ${this.name}`);
-  }
-
-  #stuckOn(cause: unknown): CatchUpFailedError {
-    const { clock, timing } = this.#services;
-    const now = clock.now();
-    const seq = this.position.seq + 1;
-    const reason = codeOf(cause);
-    const previous = this.#stuck;
-    const error = new CatchUpFailedError(this.name, seq, reason, { cause });
-    if (previous && previous.error.seq === seq && previous.error.reason === reason) {
-      const delayMs = Math.min(previous.delayMs * 2, STUCK_RETRY_MAX_MS);
-      this.#stuck = { error, since: previous.since, retryAt: now + delayMs, delayMs };
-      this.#scheduleStuckRetry(delayMs);
-      this.#logger.debug({ seq, code: reason, retryInMs: delayMs }, 'still cannot catch up');
-      return error;
-    }
-    const delayMs = timing.pollIntervalMs;
-    this.#stuck = { error, since: Date.now(), retryAt: now + delayMs, delayMs };
-    this.#scheduleStuckRetry(delayMs);
-    this.#logger.warn(
-      { seq, code: reason, position: this.position.seq, err: cause },
-      `cannot catch up with storage: changeset ${seq} cannot be applied (${reason}); this copy is not served and is retried with backoff until storage is repaired`,
-    );
-    this.#healthChanged();
-    return error;
-  }
-
-  /**
-   * Pulls once the retry is due: a leader's tail tells of new changesets only (node-level leases
-   * poll storage only for copies without a leader), so nothing else would retry a quiet database.
-   */
-  #scheduleStuckRetry(delayMs: number): void {
-    const clock = this.#services.clock;
-    if (this.#stuckTimer !== undefined) clock.clearTimeout(this.#stuckTimer);
-    this.#stuckTimer = clock.setTimeout(() => {
-      this.#stuckTimer = undefined;
-      if (!this.#stuck || this.#closed) return;
-      void this.pullFromStorage().then(() => {
-        // Not tried (not following just then): come back later.
-        const stuck = this.#stuck;
-        if (stuck && !this.#closed && this.#stuckTimer === undefined) {
-          this.#scheduleStuckRetry(stuck.delayMs);
-        }
-      });
-    }, delayMs);
-  }
-
-  #unstuck(): void {
-    const stuck = this.#stuck;
-    if (!stuck) return;
-    this.#stuck = null;
-    if (this.#stuckTimer !== undefined) this.#services.clock.clearTimeout(this.#stuckTimer);
-    this.#stuckTimer = undefined;
-    this.#logger.warn(
-      { seq: this.position.seq, code: stuck.error.reason, stuckSince: stuck.since },
-      `caught up again past changeset ${stuck.error.seq}`,
-    );
-    this.#healthChanged();
+  /** See {@link StuckCopy.retryDue}. */
+  #stuckRetryDue(signal: AbortSignal): Promise<void> {
+    return this.#stuckCopy.retryDue(signal);
   }
 
   #healthChanged(): void {
     const problem = this.problem;
     if (this.listenerCount('health') > 0) this.emit('health', problem);
     if (problem && this.listenerCount('problem') > 0) {
-      this.emit('problem', this.#failed?.error ?? this.#stuck?.error ?? this.#leaseRecord.error);
+      this.emit(
+        'problem',
+        this.#failed?.error ?? this.#stuckCopy.state?.error ?? this.#leaseRecord.error,
+      );
     }
   }
 
@@ -1278,7 +1208,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
       leaderAddress: () => this.#leaderAddress(),
       hasCopy: () => this.#follower !== null,
       seq: () => this.position.seq,
-      stuck: () => this.#stuck !== null,
+      stuck: () => this.#stuckCopy.state !== null,
       noteSeq: (seq) => this.#noteSeq(seq),
       pull: () => this.#pull(),
       leaseChanged: () => this.leaseChanged(),
@@ -1371,7 +1301,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
   }
 
   #problem(error: unknown): void {
-    // Reported once when it began (see #stuckOn), not at every retry.
+    // Reported once when it began (see StuckCopy), not at every retry.
     if (error instanceof CatchUpFailedError) return;
     const problem = error instanceof Error ? error : new InternalError(String(error));
     this.#logger.warn({ err: problem }, 'background step failed');
@@ -1403,7 +1333,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
   async closeFiles(): Promise<void> {
     if (this.#writerEpoch !== null) this.#noteShipLog(false);
     this.#closed = true;
-    if (this.#stuckTimer !== undefined) this.#services.clock.clearTimeout(this.#stuckTimer);
+    this.#stuckCopy.close();
     this.#closing.abort();
     this.#wakeShippedWaiters();
     this.#roleWaiters.wake();
@@ -1419,23 +1349,6 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
   close(): Promise<void> {
     return this.#close();
   }
-}
-
-/** Failures that go away by themselves: the store or a peer was unreachable for a while. */
-function isTransient(error: unknown): boolean {
-  return (
-    error instanceof HadbError &&
-    (error.code === 'STORAGE_UNAVAILABLE' ||
-      error.code === 'TIMEOUT' ||
-      error.code === 'LEASE_STORE_UNAVAILABLE')
-  );
-}
-
-/** An error's code (hadb's, or Node's such as `EIO`), for status and metrics. */
-function codeOf(error: unknown): string {
-  if (error instanceof HadbError) return error.code;
-  const code = (error as { code?: unknown } | null)?.code;
-  return typeof code === 'string' ? code : 'ERROR';
 }
 
 /** Who the last lease read named as leader, and in which epoch. */
