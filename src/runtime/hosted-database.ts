@@ -1,9 +1,8 @@
 import { randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
-import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import nodePath from 'node:path';
-import Database from 'better-sqlite3';
+import type Database from 'better-sqlite3';
 import type { Logger } from 'pino';
 import {
   createDatabaseActor,
@@ -58,10 +57,9 @@ import {
 } from '../machines/role.ts';
 import { listSnapshots } from '../replication/snapshot.ts';
 import { SqliteFollower } from '../replication/sqlite/follower.ts';
-import { leaderSideFiles, SqliteLeader, salvageLeaderTail } from '../replication/sqlite/leader.ts';
+import { leaderSideFiles, SqliteLeader } from '../replication/sqlite/leader.ts';
 import { removeFileSync } from '../replication/sqlite/local-file.ts';
 import { writeEpochStart } from '../replication/sqlite/promotion.ts';
-import { sideFiles } from '../side-files.ts';
 import {
   type InteractiveHooks,
   InteractiveTransaction,
@@ -81,11 +79,12 @@ import type { HandleCache } from './handle-cache.ts';
 import { LeaderWrites } from './leader-writes.ts';
 import { LeaseRecordProblem } from './lease-record-problem.ts';
 import { followLiveTail, ShippedWaiters } from './live-tail.ts';
+import { LocalCopy } from './local-copy.ts';
 import type { NodeTailFollower, ShipLog, TailedDatabase } from './node-tail.ts';
 import { gated, Reads } from './reads.ts';
 import { RequestLog } from './request-log.ts';
 import type { StepLimiter } from './step-limiter.ts';
-import { codeOf, isTransient, StuckCopy } from './stuck-copy.ts';
+import { codeOf, StuckCopy } from './stuck-copy.ts';
 import { WriteClient } from './write-client.ts';
 import { type IsolatedWriteHold, WriterLock } from './writer-lock.ts';
 
@@ -149,9 +148,6 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
   #childLogger: Logger | undefined;
   #snapshot: RoleSnapshot | undefined;
   #actor: DatabaseActor | undefined;
-  #follower: SqliteFollower | null = null;
-  /** Read-only connection for local reads, on the follower's or the leader's file (never the writer). */
-  #reader: Database.Database | null = null;
   #leader: SqliteLeader | null = null;
   /** Epoch whose leader file is open and accepting writes. */
   #writerEpoch: number | null = null;
@@ -177,6 +173,8 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
   #serialPending = 0;
   /** One holder at a time among interactive transactions, isolated writes and commits. */
   readonly #writer: WriterLock;
+  /** The local SQLite copy as a follower file, and its read-only connection. */
+  readonly #copy: LocalCopy;
   /** Storage holds what this copy cannot apply: not served, retried with backoff. */
   readonly #stuckCopy: StuckCopy;
   /** The node gave up restarting the role actor. */
@@ -212,6 +210,38 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
       retry: () => this.pullFromStorage(),
       healthChanged: () => this.#healthChanged(),
       logger: () => this.#logger,
+    });
+    this.#copy = new LocalCopy({
+      name,
+      path: this.path,
+      clock: services.clock,
+      storage: services.storage,
+      prefix: services.prefix,
+      dataDir: services.dataDir,
+      parkDir: services.parkDir,
+      pageCacheKiB: services.pageCacheKiB,
+      shipLog: services.shipLog !== undefined,
+      nodeLeases: services.nodeLeases !== undefined,
+      stuck: this.#stuckCopy,
+      closed: () => this.#closed,
+      role: () => this.role,
+      leader: () => this.#leader,
+      dropLeader: () => {
+        const leader = this.#leader;
+        this.#leader = null;
+        this.#writerEpoch = null;
+        return leader;
+      },
+      observedEpoch: () => this.#snapshot?.context.observed?.record?.epoch ?? 0,
+      knownAtTip: (follower) => this.#knownAtTip(follower),
+      noteSeq: (seq) => this.#noteSeq(seq),
+      serial: (work) => this.#serial(work),
+      abortInteractive: (reason) => this.#abortInteractive(reason),
+      forgetIsolated: () => this.#forgetIsolated(),
+      leaseChanged: () => this.leaseChanged(),
+      touch: () => this.#touch(),
+      reportParked: (tail) => this.#reportParked(tail),
+      problem: (error) => this.#problem(error),
     });
     this.#reads = new Reads({
       name,
@@ -474,7 +504,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
   /** True while this copy holds no open SQLite handle or descriptor. */
   get hibernated(): boolean {
     return (
-      this.#reader === null &&
+      !this.#copy.readerOpen &&
       (this.#leader?.hibernated ?? true) &&
       (this.#follower?.hibernated ?? true)
     );
@@ -797,21 +827,8 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
     return this.#reads.query(sql, params, options);
   }
 
-  /**
-   * A read-only connection on the local copy. On the leader too: client SQL never runs on the
-   * writer, whose settings and state the capture depends on.
-   */
   #localConnection(): Database.Database | null {
-    if (!this.#leader && !this.#follower) return null;
-    // The leader's writer opens first: it switches the file to WAL and keeps the WAL open.
-    if (this.#leader) void this.#leader.database;
-    if (!this.#reader) {
-      this.#touch();
-      this.#reader = new Database(this.path, { readonly: true, fileMustExist: true });
-      const cacheKiB = this.#services.pageCacheKiB;
-      if (cacheKiB !== undefined) this.#reader.pragma(`cache_size = ${-cacheKiB}`);
-    }
-    return this.#reader;
+    return this.#copy.connection();
   }
 
   /** Statement processes close their connections on this file (it changes mode or is replaced). */
@@ -821,72 +838,16 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
 
   // ---- role transitions -------------------------------------------------------------------------
 
-  async #bootstrap(): Promise<void> {
-    await this.#dropLocalHandles();
-    fs.mkdirSync(this.#services.dataDir, { recursive: true });
-    const leaderStateExisted = fs.existsSync(leaderSideFiles(this.path)[0] as string);
-    if (leaderStateExisted) {
-      // An earlier leadership on this file ended without a clean hand-back (a crash): what it
-      // committed but never shipped is set aside, and the copy is rebuilt from storage.
-      const tail = await salvageLeaderTail({
-        path: this.path,
-        db: this.name,
-        storage: this.#services.storage,
-        prefix: this.#services.prefix,
-        parkDir: this.#services.parkDir,
-      });
-      if (tail) this.#reportParked(tail);
-      this.#removeLocalCopy();
-    }
-    // Storage being down is not a reason to crash: keep trying until it answers. Nor is a copy
-    // that cannot catch up: that is reported, and the pulls that follow retry it.
-    let retries = 0;
-    for (;;) {
-      try {
-        const follower = await this.#catchingUp(async () => {
-          const opened = await this.#ensureFollower();
-          await opened.pull();
-          return opened;
-        });
-        this.#noteSeq(follower.position.seq);
-        return;
-      } catch (error) {
-        if (error instanceof CatchUpFailedError && !this.#closed) return;
-        if (this.#closed || !isTransient(error)) throw error;
-        this.#problem(error);
-        await sleep(this.#services.clock, doublingDelay(++retries, 100, 5000));
-      }
-    }
+  #bootstrap(): Promise<void> {
+    return this.#copy.bootstrap();
   }
 
-  async #ensureFollower(): Promise<SqliteFollower> {
-    this.#follower ??= await this.#openFollower();
-    return this.#follower;
+  #ensureFollower(): Promise<SqliteFollower> {
+    return this.#copy.ensureFollower();
   }
 
-  /**
-   * `claim`: a takeover waits on it, so its requests are urgent (see `urgently`). A copy the
-   * leader's node tail says is at its newest position claims without asking storage: the
-   * epoch-start record is written only after a pull anyway (and only into a free slot), so what
-   * the tail did not tell is caught up with there. Fencing does not depend on this pull.
-   */
-  async #catchUp(claim: boolean): Promise<CatchUpOutput> {
-    // A copy stuck behind storage fails here, so the role machine never claims with it.
-    return this.#catchingUp(async () => {
-      const follower = await this.#ensureFollower();
-      // Not for a stuck copy: only a pull tells whether it got past what it could not apply.
-      if (
-        claim &&
-        this.#stuckCopy.state === null &&
-        this.#knownAtTip(follower) &&
-        this.#services.shipLog
-      ) {
-        return { epochFloor: follower.position.epoch };
-      }
-      await follower.pull({ urgent: claim });
-      this.#noteSeq(follower.position.seq);
-      return { epochFloor: follower.position.epoch };
-    });
+  #catchUp(claim: boolean): Promise<CatchUpOutput> {
+    return this.#copy.catchUp(claim);
   }
 
   /** See {@link StuckCopy.catchingUp}. */
@@ -1172,25 +1133,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
 
   /** A copy stuck behind storage is reported once and retried with backoff, not raised here. */
   #pull(): Promise<void> {
-    return this.#serial(async () => {
-      if (this.#leader || this.role === 'bootstrapping' || this.#closed) return;
-      let follower: SqliteFollower;
-      try {
-        follower = await this.#catchingUp(async () => {
-          const opened = await this.#ensureFollower();
-          await opened.pull();
-          return opened;
-        });
-      } catch (error) {
-        // Stuck: reported by #catchingUp. Closing: nobody waits for this copy any more.
-        if (error instanceof CatchUpFailedError || this.#closed) return;
-        throw error;
-      }
-      this.#noteSeq(follower.position.seq);
-      // A newer epoch in storage than the owner we know of: ownership moved (node-level leases).
-      const known = this.#snapshot?.context.observed?.record?.epoch ?? 0;
-      if (this.#services.nodeLeases && follower.position.epoch > known) this.leaseChanged();
-    });
+    return this.#copy.pull();
   }
 
   /** The follower side of the live tail (one loop per database without node-level leases). */
@@ -1247,49 +1190,25 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
 
   // ---- files ------------------------------------------------------------------------------------
 
-  #followerOptions() {
-    return {
-      path: this.path,
-      db: this.name,
-      storage: this.#services.storage,
-      prefix: this.#services.prefix,
-      onEvent: (event: { type: string }) => {
-        // A rebuilt copy is a new file: readers must reopen it.
-        if (event.type === 'bootstrapped') {
-          this.#closeReader();
-          void this.#forgetIsolated();
-        } else if (event.type === 'applied') this.#touch();
-      },
-      onOpen: () => this.#touch(),
-    };
+  /** The follower of the local copy (a leader's step-down hands its file over to a new one). */
+  get #follower(): SqliteFollower | null {
+    return this.#copy.follower;
   }
 
-  #openFollower(): Promise<SqliteFollower> {
-    return SqliteFollower.open(this.#followerOptions());
+  set #follower(follower: SqliteFollower | null) {
+    this.#copy.follower = follower;
+  }
+
+  #followerOptions() {
+    return this.#copy.followerOptions();
   }
 
   #removeLocalCopy(): void {
-    this.#closeReader();
-    for (const file of [this.path, ...sideFiles(this.path)]) removeFileSync(file);
-    for (const file of leaderSideFiles(this.path)) removeFileSync(file);
+    this.#copy.remove();
   }
 
   #closeReader(): void {
-    this.#reader?.close();
-    this.#reader = null;
-  }
-
-  async #dropLocalHandles(): Promise<void> {
-    const aborting = this.#abortInteractive('the local copy was closed');
-    if (aborting !== null) await aborting;
-    this.#closeReader();
-    await this.#forgetIsolated();
-    this.#follower?.close();
-    this.#follower = null;
-    const leader = this.#leader;
-    this.#leader = null;
-    this.#writerEpoch = null;
-    if (leader && (await leader.abandon(this.#services.parkDir))) this.#removeLocalCopy();
+    this.#copy.closeReader();
   }
 
   #reportParked(tail: ParkedTail): void {
@@ -1341,7 +1260,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
     // A write in a statement process (rolled back now) closes its read-write connection before
     // the leader's: the last connection to close a WAL file checkpoints it and drops the WAL.
     await this.#reads.isolatedReadsEnded();
-    await this.#dropLocalHandles();
+    await this.#copy.dropLocalHandles();
     this.#services.handles?.forget(this);
   }
 
