@@ -1,9 +1,8 @@
 import { randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
-import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import nodePath from 'node:path';
-import Database from 'better-sqlite3';
+import type Database from 'better-sqlite3';
 import type { Logger } from 'pino';
 import {
   createDatabaseActor,
@@ -34,30 +33,17 @@ import type {
   WriteOptions,
   WriteToken,
 } from '../api-types.ts';
-import { type Clock, sleep, type TimerId } from '../clock.ts';
+import { type Clock, sleep } from '../clock.ts';
 import { TRANSACTION_LIFETIME_MS } from '../defaults.ts';
-import { messageOf } from '../error-message.ts';
 import {
   BadRequestError,
   CatchUpFailedError,
   ClosedError,
   DatabaseFailedError,
   FencedError,
-  HadbError,
-  type HadbErrorCode,
   InternalError,
-  InvalidArgumentError,
-  LeaderUnavailableError,
-  NotDurableError,
   NotLeaderError,
-  ResultTooLargeError,
-  revivedError,
-  SqlError,
-  StatementRefusedError,
-  StatementTimeoutError,
   TimeoutError,
-  UnauthorizedError,
-  withoutCode,
 } from '../errors.ts';
 import type { NodeClient } from '../http/node-client.ts';
 import {
@@ -71,39 +57,36 @@ import {
 } from '../machines/role.ts';
 import { listSnapshots } from '../replication/snapshot.ts';
 import { SqliteFollower } from '../replication/sqlite/follower.ts';
-import { leaderSideFiles, SqliteLeader, salvageLeaderTail } from '../replication/sqlite/leader.ts';
+import { leaderSideFiles, SqliteLeader } from '../replication/sqlite/leader.ts';
 import { removeFileSync } from '../replication/sqlite/local-file.ts';
 import { writeEpochStart } from '../replication/sqlite/promotion.ts';
-import { sideFiles } from '../side-files.ts';
 import {
   type InteractiveHooks,
   InteractiveTransaction,
   IsolatedTransaction,
   type OpenTransaction,
 } from '../statements/interactive.ts';
-import { asSqlError, prepare, readRows, runStatement, toSqlError } from '../statements/sql.ts';
-import {
-  checkClientSql,
-  checkClientStatements,
-  type SqlContext,
-} from '../statements/statement-gate.ts';
+import { readRows, runStatement } from '../statements/sql.ts';
 import type { StatementRunner } from '../statements/statement-runner.ts';
-import { sleepUnlessAborted, Wakeup } from '../wait.ts';
+import { Wakeup } from '../wait.ts';
 import {
-  decodeStored,
-  decodeTailResponse,
-  encodeMessage,
   type ForwardRequest,
   type ForwardResponse,
   PROTOCOL_VERSION,
-  readForwardAnswer,
   type TailResponse,
 } from '../wire/forward.ts';
-import { encodeTailQuery, FORWARD_PATH, TAIL_PATH } from '../wire/node-protocol.ts';
 import type { HandleCache } from './handle-cache.ts';
+import { LeaderWrites } from './leader-writes.ts';
 import { LeaseRecordProblem } from './lease-record-problem.ts';
+import { followLiveTail, ShippedWaiters } from './live-tail.ts';
+import { LocalCopy } from './local-copy.ts';
 import type { NodeTailFollower, ShipLog, TailedDatabase } from './node-tail.ts';
+import { gated, Reads } from './reads.ts';
+import { RequestLog } from './request-log.ts';
 import type { StepLimiter } from './step-limiter.ts';
+import { codeOf, StuckCopy } from './stuck-copy.ts';
+import { WriteClient } from './write-client.ts';
+import { type IsolatedWriteHold, WriterLock } from './writer-lock.ts';
 
 /** What a node gives each of its databases. */
 export interface NodeServices {
@@ -150,16 +133,6 @@ export interface DatabaseSettings {
   transactionLifetimeMs?: number | undefined;
 }
 
-const REQUESTS_TABLE = '_hadb_requests';
-/** How long a forwarded request waits for a claimed leadership to become writable here. */
-const PROMOTION_WAIT_MS = 2000;
-const REQUEST_RETENTION_MS = 15 * 60_000;
-const TAIL_WAIT_MS = 20_000;
-/** A copy stuck behind storage tries again at most this rarely (from the poll interval up). */
-const STUCK_RETRY_MAX_MS = 30_000;
-/** Leader connections whose request table is known to exist. */
-const tablesReady = new WeakSet<Database.Database>();
-
 /**
  * One database on one node: the role machine joined to its lease, its storage and its SQLite
  * copy, which is a follower file (pages applied from storage) or a leader file (WAL captured
@@ -175,12 +148,6 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
   #childLogger: Logger | undefined;
   #snapshot: RoleSnapshot | undefined;
   #actor: DatabaseActor | undefined;
-  #follower: SqliteFollower | null = null;
-  /** Read-only connection for local reads, on the follower's or the leader's file (never the writer). */
-  #reader: Database.Database | null = null;
-  /** Reads running in the node's statement processes: transitions and applies wait for them. */
-  #isolatedReads = 0;
-  readonly #isolatedReadsDone = new Set<() => void>();
   #leader: SqliteLeader | null = null;
   /** Epoch whose leader file is open and accepting writes. */
   #writerEpoch: number | null = null;
@@ -191,29 +158,29 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
   #knownSeq = 0;
   /** A leader's node tail told this copy of the database's newest position at least once. */
   #heardFromTail = false;
-  readonly #inflight = new Map<string, Promise<ForwardResponse>>();
-  readonly #shippedWaiters = new Wakeup();
+  /** Reads of the local copy, or of the leader when the consistency asks. */
+  readonly #reads: Reads;
+  /** Writes on this node as leader, local or forwarded. */
+  readonly #leaderWrites: LeaderWrites;
+  /** Writes from this node: here while it leads, otherwise forwarded to the leader. */
+  readonly #writes: WriteClient;
+  /** Live tail requests from followers, waiting for the next shipped changeset. */
+  readonly #shipped: ShippedWaiters;
   readonly #roleWaiters = new Wakeup();
   readonly #closing = new AbortController();
   #closed = false;
   /** Transitions and pulls queued or running: the handles are not closed under them. */
   #serialPending = 0;
-  #forwardedSincePrune = 0;
-  #lastYield = 0;
-  /**
-   * The interactive transaction, or the client write in a statement process, holding the writer:
-   * other writes wait for it to end.
-   */
-  #writerHeld: OpenTransaction | IsolatedWriteHold | null = null;
-  readonly #writerWaiters = new Wakeup();
-  readonly #interactive = new Set<OpenTransaction>();
+  /** One holder at a time among interactive transactions, isolated writes and commits. */
+  readonly #writer: WriterLock;
+  /** The local SQLite copy as a follower file, and its read-only connection. */
+  readonly #copy: LocalCopy;
   /** Storage holds what this copy cannot apply: not served, retried with backoff. */
-  #stuck: { error: CatchUpFailedError; since: number; retryAt: number; delayMs: number } | null =
-    null;
-  #stuckTimer: TimerId | undefined;
+  readonly #stuckCopy: StuckCopy;
   /** The node gave up restarting the role actor. */
   #failed: { error: DatabaseFailedError; since: number; seq: number } | null = null;
   readonly #leaseRecord = new LeaseRecordProblem();
+  readonly #requests = new RequestLog();
 
   constructor(
     name: string,
@@ -227,6 +194,125 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
     this.path = nodePath.join(services.dataDir, `${name}.db`);
     this.#services = services;
     this.#settings = settings;
+    this.#writer = new WriterLock({
+      name,
+      clock: services.clock,
+      closed: () => this.#closed,
+      writableLeader: () => this.#writableLeader(),
+    });
+    this.#stuckCopy = new StuckCopy({
+      name,
+      clock: services.clock,
+      pollIntervalMs: services.timing.pollIntervalMs,
+      signal: this.#closing.signal,
+      closed: () => this.#closed,
+      seq: () => this.position.seq,
+      retry: () => this.pullFromStorage(),
+      healthChanged: () => this.#healthChanged(),
+      logger: () => this.#logger,
+    });
+    this.#copy = new LocalCopy({
+      name,
+      path: this.path,
+      clock: services.clock,
+      storage: services.storage,
+      prefix: services.prefix,
+      dataDir: services.dataDir,
+      parkDir: services.parkDir,
+      pageCacheKiB: services.pageCacheKiB,
+      shipLog: services.shipLog !== undefined,
+      nodeLeases: services.nodeLeases !== undefined,
+      stuck: this.#stuckCopy,
+      closed: () => this.#closed,
+      role: () => this.role,
+      leader: () => this.#leader,
+      dropLeader: () => {
+        const leader = this.#leader;
+        this.#leader = null;
+        this.#writerEpoch = null;
+        return leader;
+      },
+      observedEpoch: () => this.#snapshot?.context.observed?.record?.epoch ?? 0,
+      knownAtTip: (follower) => this.#knownAtTip(follower),
+      noteSeq: (seq) => this.#noteSeq(seq),
+      serial: (work) => this.#serial(work),
+      abortInteractive: (reason) => this.#abortInteractive(reason),
+      forgetIsolated: () => this.#forgetIsolated(),
+      leaseChanged: () => this.leaseChanged(),
+      touch: () => this.#touch(),
+      reportParked: (tail) => this.#reportParked(tail),
+      problem: (error) => this.#problem(error),
+    });
+    this.#reads = new Reads({
+      name,
+      path: this.path,
+      clock: services.clock,
+      readYourWritesTimeoutMs: settings.readYourWritesTimeoutMs,
+      pageCacheKiB: services.pageCacheKiB,
+      runner: services.runner,
+      leader: () => this.#leader,
+      hasFollower: () => this.#follower !== null,
+      writableLeader: () => this.#writableLeader(),
+      unusable: () => this.#failed?.error ?? this.#stuckCopy.state?.error,
+      position: () => this.position,
+      lastToken: () => this.#lastToken,
+      localConnection: () => this.#localConnection(),
+      serialPending: () => this.#serialPending > 0,
+      serialChain: () => this.#chain,
+      pull: () => this.#pull(),
+      touch: () => this.#touch(),
+      forward: (request) => this.#writes.write(request),
+    });
+    this.#leaderWrites = new LeaderWrites({
+      name,
+      path: this.path,
+      clock: services.clock,
+      forwardTimeoutMs: settings.forwardTimeoutMs,
+      shipDelayMs: services.shipDelayMs,
+      pageCacheKiB: services.pageCacheKiB,
+      runner: services.runner,
+      writer: this.#writer,
+      requests: this.#requests,
+      logger: () => this.#logger,
+      role: () => this.role,
+      leader: () => this.#leader,
+      writerEpoch: () => this.#writerEpoch,
+      writableLeader: () => this.#writableLeader(),
+      mayCommit: () => this.#canCommitNow(),
+      promoted: (timeoutMs) => this.#promoted(timeoutMs),
+      touch: () => this.#touch(),
+      serialPending: () => this.#serialPending > 0,
+      serialChain: () => this.#chain,
+      isolatedBegun: () => this.#reads.isolatedBegun(),
+      isolatedDone: () => this.#reads.isolatedDone(),
+      serveRead: (leader, request) => this.#reads.serveRead(leader, request),
+    });
+    this.#writes = new WriteClient({
+      name,
+      clock: services.clock,
+      client: services.client,
+      timing: services.timing,
+      forwardTimeoutMs: settings.forwardTimeoutMs,
+      nodeLeases: services.nodeLeases !== undefined,
+      signal: this.#closing.signal,
+      closed: () => this.#closed,
+      role: () => this.role,
+      writableLeader: () => this.#writableLeader(),
+      leaderAddress: () => this.#leaderAddress(),
+      writeHere: (leader, request, deadline, remembered, isolated) =>
+        this.#leaderWrites.writeHere(leader, request, deadline, remembered, isolated),
+      remember: (token) => this.#remember(token),
+      roleChange: (timeoutMs) => this.#roleChange(timeoutMs),
+      leaseChanged: () => this.leaseChanged(),
+      cannotTakeOver: () => this.#stuckCopy.state?.error ?? this.#failed?.error,
+    });
+    this.#shipped = new ShippedWaiters({
+      clock: services.clock,
+      signal: this.#closing.signal,
+      closed: () => this.#closed,
+      leading: () => (this.#writerEpoch !== null ? this.#leader : null),
+      position: () => this.position,
+    });
   }
 
   get #logger(): Logger {
@@ -351,7 +437,9 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
   get isCaughtUp(): boolean {
     return (
       this.#writerEpoch !== null ||
-      (this.#stuck === null && this.#failed === null && this.position.seq >= this.#knownSeq)
+      (this.#stuckCopy.state === null &&
+        this.#failed === null &&
+        this.position.seq >= this.#knownSeq)
     );
   }
 
@@ -363,8 +451,9 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
       const code = codeOf(error.cause);
       return { state: 'failed', code, message: error.message, seq, since, retryInMs: null };
     }
-    if (this.#stuck) {
-      const { error, since, retryAt } = this.#stuck;
+    const stuck = this.#stuckCopy.state;
+    if (stuck) {
+      const { error, since, retryAt } = stuck;
       return {
         state: 'stuck',
         code: error.reason,
@@ -407,7 +496,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
 
   /** An interactive transaction is open here: balancing does not move this database now. */
   get inTransaction(): boolean {
-    return this.#interactive.size > 0;
+    return this.#writer.openTransactions > 0;
   }
 
   // ---- hibernation -----------------------------------------------------------------------------
@@ -415,7 +504,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
   /** True while this copy holds no open SQLite handle or descriptor. */
   get hibernated(): boolean {
     return (
-      this.#reader === null &&
+      !this.#copy.readerOpen &&
       (this.#leader?.hibernated ?? true) &&
       (this.#follower?.hibernated ?? true)
     );
@@ -427,8 +516,8 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
    */
   hibernate(): boolean {
     if (this.#closed) return true;
-    if (this.#interactive.size > 0 || this.#serialPending > 0) return false;
-    if (this.#isolatedReads > 0) return false;
+    if (this.#writer.openTransactions > 0 || this.#serialPending > 0) return false;
+    if (this.#reads.isolatedRunning > 0) return false;
     // A statement process's connection would outlive the leader's close (which then keeps the
     // WAL): closed first, and asked again at the next sweep.
     const runner = this.#services.runner;
@@ -497,7 +586,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
 
   async batch(statements: Statement[], options: WriteOptions = {}): Promise<BatchResult> {
     if (statements.length === 0) throw new BadRequestError('a batch needs at least one statement');
-    return this.#write(
+    return this.#writes.write(
       {
         v: PROTOCOL_VERSION,
         db: this.name,
@@ -518,7 +607,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
    */
   async runScripts(op: 'schema' | 'migrate', scripts: readonly string[]): Promise<BatchResult> {
     if (scripts.length === 0) throw new BadRequestError(`${op} needs at least one script`);
-    return this.#write({
+    return this.#writes.write({
       v: PROTOCOL_VERSION,
       db: this.name,
       requestId: randomUUID(),
@@ -534,7 +623,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
     const deadline = this.#services.clock.now() + this.#settings.forwardTimeoutMs;
     await this.#roleSettled(deadline);
     let value: T | undefined;
-    const committed = await this.#withWriter(deadline, (leader) => {
+    const committed = await this.#writer.withWriter(deadline, (leader) => {
       this.#touch();
       const connection = leader.database;
       const tx: Transaction = {
@@ -542,7 +631,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
         all: (sql, params) => readRows(connection, gated(sql, params), bigints),
         get: (sql, params) => readRows(connection, gated(sql, params), bigints)[0],
       };
-      const epoch = this.#commit(leader, () => {
+      const epoch = this.#leaderWrites.commit(leader, () => {
         value = fn(tx);
       });
       return { leader, epoch };
@@ -555,7 +644,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
     const { leader, epoch } = committed;
     const durableBy = this.#services.clock.now() + this.#settings.forwardTimeoutMs;
     this.#remember(
-      await this.#durable(
+      await this.#leaderWrites.durable(
         leader,
         options.durability ?? this.#settings.durability,
         epoch,
@@ -596,461 +685,9 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
     this.#actor?.send({ type: 'handoff' });
   }
 
-  async #write(request: ForwardRequest, isolated = false): Promise<BatchResult> {
-    // Refused here, before anything is sent or run; the leader checks again.
-    checkClientStatements(request.statements, gateContextOf(request));
-    // The clock's timers do not hold the process open; a caller awaiting this write must.
-    const keepAlive = setInterval(() => {}, 60_000);
-    try {
-      return await this.#writeWithRetries(request, isolated);
-    } finally {
-      clearInterval(keepAlive);
-    }
-  }
-
-  async #writeWithRetries(request: ForwardRequest, isolated: boolean): Promise<BatchResult> {
-    const clock = this.#services.clock;
-    const started = clock.now();
-    let retries = 0;
-    let lastProblem = 'no leader is known';
-    // Once sent to another node, the write may have been applied there: from then on it is
-    // applied here only under its request id, like any forwarded write.
-    let forwarded = false;
-    for (;;) {
-      if (this.#closed) throw new ClosedError(`database ${this.name}`);
-      const local = this.#writableLeader();
-      if (local) {
-        const done = await this.#writeHere(
-          local,
-          request,
-          started + this.#settings.forwardTimeoutMs,
-          forwarded,
-          isolated,
-        );
-        if (done) {
-          this.#remember(done.token);
-          return done;
-        }
-        lastProblem = 'this node stopped leading during the write';
-      } else if (this.role === 'leader') {
-        lastProblem = 'this node is still taking over';
-        await this.#roleChange(50);
-        continue;
-      } else {
-        const address = this.#leaderAddress();
-        if (address) {
-          const { ttlMs, marginMs } = this.#services.timing;
-          const left = this.#settings.forwardTimeoutMs - (clock.now() - started);
-          const attemptMs = Math.max(1, Math.min(left, ttlMs + marginMs));
-          forwarded = true;
-          const answer = await this.#forward(address, request, attemptMs).catch(
-            (error: unknown) => {
-              if (error instanceof UnauthorizedError || error instanceof BadRequestError)
-                throw error;
-              lastProblem = messageOf(error);
-              return null;
-            },
-          );
-          if (answer?.ok) {
-            this.#remember(answer.token);
-            return { results: answer.results, token: answer.token };
-          }
-          // The caller's own errors come back as their class; the rest are retried.
-          if (answer && !answer.ok && CALLER_ERRORS.has(answer.code)) {
-            const sqliteCode =
-              answer.code === 'SQL_ERROR' ? (answer.sqliteCode ?? 'SQLITE_ERROR') : null;
-            throw revivedError(answer.code, answer.message, sqliteCode ? { sqliteCode } : {});
-          }
-          if (answer) lastProblem = `${answer.code}: ${answer.message}`;
-          // Node-level leases are not polled: a leader that says no (or is gone) means re-read.
-          if (this.#services.nodeLeases && answer?.code !== 'INTERNAL') this.leaseChanged();
-        }
-      }
-      const waited = clock.now() - started;
-      if (waited >= this.#settings.forwardTimeoutMs) {
-        // No leader, and this copy cannot become one: say why.
-        const stuck = this.#stuck?.error ?? this.#failed?.error;
-        throw new LeaderUnavailableError(
-          `${this.name}: ${lastProblem}${stuck ? `; this node cannot take over: ${stuck.message}` : ''}`,
-          Math.round(waited),
-          stuck ? { cause: stuck } : undefined,
-        );
-      }
-      // A role change (this node took over, or a leader appeared) ends the wait at once.
-      const delay = doublingDelay(++retries, 10, 500);
-      await this.#roleChange(Math.min(delay, this.#settings.forwardTimeoutMs - waited));
-    }
-  }
-
-  /**
-   * A write on this node as leader. Null when it was not committed, or committed but fenced (then
-   * it is parked, never in the log): either way it may run again elsewhere. Once committed it is
-   * never run again here: a slow upload is waited for, and past the deadline the caller hears
-   * that it may or may not become durable.
-   */
-  async #writeHere(
-    leader: SqliteLeader,
-    request: ForwardRequest,
-    deadline: number,
-    remembered: boolean,
-    isolated = false,
-  ): Promise<BatchResult | null> {
-    this.#touch();
-    if (request.op === 'read') {
-      return this.#serveRead(leader, request).catch((error: unknown) => {
-        if (error instanceof NotLeaderError) return null;
-        throw error;
-      });
-    }
-    let committed: { epoch: number; results: StatementResult[] } | null;
-    const runner = isolated && request.op === 'write' ? this.#services.runner : undefined;
-    try {
-      committed = runner
-        ? await this.#isolatedWrite(runner, leader, request, deadline, remembered)
-        : await this.#withWriter(deadline, (current) =>
-            current === leader ? this.#commitStatements(leader, request, remembered) : null,
-          );
-    } catch (error) {
-      if (error instanceof NotLeaderError) return null;
-      throw toSqlError(error);
-    }
-    if (!committed) return null;
-    const { epoch, results } = committed;
-    try {
-      return { results, token: await this.#durable(leader, request.durability, epoch, deadline) };
-    } catch (error) {
-      if (error instanceof FencedError) return null;
-      throw error;
-    }
-  }
-
-  async #forward(
-    address: string,
-    request: ForwardRequest,
-    timeoutMs: number,
-  ): Promise<ForwardResponse> {
-    const { status, body } = await this.#services.client.request(
-      'POST',
-      `${address}${FORWARD_PATH}`,
-      encodeMessage(request),
-      // A frozen leader is replaced within ttl + margin; waiting longer on it only delays the
-      // retry that reaches the next one (retries are safe: the request id deduplicates).
-      timeoutMs,
-      this.#closing.signal,
-    );
-    return readForwardAnswer(status, body, address);
-  }
-
   /** The leader side of a write: applies it once per request id, whoever sends it. */
   serveWrite(request: ForwardRequest): Promise<ForwardResponse> {
-    const running = this.#inflight.get(request.requestId);
-    if (running !== undefined) return running;
-    const answer = this.#serveWrite(request).finally(() =>
-      this.#inflight.delete(request.requestId),
-    );
-    this.#inflight.set(request.requestId, answer);
-    return answer;
-  }
-
-  async #serveWrite(request: ForwardRequest): Promise<ForwardResponse> {
-    // The sender checked too, but a leader trusts no other node's judgement of client SQL.
-    try {
-      checkClientStatements(request.statements, gateContextOf(request));
-    } catch (error) {
-      if (!(error instanceof StatementRefusedError)) throw error;
-      // Without the code prefix: the sender's StatementRefusedError adds it again.
-      return {
-        ok: false,
-        code: 'STATEMENT_REFUSED',
-        message: withoutCode(error),
-      };
-    }
-    const leader = this.#writableLeader() ?? (await this.#promoted(PROMOTION_WAIT_MS));
-    if (!leader) return notLeader(this.name, this.role);
-    this.#touch();
-    try {
-      if (request.op === 'read') return { ok: true, ...(await this.#serveRead(leader, request)) };
-      const deadline = this.#services.clock.now() + this.#settings.forwardTimeoutMs;
-      // Client SQL from another node: in a statement process, like the reads.
-      const runner = request.op === 'write' ? this.#services.runner : undefined;
-      const committed = runner
-        ? await this.#isolatedWrite(runner, leader, request, deadline, true)
-        : await this.#withWriter(deadline, (current) =>
-            current === leader ? this.#commitStatements(leader, request, true) : null,
-          );
-      if (!committed) return notLeader(this.name, this.role);
-      const { epoch, results } = committed;
-      // One attempt: the sender retries with the same request id, which finds this commit.
-      const token = await this.#durable(leader, request.durability, epoch, null);
-      return { ok: true, results, token };
-    } catch (error) {
-      const mapped = toSqlError(error);
-      if (mapped instanceof SqlError) {
-        return {
-          ok: false,
-          code: 'SQL_ERROR',
-          message: mapped.message,
-          sqliteCode: mapped.sqliteCode,
-        };
-      }
-      if (mapped instanceof NotLeaderError)
-        return { ok: false, code: 'NOT_LEADER', message: mapped.message };
-      if (mapped instanceof FencedError)
-        return { ok: false, code: 'FENCED', message: mapped.message };
-      if (mapped instanceof TimeoutError)
-        return { ok: false, code: 'INTERNAL', message: `${this.name}: the writer stayed held` };
-      if (mapped instanceof StatementTimeoutError || mapped instanceof ResultTooLargeError)
-        return {
-          ok: false,
-          code: mapped instanceof StatementTimeoutError ? 'STATEMENT_TIMEOUT' : 'RESULT_TOO_LARGE',
-          message: withoutCode(mapped),
-        };
-      if (mapped instanceof InvalidArgumentError)
-        // Without the code prefix: the sender's InvalidArgumentError adds it again.
-        return {
-          ok: false,
-          code: 'INVALID_ARGUMENT',
-          message: withoutCode(mapped),
-        };
-      this.#logger.warn({ err: mapped }, 'write failed');
-      return { ok: false, code: 'INTERNAL', message: (mapped as Error).message };
-    }
-  }
-
-  /**
-   * Runs `work` in one transaction that commits only while this node may commit (checked at
-   * the end, so a long statement cannot outlive the lease), then waits as the durability asks.
-   */
-  /**
-   * The request's statements in one committed transaction. `remembered`: applied once per request
-   * id, whoever asks (an earlier answer recorded in the database is returned instead).
-   */
-  #commitStatements(
-    leader: SqliteLeader,
-    request: ForwardRequest,
-    remembered: boolean,
-  ): { epoch: number; results: StatementResult[] } {
-    let results: StatementResult[] = [];
-    const epoch = this.#commit(leader, () => {
-      const prior = remembered ? this.#priorAnswer(leader.database, request.requestId) : null;
-      if (prior) {
-        results = prior;
-        return;
-      }
-      results = applyWrite(leader.database, request);
-      if (remembered) this.#rememberRequest(leader.database, request.requestId, results);
-    });
-    // Only once committed: a rolled-back transaction takes the new table with it.
-    if (remembered) tablesReady.add(leader.database);
-    return { epoch, results };
-  }
-
-  /**
-   * A client write in a statement process: it runs the statements in its own BEGIN IMMEDIATE and
-   * waits, while this node holds hadb's writer (in-process writes and BEGINs wait, as for an
-   * interactive transaction); the commit is then decided here as {@link #commit} decides it.
-   * `remembered`: applied once per request id, as {@link #commitStatements}; then a process that
-   * dies during COMMIT leaves no doubt: the id is in the file or not. Null when this node does
-   * not lead.
-   */
-  async #isolatedWrite(
-    runner: StatementRunner,
-    leader: SqliteLeader,
-    request: ForwardRequest,
-    deadline: number,
-    remembered: boolean,
-  ): Promise<{ epoch: number; results: StatementResult[] } | null> {
-    const waitMs = Math.max(0, deadline - this.#services.clock.now());
-    // Transitions and applies first (they wait for it once it counts), then the writer.
-    for (;;) {
-      while (this.#serialPending > 0) await this.#chain;
-      if (!this.#writerHeld) break;
-      if (!(await this.#writerFree(deadline))) {
-        throw new TimeoutError(
-          `${this.name}: waiting for an interactive transaction to end`,
-          waitMs,
-        );
-      }
-    }
-    const epoch = this.#writerEpoch;
-    if (this.#writableLeader() !== leader || epoch === null) return null;
-    const hold: IsolatedWriteHold = { isolatedWrite: request.requestId };
-    this.#writerHeld = hold;
-    // Transitions and hibernation wait for it, as for a read: the leader's connection stays open
-    // (it opens first, switching the file to WAL) and outlives the statement process's one.
-    this.#isolatedReads += 1;
-    this.#touch();
-    void leader.database;
-    try {
-      const pending = await runner.write({
-        path: this.path,
-        statements: request.statements,
-        bigints: request.bigints,
-        requestId: remembered ? request.requestId : null,
-        requestsTable: REQUESTS_TABLE,
-        pageCacheKiB: this.#services.pageCacheKiB,
-      });
-      // A rollback that fails means the process died: its transaction went with it.
-      if (pending.prior) {
-        await pending.rollback().catch(() => {});
-        return { epoch, results: decodeStored(pending.prior) as StatementResult[] };
-      }
-      if (this.#leader !== leader || !this.#canCommitNow() || this.#writerEpoch !== epoch) {
-        await pending.rollback().catch(() => {});
-        throw new NotLeaderError(`${this.name}: the lease lapsed before the commit; rolled back`);
-      }
-      const now = Date.now();
-      this.#forwardedSincePrune += remembered ? 1 : 0;
-      const prune = this.#forwardedSincePrune >= 1000;
-      if (prune) this.#forwardedSincePrune = 0;
-      let remember: Parameters<typeof pending.commit>[0] = null;
-      try {
-        if (remembered) {
-          remember = {
-            id: request.requestId,
-            at: now,
-            results: encodeMessage(pending.results),
-            ...(prune ? { pruneBefore: now - REQUEST_RETENTION_MS } : {}),
-          };
-        }
-      } catch (error) {
-        // The process holds SQLite's write lock until told: never leave it waiting.
-        await pending.rollback().catch(() => {});
-        throw error;
-      }
-      try {
-        await pending.commit(remember);
-      } catch (error) {
-        if (!(error instanceof HadbError) || error.code !== 'CLOSED') throw error;
-        // The process died during COMMIT. Remembered: whether it committed is in the file, under
-        // the id. Otherwise the caller hears the outcome is unknown (a CLOSED error).
-        const kept = remembered ? this.#keptAnswer(leader, request.requestId) : null;
-        if (!kept) throw error;
-        return { epoch, results: kept };
-      }
-      return { epoch, results: pending.results };
-    } finally {
-      this.#isolatedDone();
-      this.#releaseWriter(hold);
-    }
-  }
-
-  /** The answer kept under `requestId`, read on the leader's connection (no table: none). */
-  #keptAnswer(leader: SqliteLeader, requestId: string): StatementResult[] | null {
-    const connection = leader.database;
-    const table = connection
-      .prepare('select 1 from sqlite_master where type = ? and name = ?')
-      .get('table', REQUESTS_TABLE);
-    if (!table) return null;
-    const row = prepare(connection, `select results from ${REQUESTS_TABLE} where id = ?`).get(
-      requestId,
-    ) as { results: Buffer } | undefined;
-    return row ? (decodeStored(row.results) as StatementResult[]) : null;
-  }
-
-  #commit(leader: SqliteLeader, work: () => void): number {
-    const epoch = this.#writerEpoch;
-    if (epoch === null) throw new NotLeaderError(`${this.name}: not the leader`);
-    leader.database
-      .transaction(() => {
-        work();
-        if (!this.#canCommitNow() || this.#writerEpoch !== epoch) {
-          throw new NotLeaderError(`${this.name}: the lease lapsed before the commit; rolled back`);
-        }
-      })
-      .immediate();
-    return epoch;
-  }
-
-  /**
-   * Waits as `durability` asks for what was just committed. 'replicated': until the changeset
-   * holding it is in storage under `epoch`; failed uploads are retried until `deadline` (once
-   * when null), then {@link NotDurableError}. A {@link FencedError} means it never will be.
-   */
-  async #durable(
-    leader: SqliteLeader,
-    durability: Durability,
-    epoch: number,
-    deadline: number | null,
-  ): Promise<WriteToken> {
-    if (durability === 'async') {
-      const token = { epoch: leader.position.epoch, seq: leader.commitSeqBound };
-      leader.shipSoon(this.#services.shipDelayMs);
-      await this.#yieldNow();
-      return token;
-    }
-    const clock = this.#services.clock;
-    let retries = 0;
-    for (;;) {
-      try {
-        const shipped = await leader.flush();
-        // In storage; make sure it went out under the epoch it was committed in.
-        if (shipped.epoch !== epoch) {
-          throw new FencedError(
-            shipped.seq,
-            `${this.name}: shipped under epoch ${shipped.epoch}, not ${epoch}`,
-          );
-        }
-        return { epoch: shipped.epoch, seq: shipped.seq };
-      } catch (error) {
-        if (error instanceof FencedError) throw error;
-        const delay = doublingDelay(++retries, 20, 500);
-        if (deadline === null || clock.now() + delay > deadline || this.#leader !== leader) {
-          throw new NotDurableError(
-            `${this.name}: committed on this leader but not confirmed in storage (${(error as Error).message}); it ships if this node keeps the lease, or is parked`,
-            { cause: error },
-          );
-        }
-        await sleep(clock, delay);
-      }
-    }
-  }
-
-  /**
-   * Lets timers run (lease renewal, shipping) when a caller awaits writes in a tight loop: an
-   * already-settled promise alone never yields to the event loop.
-   */
-  async #yieldNow(): Promise<void> {
-    const now = this.#services.clock.now();
-    if (now - this.#lastYield < 5) return;
-    await new Promise<void>((resolve) => setImmediate(resolve));
-    this.#lastYield = this.#services.clock.now();
-  }
-
-  #priorAnswer(connection: Database.Database, requestId: string): StatementResult[] | null {
-    this.#ensureRequestsTable(connection);
-    const row = prepare(connection, `select results from ${REQUESTS_TABLE} where id = ?`).get(
-      requestId,
-    ) as { results: Buffer } | undefined;
-    return row ? (decodeStored(row.results) as StatementResult[]) : null;
-  }
-
-  /** Kept in the database itself, so a retry that reaches the next leader is still answered once. */
-  #rememberRequest(
-    connection: Database.Database,
-    requestId: string,
-    results: StatementResult[],
-  ): void {
-    const now = Date.now();
-    prepare(connection, `insert into ${REQUESTS_TABLE}(id, at, results) values (?, ?, ?)`).run(
-      requestId,
-      now,
-      encodeMessage(results),
-    );
-    this.#forwardedSincePrune += 1;
-    if (this.#forwardedSincePrune >= 1000) {
-      this.#forwardedSincePrune = 0;
-      connection
-        .prepare(`delete from ${REQUESTS_TABLE} where at < ?`)
-        .run(now - REQUEST_RETENTION_MS);
-    }
-  }
-
-  #ensureRequestsTable(connection: Database.Database): void {
-    if (tablesReady.has(connection)) return;
-    connection.exec(
-      `create table if not exists ${REQUESTS_TABLE}(id text primary key, at integer not null, results blob not null) without rowid`,
-    );
+    return this.#leaderWrites.serveWrite(request);
   }
 
   // ---- interactive transactions ------------------------------------------------------------------
@@ -1064,8 +701,8 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
     const deadline = clock.now() + waitMs;
     // Like a write: an election or a takeover still under way is waited for, and so is the writer.
     await this.#roleSettled(deadline);
-    while (!readOnly && this.#writerHeld) {
-      if (!(await this.#writerFree(deadline))) {
+    while (!readOnly && this.#writer.held) {
+      if (!(await this.#writer.free(deadline))) {
         throw new TimeoutError(`${this.name}: waiting for another transaction to end`, waitMs);
       }
     }
@@ -1083,13 +720,17 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
         this.#leader === leader && this.#writerEpoch === epoch && this.#canCommitNow(),
       durable: async () => {
         const deadline = clock.now() + this.#settings.forwardTimeoutMs;
-        const token = await this.#durable(leader, this.#settings.durability, epoch, deadline);
+        const token = await this.#leaderWrites.durable(
+          leader,
+          this.#settings.durability,
+          epoch,
+          deadline,
+        );
         this.#remember(token);
         return token;
       },
       ended: (ended) => {
-        this.#interactive.delete(ended);
-        this.#releaseWriter(ended);
+        this.#writer.ended(ended);
       },
     };
     let tx: OpenTransaction;
@@ -1097,8 +738,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
       tx = await this.#beginIsolated(leader, readOnly, hooks);
     } else {
       tx = new InteractiveTransaction(this.path, readOnly, hooks);
-      this.#interactive.add(tx);
-      if (!readOnly) this.#writerHeld = tx;
+      this.#writer.opened(tx, !readOnly);
     }
     tx.expireAfter(
       options.lifetimeMs ?? this.#settings.transactionLifetimeMs ?? TRANSACTION_LIFETIME_MS,
@@ -1120,9 +760,9 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
     const runner = this.#services.runner;
     if (!runner) throw new ClosedError('the statement processes');
     const placeholder: IsolatedWriteHold = { isolatedWrite: 'begin' };
-    if (!readOnly) this.#writerHeld = placeholder;
+    if (!readOnly) this.#writer.take(placeholder);
     // Transitions wait for the BEGIN, as for a read; once begun, a demotion aborts it.
-    this.#isolatedReads += 1;
+    this.#reads.isolatedBegun();
     let tx: IsolatedTransaction | null = null;
     try {
       const began = await runner.begin({
@@ -1134,8 +774,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
       tx = new IsolatedTransaction(began, readOnly, hooks);
       // Held before the placeholder is given back: no write slips in while the process holds
       // SQLite's write lock.
-      this.#interactive.add(tx);
-      if (!readOnly) this.#writerHeld = tx;
+      this.#writer.opened(tx, !readOnly);
       // Demoted or closed while it began: it may not stay open.
       if (this.#writableLeader() !== leader) {
         await tx.abort('this node stopped leading');
@@ -1144,27 +783,9 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
       if (!began.open) tx.lost('its statement process ended');
       return tx;
     } finally {
-      this.#isolatedDone();
-      this.#releaseWriter(placeholder);
+      this.#reads.isolatedDone();
+      this.#writer.release(placeholder);
     }
-  }
-
-  /** Frees the writer if `holder` holds it, and wakes the writes waiting for it. */
-  #releaseWriter(holder: OpenTransaction | IsolatedWriteHold): void {
-    if (this.#writerHeld !== holder) return;
-    this.#writerHeld = null;
-    this.#writerWaiters.wake();
-  }
-
-  /** Resolves true once no interactive transaction holds the writer; false at `deadline`. */
-  async #writerFree(deadline: number): Promise<boolean> {
-    const clock = this.#services.clock;
-    while (this.#writerHeld) {
-      const left = deadline - clock.now();
-      if (left <= 0 || this.#closed) return false;
-      await this.#writerWaiters.wait(clock, left);
-    }
-    return true;
   }
 
   /**
@@ -1181,33 +802,11 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
   }
 
   /**
-   * Runs `commit` on this node's writable leader once no interactive transaction holds the
-   * writer, in the same turn as the last look at it: a BEGIN woken at the same time cannot take
-   * the writer in between and leave the commit to meet SQLITE_BUSY. Null when this node does not
-   * lead; {@link TimeoutError} when the writer stays held past `deadline`.
-   */
-  async #withWriter<R>(deadline: number, commit: (leader: SqliteLeader) => R): Promise<R | null> {
-    const clock = this.#services.clock;
-    const waitMs = Math.max(0, deadline - clock.now());
-    while (this.#writerHeld) {
-      if (!(await this.#writerFree(deadline))) {
-        throw new TimeoutError(
-          `${this.name}: waiting for an interactive transaction to end`,
-          waitMs,
-        );
-      }
-    }
-    const leader = this.#writableLeader();
-    return leader ? commit(leader) : null;
-  }
-
-  /**
    * Null when none was open (the caller goes on in the same turn); otherwise resolves once every
    * one has let go of the file (those in statement processes take a moment).
    */
   #abortInteractive(reason: string): Promise<unknown> | null {
-    if (this.#interactive.size === 0) return null;
-    return Promise.all([...this.#interactive].map((tx) => tx.abort(reason)));
+    return this.#writer.abortInteractive(reason);
   }
 
   // ---- reads -----------------------------------------------------------------------------------
@@ -1220,325 +819,55 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
     return (await this.query(sql, params, options)).rows[0];
   }
 
-  async query(
+  query(
     sql: string,
     params?: SqlParams,
     options: ReadOptions = {},
   ): Promise<{ rows: Row[]; position: WriteToken }> {
-    const statement = gated(sql, params);
-    const bigints = options.bigints ?? false;
-    const consistency = options.consistency ?? 'local';
-    if (consistency === 'strong' && !this.#writableLeader()) {
-      return this.#readOnLeader(statement, bigints);
-    }
-    if (consistency === 'read-your-writes') {
-      const after = options.after ?? this.#lastToken;
-      if (after && !(await this.#reached(after.seq, this.#settings.readYourWritesTimeoutMs))) {
-        return this.#readOnLeader(statement, bigints);
-      }
-    }
-    const runner = options.isolated ? this.#services.runner : undefined;
-    if (runner) {
-      const read = await this.#isolatedRead(runner, [statement], bigints);
-      if (!read) return this.#readOnLeader(statement, bigints);
-      return { rows: read.results[0] ?? [], position: read.position };
-    }
-    await this.#chain;
-    // A copy stuck behind storage would answer from an ever older state.
-    if (!this.#leader) {
-      const unusable = this.#failed?.error ?? this.#stuck?.error;
-      if (unusable) throw unusable;
-    }
-    this.#touch();
-    const connection = this.#localConnection();
-    if (!connection) return this.#readOnLeader(statement, bigints);
-    return { rows: readRows(connection, statement, bigints), position: this.position };
+    return this.#reads.query(sql, params, options);
   }
 
-  async #readOnLeader(
-    statement: Statement,
-    bigints: boolean,
-  ): Promise<{ rows: Row[]; position: WriteToken }> {
-    const { results, token } = await this.#write({
-      v: PROTOCOL_VERSION,
-      db: this.name,
-      requestId: randomUUID(),
-      op: 'read',
-      statements: [statement],
-      durability: 'async',
-      bigints,
-    });
-    return { rows: results[0]?.rows ?? [], position: token };
-  }
-
-  /**
-   * A read-only connection on the local copy. On the leader too: client SQL never runs on the
-   * writer, whose settings and state the capture depends on.
-   */
   #localConnection(): Database.Database | null {
-    if (!this.#leader && !this.#follower) return null;
-    // The leader's writer opens first: it switches the file to WAL and keeps the WAL open.
-    if (this.#leader) void this.#leader.database;
-    if (!this.#reader) {
-      this.#touch();
-      this.#reader = new Database(this.path, { readonly: true, fileMustExist: true });
-      const cacheKiB = this.#services.pageCacheKiB;
-      if (cacheKiB !== undefined) this.#reader.pragma(`cache_size = ${-cacheKiB}`);
-    }
-    return this.#reader;
-  }
-
-  /** A forwarded read on the leader: in a statement process when the node has them. */
-  async #serveRead(leader: SqliteLeader, request: ForwardRequest): Promise<BatchResult> {
-    const runner = this.#services.runner;
-    if (!runner) return readOnLeader(leader, this.#localConnection(), request);
-    const read = await this.#isolatedRead(runner, request.statements, request.bigints);
-    if (!read || this.#leader !== leader) throw new NotLeaderError(`${this.name}: not the leader`);
-    return {
-      results: read.results.map((rows) => ({ changes: 0, lastInsertRowid: 0, rows })),
-      token: read.position,
-    };
-  }
-
-  /**
-   * The statements read in one of the node's statement processes, off the event loop. Transitions
-   * and applies (which change the file under a reader) wait for it, and it waits for them. Null
-   * when there is no local copy to read.
-   */
-  async #isolatedRead(
-    runner: StatementRunner,
-    statements: Statement[],
-    bigints: boolean,
-  ): Promise<{ results: Row[][]; position: WriteToken } | null> {
-    while (this.#serialPending > 0) await this.#chain;
-    if (!this.#leader) {
-      const unusable = this.#failed?.error ?? this.#stuck?.error;
-      if (unusable) throw unusable;
-      if (!this.#follower) return null;
-    }
-    this.#touch();
-    // The leader's writer opens first: it switches the file to WAL and keeps the WAL open.
-    if (this.#leader) void this.#leader.database;
-    const position = this.position;
-    this.#isolatedReads += 1;
-    try {
-      const results = await runner.read({
-        path: this.path,
-        statements,
-        bigints,
-        pageCacheKiB: this.#services.pageCacheKiB,
-      });
-      return { results, position };
-    } finally {
-      this.#isolatedDone();
-    }
-  }
-
-  /** Resolves once no read runs in a statement process (new ones wait while serial work is queued). */
-  /** One read, write or BEGIN in a statement process is over: transitions may go once none is left. */
-  #isolatedDone(): void {
-    this.#isolatedReads -= 1;
-    if (this.#isolatedReads === 0) for (const wake of [...this.#isolatedReadsDone]) wake();
-  }
-
-  async #isolatedReadsEnded(): Promise<void> {
-    while (this.#isolatedReads > 0) {
-      await new Promise<void>((resolve) => {
-        const done = () => {
-          this.#isolatedReadsDone.delete(done);
-          resolve();
-        };
-        this.#isolatedReadsDone.add(done);
-      });
-    }
+    return this.#copy.connection();
   }
 
   /** Statement processes close their connections on this file (it changes mode or is replaced). */
-  async #forgetIsolated(): Promise<void> {
-    await this.#services.runner?.forget(this.path);
-  }
-
-  /** Waits until this copy holds `seq`, pulling from storage; false if it did not in time. */
-  async #reached(seq: number, timeoutMs: number): Promise<boolean> {
-    const clock = this.#services.clock;
-    const deadline = clock.now() + timeoutMs;
-    while (this.position.seq < seq) {
-      if (this.#writableLeader()) return true;
-      if (clock.now() >= deadline) return false;
-      await this.#pull().catch(() => {});
-      if (this.position.seq >= seq) break;
-      await sleep(clock, Math.min(10, Math.max(0, deadline - clock.now())));
-    }
-    return true;
+  #forgetIsolated(): Promise<void> {
+    return this.#reads.forgetIsolated();
   }
 
   // ---- role transitions -------------------------------------------------------------------------
 
-  async #bootstrap(): Promise<void> {
-    await this.#dropLocalHandles();
-    fs.mkdirSync(this.#services.dataDir, { recursive: true });
-    const leaderStateExisted = fs.existsSync(leaderSideFiles(this.path)[0] as string);
-    if (leaderStateExisted) {
-      // An earlier leadership on this file ended without a clean hand-back (a crash): what it
-      // committed but never shipped is set aside, and the copy is rebuilt from storage.
-      const tail = await salvageLeaderTail({
-        path: this.path,
-        db: this.name,
-        storage: this.#services.storage,
-        prefix: this.#services.prefix,
-        parkDir: this.#services.parkDir,
-      });
-      if (tail) this.#reportParked(tail);
-      this.#removeLocalCopy();
-    }
-    // Storage being down is not a reason to crash: keep trying until it answers. Nor is a copy
-    // that cannot catch up: that is reported, and the pulls that follow retry it.
-    let retries = 0;
-    for (;;) {
-      try {
-        const follower = await this.#catchingUp(async () => {
-          const opened = await this.#ensureFollower();
-          await opened.pull();
-          return opened;
-        });
-        this.#noteSeq(follower.position.seq);
-        return;
-      } catch (error) {
-        if (error instanceof CatchUpFailedError && !this.#closed) return;
-        if (this.#closed || !isTransient(error)) throw error;
-        this.#problem(error);
-        await sleep(this.#services.clock, doublingDelay(++retries, 100, 5000));
-      }
-    }
+  #bootstrap(): Promise<void> {
+    return this.#copy.bootstrap();
   }
 
-  async #ensureFollower(): Promise<SqliteFollower> {
-    this.#follower ??= await this.#openFollower();
-    return this.#follower;
+  #ensureFollower(): Promise<SqliteFollower> {
+    return this.#copy.ensureFollower();
   }
 
-  /**
-   * `claim`: a takeover waits on it, so its requests are urgent (see `urgently`). A copy the
-   * leader's node tail says is at its newest position claims without asking storage: the
-   * epoch-start record is written only after a pull anyway (and only into a free slot), so what
-   * the tail did not tell is caught up with there. Fencing does not depend on this pull.
-   */
-  async #catchUp(claim: boolean): Promise<CatchUpOutput> {
-    // A copy stuck behind storage fails here, so the role machine never claims with it.
-    return this.#catchingUp(async () => {
-      const follower = await this.#ensureFollower();
-      // Not for a stuck copy: only a pull tells whether it got past what it could not apply.
-      if (claim && this.#stuck === null && this.#knownAtTip(follower) && this.#services.shipLog) {
-        return { epochFloor: follower.position.epoch };
-      }
-      await follower.pull({ urgent: claim });
-      this.#noteSeq(follower.position.seq);
-      return { epochFloor: follower.position.epoch };
-    });
+  #catchUp(claim: boolean): Promise<CatchUpOutput> {
+    return this.#copy.catchUp(claim);
   }
 
-  /**
-   * Runs a step that brings the copy up to storage. One that fails for good (not storage or a
-   * lease store being unreachable) leaves the copy stuck: reported once, refused until its retry
-   * is due (with backoff), cleared by the first step that succeeds.
-   */
-  async #catchingUp<T>(work: () => Promise<T>): Promise<T> {
-    const stuck = this.#stuck;
-    if (stuck && this.#services.clock.now() < stuck.retryAt) throw stuck.error;
-    let result: T;
-    try {
-      result = await work();
-    } catch (error) {
-      if (
-        this.#closed ||
-        isTransient(error) ||
-        error instanceof ClosedError ||
-        error instanceof FencedError
-      )
-        throw error;
-      throw this.#stuckOn(error);
-    }
-    if (this.#stuck) this.#unstuck();
-    return result;
+  /** See {@link StuckCopy.catchingUp}. */
+  #catchingUp<T>(work: () => Promise<T>): Promise<T> {
+    return this.#stuckCopy.catchingUp(work);
   }
 
-  /**
-   * A stuck copy's catch-up waits here for its retry (the role shows catching-up) rather than fail
-   * at once and come back with every lease poll, flapping between roles until storage is repaired.
-   */
-  async #stuckRetryDue(signal: AbortSignal): Promise<void> {
-    const clock = this.#services.clock;
-    const waitMs = (this.#stuck?.retryAt ?? 0) - clock.now();
-    if (waitMs > 0) {
-      await sleepUnlessAborted(clock, waitMs, signal, this.#closing.signal);
-    }
-    signal.throwIfAborted();
-    if (this.#closed) throw new ClosedError(`database ${this.name}`);
-  }
-
-  #stuckOn(cause: unknown): CatchUpFailedError {
-    const { clock, timing } = this.#services;
-    const now = clock.now();
-    const seq = this.position.seq + 1;
-    const reason = codeOf(cause);
-    const previous = this.#stuck;
-    const error = new CatchUpFailedError(this.name, seq, reason, { cause });
-    if (previous && previous.error.seq === seq && previous.error.reason === reason) {
-      const delayMs = Math.min(previous.delayMs * 2, STUCK_RETRY_MAX_MS);
-      this.#stuck = { error, since: previous.since, retryAt: now + delayMs, delayMs };
-      this.#scheduleStuckRetry(delayMs);
-      this.#logger.debug({ seq, code: reason, retryInMs: delayMs }, 'still cannot catch up');
-      return error;
-    }
-    const delayMs = timing.pollIntervalMs;
-    this.#stuck = { error, since: Date.now(), retryAt: now + delayMs, delayMs };
-    this.#scheduleStuckRetry(delayMs);
-    this.#logger.warn(
-      { seq, code: reason, position: this.position.seq, err: cause },
-      `cannot catch up with storage: changeset ${seq} cannot be applied (${reason}); this copy is not served and is retried with backoff until storage is repaired`,
-    );
-    this.#healthChanged();
-    return error;
-  }
-
-  /**
-   * Pulls once the retry is due: a leader's tail tells of new changesets only (node-level leases
-   * poll storage only for copies without a leader), so nothing else would retry a quiet database.
-   */
-  #scheduleStuckRetry(delayMs: number): void {
-    const clock = this.#services.clock;
-    if (this.#stuckTimer !== undefined) clock.clearTimeout(this.#stuckTimer);
-    this.#stuckTimer = clock.setTimeout(() => {
-      this.#stuckTimer = undefined;
-      if (!this.#stuck || this.#closed) return;
-      void this.pullFromStorage().then(() => {
-        // Not tried (not following just then): come back later.
-        const stuck = this.#stuck;
-        if (stuck && !this.#closed && this.#stuckTimer === undefined) {
-          this.#scheduleStuckRetry(stuck.delayMs);
-        }
-      });
-    }, delayMs);
-  }
-
-  #unstuck(): void {
-    const stuck = this.#stuck;
-    if (!stuck) return;
-    this.#stuck = null;
-    if (this.#stuckTimer !== undefined) this.#services.clock.clearTimeout(this.#stuckTimer);
-    this.#stuckTimer = undefined;
-    this.#logger.warn(
-      { seq: this.position.seq, code: stuck.error.reason, stuckSince: stuck.since },
-      `caught up again past changeset ${stuck.error.seq}`,
-    );
-    this.#healthChanged();
+  /** See {@link StuckCopy.retryDue}. */
+  #stuckRetryDue(signal: AbortSignal): Promise<void> {
+    return this.#stuckCopy.retryDue(signal);
   }
 
   #healthChanged(): void {
     const problem = this.problem;
     if (this.listenerCount('health') > 0) this.emit('health', problem);
     if (problem && this.listenerCount('problem') > 0) {
-      this.emit('problem', this.#failed?.error ?? this.#stuck?.error ?? this.#leaseRecord.error);
+      this.emit(
+        'problem',
+        this.#failed?.error ?? this.#stuckCopy.state?.error ?? this.#leaseRecord.error,
+      );
     }
   }
 
@@ -1804,99 +1133,41 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
 
   /** A copy stuck behind storage is reported once and retried with backoff, not raised here. */
   #pull(): Promise<void> {
-    return this.#serial(async () => {
-      if (this.#leader || this.role === 'bootstrapping' || this.#closed) return;
-      let follower: SqliteFollower;
-      try {
-        follower = await this.#catchingUp(async () => {
-          const opened = await this.#ensureFollower();
-          await opened.pull();
-          return opened;
-        });
-      } catch (error) {
-        // Stuck: reported by #catchingUp. Closing: nobody waits for this copy any more.
-        if (error instanceof CatchUpFailedError || this.#closed) return;
-        throw error;
-      }
-      this.#noteSeq(follower.position.seq);
-      // A newer epoch in storage than the owner we know of: ownership moved (node-level leases).
-      const known = this.#snapshot?.context.observed?.record?.epoch ?? 0;
-      if (this.#services.nodeLeases && follower.position.epoch > known) this.leaseChanged();
+    return this.#copy.pull();
+  }
+
+  /** The follower side of the live tail (one loop per database without node-level leases). */
+  #tailLoop(): Promise<void> {
+    const services = this.#services;
+    return followLiveTail({
+      name: this.name,
+      clock: services.clock,
+      client: services.client,
+      pollIntervalMs: services.timing.pollIntervalMs,
+      address: services.address,
+      signal: this.#closing.signal,
+      closed: () => this.#closed,
+      role: () => this.role,
+      leaderAddress: () => this.#leaderAddress(),
+      hasCopy: () => this.#follower !== null,
+      seq: () => this.position.seq,
+      stuck: () => this.#stuckCopy.state !== null,
+      noteSeq: (seq) => this.#noteSeq(seq),
+      pull: () => this.#pull(),
+      leaseChanged: () => this.leaseChanged(),
+      roleChange: (timeoutMs) => this.#roleChange(timeoutMs),
+      problem: (error) => this.#problem(error),
+      logger: () => this.#logger,
     });
   }
 
-  /**
-   * Learns of each new durable sequence from the leader at once (a long poll on its listener) and
-   * falls back to polling storage when no leader answers. Only storage is ever applied.
-   */
-  async #tailLoop(): Promise<void> {
-    const { clock, client, timing } = this.#services;
-    const signal = this.#closing.signal;
-    while (!this.#closed) {
-      const address =
-        this.role === 'follower' || this.role === 'catching-up' ? this.#leaderAddress() : null;
-      if (address && this.#follower) {
-        try {
-          const after = this.position.seq;
-          const { status, body } = await client.request(
-            'GET',
-            // `from` tells the leader where this follower is, for its cluster view.
-            `${address}${TAIL_PATH}?${encodeTailQuery({ db: this.name, after, from: this.#services.address ?? null })}`,
-            null,
-            TAIL_WAIT_MS + 5000,
-            signal,
-          );
-          if (status === 200) {
-            const tail = decodeTailResponse(body);
-            this.#noteSeq(tail.seq);
-            if (tail.seq > this.position.seq) await this.#pull();
-            if (!tail.leading) {
-              this.leaseChanged();
-              await sleep(clock, 20);
-            } else if (this.#stuck) {
-              // Behind storage: the leader would answer at once again; wait as a poll would.
-              await Promise.race([
-                sleep(clock, timing.pollIntervalMs),
-                this.#roleChange(timing.pollIntervalMs),
-              ]);
-            }
-            continue;
-          }
-        } catch (error) {
-          if (this.#closed) return;
-          this.#logger.debug({ err: error }, 'live tail unavailable; polling storage');
-        }
-      }
-      if (this.role !== 'leader')
-        await this.#pull().catch((error: unknown) => this.#problem(error));
-      await Promise.race([
-        sleep(clock, timing.pollIntervalMs),
-        this.#roleChange(timing.pollIntervalMs),
-      ]);
-    }
-  }
-
   /** The leader side of the live tail: answers once a sequence above `after` is durable. */
-  async waitForShipped(after: number): Promise<TailResponse> {
-    const clock = this.#services.clock;
-    const deadline = clock.now() + TAIL_WAIT_MS;
-    for (;;) {
-      const leader = this.#writerEpoch !== null ? this.#leader : null;
-      if (!leader) {
-        return { ...this.position, leading: false };
-      }
-      const position = leader.position;
-      const left = deadline - clock.now();
-      if (position.seq > after || left <= 0) {
-        return { epoch: position.epoch, seq: position.seq, leading: true };
-      }
-      await this.#shippedWaiters.wait(clock, left, this.#closing.signal);
-      if (this.#closed) return { ...this.position, leading: false };
-    }
+  waitForShipped(after: number): Promise<TailResponse> {
+    return this.#shipped.waitForShipped(after);
   }
 
   #wakeShippedWaiters(): void {
-    this.#shippedWaiters.wake();
+    this.#shipped.wake();
   }
 
   /**
@@ -1919,49 +1190,25 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
 
   // ---- files ------------------------------------------------------------------------------------
 
-  #followerOptions() {
-    return {
-      path: this.path,
-      db: this.name,
-      storage: this.#services.storage,
-      prefix: this.#services.prefix,
-      onEvent: (event: { type: string }) => {
-        // A rebuilt copy is a new file: readers must reopen it.
-        if (event.type === 'bootstrapped') {
-          this.#closeReader();
-          void this.#forgetIsolated();
-        } else if (event.type === 'applied') this.#touch();
-      },
-      onOpen: () => this.#touch(),
-    };
+  /** The follower of the local copy (a leader's step-down hands its file over to a new one). */
+  get #follower(): SqliteFollower | null {
+    return this.#copy.follower;
   }
 
-  #openFollower(): Promise<SqliteFollower> {
-    return SqliteFollower.open(this.#followerOptions());
+  set #follower(follower: SqliteFollower | null) {
+    this.#copy.follower = follower;
+  }
+
+  #followerOptions() {
+    return this.#copy.followerOptions();
   }
 
   #removeLocalCopy(): void {
-    this.#closeReader();
-    for (const file of [this.path, ...sideFiles(this.path)]) removeFileSync(file);
-    for (const file of leaderSideFiles(this.path)) removeFileSync(file);
+    this.#copy.remove();
   }
 
   #closeReader(): void {
-    this.#reader?.close();
-    this.#reader = null;
-  }
-
-  async #dropLocalHandles(): Promise<void> {
-    const aborting = this.#abortInteractive('the local copy was closed');
-    if (aborting !== null) await aborting;
-    this.#closeReader();
-    await this.#forgetIsolated();
-    this.#follower?.close();
-    this.#follower = null;
-    const leader = this.#leader;
-    this.#leader = null;
-    this.#writerEpoch = null;
-    if (leader && (await leader.abandon(this.#services.parkDir))) this.#removeLocalCopy();
+    this.#copy.closeReader();
   }
 
   #reportParked(tail: ParkedTail): void {
@@ -1973,7 +1220,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
   }
 
   #problem(error: unknown): void {
-    // Reported once when it began (see #stuckOn), not at every retry.
+    // Reported once when it began (see StuckCopy), not at every retry.
     if (error instanceof CatchUpFailedError) return;
     const problem = error instanceof Error ? error : new InternalError(String(error));
     this.#logger.warn({ err: problem }, 'background step failed');
@@ -1992,7 +1239,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
     this.#serialPending += 1;
     // Reads running in statement processes end first: an apply or a transition changes the file.
     const run = this.#chain
-      .then(() => this.#isolatedReadsEnded())
+      .then(() => this.#reads.isolatedReadsEnded())
       .then(work)
       .finally(() => {
         this.#serialPending -= 1;
@@ -2005,15 +1252,15 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
   async closeFiles(): Promise<void> {
     if (this.#writerEpoch !== null) this.#noteShipLog(false);
     this.#closed = true;
-    if (this.#stuckTimer !== undefined) this.#services.clock.clearTimeout(this.#stuckTimer);
+    this.#stuckCopy.close();
     this.#closing.abort();
     this.#wakeShippedWaiters();
     this.#roleWaiters.wake();
     await this.#chain;
     // A write in a statement process (rolled back now) closes its read-write connection before
     // the leader's: the last connection to close a WAL file checkpoints it and drops the WAL.
-    await this.#isolatedReadsEnded();
-    await this.#dropLocalHandles();
+    await this.#reads.isolatedReadsEnded();
+    await this.#copy.dropLocalHandles();
     this.#services.handles?.forget(this);
   }
 
@@ -2023,124 +1270,8 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
   }
 }
 
-/** Failures that go away by themselves: the store or a peer was unreachable for a while. */
-function isTransient(error: unknown): boolean {
-  return (
-    error instanceof HadbError &&
-    (error.code === 'STORAGE_UNAVAILABLE' ||
-      error.code === 'TIMEOUT' ||
-      error.code === 'LEASE_STORE_UNAVAILABLE')
-  );
-}
-
-/** An error's code (hadb's, or Node's such as `EIO`), for status and metrics. */
-function codeOf(error: unknown): string {
-  if (error instanceof HadbError) return error.code;
-  const code = (error as { code?: unknown } | null)?.code;
-  return typeof code === 'string' ? code : 'ERROR';
-}
-
 /** Who the last lease read named as leader, and in which epoch. */
 function leaderOf(snapshot: RoleSnapshot | undefined): string {
   const record = snapshot?.context.observed?.record;
   return record && !record.released ? `${record.holder}@${record.epoch}` : '';
 }
-
-/** A forwarded read, answered from the leader's copy (its read-only connection) at its current position. */
-function readOnLeader(
-  leader: SqliteLeader,
-  connection: Database.Database | null,
-  request: ForwardRequest,
-): BatchResult {
-  if (!connection) throw new NotLeaderError(`${request.db}: no local copy to read`);
-  const results = request.statements.map((statement) => ({
-    changes: 0,
-    lastInsertRowid: 0,
-    rows: readRows(connection, statement, request.bigints),
-  }));
-  const { epoch, seq } = leader.position;
-  return { results, token: { epoch, seq } };
-}
-
-/** hadb's writer, taken by a client write running in a statement process (by its request id). */
-interface IsolatedWriteHold {
-  isolatedWrite: string;
-}
-
-/** What a write-like request does inside the leader's transaction. */
-function applyWrite(connection: Database.Database, request: ForwardRequest): StatementResult[] {
-  const scripts = request.statements.map((statement) => statement.sql);
-  if (request.op === 'schema') {
-    for (const script of scripts) execScript(connection, script);
-    return [];
-  }
-  if (request.op === 'migrate') return [migrate(connection, request.db, scripts)];
-  return request.statements.map((statement) =>
-    runStatement(connection, statement, request.bigints),
-  );
-}
-
-/**
- * The migrations past this database's `user_version`, then the new version, in the caller's
- * transaction. `changes` is how many were applied.
- */
-function migrate(
-  connection: Database.Database,
-  db: string,
-  migrations: readonly string[],
-): StatementResult {
-  const version = Number(connection.pragma('user_version', { simple: true }));
-  if (version > migrations.length) {
-    throw new InvalidArgumentError(
-      `${db} is at schema version ${version}, newer than the ${migrations.length} migrations given`,
-    );
-  }
-  for (const script of migrations.slice(version)) execScript(connection, script);
-  if (version < migrations.length) connection.pragma(`user_version = ${migrations.length}`);
-  return { changes: migrations.length - version, lastInsertRowid: 0 };
-}
-
-/** One script in the caller's transaction, which it must not end (its commit would skip the lease check). */
-function execScript(connection: Database.Database, script: string): void {
-  asSqlError(() => connection.exec(script));
-  if (!connection.inTransaction) {
-    throw new SqlError(
-      'SQLITE_MISUSE',
-      'a schema or migration script ended the transaction hadb runs it in: leave out BEGIN, COMMIT and ROLLBACK',
-    );
-  }
-}
-
-function statementOf(sql: string, params: SqlParams | undefined): Statement {
-  return params === undefined ? { sql } : { sql, params };
-}
-
-/** A client statement that passed the statement gate. */
-function gated(sql: string, params: SqlParams | undefined): Statement {
-  checkClientSql(sql, 'statement');
-  return statementOf(sql, params);
-}
-
-function gateContextOf(request: ForwardRequest): SqlContext {
-  if (request.op === 'schema') return 'script';
-  if (request.op === 'migrate') return 'migration';
-  return 'statement';
-}
-
-function notLeader(db: string, role: Role): ForwardResponse {
-  return {
-    ok: false,
-    code: 'NOT_LEADER',
-    message: `this node does not lead ${db} (it is ${role})`,
-  };
-}
-
-/** Forwarded error codes that are the caller's to handle, not a reason to retry elsewhere. */
-const CALLER_ERRORS: ReadonlySet<HadbErrorCode> = new Set([
-  'SQL_ERROR',
-  'STATEMENT_REFUSED',
-  'BAD_REQUEST',
-  'INVALID_ARGUMENT',
-  'STATEMENT_TIMEOUT',
-  'RESULT_TOO_LARGE',
-]);
