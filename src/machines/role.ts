@@ -112,7 +112,7 @@ export interface RoleInput {
   address?: string;
 }
 
-interface Observation {
+export interface Observation {
   /** `null` when the key was absent. */
   revision: string | null;
   record: LeaseRecord | null;

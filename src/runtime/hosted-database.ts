@@ -69,6 +69,15 @@ import {
   type RoleSnapshot,
   roleOf,
 } from '../machines/role.ts';
+import {
+  leadsEpoch,
+  leaseEpochOf,
+  leaseProblemOf,
+  leaseRecordProblemOf,
+  mayShip,
+  observedHolderOf,
+  observedRecordOf,
+} from '../machines/selectors.ts';
 import { listSnapshots } from '../replication/snapshot.ts';
 import { SqliteFollower } from '../replication/sqlite/follower.ts';
 import { leaderSideFiles, SqliteLeader, salvageLeaderTail } from '../replication/sqlite/leader.ts';
@@ -272,7 +281,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
     const previous = this.#snapshot;
     const followedBefore = this.followedAddress;
     this.#snapshot = snapshot;
-    if (this.#leaseRecord.update(snapshot.context.leaseRecordProblem, this.#logger)) {
+    if (this.#leaseRecord.update(leaseRecordProblemOf(snapshot), this.#logger)) {
       this.#healthChanged();
     }
     // The leader's address comes with a lease read after the role changed, not with the role.
@@ -289,10 +298,10 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
         Date.now(),
       );
       if (transition) this.emit('transition', transition);
-      if (this.#infoEnabled())
-        this.#logger.info({ role, epoch: snapshot.context.lease?.epoch ?? null }, 'role changed');
-      this.emit('role', { role, epoch: snapshot.context.lease?.epoch ?? null });
-      if (role === 'leader' && snapshot.context.lease) this.#promote(snapshot.context.lease.epoch);
+      const epoch = leaseEpochOf(snapshot);
+      if (this.#infoEnabled()) this.#logger.info({ role, epoch }, 'role changed');
+      this.emit('role', { role, epoch });
+      if (role === 'leader' && epoch !== null) this.#promote(epoch);
       if (before === 'demoting' || before === 'leader') this.#wakeShippedWaiters();
       if (before === 'leader' && role !== 'leader') this.#noteShipLog(false);
       this.#roleWaiters.wake();
@@ -380,7 +389,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
 
   /** What `/status` shows of this database on this node. */
   status(): DatabaseStatus {
-    const record = this.#snapshot?.context.observed?.record;
+    const record = observedRecordOf(this.#snapshot);
     const leader =
       this.#writerEpoch !== null
         ? this.#services.nodeId
@@ -394,7 +403,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
       seq: this.position.seq,
       caughtUp: this.isCaughtUp,
       leader,
-      leaseProblem: this.#snapshot?.context.leaseProblem ?? null,
+      leaseProblem: leaseProblemOf(this.#snapshot),
       leaderAddress:
         this.#writerEpoch !== null
           ? (this.#services.address ?? null)
@@ -585,7 +594,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
 
   /** The node this database's ownership record names, as last read. */
   get observedHolder(): string | null {
-    return this.#snapshot?.context.observed?.record?.holder ?? null;
+    return observedHolderOf(this.#snapshot);
   }
 
   /** Node-level leases: what was last heard of the holder changed; judge it again (from cache). */
@@ -1757,15 +1766,8 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
   }
 
   #canShip(epoch: number): boolean {
-    const snapshot = this.#snapshot;
-    const lease = snapshot?.context.lease;
-    if (!snapshot || !lease || lease.epoch !== epoch) return false;
     const now = this.#services.clock.now();
-    if (now >= lease.validUntil || !this.#nodeLeaseValid(now)) return false;
-    return (
-      snapshot.matches('leader') ||
-      (snapshot.matches('demoting') && snapshot.context.demoteReason !== 'lost')
-    );
+    return mayShip(this.#snapshot, epoch, now) && this.#nodeLeaseValid(now);
   }
 
   #canCommitNow(): boolean {
@@ -1773,7 +1775,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
     return (
       snapshot !== undefined &&
       this.#writerEpoch !== null &&
-      snapshot.context.lease?.epoch === this.#writerEpoch &&
+      leaseEpochOf(snapshot) === this.#writerEpoch &&
       canCommit(snapshot, this.#services.clock.now()) &&
       this.#nodeLeaseValid(this.#services.clock.now())
     );
@@ -1789,18 +1791,12 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
   }
 
   #leads(epoch: number): boolean {
-    const snapshot = this.#snapshot;
-    return (
-      !this.#closed &&
-      snapshot !== undefined &&
-      snapshot.matches('leader') &&
-      snapshot.context.lease?.epoch === epoch
-    );
+    return !this.#closed && leadsEpoch(this.#snapshot, epoch);
   }
 
   /** Where the current leader takes forwarded requests, from the last lease record read. */
   #leaderAddress(): string | null {
-    const record = this.#snapshot?.context.observed?.record;
+    const record = observedRecordOf(this.#snapshot);
     if (!record || record.released || record.holder === this.#services.nodeId) return null;
     return record.address ?? null;
   }
@@ -1825,7 +1821,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
       }
       this.#noteSeq(follower.position.seq);
       // A newer epoch in storage than the owner we know of: ownership moved (node-level leases).
-      const known = this.#snapshot?.context.observed?.record?.epoch ?? 0;
+      const known = observedRecordOf(this.#snapshot)?.epoch ?? 0;
       if (this.#services.nodeLeases && follower.position.epoch > known) this.leaseChanged();
     });
   }
@@ -2049,7 +2045,7 @@ function codeOf(error: unknown): string {
 
 /** Who the last lease read named as leader, and in which epoch. */
 function leaderOf(snapshot: RoleSnapshot | undefined): string {
-  const record = snapshot?.context.observed?.record;
+  const record = observedRecordOf(snapshot);
   return record && !record.released ? `${record.holder}@${record.epoch}` : '';
 }
 
