@@ -62,7 +62,6 @@ import {
 import type { NodeClient } from '../http/node-client.ts';
 import {
   type CatchUpOutput,
-  canCommit,
   type DemoteReason,
   type LeaseTiming,
   type RoleEvent,
@@ -70,11 +69,9 @@ import {
   roleOf,
 } from '../machines/role.ts';
 import {
-  leadsEpoch,
   leaseEpochOf,
   leaseProblemOf,
   leaseRecordProblemOf,
-  mayShip,
   observedHolderOf,
   observedRecordOf,
 } from '../machines/selectors.ts';
@@ -110,6 +107,7 @@ import {
   TAIL_PATH,
   type TailResponse,
 } from '../wire/forward.ts';
+import { DurabilityGate } from './durability-gate.ts';
 import type { HandleCache } from './handle-cache.ts';
 import { LeaseRecordProblem } from './lease-record-problem.ts';
 import type { NodeTailFollower, ShipLog, TailedDatabase } from './node-tail.ts';
@@ -224,6 +222,14 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
   /** The node gave up restarting the role actor. */
   #failed: { error: DatabaseFailedError; since: number; seq: number } | null = null;
   readonly #leaseRecord = new LeaseRecordProblem();
+  /** "May this write become durable": asked by the commit path and by the shipper. */
+  readonly #gate = new DurabilityGate({
+    snapshot: () => this.#snapshot,
+    clock: { now: () => this.#services.clock.now() },
+    liveness: () => this.#services.nodeLeases?.liveness,
+    writerEpoch: () => this.#writerEpoch,
+    closed: () => this.#closed,
+  });
 
   constructor(
     name: string,
@@ -1766,24 +1772,11 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
   }
 
   #canShip(epoch: number): boolean {
-    const now = this.#services.clock.now();
-    return mayShip(this.#snapshot, epoch, now) && this.#nodeLeaseValid(now);
+    return this.#gate.mayShip(epoch);
   }
 
   #canCommitNow(): boolean {
-    const snapshot = this.#snapshot;
-    return (
-      snapshot !== undefined &&
-      this.#writerEpoch !== null &&
-      leaseEpochOf(snapshot) === this.#writerEpoch &&
-      canCommit(snapshot, this.#services.clock.now()) &&
-      this.#nodeLeaseValid(this.#services.clock.now())
-    );
-  }
-
-  /** Under node-level leases, a database lease is worth what the node's own lease is. */
-  #nodeLeaseValid(now: number): boolean {
-    return this.#services.nodeLeases?.liveness.validAt(now) ?? true;
+    return this.#gate.mayCommit();
   }
 
   #writableLeader(): SqliteLeader | null {
@@ -1791,7 +1784,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
   }
 
   #leads(epoch: number): boolean {
-    return !this.#closed && leadsEpoch(this.#snapshot, epoch);
+    return this.#gate.leads(epoch);
   }
 
   /** Where the current leader takes forwarded requests, from the last lease record read. */
