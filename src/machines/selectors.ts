@@ -51,6 +51,11 @@ export function catchUpIntentOf(snapshot: RoleSnapshot): CatchUpIntent {
   return snapshot.context.intent;
 }
 
+/** True while this node leads but its files are still being opened: no commit yet. */
+export function startsLeading(snapshot: RoleSnapshot | undefined): boolean {
+  return snapshot?.matches({ leader: { writes: 'starting' } }) === true;
+}
+
 /** True while this node leads under the lease of `epoch` (whether or not it is writable yet). */
 export function leadsEpoch(snapshot: RoleSnapshot | undefined, epoch: number): boolean {
   return snapshot?.matches('leader') === true && snapshot.context.lease?.epoch === epoch;

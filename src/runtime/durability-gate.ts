@@ -19,7 +19,8 @@ export interface DurabilitySources {
  * The one rule for "may this write become durable", asked by the commit path (before a commit,
  * and again before it is acknowledged) and by the shipper (before each upload).
  *
- * - `mayCommit()`: true only while this node leads, its own lease of the writer's epoch is valid
+ * - `mayCommit()`: true only while this node leads with its leader file open (the role machine's
+ *   `leader.writes.serving`, the writer epoch set), its own lease of that epoch is valid
  *   on its own monotonic clock (I5: it stops `margin` before anyone may claim), and, under
  *   node-level leases, the node's liveness record is valid too. With fencing in storage (a
  *   changeset of an older epoch is refused once a newer epoch started) this gives I1: at most one

@@ -74,6 +74,7 @@ import {
   leaseRecordProblemOf,
   observedHolderOf,
   observedRecordOf,
+  startsLeading,
 } from '../machines/selectors.ts';
 import { listSnapshots } from '../replication/snapshot.ts';
 import { SqliteFollower } from '../replication/sqlite/follower.ts';
@@ -276,6 +277,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
           return this.#serial(() => this.#catchUp(intent === 'claim'));
         },
         demote: (_db, reason) => this.#serial(() => this.#demote(reason)),
+        startLeading: (_db, epoch) => this.#promote(epoch),
       },
     });
     this.#actor = actor;
@@ -307,12 +309,14 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
       const epoch = leaseEpochOf(snapshot);
       if (this.#infoEnabled()) this.#logger.info({ role, epoch }, 'role changed');
       this.emit('role', { role, epoch });
-      if (role === 'leader' && epoch !== null) this.#promote(epoch);
       if (before === 'demoting' || before === 'leader') this.#wakeShippedWaiters();
       if (before === 'leader' && role !== 'leader') this.#noteShipLog(false);
       this.#roleWaiters.wake();
-    } else if (leaderOf(previous) !== leaderOf(snapshot)) {
-      // A new leader became known: writes waiting to retry go to it now.
+    } else if (
+      leaderOf(previous) !== leaderOf(snapshot) ||
+      startsLeading(previous) !== startsLeading(snapshot)
+    ) {
+      // A new leader became known, or this node's leadership became writable: waiting writes go on.
       this.#roleWaiters.wake();
     }
   }
@@ -1582,8 +1586,13 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
     return this.#heardFromTail && follower.position.seq >= this.#knownSeq;
   }
 
-  #promote(epoch: number): void {
-    void this.#serial(async () => {
+  /**
+   * The role machine's `startLeading`: opens the leader's file of `epoch`. A rejection ends the
+   * leadership: fenced (a newer epoch is in storage) or behind storage (reported; the claim is
+   * given back rather than held unwritable). Other failures are retried with backoff.
+   */
+  #promote(epoch: number): Promise<void> {
+    return this.#serial(async () => {
       let retries = 0;
       while (this.#leads(epoch) && this.#writerEpoch !== epoch) {
         try {
@@ -1592,14 +1601,9 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
         } catch (error) {
           if (error instanceof FencedError) {
             this.#logger.warn({ err: error }, 'claim is stale: fenced before taking over');
-            this.#actor?.send({ type: 'fenced' });
-            return;
+            throw error;
           }
-          if (error instanceof CatchUpFailedError) {
-            // Behind storage (reported): give the claim back rather than hold it unwritable.
-            this.#actor?.send({ type: 'handoff' });
-            return;
-          }
+          if (error instanceof CatchUpFailedError) throw error;
           this.#problem(error);
           await sleep(this.#services.clock, doublingDelay(++retries, 50, 1000));
         }
@@ -1903,7 +1907,11 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
   async #promoted(timeoutMs: number): Promise<SqliteLeader | null> {
     const clock = this.#services.clock;
     const deadline = clock.now() + timeoutMs;
-    while (this.role === 'leader' && this.#writerEpoch === null && clock.now() < deadline) {
+    while (
+      this.role === 'leader' &&
+      (this.#writerEpoch === null || startsLeading(this.#snapshot)) &&
+      clock.now() < deadline
+    ) {
       await this.#roleChange(deadline - clock.now());
     }
     return this.#writableLeader();
