@@ -23,6 +23,8 @@ export interface DatabaseHooks {
   bootstrap?(db: string, signal: AbortSignal): Promise<void>;
   /** Bring the local copy up to the latest state in storage (before a claim, or when behind). */
   catchUp?(db: string, intent: CatchUpIntent, signal: AbortSignal): Promise<CatchUpOutput>;
+  /** On becoming leader of `epoch`: open the leader's files; commits wait until this resolves. */
+  startLeading?(db: string, epoch: number, signal: AbortSignal): Promise<void>;
   /** After writes have stopped: ship what is unshipped, or park it. */
   demote?(db: string, reason: DemoteReason, signal: AbortSignal): Promise<void>;
 }
@@ -53,7 +55,8 @@ type ActorName =
   | 'releaseLease'
   | 'bootstrap'
   | 'catchUp'
-  | 'demote';
+  | 'demote'
+  | 'startLeading';
 // biome-ignore lint/suspicious/noExplicitAny: the arguments xstate passes to a promise creator
 type PromiseCreator = (args: any) => Promise<unknown>;
 
@@ -84,6 +87,7 @@ function provideShared() {
       bootstrap: dispatch<void, { db: string }>('bootstrap'),
       catchUp: dispatch<CatchUpOutput, { db: string; intent: CatchUpIntent }>('catchUp'),
       demote: dispatch<void, { db: string; reason: DemoteReason }>('demote'),
+      startLeading: dispatch<void, { db: string; epoch: number }>('startLeading'),
     },
   });
 }
@@ -124,6 +128,9 @@ export function createDatabaseActor(options: DatabaseActorOptions) {
       hooks.catchUp ? hooks.catchUp(input.db, input.intent, signal) : {},
     demote: async ({ input, signal }) => {
       await hooks.demote?.(input.db, input.reason, signal);
+    },
+    startLeading: async ({ input, signal }) => {
+      await hooks.startLeading?.(input.db, input.epoch, signal);
     },
   });
   return actor;

@@ -3,6 +3,12 @@ import fs from 'node:fs';
 import nodePath from 'node:path';
 import type { Role, Transition } from '../api-types.ts';
 import { type RoleSnapshot, roleOf } from '../machines/role.ts';
+import {
+  catchUpIntentOf,
+  demoteReasonOf,
+  leaseEpochOf,
+  observedRecordOf,
+} from '../machines/selectors.ts';
 
 /** How many transitions a node keeps for `/status` (its recent failovers). */
 export const RECENT_TRANSITIONS = 50;
@@ -18,9 +24,8 @@ export function transitionOf(
   const from = previous ? roleOf(previous) : null;
   const to = roleOf(snapshot);
   if (from === to) return null;
-  const { lease, observed } = snapshot.context;
-  const record = observed?.record;
-  const epoch = lease?.epoch ?? record?.epoch ?? previous?.context.lease?.epoch ?? null;
+  const epoch =
+    leaseEpochOf(snapshot) ?? observedRecordOf(snapshot)?.epoch ?? leaseEpochOf(previous);
   const reason = reasonOf(from, to, snapshot, previous);
   return {
     db,
@@ -39,14 +44,14 @@ function reasonOf(
   snapshot: RoleSnapshot,
   previous: RoleSnapshot | undefined,
 ): string | undefined {
-  const { demoteReason, intent, observed } = snapshot.context;
+  const demoteReason = demoteReasonOf(snapshot);
   if (from === null) return 'opened';
   if (to === 'demoting') return demoteReason ?? undefined;
   // The reason is cleared on the way out of demoting.
-  if (from === 'demoting') return previous?.context.demoteReason ?? demoteReason ?? undefined;
+  if (from === 'demoting') return demoteReasonOf(previous) ?? demoteReason ?? undefined;
   if (to === 'catching-up') {
-    if (intent !== 'claim') return 'behind';
-    const record = observed?.record;
+    if (catchUpIntentOf(snapshot) !== 'claim') return 'behind';
+    const record = observedRecordOf(snapshot);
     return !record ? 'no lease' : record.released ? 'lease released' : 'lease expired';
   }
   if (to === 'leader') return 'elected';

@@ -1,6 +1,6 @@
 import { assign, fromPromise, raise, type SnapshotFrom, setup } from 'xstate';
 import type { Role } from '../api-types.ts';
-import { InternalError, InvalidArgumentError } from '../errors.ts';
+import { FencedError, InternalError, InvalidArgumentError } from '../errors.ts';
 import { type LeaseRecord, MAX_TTL_MS } from '../wire/lease-record.ts';
 
 /**
@@ -13,6 +13,9 @@ import { type LeaseRecord, MAX_TTL_MS } from '../wire/lease-record.ts';
  * - a follower claims only after the record's revision stayed unchanged for `ttl + margin` on its
  *   own clock, counted from the moment it first saw that revision, and only by CAS on it.
  * Every new holder writes `epoch + 1` (I2); a release is a CAS write, never a delete.
+ *
+ * A new leader starts in `leader.writes.starting` (its files are being opened) and commits only
+ * in `leader.writes.serving`; both are the public role `leader`.
  */
 
 export interface LeaseTiming {
@@ -112,7 +115,7 @@ export interface RoleInput {
   address?: string;
 }
 
-interface Observation {
+export interface Observation {
   /** `null` when the key was absent. */
   revision: string | null;
   record: LeaseRecord | null;
@@ -257,6 +260,12 @@ export const roleMachine = setup({
     releaseLease: required<WriteLeaseOutput, WriteLeaseInput>('releaseLease'),
     catchUp: required<CatchUpOutput, { db: string; intent: CatchUpIntent }>('catchUp'),
     demote: required<void, { db: string; reason: DemoteReason }>('demote'),
+    /**
+     * Opens the leader's files of `epoch` (its epoch-start record first); retries what passes by
+     * itself. Rejects with `FencedError` when storage holds a newer epoch, with another error when
+     * this node cannot take over (e.g. its copy is behind storage): it gives the claim back.
+     */
+    startLeading: required<void, { db: string; epoch: number }>('startLeading'),
   },
   actions: {
     takeClaimedLease: assign(({ context }, claimed: WriteLeaseOutput) => ({
@@ -275,6 +284,8 @@ export const roleMachine = setup({
     wasWrittenDelegated: (_, write: WriteLeaseOutput) =>
       write.outcome === 'written' && write.delegated === true,
     wasConflict: (_, write: WriteLeaseOutput) => write.outcome === 'conflict',
+    /** On an actor's error event: storage holds a newer epoch. */
+    isFenced: ({ event }) => (event as { error?: unknown }).error instanceof FencedError,
     intentIsClaim: ({ context }) => context.intent === 'claim',
     isStopping: ({ context }) => context.stopping,
     mustRelease: ({ context }) => context.lease !== null && context.demoteReason !== 'lost',
@@ -517,6 +528,32 @@ export const roleMachine = setup({
             delegated: {},
           },
         },
+        writes: {
+          initial: 'starting',
+          states: {
+            starting: {
+              invoke: {
+                id: 'startLeading',
+                src: 'startLeading',
+                input: ({ context }) => ({
+                  db: context.db,
+                  epoch: (context.lease as HeldLease).epoch,
+                }),
+                onDone: { target: 'serving' },
+                onError: [
+                  {
+                    guard: 'isFenced',
+                    target: '#role.demoting',
+                    actions: assign({ demoteReason: 'lost' }),
+                  },
+                  // Not writable here: give the claim back rather than hold it.
+                  { target: '#role.demoting', actions: assign({ demoteReason: 'handoff' }) },
+                ],
+              },
+            },
+            serving: {},
+          },
+        },
       },
     },
 
@@ -590,14 +627,15 @@ export function roleOf(snapshot: RoleSnapshot): Role {
 }
 
 /**
- * The write gate: true only while this node leads and its lease is valid on its own clock.
- * Every commit must pass it at the moment it becomes durable, whatever the timers are doing.
+ * The write gate: true only while this node leads, its files are open (`leader.writes.serving`)
+ * and its lease is valid on its own clock. Every commit must pass it at the moment it becomes
+ * durable, whatever the timers are doing.
  */
 export function canCommit(snapshot: RoleSnapshot, now: number): boolean {
   const lease = snapshot.context.lease;
   return (
     snapshot.status === 'active' &&
-    snapshot.matches('leader') &&
+    snapshot.matches({ leader: { writes: 'serving' } }) &&
     lease !== null &&
     now < lease.validUntil
   );

@@ -48,13 +48,20 @@ import {
 import type { NodeClient } from '../http/node-client.ts';
 import {
   type CatchUpOutput,
-  canCommit,
   type DemoteReason,
   type LeaseTiming,
   type RoleEvent,
   type RoleSnapshot,
   roleOf,
 } from '../machines/role.ts';
+import {
+  leaseEpochOf,
+  leaseProblemOf,
+  leaseRecordProblemOf,
+  observedHolderOf,
+  observedRecordOf,
+  startsLeading,
+} from '../machines/selectors.ts';
 import { listSnapshots } from '../replication/snapshot.ts';
 import { SqliteFollower } from '../replication/sqlite/follower.ts';
 import { leaderSideFiles, SqliteLeader } from '../replication/sqlite/leader.ts';
@@ -75,6 +82,7 @@ import {
   PROTOCOL_VERSION,
   type TailResponse,
 } from '../wire/forward.ts';
+import { DurabilityGate } from './durability-gate.ts';
 import type { HandleCache } from './handle-cache.ts';
 import { LeaderWrites } from './leader-writes.ts';
 import { LeaseRecordProblem } from './lease-record-problem.ts';
@@ -181,6 +189,14 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
   #failed: { error: DatabaseFailedError; since: number; seq: number } | null = null;
   readonly #leaseRecord = new LeaseRecordProblem();
   readonly #requests = new RequestLog();
+  /** "May this write become durable": asked by the commit path and by the shipper. */
+  readonly #gate = new DurabilityGate({
+    snapshot: () => this.#snapshot,
+    clock: { now: () => this.#services.clock.now() },
+    liveness: () => this.#services.nodeLeases?.liveness,
+    writerEpoch: () => this.#writerEpoch,
+    closed: () => this.#closed,
+  });
 
   constructor(
     name: string,
@@ -232,7 +248,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
         this.#writerEpoch = null;
         return leader;
       },
-      observedEpoch: () => this.#snapshot?.context.observed?.record?.epoch ?? 0,
+      observedEpoch: () => observedRecordOf(this.#snapshot)?.epoch ?? 0,
       knownAtTip: (follower) => this.#knownAtTip(follower),
       noteSeq: (seq) => this.#noteSeq(seq),
       serial: (work) => this.#serial(work),
@@ -346,6 +362,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
           return this.#serial(() => this.#catchUp(intent === 'claim'));
         },
         demote: (_db, reason) => this.#serial(() => this.#demote(reason)),
+        startLeading: (_db, epoch) => this.#promote(epoch),
       },
     });
     this.#actor = actor;
@@ -357,7 +374,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
     const previous = this.#snapshot;
     const followedBefore = this.followedAddress;
     this.#snapshot = snapshot;
-    if (this.#leaseRecord.update(snapshot.context.leaseRecordProblem, this.#logger)) {
+    if (this.#leaseRecord.update(leaseRecordProblemOf(snapshot), this.#logger)) {
       this.#healthChanged();
     }
     // The leader's address comes with a lease read after the role changed, not with the role.
@@ -374,15 +391,17 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
         Date.now(),
       );
       if (transition) this.emit('transition', transition);
-      if (this.#infoEnabled())
-        this.#logger.info({ role, epoch: snapshot.context.lease?.epoch ?? null }, 'role changed');
-      this.emit('role', { role, epoch: snapshot.context.lease?.epoch ?? null });
-      if (role === 'leader' && snapshot.context.lease) this.#promote(snapshot.context.lease.epoch);
+      const epoch = leaseEpochOf(snapshot);
+      if (this.#infoEnabled()) this.#logger.info({ role, epoch }, 'role changed');
+      this.emit('role', { role, epoch });
       if (before === 'demoting' || before === 'leader') this.#wakeShippedWaiters();
       if (before === 'leader' && role !== 'leader') this.#noteShipLog(false);
       this.#roleWaiters.wake();
-    } else if (leaderOf(previous) !== leaderOf(snapshot)) {
-      // A new leader became known: writes waiting to retry go to it now.
+    } else if (
+      leaderOf(previous) !== leaderOf(snapshot) ||
+      startsLeading(previous) !== startsLeading(snapshot)
+    ) {
+      // A new leader became known, or this node's leadership became writable: waiting writes go on.
       this.#roleWaiters.wake();
     }
   }
@@ -468,7 +487,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
 
   /** What `/status` shows of this database on this node. */
   status(): DatabaseStatus {
-    const record = this.#snapshot?.context.observed?.record;
+    const record = observedRecordOf(this.#snapshot);
     const leader =
       this.#writerEpoch !== null
         ? this.#services.nodeId
@@ -482,7 +501,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
       seq: this.position.seq,
       caughtUp: this.isCaughtUp,
       leader,
-      leaseProblem: this.#snapshot?.context.leaseProblem ?? null,
+      leaseProblem: leaseProblemOf(this.#snapshot),
       leaderAddress:
         this.#writerEpoch !== null
           ? (this.#services.address ?? null)
@@ -673,7 +692,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
 
   /** The node this database's ownership record names, as last read. */
   get observedHolder(): string | null {
-    return this.#snapshot?.context.observed?.record?.holder ?? null;
+    return observedHolderOf(this.#snapshot);
   }
 
   /** Node-level leases: what was last heard of the holder changed; judge it again (from cache). */
@@ -891,8 +910,13 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
     return this.#heardFromTail && follower.position.seq >= this.#knownSeq;
   }
 
-  #promote(epoch: number): void {
-    void this.#serial(async () => {
+  /**
+   * The role machine's `startLeading`: opens the leader's file of `epoch`. A rejection ends the
+   * leadership: fenced (a newer epoch is in storage) or behind storage (reported; the claim is
+   * given back rather than held unwritable). Other failures are retried with backoff.
+   */
+  #promote(epoch: number): Promise<void> {
+    return this.#serial(async () => {
       let retries = 0;
       while (this.#leads(epoch) && this.#writerEpoch !== epoch) {
         try {
@@ -901,14 +925,9 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
         } catch (error) {
           if (error instanceof FencedError) {
             this.#logger.warn({ err: error }, 'claim is stale: fenced before taking over');
-            this.#actor?.send({ type: 'fenced' });
-            return;
+            throw error;
           }
-          if (error instanceof CatchUpFailedError) {
-            // Behind storage (reported): give the claim back rather than hold it unwritable.
-            this.#actor?.send({ type: 'handoff' });
-            return;
-          }
+          if (error instanceof CatchUpFailedError) throw error;
           this.#problem(error);
           await sleep(this.#services.clock, doublingDelay(++retries, 50, 1000));
         }
@@ -1081,31 +1100,11 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
   }
 
   #canShip(epoch: number): boolean {
-    const snapshot = this.#snapshot;
-    const lease = snapshot?.context.lease;
-    if (!snapshot || !lease || lease.epoch !== epoch) return false;
-    const now = this.#services.clock.now();
-    if (now >= lease.validUntil || !this.#nodeLeaseValid(now)) return false;
-    return (
-      snapshot.matches('leader') ||
-      (snapshot.matches('demoting') && snapshot.context.demoteReason !== 'lost')
-    );
+    return this.#gate.mayShip(epoch);
   }
 
   #canCommitNow(): boolean {
-    const snapshot = this.#snapshot;
-    return (
-      snapshot !== undefined &&
-      this.#writerEpoch !== null &&
-      snapshot.context.lease?.epoch === this.#writerEpoch &&
-      canCommit(snapshot, this.#services.clock.now()) &&
-      this.#nodeLeaseValid(this.#services.clock.now())
-    );
-  }
-
-  /** Under node-level leases, a database lease is worth what the node's own lease is. */
-  #nodeLeaseValid(now: number): boolean {
-    return this.#services.nodeLeases?.liveness.validAt(now) ?? true;
+    return this.#gate.mayCommit();
   }
 
   #writableLeader(): SqliteLeader | null {
@@ -1113,18 +1112,12 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
   }
 
   #leads(epoch: number): boolean {
-    const snapshot = this.#snapshot;
-    return (
-      !this.#closed &&
-      snapshot !== undefined &&
-      snapshot.matches('leader') &&
-      snapshot.context.lease?.epoch === epoch
-    );
+    return this.#gate.leads(epoch);
   }
 
   /** Where the current leader takes forwarded requests, from the last lease record read. */
   #leaderAddress(): string | null {
-    const record = this.#snapshot?.context.observed?.record;
+    const record = observedRecordOf(this.#snapshot);
     if (!record || record.released || record.holder === this.#services.nodeId) return null;
     return record.address ?? null;
   }
@@ -1178,7 +1171,11 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
   async #promoted(timeoutMs: number): Promise<SqliteLeader | null> {
     const clock = this.#services.clock;
     const deadline = clock.now() + timeoutMs;
-    while (this.role === 'leader' && this.#writerEpoch === null && clock.now() < deadline) {
+    while (
+      this.role === 'leader' &&
+      (this.#writerEpoch === null || startsLeading(this.#snapshot)) &&
+      clock.now() < deadline
+    ) {
       await this.#roleChange(deadline - clock.now());
     }
     return this.#writableLeader();
@@ -1272,6 +1269,6 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
 
 /** Who the last lease read named as leader, and in which epoch. */
 function leaderOf(snapshot: RoleSnapshot | undefined): string {
-  const record = snapshot?.context.observed?.record;
+  const record = observedRecordOf(snapshot);
   return record && !record.released ? `${record.holder}@${record.epoch}` : '';
 }

@@ -6,6 +6,7 @@ import type { CutOffMode, Latency } from '../adapters/faults.ts';
 import { type LeaseWrite, MemoryLeaseStore } from '../adapters/lease/memory.ts';
 import { InvalidArgumentError } from '../errors.ts';
 import { canCommit, type LeaseTiming, type RoleSnapshot, roleOf } from '../machines/role.ts';
+import { leaseProblemOf, observationOf } from '../machines/selectors.ts';
 import { decodeLeaseRecord } from '../wire/lease-record.ts';
 import { DriftingClock, SimClock } from './clock.ts';
 
@@ -189,8 +190,8 @@ export class SimCluster {
       .map((node) => {
         const snapshot = this.snapshot(node, db);
         if (!snapshot) return `  ${node.id}: down`;
-        const { observed, leaseProblem } = snapshot.context;
-        return `  ${node.id}: ${JSON.stringify(snapshot.value)} observed=${JSON.stringify(observed)} problem=${leaseProblem}`;
+        const observed = JSON.stringify(observationOf(snapshot));
+        return `  ${node.id}: ${JSON.stringify(snapshot.value)} observed=${observed} problem=${leaseProblemOf(snapshot)}`;
       })
       .join('\n');
   }

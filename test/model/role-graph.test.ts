@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import type { AnyStateNode, EventFromLogic } from 'xstate';
 import { getAdjacencyMap, getShortestPaths } from 'xstate/graph';
+import { FencedError } from '../../src/errors.ts';
 import { type RoleInput, type RoleSnapshot, roleMachine } from '../../src/machines/role.ts';
 import type { LeaseRecord } from '../../src/wire/lease-record.ts';
 
@@ -69,6 +70,12 @@ function allEvents(claimOutcomes: 'all' | 'never-written'): Event[] {
     ...write('renewLease'),
     ...write('releaseLease'),
     done('demote'),
+    done('startLeading'),
+    failed('startLeading'),
+    {
+      type: 'xstate.error.actor.startLeading',
+      error: new FencedError(4, 'a newer epoch is in storage'),
+    } as unknown as Event,
     after('nextLeaseCheck', 'role.follower.waiting'),
     after('renewInterval', 'role.leader.renewal.idle'),
     after('retryInterval', 'role.leader.renewal.backoff'),
