@@ -20,7 +20,13 @@ import {
   InvalidArgumentError,
   NotLeaderError,
 } from '../../errors.ts';
-import { leaderStatePath, outboxBasePath, parkedTailPath, walPath } from '../../side-files.ts';
+import {
+  leaderStatePath,
+  outboxSegmentNumber,
+  outboxSegmentPath,
+  parkedTailPath,
+  walPath,
+} from '../../side-files.ts';
 import { type Changeset, type ChangesetCodec, decodeChangeset } from '../../wire/changeset.ts';
 import { dbChecksumHex, PageHashes } from '../../wire/db-checksum.ts';
 import { logKey, readDatabaseImage, type SnapshotManifest, writeSnapshot } from '../snapshot.ts';
@@ -230,8 +236,6 @@ export class SqliteLeader {
   readonly #clock: Clock;
   readonly #walPath: string;
   readonly #statePath: string;
-  /** Outbox segments are `${base}.1`, `${base}.2`, …: see {@link outboxSegmentsOf}. */
-  readonly #outboxBase: string;
   #position: Position;
   /** How far the WAL is covered by what storage or the outbox holds: where the next capture reads from. */
   #durableCursor: WalCursor | null;
@@ -279,14 +283,13 @@ export class SqliteLeader {
     this.#clock = options.clock ?? systemClock;
     this.#walPath = walPath(options.path);
     this.#statePath = leaderStatePath(options.path);
-    this.#outboxBase = outboxBasePath(options.path);
     this.#db = openNow ? this.#openConnection() : null;
     this.#checkpointer = null;
     this.#position = state
       ? { epoch: options.epoch, seq: state.seq, checksum: Buffer.from(state.checksum, 'hex') }
       : { epoch: options.epoch, ...options.position };
     this.#durableCursor = state?.cursor ?? null;
-    this.#outboxSegments = matchingOutboxSegments(this.#outboxBase, options.db, this.#position);
+    this.#outboxSegments = matchingOutboxSegments(options.path, options.db, this.#position);
     this.#commitTimeMs = state?.commitTimeMs ?? options.position.commitTimeMs ?? 0;
     const sinceSnapshot = options.changesetsSinceSnapshot ?? 0;
     if (typeof sinceSnapshot === 'number') this.#changesetsSinceSnapshot = sinceSnapshot;
@@ -472,7 +475,7 @@ export class SqliteLeader {
       state !== null ||
       options.position.seq === 0 ||
       fs.existsSync(walPath(options.path)) ||
-      outboxSegmentsOf(outboxBasePath(options.path)).length > 0;
+      outboxSegmentsOf(options.path).length > 0;
     const leader = new SqliteLeader(options, state, openNow);
     if (!openNow) return leader;
     try {
@@ -1142,8 +1145,8 @@ export class SqliteLeader {
   /** The next segment's file: one past the newest. */
   #nextOutboxSegment(): string {
     const last = this.#outboxSegments.at(-1);
-    const n = last === undefined ? 1 : Number(last.slice(this.#outboxBase.length + 1)) + 1;
-    return `${this.#outboxBase}.${n}`;
+    const n = last === undefined ? 1 : outboxSegmentNumber(this.#options.path, last) + 1;
+    return outboxSegmentPath(this.#options.path, n);
   }
 
   /** Removes the oldest `count` segments (shipped), newest first: a crash leaves the oldest. */
@@ -1318,12 +1321,13 @@ function segmentPositionOf(db: string, position: Position) {
 }
 
 /**
- * The outbox segments beside `base` (`${base}.1`, `.2`, … with no gap), oldest first. Shipped ones
- * are removed newest first, so a crash part way leaves a run from `.1`.
+ * The outbox segments of `dbPath` (numbered from 1 with no gap), oldest first. Shipped ones are
+ * removed newest first, so a crash part way leaves a run from the first.
  */
-function outboxSegmentsOf(base: string): string[] {
+function outboxSegmentsOf(dbPath: string): string[] {
   const segments: string[] = [];
-  for (let n = 1; fs.existsSync(`${base}.${n}`); n++) segments.push(`${base}.${n}`);
+  for (let n = 1; fs.existsSync(outboxSegmentPath(dbPath, n)); n++)
+    segments.push(outboxSegmentPath(dbPath, n));
   return segments;
 }
 
@@ -1331,8 +1335,8 @@ function outboxSegmentsOf(base: string): string[] {
  * The segments holding pages of this position, oldest first. Any left from an earlier position
  * (shipped before a crash could remove them) is stale: all of them are removed.
  */
-function matchingOutboxSegments(base: string, db: string, position: Position): string[] {
-  const segments = outboxSegmentsOf(base);
+function matchingOutboxSegments(dbPath: string, db: string, position: Position): string[] {
+  const segments = outboxSegmentsOf(dbPath);
   const matches = segments.every((file) => {
     try {
       const bytes = fs.readFileSync(file);
@@ -1384,7 +1388,7 @@ export async function salvageLeaderTail(
   const unshipped = collectUnshipped({
     walPath: walPath(options.path),
     from: state.cursor,
-    outboxPaths: matchingOutboxSegments(outboxBasePath(options.path), options.db, position),
+    outboxPaths: matchingOutboxSegments(options.path, options.db, position),
     db: options.db,
   });
   if (!unshipped || unshipped.pages.size === 0) return null;
@@ -1394,5 +1398,5 @@ export async function salvageLeaderTail(
 /** Every file a leader keeps beside the database. */
 export function leaderSideFiles(path: string): string[] {
   // Newest segment first, like a shipped outbox's removal.
-  return [leaderStatePath(path), ...outboxSegmentsOf(outboxBasePath(path)).reverse()];
+  return [leaderStatePath(path), ...outboxSegmentsOf(path).reverse()];
 }
