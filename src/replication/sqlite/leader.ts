@@ -1,5 +1,5 @@
 import fs from 'node:fs';
-import Database from 'better-sqlite3';
+import type Database from 'better-sqlite3';
 import { writeFileAtomic, writeFileAtomicSync } from '../../adapters/fs-sync.ts';
 import type { StorageBackend } from '../../adapters/storage/types.ts';
 import type { ParkedTail, Position } from '../../api-types.ts';
@@ -43,9 +43,9 @@ import {
   writeOutboxSegment,
 } from './capture.ts';
 import { captureWorker } from './capture-pool.ts';
+import { LeaderConnections } from './connections.ts';
 import { readJsonFileSync, removeFileSync, removeLeftoverTempFilesOnce } from './local-file.ts';
 import {
-  assertSqliteVersion,
   type CommittedFrames,
   readCommittedFrames,
   WAL_HEADER_SIZE,
@@ -173,16 +173,6 @@ export type LeaderEvent =
    */
   | { type: 'setting-reset'; pragma: string; expected: string; actual: string };
 
-/** What {@link SqliteLeader.#configure} sets and every capture checks (values as PRAGMA reads them). */
-const OWN_SETTINGS: readonly { pragma: string; expected: string }[] = [
-  { pragma: 'journal_mode', expected: 'wal' },
-  { pragma: 'wal_autocheckpoint', expected: '0' },
-  { pragma: 'locking_mode', expected: 'normal' },
-  { pragma: 'query_only', expected: '0' },
-  { pragma: 'busy_timeout', expected: '0' },
-];
-const settingChecks = new WeakMap<Database.Database, Database.Statement[]>();
-
 interface LeaderState {
   db: string;
   epoch: number;
@@ -213,18 +203,12 @@ interface SnapshotSource {
  */
 export class SqliteLeader {
   /**
-   * The app's connection: null while hibernated (the checkpointer and the pin too, which also
-   * open only when first needed). Closed ones stay after close() so late use fails loudly.
+   * The app's, the checkpointer's and the pin's: all closed while hibernated. The pin holds a read
+   * transaction while a flush ships: SQLite cannot checkpoint frames past its snapshot, so the
+   * flush's checkpoint copies into the file only frames already in storage.
    */
-  #db: Database.Database | null;
+  readonly #connections: LeaderConnections;
   readonly #options: LeaderOptions;
-  #checkpointer: Database.Database | null;
-  /**
-   * Holds a read transaction while a flush ships: SQLite cannot checkpoint frames past its
-   * snapshot, so the flush's checkpoint copies into the file only frames already in storage.
-   */
-  #pin: Database.Database | null = null;
-  #pinned = false;
   /**
    * A backfill ran while its changeset was uploading and the upload failed: the file may hold
    * frames storage lacks, and only the pin stops SQLite from restarting the WAL over them. It stays
@@ -283,8 +267,14 @@ export class SqliteLeader {
     this.#clock = options.clock ?? systemClock;
     this.#walPath = walPath(options.path);
     this.#statePath = leaderStatePath(options.path);
-    this.#db = openNow ? this.#openConnection() : null;
-    this.#checkpointer = null;
+    this.#connections = new LeaderConnections({
+      path: options.path,
+      pageSize: options.pageSize,
+      pageCacheKiB: options.pageCacheKiB,
+      walTruncateBytes: this.#walTruncateBytes,
+      onSettingReset: (reset) => this.#options.onEvent?.({ type: 'setting-reset', ...reset }),
+    });
+    if (openNow) this.#connections.open();
     this.#position = state
       ? { epoch: options.epoch, seq: state.seq, checksum: Buffer.from(state.checksum, 'hex') }
       : { epoch: options.epoch, ...options.position };
@@ -315,95 +305,20 @@ export class SqliteLeader {
     this.#options.onOpen?.();
   }
 
-  /** The app's connection, configured; closed again if configuring fails. */
-  #openConnection(): Database.Database {
-    const database = new Database(this.#options.path);
-    try {
-      checkSqliteVersionOnce(database);
-      const pageSize = this.#options.pageSize;
-      if (pageSize !== undefined) database.pragma(`page_size = ${Number(pageSize)}`);
-      this.#configure(database);
-      // A read opens the WAL and leaves this connection holding it for as long as it is open.
-      // Until then another connection (an interactive transaction's, a reader's) could be the
-      // last one to close the file: SQLite would checkpoint its commits into the database and
-      // delete the WAL before they were captured.
-      database.prepare('select 1 from sqlite_master limit 1').get();
-    } catch (error) {
-      database.close();
-      throw error;
-    }
-    return database;
-  }
-
   /** The app's connection: writes go through it. Reopened by the first use after hibernation. */
   get database(): Database.Database {
-    return this.#db ?? this.#wake();
+    return this.#connections.app ?? this.#wake();
   }
 
-  /** Opened on first use: most leaders of a node never checkpoint on this thread. */
+  /** The checkpointer connection, waking the leader first when hibernated. */
   get #checkpointDb(): Database.Database {
-    if (this.#db === null) this.#wake();
-    if (this.#checkpointer === null) {
-      const checkpointer = new Database(this.#options.path);
-      checkpointer.pragma('busy_timeout = 0');
-      // Its checkpoints are the ones this leader asks for, never automatic ones.
-      checkpointer.pragma('wal_autocheckpoint = 0');
-      // It only copies WAL frames into the file: it needs almost no cache of its own.
-      checkpointer.pragma('cache_size = -64');
-      this.#checkpointer = checkpointer;
-    }
-    return this.#checkpointer;
-  }
-
-  /** Per-connection settings of the app's connection (they do not persist in the file). */
-  #configure(database: Database.Database): void {
-    // Waiting for a lock here would stall the event loop, and every lease on the node with it:
-    // the hosted database queues its writers instead, so a lock held elsewhere fails at once.
-    database.pragma('busy_timeout = 0');
-    database.pragma('journal_mode = WAL');
-    database.pragma('wal_autocheckpoint = 0');
-    // A restarted WAL is overwritten in place, which costs far less than truncating it to zero;
-    // SQLite cuts the file back to this size at the first commit after the restart.
-    const limit = this.#walTruncateBytes;
-    database.pragma(
-      `journal_size_limit = ${Number.isFinite(limit) ? Math.max(0, Math.floor(limit)) : -1}`,
-    );
-    const cacheKiB = this.#options.pageCacheKiB;
-    if (cacheKiB !== undefined)
-      database.pragma(`cache_size = ${-Math.max(1, Math.floor(cacheKiB))}`);
-  }
-
-  /**
-   * Reads back the settings of the app's connection that capture depends on and sets back any
-   * that changed, reporting each: once per capture, a few microseconds.
-   */
-  #reassertSettings(): void {
-    const database = this.#db;
-    if (database === null) return;
-    let checks = settingChecks.get(database);
-    if (!checks) {
-      checks = OWN_SETTINGS.map(({ pragma }) => database.prepare(`PRAGMA ${pragma}`).pluck());
-      settingChecks.set(database, checks);
-    }
-    for (const [i, setting] of OWN_SETTINGS.entries()) {
-      const actual = String((checks[i] as Database.Statement).get()).toLowerCase();
-      if (actual === setting.expected) continue;
-      try {
-        database.pragma(`${setting.pragma} = ${setting.expected}`);
-      } finally {
-        this.#options.onEvent?.({
-          type: 'setting-reset',
-          pragma: setting.pragma,
-          expected: setting.expected,
-          actual,
-        });
-      }
-    }
+    if (this.#connections.app === null) this.#wake();
+    return this.#connections.checkpointer;
   }
 
   /** True while the connections are closed (see {@link hibernate}). */
   get hibernated(): boolean {
-    return this.#db === null;
+    return this.#connections.app === null;
   }
 
   /**
@@ -421,7 +336,7 @@ export class SqliteLeader {
    * or an upload under way, an open transaction.
    */
   hibernate(): boolean {
-    const database = this.#db;
+    const database = this.#connections.app;
     if (database === null) return true;
     if (this.#closed || this.#fenced || database.inTransaction) return false;
     if (this.#queued > 0 || this.#uploads.size > 0 || this.#soonTimer !== undefined) return false;
@@ -429,10 +344,7 @@ export class SqliteLeader {
       return false;
     this.#ticksStoppedByHibernation = this.#timer !== undefined;
     this.#clearTimers();
-    this.#closeConnections();
-    this.#db = null;
-    this.#checkpointer = null;
-    this.#pin = null;
+    this.#connections.release();
     // The cursor stays: a WAL recreated on wake has new salts and is read from its start.
     this.#walBytesSinceCheckpoint = 0;
     return true;
@@ -440,14 +352,12 @@ export class SqliteLeader {
 
   #wake(): Database.Database {
     if (this.#closed) throw new ClosedError(`the leader of ${this.#options.db}`);
-    const database = this.#openConnection();
-    this.#db = database;
+    const database = this.#connections.open();
     if (!this.#stateSaved) {
       try {
         this.#saveState(null);
       } catch (error) {
-        this.#db = null;
-        database.close();
+        this.#connections.release();
         throw error;
       }
     }
@@ -482,7 +392,7 @@ export class SqliteLeader {
       if (!state) await leader.#adoptLocalFile();
       leader.#saveState(null);
     } catch (error) {
-      leader.#closeConnections();
+      leader.#connections.close();
       throw error;
     }
     return leader;
@@ -514,7 +424,7 @@ export class SqliteLeader {
   /** Ships on an interval until closed; a tick where the `-wal` file did not change costs one stat. */
   start(): void {
     // Connections closed (opened on first use): nothing to ship until then; waking starts ticks.
-    if (this.#db === null) {
+    if (this.#connections.app === null) {
       this.#ticksStoppedByHibernation = true;
       return;
     }
@@ -581,7 +491,7 @@ export class SqliteLeader {
     const run = this.#serial(async () => {
       if (this.#waitingFlush === flush) this.#waitingFlush = null;
       // Before the capture reads the WAL: every frame the pin's snapshot holds gets shipped.
-      const pinned = this.#checkpointMayBeDue() && this.#pinWal();
+      const pinned = this.#checkpointMayBeDue() && this.#connections.pin();
       let backfill: Promise<boolean> | null = null;
       try {
         await this.#shipUnshipped(undefined, (captured) => {
@@ -589,7 +499,7 @@ export class SqliteLeader {
         });
       } catch (error) {
         if (backfill !== null && (await backfill)) this.#pinGuardsUnshipped = true;
-        if (!this.#pinGuardsUnshipped) this.#unpinWal();
+        if (!this.#pinGuardsUnshipped) this.#connections.unpin();
         failed(error);
         return;
       }
@@ -602,7 +512,7 @@ export class SqliteLeader {
       } catch (error) {
         this.#options.onEvent?.({ type: 'checkpoint-failed', error });
       } finally {
-        this.#unpinWal();
+        this.#connections.unpin();
       }
       await this.#selfCheck();
     });
@@ -670,7 +580,7 @@ export class SqliteLeader {
         this.#options.onEvent?.({ type: 'parked', tail });
       }
     } finally {
-      this.#closeConnections();
+      this.#connections.close();
     }
     return tail;
   }
@@ -692,11 +602,11 @@ export class SqliteLeader {
       // Closing lets SQLite backfill and drop the WAL: whatever is still unshipped (a failed
       // upload, a commit made while closing) goes to the outbox first. Closed connections
       // (hibernated, or never opened) have nothing unshipped and no state to update.
-      if (!this.#fenced && this.#db !== null) {
+      if (!this.#fenced && this.#connections.app !== null) {
         this.#setAsideUnshipped();
         this.#saveState(null);
       }
-      this.#closeConnections();
+      this.#connections.close();
     }
   }
 
@@ -705,13 +615,6 @@ export class SqliteLeader {
     if (this.#soonTimer !== undefined) this.#clock.clearTimeout(this.#soonTimer);
     this.#timer = undefined;
     this.#soonTimer = undefined;
-  }
-
-  #closeConnections(): void {
-    this.#db?.close();
-    this.#pin?.close();
-    // Last, so SQLite's final checkpoint on close sees only shipped frames.
-    this.#checkpointer?.close();
   }
 
   #walChangedSinceLastTick(): boolean {
@@ -746,33 +649,6 @@ export class SqliteLeader {
       });
     this.#queue = run.catch(() => {});
     return run;
-  }
-
-  /** Starts the pin's read transaction; false when the connections are closed (hibernated). */
-  #pinWal(): boolean {
-    if (this.#db === null || this.#pinned) return this.#pinned;
-    if (this.#pin === null) {
-      this.#pin = new Database(this.#options.path);
-      this.#pin.pragma('wal_autocheckpoint = 0');
-      this.#pin.pragma('cache_size = -64');
-    }
-    const pin = this.#pin;
-    pin.exec('BEGIN');
-    try {
-      pin.prepare('SELECT 1 FROM sqlite_master LIMIT 1').get();
-    } catch {
-      // Shipping goes on without it; the checkpoint then sets everything aside first.
-      pin.exec('ROLLBACK');
-      return false;
-    }
-    this.#pinned = true;
-    return true;
-  }
-
-  #unpinWal(): void {
-    if (!this.#pinned) return;
-    this.#pinned = false;
-    if (this.#pin?.open) this.#pin.exec('COMMIT');
   }
 
   #unshippedSource() {
@@ -829,7 +705,7 @@ export class SqliteLeader {
    * nothing (each page is its latest version).
    */
   async #shipUnshipped(until?: number, onCaptured?: (captured: Capture) => void): Promise<void> {
-    this.#reassertSettings();
+    this.#connections.reassertSettings();
     try {
       let captured = await this.#capture(until);
       if (!captured) {
@@ -960,7 +836,8 @@ export class SqliteLeader {
     const budget = this.#options.selfCheckBudget ?? SELF_CHECK_BUDGET;
     const expected = this.#position.dbChecksum;
     const hashes = this.#pageHashes;
-    if (!(budget > 0) || expected === undefined || hashes === null || this.#db === null) return;
+    const database = this.#connections.app;
+    if (!(budget > 0) || expected === undefined || hashes === null || database === null) return;
     // Outbox pages are in the file but not in storage yet: the file is ahead of what was shipped.
     if (this.#outboxSegments.length > 0 || this.#position.seq === this.#selfCheckedSeq) return;
     const now = this.#clock.now();
@@ -974,7 +851,7 @@ export class SqliteLeader {
       walPath: this.#walPath,
       cursor: this.#durableCursor,
       pageSize:
-        this.#durableCursor?.pageSize ?? (this.#db.pragma('page_size', { simple: true }) as number),
+        this.#durableCursor?.pageSize ?? (database.pragma('page_size', { simple: true }) as number),
       dbSizePages: hashes.dbSizePages,
     };
     const started = performance.now();
@@ -1062,7 +939,7 @@ export class SqliteLeader {
    */
   async #checkpoint(pinned: boolean, backfill: Promise<boolean> | null): Promise<void> {
     // A snapshot is reading the database file: it must not change under it.
-    if (this.#checkpointHolds > 0 || this.#db === null) return;
+    if (this.#checkpointHolds > 0 || this.#connections.app === null) return;
     const truncateBytes = this.#walTruncateBytes;
     const oversized = fileSize(this.#walPath) > truncateBytes;
     const due = this.#walBytesSinceCheckpoint >= this.#checkpointEveryBytes;
@@ -1086,7 +963,7 @@ export class SqliteLeader {
       }
     }
     // One synchronous block from here on: no commit can slip in before the checkpoint.
-    this.#unpinWal();
+    this.#connections.unpin();
     this.#setAsideUnshipped();
     this.#checkpointHere(oversized);
   }
@@ -1099,7 +976,7 @@ export class SqliteLeader {
    * backfill is due yet.
    */
   #backfillWhileUploading(captured: Capture): Promise<boolean> | null {
-    if (this.#checkpointHolds > 0 || this.#db === null) return null;
+    if (this.#checkpointHolds > 0 || this.#connections.app === null) return null;
     const due = this.#checkpointDue(fileSize(this.#walPath), captured.walBytes);
     return due ? this.#backfillOnWorker() : null;
   }
@@ -1125,8 +1002,8 @@ export class SqliteLeader {
     for (let round = 0; round < SET_ASIDE_ROUNDS; round++) {
       const walBytes = fileSize(this.#walPath);
       if (this.#unshippedWalBytes(walBytes) <= this.#setAsideBytes) return;
-      this.#unpinWal();
-      if (!this.#pinWal()) return;
+      this.#connections.unpin();
+      if (!this.#connections.pin()) return;
       const segmentPath = this.#nextOutboxSegment();
       // Up to where the pin's snapshot ends: no commit came between the two.
       const done = await captureWorker.setAside(this.#setAsideJob(segmentPath, walBytes));
@@ -1248,16 +1125,6 @@ export class SqliteLeader {
       pending,
     };
   }
-}
-
-let sqliteVersionChecked = false;
-
-/** Refuses a SQLite too old to replicate; one library per process, so asked once. */
-function checkSqliteVersionOnce(database: Database.Database): void {
-  if (sqliteVersionChecked) return;
-  const version = (database.prepare('select sqlite_version() as v').get() as { v: string }).v;
-  assertSqliteVersion(version);
-  sqliteVersionChecked = true;
 }
 
 /** The local state of an earlier run of this leader, reconciled with storage; null when starting fresh. */
