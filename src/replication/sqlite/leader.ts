@@ -1,6 +1,5 @@
 import fs from 'node:fs';
 import type Database from 'better-sqlite3';
-import { writeFileAtomic, writeFileAtomicSync } from '../../adapters/fs-sync.ts';
 import type { StorageBackend } from '../../adapters/storage/types.ts';
 import type { ParkedTail, Position } from '../../api-types.ts';
 import { type Clock, systemClock, type TimerId } from '../../clock.ts';
@@ -44,7 +43,14 @@ import {
 } from './capture.ts';
 import { captureWorker } from './capture-pool.ts';
 import { LeaderConnections } from './connections.ts';
-import { readJsonFileSync, removeFileSync, removeLeftoverTempFilesOnce } from './local-file.ts';
+import { removeFileSync, removeLeftoverTempFilesOnce } from './local-file.ts';
+import {
+  hex,
+  type LeaderState,
+  LocalState,
+  readLeaderState,
+  resolveLocalState,
+} from './local-state.ts';
 import {
   type CommittedFrames,
   readCommittedFrames,
@@ -173,18 +179,6 @@ export type LeaderEvent =
    */
   | { type: 'setting-reset'; pragma: string; expected: string; actual: string };
 
-interface LeaderState {
-  db: string;
-  epoch: number;
-  seq: number;
-  checksum: string;
-  /** Commit time of the changeset at `seq` (0 before the first): what a snapshot at `seq` reports. */
-  commitTimeMs: number;
-  cursor: WalCursor | null;
-  /** Written before a changeset is uploaded, so a restart can tell whether the upload landed. */
-  pending: { seq: number; checksum: string; commitTimeMs: number; cursor: WalCursor | null } | null;
-}
-
 /** A consistent image to upload: the database file plus these WAL pages, at `seq`. */
 interface SnapshotSource {
   overlay: ReadonlyMap<number, Uint8Array>;
@@ -219,10 +213,8 @@ export class SqliteLeader {
   #ticksStoppedByHibernation = false;
   readonly #clock: Clock;
   readonly #walPath: string;
-  readonly #statePath: string;
-  #position: Position;
-  /** How far the WAL is covered by what storage or the outbox holds: where the next capture reads from. */
-  #durableCursor: WalCursor | null;
+  /** The last changeset shipped, and how far the WAL is covered; saved beside the database. */
+  readonly #local: LocalState;
   /** Outbox segments holding pages storage lacks, set aside before WAL restarts, oldest first. */
   #outboxSegments: string[];
   #queue: Promise<unknown> = Promise.resolve();
@@ -245,13 +237,10 @@ export class SqliteLeader {
   /** The database's size as of the last changeset shipped. */
   #dbBytes = 0;
   #lastWalSignature = '';
-  /** The local state file names this leadership (written before the first commit can happen). */
-  #stateSaved = false;
   #checkpointHolds = 0;
   #walBytesSinceCheckpoint = 0;
   #autoSnapshotQueued = false;
   readonly #uploads = new Set<Promise<unknown>>();
-  #commitTimeMs: number;
   /**
    * Every page's hash as of the last changeset shipped: each capture adds its pages' hashes to
    * make the next database checksum. Built by the first capture (a takeover never used does no
@@ -266,7 +255,6 @@ export class SqliteLeader {
     this.#options = options;
     this.#clock = options.clock ?? systemClock;
     this.#walPath = walPath(options.path);
-    this.#statePath = leaderStatePath(options.path);
     this.#connections = new LeaderConnections({
       path: options.path,
       pageSize: options.pageSize,
@@ -275,12 +263,14 @@ export class SqliteLeader {
       onSettingReset: (reset) => this.#options.onEvent?.({ type: 'setting-reset', ...reset }),
     });
     if (openNow) this.#connections.open();
-    this.#position = state
-      ? { epoch: options.epoch, seq: state.seq, checksum: Buffer.from(state.checksum, 'hex') }
-      : { epoch: options.epoch, ...options.position };
-    this.#durableCursor = state?.cursor ?? null;
-    this.#outboxSegments = matchingOutboxSegments(options.path, options.db, this.#position);
-    this.#commitTimeMs = state?.commitTimeMs ?? options.position.commitTimeMs ?? 0;
+    this.#local = new LocalState(options.path, options.db, {
+      position: state
+        ? { epoch: options.epoch, seq: state.seq, checksum: Buffer.from(state.checksum, 'hex') }
+        : { epoch: options.epoch, ...options.position },
+      commitTimeMs: state?.commitTimeMs ?? options.position.commitTimeMs ?? 0,
+      cursor: state?.cursor ?? null,
+    });
+    this.#outboxSegments = matchingOutboxSegments(options.path, options.db, this.#local.position);
     const sinceSnapshot = options.changesetsSinceSnapshot ?? 0;
     if (typeof sinceSnapshot === 'number') this.#changesetsSinceSnapshot = sinceSnapshot;
     else this.#askChangesetsSinceSnapshot = sinceSnapshot;
@@ -326,7 +316,7 @@ export class SqliteLeader {
    * nothing beside it belongs to this leadership.
    */
   get neverOpened(): boolean {
-    return !this.#stateSaved;
+    return !this.#local.saved;
   }
 
   /**
@@ -340,7 +330,10 @@ export class SqliteLeader {
     if (database === null) return true;
     if (this.#closed || this.#fenced || database.inTransaction) return false;
     if (this.#queued > 0 || this.#uploads.size > 0 || this.#soonTimer !== undefined) return false;
-    if (this.#outboxSegments.length > 0 || readCommittedFrames(this.#walPath, this.#durableCursor))
+    if (
+      this.#outboxSegments.length > 0 ||
+      readCommittedFrames(this.#walPath, this.#local.durableCursor)
+    )
       return false;
     this.#ticksStoppedByHibernation = this.#timer !== undefined;
     this.#clearTimers();
@@ -353,9 +346,9 @@ export class SqliteLeader {
   #wake(): Database.Database {
     if (this.#closed) throw new ClosedError(`the leader of ${this.#options.db}`);
     const database = this.#connections.open();
-    if (!this.#stateSaved) {
+    if (!this.#local.saved) {
       try {
-        this.#saveState(null);
+        this.#local.save(null);
       } catch (error) {
         this.#connections.release();
         throw error;
@@ -390,7 +383,7 @@ export class SqliteLeader {
     if (!openNow) return leader;
     try {
       if (!state) await leader.#adoptLocalFile();
-      leader.#saveState(null);
+      leader.#local.save(null);
     } catch (error) {
       leader.#connections.close();
       throw error;
@@ -405,7 +398,7 @@ export class SqliteLeader {
    */
   async #adoptLocalFile(): Promise<void> {
     const unshipped = readCommittedFrames(this.#walPath, null);
-    if (this.#position.seq > 0) {
+    if (this.#local.position.seq > 0) {
       if (unshipped) {
         throw new InvalidArgumentError(
           `${this.#walPath} holds commits this leader never shipped; restore ${this.#options.path} from storage first`,
@@ -418,7 +411,7 @@ export class SqliteLeader {
   }
 
   get position(): Position {
-    return { ...this.#position };
+    return { ...this.#local.position };
   }
 
   /** Ships on an interval until closed; a tick where the `-wal` file did not change costs one stat. */
@@ -462,7 +455,7 @@ export class SqliteLeader {
    * when a capture is already under way (it may have read the WAL before this commit).
    */
   get commitSeqBound(): number {
-    return this.#position.seq + (this.#queued > 0 ? 2 : 1);
+    return this.#local.position.seq + (this.#queued > 0 ? 2 : 1);
   }
 
   /** Ships within `delayMs`, coalescing calls: the leader's answer to "something was committed". */
@@ -576,7 +569,7 @@ export class SqliteLeader {
     try {
       const unshipped = collectUnshipped(this.#unshippedSource());
       if (unshipped) {
-        tail = parkTail(parkDir, this.#options.db, this.#position, unshipped);
+        tail = parkTail(parkDir, this.#options.db, this.#local.position, unshipped);
         this.#options.onEvent?.({ type: 'parked', tail });
       }
     } finally {
@@ -604,7 +597,7 @@ export class SqliteLeader {
       // (hibernated, or never opened) have nothing unshipped and no state to update.
       if (!this.#fenced && this.#connections.app !== null) {
         this.#setAsideUnshipped();
-        this.#saveState(null);
+        this.#local.save(null);
       }
       this.#connections.close();
     }
@@ -654,7 +647,7 @@ export class SqliteLeader {
   #unshippedSource() {
     return {
       walPath: this.#walPath,
-      from: this.#durableCursor,
+      from: this.#local.durableCursor,
       outboxPaths: [...this.#outboxSegments],
       db: this.#options.db,
     };
@@ -665,9 +658,9 @@ export class SqliteLeader {
     return {
       ...this.#unshippedSource(),
       ...(until !== undefined ? { until } : {}),
-      epoch: this.#position.epoch,
-      seq: this.#position.seq + 1,
-      prevChecksum: this.#position.checksum,
+      epoch: this.#local.position.epoch,
+      seq: this.#local.position.seq + 1,
+      prevChecksum: this.#local.position.checksum,
       commitTimeMs: (this.#options.wallClockMs ?? Date.now)(),
       ...(this.#options.codec !== undefined ? { codec: this.#options.codec } : {}),
       ...(light ? { minSavings: LIGHT_CAPTURE_MIN_SAVINGS } : {}),
@@ -679,7 +672,7 @@ export class SqliteLeader {
   /** Seals what is unshipped into the next changeset: large ones on the capture worker. */
   #capture(until?: number): Promise<Capture | null> {
     const pending =
-      this.#unshippedWalBytes(fileSize(this.#walPath)) +
+      this.#local.unshippedWalBytes(fileSize(this.#walPath)) +
       this.#outboxSegments.reduce((bytes, file) => bytes + fileSize(file), 0);
     const job = this.#captureJob(until, pending);
     const threshold = this.#options.workerCaptureBytes ?? WORKER_CAPTURE_BYTES;
@@ -732,15 +725,15 @@ export class SqliteLeader {
     const changeset = captured;
     const key = logKey(this.#options.prefix, this.#options.db, changeset.seq);
     // Off this thread: its fsyncs wait for the WAL's dirty pages, and the application keeps writing.
-    await this.#saveStateOffThread({
+    await this.#local.saveOffThread({
       seq: changeset.seq,
       checksum: hex(changeset.checksum),
       commitTimeMs: changeset.commitTimeMs,
-      cursor: cursor ?? this.#durableCursor,
+      cursor: cursor ?? this.#local.durableCursor,
     });
     if (this.#options.canShip && !this.#options.canShip()) {
       const error = new NotLeaderError(
-        `${this.#options.db} epoch ${this.#position.epoch}: the lease is no longer valid, changeset ${changeset.seq} stays local`,
+        `${this.#options.db} epoch ${this.#local.position.epoch}: the lease is no longer valid, changeset ${changeset.seq} stays local`,
       );
       this.#options.onEvent?.({ type: 'ship-failed', seq: changeset.seq, error });
       throw error;
@@ -761,33 +754,37 @@ export class SqliteLeader {
     }
     if (earlier) {
       // It holds older versions of pages we still hold: follow it, then ship ours after it.
-      this.#position = { epoch: earlier.epoch, seq: earlier.seq, checksum: earlier.checksum };
-      this.#commitTimeMs = earlier.commitTimeMs;
+      this.#local.follow(
+        { epoch: earlier.epoch, seq: earlier.seq, checksum: earlier.checksum },
+        earlier.commitTimeMs,
+      );
       return false;
     }
     if (!written) {
       this.#fenced = new FencedError(
         changeset.seq,
-        `${key} was already written by another leader; this one (epoch ${this.#position.epoch}) must stop`,
+        `${key} was already written by another leader; this one (epoch ${this.#local.position.epoch}) must stop`,
       );
       this.#options.onEvent?.({ type: 'fenced', seq: changeset.seq });
       throw this.#fenced;
     }
-    this.#position = {
-      epoch: this.#position.epoch,
-      seq: changeset.seq,
-      checksum: changeset.checksum,
-      dbChecksum: captured.dbChecksum,
-    };
+    this.#local.shipped(
+      {
+        epoch: this.#local.position.epoch,
+        seq: changeset.seq,
+        checksum: changeset.checksum,
+        dbChecksum: captured.dbChecksum,
+      },
+      changeset.commitTimeMs,
+      cursor,
+    );
     if (captured.full || this.#pageHashes === null) {
       this.#pageHashes = PageHashes.empty();
     }
     this.#pageHashes.apply(captured.hashUpdate);
-    this.#durableCursor = cursor;
     this.#walBytesSinceCheckpoint += captured.walBytes;
     if (captured.restarted) this.#options.onEvent?.({ type: 'wal-restarted' });
     if (captured.outboxSegments > 0) this.#dropOutboxSegments(captured.outboxSegments);
-    this.#commitTimeMs = changeset.commitTimeMs;
     // No state write here: the pending record already says where a restart resumes once
     // storage confirms this upload, and the next capture's write records it anyway.
     this.#options.onEvent?.({
@@ -818,10 +815,10 @@ export class SqliteLeader {
     try {
       const landed = decodeChangeset(bytes, {
         db: this.#options.db,
-        seq: this.#position.seq + 1,
-        prevChecksum: this.#position.checksum,
+        seq: this.#local.position.seq + 1,
+        prevChecksum: this.#local.position.checksum,
       });
-      return landed.epoch === this.#position.epoch ? landed : null;
+      return landed.epoch === this.#local.position.epoch ? landed : null;
     } catch {
       return null;
     }
@@ -834,24 +831,26 @@ export class SqliteLeader {
    */
   async #selfCheck(): Promise<void> {
     const budget = this.#options.selfCheckBudget ?? SELF_CHECK_BUDGET;
-    const expected = this.#position.dbChecksum;
+    const expected = this.#local.position.dbChecksum;
     const hashes = this.#pageHashes;
     const database = this.#connections.app;
     if (!(budget > 0) || expected === undefined || hashes === null || database === null) return;
     // Outbox pages are in the file but not in storage yet: the file is ahead of what was shipped.
-    if (this.#outboxSegments.length > 0 || this.#position.seq === this.#selfCheckedSeq) return;
+    if (this.#outboxSegments.length > 0 || this.#local.position.seq === this.#selfCheckedSeq)
+      return;
     const now = this.#clock.now();
     if (now < this.#selfCheckDueAt) return;
     // Flushes wait while it hashes: with one queued behind it, it waits for a quieter moment,
     // unless it is long overdue (a writer that never pauses still gets checked).
     if (this.#queued > 1 && now < this.#selfCheckDueAt + SELF_CHECK_MAX_DEFERRAL_MS) return;
-    const seq = this.#position.seq;
+    const seq = this.#local.position.seq;
     const job: SelfCheckJob = {
       dbPath: this.#options.path,
       walPath: this.#walPath,
-      cursor: this.#durableCursor,
+      cursor: this.#local.durableCursor,
       pageSize:
-        this.#durableCursor?.pageSize ?? (database.pragma('page_size', { simple: true }) as number),
+        this.#local.durableCursor?.pageSize ??
+        (database.pragma('page_size', { simple: true }) as number),
       dbSizePages: hashes.dbSizePages,
     };
     const started = performance.now();
@@ -866,7 +865,7 @@ export class SqliteLeader {
       seq,
       dbChecksumHex(expected),
       dbChecksumHex(actual),
-      `${this.#options.path} is not the database ${this.#options.db} shipped up to seq ${seq} (epoch ${this.#position.epoch}): changed outside hadb; it stops leading`,
+      `${this.#options.path} is not the database ${this.#options.db} shipped up to seq ${seq} (epoch ${this.#local.position.epoch}): changed outside hadb; it stops leading`,
     );
     this.#fenced = error;
     this.#clearTimers();
@@ -892,7 +891,7 @@ export class SqliteLeader {
   #snapshotSource(overlay: CommittedFrames | null): SnapshotSource {
     const pageSize =
       overlay?.cursor.pageSize ??
-      this.#durableCursor?.pageSize ??
+      this.#local.durableCursor?.pageSize ??
       (this.database.pragma('page_size', { simple: true }) as number);
     const dbSizePages =
       overlay?.dbSizePages ?? Math.floor(fs.statSync(this.#options.path).size / pageSize);
@@ -901,7 +900,7 @@ export class SqliteLeader {
       dbSizePages,
       pageSize,
       position: this.position,
-      commitTimeMs: this.#commitTimeMs,
+      commitTimeMs: this.#local.commitTimeMs,
     };
   }
 
@@ -953,7 +952,7 @@ export class SqliteLeader {
       this.#walBytesSinceCheckpoint = 0;
       if (!oversized) return;
       const walBytes = fileSize(this.#walPath);
-      if (this.#unshippedWalBytes(walBytes) > this.#setAsideBytes) {
+      if (this.#local.unshippedWalBytes(walBytes) > this.#setAsideBytes) {
         // Shipping catches up with most writers: flush again at once rather than set aside.
         if (walBytes <= 4 * truncateBytes) {
           this.shipSoon();
@@ -1001,7 +1000,7 @@ export class SqliteLeader {
     if (!this.#workerAllowed) return;
     for (let round = 0; round < SET_ASIDE_ROUNDS; round++) {
       const walBytes = fileSize(this.#walPath);
-      if (this.#unshippedWalBytes(walBytes) <= this.#setAsideBytes) return;
+      if (this.#local.unshippedWalBytes(walBytes) <= this.#setAsideBytes) return;
       this.#connections.unpin();
       if (!this.#connections.pin()) return;
       const segmentPath = this.#nextOutboxSegment();
@@ -1035,19 +1034,13 @@ export class SqliteLeader {
   /** This flush may end with a checkpoint: it needs the pin (a connection of its own). */
   #checkpointMayBeDue(): boolean {
     const walBytes = fileSize(this.#walPath);
-    return this.#checkpointDue(walBytes, this.#unshippedWalBytes(walBytes));
+    return this.#checkpointDue(walBytes, this.#local.unshippedWalBytes(walBytes));
   }
 
   /** A WAL of `walBytes` past the truncate size, or enough written since the last checkpoint. */
   #checkpointDue(walBytes: number, walBytesToShip: number): boolean {
     if (walBytes > this.#walTruncateBytes) return true;
     return this.#walBytesSinceCheckpoint + walBytesToShip >= this.#checkpointEveryBytes;
-  }
-
-  /** WAL bytes past what storage or the outbox covers (all of a WAL restarted since). */
-  #unshippedWalBytes(walBytes: number): number {
-    const from = this.#durableCursor?.offset ?? 0;
-    return walBytes >= from ? walBytes - from : walBytes;
   }
 
   get #walTruncateBytes(): number {
@@ -1084,7 +1077,7 @@ export class SqliteLeader {
     return {
       ...this.#segmentPosition(),
       walPath: this.#walPath,
-      from: this.#durableCursor,
+      from: this.#local.durableCursor,
       ...(until !== undefined ? { until } : {}),
       segmentPath,
     };
@@ -1093,79 +1086,15 @@ export class SqliteLeader {
   /** A segment is durable: the WAL up to `cursor` is covered, and a restart resumes there. */
   #addOutboxSegment(segmentPath: string, covered: { cursor: WalCursor | null; walBytes: number }) {
     this.#outboxSegments.push(segmentPath);
-    this.#durableCursor = covered.cursor;
+    this.#local.covered(covered.cursor);
     this.#walBytesSinceCheckpoint += covered.walBytes;
-    this.#saveState(null);
+    this.#local.save(null);
   }
 
   /** What an outbox segment is tied to: the changeset after the last shipped one. */
   #segmentPosition() {
-    return segmentPositionOf(this.#options.db, this.#position);
+    return segmentPositionOf(this.#options.db, this.#local.position);
   }
-
-  #saveState(pending: LeaderState['pending']): void {
-    writeFileAtomicSync(this.#statePath, JSON.stringify(this.#state(pending)));
-    this.#stateSaved = true;
-  }
-
-  /** {@link #saveState} on the threadpool; only inside the serial queue, so no write overtakes it. */
-  async #saveStateOffThread(pending: LeaderState['pending']): Promise<void> {
-    await writeFileAtomic(this.#statePath, JSON.stringify(this.#state(pending)));
-    this.#stateSaved = true;
-  }
-
-  #state(pending: LeaderState['pending']): LeaderState {
-    return {
-      db: this.#options.db,
-      epoch: this.#position.epoch,
-      seq: this.#position.seq,
-      checksum: hex(this.#position.checksum),
-      commitTimeMs: this.#commitTimeMs,
-      cursor: this.#durableCursor,
-      pending,
-    };
-  }
-}
-
-/** The local state of an earlier run of this leader, reconciled with storage; null when starting fresh. */
-async function resolveLocalState(
-  options: Pick<LeaderOptions, 'path' | 'db' | 'storage' | 'prefix' | 'epoch'>,
-): Promise<LeaderState | null> {
-  const raw = readJsonFileSync(leaderStatePath(options.path)) as LeaderState | undefined;
-  if (!raw || raw.db !== options.db || raw.epoch !== options.epoch) return null;
-  if (!raw.pending) return raw;
-  const stored = await options.storage.get(logKey(options.prefix, options.db, raw.pending.seq));
-  if (stored === null) return { ...raw, pending: null };
-  const landed = decodeChangeset(stored, { db: options.db });
-  const ownOtherAttempt =
-    landed.epoch === raw.epoch &&
-    hex(landed.prevChecksum) === raw.checksum &&
-    hex(landed.checksum) !== raw.pending.checksum;
-  if (ownOtherAttempt) {
-    // An earlier attempt of this leadership landed, not the last one: follow it, and capture
-    // again from before it (pages shipped twice change nothing).
-    return {
-      ...raw,
-      seq: landed.seq,
-      checksum: hex(landed.checksum),
-      commitTimeMs: landed.commitTimeMs,
-      pending: null,
-    };
-  }
-  if (hex(landed.checksum) !== raw.pending.checksum) {
-    throw new FencedError(
-      raw.pending.seq,
-      `changeset ${raw.pending.seq} in storage is not the one this leader uploaded`,
-    );
-  }
-  return {
-    ...raw,
-    seq: raw.pending.seq,
-    checksum: raw.pending.checksum,
-    commitTimeMs: raw.pending.commitTimeMs,
-    cursor: raw.pending.cursor,
-    pending: null,
-  };
 }
 
 function fileSize(file: string): number {
@@ -1174,10 +1103,6 @@ function fileSize(file: string): number {
   } catch {
     return 0;
   }
-}
-
-function hex(bytes: Uint8Array): string {
-  return Buffer.from(bytes).toString('hex');
 }
 
 type OutboxPages = Pick<Unshipped, 'pages' | 'dbSizePages' | 'pageSize'>;
@@ -1238,7 +1163,7 @@ function parkTail(
 export async function salvageLeaderTail(
   options: Pick<LeaderOptions, 'path' | 'db' | 'storage' | 'prefix'> & { parkDir: string },
 ): Promise<ParkedTail | null> {
-  const raw = readJsonFileSync(leaderStatePath(options.path)) as LeaderState | undefined;
+  const raw = readLeaderState(options.path);
   if (!raw || raw.db !== options.db) return null;
   let state: LeaderState = raw;
   try {
