@@ -19,13 +19,7 @@ import {
   InvalidArgumentError,
   NotLeaderError,
 } from '../../errors.ts';
-import {
-  leaderStatePath,
-  outboxSegmentNumber,
-  outboxSegmentPath,
-  parkedTailPath,
-  walPath,
-} from '../../side-files.ts';
+import { walPath } from '../../side-files.ts';
 import { type Changeset, type ChangesetCodec, decodeChangeset } from '../../wire/changeset.ts';
 import { dbChecksumHex, PageHashes } from '../../wire/db-checksum.ts';
 import { logKey, readDatabaseImage, type SnapshotManifest, writeSnapshot } from '../snapshot.ts';
@@ -38,25 +32,20 @@ import {
   type SetAsideJob,
   setAsideSegment,
   shippedStateChecksum,
-  type Unshipped,
-  writeOutboxSegment,
 } from './capture.ts';
 import { captureWorker } from './capture-pool.ts';
 import { LeaderConnections } from './connections.ts';
-import { removeFileSync, removeLeftoverTempFilesOnce } from './local-file.ts';
-import {
-  hex,
-  type LeaderState,
-  LocalState,
-  readLeaderState,
-  resolveLocalState,
-} from './local-state.ts';
+import { fileSize, removeLeftoverTempFilesOnce } from './local-file.ts';
+import { hex, type LeaderState, LocalState, resolveLocalState } from './local-state.ts';
+import { Outbox, outboxSegmentsOf, parkTail, segmentPositionOf } from './outbox.ts';
 import {
   type CommittedFrames,
   readCommittedFrames,
   WAL_HEADER_SIZE,
   type WalCursor,
 } from './wal.ts';
+
+export { leaderSideFiles, salvageLeaderTail } from './outbox.ts';
 
 /** Smaller captures are built on the leader's thread: a round trip to the worker would cost more. */
 const WORKER_CAPTURE_BYTES = 256 * 1024;
@@ -216,7 +205,7 @@ export class SqliteLeader {
   /** The last changeset shipped, and how far the WAL is covered; saved beside the database. */
   readonly #local: LocalState;
   /** Outbox segments holding pages storage lacks, set aside before WAL restarts, oldest first. */
-  #outboxSegments: string[];
+  readonly #outbox: Outbox;
   #queue: Promise<unknown> = Promise.resolve();
   #queued = 0;
   #timer: TimerId | undefined;
@@ -270,7 +259,7 @@ export class SqliteLeader {
       commitTimeMs: state?.commitTimeMs ?? options.position.commitTimeMs ?? 0,
       cursor: state?.cursor ?? null,
     });
-    this.#outboxSegments = matchingOutboxSegments(options.path, options.db, this.#local.position);
+    this.#outbox = new Outbox(options.path, options.db, this.#local.position);
     const sinceSnapshot = options.changesetsSinceSnapshot ?? 0;
     if (typeof sinceSnapshot === 'number') this.#changesetsSinceSnapshot = sinceSnapshot;
     else this.#askChangesetsSinceSnapshot = sinceSnapshot;
@@ -330,10 +319,7 @@ export class SqliteLeader {
     if (database === null) return true;
     if (this.#closed || this.#fenced || database.inTransaction) return false;
     if (this.#queued > 0 || this.#uploads.size > 0 || this.#soonTimer !== undefined) return false;
-    if (
-      this.#outboxSegments.length > 0 ||
-      readCommittedFrames(this.#walPath, this.#local.durableCursor)
-    )
+    if (!this.#outbox.empty || readCommittedFrames(this.#walPath, this.#local.durableCursor))
       return false;
     this.#ticksStoppedByHibernation = this.#timer !== undefined;
     this.#clearTimers();
@@ -425,8 +411,7 @@ export class SqliteLeader {
       this.#timer = undefined;
       if (this.#closed || this.#fenced) return;
       // A failed upload leaves frames unshipped: retry them even if the WAL is unchanged.
-      const outboxEmpty = this.#outboxSegments.length === 0;
-      if (!this.#walChangedSinceLastTick() && !this.#shipFailed && outboxEmpty) {
+      if (!this.#walChangedSinceLastTick() && !this.#shipFailed && this.#outbox.empty) {
         if (this.#options.tickWhenIdle === false) this.#tickArmed = false;
         else this.#schedule(tick);
         return;
@@ -648,7 +633,7 @@ export class SqliteLeader {
     return {
       walPath: this.#walPath,
       from: this.#local.durableCursor,
-      outboxPaths: [...this.#outboxSegments],
+      outboxPaths: [...this.#outbox.segments],
       db: this.#options.db,
     };
   }
@@ -671,9 +656,7 @@ export class SqliteLeader {
 
   /** Seals what is unshipped into the next changeset: large ones on the capture worker. */
   #capture(until?: number): Promise<Capture | null> {
-    const pending =
-      this.#local.unshippedWalBytes(fileSize(this.#walPath)) +
-      this.#outboxSegments.reduce((bytes, file) => bytes + fileSize(file), 0);
+    const pending = this.#local.unshippedWalBytes(fileSize(this.#walPath)) + this.#outbox.bytes();
     const job = this.#captureJob(until, pending);
     const threshold = this.#options.workerCaptureBytes ?? WORKER_CAPTURE_BYTES;
     // The first capture hashes the whole database: on the worker unless that is small too.
@@ -784,7 +767,7 @@ export class SqliteLeader {
     this.#pageHashes.apply(captured.hashUpdate);
     this.#walBytesSinceCheckpoint += captured.walBytes;
     if (captured.restarted) this.#options.onEvent?.({ type: 'wal-restarted' });
-    if (captured.outboxSegments > 0) this.#dropOutboxSegments(captured.outboxSegments);
+    if (captured.outboxSegments > 0) this.#outbox.dropShipped(captured.outboxSegments);
     // No state write here: the pending record already says where a restart resumes once
     // storage confirms this upload, and the next capture's write records it anyway.
     this.#options.onEvent?.({
@@ -836,8 +819,7 @@ export class SqliteLeader {
     const database = this.#connections.app;
     if (!(budget > 0) || expected === undefined || hashes === null || database === null) return;
     // Outbox pages are in the file but not in storage yet: the file is ahead of what was shipped.
-    if (this.#outboxSegments.length > 0 || this.#local.position.seq === this.#selfCheckedSeq)
-      return;
+    if (!this.#outbox.empty || this.#local.position.seq === this.#selfCheckedSeq) return;
     const now = this.#clock.now();
     if (now < this.#selfCheckDueAt) return;
     // Flushes wait while it hashes: with one queued behind it, it waits for a quieter moment,
@@ -1003,7 +985,7 @@ export class SqliteLeader {
       if (this.#local.unshippedWalBytes(walBytes) <= this.#setAsideBytes) return;
       this.#connections.unpin();
       if (!this.#connections.pin()) return;
-      const segmentPath = this.#nextOutboxSegment();
+      const segmentPath = this.#outbox.next();
       // Up to where the pin's snapshot ends: no commit came between the two.
       const done = await captureWorker.setAside(this.#setAsideJob(segmentPath, walBytes));
       if (done === undefined || this.#closed) return;
@@ -1016,19 +998,6 @@ export class SqliteLeader {
 
   get #setAsideBytes(): number {
     return this.#options.setAsideBytes ?? SET_ASIDE_BYTES;
-  }
-
-  /** The next segment's file: one past the newest. */
-  #nextOutboxSegment(): string {
-    const last = this.#outboxSegments.at(-1);
-    const n = last === undefined ? 1 : outboxSegmentNumber(this.#options.path, last) + 1;
-    return outboxSegmentPath(this.#options.path, n);
-  }
-
-  /** Removes the oldest `count` segments (shipped), newest first: a crash leaves the oldest. */
-  #dropOutboxSegments(count: number): void {
-    const shipped = this.#outboxSegments.splice(0, count);
-    for (const file of shipped.reverse()) removeFileSync(file);
   }
 
   /** This flush may end with a checkpoint: it needs the pin (a connection of its own). */
@@ -1067,7 +1036,7 @@ export class SqliteLeader {
    * WAL frames no segment holds yet become a new segment.
    */
   #setAsideUnshipped(): void {
-    const segmentPath = this.#nextOutboxSegment();
+    const segmentPath = this.#outbox.next();
     const setAside = setAsideSegment(this.#setAsideJob(segmentPath));
     if (setAside) this.#addOutboxSegment(segmentPath, setAside);
   }
@@ -1085,7 +1054,7 @@ export class SqliteLeader {
 
   /** A segment is durable: the WAL up to `cursor` is covered, and a restart resumes there. */
   #addOutboxSegment(segmentPath: string, covered: { cursor: WalCursor | null; walBytes: number }) {
-    this.#outboxSegments.push(segmentPath);
+    this.#outbox.add(segmentPath);
     this.#local.covered(covered.cursor);
     this.#walBytesSinceCheckpoint += covered.walBytes;
     this.#local.save(null);
@@ -1095,100 +1064,4 @@ export class SqliteLeader {
   #segmentPosition() {
     return segmentPositionOf(this.#options.db, this.#local.position);
   }
-}
-
-function fileSize(file: string): number {
-  try {
-    return fs.statSync(file).size;
-  } catch {
-    return 0;
-  }
-}
-
-type OutboxPages = Pick<Unshipped, 'pages' | 'dbSizePages' | 'pageSize'>;
-
-/** The changeset an outbox segment (or a parked tail) becomes part of: the one after `position`. */
-function segmentPositionOf(db: string, position: Position) {
-  return { db, epoch: position.epoch, seq: position.seq + 1, prevChecksum: position.checksum };
-}
-
-/**
- * The outbox segments of `dbPath` (numbered from 1 with no gap), oldest first. Shipped ones are
- * removed newest first, so a crash part way leaves a run from the first.
- */
-function outboxSegmentsOf(dbPath: string): string[] {
-  const segments: string[] = [];
-  for (let n = 1; fs.existsSync(outboxSegmentPath(dbPath, n)); n++)
-    segments.push(outboxSegmentPath(dbPath, n));
-  return segments;
-}
-
-/**
- * The segments holding pages of this position, oldest first. Any left from an earlier position
- * (shipped before a crash could remove them) is stale: all of them are removed.
- */
-function matchingOutboxSegments(dbPath: string, db: string, position: Position): string[] {
-  const segments = outboxSegmentsOf(dbPath);
-  const matches = segments.every((file) => {
-    try {
-      const bytes = fs.readFileSync(file);
-      decodeChangeset(bytes, { db, seq: position.seq + 1, prevChecksum: position.checksum });
-      return true;
-    } catch {
-      return false;
-    }
-  });
-  if (matches) return segments;
-  for (const file of segments.reverse()) removeFileSync(file);
-  return [];
-}
-
-function parkTail(
-  parkDir: string,
-  db: string,
-  position: Position,
-  unshipped: OutboxPages,
-): ParkedTail {
-  fs.mkdirSync(parkDir, { recursive: true });
-  const file = parkedTailPath(parkDir, db, position.epoch, position.seq, Date.now());
-  writeOutboxSegment(file, segmentPositionOf(db, position), unshipped);
-  return { file, epoch: position.epoch, afterSeq: position.seq, pages: unshipped.pages.size };
-}
-
-/**
- * After a crash: whatever an earlier leadership on `path` committed that storage lacks (its outbox
- * and the WAL after its last durable point) goes to a side file in `parkDir`. Null when it left
- * nothing behind. The caller then rebuilds the local copy from storage.
- */
-export async function salvageLeaderTail(
-  options: Pick<LeaderOptions, 'path' | 'db' | 'storage' | 'prefix'> & { parkDir: string },
-): Promise<ParkedTail | null> {
-  const raw = readLeaderState(options.path);
-  if (!raw || raw.db !== options.db) return null;
-  let state: LeaderState = raw;
-  try {
-    state = (await resolveLocalState({ ...options, epoch: raw.epoch })) ?? raw;
-  } catch (error) {
-    // The pending upload lost its slot to another leader: it is part of the tail below.
-    if (!(error instanceof FencedError)) throw error;
-  }
-  const position: Position = {
-    epoch: state.epoch,
-    seq: state.seq,
-    checksum: Buffer.from(state.checksum, 'hex'),
-  };
-  const unshipped = collectUnshipped({
-    walPath: walPath(options.path),
-    from: state.cursor,
-    outboxPaths: matchingOutboxSegments(options.path, options.db, position),
-    db: options.db,
-  });
-  if (!unshipped || unshipped.pages.size === 0) return null;
-  return parkTail(options.parkDir, options.db, position, unshipped);
-}
-
-/** Every file a leader keeps beside the database. */
-export function leaderSideFiles(path: string): string[] {
-  // Newest segment first, like a shipped outbox's removal.
-  return [leaderStatePath(path), ...outboxSegmentsOf(path).reverse()];
 }
