@@ -7,8 +7,6 @@ import {
   CHECKPOINT_EVERY_BYTES,
   SELF_CHECK_BUDGET,
   SHIP_INTERVAL_MS,
-  SNAPSHOT_EVERY_BYTES,
-  SNAPSHOT_EVERY_CHANGESETS,
   WAL_TRUNCATE_BYTES,
 } from '../../defaults.ts';
 import {
@@ -22,7 +20,7 @@ import {
 import { walPath } from '../../side-files.ts';
 import { type Changeset, type ChangesetCodec, decodeChangeset } from '../../wire/changeset.ts';
 import { dbChecksumHex, PageHashes } from '../../wire/db-checksum.ts';
-import { logKey, readDatabaseImage, type SnapshotManifest, writeSnapshot } from '../snapshot.ts';
+import { logKey, type SnapshotManifest } from '../snapshot.ts';
 import {
   type Capture,
   type CaptureJob,
@@ -38,12 +36,8 @@ import { LeaderConnections } from './connections.ts';
 import { fileSize, removeLeftoverTempFilesOnce } from './local-file.ts';
 import { hex, type LeaderState, LocalState, resolveLocalState } from './local-state.ts';
 import { Outbox, outboxSegmentsOf, parkTail, segmentPositionOf } from './outbox.ts';
-import {
-  type CommittedFrames,
-  readCommittedFrames,
-  WAL_HEADER_SIZE,
-  type WalCursor,
-} from './wal.ts';
+import { SnapshotSchedule, snapshotSource, uploadSnapshot } from './snapshots.ts';
+import { readCommittedFrames, WAL_HEADER_SIZE, type WalCursor } from './wal.ts';
 
 export { leaderSideFiles, salvageLeaderTail } from './outbox.ts';
 
@@ -168,15 +162,6 @@ export type LeaderEvent =
    */
   | { type: 'setting-reset'; pragma: string; expected: string; actual: string };
 
-/** A consistent image to upload: the database file plus these WAL pages, at `seq`. */
-interface SnapshotSource {
-  overlay: ReadonlyMap<number, Uint8Array>;
-  dbSizePages: number;
-  pageSize: number;
-  position: Position;
-  commitTimeMs: number;
-}
-
 /**
  * The leader side of SQLite replication. The app writes through `database` (WAL mode, automatic
  * checkpoints off); every tick the committed frames added to the `-wal` file since the last capture
@@ -219,16 +204,10 @@ export class SqliteLeader {
   /** The last upload failed: the tick retries even if the WAL did not change. */
   #shipFailed = false;
   #closed = false;
-  #changesetsSinceSnapshot = 0;
-  #askChangesetsSinceSnapshot: (() => Promise<number>) | null = null;
-  #snapshotsTaken = 0;
-  #bytesSinceSnapshot = 0;
-  /** The database's size as of the last changeset shipped. */
-  #dbBytes = 0;
+  readonly #snapshots: SnapshotSchedule;
   #lastWalSignature = '';
   #checkpointHolds = 0;
   #walBytesSinceCheckpoint = 0;
-  #autoSnapshotQueued = false;
   readonly #uploads = new Set<Promise<unknown>>();
   /**
    * Every page's hash as of the last changeset shipped: each capture adds its pages' hashes to
@@ -260,27 +239,13 @@ export class SqliteLeader {
       cursor: state?.cursor ?? null,
     });
     this.#outbox = new Outbox(options.path, options.db, this.#local.position);
-    const sinceSnapshot = options.changesetsSinceSnapshot ?? 0;
-    if (typeof sinceSnapshot === 'number') this.#changesetsSinceSnapshot = sinceSnapshot;
-    else this.#askChangesetsSinceSnapshot = sinceSnapshot;
+    this.#snapshots = new SnapshotSchedule(options);
     if (openNow) this.#opened();
   }
 
   /** The connections opened: at open, or at first use, or on waking from hibernation. */
   #opened(): void {
-    const ask = this.#askChangesetsSinceSnapshot;
-    if (ask !== null) {
-      this.#askChangesetsSinceSnapshot = null;
-      const snapshots = this.#snapshotsTaken;
-      ask().then(
-        (count) => {
-          // A snapshot taken meanwhile already reset the count.
-          if (this.#snapshotsTaken === snapshots) this.#changesetsSinceSnapshot += count;
-        },
-        // Counting from this leadership's first changeset only delays the next snapshot.
-        () => {},
-      );
-    }
+    this.#snapshots.opened();
     this.#options.onOpen?.();
   }
 
@@ -523,13 +488,22 @@ export class SqliteLeader {
       // Ships exactly up to the overlay's last commit, so the image and its position agree.
       await this.#shipUnshipped(overlay?.cursor.offset ?? WAL_HEADER_SIZE);
       this.#checkpointHolds += 1;
-      this.#snapshotsTaken += 1;
-      this.#changesetsSinceSnapshot = 0;
-      this.#bytesSinceSnapshot = 0;
-      return this.#snapshotSource(overlay);
+      this.#snapshots.taken();
+      return snapshotSource(
+        this.#options.path,
+        overlay,
+        () =>
+          this.#local.durableCursor?.pageSize ??
+          (this.database.pragma('page_size', { simple: true }) as number),
+        this.position,
+        this.#local.commitTimeMs,
+      );
     }).then(async (source) => {
       try {
-        return await this.#uploadSnapshot(source);
+        const manifest = await uploadSnapshot(this.#options, source);
+        const { seq } = source.position;
+        this.#options.onEvent?.({ type: 'snapshot', seq, bytes: manifest.rawBytes });
+        return manifest;
       } finally {
         this.#checkpointHolds -= 1;
       }
@@ -776,16 +750,13 @@ export class SqliteLeader {
       bytes: bytes.length,
       pages: changeset.pages,
     });
-    this.#changesetsSinceSnapshot += 1;
-    this.#bytesSinceSnapshot += bytes.length;
-    this.#dbBytes = captured.dbBytes;
-    if (this.#snapshotDue()) {
-      this.#autoSnapshotQueued = true;
-      this.snapshot()
-        .catch((error: unknown) => this.#options.onEvent?.({ type: 'snapshot-failed', error }))
-        .finally(() => {
-          this.#autoSnapshotQueued = false;
-        });
+    this.#snapshots.shipped(bytes.length, captured.dbBytes);
+    // Not while a snapshot is uploading (it holds checkpoints): its counts started over just now.
+    if (this.#checkpointHolds === 0 && this.#snapshots.due) {
+      this.#snapshots.takeAutomatic(
+        () => this.snapshot(),
+        (error: unknown) => this.#options.onEvent?.({ type: 'snapshot-failed', error }),
+      );
     }
     return true;
   }
@@ -857,55 +828,6 @@ export class SqliteLeader {
   /** Set when the self-check found the file is not what this leader shipped. */
   get diverged(): DatabaseDivergedError | null {
     return this.#fenced instanceof DatabaseDivergedError ? this.#fenced : null;
-  }
-
-  #snapshotDue(): boolean {
-    const {
-      snapshotEveryChangesets = SNAPSHOT_EVERY_CHANGESETS,
-      snapshotEveryBytes = SNAPSHOT_EVERY_BYTES,
-    } = this.#options;
-    if (this.#autoSnapshotQueued || this.#checkpointHolds > 0) return false;
-    if (this.#changesetsSinceSnapshot >= snapshotEveryChangesets) return true;
-    // Never more snapshot than log: a database larger than the threshold waits for its size.
-    return this.#bytesSinceSnapshot >= Math.max(snapshotEveryBytes, this.#dbBytes);
-  }
-
-  #snapshotSource(overlay: CommittedFrames | null): SnapshotSource {
-    const pageSize =
-      overlay?.cursor.pageSize ??
-      this.#local.durableCursor?.pageSize ??
-      (this.database.pragma('page_size', { simple: true }) as number);
-    const dbSizePages =
-      overlay?.dbSizePages ?? Math.floor(fs.statSync(this.#options.path).size / pageSize);
-    return {
-      overlay: overlay?.pages ?? new Map(),
-      dbSizePages,
-      pageSize,
-      position: this.position,
-      commitTimeMs: this.#local.commitTimeMs,
-    };
-  }
-
-  async #uploadSnapshot(source: SnapshotSource): Promise<SnapshotManifest> {
-    const { overlay, pageSize, dbSizePages, position, commitTimeMs } = source;
-    const manifest = await writeSnapshot(
-      this.#options.storage,
-      {
-        prefix: this.#options.prefix,
-        db: this.#options.db,
-        seq: position.seq,
-        epoch: position.epoch,
-        checksum: position.checksum,
-        pageSize,
-        dbSizePages,
-        commitTimeMs,
-        // The image must be the database the log records at this position.
-        ...(position.dbChecksum === undefined ? {} : { dbChecksum: position.dbChecksum }),
-      },
-      readDatabaseImage(this.#options.path, { overlay, pageSize, dbSizePages }),
-    );
-    this.#options.onEvent?.({ type: 'snapshot', seq: position.seq, bytes: manifest.rawBytes });
-    return manifest;
   }
 
   /**
