@@ -3,12 +3,7 @@ import type Database from 'better-sqlite3';
 import type { StorageBackend } from '../../adapters/storage/types.ts';
 import type { ParkedTail, Position } from '../../api-types.ts';
 import { type Clock, systemClock, type TimerId } from '../../clock.ts';
-import {
-  CHECKPOINT_EVERY_BYTES,
-  SELF_CHECK_BUDGET,
-  SHIP_INTERVAL_MS,
-  WAL_TRUNCATE_BYTES,
-} from '../../defaults.ts';
+import { SELF_CHECK_BUDGET, SHIP_INTERVAL_MS, WAL_TRUNCATE_BYTES } from '../../defaults.ts';
 import {
   ClosedError,
   DatabaseDivergedError,
@@ -27,26 +22,21 @@ import {
   collectUnshipped,
   encodeCapture,
   type SelfCheckJob,
-  type SetAsideJob,
-  setAsideSegment,
   shippedStateChecksum,
 } from './capture.ts';
 import { captureWorker } from './capture-pool.ts';
+import { Checkpointer, workerAllowed } from './checkpointer.ts';
 import { LeaderConnections } from './connections.ts';
 import { fileSize, removeLeftoverTempFilesOnce } from './local-file.ts';
 import { hex, type LeaderState, LocalState, resolveLocalState } from './local-state.ts';
-import { Outbox, outboxSegmentsOf, parkTail, segmentPositionOf } from './outbox.ts';
+import { Outbox, outboxSegmentsOf, parkTail } from './outbox.ts';
 import { SnapshotSchedule, snapshotSource, uploadSnapshot } from './snapshots.ts';
-import { readCommittedFrames, WAL_HEADER_SIZE, type WalCursor } from './wal.ts';
+import { readCommittedFrames, WAL_HEADER_SIZE } from './wal.ts';
 
 export { leaderSideFiles, salvageLeaderTail } from './outbox.ts';
 
 /** Smaller captures are built on the leader's thread: a round trip to the worker would cost more. */
 const WORKER_CAPTURE_BYTES = 256 * 1024;
-/** Restarting the WAL sets aside at most this many unshipped bytes on the leader's thread. */
-const SET_ASIDE_BYTES = 4 * 1024 * 1024;
-/** Background set-asides before one restart: a writer outrunning the worker still gets one. */
-const SET_ASIDE_ROUNDS = 4;
 /** Captures at least this large mean the writer outpaces shipping (see `lightCaptureBytes`). */
 const LIGHT_CAPTURE_BYTES = 4 * 1024 * 1024;
 /** What compression must save of a capture that large to be worth its time. */
@@ -167,7 +157,7 @@ export type LeaderEvent =
  * checkpoints off); every tick the committed frames added to the `-wal` file since the last capture
  * become one checksummed changeset, written once to `{prefix}/{db}/log/{seq}`. The leader is the
  * only checkpointer, and a checkpoint copies into the file only frames storage holds (see
- * `#checkpoint`). To start the WAL over, the frames storage lacks go to local outbox segments first.
+ * {@link Checkpointer}). To start the WAL over, the frames storage lacks go to local outbox segments first.
  */
 export class SqliteLeader {
   /**
@@ -206,8 +196,8 @@ export class SqliteLeader {
   #closed = false;
   readonly #snapshots: SnapshotSchedule;
   #lastWalSignature = '';
-  #checkpointHolds = 0;
-  #walBytesSinceCheckpoint = 0;
+  /** The only one that copies WAL frames into the database file: shipped or set-aside ones. */
+  readonly #checkpointer: Checkpointer;
   readonly #uploads = new Set<Promise<unknown>>();
   /**
    * Every page's hash as of the last changeset shipped: each capture adds its pages' hashes to
@@ -227,7 +217,7 @@ export class SqliteLeader {
       path: options.path,
       pageSize: options.pageSize,
       pageCacheKiB: options.pageCacheKiB,
-      walTruncateBytes: this.#walTruncateBytes,
+      walTruncateBytes: options.walTruncateBytes ?? WAL_TRUNCATE_BYTES,
       onSettingReset: (reset) => this.#options.onEvent?.({ type: 'setting-reset', ...reset }),
     });
     if (openNow) this.#connections.open();
@@ -239,6 +229,13 @@ export class SqliteLeader {
       cursor: state?.cursor ?? null,
     });
     this.#outbox = new Outbox(options.path, options.db, this.#local.position);
+    this.#checkpointer = new Checkpointer(options, {
+      connections: this.#connections,
+      local: this.#local,
+      outbox: this.#outbox,
+      shipSoon: () => this.shipSoon(),
+      closed: () => this.#closed,
+    });
     this.#snapshots = new SnapshotSchedule(options);
     if (openNow) this.#opened();
   }
@@ -290,7 +287,7 @@ export class SqliteLeader {
     this.#clearTimers();
     this.#connections.release();
     // The cursor stays: a WAL recreated on wake has new salts and is read from its start.
-    this.#walBytesSinceCheckpoint = 0;
+    this.#checkpointer.reset();
     return true;
   }
 
@@ -434,11 +431,11 @@ export class SqliteLeader {
     const run = this.#serial(async () => {
       if (this.#waitingFlush === flush) this.#waitingFlush = null;
       // Before the capture reads the WAL: every frame the pin's snapshot holds gets shipped.
-      const pinned = this.#checkpointMayBeDue() && this.#connections.pin();
+      const pinned = this.#checkpointer.mayBeDue() && this.#connections.pin();
       let backfill: Promise<boolean> | null = null;
       try {
         await this.#shipUnshipped(undefined, (captured) => {
-          if (pinned) backfill = this.#backfillWhileUploading(captured);
+          if (pinned) backfill = this.#checkpointer.backfillWhileUploading(captured.walBytes);
         });
       } catch (error) {
         if (backfill !== null && (await backfill)) this.#pinGuardsUnshipped = true;
@@ -451,7 +448,7 @@ export class SqliteLeader {
       // next flush.
       shipped(this.position);
       try {
-        await this.#checkpoint(pinned, backfill);
+        await this.#checkpointer.run(pinned, backfill);
       } catch (error) {
         this.#options.onEvent?.({ type: 'checkpoint-failed', error });
       } finally {
@@ -487,7 +484,7 @@ export class SqliteLeader {
       const overlay = readCommittedFrames(this.#walPath, null);
       // Ships exactly up to the overlay's last commit, so the image and its position agree.
       await this.#shipUnshipped(overlay?.cursor.offset ?? WAL_HEADER_SIZE);
-      this.#checkpointHolds += 1;
+      this.#checkpointer.hold();
       this.#snapshots.taken();
       return snapshotSource(
         this.#options.path,
@@ -505,7 +502,7 @@ export class SqliteLeader {
         this.#options.onEvent?.({ type: 'snapshot', seq, bytes: manifest.rawBytes });
         return manifest;
       } finally {
-        this.#checkpointHolds -= 1;
+        this.#checkpointer.release();
       }
     });
     const tracked = upload.catch(() => {});
@@ -555,7 +552,7 @@ export class SqliteLeader {
       // upload, a commit made while closing) goes to the outbox first. Closed connections
       // (hibernated, or never opened) have nothing unshipped and no state to update.
       if (!this.#fenced && this.#connections.app !== null) {
-        this.#setAsideUnshipped();
+        this.#checkpointer.setAsideUnshipped();
         this.#local.save(null);
       }
       this.#connections.close();
@@ -739,7 +736,7 @@ export class SqliteLeader {
       this.#pageHashes = PageHashes.empty();
     }
     this.#pageHashes.apply(captured.hashUpdate);
-    this.#walBytesSinceCheckpoint += captured.walBytes;
+    this.#checkpointer.shipped(captured.walBytes);
     if (captured.restarted) this.#options.onEvent?.({ type: 'wal-restarted' });
     if (captured.outboxSegments > 0) this.#outbox.dropShipped(captured.outboxSegments);
     // No state write here: the pending record already says where a restart resumes once
@@ -752,7 +749,7 @@ export class SqliteLeader {
     });
     this.#snapshots.shipped(bytes.length, captured.dbBytes);
     // Not while a snapshot is uploading (it holds checkpoints): its counts started over just now.
-    if (this.#checkpointHolds === 0 && this.#snapshots.due) {
+    if (!this.#checkpointer.held && this.#snapshots.due) {
       this.#snapshots.takeAutomatic(
         () => this.snapshot(),
         (error: unknown) => this.#options.onEvent?.({ type: 'snapshot-failed', error }),
@@ -808,7 +805,7 @@ export class SqliteLeader {
     };
     const started = performance.now();
     const actual =
-      (this.#workerAllowed ? await captureWorker.selfCheck(job) : undefined) ??
+      (workerAllowed(this.#options) ? await captureWorker.selfCheck(job) : undefined) ??
       shippedStateChecksum(job);
     const tookMs = performance.now() - started;
     this.#selfCheckDueAt = this.#clock.now() + tookMs / budget;
@@ -828,162 +825,5 @@ export class SqliteLeader {
   /** Set when the self-check found the file is not what this leader shipped. */
   get diverged(): DatabaseDivergedError | null {
     return this.#fenced instanceof DatabaseDivergedError ? this.#fenced : null;
-  }
-
-  /**
-   * Backfills the WAL into the database file once enough of it was written, like SQLite's own
-   * autocheckpoint. Under the flush's pin only shipped frames can be backfilled, and the capture
-   * worker does it. Past the truncate size everything committed is set aside first, so the whole
-   * WAL can be backfilled and SQLite starts it over at the next write. While much is unshipped
-   * that waits for shipping to catch up, up to 4× the truncate size; past it the bulk goes to
-   * outbox segments on the worker (each followed by a backfill up to a pin at its end) while the
-   * application keeps writing, and this thread sets aside and restarts only what came in
-   * meanwhile.
-   */
-  async #checkpoint(pinned: boolean, backfill: Promise<boolean> | null): Promise<void> {
-    // A snapshot is reading the database file: it must not change under it.
-    if (this.#checkpointHolds > 0 || this.#connections.app === null) return;
-    const truncateBytes = this.#walTruncateBytes;
-    const oversized = fileSize(this.#walPath) > truncateBytes;
-    const due = this.#walBytesSinceCheckpoint >= this.#checkpointEveryBytes;
-    if (!due && !oversized && backfill === null) return;
-    // Unpinned, only a restart is worth the synchronous step; the next flush pins and does it.
-    if (!pinned && !oversized) return;
-    if (pinned) {
-      // Everything up to the pin is in storage: the bulk of the copying, off this thread.
-      const done = (await backfill) || (await this.#backfillOnWorker());
-      if (!done) this.#checkpointHere(false);
-      this.#walBytesSinceCheckpoint = 0;
-      if (!oversized) return;
-      const walBytes = fileSize(this.#walPath);
-      if (this.#local.unshippedWalBytes(walBytes) > this.#setAsideBytes) {
-        // Shipping catches up with most writers: flush again at once rather than set aside.
-        if (walBytes <= 4 * truncateBytes) {
-          this.shipSoon();
-          return;
-        }
-        await this.#setAsideInBackground();
-      }
-    }
-    // One synchronous block from here on: no commit can slip in before the checkpoint.
-    this.#connections.unpin();
-    this.#setAsideUnshipped();
-    this.#checkpointHere(oversized);
-  }
-
-  /**
-   * Starts the flush's backfill on the capture worker as soon as its changeset is sealed, so the
-   * copying overlaps the upload instead of following it. Only frames up to the pin, taken before the
-   * capture read the WAL, are copied: all of them are in this changeset. The pin stays until they
-   * are in storage, so SQLite cannot restart the WAL over frames only the file holds. Null when no
-   * backfill is due yet.
-   */
-  #backfillWhileUploading(captured: Capture): Promise<boolean> | null {
-    if (this.#checkpointHolds > 0 || this.#connections.app === null) return null;
-    const due = this.#checkpointDue(fileSize(this.#walPath), captured.walBytes);
-    return due ? this.#backfillOnWorker() : null;
-  }
-
-  /** A PASSIVE checkpoint up to the pin on the capture worker; false when it could not run there. */
-  async #backfillOnWorker(): Promise<boolean> {
-    if (!this.#workerAllowed) return false;
-    return captureWorker.checkpoint(this.#options.path);
-  }
-
-  /** `workerCaptureBytes: Infinity` keeps every capture and checkpoint on this thread. */
-  get #workerAllowed(): boolean {
-    return this.#options.workerCaptureBytes !== Number.POSITIVE_INFINITY;
-  }
-
-  /**
-   * Sets aside unshipped WAL into new outbox segments on the capture worker until what is left is
-   * small, each time re-pinning at the WAL's end first so the worker's backfill stops there (frames
-   * after it are in no segment yet). Stops early when the worker cannot do it.
-   */
-  async #setAsideInBackground(): Promise<void> {
-    if (!this.#workerAllowed) return;
-    for (let round = 0; round < SET_ASIDE_ROUNDS; round++) {
-      const walBytes = fileSize(this.#walPath);
-      if (this.#local.unshippedWalBytes(walBytes) <= this.#setAsideBytes) return;
-      this.#connections.unpin();
-      if (!this.#connections.pin()) return;
-      const segmentPath = this.#outbox.next();
-      // Up to where the pin's snapshot ends: no commit came between the two.
-      const done = await captureWorker.setAside(this.#setAsideJob(segmentPath, walBytes));
-      if (done === undefined || this.#closed) return;
-      if (done === null) continue;
-      this.#addOutboxSegment(segmentPath, done);
-      if (!(await this.#backfillOnWorker())) return;
-      this.#walBytesSinceCheckpoint = 0;
-    }
-  }
-
-  get #setAsideBytes(): number {
-    return this.#options.setAsideBytes ?? SET_ASIDE_BYTES;
-  }
-
-  /** This flush may end with a checkpoint: it needs the pin (a connection of its own). */
-  #checkpointMayBeDue(): boolean {
-    const walBytes = fileSize(this.#walPath);
-    return this.#checkpointDue(walBytes, this.#local.unshippedWalBytes(walBytes));
-  }
-
-  /** A WAL of `walBytes` past the truncate size, or enough written since the last checkpoint. */
-  #checkpointDue(walBytes: number, walBytesToShip: number): boolean {
-    if (walBytes > this.#walTruncateBytes) return true;
-    return this.#walBytesSinceCheckpoint + walBytesToShip >= this.#checkpointEveryBytes;
-  }
-
-  get #walTruncateBytes(): number {
-    return this.#options.walTruncateBytes ?? WAL_TRUNCATE_BYTES;
-  }
-
-  get #checkpointEveryBytes(): number {
-    return this.#options.checkpointEveryBytes ?? CHECKPOINT_EVERY_BYTES;
-  }
-
-  #checkpointHere(restart: boolean): void {
-    try {
-      this.#checkpointDb.pragma('wal_checkpoint(PASSIVE)');
-      this.#walBytesSinceCheckpoint = 0;
-      if (restart) this.#checkpointDb.pragma('wal_checkpoint(RESTART)');
-    } catch (error) {
-      // SQLITE_BUSY: a reader is in the way; the next tick tries again.
-      if ((error as { code?: string }).code !== 'SQLITE_BUSY') throw error;
-    }
-  }
-
-  /**
-   * Everything committed that storage lacks goes to the outbox, which a restart ships first: the
-   * WAL frames no segment holds yet become a new segment.
-   */
-  #setAsideUnshipped(): void {
-    const segmentPath = this.#outbox.next();
-    const setAside = setAsideSegment(this.#setAsideJob(segmentPath));
-    if (setAside) this.#addOutboxSegment(segmentPath, setAside);
-  }
-
-  /** The WAL frames no segment holds yet (up to `until`), for a new segment at `segmentPath`. */
-  #setAsideJob(segmentPath: string, until?: number): SetAsideJob {
-    return {
-      ...this.#segmentPosition(),
-      walPath: this.#walPath,
-      from: this.#local.durableCursor,
-      ...(until !== undefined ? { until } : {}),
-      segmentPath,
-    };
-  }
-
-  /** A segment is durable: the WAL up to `cursor` is covered, and a restart resumes there. */
-  #addOutboxSegment(segmentPath: string, covered: { cursor: WalCursor | null; walBytes: number }) {
-    this.#outbox.add(segmentPath);
-    this.#local.covered(covered.cursor);
-    this.#walBytesSinceCheckpoint += covered.walBytes;
-    this.#local.save(null);
-  }
-
-  /** What an outbox segment is tied to: the changeset after the last shipped one. */
-  #segmentPosition() {
-    return segmentPositionOf(this.#options.db, this.#local.position);
   }
 }
