@@ -3,46 +3,27 @@ import type Database from 'better-sqlite3';
 import type { StorageBackend } from '../../adapters/storage/types.ts';
 import type { ParkedTail, Position } from '../../api-types.ts';
 import { type Clock, systemClock, type TimerId } from '../../clock.ts';
-import { SELF_CHECK_BUDGET, SHIP_INTERVAL_MS, WAL_TRUNCATE_BYTES } from '../../defaults.ts';
+import { SHIP_INTERVAL_MS, WAL_TRUNCATE_BYTES } from '../../defaults.ts';
 import {
   ClosedError,
   DatabaseDivergedError,
-  FencedError,
-  InternalError,
+  type FencedError,
   InvalidArgumentError,
-  NotLeaderError,
 } from '../../errors.ts';
 import { walPath } from '../../side-files.ts';
-import { type Changeset, type ChangesetCodec, decodeChangeset } from '../../wire/changeset.ts';
-import { dbChecksumHex, PageHashes } from '../../wire/db-checksum.ts';
-import { logKey, type SnapshotManifest } from '../snapshot.ts';
-import {
-  type Capture,
-  type CaptureJob,
-  collectUnshipped,
-  encodeCapture,
-  type SelfCheckJob,
-  shippedStateChecksum,
-} from './capture.ts';
-import { captureWorker } from './capture-pool.ts';
-import { Checkpointer, workerAllowed } from './checkpointer.ts';
+import type { ChangesetCodec } from '../../wire/changeset.ts';
+import type { SnapshotManifest } from '../snapshot.ts';
+import { type Capture, collectUnshipped } from './capture.ts';
+import { Checkpointer } from './checkpointer.ts';
 import { LeaderConnections } from './connections.ts';
 import { fileSize, removeLeftoverTempFilesOnce } from './local-file.ts';
-import { hex, type LeaderState, LocalState, resolveLocalState } from './local-state.ts';
+import { type LeaderState, LocalState, resolveLocalState } from './local-state.ts';
 import { Outbox, outboxSegmentsOf, parkTail } from './outbox.ts';
+import { SelfCheck, Shipper } from './shipper.ts';
 import { SnapshotSchedule, snapshotSource, uploadSnapshot } from './snapshots.ts';
 import { readCommittedFrames, WAL_HEADER_SIZE } from './wal.ts';
 
 export { leaderSideFiles, salvageLeaderTail } from './outbox.ts';
-
-/** Smaller captures are built on the leader's thread: a round trip to the worker would cost more. */
-const WORKER_CAPTURE_BYTES = 256 * 1024;
-/** Captures at least this large mean the writer outpaces shipping (see `lightCaptureBytes`). */
-const LIGHT_CAPTURE_BYTES = 4 * 1024 * 1024;
-/** What compression must save of a capture that large to be worth its time. */
-const LIGHT_CAPTURE_MIN_SAVINGS = 1 / 3;
-/** How long a due self-check may wait for a moment when no flush is queued behind it. */
-const SELF_CHECK_MAX_DEFERRAL_MS = 60_000;
 
 /** Options of `SqliteLeader.open`. */
 export interface LeaderOptions {
@@ -191,23 +172,16 @@ export class SqliteLeader {
   #waitingFlush: Promise<Position> | null = null;
   /** Why this leader stopped: another took over, or its file diverged from what it shipped. */
   #fenced: FencedError | DatabaseDivergedError | null = null;
-  /** The last upload failed: the tick retries even if the WAL did not change. */
-  #shipFailed = false;
   #closed = false;
   readonly #snapshots: SnapshotSchedule;
   #lastWalSignature = '';
   /** The only one that copies WAL frames into the database file: shipped or set-aside ones. */
   readonly #checkpointer: Checkpointer;
   readonly #uploads = new Set<Promise<unknown>>();
-  /**
-   * Every page's hash as of the last changeset shipped: each capture adds its pages' hashes to
-   * make the next database checksum. Built by the first capture (a takeover never used does no
-   * file work for it).
-   */
-  #pageHashes: PageHashes | null = null;
-  /** The self-check runs again from this time on (clock ms), once something new was shipped. */
-  #selfCheckDueAt = 0;
-  #selfCheckedSeq = -1;
+  /** Captures and ships changesets; the fencing decision is there. */
+  readonly #shipper: Shipper;
+  /** Compares the file with what was shipped after a flush. */
+  readonly #selfCheck: SelfCheck;
 
   private constructor(options: LeaderOptions, state: LeaderState | null, openNow: boolean) {
     this.#options = options;
@@ -236,6 +210,15 @@ export class SqliteLeader {
       shipSoon: () => this.shipSoon(),
       closed: () => this.#closed,
     });
+    const parts = { connections: this.#connections, local: this.#local, outbox: this.#outbox };
+    this.#shipper = new Shipper(options, {
+      ...parts,
+      fence: (error) => {
+        this.#fenced = error;
+      },
+      shipped: (captured) => this.#shipped(captured),
+    });
+    this.#selfCheck = new SelfCheck(options, this.#clock, parts);
     this.#snapshots = new SnapshotSchedule(options);
     if (openNow) this.#opened();
   }
@@ -373,7 +356,7 @@ export class SqliteLeader {
       this.#timer = undefined;
       if (this.#closed || this.#fenced) return;
       // A failed upload leaves frames unshipped: retry them even if the WAL is unchanged.
-      if (!this.#walChangedSinceLastTick() && !this.#shipFailed && this.#outbox.empty) {
+      if (!this.#walChangedSinceLastTick() && !this.#shipper.failed && this.#outbox.empty) {
         if (this.#options.tickWhenIdle === false) this.#tickArmed = false;
         else this.#schedule(tick);
         return;
@@ -434,7 +417,7 @@ export class SqliteLeader {
       const pinned = this.#checkpointer.mayBeDue() && this.#connections.pin();
       let backfill: Promise<boolean> | null = null;
       try {
-        await this.#shipUnshipped(undefined, (captured) => {
+        await this.#shipper.shipUnshipped(undefined, (captured) => {
           if (pinned) backfill = this.#checkpointer.backfillWhileUploading(captured.walBytes);
         });
       } catch (error) {
@@ -454,7 +437,7 @@ export class SqliteLeader {
       } finally {
         this.#connections.unpin();
       }
-      await this.#selfCheck();
+      await this.#checkShippedState();
     });
     // Rejects only when the flush could not start (fenced, closed).
     run.catch(failed);
@@ -483,7 +466,7 @@ export class SqliteLeader {
     const upload = this.#serial(async () => {
       const overlay = readCommittedFrames(this.#walPath, null);
       // Ships exactly up to the overlay's last commit, so the image and its position agree.
-      await this.#shipUnshipped(overlay?.cursor.offset ?? WAL_HEADER_SIZE);
+      await this.#shipper.shipUnshipped(overlay?.cursor.offset ?? WAL_HEADER_SIZE);
       this.#checkpointer.hold();
       this.#snapshots.taken();
       return snapshotSource(
@@ -523,7 +506,7 @@ export class SqliteLeader {
     await Promise.all(this.#uploads);
     let tail: ParkedTail | null = null;
     try {
-      const unshipped = collectUnshipped(this.#unshippedSource());
+      const unshipped = collectUnshipped(this.#shipper.unshippedSource());
       if (unshipped) {
         tail = parkTail(parkDir, this.#options.db, this.#local.position, unshipped);
         this.#options.onEvent?.({ type: 'parked', tail });
@@ -541,7 +524,7 @@ export class SqliteLeader {
       if (!this.#fenced) {
         await this.flush();
         // What was committed during that flush.
-        await this.#serial(() => this.#shipUnshipped());
+        await this.#serial(() => this.#shipper.shipUnshipped());
       }
     } finally {
       this.#closed = true;
@@ -600,154 +583,10 @@ export class SqliteLeader {
     return run;
   }
 
-  #unshippedSource() {
-    return {
-      walPath: this.#walPath,
-      from: this.#local.durableCursor,
-      outboxPaths: [...this.#outbox.segments],
-      db: this.#options.db,
-    };
-  }
-
-  #captureJob(until: number | undefined, pending: number): CaptureJob {
-    const light = pending >= (this.#options.lightCaptureBytes ?? LIGHT_CAPTURE_BYTES);
-    return {
-      ...this.#unshippedSource(),
-      ...(until !== undefined ? { until } : {}),
-      epoch: this.#local.position.epoch,
-      seq: this.#local.position.seq + 1,
-      prevChecksum: this.#local.position.checksum,
-      commitTimeMs: (this.#options.wallClockMs ?? Date.now)(),
-      ...(this.#options.codec !== undefined ? { codec: this.#options.codec } : {}),
-      ...(light ? { minSavings: LIGHT_CAPTURE_MIN_SAVINGS } : {}),
-      dbPath: this.#options.path,
-      hashes: this.#pageHashes?.shared() ?? null,
-    };
-  }
-
-  /** Seals what is unshipped into the next changeset: large ones on the capture worker. */
-  #capture(until?: number): Promise<Capture | null> {
-    const pending = this.#local.unshippedWalBytes(fileSize(this.#walPath)) + this.#outbox.bytes();
-    const job = this.#captureJob(until, pending);
-    const threshold = this.#options.workerCaptureBytes ?? WORKER_CAPTURE_BYTES;
-    // The first capture hashes the whole database: on the worker unless that is small too.
-    const hashing = job.hashes === null ? fileSize(this.#options.path) : 0;
-    if (pending + hashing >= threshold) return captureWorker.run(job);
-    // From a macrotask: with storage that answers in microtasks, commit → flush → commit would
-    // otherwise never let timers and sockets run.
-    return new Promise((resolve, reject) => {
-      setImmediate(() => {
-        try {
-          resolve(encodeCapture(job));
-        } catch (error) {
-          reject(error);
-        }
-      });
-    });
-  }
-
-  /**
-   * Ships everything committed (up to `until`), as one changeset. Again at the next sequence when
-   * an earlier attempt turns out to have landed: the same frames go out once more, which changes
-   * nothing (each page is its latest version).
-   */
-  async #shipUnshipped(until?: number, onCaptured?: (captured: Capture) => void): Promise<void> {
-    this.#connections.reassertSettings();
-    try {
-      let captured = await this.#capture(until);
-      if (!captured) {
-        this.#shipFailed = false;
-        return;
-      }
-      onCaptured?.(captured);
-      while (!(await this.#ship(captured))) {
-        const again: Capture | null = await this.#capture(captured.cursor?.offset ?? until);
-        if (!again)
-          throw new InternalError('the frames of a changeset vanished before it was shipped');
-        captured = again;
-      }
-      this.#shipFailed = false;
-    } catch (error) {
-      this.#shipFailed = true;
-      throw error;
-    }
-  }
-
-  /** Uploads one changeset; false when the slot held an earlier upload of ours instead. */
-  async #ship(captured: Capture): Promise<boolean> {
-    const { bytes, cursor } = captured;
-    const changeset = captured;
-    const key = logKey(this.#options.prefix, this.#options.db, changeset.seq);
-    // Off this thread: its fsyncs wait for the WAL's dirty pages, and the application keeps writing.
-    await this.#local.saveOffThread({
-      seq: changeset.seq,
-      checksum: hex(changeset.checksum),
-      commitTimeMs: changeset.commitTimeMs,
-      cursor: cursor ?? this.#local.durableCursor,
-    });
-    if (this.#options.canShip && !this.#options.canShip()) {
-      const error = new NotLeaderError(
-        `${this.#options.db} epoch ${this.#local.position.epoch}: the lease is no longer valid, changeset ${changeset.seq} stays local`,
-      );
-      this.#options.onEvent?.({ type: 'ship-failed', seq: changeset.seq, error });
-      throw error;
-    }
-    let written: boolean;
-    let earlier: Changeset | null = null;
-    try {
-      written = await this.#options.storage.putIfAbsent(key, bytes);
-      if (!written) {
-        // Our own earlier attempt may have landed without us hearing of it.
-        const existing = await this.#options.storage.get(key);
-        written = existing !== null && Buffer.from(existing).equals(Buffer.from(bytes));
-        if (!written && existing !== null) earlier = this.#ownEarlierUpload(existing);
-      }
-    } catch (error) {
-      this.#options.onEvent?.({ type: 'ship-failed', seq: changeset.seq, error });
-      throw error;
-    }
-    if (earlier) {
-      // It holds older versions of pages we still hold: follow it, then ship ours after it.
-      this.#local.follow(
-        { epoch: earlier.epoch, seq: earlier.seq, checksum: earlier.checksum },
-        earlier.commitTimeMs,
-      );
-      return false;
-    }
-    if (!written) {
-      this.#fenced = new FencedError(
-        changeset.seq,
-        `${key} was already written by another leader; this one (epoch ${this.#local.position.epoch}) must stop`,
-      );
-      this.#options.onEvent?.({ type: 'fenced', seq: changeset.seq });
-      throw this.#fenced;
-    }
-    this.#local.shipped(
-      {
-        epoch: this.#local.position.epoch,
-        seq: changeset.seq,
-        checksum: changeset.checksum,
-        dbChecksum: captured.dbChecksum,
-      },
-      changeset.commitTimeMs,
-      cursor,
-    );
-    if (captured.full || this.#pageHashes === null) {
-      this.#pageHashes = PageHashes.empty();
-    }
-    this.#pageHashes.apply(captured.hashUpdate);
+  /** A changeset is in storage: checkpoints and snapshots count it. */
+  #shipped(captured: Capture): void {
     this.#checkpointer.shipped(captured.walBytes);
-    if (captured.restarted) this.#options.onEvent?.({ type: 'wal-restarted' });
-    if (captured.outboxSegments > 0) this.#outbox.dropShipped(captured.outboxSegments);
-    // No state write here: the pending record already says where a restart resumes once
-    // storage confirms this upload, and the next capture's write records it anyway.
-    this.#options.onEvent?.({
-      type: 'shipped',
-      seq: changeset.seq,
-      bytes: bytes.length,
-      pages: changeset.pages,
-    });
-    this.#snapshots.shipped(bytes.length, captured.dbBytes);
+    this.#snapshots.shipped(captured.bytes.length, captured.dbBytes);
     // Not while a snapshot is uploading (it holds checkpoints): its counts started over just now.
     if (!this.#checkpointer.held && this.#snapshots.due) {
       this.#snapshots.takeAutomatic(
@@ -755,68 +594,12 @@ export class SqliteLeader {
         (error: unknown) => this.#options.onEvent?.({ type: 'snapshot-failed', error }),
       );
     }
-    return true;
   }
 
-  /**
-   * The changeset in our next slot, if an earlier attempt of this leadership put it there: same
-   * epoch (only this leader writes it) and linked to our position. Null for anyone else's.
-   */
-  #ownEarlierUpload(bytes: Uint8Array): Changeset | null {
-    try {
-      const landed = decodeChangeset(bytes, {
-        db: this.#options.db,
-        seq: this.#local.position.seq + 1,
-        prevChecksum: this.#local.position.checksum,
-      });
-      return landed.epoch === this.#local.position.epoch ? landed : null;
-    } catch {
-      return null;
-    }
-  }
-
-  /**
-   * Compares the file, as of the last changeset shipped, with the database checksum that changeset
-   * records, when due (see {@link LeaderOptions.selfCheckBudget}). Inside the serial queue: no
-   * checkpoint changes the file meanwhile. On the capture worker when it can.
-   */
-  async #selfCheck(): Promise<void> {
-    const budget = this.#options.selfCheckBudget ?? SELF_CHECK_BUDGET;
-    const expected = this.#local.position.dbChecksum;
-    const hashes = this.#pageHashes;
-    const database = this.#connections.app;
-    if (!(budget > 0) || expected === undefined || hashes === null || database === null) return;
-    // Outbox pages are in the file but not in storage yet: the file is ahead of what was shipped.
-    if (!this.#outbox.empty || this.#local.position.seq === this.#selfCheckedSeq) return;
-    const now = this.#clock.now();
-    if (now < this.#selfCheckDueAt) return;
-    // Flushes wait while it hashes: with one queued behind it, it waits for a quieter moment,
-    // unless it is long overdue (a writer that never pauses still gets checked).
-    if (this.#queued > 1 && now < this.#selfCheckDueAt + SELF_CHECK_MAX_DEFERRAL_MS) return;
-    const seq = this.#local.position.seq;
-    const job: SelfCheckJob = {
-      dbPath: this.#options.path,
-      walPath: this.#walPath,
-      cursor: this.#local.durableCursor,
-      pageSize:
-        this.#local.durableCursor?.pageSize ??
-        (database.pragma('page_size', { simple: true }) as number),
-      dbSizePages: hashes.dbSizePages,
-    };
-    const started = performance.now();
-    const actual =
-      (workerAllowed(this.#options) ? await captureWorker.selfCheck(job) : undefined) ??
-      shippedStateChecksum(job);
-    const tookMs = performance.now() - started;
-    this.#selfCheckDueAt = this.#clock.now() + tookMs / budget;
-    this.#selfCheckedSeq = seq;
-    if (actual === expected || this.#fenced || this.#closed) return;
-    const error = new DatabaseDivergedError(
-      seq,
-      dbChecksumHex(expected),
-      dbChecksumHex(actual),
-      `${this.#options.path} is not the database ${this.#options.db} shipped up to seq ${seq} (epoch ${this.#local.position.epoch}): changed outside hadb; it stops leading`,
-    );
+  /** The self-check, when due: a file that is not what was shipped stops this leader. */
+  async #checkShippedState(): Promise<void> {
+    const error = await this.#selfCheck.run(this.#shipper.pageHashes, this.#queued > 1);
+    if (error === null || this.#fenced || this.#closed) return;
     this.#fenced = error;
     this.#clearTimers();
     this.#options.onEvent?.({ type: 'diverged', error });
