@@ -21,14 +21,27 @@ export const leaderStatePath = (db: string): string => `${db}-hadb-leader.json`;
 /** A follower's redo record of the changeset it is applying. */
 export const REDO_SUFFIX = '-hadb-redo';
 export const redoPath = (db: string): string => `${db}${REDO_SUFFIX}`;
+/** The redo record's fixed temporary name while it is written (opening the file removes one left). */
+export const redoTempPath = (db: string): string => `${redoPath(db)}.tmp`;
 /** A leader's outbox; its segments are `<base>.1`, `<base>.2`, … */
 export const outboxBasePath = (db: string): string => `${db}-hadb-outbox`;
+/** The outbox segment numbered `n` (from 1). */
+export const outboxSegmentPath = (db: string, n: number): string => `${outboxBasePath(db)}.${n}`;
+/** The number of an outbox segment of `db` named by {@link outboxSegmentPath}. */
+export const outboxSegmentNumber = (db: string, segment: string): number =>
+  Number(segment.slice(outboxBasePath(db).length + 1));
 /** A journal file set aside while a restored file replaces the database. */
 export const replacedPath = (journal: string): string => `${journal}.hadb-replaced`;
 
 /** Name parts of the temporary files written next to a database file (swept when left over). */
 export const RESTORE_TEMP_INFIX = '.hadb-restore-';
 export const PITR_TEMP_INFIX = '.hadb-pitr-';
+/** A restore's download of a snapshot image, `unique` to this attempt. */
+export const restoreTempPath = (dest: string, unique: string): string =>
+  `${dest}${RESTORE_TEMP_INFIX}${unique}`;
+/** A point-in-time restore's working copy, `unique` to this attempt. */
+export const pitrTempPath = (dest: string, unique: string): string =>
+  `${dest}${PITR_TEMP_INFIX}${unique}`;
 /** The atomic writer's temporary files are `<file>.tmp-<pid>-<random>`. */
 export const TEMP_MARKERS = [
   RESTORE_TEMP_INFIX,

@@ -4,7 +4,7 @@ import { syncDirectorySync } from '../adapters/fs-sync.ts';
 import type { StorageBackend } from '../adapters/storage/types.ts';
 import type { DbChecksum } from '../api-types.ts';
 import { DatabaseDivergedError, InvalidArgumentError, ReplicationGapError } from '../errors.ts';
-import { PITR_TEMP_INFIX, redoPath, replacedPath, sqliteJournalFiles } from '../side-files.ts';
+import { pitrTempPath, redoPath, replacedPath, sqliteJournalFiles } from '../side-files.ts';
 import { type Changeset, decodeChangeset, GENESIS_CHECKSUM } from '../wire/changeset.ts';
 import { dbChecksumHex, hashPages, PageHashes, parseDbChecksumHex } from '../wire/db-checksum.ts';
 import {
@@ -78,7 +78,7 @@ export async function restoreDatabase(options: RestoreOptions): Promise<RestoreR
   }
   removeLeftoverTempFiles(destPath);
   const base = await chooseSnapshot(storage, prefix, db, target);
-  const temp = `${destPath}${PITR_TEMP_INFIX}${process.pid}-${Date.now()}`;
+  const temp = pitrTempPath(destPath, `${process.pid}-${Date.now()}`);
   let applier: PageApplier | null = null;
   try {
     let position = {

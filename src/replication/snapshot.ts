@@ -13,7 +13,7 @@ import { syncDirectory } from '../adapters/fs-sync.ts';
 import type { StorageBackend } from '../adapters/storage/types.ts';
 import type { DbChecksum } from '../api-types.ts';
 import { DatabaseDivergedError, InvalidArgumentError, SnapshotInvalidError } from '../errors.ts';
-import { RESTORE_TEMP_INFIX, sqliteJournalFiles } from '../side-files.ts';
+import { restoreTempPath, sqliteJournalFiles } from '../side-files.ts';
 import { brotliOptions, CHECKSUM_BYTES } from '../wire/changeset.ts';
 import { dbChecksumHex, ImageChecksummer, parseDbChecksumHex } from '../wire/db-checksum.ts';
 
@@ -580,7 +580,7 @@ export async function restoreSnapshot(
   const where = `snapshot ${manifest.seq} of ${manifest.db}`;
   const checked = parseManifest(manifest, where);
   const { db, seq, rawBytes } = checked;
-  const temp = `${destPath}${RESTORE_TEMP_INFIX}${randomBytes(6).toString('hex')}`;
+  const temp = restoreTempPath(destPath, randomBytes(6).toString('hex'));
   const handle = await fsp.open(temp, 'wx');
   let closed = false;
   try {

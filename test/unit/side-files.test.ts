@@ -3,9 +3,14 @@ import {
   followerStatePath,
   leaderStatePath,
   outboxBasePath,
+  outboxSegmentNumber,
+  outboxSegmentPath,
   parkedTailPath,
+  pitrTempPath,
   redoPath,
+  redoTempPath,
   replacedPath,
+  restoreTempPath,
   sideFiles,
   sqliteJournalFiles,
   TEMP_MARKERS,
@@ -21,6 +26,14 @@ describe('side files', () => {
     expect(redoPath('/d/app.db')).toBe('/d/app.db-hadb-redo');
     expect(outboxBasePath('/d/app.db')).toBe('/d/app.db-hadb-outbox');
     expect(replacedPath('/d/app.db-wal')).toBe('/d/app.db-wal.hadb-replaced');
+  });
+
+  it('names outbox segments and the temporary files of a redo record and of restores', () => {
+    expect(outboxSegmentPath('/d/app.db', 2)).toBe('/d/app.db-hadb-outbox.2');
+    expect(outboxSegmentNumber('/d/app.db', '/d/app.db-hadb-outbox.12')).toBe(12);
+    expect(redoTempPath('/d/app.db')).toBe('/d/app.db-hadb-redo.tmp');
+    expect(restoreTempPath('/d/app.db', 'ab12')).toBe('/d/app.db.hadb-restore-ab12');
+    expect(pitrTempPath('/d/app.db', '7-9')).toBe('/d/app.db.hadb-pitr-7-9');
   });
 
   it("lists a local copy's side files, and SQLite's journal files", () => {

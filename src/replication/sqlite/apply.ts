@@ -4,7 +4,7 @@ import * as fsp from 'node:fs/promises';
 import * as nodePath from 'node:path';
 import { syncDirectorySync, writeFileAtomicSync } from '../../adapters/fs-sync.ts';
 import { InvalidArgumentError } from '../../errors.ts';
-import { REDO_SUFFIX, redoPath } from '../../side-files.ts';
+import { REDO_SUFFIX, redoPath, redoTempPath } from '../../side-files.ts';
 import type { Changeset } from '../../wire/changeset.ts';
 import { FOLLOWER_OWNED_HEADER_BYTES } from '../../wire/db-checksum.ts';
 import { removeFileSync } from './local-file.ts';
@@ -86,7 +86,7 @@ export class PageApplier {
     const fd = fs.openSync(path, fs.constants.O_RDWR | fs.constants.O_CREAT, 0o644);
     try {
       if (!existed) syncDirectorySync(nodePath.dirname(path));
-      removeFileSync(`${redoPath(path)}.tmp`);
+      removeFileSync(redoTempPath(path));
     } catch (error) {
       fs.closeSync(fd);
       throw error;
@@ -101,7 +101,7 @@ export class PageApplier {
    */
   recover(): number | null {
     const fd = this.#openFd();
-    removeFileSync(`${this.redoPath}.tmp`);
+    removeFileSync(redoTempPath(this.path));
     let bytes: Buffer;
     try {
       bytes = fs.readFileSync(this.redoPath);
@@ -131,7 +131,7 @@ export class PageApplier {
     this.#pendingRedo = true;
     // A fixed temporary name: opening the file again removes one a crash left.
     writeFileAtomicSync(this.redoPath, encodeRedo(redo), {
-      temp: `${this.redoPath}.tmp`,
+      temp: redoTempPath(this.path),
       mode: 0o644,
     });
     this.#step('redo-written');

@@ -1,63 +1,29 @@
 import fs from 'node:fs';
-import Database from 'better-sqlite3';
-import { writeFileAtomic, writeFileAtomicSync } from '../../adapters/fs-sync.ts';
+import type Database from 'better-sqlite3';
 import type { StorageBackend } from '../../adapters/storage/types.ts';
 import type { ParkedTail, Position } from '../../api-types.ts';
 import { type Clock, systemClock, type TimerId } from '../../clock.ts';
-import {
-  CHECKPOINT_EVERY_BYTES,
-  SELF_CHECK_BUDGET,
-  SHIP_INTERVAL_MS,
-  SNAPSHOT_EVERY_BYTES,
-  SNAPSHOT_EVERY_CHANGESETS,
-  WAL_TRUNCATE_BYTES,
-} from '../../defaults.ts';
+import { SHIP_INTERVAL_MS, WAL_TRUNCATE_BYTES } from '../../defaults.ts';
 import {
   ClosedError,
   DatabaseDivergedError,
-  FencedError,
-  InternalError,
+  type FencedError,
   InvalidArgumentError,
-  NotLeaderError,
 } from '../../errors.ts';
-import { leaderStatePath, outboxBasePath, parkedTailPath, walPath } from '../../side-files.ts';
-import { type Changeset, type ChangesetCodec, decodeChangeset } from '../../wire/changeset.ts';
-import { dbChecksumHex, PageHashes } from '../../wire/db-checksum.ts';
-import { logKey, readDatabaseImage, type SnapshotManifest, writeSnapshot } from '../snapshot.ts';
-import {
-  type Capture,
-  type CaptureJob,
-  collectUnshipped,
-  encodeCapture,
-  type SelfCheckJob,
-  type SetAsideJob,
-  setAsideSegment,
-  shippedStateChecksum,
-  type Unshipped,
-  writeOutboxSegment,
-} from './capture.ts';
-import { captureWorker } from './capture-pool.ts';
-import { readJsonFileSync, removeFileSync, removeLeftoverTempFilesOnce } from './local-file.ts';
-import {
-  assertSqliteVersion,
-  type CommittedFrames,
-  readCommittedFrames,
-  WAL_HEADER_SIZE,
-  type WalCursor,
-} from './wal.ts';
+import { walPath } from '../../side-files.ts';
+import type { ChangesetCodec } from '../../wire/changeset.ts';
+import type { SnapshotManifest } from '../snapshot.ts';
+import { type Capture, collectUnshipped } from './capture.ts';
+import { Checkpointer } from './checkpointer.ts';
+import { LeaderConnections } from './connections.ts';
+import { fileSize, removeLeftoverTempFilesOnce } from './local-file.ts';
+import { type LeaderState, LocalState, resolveLocalState } from './local-state.ts';
+import { Outbox, outboxSegmentsOf, parkTail } from './outbox.ts';
+import { SelfCheck, Shipper } from './shipper.ts';
+import { SnapshotSchedule, snapshotSource, uploadSnapshot } from './snapshots.ts';
+import { readCommittedFrames, WAL_HEADER_SIZE } from './wal.ts';
 
-/** Smaller captures are built on the leader's thread: a round trip to the worker would cost more. */
-const WORKER_CAPTURE_BYTES = 256 * 1024;
-/** Restarting the WAL sets aside at most this many unshipped bytes on the leader's thread. */
-const SET_ASIDE_BYTES = 4 * 1024 * 1024;
-/** Background set-asides before one restart: a writer outrunning the worker still gets one. */
-const SET_ASIDE_ROUNDS = 4;
-/** Captures at least this large mean the writer outpaces shipping (see `lightCaptureBytes`). */
-const LIGHT_CAPTURE_BYTES = 4 * 1024 * 1024;
-/** What compression must save of a capture that large to be worth its time. */
-const LIGHT_CAPTURE_MIN_SAVINGS = 1 / 3;
-/** How long a due self-check may wait for a moment when no flush is queued behind it. */
-const SELF_CHECK_MAX_DEFERRAL_MS = 60_000;
+export { leaderSideFiles, salvageLeaderTail } from './outbox.ts';
 
 /** Options of `SqliteLeader.open`. */
 export interface LeaderOptions {
@@ -167,58 +133,21 @@ export type LeaderEvent =
    */
   | { type: 'setting-reset'; pragma: string; expected: string; actual: string };
 
-/** What {@link SqliteLeader.#configure} sets and every capture checks (values as PRAGMA reads them). */
-const OWN_SETTINGS: readonly { pragma: string; expected: string }[] = [
-  { pragma: 'journal_mode', expected: 'wal' },
-  { pragma: 'wal_autocheckpoint', expected: '0' },
-  { pragma: 'locking_mode', expected: 'normal' },
-  { pragma: 'query_only', expected: '0' },
-  { pragma: 'busy_timeout', expected: '0' },
-];
-const settingChecks = new WeakMap<Database.Database, Database.Statement[]>();
-
-interface LeaderState {
-  db: string;
-  epoch: number;
-  seq: number;
-  checksum: string;
-  /** Commit time of the changeset at `seq` (0 before the first): what a snapshot at `seq` reports. */
-  commitTimeMs: number;
-  cursor: WalCursor | null;
-  /** Written before a changeset is uploaded, so a restart can tell whether the upload landed. */
-  pending: { seq: number; checksum: string; commitTimeMs: number; cursor: WalCursor | null } | null;
-}
-
-/** A consistent image to upload: the database file plus these WAL pages, at `seq`. */
-interface SnapshotSource {
-  overlay: ReadonlyMap<number, Uint8Array>;
-  dbSizePages: number;
-  pageSize: number;
-  position: Position;
-  commitTimeMs: number;
-}
-
 /**
  * The leader side of SQLite replication. The app writes through `database` (WAL mode, automatic
  * checkpoints off); every tick the committed frames added to the `-wal` file since the last capture
  * become one checksummed changeset, written once to `{prefix}/{db}/log/{seq}`. The leader is the
  * only checkpointer, and a checkpoint copies into the file only frames storage holds (see
- * `#checkpoint`). To start the WAL over, the frames storage lacks go to local outbox segments first.
+ * {@link Checkpointer}). To start the WAL over, the frames storage lacks go to local outbox segments first.
  */
 export class SqliteLeader {
   /**
-   * The app's connection: null while hibernated (the checkpointer and the pin too, which also
-   * open only when first needed). Closed ones stay after close() so late use fails loudly.
+   * The app's, the checkpointer's and the pin's: all closed while hibernated. The pin holds a read
+   * transaction while a flush ships: SQLite cannot checkpoint frames past its snapshot, so the
+   * flush's checkpoint copies into the file only frames already in storage.
    */
-  #db: Database.Database | null;
+  readonly #connections: LeaderConnections;
   readonly #options: LeaderOptions;
-  #checkpointer: Database.Database | null;
-  /**
-   * Holds a read transaction while a flush ships: SQLite cannot checkpoint frames past its
-   * snapshot, so the flush's checkpoint copies into the file only frames already in storage.
-   */
-  #pin: Database.Database | null = null;
-  #pinned = false;
   /**
    * A backfill ran while its changeset was uploading and the upload failed: the file may hold
    * frames storage lacks, and only the pin stops SQLite from restarting the WAL over them. It stays
@@ -229,14 +158,10 @@ export class SqliteLeader {
   #ticksStoppedByHibernation = false;
   readonly #clock: Clock;
   readonly #walPath: string;
-  readonly #statePath: string;
-  /** Outbox segments are `${base}.1`, `${base}.2`, …: see {@link outboxSegmentsOf}. */
-  readonly #outboxBase: string;
-  #position: Position;
-  /** How far the WAL is covered by what storage or the outbox holds: where the next capture reads from. */
-  #durableCursor: WalCursor | null;
+  /** The last changeset shipped, and how far the WAL is covered; saved beside the database. */
+  readonly #local: LocalState;
   /** Outbox segments holding pages storage lacks, set aside before WAL restarts, oldest first. */
-  #outboxSegments: string[];
+  readonly #outbox: Outbox;
   #queue: Promise<unknown> = Promise.resolve();
   #queued = 0;
   #timer: TimerId | undefined;
@@ -247,160 +172,77 @@ export class SqliteLeader {
   #waitingFlush: Promise<Position> | null = null;
   /** Why this leader stopped: another took over, or its file diverged from what it shipped. */
   #fenced: FencedError | DatabaseDivergedError | null = null;
-  /** The last upload failed: the tick retries even if the WAL did not change. */
-  #shipFailed = false;
   #closed = false;
-  #changesetsSinceSnapshot = 0;
-  #askChangesetsSinceSnapshot: (() => Promise<number>) | null = null;
-  #snapshotsTaken = 0;
-  #bytesSinceSnapshot = 0;
-  /** The database's size as of the last changeset shipped. */
-  #dbBytes = 0;
+  readonly #snapshots: SnapshotSchedule;
   #lastWalSignature = '';
-  /** The local state file names this leadership (written before the first commit can happen). */
-  #stateSaved = false;
-  #checkpointHolds = 0;
-  #walBytesSinceCheckpoint = 0;
-  #autoSnapshotQueued = false;
+  /** The only one that copies WAL frames into the database file: shipped or set-aside ones. */
+  readonly #checkpointer: Checkpointer;
   readonly #uploads = new Set<Promise<unknown>>();
-  #commitTimeMs: number;
-  /**
-   * Every page's hash as of the last changeset shipped: each capture adds its pages' hashes to
-   * make the next database checksum. Built by the first capture (a takeover never used does no
-   * file work for it).
-   */
-  #pageHashes: PageHashes | null = null;
-  /** The self-check runs again from this time on (clock ms), once something new was shipped. */
-  #selfCheckDueAt = 0;
-  #selfCheckedSeq = -1;
+  /** Captures and ships changesets; the fencing decision is there. */
+  readonly #shipper: Shipper;
+  /** Compares the file with what was shipped after a flush. */
+  readonly #selfCheck: SelfCheck;
 
   private constructor(options: LeaderOptions, state: LeaderState | null, openNow: boolean) {
     this.#options = options;
     this.#clock = options.clock ?? systemClock;
     this.#walPath = walPath(options.path);
-    this.#statePath = leaderStatePath(options.path);
-    this.#outboxBase = outboxBasePath(options.path);
-    this.#db = openNow ? this.#openConnection() : null;
-    this.#checkpointer = null;
-    this.#position = state
-      ? { epoch: options.epoch, seq: state.seq, checksum: Buffer.from(state.checksum, 'hex') }
-      : { epoch: options.epoch, ...options.position };
-    this.#durableCursor = state?.cursor ?? null;
-    this.#outboxSegments = matchingOutboxSegments(this.#outboxBase, options.db, this.#position);
-    this.#commitTimeMs = state?.commitTimeMs ?? options.position.commitTimeMs ?? 0;
-    const sinceSnapshot = options.changesetsSinceSnapshot ?? 0;
-    if (typeof sinceSnapshot === 'number') this.#changesetsSinceSnapshot = sinceSnapshot;
-    else this.#askChangesetsSinceSnapshot = sinceSnapshot;
+    this.#connections = new LeaderConnections({
+      path: options.path,
+      pageSize: options.pageSize,
+      pageCacheKiB: options.pageCacheKiB,
+      walTruncateBytes: options.walTruncateBytes ?? WAL_TRUNCATE_BYTES,
+      onSettingReset: (reset) => this.#options.onEvent?.({ type: 'setting-reset', ...reset }),
+    });
+    if (openNow) this.#connections.open();
+    this.#local = new LocalState(options.path, options.db, {
+      position: state
+        ? { epoch: options.epoch, seq: state.seq, checksum: Buffer.from(state.checksum, 'hex') }
+        : { epoch: options.epoch, ...options.position },
+      commitTimeMs: state?.commitTimeMs ?? options.position.commitTimeMs ?? 0,
+      cursor: state?.cursor ?? null,
+    });
+    this.#outbox = new Outbox(options.path, options.db, this.#local.position);
+    this.#checkpointer = new Checkpointer(options, {
+      connections: this.#connections,
+      local: this.#local,
+      outbox: this.#outbox,
+      shipSoon: () => this.shipSoon(),
+      closed: () => this.#closed,
+    });
+    const parts = { connections: this.#connections, local: this.#local, outbox: this.#outbox };
+    this.#shipper = new Shipper(options, {
+      ...parts,
+      fence: (error) => {
+        this.#fenced = error;
+      },
+      shipped: (captured) => this.#shipped(captured),
+    });
+    this.#selfCheck = new SelfCheck(options, this.#clock, parts);
+    this.#snapshots = new SnapshotSchedule(options);
     if (openNow) this.#opened();
   }
 
   /** The connections opened: at open, or at first use, or on waking from hibernation. */
   #opened(): void {
-    const ask = this.#askChangesetsSinceSnapshot;
-    if (ask !== null) {
-      this.#askChangesetsSinceSnapshot = null;
-      const snapshots = this.#snapshotsTaken;
-      ask().then(
-        (count) => {
-          // A snapshot taken meanwhile already reset the count.
-          if (this.#snapshotsTaken === snapshots) this.#changesetsSinceSnapshot += count;
-        },
-        // Counting from this leadership's first changeset only delays the next snapshot.
-        () => {},
-      );
-    }
+    this.#snapshots.opened();
     this.#options.onOpen?.();
-  }
-
-  /** The app's connection, configured; closed again if configuring fails. */
-  #openConnection(): Database.Database {
-    const database = new Database(this.#options.path);
-    try {
-      checkSqliteVersionOnce(database);
-      const pageSize = this.#options.pageSize;
-      if (pageSize !== undefined) database.pragma(`page_size = ${Number(pageSize)}`);
-      this.#configure(database);
-      // A read opens the WAL and leaves this connection holding it for as long as it is open.
-      // Until then another connection (an interactive transaction's, a reader's) could be the
-      // last one to close the file: SQLite would checkpoint its commits into the database and
-      // delete the WAL before they were captured.
-      database.prepare('select 1 from sqlite_master limit 1').get();
-    } catch (error) {
-      database.close();
-      throw error;
-    }
-    return database;
   }
 
   /** The app's connection: writes go through it. Reopened by the first use after hibernation. */
   get database(): Database.Database {
-    return this.#db ?? this.#wake();
+    return this.#connections.app ?? this.#wake();
   }
 
-  /** Opened on first use: most leaders of a node never checkpoint on this thread. */
+  /** The checkpointer connection, waking the leader first when hibernated. */
   get #checkpointDb(): Database.Database {
-    if (this.#db === null) this.#wake();
-    if (this.#checkpointer === null) {
-      const checkpointer = new Database(this.#options.path);
-      checkpointer.pragma('busy_timeout = 0');
-      // Its checkpoints are the ones this leader asks for, never automatic ones.
-      checkpointer.pragma('wal_autocheckpoint = 0');
-      // It only copies WAL frames into the file: it needs almost no cache of its own.
-      checkpointer.pragma('cache_size = -64');
-      this.#checkpointer = checkpointer;
-    }
-    return this.#checkpointer;
-  }
-
-  /** Per-connection settings of the app's connection (they do not persist in the file). */
-  #configure(database: Database.Database): void {
-    // Waiting for a lock here would stall the event loop, and every lease on the node with it:
-    // the hosted database queues its writers instead, so a lock held elsewhere fails at once.
-    database.pragma('busy_timeout = 0');
-    database.pragma('journal_mode = WAL');
-    database.pragma('wal_autocheckpoint = 0');
-    // A restarted WAL is overwritten in place, which costs far less than truncating it to zero;
-    // SQLite cuts the file back to this size at the first commit after the restart.
-    const limit = this.#walTruncateBytes;
-    database.pragma(
-      `journal_size_limit = ${Number.isFinite(limit) ? Math.max(0, Math.floor(limit)) : -1}`,
-    );
-    const cacheKiB = this.#options.pageCacheKiB;
-    if (cacheKiB !== undefined)
-      database.pragma(`cache_size = ${-Math.max(1, Math.floor(cacheKiB))}`);
-  }
-
-  /**
-   * Reads back the settings of the app's connection that capture depends on and sets back any
-   * that changed, reporting each: once per capture, a few microseconds.
-   */
-  #reassertSettings(): void {
-    const database = this.#db;
-    if (database === null) return;
-    let checks = settingChecks.get(database);
-    if (!checks) {
-      checks = OWN_SETTINGS.map(({ pragma }) => database.prepare(`PRAGMA ${pragma}`).pluck());
-      settingChecks.set(database, checks);
-    }
-    for (const [i, setting] of OWN_SETTINGS.entries()) {
-      const actual = String((checks[i] as Database.Statement).get()).toLowerCase();
-      if (actual === setting.expected) continue;
-      try {
-        database.pragma(`${setting.pragma} = ${setting.expected}`);
-      } finally {
-        this.#options.onEvent?.({
-          type: 'setting-reset',
-          pragma: setting.pragma,
-          expected: setting.expected,
-          actual,
-        });
-      }
-    }
+    if (this.#connections.app === null) this.#wake();
+    return this.#connections.checkpointer;
   }
 
   /** True while the connections are closed (see {@link hibernate}). */
   get hibernated(): boolean {
-    return this.#db === null;
+    return this.#connections.app === null;
   }
 
   /**
@@ -408,7 +250,7 @@ export class SqliteLeader {
    * nothing beside it belongs to this leadership.
    */
   get neverOpened(): boolean {
-    return !this.#stateSaved;
+    return !this.#local.saved;
   }
 
   /**
@@ -418,33 +260,28 @@ export class SqliteLeader {
    * or an upload under way, an open transaction.
    */
   hibernate(): boolean {
-    const database = this.#db;
+    const database = this.#connections.app;
     if (database === null) return true;
     if (this.#closed || this.#fenced || database.inTransaction) return false;
     if (this.#queued > 0 || this.#uploads.size > 0 || this.#soonTimer !== undefined) return false;
-    if (this.#outboxSegments.length > 0 || readCommittedFrames(this.#walPath, this.#durableCursor))
+    if (!this.#outbox.empty || readCommittedFrames(this.#walPath, this.#local.durableCursor))
       return false;
     this.#ticksStoppedByHibernation = this.#timer !== undefined;
     this.#clearTimers();
-    this.#closeConnections();
-    this.#db = null;
-    this.#checkpointer = null;
-    this.#pin = null;
+    this.#connections.release();
     // The cursor stays: a WAL recreated on wake has new salts and is read from its start.
-    this.#walBytesSinceCheckpoint = 0;
+    this.#checkpointer.reset();
     return true;
   }
 
   #wake(): Database.Database {
     if (this.#closed) throw new ClosedError(`the leader of ${this.#options.db}`);
-    const database = this.#openConnection();
-    this.#db = database;
-    if (!this.#stateSaved) {
+    const database = this.#connections.open();
+    if (!this.#local.saved) {
       try {
-        this.#saveState(null);
+        this.#local.save(null);
       } catch (error) {
-        this.#db = null;
-        database.close();
+        this.#connections.release();
         throw error;
       }
     }
@@ -472,14 +309,14 @@ export class SqliteLeader {
       state !== null ||
       options.position.seq === 0 ||
       fs.existsSync(walPath(options.path)) ||
-      outboxSegmentsOf(outboxBasePath(options.path)).length > 0;
+      outboxSegmentsOf(options.path).length > 0;
     const leader = new SqliteLeader(options, state, openNow);
     if (!openNow) return leader;
     try {
       if (!state) await leader.#adoptLocalFile();
-      leader.#saveState(null);
+      leader.#local.save(null);
     } catch (error) {
-      leader.#closeConnections();
+      leader.#connections.close();
       throw error;
     }
     return leader;
@@ -492,7 +329,7 @@ export class SqliteLeader {
    */
   async #adoptLocalFile(): Promise<void> {
     const unshipped = readCommittedFrames(this.#walPath, null);
-    if (this.#position.seq > 0) {
+    if (this.#local.position.seq > 0) {
       if (unshipped) {
         throw new InvalidArgumentError(
           `${this.#walPath} holds commits this leader never shipped; restore ${this.#options.path} from storage first`,
@@ -505,13 +342,13 @@ export class SqliteLeader {
   }
 
   get position(): Position {
-    return { ...this.#position };
+    return { ...this.#local.position };
   }
 
   /** Ships on an interval until closed; a tick where the `-wal` file did not change costs one stat. */
   start(): void {
     // Connections closed (opened on first use): nothing to ship until then; waking starts ticks.
-    if (this.#db === null) {
+    if (this.#connections.app === null) {
       this.#ticksStoppedByHibernation = true;
       return;
     }
@@ -519,8 +356,7 @@ export class SqliteLeader {
       this.#timer = undefined;
       if (this.#closed || this.#fenced) return;
       // A failed upload leaves frames unshipped: retry them even if the WAL is unchanged.
-      const outboxEmpty = this.#outboxSegments.length === 0;
-      if (!this.#walChangedSinceLastTick() && !this.#shipFailed && outboxEmpty) {
+      if (!this.#walChangedSinceLastTick() && !this.#shipper.failed && this.#outbox.empty) {
         if (this.#options.tickWhenIdle === false) this.#tickArmed = false;
         else this.#schedule(tick);
         return;
@@ -549,7 +385,7 @@ export class SqliteLeader {
    * when a capture is already under way (it may have read the WAL before this commit).
    */
   get commitSeqBound(): number {
-    return this.#position.seq + (this.#queued > 0 ? 2 : 1);
+    return this.#local.position.seq + (this.#queued > 0 ? 2 : 1);
   }
 
   /** Ships within `delayMs`, coalescing calls: the leader's answer to "something was committed". */
@@ -578,15 +414,15 @@ export class SqliteLeader {
     const run = this.#serial(async () => {
       if (this.#waitingFlush === flush) this.#waitingFlush = null;
       // Before the capture reads the WAL: every frame the pin's snapshot holds gets shipped.
-      const pinned = this.#checkpointMayBeDue() && this.#pinWal();
+      const pinned = this.#checkpointer.mayBeDue() && this.#connections.pin();
       let backfill: Promise<boolean> | null = null;
       try {
-        await this.#shipUnshipped(undefined, (captured) => {
-          if (pinned) backfill = this.#backfillWhileUploading(captured);
+        await this.#shipper.shipUnshipped(undefined, (captured) => {
+          if (pinned) backfill = this.#checkpointer.backfillWhileUploading(captured.walBytes);
         });
       } catch (error) {
         if (backfill !== null && (await backfill)) this.#pinGuardsUnshipped = true;
-        if (!this.#pinGuardsUnshipped) this.#unpinWal();
+        if (!this.#pinGuardsUnshipped) this.#connections.unpin();
         failed(error);
         return;
       }
@@ -595,13 +431,13 @@ export class SqliteLeader {
       // next flush.
       shipped(this.position);
       try {
-        await this.#checkpoint(pinned, backfill);
+        await this.#checkpointer.run(pinned, backfill);
       } catch (error) {
         this.#options.onEvent?.({ type: 'checkpoint-failed', error });
       } finally {
-        this.#unpinWal();
+        this.#connections.unpin();
       }
-      await this.#selfCheck();
+      await this.#checkShippedState();
     });
     // Rejects only when the flush could not start (fenced, closed).
     run.catch(failed);
@@ -630,17 +466,26 @@ export class SqliteLeader {
     const upload = this.#serial(async () => {
       const overlay = readCommittedFrames(this.#walPath, null);
       // Ships exactly up to the overlay's last commit, so the image and its position agree.
-      await this.#shipUnshipped(overlay?.cursor.offset ?? WAL_HEADER_SIZE);
-      this.#checkpointHolds += 1;
-      this.#snapshotsTaken += 1;
-      this.#changesetsSinceSnapshot = 0;
-      this.#bytesSinceSnapshot = 0;
-      return this.#snapshotSource(overlay);
+      await this.#shipper.shipUnshipped(overlay?.cursor.offset ?? WAL_HEADER_SIZE);
+      this.#checkpointer.hold();
+      this.#snapshots.taken();
+      return snapshotSource(
+        this.#options.path,
+        overlay,
+        () =>
+          this.#local.durableCursor?.pageSize ??
+          (this.database.pragma('page_size', { simple: true }) as number),
+        this.position,
+        this.#local.commitTimeMs,
+      );
     }).then(async (source) => {
       try {
-        return await this.#uploadSnapshot(source);
+        const manifest = await uploadSnapshot(this.#options, source);
+        const { seq } = source.position;
+        this.#options.onEvent?.({ type: 'snapshot', seq, bytes: manifest.rawBytes });
+        return manifest;
       } finally {
-        this.#checkpointHolds -= 1;
+        this.#checkpointer.release();
       }
     });
     const tracked = upload.catch(() => {});
@@ -661,13 +506,13 @@ export class SqliteLeader {
     await Promise.all(this.#uploads);
     let tail: ParkedTail | null = null;
     try {
-      const unshipped = collectUnshipped(this.#unshippedSource());
+      const unshipped = collectUnshipped(this.#shipper.unshippedSource());
       if (unshipped) {
-        tail = parkTail(parkDir, this.#options.db, this.#position, unshipped);
+        tail = parkTail(parkDir, this.#options.db, this.#local.position, unshipped);
         this.#options.onEvent?.({ type: 'parked', tail });
       }
     } finally {
-      this.#closeConnections();
+      this.#connections.close();
     }
     return tail;
   }
@@ -679,7 +524,7 @@ export class SqliteLeader {
       if (!this.#fenced) {
         await this.flush();
         // What was committed during that flush.
-        await this.#serial(() => this.#shipUnshipped());
+        await this.#serial(() => this.#shipper.shipUnshipped());
       }
     } finally {
       this.#closed = true;
@@ -689,11 +534,11 @@ export class SqliteLeader {
       // Closing lets SQLite backfill and drop the WAL: whatever is still unshipped (a failed
       // upload, a commit made while closing) goes to the outbox first. Closed connections
       // (hibernated, or never opened) have nothing unshipped and no state to update.
-      if (!this.#fenced && this.#db !== null) {
-        this.#setAsideUnshipped();
-        this.#saveState(null);
+      if (!this.#fenced && this.#connections.app !== null) {
+        this.#checkpointer.setAsideUnshipped();
+        this.#local.save(null);
       }
-      this.#closeConnections();
+      this.#connections.close();
     }
   }
 
@@ -702,13 +547,6 @@ export class SqliteLeader {
     if (this.#soonTimer !== undefined) this.#clock.clearTimeout(this.#soonTimer);
     this.#timer = undefined;
     this.#soonTimer = undefined;
-  }
-
-  #closeConnections(): void {
-    this.#db?.close();
-    this.#pin?.close();
-    // Last, so SQLite's final checkpoint on close sees only shipped frames.
-    this.#checkpointer?.close();
   }
 
   #walChangedSinceLastTick(): boolean {
@@ -745,249 +583,23 @@ export class SqliteLeader {
     return run;
   }
 
-  /** Starts the pin's read transaction; false when the connections are closed (hibernated). */
-  #pinWal(): boolean {
-    if (this.#db === null || this.#pinned) return this.#pinned;
-    if (this.#pin === null) {
-      this.#pin = new Database(this.#options.path);
-      this.#pin.pragma('wal_autocheckpoint = 0');
-      this.#pin.pragma('cache_size = -64');
-    }
-    const pin = this.#pin;
-    pin.exec('BEGIN');
-    try {
-      pin.prepare('SELECT 1 FROM sqlite_master LIMIT 1').get();
-    } catch {
-      // Shipping goes on without it; the checkpoint then sets everything aside first.
-      pin.exec('ROLLBACK');
-      return false;
-    }
-    this.#pinned = true;
-    return true;
-  }
-
-  #unpinWal(): void {
-    if (!this.#pinned) return;
-    this.#pinned = false;
-    if (this.#pin?.open) this.#pin.exec('COMMIT');
-  }
-
-  #unshippedSource() {
-    return {
-      walPath: this.#walPath,
-      from: this.#durableCursor,
-      outboxPaths: [...this.#outboxSegments],
-      db: this.#options.db,
-    };
-  }
-
-  #captureJob(until: number | undefined, pending: number): CaptureJob {
-    const light = pending >= (this.#options.lightCaptureBytes ?? LIGHT_CAPTURE_BYTES);
-    return {
-      ...this.#unshippedSource(),
-      ...(until !== undefined ? { until } : {}),
-      epoch: this.#position.epoch,
-      seq: this.#position.seq + 1,
-      prevChecksum: this.#position.checksum,
-      commitTimeMs: (this.#options.wallClockMs ?? Date.now)(),
-      ...(this.#options.codec !== undefined ? { codec: this.#options.codec } : {}),
-      ...(light ? { minSavings: LIGHT_CAPTURE_MIN_SAVINGS } : {}),
-      dbPath: this.#options.path,
-      hashes: this.#pageHashes?.shared() ?? null,
-    };
-  }
-
-  /** Seals what is unshipped into the next changeset: large ones on the capture worker. */
-  #capture(until?: number): Promise<Capture | null> {
-    const pending =
-      this.#unshippedWalBytes(fileSize(this.#walPath)) +
-      this.#outboxSegments.reduce((bytes, file) => bytes + fileSize(file), 0);
-    const job = this.#captureJob(until, pending);
-    const threshold = this.#options.workerCaptureBytes ?? WORKER_CAPTURE_BYTES;
-    // The first capture hashes the whole database: on the worker unless that is small too.
-    const hashing = job.hashes === null ? fileSize(this.#options.path) : 0;
-    if (pending + hashing >= threshold) return captureWorker.run(job);
-    // From a macrotask: with storage that answers in microtasks, commit → flush → commit would
-    // otherwise never let timers and sockets run.
-    return new Promise((resolve, reject) => {
-      setImmediate(() => {
-        try {
-          resolve(encodeCapture(job));
-        } catch (error) {
-          reject(error);
-        }
-      });
-    });
-  }
-
-  /**
-   * Ships everything committed (up to `until`), as one changeset. Again at the next sequence when
-   * an earlier attempt turns out to have landed: the same frames go out once more, which changes
-   * nothing (each page is its latest version).
-   */
-  async #shipUnshipped(until?: number, onCaptured?: (captured: Capture) => void): Promise<void> {
-    this.#reassertSettings();
-    try {
-      let captured = await this.#capture(until);
-      if (!captured) {
-        this.#shipFailed = false;
-        return;
-      }
-      onCaptured?.(captured);
-      while (!(await this.#ship(captured))) {
-        const again: Capture | null = await this.#capture(captured.cursor?.offset ?? until);
-        if (!again)
-          throw new InternalError('the frames of a changeset vanished before it was shipped');
-        captured = again;
-      }
-      this.#shipFailed = false;
-    } catch (error) {
-      this.#shipFailed = true;
-      throw error;
-    }
-  }
-
-  /** Uploads one changeset; false when the slot held an earlier upload of ours instead. */
-  async #ship(captured: Capture): Promise<boolean> {
-    const { bytes, cursor } = captured;
-    const changeset = captured;
-    const key = logKey(this.#options.prefix, this.#options.db, changeset.seq);
-    // Off this thread: its fsyncs wait for the WAL's dirty pages, and the application keeps writing.
-    await this.#saveStateOffThread({
-      seq: changeset.seq,
-      checksum: hex(changeset.checksum),
-      commitTimeMs: changeset.commitTimeMs,
-      cursor: cursor ?? this.#durableCursor,
-    });
-    if (this.#options.canShip && !this.#options.canShip()) {
-      const error = new NotLeaderError(
-        `${this.#options.db} epoch ${this.#position.epoch}: the lease is no longer valid, changeset ${changeset.seq} stays local`,
+  /** A changeset is in storage: checkpoints and snapshots count it. */
+  #shipped(captured: Capture): void {
+    this.#checkpointer.shipped(captured.walBytes);
+    this.#snapshots.shipped(captured.bytes.length, captured.dbBytes);
+    // Not while a snapshot is uploading (it holds checkpoints): its counts started over just now.
+    if (!this.#checkpointer.held && this.#snapshots.due) {
+      this.#snapshots.takeAutomatic(
+        () => this.snapshot(),
+        (error: unknown) => this.#options.onEvent?.({ type: 'snapshot-failed', error }),
       );
-      this.#options.onEvent?.({ type: 'ship-failed', seq: changeset.seq, error });
-      throw error;
-    }
-    let written: boolean;
-    let earlier: Changeset | null = null;
-    try {
-      written = await this.#options.storage.putIfAbsent(key, bytes);
-      if (!written) {
-        // Our own earlier attempt may have landed without us hearing of it.
-        const existing = await this.#options.storage.get(key);
-        written = existing !== null && Buffer.from(existing).equals(Buffer.from(bytes));
-        if (!written && existing !== null) earlier = this.#ownEarlierUpload(existing);
-      }
-    } catch (error) {
-      this.#options.onEvent?.({ type: 'ship-failed', seq: changeset.seq, error });
-      throw error;
-    }
-    if (earlier) {
-      // It holds older versions of pages we still hold: follow it, then ship ours after it.
-      this.#position = { epoch: earlier.epoch, seq: earlier.seq, checksum: earlier.checksum };
-      this.#commitTimeMs = earlier.commitTimeMs;
-      return false;
-    }
-    if (!written) {
-      this.#fenced = new FencedError(
-        changeset.seq,
-        `${key} was already written by another leader; this one (epoch ${this.#position.epoch}) must stop`,
-      );
-      this.#options.onEvent?.({ type: 'fenced', seq: changeset.seq });
-      throw this.#fenced;
-    }
-    this.#position = {
-      epoch: this.#position.epoch,
-      seq: changeset.seq,
-      checksum: changeset.checksum,
-      dbChecksum: captured.dbChecksum,
-    };
-    if (captured.full || this.#pageHashes === null) {
-      this.#pageHashes = PageHashes.empty();
-    }
-    this.#pageHashes.apply(captured.hashUpdate);
-    this.#durableCursor = cursor;
-    this.#walBytesSinceCheckpoint += captured.walBytes;
-    if (captured.restarted) this.#options.onEvent?.({ type: 'wal-restarted' });
-    if (captured.outboxSegments > 0) this.#dropOutboxSegments(captured.outboxSegments);
-    this.#commitTimeMs = changeset.commitTimeMs;
-    // No state write here: the pending record already says where a restart resumes once
-    // storage confirms this upload, and the next capture's write records it anyway.
-    this.#options.onEvent?.({
-      type: 'shipped',
-      seq: changeset.seq,
-      bytes: bytes.length,
-      pages: changeset.pages,
-    });
-    this.#changesetsSinceSnapshot += 1;
-    this.#bytesSinceSnapshot += bytes.length;
-    this.#dbBytes = captured.dbBytes;
-    if (this.#snapshotDue()) {
-      this.#autoSnapshotQueued = true;
-      this.snapshot()
-        .catch((error: unknown) => this.#options.onEvent?.({ type: 'snapshot-failed', error }))
-        .finally(() => {
-          this.#autoSnapshotQueued = false;
-        });
-    }
-    return true;
-  }
-
-  /**
-   * The changeset in our next slot, if an earlier attempt of this leadership put it there: same
-   * epoch (only this leader writes it) and linked to our position. Null for anyone else's.
-   */
-  #ownEarlierUpload(bytes: Uint8Array): Changeset | null {
-    try {
-      const landed = decodeChangeset(bytes, {
-        db: this.#options.db,
-        seq: this.#position.seq + 1,
-        prevChecksum: this.#position.checksum,
-      });
-      return landed.epoch === this.#position.epoch ? landed : null;
-    } catch {
-      return null;
     }
   }
 
-  /**
-   * Compares the file, as of the last changeset shipped, with the database checksum that changeset
-   * records, when due (see {@link LeaderOptions.selfCheckBudget}). Inside the serial queue: no
-   * checkpoint changes the file meanwhile. On the capture worker when it can.
-   */
-  async #selfCheck(): Promise<void> {
-    const budget = this.#options.selfCheckBudget ?? SELF_CHECK_BUDGET;
-    const expected = this.#position.dbChecksum;
-    const hashes = this.#pageHashes;
-    if (!(budget > 0) || expected === undefined || hashes === null || this.#db === null) return;
-    // Outbox pages are in the file but not in storage yet: the file is ahead of what was shipped.
-    if (this.#outboxSegments.length > 0 || this.#position.seq === this.#selfCheckedSeq) return;
-    const now = this.#clock.now();
-    if (now < this.#selfCheckDueAt) return;
-    // Flushes wait while it hashes: with one queued behind it, it waits for a quieter moment,
-    // unless it is long overdue (a writer that never pauses still gets checked).
-    if (this.#queued > 1 && now < this.#selfCheckDueAt + SELF_CHECK_MAX_DEFERRAL_MS) return;
-    const seq = this.#position.seq;
-    const job: SelfCheckJob = {
-      dbPath: this.#options.path,
-      walPath: this.#walPath,
-      cursor: this.#durableCursor,
-      pageSize:
-        this.#durableCursor?.pageSize ?? (this.#db.pragma('page_size', { simple: true }) as number),
-      dbSizePages: hashes.dbSizePages,
-    };
-    const started = performance.now();
-    const actual =
-      (this.#workerAllowed ? await captureWorker.selfCheck(job) : undefined) ??
-      shippedStateChecksum(job);
-    const tookMs = performance.now() - started;
-    this.#selfCheckDueAt = this.#clock.now() + tookMs / budget;
-    this.#selfCheckedSeq = seq;
-    if (actual === expected || this.#fenced || this.#closed) return;
-    const error = new DatabaseDivergedError(
-      seq,
-      dbChecksumHex(expected),
-      dbChecksumHex(actual),
-      `${this.#options.path} is not the database ${this.#options.db} shipped up to seq ${seq} (epoch ${this.#position.epoch}): changed outside hadb; it stops leading`,
-    );
+  /** The self-check, when due: a file that is not what was shipped stops this leader. */
+  async #checkShippedState(): Promise<void> {
+    const error = await this.#selfCheck.run(this.#shipper.pageHashes, this.#queued > 1);
+    if (error === null || this.#fenced || this.#closed) return;
     this.#fenced = error;
     this.#clearTimers();
     this.#options.onEvent?.({ type: 'diverged', error });
@@ -997,402 +609,4 @@ export class SqliteLeader {
   get diverged(): DatabaseDivergedError | null {
     return this.#fenced instanceof DatabaseDivergedError ? this.#fenced : null;
   }
-
-  #snapshotDue(): boolean {
-    const {
-      snapshotEveryChangesets = SNAPSHOT_EVERY_CHANGESETS,
-      snapshotEveryBytes = SNAPSHOT_EVERY_BYTES,
-    } = this.#options;
-    if (this.#autoSnapshotQueued || this.#checkpointHolds > 0) return false;
-    if (this.#changesetsSinceSnapshot >= snapshotEveryChangesets) return true;
-    // Never more snapshot than log: a database larger than the threshold waits for its size.
-    return this.#bytesSinceSnapshot >= Math.max(snapshotEveryBytes, this.#dbBytes);
-  }
-
-  #snapshotSource(overlay: CommittedFrames | null): SnapshotSource {
-    const pageSize =
-      overlay?.cursor.pageSize ??
-      this.#durableCursor?.pageSize ??
-      (this.database.pragma('page_size', { simple: true }) as number);
-    const dbSizePages =
-      overlay?.dbSizePages ?? Math.floor(fs.statSync(this.#options.path).size / pageSize);
-    return {
-      overlay: overlay?.pages ?? new Map(),
-      dbSizePages,
-      pageSize,
-      position: this.position,
-      commitTimeMs: this.#commitTimeMs,
-    };
-  }
-
-  async #uploadSnapshot(source: SnapshotSource): Promise<SnapshotManifest> {
-    const { overlay, pageSize, dbSizePages, position, commitTimeMs } = source;
-    const manifest = await writeSnapshot(
-      this.#options.storage,
-      {
-        prefix: this.#options.prefix,
-        db: this.#options.db,
-        seq: position.seq,
-        epoch: position.epoch,
-        checksum: position.checksum,
-        pageSize,
-        dbSizePages,
-        commitTimeMs,
-        // The image must be the database the log records at this position.
-        ...(position.dbChecksum === undefined ? {} : { dbChecksum: position.dbChecksum }),
-      },
-      readDatabaseImage(this.#options.path, { overlay, pageSize, dbSizePages }),
-    );
-    this.#options.onEvent?.({ type: 'snapshot', seq: position.seq, bytes: manifest.rawBytes });
-    return manifest;
-  }
-
-  /**
-   * Backfills the WAL into the database file once enough of it was written, like SQLite's own
-   * autocheckpoint. Under the flush's pin only shipped frames can be backfilled, and the capture
-   * worker does it. Past the truncate size everything committed is set aside first, so the whole
-   * WAL can be backfilled and SQLite starts it over at the next write. While much is unshipped
-   * that waits for shipping to catch up, up to 4× the truncate size; past it the bulk goes to
-   * outbox segments on the worker (each followed by a backfill up to a pin at its end) while the
-   * application keeps writing, and this thread sets aside and restarts only what came in
-   * meanwhile.
-   */
-  async #checkpoint(pinned: boolean, backfill: Promise<boolean> | null): Promise<void> {
-    // A snapshot is reading the database file: it must not change under it.
-    if (this.#checkpointHolds > 0 || this.#db === null) return;
-    const truncateBytes = this.#walTruncateBytes;
-    const oversized = fileSize(this.#walPath) > truncateBytes;
-    const due = this.#walBytesSinceCheckpoint >= this.#checkpointEveryBytes;
-    if (!due && !oversized && backfill === null) return;
-    // Unpinned, only a restart is worth the synchronous step; the next flush pins and does it.
-    if (!pinned && !oversized) return;
-    if (pinned) {
-      // Everything up to the pin is in storage: the bulk of the copying, off this thread.
-      const done = (await backfill) || (await this.#backfillOnWorker());
-      if (!done) this.#checkpointHere(false);
-      this.#walBytesSinceCheckpoint = 0;
-      if (!oversized) return;
-      const walBytes = fileSize(this.#walPath);
-      if (this.#unshippedWalBytes(walBytes) > this.#setAsideBytes) {
-        // Shipping catches up with most writers: flush again at once rather than set aside.
-        if (walBytes <= 4 * truncateBytes) {
-          this.shipSoon();
-          return;
-        }
-        await this.#setAsideInBackground();
-      }
-    }
-    // One synchronous block from here on: no commit can slip in before the checkpoint.
-    this.#unpinWal();
-    this.#setAsideUnshipped();
-    this.#checkpointHere(oversized);
-  }
-
-  /**
-   * Starts the flush's backfill on the capture worker as soon as its changeset is sealed, so the
-   * copying overlaps the upload instead of following it. Only frames up to the pin, taken before the
-   * capture read the WAL, are copied: all of them are in this changeset. The pin stays until they
-   * are in storage, so SQLite cannot restart the WAL over frames only the file holds. Null when no
-   * backfill is due yet.
-   */
-  #backfillWhileUploading(captured: Capture): Promise<boolean> | null {
-    if (this.#checkpointHolds > 0 || this.#db === null) return null;
-    const due = this.#checkpointDue(fileSize(this.#walPath), captured.walBytes);
-    return due ? this.#backfillOnWorker() : null;
-  }
-
-  /** A PASSIVE checkpoint up to the pin on the capture worker; false when it could not run there. */
-  async #backfillOnWorker(): Promise<boolean> {
-    if (!this.#workerAllowed) return false;
-    return captureWorker.checkpoint(this.#options.path);
-  }
-
-  /** `workerCaptureBytes: Infinity` keeps every capture and checkpoint on this thread. */
-  get #workerAllowed(): boolean {
-    return this.#options.workerCaptureBytes !== Number.POSITIVE_INFINITY;
-  }
-
-  /**
-   * Sets aside unshipped WAL into new outbox segments on the capture worker until what is left is
-   * small, each time re-pinning at the WAL's end first so the worker's backfill stops there (frames
-   * after it are in no segment yet). Stops early when the worker cannot do it.
-   */
-  async #setAsideInBackground(): Promise<void> {
-    if (!this.#workerAllowed) return;
-    for (let round = 0; round < SET_ASIDE_ROUNDS; round++) {
-      const walBytes = fileSize(this.#walPath);
-      if (this.#unshippedWalBytes(walBytes) <= this.#setAsideBytes) return;
-      this.#unpinWal();
-      if (!this.#pinWal()) return;
-      const segmentPath = this.#nextOutboxSegment();
-      // Up to where the pin's snapshot ends: no commit came between the two.
-      const done = await captureWorker.setAside(this.#setAsideJob(segmentPath, walBytes));
-      if (done === undefined || this.#closed) return;
-      if (done === null) continue;
-      this.#addOutboxSegment(segmentPath, done);
-      if (!(await this.#backfillOnWorker())) return;
-      this.#walBytesSinceCheckpoint = 0;
-    }
-  }
-
-  get #setAsideBytes(): number {
-    return this.#options.setAsideBytes ?? SET_ASIDE_BYTES;
-  }
-
-  /** The next segment's file: one past the newest. */
-  #nextOutboxSegment(): string {
-    const last = this.#outboxSegments.at(-1);
-    const n = last === undefined ? 1 : Number(last.slice(this.#outboxBase.length + 1)) + 1;
-    return `${this.#outboxBase}.${n}`;
-  }
-
-  /** Removes the oldest `count` segments (shipped), newest first: a crash leaves the oldest. */
-  #dropOutboxSegments(count: number): void {
-    const shipped = this.#outboxSegments.splice(0, count);
-    for (const file of shipped.reverse()) removeFileSync(file);
-  }
-
-  /** This flush may end with a checkpoint: it needs the pin (a connection of its own). */
-  #checkpointMayBeDue(): boolean {
-    const walBytes = fileSize(this.#walPath);
-    return this.#checkpointDue(walBytes, this.#unshippedWalBytes(walBytes));
-  }
-
-  /** A WAL of `walBytes` past the truncate size, or enough written since the last checkpoint. */
-  #checkpointDue(walBytes: number, walBytesToShip: number): boolean {
-    if (walBytes > this.#walTruncateBytes) return true;
-    return this.#walBytesSinceCheckpoint + walBytesToShip >= this.#checkpointEveryBytes;
-  }
-
-  /** WAL bytes past what storage or the outbox covers (all of a WAL restarted since). */
-  #unshippedWalBytes(walBytes: number): number {
-    const from = this.#durableCursor?.offset ?? 0;
-    return walBytes >= from ? walBytes - from : walBytes;
-  }
-
-  get #walTruncateBytes(): number {
-    return this.#options.walTruncateBytes ?? WAL_TRUNCATE_BYTES;
-  }
-
-  get #checkpointEveryBytes(): number {
-    return this.#options.checkpointEveryBytes ?? CHECKPOINT_EVERY_BYTES;
-  }
-
-  #checkpointHere(restart: boolean): void {
-    try {
-      this.#checkpointDb.pragma('wal_checkpoint(PASSIVE)');
-      this.#walBytesSinceCheckpoint = 0;
-      if (restart) this.#checkpointDb.pragma('wal_checkpoint(RESTART)');
-    } catch (error) {
-      // SQLITE_BUSY: a reader is in the way; the next tick tries again.
-      if ((error as { code?: string }).code !== 'SQLITE_BUSY') throw error;
-    }
-  }
-
-  /**
-   * Everything committed that storage lacks goes to the outbox, which a restart ships first: the
-   * WAL frames no segment holds yet become a new segment.
-   */
-  #setAsideUnshipped(): void {
-    const segmentPath = this.#nextOutboxSegment();
-    const setAside = setAsideSegment(this.#setAsideJob(segmentPath));
-    if (setAside) this.#addOutboxSegment(segmentPath, setAside);
-  }
-
-  /** The WAL frames no segment holds yet (up to `until`), for a new segment at `segmentPath`. */
-  #setAsideJob(segmentPath: string, until?: number): SetAsideJob {
-    return {
-      ...this.#segmentPosition(),
-      walPath: this.#walPath,
-      from: this.#durableCursor,
-      ...(until !== undefined ? { until } : {}),
-      segmentPath,
-    };
-  }
-
-  /** A segment is durable: the WAL up to `cursor` is covered, and a restart resumes there. */
-  #addOutboxSegment(segmentPath: string, covered: { cursor: WalCursor | null; walBytes: number }) {
-    this.#outboxSegments.push(segmentPath);
-    this.#durableCursor = covered.cursor;
-    this.#walBytesSinceCheckpoint += covered.walBytes;
-    this.#saveState(null);
-  }
-
-  /** What an outbox segment is tied to: the changeset after the last shipped one. */
-  #segmentPosition() {
-    return segmentPositionOf(this.#options.db, this.#position);
-  }
-
-  #saveState(pending: LeaderState['pending']): void {
-    writeFileAtomicSync(this.#statePath, JSON.stringify(this.#state(pending)));
-    this.#stateSaved = true;
-  }
-
-  /** {@link #saveState} on the threadpool; only inside the serial queue, so no write overtakes it. */
-  async #saveStateOffThread(pending: LeaderState['pending']): Promise<void> {
-    await writeFileAtomic(this.#statePath, JSON.stringify(this.#state(pending)));
-    this.#stateSaved = true;
-  }
-
-  #state(pending: LeaderState['pending']): LeaderState {
-    return {
-      db: this.#options.db,
-      epoch: this.#position.epoch,
-      seq: this.#position.seq,
-      checksum: hex(this.#position.checksum),
-      commitTimeMs: this.#commitTimeMs,
-      cursor: this.#durableCursor,
-      pending,
-    };
-  }
-}
-
-let sqliteVersionChecked = false;
-
-/** Refuses a SQLite too old to replicate; one library per process, so asked once. */
-function checkSqliteVersionOnce(database: Database.Database): void {
-  if (sqliteVersionChecked) return;
-  const version = (database.prepare('select sqlite_version() as v').get() as { v: string }).v;
-  assertSqliteVersion(version);
-  sqliteVersionChecked = true;
-}
-
-/** The local state of an earlier run of this leader, reconciled with storage; null when starting fresh. */
-async function resolveLocalState(
-  options: Pick<LeaderOptions, 'path' | 'db' | 'storage' | 'prefix' | 'epoch'>,
-): Promise<LeaderState | null> {
-  const raw = readJsonFileSync(leaderStatePath(options.path)) as LeaderState | undefined;
-  if (!raw || raw.db !== options.db || raw.epoch !== options.epoch) return null;
-  if (!raw.pending) return raw;
-  const stored = await options.storage.get(logKey(options.prefix, options.db, raw.pending.seq));
-  if (stored === null) return { ...raw, pending: null };
-  const landed = decodeChangeset(stored, { db: options.db });
-  const ownOtherAttempt =
-    landed.epoch === raw.epoch &&
-    hex(landed.prevChecksum) === raw.checksum &&
-    hex(landed.checksum) !== raw.pending.checksum;
-  if (ownOtherAttempt) {
-    // An earlier attempt of this leadership landed, not the last one: follow it, and capture
-    // again from before it (pages shipped twice change nothing).
-    return {
-      ...raw,
-      seq: landed.seq,
-      checksum: hex(landed.checksum),
-      commitTimeMs: landed.commitTimeMs,
-      pending: null,
-    };
-  }
-  if (hex(landed.checksum) !== raw.pending.checksum) {
-    throw new FencedError(
-      raw.pending.seq,
-      `changeset ${raw.pending.seq} in storage is not the one this leader uploaded`,
-    );
-  }
-  return {
-    ...raw,
-    seq: raw.pending.seq,
-    checksum: raw.pending.checksum,
-    commitTimeMs: raw.pending.commitTimeMs,
-    cursor: raw.pending.cursor,
-    pending: null,
-  };
-}
-
-function fileSize(file: string): number {
-  try {
-    return fs.statSync(file).size;
-  } catch {
-    return 0;
-  }
-}
-
-function hex(bytes: Uint8Array): string {
-  return Buffer.from(bytes).toString('hex');
-}
-
-type OutboxPages = Pick<Unshipped, 'pages' | 'dbSizePages' | 'pageSize'>;
-
-/** The changeset an outbox segment (or a parked tail) becomes part of: the one after `position`. */
-function segmentPositionOf(db: string, position: Position) {
-  return { db, epoch: position.epoch, seq: position.seq + 1, prevChecksum: position.checksum };
-}
-
-/**
- * The outbox segments beside `base` (`${base}.1`, `.2`, … with no gap), oldest first. Shipped ones
- * are removed newest first, so a crash part way leaves a run from `.1`.
- */
-function outboxSegmentsOf(base: string): string[] {
-  const segments: string[] = [];
-  for (let n = 1; fs.existsSync(`${base}.${n}`); n++) segments.push(`${base}.${n}`);
-  return segments;
-}
-
-/**
- * The segments holding pages of this position, oldest first. Any left from an earlier position
- * (shipped before a crash could remove them) is stale: all of them are removed.
- */
-function matchingOutboxSegments(base: string, db: string, position: Position): string[] {
-  const segments = outboxSegmentsOf(base);
-  const matches = segments.every((file) => {
-    try {
-      const bytes = fs.readFileSync(file);
-      decodeChangeset(bytes, { db, seq: position.seq + 1, prevChecksum: position.checksum });
-      return true;
-    } catch {
-      return false;
-    }
-  });
-  if (matches) return segments;
-  for (const file of segments.reverse()) removeFileSync(file);
-  return [];
-}
-
-function parkTail(
-  parkDir: string,
-  db: string,
-  position: Position,
-  unshipped: OutboxPages,
-): ParkedTail {
-  fs.mkdirSync(parkDir, { recursive: true });
-  const file = parkedTailPath(parkDir, db, position.epoch, position.seq, Date.now());
-  writeOutboxSegment(file, segmentPositionOf(db, position), unshipped);
-  return { file, epoch: position.epoch, afterSeq: position.seq, pages: unshipped.pages.size };
-}
-
-/**
- * After a crash: whatever an earlier leadership on `path` committed that storage lacks (its outbox
- * and the WAL after its last durable point) goes to a side file in `parkDir`. Null when it left
- * nothing behind. The caller then rebuilds the local copy from storage.
- */
-export async function salvageLeaderTail(
-  options: Pick<LeaderOptions, 'path' | 'db' | 'storage' | 'prefix'> & { parkDir: string },
-): Promise<ParkedTail | null> {
-  const raw = readJsonFileSync(leaderStatePath(options.path)) as LeaderState | undefined;
-  if (!raw || raw.db !== options.db) return null;
-  let state: LeaderState = raw;
-  try {
-    state = (await resolveLocalState({ ...options, epoch: raw.epoch })) ?? raw;
-  } catch (error) {
-    // The pending upload lost its slot to another leader: it is part of the tail below.
-    if (!(error instanceof FencedError)) throw error;
-  }
-  const position: Position = {
-    epoch: state.epoch,
-    seq: state.seq,
-    checksum: Buffer.from(state.checksum, 'hex'),
-  };
-  const unshipped = collectUnshipped({
-    walPath: walPath(options.path),
-    from: state.cursor,
-    outboxPaths: matchingOutboxSegments(outboxBasePath(options.path), options.db, position),
-    db: options.db,
-  });
-  if (!unshipped || unshipped.pages.size === 0) return null;
-  return parkTail(options.parkDir, options.db, position, unshipped);
-}
-
-/** Every file a leader keeps beside the database. */
-export function leaderSideFiles(path: string): string[] {
-  // Newest segment first, like a shipped outbox's removal.
-  return [leaderStatePath(path), ...outboxSegmentsOf(outboxBasePath(path)).reverse()];
 }

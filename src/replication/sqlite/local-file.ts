@@ -72,3 +72,12 @@ export function removeLeftoverTempFiles(dbPath: string): void {
       removeFileSync(path.join(dir, name));
   }
 }
+
+/** The file's size; 0 when it is missing. */
+export function fileSize(file: string): number {
+  try {
+    return fs.statSync(file).size;
+  } catch {
+    return 0;
+  }
+}
