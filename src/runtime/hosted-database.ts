@@ -167,36 +167,30 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
   /** A leader's node tail told this copy of the database's newest position at least once. */
   #heardFromTail = false;
   /** Reads of the local copy, or of the leader when the consistency asks. */
-  readonly #reads: Reads;
+  #readsPart: Reads | null = null;
   /** Writes on this node as leader, local or forwarded. */
-  readonly #leaderWrites: LeaderWrites;
+  #leaderWritesPart: LeaderWrites | null = null;
   /** Writes from this node: here while it leads, otherwise forwarded to the leader. */
-  readonly #writes: WriteClient;
+  #writesPart: WriteClient | null = null;
   /** Live tail requests from followers, waiting for the next shipped changeset. */
-  readonly #shipped: ShippedWaiters;
+  #shippedPart: ShippedWaiters | null = null;
   readonly #roleWaiters = new Wakeup();
   readonly #closing = new AbortController();
   #closed = false;
   /** Transitions and pulls queued or running: the handles are not closed under them. */
   #serialPending = 0;
   /** One holder at a time among interactive transactions, isolated writes and commits. */
-  readonly #writer: WriterLock;
+  #writerPart: WriterLock | null = null;
   /** The local SQLite copy as a follower file, and its read-only connection. */
-  readonly #copy: LocalCopy;
+  #copyPart: LocalCopy | null = null;
   /** Storage holds what this copy cannot apply: not served, retried with backoff. */
-  readonly #stuckCopy: StuckCopy;
+  #stuckCopyPart: StuckCopy | null = null;
   /** The node gave up restarting the role actor. */
   #failed: { error: DatabaseFailedError; since: number; seq: number } | null = null;
   readonly #leaseRecord = new LeaseRecordProblem();
   readonly #requests = new RequestLog();
   /** "May this write become durable": asked by the commit path and by the shipper. */
-  readonly #gate = new DurabilityGate({
-    snapshot: () => this.#snapshot,
-    clock: { now: () => this.#services.clock.now() },
-    liveness: () => this.#services.nodeLeases?.liveness,
-    writerEpoch: () => this.#writerEpoch,
-    closed: () => this.#closed,
-  });
+  #gatePart: DurabilityGate | null = null;
 
   constructor(
     name: string,
@@ -210,16 +204,25 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
     this.path = nodePath.join(services.dataDir, `${name}.db`);
     this.#services = services;
     this.#settings = settings;
-    this.#writer = new WriterLock({
-      name,
-      clock: services.clock,
+  }
+
+  // The parts are made on first use: most of a node's thousands of databases stay idle, and
+  // each part holds a context of callbacks (about 25 KB per database when all are made).
+  get #writer(): WriterLock {
+    this.#writerPart ??= new WriterLock({
+      name: this.name,
+      clock: this.#services.clock,
       closed: () => this.#closed,
       writableLeader: () => this.#writableLeader(),
     });
-    this.#stuckCopy = new StuckCopy({
-      name,
-      clock: services.clock,
-      pollIntervalMs: services.timing.pollIntervalMs,
+    return this.#writerPart;
+  }
+
+  get #stuckCopy(): StuckCopy {
+    this.#stuckCopyPart ??= new StuckCopy({
+      name: this.name,
+      clock: this.#services.clock,
+      pollIntervalMs: this.#services.timing.pollIntervalMs,
       signal: this.#closing.signal,
       closed: () => this.#closed,
       seq: () => this.position.seq,
@@ -227,17 +230,21 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
       healthChanged: () => this.#healthChanged(),
       logger: () => this.#logger,
     });
-    this.#copy = new LocalCopy({
-      name,
+    return this.#stuckCopyPart;
+  }
+
+  get #copy(): LocalCopy {
+    this.#copyPart ??= new LocalCopy({
+      name: this.name,
       path: this.path,
-      clock: services.clock,
-      storage: services.storage,
-      prefix: services.prefix,
-      dataDir: services.dataDir,
-      parkDir: services.parkDir,
-      pageCacheKiB: services.pageCacheKiB,
-      shipLog: services.shipLog !== undefined,
-      nodeLeases: services.nodeLeases !== undefined,
+      clock: this.#services.clock,
+      storage: this.#services.storage,
+      prefix: this.#services.prefix,
+      dataDir: this.#services.dataDir,
+      parkDir: this.#services.parkDir,
+      pageCacheKiB: this.#services.pageCacheKiB,
+      shipLog: this.#services.shipLog !== undefined,
+      nodeLeases: this.#services.nodeLeases !== undefined,
       stuck: this.#stuckCopy,
       closed: () => this.#closed,
       role: () => this.role,
@@ -259,13 +266,17 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
       reportParked: (tail) => this.#reportParked(tail),
       problem: (error) => this.#problem(error),
     });
-    this.#reads = new Reads({
-      name,
+    return this.#copyPart;
+  }
+
+  get #reads(): Reads {
+    this.#readsPart ??= new Reads({
+      name: this.name,
       path: this.path,
-      clock: services.clock,
-      readYourWritesTimeoutMs: settings.readYourWritesTimeoutMs,
-      pageCacheKiB: services.pageCacheKiB,
-      runner: services.runner,
+      clock: this.#services.clock,
+      readYourWritesTimeoutMs: this.#settings.readYourWritesTimeoutMs,
+      pageCacheKiB: this.#services.pageCacheKiB,
+      runner: this.#services.runner,
       leader: () => this.#leader,
       hasFollower: () => this.#follower !== null,
       writableLeader: () => this.#writableLeader(),
@@ -279,14 +290,18 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
       touch: () => this.#touch(),
       forward: (request) => this.#writes.write(request),
     });
-    this.#leaderWrites = new LeaderWrites({
-      name,
+    return this.#readsPart;
+  }
+
+  get #leaderWrites(): LeaderWrites {
+    this.#leaderWritesPart ??= new LeaderWrites({
+      name: this.name,
       path: this.path,
-      clock: services.clock,
-      forwardTimeoutMs: settings.forwardTimeoutMs,
-      shipDelayMs: services.shipDelayMs,
-      pageCacheKiB: services.pageCacheKiB,
-      runner: services.runner,
+      clock: this.#services.clock,
+      forwardTimeoutMs: this.#settings.forwardTimeoutMs,
+      shipDelayMs: this.#services.shipDelayMs,
+      pageCacheKiB: this.#services.pageCacheKiB,
+      runner: this.#services.runner,
       writer: this.#writer,
       requests: this.#requests,
       logger: () => this.#logger,
@@ -303,13 +318,17 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
       isolatedDone: () => this.#reads.isolatedDone(),
       serveRead: (leader, request) => this.#reads.serveRead(leader, request),
     });
-    this.#writes = new WriteClient({
-      name,
-      clock: services.clock,
-      client: services.client,
-      timing: services.timing,
-      forwardTimeoutMs: settings.forwardTimeoutMs,
-      nodeLeases: services.nodeLeases !== undefined,
+    return this.#leaderWritesPart;
+  }
+
+  get #writes(): WriteClient {
+    this.#writesPart ??= new WriteClient({
+      name: this.name,
+      clock: this.#services.clock,
+      client: this.#services.client,
+      timing: this.#services.timing,
+      forwardTimeoutMs: this.#settings.forwardTimeoutMs,
+      nodeLeases: this.#services.nodeLeases !== undefined,
       signal: this.#closing.signal,
       closed: () => this.#closed,
       role: () => this.role,
@@ -322,13 +341,29 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
       leaseChanged: () => this.leaseChanged(),
       cannotTakeOver: () => this.#stuckCopy.state?.error ?? this.#failed?.error,
     });
-    this.#shipped = new ShippedWaiters({
-      clock: services.clock,
+    return this.#writesPart;
+  }
+
+  get #shipped(): ShippedWaiters {
+    this.#shippedPart ??= new ShippedWaiters({
+      clock: this.#services.clock,
       signal: this.#closing.signal,
       closed: () => this.#closed,
       leading: () => (this.#writerEpoch !== null ? this.#leader : null),
       position: () => this.position,
     });
+    return this.#shippedPart;
+  }
+
+  get #gate(): DurabilityGate {
+    this.#gatePart ??= new DurabilityGate({
+      snapshot: () => this.#snapshot,
+      clock: { now: () => this.#services.clock.now() },
+      liveness: () => this.#services.nodeLeases?.liveness,
+      writerEpoch: () => this.#writerEpoch,
+      closed: () => this.#closed,
+    });
+    return this.#gatePart;
   }
 
   get #logger(): Logger {
