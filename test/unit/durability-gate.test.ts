@@ -1,14 +1,9 @@
 import { describe, expect, it } from 'vitest';
 import { type RoleContext, type RoleSnapshot, roleMachine } from '../../src/machines/role.ts';
 import { DurabilityGate } from '../../src/runtime/durability-gate.ts';
+import { unitTiming } from '../support/role-timing.ts';
 
-const timing = {
-  ttlMs: 1000,
-  renewIntervalMs: 250,
-  retryIntervalMs: 100,
-  pollIntervalMs: 200,
-  marginMs: 100,
-};
+const timing = unitTiming;
 
 function snapshotOf(value: object, changes: Partial<RoleContext> = {}): RoleSnapshot {
   const context: RoleContext = {

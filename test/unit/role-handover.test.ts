@@ -5,15 +5,10 @@ import { InvalidArgumentError } from '../../src/errors.ts';
 import { roleOf } from '../../src/machines/role.ts';
 import { SimClock } from '../../src/sim/clock.ts';
 import { decodeLeaseRecord } from '../../src/wire/lease-record.ts';
+import { unitTiming } from '../support/role-timing.ts';
 
 const drain = () => new Promise<void>((resolve) => setImmediate(resolve));
-const timing = {
-  ttlMs: 1000,
-  renewIntervalMs: 250,
-  retryIntervalMs: 100,
-  pollIntervalMs: 200,
-  marginMs: 100,
-};
+const timing = unitTiming;
 
 function world() {
   const clock = new SimClock();

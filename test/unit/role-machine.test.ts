@@ -11,14 +11,9 @@ import {
   encodeLeaseRecord,
   type LeaseRecord,
 } from '../../src/wire/lease-record.ts';
+import { unitTiming } from '../support/role-timing.ts';
 
-const timing = {
-  ttlMs: 1000,
-  renewIntervalMs: 250,
-  retryIntervalMs: 100,
-  pollIntervalMs: 200,
-  marginMs: 100,
-};
+const timing = unitTiming;
 const { ttlMs, marginMs, pollIntervalMs, renewIntervalMs } = timing;
 
 const drain = () => new Promise<void>((resolve) => setImmediate(resolve));

@@ -8,14 +8,9 @@ import { canCommit, type RoleSnapshot, roleOf } from '../../src/machines/role.ts
 import { startsLeading } from '../../src/machines/selectors.ts';
 import { SimClock } from '../../src/sim/clock.ts';
 import { decodeLeaseRecord } from '../../src/wire/lease-record.ts';
+import { unitTiming } from '../support/role-timing.ts';
 
-const timing = {
-  ttlMs: 1000,
-  renewIntervalMs: 250,
-  retryIntervalMs: 100,
-  pollIntervalMs: 200,
-  marginMs: 100,
-};
+const timing = unitTiming;
 const drain = () => new Promise<void>((resolve) => setImmediate(resolve));
 
 /** A node whose `startLeading` is settled by the test. */
