@@ -42,7 +42,7 @@ function healthyFollowerExists(cluster: SimCluster): boolean {
   );
 }
 
-class Tick implements ClusterCommand {
+export class Tick implements ClusterCommand {
   constructor(readonly ms: number) {}
   check = () => true;
   async run(_: Model, cluster: SimCluster) {
@@ -52,7 +52,7 @@ class Tick implements ClusterCommand {
   toString = () => `Tick(${this.ms})`;
 }
 
-class Crash implements ClusterCommand {
+export class Crash implements ClusterCommand {
   constructor(readonly node: number) {}
   check = (m: Model) => this.node < m.nodes;
   async run(_: Model, cluster: SimCluster) {
