@@ -62,6 +62,8 @@ export class Reads {
   /** Reads running in the node's statement processes: transitions and applies wait for them. */
   #isolatedReads = 0;
   readonly #isolatedReadsDone = new Set<() => void>();
+  /** The newest position a local read answered from. */
+  #answeredSeq = 0;
 
   constructor(context: ReadsContext) {
     this.#context = context;
@@ -84,16 +86,20 @@ export class Reads {
     if (consistency === 'strong' && !context.writableLeader()) {
       return this.#readOnLeader(statement, bigints);
     }
+    // Monotonic reads: a copy rebuilt from storage (after an unclean step-down, say) may be
+    // older than what this node already answered from; it catches up or the leader answers.
+    let floor = this.#answeredSeq;
     if (consistency === 'read-your-writes') {
-      const after = options.after ?? context.lastToken();
-      if (after && !(await this.#reached(after.seq, context.readYourWritesTimeoutMs))) {
-        return this.#readOnLeader(statement, bigints);
-      }
+      floor = Math.max(floor, (options.after ?? context.lastToken())?.seq ?? 0);
+    }
+    if (floor > 0 && !(await this.#reached(floor, context.readYourWritesTimeoutMs))) {
+      return this.#readOnLeader(statement, bigints);
     }
     const runner = options.isolated ? context.runner : undefined;
     if (runner) {
       const read = await this.#isolatedRead(runner, [statement], bigints);
       if (!read) return this.#readOnLeader(statement, bigints);
+      this.#answered(read.position);
       return { rows: read.results[0] ?? [], position: read.position };
     }
     await context.serialChain();
@@ -105,7 +111,14 @@ export class Reads {
     context.touch();
     const connection = context.localConnection();
     if (!connection) return this.#readOnLeader(statement, bigints);
-    return { rows: readRows(connection, statement, bigints), position: context.position() };
+    const position = context.position();
+    const rows = readRows(connection, statement, bigints);
+    this.#answered(position);
+    return { rows, position };
+  }
+
+  #answered(position: WriteToken): void {
+    if (position.seq > this.#answeredSeq) this.#answeredSeq = position.seq;
   }
 
   async #readOnLeader(
