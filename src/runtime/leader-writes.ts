@@ -3,24 +3,28 @@ import type { Logger } from 'pino';
 import { doublingDelay } from '../adapters/retry.ts';
 import type { BatchResult, Durability, Role, StatementResult, WriteToken } from '../api-types.ts';
 import { type Clock, sleep } from '../clock.ts';
+import { messageOf } from '../error-message.ts';
 import {
   FencedError,
   HadbError,
+  InternalError,
   InvalidArgumentError,
   NotDurableError,
   NotLeaderError,
-  ResultTooLargeError,
   SqlError,
   StatementRefusedError,
-  StatementTimeoutError,
   TimeoutError,
-  withoutCode,
 } from '../errors.ts';
 import type { SqliteLeader } from '../replication/sqlite/leader.ts';
 import { asSqlError, runStatement, toSqlError } from '../statements/sql.ts';
 import { checkClientStatements } from '../statements/statement-gate.ts';
 import type { StatementRunner } from '../statements/statement-runner.ts';
-import { decodeStored, type ForwardRequest, type ForwardResponse } from '../wire/forward.ts';
+import {
+  decodeStored,
+  type ForwardRequest,
+  type ForwardResponse,
+  failedForwardAnswer,
+} from '../wire/forward.ts';
 import { REQUESTS_TABLE, type RememberedAnswer, type RequestLog } from './request-log.ts';
 import { gateContextOf } from './write-client.ts';
 import type { IsolatedWriteHold, WriterLock } from './writer-lock.ts';
@@ -137,12 +141,7 @@ export class LeaderWrites {
       checkClientStatements(request.statements, gateContextOf(request));
     } catch (error) {
       if (!(error instanceof StatementRefusedError)) throw error;
-      // Without the code prefix: the sender's StatementRefusedError adds it again.
-      return {
-        ok: false,
-        code: 'STATEMENT_REFUSED',
-        message: withoutCode(error),
-      };
+      return failedForwardAnswer(error);
     }
     const leader =
       this.#context.writableLeader() ?? (await this.#context.promoted(PROMOTION_WAIT_MS));
@@ -166,39 +165,14 @@ export class LeaderWrites {
       return { ok: true, results, token };
     } catch (error) {
       const mapped = toSqlError(error);
-      if (mapped instanceof SqlError) {
-        return {
-          ok: false,
-          code: 'SQL_ERROR',
-          message: mapped.message,
-          sqliteCode: mapped.sqliteCode,
-        };
-      }
-      if (mapped instanceof NotLeaderError)
-        return { ok: false, code: 'NOT_LEADER', message: mapped.message };
-      if (mapped instanceof FencedError)
-        return { ok: false, code: 'FENCED', message: mapped.message };
-      if (mapped instanceof TimeoutError)
-        return {
-          ok: false,
-          code: 'INTERNAL',
-          message: `${this.#context.name}: the writer stayed held`,
-        };
-      if (mapped instanceof StatementTimeoutError || mapped instanceof ResultTooLargeError)
-        return {
-          ok: false,
-          code: mapped instanceof StatementTimeoutError ? 'STATEMENT_TIMEOUT' : 'RESULT_TOO_LARGE',
-          message: withoutCode(mapped),
-        };
-      if (mapped instanceof InvalidArgumentError)
-        // Without the code prefix: the sender's InvalidArgumentError adds it again.
-        return {
-          ok: false,
-          code: 'INVALID_ARGUMENT',
-          message: withoutCode(mapped),
-        };
-      this.#context.logger().warn({ err: mapped }, 'write failed');
-      return { ok: false, code: 'INTERNAL', message: (mapped as Error).message };
+      const failed =
+        mapped instanceof HadbError
+          ? mapped
+          : new InternalError(messageOf(mapped), { cause: mapped });
+      const answer = failedForwardAnswer(failed);
+      if (answer.ok === false && answer.code === 'INTERNAL')
+        this.#context.logger().warn({ err: mapped }, 'write failed');
+      return answer;
     }
   }
 

@@ -12,7 +12,7 @@ import { type Clock, sleep } from '../clock.ts';
 import { NotLeaderError } from '../errors.ts';
 import type { SqliteLeader } from '../replication/sqlite/leader.ts';
 import { readRows } from '../statements/sql.ts';
-import { checkClientSql } from '../statements/statement-gate.ts';
+import { checkClientStatements } from '../statements/statement-gate.ts';
 import type { StatementRunner } from '../statements/statement-runner.ts';
 import { type ForwardRequest, PROTOCOL_VERSION } from '../wire/forward.ts';
 
@@ -255,6 +255,7 @@ function statementOf(sql: string, params: SqlParams | undefined): Statement {
 
 /** A client statement that passed the statement gate. */
 export function gated(sql: string, params: SqlParams | undefined): Statement {
-  checkClientSql(sql, 'statement');
-  return statementOf(sql, params);
+  const statement = statementOf(sql, params);
+  checkClientStatements([statement], 'statement');
+  return statement;
 }

@@ -1,5 +1,5 @@
 import Database from 'better-sqlite3';
-import { StatementRefusedError } from '../errors.ts';
+import { SqlError, StatementRefusedError } from '../errors.ts';
 
 /**
  * The statement gate: client SQL may not change what the replication machinery depends on
@@ -288,12 +288,55 @@ export function checkClientSql(sql: string, context: SqlContext): void {
   if (verdict !== null) throw new StatementRefusedError(verdict);
 }
 
-/** Every statement of a request, before any of them runs: one refused, none runs. */
+/**
+ * Every statement of a request, before any of them runs: one refused, none runs. Its parameters
+ * too, here rather than where they bind, so a write forwarded to the leader fails as one run
+ * here would.
+ */
 export function checkClientStatements(
-  statements: readonly { sql: string }[],
+  statements: readonly { sql: string; params?: unknown }[],
   context: SqlContext,
 ): void {
-  for (const statement of statements) checkClientSql(statement.sql, context);
+  for (const [index, statement] of statements.entries()) {
+    checkClientSql(statement.sql, context);
+    checkParams(statement.params, index);
+  }
+}
+
+/** Positional values or named ones, each null, a number, a bigint, a string or a Uint8Array. */
+function checkParams(params: unknown, index: number): void {
+  if (params === undefined || params === null) return;
+  const named = !Array.isArray(params);
+  if (named && (typeof params !== 'object' || params instanceof Uint8Array)) {
+    throw new SqlError(
+      'SQLITE_MISUSE',
+      `the parameters of statement ${index} must be an array or an object of named values`,
+    );
+  }
+  for (const [at, value] of Object.entries(params)) {
+    if (isSqlValue(value)) continue;
+    const which = named ? `:${at}` : `${Number(at) + 1}`;
+    throw new SqlError(
+      'SQLITE_MISUSE',
+      `parameter ${which} of statement ${index} is ${describeValue(value)}: SQL values are null, numbers, bigints, strings and Uint8Arrays`,
+    );
+  }
+}
+
+function isSqlValue(value: unknown): boolean {
+  return (
+    value === null ||
+    typeof value === 'number' ||
+    typeof value === 'bigint' ||
+    typeof value === 'string' ||
+    value instanceof Uint8Array
+  );
+}
+
+function describeValue(value: unknown): string {
+  if (value === undefined) return 'undefined';
+  if (typeof value !== 'object') return `a ${typeof value}`;
+  return `an object (${(value as object).constructor?.name ?? 'no prototype'})`;
 }
 
 /** Why `sql` is refused, or null. */

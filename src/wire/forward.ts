@@ -1,6 +1,14 @@
 import { addExtension, Packr } from 'msgpackr';
 import type { Durability, SqlValue, Statement, StatementResult, WriteToken } from '../api-types.ts';
-import { BadRequestError, httpStatusOf, UnauthorizedError } from '../errors.ts';
+import {
+  BadRequestError,
+  type HadbError,
+  type HadbErrorCode,
+  httpStatusOf,
+  SqlError,
+  UnauthorizedError,
+  withoutCode,
+} from '../errors.ts';
 import { codeOfTextAnswer } from './node-protocol.ts';
 
 /**
@@ -11,10 +19,9 @@ import { codeOfTextAnswer } from './node-protocol.ts';
  */
 
 export const PROTOCOL_VERSION = 1;
-/** Larger request bodies are refused before they are read in full. */
 /** The content type of every node-to-node body. */
 export const MSGPACK = 'application/msgpack';
-
+/** Larger request bodies are refused before they are read in full. */
 export const MAX_REQUEST_BYTES = 64 * 1024 * 1024;
 
 export type ForwardOp = 'write' | 'read' | 'schema' | 'migrate';
@@ -37,16 +44,22 @@ export interface ForwardRequest {
   bigints: boolean;
 }
 
-export type ForwardErrorCode =
-  | 'NOT_LEADER'
-  | 'SQL_ERROR'
-  | 'UNKNOWN_DATABASE'
-  | 'FENCED'
-  | 'INVALID_ARGUMENT'
-  | 'STATEMENT_REFUSED'
-  | 'STATEMENT_TIMEOUT'
-  | 'RESULT_TOO_LARGE'
-  | 'INTERNAL';
+/** The error codes a forward answer carries; any other failure is answered as INTERNAL. */
+export const FORWARD_ERROR_CODES = [
+  'NOT_LEADER',
+  'SQL_ERROR',
+  'UNKNOWN_DATABASE',
+  'FENCED',
+  'INVALID_ARGUMENT',
+  'STATEMENT_REFUSED',
+  'STATEMENT_TIMEOUT',
+  'RESULT_TOO_LARGE',
+  'INTERNAL',
+] as const satisfies readonly HadbErrorCode[];
+
+export type ForwardErrorCode = (typeof FORWARD_ERROR_CODES)[number];
+
+const carriedCodes: ReadonlySet<HadbErrorCode> = new Set(FORWARD_ERROR_CODES);
 
 export type ForwardResponse =
   | { ok: true; results: StatementResult[]; token: WriteToken }
@@ -56,6 +69,21 @@ export type ForwardResponse =
       message: string;
       sqliteCode?: string;
     };
+
+/**
+ * The answer to a forward that failed with `error`: its code, its message without the code (the
+ * sender's rebuilt error puts it back, see revivedError) and an SqlError's SQLite code. A code
+ * the protocol does not carry becomes INTERNAL, which the sender asks again.
+ */
+export function failedForwardAnswer(error: HadbError): ForwardResponse {
+  if (!carriedCodes.has(error.code)) return { ok: false, code: 'INTERNAL', message: error.message };
+  return {
+    ok: false,
+    code: error.code as ForwardErrorCode,
+    message: withoutCode(error),
+    ...(error instanceof SqlError ? { sqliteCode: error.sqliteCode } : {}),
+  };
+}
 
 /** The status the leader answers `response` with: 200, or the status of its error's code. */
 export function forwardAnswerStatus(response: ForwardResponse): number {
@@ -70,7 +98,13 @@ export function forwardAnswerStatus(response: ForwardResponse): number {
 export function readForwardAnswer(status: number, body: Uint8Array, peer: string): ForwardResponse {
   const text = codeOfTextAnswer(status);
   if (text === 'UNAUTHORIZED') throw new UnauthorizedError(`${peer} refused the cluster secret`);
-  if (text === 'BAD_REQUEST') throw new BadRequestError(`${peer}: ${Buffer.from(body).toString()}`);
+  if (text === 'BAD_REQUEST') {
+    // The listener's text starts with the code, which the rebuilt error puts back.
+    const said = Buffer.from(body)
+      .toString()
+      .replace(/^BAD_REQUEST: /, '');
+    throw new BadRequestError(`${peer}: ${said}`);
+  }
   if (text === 'INTERNAL')
     return { ok: false, code: 'INTERNAL', message: Buffer.from(body).toString() };
   return decodeForwardResponse(body);
