@@ -82,19 +82,24 @@ import {
   PROTOCOL_VERSION,
   type TailResponse,
 } from '../wire/forward.ts';
-import { DurabilityGate } from './durability-gate.ts';
+import { DurabilityGate, type DurabilitySources } from './durability-gate.ts';
 import type { HandleCache } from './handle-cache.ts';
-import { LeaderWrites } from './leader-writes.ts';
+import { LeaderWrites, type LeaderWritesContext } from './leader-writes.ts';
 import { LeaseRecordProblem } from './lease-record-problem.ts';
-import { followLiveTail, ShippedWaiters } from './live-tail.ts';
-import { LocalCopy } from './local-copy.ts';
+import {
+  followLiveTail,
+  ShippedWaiters,
+  type TailFollowerContext,
+  type TailLeaderContext,
+} from './live-tail.ts';
+import { LocalCopy, type LocalCopyContext } from './local-copy.ts';
 import type { NodeTailFollower, ShipLog, TailedDatabase } from './node-tail.ts';
-import { gated, Reads } from './reads.ts';
+import { gated, Reads, type ReadsContext } from './reads.ts';
 import { RequestLog } from './request-log.ts';
 import type { StepLimiter } from './step-limiter.ts';
-import { codeOf, StuckCopy } from './stuck-copy.ts';
-import { WriteClient } from './write-client.ts';
-import { type IsolatedWriteHold, WriterLock } from './writer-lock.ts';
+import { codeOf, StuckCopy, type StuckCopyContext } from './stuck-copy.ts';
+import { WriteClient, type WriteClientContext } from './write-client.ts';
+import { type IsolatedWriteHold, WriterLock, type WriterLockContext } from './writer-lock.ts';
 
 /** What a node gives each of its databases. */
 export interface NodeServices {
@@ -140,6 +145,17 @@ export interface DatabaseSettings {
   /** An interactive transaction is rolled back this long after it began (default 60 s). */
   transactionLifetimeMs?: number | undefined;
 }
+
+/** Everything the database's parts ask of it: one object per database answers them all. */
+type DatabaseBridge = WriterLockContext &
+  StuckCopyContext &
+  LocalCopyContext &
+  ReadsContext &
+  LeaderWritesContext &
+  WriteClientContext &
+  TailLeaderContext &
+  TailFollowerContext &
+  DurabilitySources;
 
 /**
  * One database on one node: the role machine joined to its lease, its storage and its SQLite
@@ -191,6 +207,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
   readonly #requests = new RequestLog();
   /** "May this write become durable": asked by the commit path and by the shipper. */
   #gatePart: DurabilityGate | null = null;
+  #bridgePart: DatabaseBridge | null = null;
 
   constructor(
     name: string,
@@ -206,165 +223,270 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
     this.#settings = settings;
   }
 
-  // The parts are made on first use: most of a node's thousands of databases stay idle, and
-  // each part holds a context of callbacks (about 25 KB per database when all are made).
+  // The parts are made on first use: most of a node's thousands of databases stay idle. They all
+  // reach the database through one bridge whose methods live on its prototype: closures per part
+  // and per callback cost about 5 KB per idle database.
+  get #bridge(): DatabaseBridge {
+    this.#bridgePart ??= new HostedDatabase.#Bridge(this);
+    return this.#bridgePart;
+  }
+
   get #writer(): WriterLock {
-    this.#writerPart ??= new WriterLock({
-      name: this.name,
-      clock: this.#services.clock,
-      closed: () => this.#closed,
-      writableLeader: () => this.#writableLeader(),
-    });
+    this.#writerPart ??= new WriterLock(this.#bridge);
     return this.#writerPart;
   }
 
   get #stuckCopy(): StuckCopy {
-    this.#stuckCopyPart ??= new StuckCopy({
-      name: this.name,
-      clock: this.#services.clock,
-      pollIntervalMs: this.#services.timing.pollIntervalMs,
-      signal: this.#closing.signal,
-      closed: () => this.#closed,
-      seq: () => this.position.seq,
-      retry: () => this.pullFromStorage(),
-      healthChanged: () => this.#healthChanged(),
-      logger: () => this.#logger,
-    });
+    this.#stuckCopyPart ??= new StuckCopy(this.#bridge);
     return this.#stuckCopyPart;
   }
 
   get #copy(): LocalCopy {
-    this.#copyPart ??= new LocalCopy({
-      name: this.name,
-      path: this.path,
-      clock: this.#services.clock,
-      storage: this.#services.storage,
-      prefix: this.#services.prefix,
-      dataDir: this.#services.dataDir,
-      parkDir: this.#services.parkDir,
-      pageCacheKiB: this.#services.pageCacheKiB,
-      shipLog: this.#services.shipLog !== undefined,
-      nodeLeases: this.#services.nodeLeases !== undefined,
-      stuck: this.#stuckCopy,
-      closed: () => this.#closed,
-      role: () => this.role,
-      leader: () => this.#leader,
-      dropLeader: () => {
-        const leader = this.#leader;
-        this.#leader = null;
-        this.#writerEpoch = null;
-        return leader;
-      },
-      observedEpoch: () => observedRecordOf(this.#snapshot)?.epoch ?? 0,
-      knownAtTip: (follower) => this.#knownAtTip(follower),
-      noteSeq: (seq) => this.#noteSeq(seq),
-      serial: (work) => this.#serial(work),
-      abortInteractive: (reason) => this.#abortInteractive(reason),
-      forgetIsolated: () => this.#forgetIsolated(),
-      leaseChanged: () => this.leaseChanged(),
-      touch: () => this.#touch(),
-      reportParked: (tail) => this.#reportParked(tail),
-      problem: (error) => this.#problem(error),
-    });
+    this.#copyPart ??= new LocalCopy(this.#bridge);
     return this.#copyPart;
   }
 
   get #reads(): Reads {
-    this.#readsPart ??= new Reads({
-      name: this.name,
-      path: this.path,
-      clock: this.#services.clock,
-      readYourWritesTimeoutMs: this.#settings.readYourWritesTimeoutMs,
-      pageCacheKiB: this.#services.pageCacheKiB,
-      runner: this.#services.runner,
-      leader: () => this.#leader,
-      hasFollower: () => this.#follower !== null,
-      writableLeader: () => this.#writableLeader(),
-      unusable: () => this.#failed?.error ?? this.#stuckCopy.state?.error,
-      position: () => this.position,
-      lastToken: () => this.#lastToken,
-      localConnection: () => this.#localConnection(),
-      serialPending: () => this.#serialPending > 0,
-      serialChain: () => this.#chain,
-      pull: () => this.#pull(),
-      touch: () => this.#touch(),
-      forward: (request) => this.#writes.write(request),
-    });
+    this.#readsPart ??= new Reads(this.#bridge);
     return this.#readsPart;
   }
 
   get #leaderWrites(): LeaderWrites {
-    this.#leaderWritesPart ??= new LeaderWrites({
-      name: this.name,
-      path: this.path,
-      clock: this.#services.clock,
-      forwardTimeoutMs: this.#settings.forwardTimeoutMs,
-      shipDelayMs: this.#services.shipDelayMs,
-      pageCacheKiB: this.#services.pageCacheKiB,
-      runner: this.#services.runner,
-      writer: this.#writer,
-      requests: this.#requests,
-      logger: () => this.#logger,
-      role: () => this.role,
-      leader: () => this.#leader,
-      writerEpoch: () => this.#writerEpoch,
-      writableLeader: () => this.#writableLeader(),
-      mayCommit: () => this.#canCommitNow(),
-      promoted: (timeoutMs) => this.#promoted(timeoutMs),
-      touch: () => this.#touch(),
-      serialPending: () => this.#serialPending > 0,
-      serialChain: () => this.#chain,
-      isolatedBegun: () => this.#reads.isolatedBegun(),
-      isolatedDone: () => this.#reads.isolatedDone(),
-      serveRead: (leader, request) => this.#reads.serveRead(leader, request),
-    });
+    this.#leaderWritesPart ??= new LeaderWrites(this.#bridge);
     return this.#leaderWritesPart;
   }
 
   get #writes(): WriteClient {
-    this.#writesPart ??= new WriteClient({
-      name: this.name,
-      clock: this.#services.clock,
-      client: this.#services.client,
-      timing: this.#services.timing,
-      forwardTimeoutMs: this.#settings.forwardTimeoutMs,
-      nodeLeases: this.#services.nodeLeases !== undefined,
-      signal: this.#closing.signal,
-      closed: () => this.#closed,
-      role: () => this.role,
-      writableLeader: () => this.#writableLeader(),
-      leaderAddress: () => this.#leaderAddress(),
-      writeHere: (leader, request, deadline, remembered, isolated) =>
-        this.#leaderWrites.writeHere(leader, request, deadline, remembered, isolated),
-      remember: (token) => this.#remember(token),
-      roleChange: (timeoutMs) => this.#roleChange(timeoutMs),
-      leaseChanged: () => this.leaseChanged(),
-      cannotTakeOver: () => this.#stuckCopy.state?.error ?? this.#failed?.error,
-    });
+    this.#writesPart ??= new WriteClient(this.#bridge);
     return this.#writesPart;
   }
 
   get #shipped(): ShippedWaiters {
-    this.#shippedPart ??= new ShippedWaiters({
-      clock: this.#services.clock,
-      signal: this.#closing.signal,
-      closed: () => this.#closed,
-      leading: () => (this.#writerEpoch !== null ? this.#leader : null),
-      position: () => this.position,
-    });
+    this.#shippedPart ??= new ShippedWaiters(this.#bridge);
     return this.#shippedPart;
   }
 
   get #gate(): DurabilityGate {
-    this.#gatePart ??= new DurabilityGate({
-      snapshot: () => this.#snapshot,
-      clock: { now: () => this.#services.clock.now() },
-      liveness: () => this.#services.nodeLeases?.liveness,
-      writerEpoch: () => this.#writerEpoch,
-      closed: () => this.#closed,
-    });
+    this.#gatePart ??= new DurabilityGate(this.#bridge);
     return this.#gatePart;
   }
+
+  /** What the parts ask of their database, answered from its private state. */
+  static readonly #Bridge = class implements DatabaseBridge {
+    readonly #db: HostedDatabase;
+
+    constructor(db: HostedDatabase) {
+      this.#db = db;
+    }
+
+    get name() {
+      return this.#db.name;
+    }
+    get path() {
+      return this.#db.path;
+    }
+    get clock() {
+      return this.#db.#services.clock;
+    }
+    get storage() {
+      return this.#db.#services.storage;
+    }
+    get prefix() {
+      return this.#db.#services.prefix;
+    }
+    get dataDir() {
+      return this.#db.#services.dataDir;
+    }
+    get parkDir() {
+      return this.#db.#services.parkDir;
+    }
+    get pageCacheKiB() {
+      return this.#db.#services.pageCacheKiB;
+    }
+    get runner() {
+      return this.#db.#services.runner;
+    }
+    get client() {
+      return this.#db.#services.client;
+    }
+    get timing() {
+      return this.#db.#services.timing;
+    }
+    get pollIntervalMs() {
+      return this.#db.#services.timing.pollIntervalMs;
+    }
+    get address() {
+      return this.#db.#services.address;
+    }
+    get shipDelayMs() {
+      return this.#db.#services.shipDelayMs;
+    }
+    get shipLog() {
+      return this.#db.#services.shipLog !== undefined;
+    }
+    get nodeLeases() {
+      return this.#db.#services.nodeLeases !== undefined;
+    }
+    get readYourWritesTimeoutMs() {
+      return this.#db.#settings.readYourWritesTimeoutMs;
+    }
+    get forwardTimeoutMs() {
+      return this.#db.#settings.forwardTimeoutMs;
+    }
+    get signal() {
+      return this.#db.#closing.signal;
+    }
+    get stuck() {
+      return this.#db.#stuckCopy;
+    }
+    get writer() {
+      return this.#db.#writer;
+    }
+    get requests() {
+      return this.#db.#requests;
+    }
+    closed() {
+      return this.#db.#closed;
+    }
+    role() {
+      return this.#db.role;
+    }
+    logger() {
+      return this.#db.#logger;
+    }
+    snapshot() {
+      return this.#db.#snapshot;
+    }
+    liveness() {
+      return this.#db.#services.nodeLeases?.liveness;
+    }
+    leader() {
+      return this.#db.#leader;
+    }
+    writableLeader() {
+      return this.#db.#writableLeader();
+    }
+    leading() {
+      return this.#db.#writerEpoch !== null ? this.#db.#leader : null;
+    }
+    writerEpoch() {
+      return this.#db.#writerEpoch;
+    }
+    mayCommit() {
+      return this.#db.#canCommitNow();
+    }
+    dropLeader() {
+      const leader = this.#db.#leader;
+      this.#db.#leader = null;
+      this.#db.#writerEpoch = null;
+      return leader;
+    }
+    hasFollower() {
+      return this.#db.#follower !== null;
+    }
+    hasCopy() {
+      return this.#db.#follower !== null;
+    }
+    copyStuck() {
+      return this.#db.#stuckCopy.state !== null;
+    }
+    position() {
+      return this.#db.position;
+    }
+    seq() {
+      return this.#db.position.seq;
+    }
+    lastToken() {
+      return this.#db.#lastToken;
+    }
+    observedEpoch() {
+      return observedRecordOf(this.#db.#snapshot)?.epoch ?? 0;
+    }
+    knownAtTip(follower: SqliteFollower) {
+      return this.#db.#knownAtTip(follower);
+    }
+    noteSeq(seq: number) {
+      this.#db.#noteSeq(seq);
+    }
+    remember(token: WriteToken) {
+      this.#db.#remember(token);
+    }
+    unusable() {
+      return this.#db.#failed?.error ?? this.#db.#stuckCopy.state?.error;
+    }
+    cannotTakeOver() {
+      return this.#db.#stuckCopy.state?.error ?? this.#db.#failed?.error;
+    }
+    localConnection() {
+      return this.#db.#localConnection();
+    }
+    serial<T>(work: () => Promise<T>) {
+      return this.#db.#serial(work);
+    }
+    serialPending() {
+      return this.#db.#serialPending > 0;
+    }
+    serialChain() {
+      return this.#db.#chain;
+    }
+    abortInteractive(reason: string) {
+      return this.#db.#abortInteractive(reason);
+    }
+    forgetIsolated() {
+      return this.#db.#forgetIsolated();
+    }
+    isolatedBegun() {
+      this.#db.#reads.isolatedBegun();
+    }
+    isolatedDone() {
+      this.#db.#reads.isolatedDone();
+    }
+    pull() {
+      return this.#db.#pull();
+    }
+    retry() {
+      return this.#db.pullFromStorage();
+    }
+    forward(request: ForwardRequest) {
+      return this.#db.#writes.write(request);
+    }
+    serveRead(leader: SqliteLeader, request: ForwardRequest) {
+      return this.#db.#reads.serveRead(leader, request);
+    }
+    writeHere(
+      leader: SqliteLeader,
+      request: ForwardRequest,
+      deadline: number,
+      remembered: boolean,
+      isolated: boolean,
+    ) {
+      return this.#db.#leaderWrites.writeHere(leader, request, deadline, remembered, isolated);
+    }
+    promoted(timeoutMs: number) {
+      return this.#db.#promoted(timeoutMs);
+    }
+    leaderAddress() {
+      return this.#db.#leaderAddress();
+    }
+    roleChange(timeoutMs: number) {
+      return this.#db.#roleChange(timeoutMs);
+    }
+    leaseChanged() {
+      this.#db.leaseChanged();
+    }
+    healthChanged() {
+      this.#db.#healthChanged();
+    }
+    touch() {
+      this.#db.#touch();
+    }
+    reportParked(tail: ParkedTail) {
+      this.#db.#reportParked(tail);
+    }
+    problem(error: unknown) {
+      this.#db.#problem(error);
+    }
+  };
 
   get #logger(): Logger {
     this.#childLogger ??= this.#services.logger.child({ db: this.name });
@@ -1166,27 +1288,7 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
 
   /** The follower side of the live tail (one loop per database without node-level leases). */
   #tailLoop(): Promise<void> {
-    const services = this.#services;
-    return followLiveTail({
-      name: this.name,
-      clock: services.clock,
-      client: services.client,
-      pollIntervalMs: services.timing.pollIntervalMs,
-      address: services.address,
-      signal: this.#closing.signal,
-      closed: () => this.#closed,
-      role: () => this.role,
-      leaderAddress: () => this.#leaderAddress(),
-      hasCopy: () => this.#follower !== null,
-      seq: () => this.position.seq,
-      stuck: () => this.#stuckCopy.state !== null,
-      noteSeq: (seq) => this.#noteSeq(seq),
-      pull: () => this.#pull(),
-      leaseChanged: () => this.leaseChanged(),
-      roleChange: (timeoutMs) => this.#roleChange(timeoutMs),
-      problem: (error) => this.#problem(error),
-      logger: () => this.#logger,
-    });
+    return followLiveTail(this.#bridge);
   }
 
   /** The leader side of the live tail: answers once a sequence above `after` is durable. */

@@ -29,7 +29,7 @@ export interface TailFollowerContext {
   /** The sequence the local copy holds. */
   seq(): number;
   /** The copy stays behind storage (reported elsewhere). */
-  stuck(): boolean;
+  copyStuck(): boolean;
   /** A durable sequence was heard of. */
   noteSeq(seq: number): void;
   /** Applies what storage holds past the local copy. */
@@ -70,7 +70,7 @@ export async function followLiveTail(tail: TailFollowerContext): Promise<void> {
           if (!answer.leading) {
             tail.leaseChanged();
             await sleep(clock, 20);
-          } else if (tail.stuck()) {
+          } else if (tail.copyStuck()) {
             // Behind storage: the leader would answer at once again; wait as a poll would.
             await Promise.race([sleep(clock, pollIntervalMs), tail.roleChange(pollIntervalMs)]);
           }

@@ -14,12 +14,12 @@ import { walPath } from '../../side-files.ts';
 import type { ChangesetCodec } from '../../wire/changeset.ts';
 import type { SnapshotManifest } from '../snapshot.ts';
 import { type Capture, collectUnshipped } from './capture.ts';
-import { Checkpointer } from './checkpointer.ts';
-import { LeaderConnections } from './connections.ts';
+import { Checkpointer, type CheckpointerParts } from './checkpointer.ts';
+import { type ConnectionOptions, LeaderConnections } from './connections.ts';
 import { fileSize, removeLeftoverTempFilesOnce } from './local-file.ts';
 import { type LeaderState, LocalState, resolveLocalState } from './local-state.ts';
 import { Outbox, outboxSegmentsOf, parkTail } from './outbox.ts';
-import { SelfCheck, Shipper } from './shipper.ts';
+import { SelfCheck, Shipper, type ShipperParts } from './shipper.ts';
 import { SnapshotSchedule, snapshotSource, uploadSnapshot } from './snapshots.ts';
 import { readCommittedFrames, WAL_HEADER_SIZE } from './wal.ts';
 
@@ -183,17 +183,61 @@ export class SqliteLeader {
   /** Compares the file with what was shipped after a flush. */
   readonly #selfCheck: SelfCheck;
 
+  /**
+   * What the leader's parts ask of it, one object per leader with its methods on the prototype
+   * (thousands of idle leaders: a context of closures per part adds up).
+   */
+  static readonly #Parts = class implements ConnectionOptions, CheckpointerParts, ShipperParts {
+    readonly #leader: SqliteLeader;
+
+    constructor(leader: SqliteLeader) {
+      this.#leader = leader;
+    }
+
+    get path() {
+      return this.#leader.#options.path;
+    }
+    get pageSize() {
+      return this.#leader.#options.pageSize;
+    }
+    get pageCacheKiB() {
+      return this.#leader.#options.pageCacheKiB;
+    }
+    get walTruncateBytes() {
+      return this.#leader.#options.walTruncateBytes ?? WAL_TRUNCATE_BYTES;
+    }
+    get connections() {
+      return this.#leader.#connections;
+    }
+    get local() {
+      return this.#leader.#local;
+    }
+    get outbox() {
+      return this.#leader.#outbox;
+    }
+    onSettingReset(reset: { pragma: string; expected: string; actual: string }) {
+      this.#leader.#options.onEvent?.({ type: 'setting-reset', ...reset });
+    }
+    shipSoon() {
+      this.#leader.shipSoon();
+    }
+    closed() {
+      return this.#leader.#closed;
+    }
+    fence(error: FencedError) {
+      this.#leader.#fenced = error;
+    }
+    shipped(captured: Capture) {
+      this.#leader.#shipped(captured);
+    }
+  };
+
   private constructor(options: LeaderOptions, state: LeaderState | null, openNow: boolean) {
     this.#options = options;
     this.#clock = options.clock ?? systemClock;
     this.#walPath = walPath(options.path);
-    this.#connections = new LeaderConnections({
-      path: options.path,
-      pageSize: options.pageSize,
-      pageCacheKiB: options.pageCacheKiB,
-      walTruncateBytes: options.walTruncateBytes ?? WAL_TRUNCATE_BYTES,
-      onSettingReset: (reset) => this.#options.onEvent?.({ type: 'setting-reset', ...reset }),
-    });
+    const parts = new SqliteLeader.#Parts(this);
+    this.#connections = new LeaderConnections(parts);
     if (openNow) this.#connections.open();
     this.#local = new LocalState(options.path, options.db, {
       position: state
@@ -203,21 +247,8 @@ export class SqliteLeader {
       cursor: state?.cursor ?? null,
     });
     this.#outbox = new Outbox(options.path, options.db, this.#local.position);
-    this.#checkpointer = new Checkpointer(options, {
-      connections: this.#connections,
-      local: this.#local,
-      outbox: this.#outbox,
-      shipSoon: () => this.shipSoon(),
-      closed: () => this.#closed,
-    });
-    const parts = { connections: this.#connections, local: this.#local, outbox: this.#outbox };
-    this.#shipper = new Shipper(options, {
-      ...parts,
-      fence: (error) => {
-        this.#fenced = error;
-      },
-      shipped: (captured) => this.#shipped(captured),
-    });
+    this.#checkpointer = new Checkpointer(options, parts);
+    this.#shipper = new Shipper(options, parts);
     this.#selfCheck = new SelfCheck(options, this.#clock, parts);
     this.#snapshots = new SnapshotSchedule(options);
     if (openNow) this.#opened();
