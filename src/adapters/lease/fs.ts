@@ -3,7 +3,12 @@ import * as path from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import Database from 'better-sqlite3';
 import { messageOf } from '../../error-message.ts';
-import { HadbError, LeaseRecordInvalidError, LeaseStoreUnavailableError } from '../../errors.ts';
+import {
+  HadbError,
+  InvalidArgumentError,
+  LeaseRecordInvalidError,
+  LeaseStoreUnavailableError,
+} from '../../errors.ts';
 import { type CasResult, CONFLICT, type LeaseEntry, type LeaseStore } from './types.ts';
 
 const DEFAULT_BUSY_TIMEOUT_MS = 5000;
@@ -42,6 +47,9 @@ export function createFsLeaseStore(options: {
   path: string;
   busyTimeoutMs?: number;
 }): LeaseStore & { close(): Promise<void> } {
+  if (typeof options?.path !== 'string' || options.path === '') {
+    throw new InvalidArgumentError('createFsLeaseStore needs { path }: the lease database file');
+  }
   const busyTimeoutMs = options.busyTimeoutMs ?? DEFAULT_BUSY_TIMEOUT_MS;
   let database: Database.Database | undefined;
   let opening: Promise<Statements> | undefined;

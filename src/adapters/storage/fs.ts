@@ -3,7 +3,12 @@ import type { Dirent, Stats } from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
 import { messageOf } from '../../error-message.ts';
-import { HadbError, InvalidKeyError, StorageUnavailableError } from '../../errors.ts';
+import {
+  HadbError,
+  InvalidArgumentError,
+  InvalidKeyError,
+  StorageUnavailableError,
+} from '../../errors.ts';
 import {
   closeFile,
   linkFile,
@@ -48,6 +53,11 @@ const MAX_TEMP_ATTEMPTS = 5;
  * differ only in case are the same object.
  */
 export function createFsStorage(options: { root: string }): StorageBackend {
+  if (typeof options?.root !== 'string' || options.root === '') {
+    throw new InvalidArgumentError(
+      'createFsStorage needs { root }: the folder that holds the objects',
+    );
+  }
   const root = path.resolve(options.root);
 
   function objectPath(key: string): string {
