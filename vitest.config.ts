@@ -11,7 +11,7 @@ const source = (file: string) => new URL(`./src/${file}`, import.meta.url).pathn
 const SERIAL = [
   'test/e2e/**/*.test.ts',
   'test/integration/**/*.test.ts',
-  // Searches time-boxed at 25 s that assert their coverage (e.g. > 40 crash takeovers): with a
+  // Searches time-boxed at 25 s that assert their coverage (e.g. crash takeovers happened): with a
   // share of the CPU they search less and can fail. The whole-stack model also runs real nodes
   // on 400 ms leases and fails if the event loop stalls 2.5 s.
   'test/model/*.model.test.ts',
