@@ -384,9 +384,6 @@ export class HostedDatabase extends EventEmitter implements HadbDatabase, Tailed
     hasFollower() {
       return this.#db.#follower !== null;
     }
-    hasCopy() {
-      return this.#db.#follower !== null;
-    }
     copyStuck() {
       return this.#db.#stuckCopy.state !== null;
     }

@@ -12,7 +12,6 @@ import {
   NotDurableError,
   NotLeaderError,
   SqlError,
-  StatementRefusedError,
   TimeoutError,
 } from '../errors.ts';
 import type { SqliteLeader } from '../replication/sqlite/leader.ts';
@@ -140,7 +139,8 @@ export class LeaderWrites {
     try {
       checkClientStatements(request.statements, gateContextOf(request));
     } catch (error) {
-      if (!(error instanceof StatementRefusedError)) throw error;
+      // Refused SQL, or a parameter that is not an SQL value: the sender's own error.
+      if (!(error instanceof HadbError)) throw error;
       return failedForwardAnswer(error);
     }
     const leader =

@@ -25,7 +25,7 @@ export interface TailFollowerContext {
   /** Where the current leader takes requests; null when none is known or it is this node. */
   leaderAddress(): string | null;
   /** A follower copy is open. */
-  hasCopy(): boolean;
+  hasFollower(): boolean;
   /** The sequence the local copy holds. */
   seq(): number;
   /** The copy stays behind storage (reported elsewhere). */
@@ -52,7 +52,7 @@ export async function followLiveTail(tail: TailFollowerContext): Promise<void> {
   while (!tail.closed()) {
     const role = tail.role();
     const address = role === 'follower' || role === 'catching-up' ? tail.leaderAddress() : null;
-    if (address && tail.hasCopy()) {
+    if (address && tail.hasFollower()) {
       try {
         const after = tail.seq();
         const { status, body } = await client.request(

@@ -1,5 +1,6 @@
 import Database from 'better-sqlite3';
 import { SqlError, StatementRefusedError } from '../errors.ts';
+import { isSqlValue } from '../wire/forward.ts';
 
 /**
  * The statement gate: client SQL may not change what the replication machinery depends on
@@ -321,16 +322,6 @@ function checkParams(params: unknown, index: number): void {
       `parameter ${which} of statement ${index} is ${describeValue(value)}: SQL values are null, numbers, bigints, strings and Uint8Arrays`,
     );
   }
-}
-
-function isSqlValue(value: unknown): boolean {
-  return (
-    value === null ||
-    typeof value === 'number' ||
-    typeof value === 'bigint' ||
-    typeof value === 'string' ||
-    value instanceof Uint8Array
-  );
 }
 
 function describeValue(value: unknown): string {

@@ -234,14 +234,19 @@ function checkStatement(statement: unknown, index: number): Statement {
   return { sql, params: params as Record<string, SqlValue> };
 }
 
-function checkValue(value: unknown, where: string): void {
-  const ok =
+/** A value SQLite binds and returns: null, a number, a bigint, a string or a Uint8Array. */
+export function isSqlValue(value: unknown): value is SqlValue {
+  return (
     value === null ||
     typeof value === 'number' ||
     typeof value === 'bigint' ||
     typeof value === 'string' ||
-    value instanceof Uint8Array;
-  if (!ok) throw new BadRequestError(`${where} is not an SQL value`);
+    value instanceof Uint8Array
+  );
+}
+
+function checkValue(value: unknown, where: string): void {
+  if (!isSqlValue(value)) throw new BadRequestError(`${where} is not an SQL value`);
 }
 
 export function decodeForwardResponse(bytes: Uint8Array): ForwardResponse {
